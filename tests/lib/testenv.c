@@ -1,0 +1,143 @@
+/* Test helpers shared by integration and fault tests; see testenv.h. */
+#include "testenv.h"
+
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+const char *cms_test_env(const char *name)
+{
+    const char *v = getenv(name);
+    if (v == NULL || *v == '\0') {
+        fprintf(stderr, "%s is not set: run the tests through tests/run, which starts the "
+                        "servers they need\n", name);
+        abort();
+    }
+    return v;
+}
+
+char *cms_test_sql(const char *conninfo, const char *sql)
+{
+    PGconn *c = PQconnectdb(conninfo);
+    char *out = NULL;
+    if (PQstatus(c) != CONNECTION_OK) {
+        fprintf(stderr, "connect: %s", PQerrorMessage(c));
+        goto out;
+    }
+    PGresult *r = PQexec(c, sql);
+    ExecStatusType st = PQresultStatus(r);
+    if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
+        fprintf(stderr, "%s: %s", sql, PQresultErrorMessage(r));
+    } else if (st == PGRES_TUPLES_OK && PQntuples(r) > 0 && !PQgetisnull(r, 0, 0)) {
+        out = strdup(PQgetvalue(r, 0, 0));
+    } else {
+        out = strdup("");
+    }
+    PQclear(r);
+out:
+    PQfinish(c);
+    return out;
+}
+
+int cms_test_db_create(const char *prefix, int migrated, char *out, size_t outlen)
+{
+    const char *admin = cms_test_env("CMS_TEST_PG_URL");
+    char name[64], sql[256];
+    snprintf(name, sizeof name, "%s_%d", prefix, (int)getpid());
+    snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s WITH (FORCE)", name);
+    free(cms_test_sql(admin, sql));
+    if (migrated)
+        snprintf(sql, sizeof sql, "CREATE DATABASE %s TEMPLATE %s", name,
+                 cms_test_env("CMS_TEST_TEMPLATE_DB"));
+    else
+        snprintf(sql, sizeof sql, "CREATE DATABASE %s", name);
+    char *r = cms_test_sql(admin, sql);
+    if (r == NULL)
+        return -1;
+    free(r);
+    snprintf(out, outlen, "%s dbname=%s", admin, name);
+    return 0;
+}
+
+void cms_test_db_drop(const char *conninfo)
+{
+    /* the last dbname= wins in a conninfo, and is the one we appended */
+    const char *p = NULL;
+    for (const char *q = conninfo; (q = strstr(q, "dbname=")) != NULL; q++)
+        p = q;
+    const char *admin = getenv("CMS_TEST_PG_URL");
+    if (p == NULL || admin == NULL)
+        return;
+    char sql[256];
+    snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s WITH (FORCE)", p + strlen("dbname="));
+    free(cms_test_sql(admin, sql));
+}
+
+int cms_test_ctl(const char *verb)
+{
+    const char *ctl = cms_test_env("CMS_TEST_CTL");
+    pid_t pid = fork();
+    if (pid == 0) {
+        execl(ctl, ctl, verb, (char *)NULL);
+        _exit(127);
+    }
+    int st = 0;
+    if (pid < 0 || waitpid(pid, &st, 0) < 0)
+        return -1;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+typedef struct {
+    uv_process_t proc;
+    cms_test_ctl_cb done;
+    void *arg;
+    int status;
+} ctl_job;
+
+static void ctl_closed(uv_handle_t *h)
+{
+    ctl_job *j = h->data;
+    j->done(j->status, j->arg);
+    free(j);
+}
+
+static void ctl_exited(uv_process_t *p, int64_t status, int sig)
+{
+    ctl_job *j = p->data;
+    j->status = sig ? -1 : (int)status;
+    uv_close((uv_handle_t *)p, ctl_closed);
+}
+
+int cms_test_ctl_spawn(uv_loop_t *loop, const char *verb, cms_test_ctl_cb done, void *arg)
+{
+    const char *ctl = cms_test_env("CMS_TEST_CTL");
+    ctl_job *j = calloc(1, sizeof *j);
+    if (j == NULL)
+        return UV_ENOMEM;
+    j->done = done;
+    j->arg = arg;
+    j->proc.data = j;
+    char *args[] = {(char *)ctl, (char *)verb, NULL};
+    uv_stdio_container_t stdio[3] = {
+        {.flags = UV_IGNORE}, {.flags = UV_INHERIT_FD, .data.fd = 2}, {.flags = UV_INHERIT_FD, .data.fd = 2}};
+    uv_process_options_t o = {.exit_cb = ctl_exited, .file = ctl, .args = args,
+                              .stdio_count = 3, .stdio = stdio};
+    int rc = uv_spawn(loop, &j->proc, &o);
+    if (rc != 0) {
+        /* uv_spawn initialised the handle even on failure: it must be closed */
+        j->done = NULL;
+        uv_close((uv_handle_t *)&j->proc, (uv_close_cb)free);
+    }
+    return rc;
+}
+
+double cms_test_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}

@@ -1,0 +1,45 @@
+/* What integration and fault tests share: the servers tests/run started,
+ * scratch databases, and the tests/lib/ctl script that stops, freezes and
+ * restarts those servers.
+ *
+ * Environment (exported by tests/run):
+ *   CMS_TEST_PG_URL        libpq conninfo of a superuser on the throwaway cluster (db "postgres")
+ *   CMS_TEST_TEMPLATE_DB   a database migrated to the latest version, used as a template
+ *   CMS_TEST_NATS_URL      nats://127.0.0.1:<port> of the throwaway nats-server (JetStream on)
+ *   CMS_TEST_CTL           path of tests/lib/ctl, bound to those servers
+ *   CMS_TEST_BIN_DIR       the build's binaries (cms-migrate, services, cmsctl)
+ * A missing variable fails the test that needs it: nothing is skipped. */
+#ifndef CMS_TESTENV_H
+#define CMS_TESTENV_H
+
+#include <stddef.h>
+#include <uv.h>
+
+/* The variable's value; aborts the test process with a clear message if unset. */
+const char *cms_test_env(const char *name);
+
+/* Creates a fresh database (from CMS_TEST_TEMPLATE_DB when migrated is
+ * nonzero, else empty) named after prefix and the pid, and writes a conninfo
+ * for it into out. Returns 0 or -1. Blocking: call it outside any loop. */
+int cms_test_db_create(const char *prefix, int migrated, char *out, size_t outlen);
+/* Drops a database made by cms_test_db_create (by the conninfo it gave). */
+void cms_test_db_drop(const char *conninfo);
+
+/* Runs `tests/lib/ctl VERB` and waits; returns its exit status. Blocking:
+ * for setup code, never inside a loop callback whose timing is measured. */
+int cms_test_ctl(const char *verb);
+
+/* Runs `tests/lib/ctl VERB` from a loop without blocking it; done(status, arg)
+ * is called on the loop when it exits. Returns 0 or a libuv error. */
+typedef void (*cms_test_ctl_cb)(int status, void *arg);
+int cms_test_ctl_spawn(uv_loop_t *loop, const char *verb, cms_test_ctl_cb done, void *arg);
+
+/* Runs one blocking SQL statement (test setup and checks only). Returns the
+ * first column of the first row, malloc'd (caller frees), "" for no rows, or
+ * NULL on error (printed to stderr). */
+char *cms_test_sql(const char *conninfo, const char *sql);
+
+/* Monotonic milliseconds. */
+double cms_test_now_ms(void);
+
+#endif
