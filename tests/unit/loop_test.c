@@ -1,0 +1,323 @@
+/* loop: the running -> draining -> closed lifecycle, hook order, the drain
+ * timeout, signals, loop lag. Every test ends with uv_loop_close() == 0. */
+#include <criterion/criterion.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "loop.h"
+#include "metrics.h"
+
+typedef struct fixture {
+    uv_loop_t loop;
+    cms_proc *p;
+    uv_timer_t watchdog; /* fails the test instead of hanging it */
+    uv_timer_t later;    /* finishes a hook from a later loop turn */
+    int later_hook;
+    bool watchdog_fired;
+    char events[256]; /* order of hook calls, e.g. "d0 d1 c1 c0 " */
+    int close_hooks_run;
+} fixture;
+
+static void note(fixture *f, const char *ev)
+{
+    size_t n = strlen(f->events);
+    snprintf(f->events + n, sizeof f->events - n, "%s ", ev);
+}
+
+static void on_watchdog(uv_timer_t *t)
+{
+    fixture *f = t->data;
+    f->watchdog_fired = true;
+    cms_proc_stop(f->p);
+}
+
+/* The fixture's own handles close in the first close hook registered, so
+ * they go last, like a service's outermost resources. */
+static void close_fixture_handles(cms_proc *p, void *arg)
+{
+    (void)p;
+    fixture *f = arg;
+    note(f, "cF");
+    uv_close((uv_handle_t *)&f->watchdog, NULL);
+    uv_close((uv_handle_t *)&f->later, NULL);
+}
+
+static void fixture_init(fixture *f, uint64_t drain_timeout_ms)
+{
+    memset(f, 0, sizeof *f);
+    cms_log_init("loop_test", CMS_LOG_WARN, NULL);
+    cr_assert_eq(uv_loop_init(&f->loop), 0);
+    cr_assert_eq(cms_proc_create(&f->loop, drain_timeout_ms, &f->p), 0);
+    cr_assert_eq(cms_proc_state_get(f->p), CMS_PROC_RUNNING);
+    cr_assert_eq(cms_proc_loop(f->p), &f->loop);
+    uv_timer_init(&f->loop, &f->watchdog);
+    uv_timer_init(&f->loop, &f->later);
+    f->watchdog.data = f->later.data = f;
+    uv_timer_start(&f->watchdog, on_watchdog, 5000, 0);
+    uv_unref((uv_handle_t *)&f->watchdog);
+    cr_assert_eq(cms_proc_on_close(f->p, close_fixture_handles, f), 0);
+}
+
+static int fixture_run_and_close(fixture *f)
+{
+    int code = cms_proc_run(f->p);
+    cr_assert_eq(cms_proc_state_get(f->p), CMS_PROC_CLOSED);
+    cms_proc_destroy(f->p);
+    cr_assert_eq(uv_loop_close(&f->loop), 0, "every handle must be closed");
+    cr_assert_not(f->watchdog_fired, "watchdog fired: events %s", f->events);
+    return code;
+}
+
+/* ---- hooks ---- */
+
+static void hook_done_now(cms_proc *p, int id, void *arg)
+{
+    fixture *f = arg;
+    char ev[16];
+    snprintf(ev, sizeof ev, "d%d", id);
+    note(f, ev);
+    cr_assert_eq(cms_proc_state_get(p), CMS_PROC_DRAINING);
+    cms_proc_hook_done(p, id);
+    cms_proc_hook_done(p, id); /* idempotent */
+}
+
+static void on_later(uv_timer_t *t)
+{
+    fixture *f = t->data;
+    note(f, "done-later");
+    cms_proc_hook_done(f->p, f->later_hook);
+}
+
+static void hook_done_later(cms_proc *p, int id, void *arg)
+{
+    (void)p;
+    fixture *f = arg;
+    char ev[16];
+    snprintf(ev, sizeof ev, "d%d", id);
+    note(f, ev);
+    f->later_hook = id;
+    uv_timer_start(&f->later, on_later, 20, 0);
+}
+
+static void hook_never_done(cms_proc *p, int id, void *arg)
+{
+    (void)p;
+    fixture *f = arg;
+    char ev[16];
+    snprintf(ev, sizeof ev, "d%d", id);
+    note(f, ev);
+}
+
+static void close_a(cms_proc *p, void *arg)
+{
+    fixture *f = arg;
+    cr_assert_eq(cms_proc_state_get(p), CMS_PROC_CLOSED);
+    note(f, "cA");
+    f->close_hooks_run++;
+}
+
+static void close_b(cms_proc *p, void *arg)
+{
+    (void)p;
+    fixture *f = arg;
+    note(f, "cB");
+    f->close_hooks_run++;
+}
+
+static void stop_soon(uv_timer_t *t)
+{
+    fixture *f = t->data;
+    note(f, "stop");
+    cms_proc_stop(f->p);
+    cms_proc_stop(f->p); /* idempotent */
+}
+
+Test(loop, clean_drain_runs_hooks_in_order_and_closes_in_reverse)
+{
+    fixture f;
+    fixture_init(&f, 2000);
+    cr_assert_eq(cms_proc_on_drain(f.p, hook_done_now, &f), 0);
+    cr_assert_eq(cms_proc_on_drain_named(f.p, "slow", hook_done_later, &f), 1);
+    cr_assert_eq(cms_proc_on_drain(f.p, hook_done_now, &f), 2);
+    cr_assert_eq(cms_proc_on_close(f.p, close_a, &f), 0);
+    cr_assert_eq(cms_proc_on_close(f.p, close_b, &f), 0);
+    cms_proc_hook_done(f.p, 1); /* before draining: ignored */
+    uv_timer_start(&f.later, stop_soon, 1, 0);
+    int code = fixture_run_and_close(&f);
+    cr_assert_eq(code, 0);
+    cr_assert_str_eq(f.events, "stop d0 d1 d2 done-later cB cA cF ");
+}
+
+Test(loop, all_hooks_done_inside_their_calls)
+{
+    fixture f;
+    fixture_init(&f, 2000);
+    cms_proc_on_drain(f.p, hook_done_now, &f);
+    cms_proc_on_drain(f.p, hook_done_now, &f);
+    cms_proc_on_close(f.p, close_a, &f);
+    cms_proc_stop(f.p); /* before the loop even runs */
+    cr_assert_eq(cms_proc_state_get(f.p), CMS_PROC_DRAINING);
+    cr_assert_eq(f.close_hooks_run, 0, "close hooks run from the loop, not inside stop");
+    cr_assert_lt(cms_proc_on_drain(f.p, hook_done_now, &f), 0, "no new hooks once draining");
+    cr_assert_lt(cms_proc_on_close(f.p, close_a, &f), 0);
+    cr_assert_eq(fixture_run_and_close(&f), 0);
+    cr_assert_str_eq(f.events, "d0 d1 cA cF ");
+}
+
+Test(loop, no_hooks)
+{
+    fixture f;
+    fixture_init(&f, 2000);
+    uv_timer_start(&f.later, stop_soon, 1, 0);
+    cr_assert_eq(fixture_run_and_close(&f), 0);
+    cr_assert_str_eq(f.events, "stop cF ");
+}
+
+Test(loop, drain_timeout_forces_close_with_exit_1)
+{
+    fixture f;
+    fixture_init(&f, 50);
+    cms_proc_on_drain_named(f.p, "stuck", hook_never_done, &f);
+    cms_proc_on_drain(f.p, hook_done_now, &f);
+    cms_proc_on_close(f.p, close_a, &f);
+    uint64_t t0 = uv_hrtime();
+    uv_timer_start(&f.later, stop_soon, 1, 0);
+    FILE *log = tmpfile();
+    cms_log_init("loop_test", CMS_LOG_WARN, log);
+    int code = fixture_run_and_close(&f);
+    cms_log_init("loop_test", CMS_LOG_WARN, NULL);
+    double ms = (double)(uv_hrtime() - t0) / 1e6;
+    cr_assert_eq(code, 1);
+    cr_assert_str_eq(f.events, "stop d0 d1 cA cF ");
+    cr_assert_geq(ms, 45, "closed after %.1f ms, before the timeout", ms);
+    rewind(log);
+    char line[1024] = "";
+    bool found = false;
+    while (fgets(line, sizeof line, log))
+        found = found || (strstr(line, "drain forced") && strstr(line, "\"pending\":[\"stuck\"]"));
+    fclose(log);
+    cr_assert(found, "the log names the pending hook");
+}
+
+Test(loop, zero_timeout_with_synchronous_hooks_is_clean)
+{
+    fixture f;
+    fixture_init(&f, 0);
+    cms_proc_on_drain(f.p, hook_done_now, &f);
+    uv_timer_start(&f.later, stop_soon, 1, 0);
+    cr_assert_eq(fixture_run_and_close(&f), 0);
+}
+
+/* ---- signals ---- */
+
+static void raise_term(uv_timer_t *t)
+{
+    fixture *f = t->data;
+    note(f, "SIGTERM");
+    raise(SIGTERM);
+}
+
+Test(loop, sigterm_drains)
+{
+    fixture f;
+    fixture_init(&f, 2000);
+    cms_proc_on_drain(f.p, hook_done_now, &f);
+    uv_timer_start(&f.later, raise_term, 1, 0);
+    cr_assert_eq(fixture_run_and_close(&f), 0);
+    cr_assert_str_eq(f.events, "SIGTERM d0 cF ");
+}
+
+static void hook_raise_again(cms_proc *p, int id, void *arg)
+{
+    (void)p;
+    (void)id;
+    fixture *f = arg;
+    note(f, "d-stuck");
+    raise(SIGINT); /* a second signal while draining */
+}
+
+Test(loop, second_signal_forces_close)
+{
+    fixture f;
+    fixture_init(&f, 5000);
+    cms_proc_on_drain(f.p, hook_raise_again, &f);
+    cms_proc_on_close(f.p, close_a, &f);
+    uv_timer_start(&f.later, raise_term, 1, 0);
+    FILE *log = tmpfile();
+    cms_log_init("loop_test", CMS_LOG_WARN, log);
+    uint64_t t0 = uv_hrtime();
+    int code = fixture_run_and_close(&f);
+    cms_log_init("loop_test", CMS_LOG_WARN, NULL);
+    fclose(log);
+    cr_assert_eq(code, 1);
+    cr_assert_lt((double)(uv_hrtime() - t0) / 1e6, 2000, "did not wait for the drain timeout");
+    cr_assert_str_eq(f.events, "SIGTERM d-stuck cA cF ");
+}
+
+Test(loop, sigpipe_is_ignored)
+{
+    fixture f;
+    fixture_init(&f, 2000);
+    struct sigaction sa;
+    cr_assert_eq(sigaction(SIGPIPE, NULL, &sa), 0);
+    cr_assert_eq(sa.sa_handler, SIG_IGN);
+    cms_proc_stop(f.p);
+    cr_assert_eq(fixture_run_and_close(&f), 0);
+}
+
+/* ---- lag ---- */
+
+static void block_loop(uv_timer_t *t)
+{
+    fixture *f = t->data;
+    /* simulate a handler that hogs the loop for 60 ms */
+    uint64_t until = uv_hrtime() + 60 * 1000000ull;
+    while (uv_hrtime() < until) {
+    }
+    uv_timer_start(&f->later, stop_soon, 30, 0); /* let the lag probe fire again */
+}
+
+Test(loop, lag_is_measured_and_exported)
+{
+    fixture f;
+    fixture_init(&f, 2000);
+    uv_timer_start(&f.later, block_loop, 20, 0);
+    cr_assert_eq(fixture_run_and_close(&f), 0);
+    /* destroy freed the proc; the gauge lives in the default registry */
+    char *text = NULL;
+    size_t len;
+    cr_assert_eq(cms_metrics_render(cms_metrics_default(), &text, &len), 0);
+    const char *line = strstr(text, "\ncms_loop_lag_max_seconds ");
+    cr_assert_not_null(line, "%s", text);
+    double v = strtod(line + strlen("\ncms_loop_lag_max_seconds "), NULL);
+    cr_assert_geq(v, 0.035, "lag %.4f s after a 60 ms block", v);
+    cr_assert_lt(v, 1.0);
+    cr_assert(strstr(text, "# TYPE cms_loop_lag_max_seconds gauge\n") != NULL);
+    free(text);
+}
+
+Test(loop, lag_accessors)
+{
+    fixture f;
+    fixture_init(&f, 2000);
+    uv_timer_start(&f.later, block_loop, 20, 0);
+    cr_assert_eq(cms_proc_run(f.p), 0);
+    cr_assert_not(f.watchdog_fired);
+    cr_assert_geq(cms_proc_lag_max_ms(f.p), 35.0);
+    cr_assert_geq(cms_proc_lag_max_ms(f.p), cms_proc_lag_last_ms(f.p));
+    cms_proc_destroy(f.p);
+    cr_assert_eq(uv_loop_close(&f.loop), 0);
+}
+
+Test(loop, destroy_without_run_closes_handles)
+{
+    uv_loop_t loop;
+    cr_assert_eq(uv_loop_init(&loop), 0);
+    cms_proc *p = NULL;
+    cr_assert_eq(cms_proc_create(&loop, 100, &p), 0);
+    cms_proc_destroy(p);
+    cms_proc_destroy(NULL);
+    cr_assert_eq(uv_loop_close(&loop), 0);
+}
