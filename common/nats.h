@@ -1,0 +1,193 @@
+/* NATS for one service: core subjects, JetStream publish, pull consumers.
+ *
+ * One connection per process. nats.c runs its socket I/O, its callbacks and
+ * its locks on threads of its own, so nothing here lets the loop touch it:
+ *
+ *   - Every nats.c callback (messages, publish acks, connection events) only
+ *     pushes onto a bounded queue and calls uv_async_send; the loop drains
+ *     the whole queue per wake-up. Handlers therefore always run on the loop.
+ *   - Every call into the connection (connect, subscribe, publish, respond,
+ *     JetStream publish, ack/nak/term, drain) is handed by the loop to one
+ *     writer thread. nats.c holds its connection lock while it reconnects
+ *     (up to the connect timeout per attempt) and while it writes to a full
+ *     socket, so even a "non-blocking" publish can wait seconds on it; the
+ *     writer waits there, the loop never does.
+ *   - A JetStream pull consumer fetches on a helper thread of its own, only
+ *     while the loop has credit left (max_ack_pending minus the messages the
+ *     loop holds unsettled), so its messages never overflow the queue.
+ *   - Blocking JetStream API calls (stream provisioning, consumer creation)
+ *     run on helper threads too; their results come back on the loop.
+ *
+ * When the queue is full, core messages (commands) are dropped and counted
+ * (cms_nats_dropped_total): the requester times out and retries. JetStream
+ * messages are bounded by credit, publish acks by the in-flight cap.
+ *
+ * Everything below is called on the loop thread, and every callback runs on
+ * it. Metrics (cms_metrics_default()): cms_nats_reconnects_total,
+ * cms_nats_dropped_total, cms_nats_published_total,
+ * cms_nats_publish_errors_total, cms_nats_connected, cms_nats_publish_inflight.
+ *
+ * nats.c keeps library-wide threads alive after the last connection; call
+ * nats_Close() once at process end, after cms_nats_destroy (never earlier:
+ * it cannot be undone within the process). */
+#ifndef CMS_NATS_H
+#define CMS_NATS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+typedef struct cms_nats cms_nats;
+typedef struct cms_nats_msg cms_nats_msg; /* one received message, owned by whoever holds it */
+typedef struct cms_nats_sub cms_nats_sub;
+typedef struct cms_nats_consumer cms_nats_consumer;
+
+typedef enum {
+    CMS_NATS_OK = 0,
+    CMS_NATS_EINVAL,   /* bad argument, or the call does not apply to this message */
+    CMS_NATS_EBUSY,    /* a cap is reached: retry later (see on_publish_room) */
+    CMS_NATS_ECLOSED,  /* cms_nats_close was called */
+    CMS_NATS_EIO,      /* nats.c or the server refused or failed it (details in the log) */
+    CMS_NATS_ETIMEOUT, /* no answer within the deadline */
+    CMS_NATS_ENOMEM,
+} cms_nats_err;
+
+const char *cms_nats_strerror(cms_nats_err e);
+
+typedef struct cms_nats_options {
+    const char *url;            /* comma-separated servers */
+    const char *name;           /* connection name, e.g. "cms-audit" */
+    size_t queue_cap;           /* hand-off queue capacity for core messages (default 8192);
+                                   also caps queued core publishes */
+    int max_publish_inflight;   /* default 256 */
+    int64_t publish_timeout_ms; /* default 5000 */
+    void (*on_state)(void *arg, bool connected);
+    void *state_arg; /* on the loop */
+    /* Optional, on the loop: called once after cms_nats_js_publish returned
+     * CMS_NATS_EBUSY, as soon as a publish slot is free again. Callers may
+     * instead retry from their own completion callbacks. */
+    void (*on_publish_room)(void *arg);
+    void *room_arg;
+} cms_nats_options;
+
+/* Starts connecting in the background (a service starts even before
+ * nats-server is up; reconnects forever). Does not block.
+ * Every int result in this module is 0 or a cms_nats_err. */
+int cms_nats_create(uv_loop_t *loop, const cms_nats_options *o, cms_nats **out)
+    __attribute__((warn_unused_result));
+bool cms_nats_is_connected(const cms_nats *n);
+
+/* Provisions CMS_EVENTS ("cms.events.>", file, Duplicates 2 min, MaxAge 30
+ * days) and CMS_DLQ ("cms.dlq.>", file, MaxAge 90 days): creates what is
+ * missing; a stream that exists with other settings is used as it is, each
+ * difference logged as a warning. Retries (with backoff) until it succeeds or
+ * cms_nats_close; done(arg, err) runs once, on the loop. Returns 0 or a
+ * cms_nats_err. */
+int cms_nats_provision_streams(cms_nats *n, void (*done)(void *arg, cms_nats_err err), void *arg);
+
+/* The same for any stream (tests, tools). Durations in milliseconds; 0 means
+ * unlimited / server default. The spec's strings are copied. */
+typedef struct cms_nats_stream_spec {
+    const char *name;
+    const char *subject; /* one subject filter, e.g. "cms.events.>" */
+    bool memory;         /* memory instead of file storage */
+    int64_t max_age_ms;
+    int64_t duplicates_ms;
+} cms_nats_stream_spec;
+int cms_nats_provision(cms_nats *n, const cms_nats_stream_spec *specs, size_t count,
+                       void (*done)(void *arg, cms_nats_err err), void *arg);
+
+/* Handlers run on the loop and own msg: they must eventually call
+ * cms_nats_msg_destroy (after ack etc.). Messages are delivered only while
+ * not closing. */
+typedef void (*cms_nats_msg_cb)(void *arg, cms_nats_msg *msg);
+
+/* Core subscription; queue_group NULL for none. The subscription is made by
+ * the writer thread (before any publish that follows this call). */
+int cms_nats_subscribe(cms_nats *n, const char *subject, const char *queue_group,
+                       cms_nats_msg_cb cb, void *arg, cms_nats_sub **out);
+/* No handler call for this subscription after it returns; freed later. NULL-safe. */
+void cms_nats_unsubscribe(cms_nats_sub *s);
+
+typedef struct cms_nats_consumer_options {
+    const char *stream, *durable, *filter_subject;
+    int max_ack_pending; /* server-side cap and our credit (default 1024) */
+    int fetch_batch;     /* default 256 */
+    int64_t ack_wait_ms; /* default 30000 */
+    int max_deliver;     /* default -1 (unlimited) */
+} cms_nats_consumer_options;
+
+/* Durable pull consumer (explicit ack, deliver all). Created if missing; an
+ * existing one with other settings is bound as it is (differences logged).
+ * Several processes may share one durable. Never deleted by this module.
+ * The consumer lives until cms_nats_destroy. */
+int cms_nats_consume(cms_nats *n, const cms_nats_consumer_options *o, cms_nats_msg_cb cb, void *arg,
+                     cms_nats_consumer **out);
+/* paused: no new fetches (a fetch already under way still delivers). */
+void cms_nats_consumer_pause(cms_nats_consumer *c, bool paused);
+
+/* accessors (valid until cms_nats_msg_destroy) */
+const char *cms_nats_msg_subject(const cms_nats_msg *m);
+const char *cms_nats_msg_reply(const cms_nats_msg *m);
+const void *cms_nats_msg_data(const cms_nats_msg *m);
+size_t cms_nats_msg_len(const cms_nats_msg *m);
+/* First value of the header; exact key match first, then case-insensitive.
+ * NULL if absent. */
+const char *cms_nats_msg_header(const cms_nats_msg *m, const char *key);
+uint64_t cms_nats_msg_stream_seq(const cms_nats_msg *m); /* 0 for core messages */
+uint64_t cms_nats_msg_num_delivered(const cms_nats_msg *m);
+uint64_t cms_nats_msg_num_pending(const cms_nats_msg *m); /* consumer lag as of this message */
+
+/* Settling a JetStream message (each returns credit to its consumer; async,
+ * non-blocking). A message is settled once: later calls give EINVAL.
+ * in_progress (extend AckWait) may be repeated before settling. After
+ * cms_nats_close: ECLOSED (the server redelivers after AckWait). */
+cms_nats_err cms_nats_msg_ack(cms_nats_msg *m);
+cms_nats_err cms_nats_msg_nak(cms_nats_msg *m, int64_t delay_ms); /* delay 0: redeliver now */
+cms_nats_err cms_nats_msg_term(cms_nats_msg *m);
+cms_nats_err cms_nats_msg_in_progress(cms_nats_msg *m);
+/* NULL-safe; destroying an unsettled JS message returns its credit (the
+ * server redelivers after AckWait). Every message must be destroyed before
+ * cms_nats_destroy. */
+void cms_nats_msg_destroy(cms_nats_msg *m);
+
+/* Core publish and reply (queued to the writer; never blocks). headers: NULL
+ * or a key, value, key, value, ..., NULL array. EBUSY when queue_cap core
+ * publishes are still queued. */
+cms_nats_err cms_nats_publish(cms_nats *n, const char *subject, const char *const *headers,
+                              const void *data, size_t len);
+cms_nats_err cms_nats_publish_request(cms_nats *n, const char *subject, const char *reply,
+                                      const char *const *headers, const void *data, size_t len);
+/* To req's reply subject; EINVAL if it has none. */
+cms_nats_err cms_nats_respond(cms_nats *n, const cms_nats_msg *req, const char *const *headers,
+                              const void *data, size_t len);
+
+/* JetStream async publish; done(arg, err, duplicate, stream_seq) on the loop,
+ * exactly once per accepted publish (CMS_NATS_OK returned), within about
+ * publish_timeout_ms (ETIMEOUT after that). msg_id (may be NULL) becomes the
+ * Nats-Msg-Id header, so the stream drops a duplicate in its window and
+ * reports duplicate=true. EBUSY at once when max_publish_inflight are in
+ * flight: retry from on_publish_room or from a done callback. */
+typedef void (*cms_nats_pub_cb)(void *arg, cms_nats_err err, bool duplicate, uint64_t seq);
+cms_nats_err cms_nats_js_publish(cms_nats *n, const char *subject, const char *msg_id,
+                                 const char *const *headers, const void *data, size_t len,
+                                 cms_nats_pub_cb done, void *arg);
+int cms_nats_publish_inflight(const cms_nats *n);
+
+/* Republishes orig unchanged (bytes and headers, less any Nats-Expected-*
+ * header) to "cms.dlq.<service>" with the added headers Cms-Dlq-Reason,
+ * Cms-Dlq-Subject and (for a JetStream message) Cms-Dlq-Stream-Seq, through
+ * cms_nats_js_publish. Ack the original only once done reports CMS_NATS_OK. */
+cms_nats_err cms_nats_dead_letter(cms_nats *n, const char *service, const cms_nats_msg *orig,
+                                  const char *reason, cms_nats_pub_cb done, void *arg);
+
+/* Graceful close, in the background: refuses new work at once; stops the
+ * consumers (joins their threads), waits for in-flight publishes (at most
+ * publish_timeout_ms + 1 s), drains and closes the connection, then closes
+ * its loop handle and calls closed(arg) on the loop. Publishes still
+ * unanswered then complete with ECLOSED. Idempotent (the first closed wins). */
+void cms_nats_close(cms_nats *n, void (*closed)(void *arg), void *arg);
+void cms_nats_destroy(cms_nats *n); /* after closed; NULL-safe */
+
+#endif

@@ -1,0 +1,1035 @@
+/* common/nats against a real nats-server (CMS_TEST_NATS_URL).
+ *
+ * Every test runs one loop with a watchdog; handlers check that they run on
+ * the loop's thread. Streams, consumers and subjects carry the pid, so runs
+ * of other test binaries on the same server are not disturbed. A blocking
+ * nats.c connection ("side" connection) prepares and checks server state
+ * outside the loop. */
+#include <criterion/criterion.h>
+#include <nats/nats.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "log.h"
+#include "metrics.h"
+#include "nats.h"
+#include "testenv.h"
+
+#define NS_PER_MS INT64_C(1000000)
+
+/* ------------------------------------------------------------------------ */
+/* fixture */
+
+typedef struct fx {
+    uv_loop_t loop;
+    uv_timer_t watchdog;
+    uv_thread_t loop_thread;
+    cms_nats *n;
+    int closed;
+    int wrong_thread;
+    char tag[32]; /* "t<pid>" */
+} fx;
+
+static void on_watchdog(uv_timer_t *t)
+{
+    (void)t;
+    cr_assert_fail("watchdog: the test did not finish in time");
+}
+
+static void fx_init(fx *f, int64_t timeout_ms, const cms_nats_options *opts)
+{
+    memset(f, 0, sizeof *f);
+    cms_log_init("nats-test", CMS_LOG_WARN, stderr);
+    snprintf(f->tag, sizeof f->tag, "t%d", (int)getpid());
+    cr_assert_eq(uv_loop_init(&f->loop), 0);
+    f->loop_thread = uv_thread_self();
+    cr_assert_eq(uv_timer_init(&f->loop, &f->watchdog), 0);
+    cr_assert_eq(uv_timer_start(&f->watchdog, on_watchdog, (uint64_t)timeout_ms, 0), 0);
+    uv_unref((uv_handle_t *)&f->watchdog);
+    cms_nats_options o = {.url = cms_test_env("CMS_TEST_NATS_URL"), .name = "nats-test"};
+    if (opts != NULL)
+        o = *opts;
+    o.url = cms_test_env("CMS_TEST_NATS_URL");
+    cr_assert_eq(cms_nats_create(&f->loop, &o, &f->n), 0);
+}
+
+static void check_thread(fx *f)
+{
+    uv_thread_t self = uv_thread_self();
+    if (!uv_thread_equal(&self, &f->loop_thread))
+        f->wrong_thread++;
+}
+
+static void on_closed(void *arg)
+{
+    fx *f = arg;
+    f->closed++;
+}
+
+static void fx_close(fx *f)
+{
+    cms_nats_close(f->n, on_closed, f);
+}
+
+/* Runs the loop until everything is closed; then checks and frees. */
+static void fx_finish(fx *f)
+{
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    cr_assert_eq(f->closed, 1, "closed callback ran %d times", f->closed);
+    cr_assert_eq(f->wrong_thread, 0, "%d callbacks ran off the loop thread", f->wrong_thread);
+    cms_nats_destroy(f->n);
+    uv_close((uv_handle_t *)&f->watchdog, NULL);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    cr_assert_eq(uv_loop_close(&f->loop), 0);
+}
+
+/* ------------------------------------------------------------------------ */
+/* side connection (blocking; never used inside the loop) */
+
+typedef struct side {
+    natsConnection *nc;
+    jsCtx *js;
+} side;
+
+static void side_open(side *s)
+{
+    memset(s, 0, sizeof *s);
+    cr_assert_eq(natsConnection_ConnectTo(&s->nc, cms_test_env("CMS_TEST_NATS_URL")), NATS_OK);
+    cr_assert_eq(natsConnection_JetStream(&s->js, s->nc, NULL), NATS_OK);
+}
+
+static void side_close(side *s)
+{
+    jsCtx_Destroy(s->js);
+    natsConnection_Destroy(s->nc);
+}
+
+static void side_stream(side *s, const char *name, const char *subject, int64_t max_age_ms)
+{
+    jsStreamConfig cfg;
+    jsStreamConfig_Init(&cfg);
+    const char *subjects[1] = {subject};
+    cfg.Name = name;
+    cfg.Subjects = subjects;
+    cfg.SubjectsLen = 1;
+    cfg.Storage = js_FileStorage;
+    cfg.MaxAge = max_age_ms * NS_PER_MS;
+    (void)js_DeleteStream(s->js, name, NULL, NULL);
+    jsErrCode jerr = 0;
+    natsStatus st = js_AddStream(NULL, s->js, &cfg, NULL, &jerr);
+    cr_assert_eq(st, NATS_OK, "add stream %s: %s (%d)", name, natsStatus_GetText(st), (int)jerr);
+}
+
+static jsStreamInfo *side_info(side *s, const char *name)
+{
+    jsStreamInfo *si = NULL;
+    natsStatus st = js_GetStreamInfo(&si, s->js, name, NULL, NULL);
+    cr_assert_eq(st, NATS_OK, "stream info %s: %s", name, natsStatus_GetText(st));
+    return si;
+}
+
+/* Publishes count messages "<i>" (i from 0) with msg ids, waiting for all acks. */
+static void side_fill(side *s, const char *subject, int count, const char *const *headers)
+{
+    for (int i = 0; i < count; i++) {
+        char data[32], id[64];
+        snprintf(data, sizeof data, "%d", i);
+        snprintf(id, sizeof id, "%s-%d", subject, i);
+        natsMsg *m = NULL;
+        cr_assert_eq(natsMsg_Create(&m, subject, NULL, data, (int)strlen(data)), NATS_OK);
+        for (size_t h = 0; headers != NULL && headers[h] != NULL; h += 2)
+            cr_assert_eq(natsMsgHeader_Add(m, headers[h], headers[h + 1]), NATS_OK);
+        jsPubOptions po;
+        jsPubOptions_Init(&po);
+        po.MsgId = id;
+        cr_assert_eq(js_PublishMsgAsync(s->js, &m, &po), NATS_OK);
+        natsMsg_Destroy(m);
+    }
+    jsPubOptions po;
+    jsPubOptions_Init(&po);
+    po.MaxWait = 10000;
+    cr_assert_eq(js_PublishAsyncComplete(s->js, &po), NATS_OK);
+}
+
+static void side_drop_stream(side *s, const char *name)
+{
+    (void)js_DeleteStream(s->js, name, NULL, NULL);
+}
+
+/* ------------------------------------------------------------------------ */
+/* core request / reply */
+
+#define NREQ 200
+
+typedef struct core_ctx {
+    fx f;
+    char svc[64], inbox[64];
+    int requests, replies, bad_replies;
+    bool seen[NREQ];
+} core_ctx;
+
+static void on_request(void *arg, cms_nats_msg *m)
+{
+    core_ctx *c = arg;
+    check_thread(&c->f);
+    c->requests++;
+    char out[64];
+    int len = snprintf(out, sizeof out, "pong:%.*s", (int)cms_nats_msg_len(m),
+                       (const char *)cms_nats_msg_data(m));
+    const char *hdrs[] = {
+        "X-Echo", cms_nats_msg_header(m, "X-Req") ? cms_nats_msg_header(m, "X-Req") : "?", NULL};
+    cr_assert_eq(cms_nats_respond(c->f.n, m, hdrs, out, (size_t)len), CMS_NATS_OK);
+    cms_nats_msg_destroy(m);
+}
+
+static void on_reply(void *arg, cms_nats_msg *m)
+{
+    core_ctx *c = arg;
+    check_thread(&c->f);
+    int i = -1;
+    char body[64];
+    snprintf(body, sizeof body, "%.*s", (int)cms_nats_msg_len(m),
+             (const char *)cms_nats_msg_data(m));
+    const char *echo = cms_nats_msg_header(m, "X-Echo");
+    if (sscanf(body, "pong:%d", &i) != 1 || i < 0 || i >= NREQ || c->seen[i] || echo == NULL ||
+        strtol(echo, NULL, 10) != i)
+        c->bad_replies++;
+    else
+        c->seen[i] = true;
+    cr_assert_eq(cms_nats_msg_stream_seq(m), 0);
+    cr_assert_eq(cms_nats_msg_ack(m), CMS_NATS_EINVAL, "a core message cannot be acked");
+    cms_nats_msg_destroy(m);
+    if (++c->replies == NREQ)
+        fx_close(&c->f);
+}
+
+Test(nats, core_request_reply_on_loop_thread)
+{
+    core_ctx *c = calloc(1, sizeof *c);
+    fx_init(&c->f, 20000, NULL);
+    snprintf(c->svc, sizeof c->svc, "%s.cmd.echo", c->f.tag);
+    snprintf(c->inbox, sizeof c->inbox, "%s.inbox", c->f.tag);
+    cms_nats_sub *s1 = NULL, *s2 = NULL;
+    cr_assert_eq(cms_nats_subscribe(c->f.n, c->svc, "echo", on_request, c, &s1), 0);
+    cr_assert_eq(cms_nats_subscribe(c->f.n, c->inbox, NULL, on_reply, c, &s2), 0);
+    for (int i = 0; i < NREQ; i++) {
+        char data[16], num[16];
+        snprintf(data, sizeof data, "%d", i);
+        snprintf(num, sizeof num, "%d", i);
+        const char *hdrs[] = {"X-Req", num, NULL};
+        cr_assert_eq(cms_nats_publish_request(c->f.n, c->svc, c->inbox, hdrs, data, strlen(data)),
+                     CMS_NATS_OK);
+    }
+    fx_finish(&c->f);
+    cr_assert_eq(c->requests, NREQ);
+    cr_assert_eq(c->replies, NREQ);
+    cr_assert_eq(c->bad_replies, 0);
+    free(c);
+    nats_Close();
+}
+
+/* ------------------------------------------------------------------------ */
+/* queue groups */
+
+#define NWORK 400
+
+typedef struct group_ctx {
+    fx f;
+    int a, b, other;
+    cms_nats_sub *sa, *sb, *so;
+} group_ctx;
+
+static void group_check_done(group_ctx *c)
+{
+    if (c->a + c->b == NWORK && c->other == NWORK)
+        fx_close(&c->f);
+}
+
+static void on_a(void *arg, cms_nats_msg *m)
+{
+    group_ctx *c = arg;
+    check_thread(&c->f);
+    c->a++;
+    cms_nats_msg_destroy(m);
+    group_check_done(c);
+}
+
+static void on_b(void *arg, cms_nats_msg *m)
+{
+    group_ctx *c = arg;
+    check_thread(&c->f);
+    c->b++;
+    cms_nats_msg_destroy(m);
+    group_check_done(c);
+}
+
+static void on_other(void *arg, cms_nats_msg *m)
+{
+    group_ctx *c = arg;
+    check_thread(&c->f);
+    c->other++;
+    cms_nats_msg_destroy(m);
+    group_check_done(c);
+}
+
+Test(nats, queue_groups_split_work)
+{
+    group_ctx *c = calloc(1, sizeof *c);
+    fx_init(&c->f, 20000, NULL);
+    char subj[64];
+    snprintf(subj, sizeof subj, "%s.cmd.work", c->f.tag);
+    cr_assert_eq(cms_nats_subscribe(c->f.n, subj, "workers", on_a, c, &c->sa), 0);
+    cr_assert_eq(cms_nats_subscribe(c->f.n, subj, "workers", on_b, c, &c->sb), 0);
+    cr_assert_eq(cms_nats_subscribe(c->f.n, subj, "audit", on_other, c, &c->so), 0);
+    for (int i = 0; i < NWORK; i++)
+        cr_assert_eq(cms_nats_publish(c->f.n, subj, NULL, "w", 1), CMS_NATS_OK);
+    fx_finish(&c->f);
+    cr_assert_eq(c->a + c->b, NWORK);
+    cr_assert_gt(c->a, 0, "queue group member a got nothing");
+    cr_assert_gt(c->b, 0, "queue group member b got nothing");
+    cr_assert_eq(c->other, NWORK, "another group gets every message");
+    free(c);
+    nats_Close();
+}
+
+/* ------------------------------------------------------------------------ */
+/* unsubscribe: no handler call afterwards, and the subscription is freed */
+
+typedef struct unsub_ctx {
+    fx f;
+    char subj[64], probe[64];
+    cms_nats_sub *s, *p;
+    int got, probes;
+} unsub_ctx;
+
+/* Round one reaches both subscriptions (their nats.c threads race, so wait
+ * for both); then unsubscribe and send a second round. */
+static void unsub_round(unsub_ctx *c)
+{
+    if (c->got == 1 && c->probes == 1) {
+        cms_nats_unsubscribe(c->s);
+        c->s = NULL;
+        cr_assert_eq(cms_nats_publish(c->f.n, c->subj, NULL, "x", 1), CMS_NATS_OK);
+        cr_assert_eq(cms_nats_publish(c->f.n, c->probe, NULL, "p", 1), CMS_NATS_OK);
+    } else if (c->probes == 2) {
+        fx_close(&c->f);
+    }
+}
+
+static void on_unsub_msg(void *arg, cms_nats_msg *m)
+{
+    unsub_ctx *c = arg;
+    check_thread(&c->f);
+    c->got++;
+    cms_nats_msg_destroy(m);
+    unsub_round(c);
+}
+
+static void on_probe(void *arg, cms_nats_msg *m)
+{
+    unsub_ctx *c = arg;
+    check_thread(&c->f);
+    cms_nats_msg_destroy(m);
+    c->probes++;
+    unsub_round(c);
+}
+
+Test(nats, unsubscribe_stops_delivery)
+{
+    unsub_ctx *c = calloc(1, sizeof *c);
+    fx_init(&c->f, 20000, NULL);
+    snprintf(c->subj, sizeof c->subj, "%s.u", c->f.tag);
+    snprintf(c->probe, sizeof c->probe, "%s.probe", c->f.tag);
+    cr_assert_eq(cms_nats_subscribe(c->f.n, c->subj, NULL, on_unsub_msg, c, &c->s), 0);
+    cr_assert_eq(cms_nats_subscribe(c->f.n, c->probe, NULL, on_probe, c, &c->p), 0);
+    cr_assert_eq(cms_nats_publish(c->f.n, c->subj, NULL, "x", 1), CMS_NATS_OK);
+    cr_assert_eq(cms_nats_publish(c->f.n, c->probe, NULL, "p", 1), CMS_NATS_OK);
+    fx_finish(&c->f);
+    cr_assert_eq(c->got, 1, "only the message before unsubscribe is handled");
+    cr_assert_eq(c->probes, 2);
+    free(c);
+    nats_Close();
+}
+
+/* ------------------------------------------------------------------------ */
+/* full queue: core messages are dropped and counted, never block nats.c */
+
+#define NFLOOD 300
+#define FLOOD_CAP 8
+
+typedef struct flood_ctx {
+    fx f;
+    side s;
+    char subj[64];
+    int handled;
+    uint64_t dropped0;
+    cms_counter *dropped;
+} flood_ctx;
+
+static uint64_t flood_dropped(flood_ctx *c)
+{
+    return cms_counter_get(c->dropped) - c->dropped0;
+}
+
+static void on_flood(void *arg, cms_nats_msg *m)
+{
+    flood_ctx *c = arg;
+    cms_nats_msg_destroy(m);
+    if (c->handled++ == 0) {
+        /* Holds the loop on purpose while another connection floods the
+         * subject: the queue must refuse without blocking nats.c's thread. */
+        for (int i = 1; i < NFLOOD; i++)
+            cr_assert_eq(natsConnection_Publish(c->s.nc, c->subj, "f", 1), NATS_OK);
+        cr_assert_eq(natsConnection_Flush(c->s.nc), NATS_OK);
+        double deadline = cms_test_now_ms() + 10000;
+        /* all arrive while the loop is held: queue_cap queued, the rest dropped */
+        while (flood_dropped(c) < NFLOOD - 1 - FLOOD_CAP && cms_test_now_ms() < deadline) {
+        }
+        cr_assert_eq(flood_dropped(c), NFLOOD - 1 - FLOOD_CAP);
+    }
+}
+
+static void on_flood_check(uv_timer_t *t)
+{
+    flood_ctx *c = t->data;
+    if ((uint64_t)c->handled + flood_dropped(c) == NFLOOD) {
+        uv_timer_stop(t);
+        uv_close((uv_handle_t *)t, NULL);
+        fx_close(&c->f);
+    }
+}
+
+Test(nats, full_queue_drops_core_messages)
+{
+    flood_ctx *c = calloc(1, sizeof *c);
+    cms_nats_options o = {.name = "nats-test", .queue_cap = FLOOD_CAP};
+    fx_init(&c->f, 20000, &o);
+    side_open(&c->s);
+    c->dropped = cms_metrics_counter(
+        cms_metrics_default(), "cms_nats_dropped_total",
+        "Core NATS messages dropped because the hand-off queue was full.", NULL);
+    cr_assert_not_null(c->dropped);
+    c->dropped0 = cms_counter_get(c->dropped);
+    snprintf(c->subj, sizeof c->subj, "%s.flood", c->f.tag);
+    cms_nats_sub *s = NULL;
+    cr_assert_eq(cms_nats_subscribe(c->f.n, c->subj, NULL, on_flood, c, &s), 0);
+    cr_assert_eq(cms_nats_publish(c->f.n, c->subj, NULL, "f", 1), CMS_NATS_OK);
+    uv_timer_t check;
+    uv_timer_init(&c->f.loop, &check);
+    check.data = c;
+    uv_timer_start(&check, on_flood_check, 10, 10);
+    fx_finish(&c->f);
+    cr_assert_gt(flood_dropped(c), 0);
+    cr_assert_eq((uint64_t)c->handled + flood_dropped(c), NFLOOD);
+    cr_assert_eq(c->handled, 1 + FLOOD_CAP);
+    side_close(&c->s);
+    free(c);
+    nats_Close();
+}
+
+/* ------------------------------------------------------------------------ */
+/* stream provisioning */
+
+typedef struct prov_ctx {
+    fx f;
+    int done;
+    cms_nats_err err;
+} prov_ctx;
+
+static void on_provisioned(void *arg, cms_nats_err err)
+{
+    prov_ctx *c = arg;
+    check_thread(&c->f);
+    c->done++;
+    c->err = err;
+    uv_stop(&c->f.loop);
+}
+
+static void prov_run(prov_ctx *c)
+{
+    int before = c->done;
+    uv_run(&c->f.loop, UV_RUN_DEFAULT);
+    cr_assert_eq(c->done, before + 1);
+    cr_assert_eq(c->err, CMS_NATS_OK, "provisioning: %s", cms_nats_strerror(c->err));
+}
+
+Test(nats, provision_streams_idempotent)
+{
+    prov_ctx *c = calloc(1, sizeof *c);
+    fx_init(&c->f, 30000, NULL);
+    cr_assert_eq(cms_nats_provision_streams(c->f.n, on_provisioned, c), 0);
+    prov_run(c);
+
+    side s;
+    side_open(&s);
+    jsStreamInfo *ev = side_info(&s, "CMS_EVENTS");
+    cr_assert_eq(ev->Config->SubjectsLen, 1);
+    cr_assert_str_eq(ev->Config->Subjects[0], "cms.events.>");
+    cr_assert_eq(ev->Config->Storage, js_FileStorage);
+    cr_assert_eq(ev->Config->Duplicates, INT64_C(120000) * NS_PER_MS);
+    cr_assert_eq(ev->Config->MaxAge, INT64_C(30) * 24 * 3600 * 1000 * NS_PER_MS);
+    int64_t created = ev->Created;
+    jsStreamInfo_Destroy(ev);
+    jsStreamInfo *dlq = side_info(&s, "CMS_DLQ");
+    cr_assert_str_eq(dlq->Config->Subjects[0], "cms.dlq.>");
+    cr_assert_eq(dlq->Config->Storage, js_FileStorage);
+    cr_assert_eq(dlq->Config->MaxAge, INT64_C(90) * 24 * 3600 * 1000 * NS_PER_MS);
+    jsStreamInfo_Destroy(dlq);
+
+    /* second run: nothing to do, the stream is the same one */
+    cr_assert_eq(cms_nats_provision_streams(c->f.n, on_provisioned, c), 0);
+    prov_run(c);
+    ev = side_info(&s, "CMS_EVENTS");
+    cr_assert_eq(ev->Created, created, "the second run re-created the stream");
+    jsStreamInfo_Destroy(ev);
+    side_close(&s);
+
+    fx_close(&c->f);
+    fx_finish(&c->f);
+    free(c);
+    nats_Close();
+}
+
+Test(nats, provision_uses_existing_stream_with_other_settings)
+{
+    prov_ctx *c = calloc(1, sizeof *c);
+    fx_init(&c->f, 30000, NULL);
+    char name[64], subj[64];
+    snprintf(name, sizeof name, "T%d_PRE", (int)getpid());
+    snprintf(subj, sizeof subj, "%s.pre.>", c->f.tag);
+    side s;
+    side_open(&s);
+    side_stream(&s, name, subj, 3600 * 1000); /* one hour, not the 30 days asked below */
+
+    cms_nats_stream_spec spec = {.name = name,
+                                 .subject = subj,
+                                 .max_age_ms = INT64_C(30) * 24 * 3600 * 1000,
+                                 .duplicates_ms = 120000};
+    cr_assert_eq(cms_nats_provision(c->f.n, &spec, 1, on_provisioned, c), 0);
+    prov_run(c);
+    jsStreamInfo *si = side_info(&s, name);
+    cr_assert_eq(si->Config->MaxAge, INT64_C(3600) * 1000 * NS_PER_MS,
+                 "an operator's stream is not changed");
+    jsStreamInfo_Destroy(si);
+
+    /* and a missing one is created with what was asked */
+    side_drop_stream(&s, name);
+    cr_assert_eq(cms_nats_provision(c->f.n, &spec, 1, on_provisioned, c), 0);
+    prov_run(c);
+    si = side_info(&s, name);
+    cr_assert_eq(si->Config->MaxAge, spec.max_age_ms * NS_PER_MS);
+    cr_assert_eq(si->Config->Duplicates, spec.duplicates_ms * NS_PER_MS);
+    jsStreamInfo_Destroy(si);
+    side_drop_stream(&s, name);
+    side_close(&s);
+
+    fx_close(&c->f);
+    fx_finish(&c->f);
+    free(c);
+    nats_Close();
+}
+
+/* ------------------------------------------------------------------------ */
+/* JetStream publish with the in-flight cap */
+
+#define NPUB 5000
+#define PUB_CAP 64
+
+typedef struct pub_ctx {
+    fx f;
+    char subj[64];
+    int next, acked, errors, busy, max_inflight, room_calls;
+    bool seq_seen[NPUB + 1];
+    int bad_seq;
+    int dup_phase; /* 0 publishing, 1 waiting for the duplicate's answer */
+    bool dup_result;
+} pub_ctx;
+
+static void pub_pump(pub_ctx *c);
+
+static void on_dup_done(void *arg, cms_nats_err err, bool duplicate, uint64_t seq)
+{
+    pub_ctx *c = arg;
+    check_thread(&c->f);
+    cr_assert_eq(err, CMS_NATS_OK);
+    c->dup_result = duplicate;
+    cr_assert_leq(seq, NPUB, "a duplicate reports the original's sequence");
+    fx_close(&c->f);
+}
+
+static void on_pub_done(void *arg, cms_nats_err err, bool duplicate, uint64_t seq)
+{
+    pub_ctx *c = arg;
+    check_thread(&c->f);
+    if (err != CMS_NATS_OK || duplicate) {
+        c->errors++;
+    } else {
+        if (seq == 0 || seq > NPUB || c->seq_seen[seq])
+            c->bad_seq++;
+        else
+            c->seq_seen[seq] = true;
+    }
+    if (++c->acked == NPUB) {
+        cr_assert_eq(cms_nats_publish_inflight(c->f.n), 0);
+        c->dup_phase = 1;
+        cr_assert_eq(cms_nats_js_publish(c->f.n, c->subj, "id-0", NULL, "0", 1, on_dup_done, c),
+                     CMS_NATS_OK);
+    }
+}
+
+static void pub_pump(pub_ctx *c)
+{
+    while (c->next < NPUB) {
+        char id[32], data[32];
+        snprintf(id, sizeof id, "id-%d", c->next);
+        int len = snprintf(data, sizeof data, "%d", c->next);
+        cms_nats_err err =
+            cms_nats_js_publish(c->f.n, c->subj, id, NULL, data, (size_t)len, on_pub_done, c);
+        if (err == CMS_NATS_EBUSY) {
+            c->busy++;
+            return;
+        }
+        cr_assert_eq(err, CMS_NATS_OK, "publish: %s", cms_nats_strerror(err));
+        c->next++;
+        int inflight = cms_nats_publish_inflight(c->f.n);
+        if (inflight > c->max_inflight)
+            c->max_inflight = inflight;
+    }
+}
+
+static void on_room(void *arg)
+{
+    pub_ctx *c = arg;
+    check_thread(&c->f);
+    c->room_calls++;
+    pub_pump(c);
+}
+
+Test(nats, js_publish_all_acked_under_cap_and_dedup)
+{
+    pub_ctx *c = calloc(1, sizeof *c);
+    cms_nats_options o = {.name = "nats-test",
+                          .max_publish_inflight = PUB_CAP,
+                          .on_publish_room = on_room,
+                          .room_arg = c};
+    fx_init(&c->f, 60000, &o);
+    char name[64], filter[64];
+    snprintf(name, sizeof name, "T%d_PUB", (int)getpid());
+    snprintf(filter, sizeof filter, "%s.pub.>", c->f.tag);
+    snprintf(c->subj, sizeof c->subj, "%s.pub.x", c->f.tag);
+    side s;
+    side_open(&s);
+    side_stream(&s, name, filter, 0);
+
+    pub_pump(c);
+    fx_finish(&c->f);
+
+    cr_assert_eq(c->acked, NPUB);
+    cr_assert_eq(c->errors, 0);
+    cr_assert_eq(c->bad_seq, 0);
+    cr_assert_gt(c->busy, 0, "the in-flight cap was never reached");
+    cr_assert_gt(c->room_calls, 0);
+    cr_assert_leq(c->max_inflight, PUB_CAP);
+    cr_assert(c->dup_result, "the same msg id twice must report duplicate");
+    jsStreamInfo *si = side_info(&s, name);
+    cr_assert_eq(si->State.Msgs, (uint64_t)NPUB);
+    jsStreamInfo_Destroy(si);
+    side_drop_stream(&s, name);
+    side_close(&s);
+    free(c);
+    nats_Close();
+}
+
+/* ------------------------------------------------------------------------ */
+/* pull consumer: credit bound */
+
+#define NCON 2000
+#define CON_MAX_ACK 100
+#define CON_BATCH 32
+
+typedef struct con_ctx {
+    fx f;
+    cms_nats_consumer *c;
+    cms_nats_msg *held[CON_MAX_ACK * 2];
+    int nheld, max_held, delivered, dups, over;
+    uint8_t seen[NCON + 1];
+    uv_timer_t acker;
+} con_ctx;
+
+static void on_con_msg(void *arg, cms_nats_msg *m)
+{
+    con_ctx *c = arg;
+    check_thread(&c->f);
+    uint64_t seq = cms_nats_msg_stream_seq(m);
+    cr_assert(seq >= 1 && seq <= NCON, "stream seq %llu", (unsigned long long)seq);
+    if (c->seen[seq]++)
+        c->dups++;
+    c->delivered++;
+    if (c->nheld >= (int)(sizeof c->held / sizeof c->held[0])) {
+        c->over++;
+        cr_assert_eq(cms_nats_msg_ack(m), CMS_NATS_OK);
+        cms_nats_msg_destroy(m);
+        return;
+    }
+    c->held[c->nheld++] = m;
+    if (c->nheld > c->max_held)
+        c->max_held = c->nheld;
+}
+
+/* Acks what the handler held, in bursts, so the credit runs out in between. */
+static void on_acker(uv_timer_t *t)
+{
+    con_ctx *c = t->data;
+    for (int i = 0; i < c->nheld; i++) {
+        cr_assert_eq(cms_nats_msg_ack(c->held[i]), CMS_NATS_OK);
+        cr_assert_eq(cms_nats_msg_ack(c->held[i]), CMS_NATS_EINVAL, "settled twice");
+        cms_nats_msg_destroy(c->held[i]);
+    }
+    c->nheld = 0;
+    if (c->delivered >= NCON) {
+        uv_timer_stop(t);
+        uv_close((uv_handle_t *)t, NULL);
+        fx_close(&c->f);
+    }
+}
+
+Test(nats, pull_consumer_respects_credit)
+{
+    con_ctx *c = calloc(1, sizeof *c);
+    fx_init(&c->f, 60000, NULL);
+    char name[64], filter[64], subj[64], durable[64];
+    snprintf(name, sizeof name, "T%d_CON", (int)getpid());
+    snprintf(filter, sizeof filter, "%s.con.>", c->f.tag);
+    snprintf(subj, sizeof subj, "%s.con.x", c->f.tag);
+    snprintf(durable, sizeof durable, "d%d", (int)getpid());
+    side s;
+    side_open(&s);
+    side_stream(&s, name, filter, 0);
+    side_fill(&s, subj, NCON, NULL);
+
+    cms_nats_consumer_options co = {.stream = name,
+                                    .durable = durable,
+                                    .filter_subject = filter,
+                                    .max_ack_pending = CON_MAX_ACK,
+                                    .fetch_batch = CON_BATCH};
+    cr_assert_eq(cms_nats_consume(c->f.n, &co, on_con_msg, c, &c->c), 0);
+    uv_timer_init(&c->f.loop, &c->acker);
+    c->acker.data = c;
+    uv_timer_start(&c->acker, on_acker, 3, 3);
+    fx_finish(&c->f);
+
+    cr_assert_eq(c->delivered, NCON);
+    cr_assert_eq(c->dups, 0);
+    cr_assert_eq(c->over, 0);
+    cr_assert_leq(c->max_held, CON_MAX_ACK, "more messages outstanding than the credit");
+    cr_assert_geq(c->max_held, CON_BATCH, "the credit bound was never exercised");
+
+    jsConsumerInfo *ci = NULL;
+    cr_assert_eq(js_GetConsumerInfo(&ci, s.js, name, durable, NULL, NULL), NATS_OK,
+                 "the durable survives close");
+    cr_assert_eq(ci->NumPending, 0);
+    jsConsumerInfo_Destroy(ci);
+    side_drop_stream(&s, name);
+    side_close(&s);
+    free(c);
+    nats_Close();
+}
+
+/* ------------------------------------------------------------------------ */
+/* pull consumer: pause and resume */
+
+#define NPAUSE 200
+
+typedef struct pause_ctx {
+    fx f;
+    cms_nats_consumer *c;
+    int delivered, at_pause, at_check;
+    uv_timer_t t;
+    int phase;
+} pause_ctx;
+
+static void on_pause_timer(uv_timer_t *t)
+{
+    pause_ctx *c = t->data;
+    if (c->phase == 1) {
+        /* a fetch under way at pause time has ended by now */
+        c->at_check = c->delivered;
+        c->phase = 2;
+        uv_timer_start(t, on_pause_timer, 1200, 0);
+    } else if (c->phase == 2) {
+        cr_assert_eq(c->delivered, c->at_check, "delivered while paused");
+        cr_assert_lt(c->delivered, NPAUSE);
+        c->phase = 3;
+        uv_close((uv_handle_t *)t, NULL);
+        cms_nats_consumer_pause(c->c, false);
+    }
+}
+
+static void on_pause_msg(void *arg, cms_nats_msg *m)
+{
+    pause_ctx *c = arg;
+    check_thread(&c->f);
+    cr_assert_eq(cms_nats_msg_ack(m), CMS_NATS_OK);
+    cms_nats_msg_destroy(m);
+    c->delivered++;
+    if (c->delivered == 20 && c->phase == 0) {
+        cms_nats_consumer_pause(c->c, true);
+        c->at_pause = c->delivered;
+        c->phase = 1;
+        uv_timer_start(&c->t, on_pause_timer, 1500, 0);
+    }
+    if (c->delivered == NPAUSE)
+        fx_close(&c->f);
+}
+
+Test(nats, pull_consumer_pause_resume)
+{
+    pause_ctx *c = calloc(1, sizeof *c);
+    fx_init(&c->f, 30000, NULL);
+    char name[64], filter[64], subj[64], durable[64];
+    snprintf(name, sizeof name, "T%d_PAU", (int)getpid());
+    snprintf(filter, sizeof filter, "%s.pau.>", c->f.tag);
+    snprintf(subj, sizeof subj, "%s.pau.x", c->f.tag);
+    snprintf(durable, sizeof durable, "p%d", (int)getpid());
+    side s;
+    side_open(&s);
+    side_stream(&s, name, filter, 0);
+    side_fill(&s, subj, NPAUSE, NULL);
+    uv_timer_init(&c->f.loop, &c->t);
+    c->t.data = c;
+
+    cms_nats_consumer_options co = {
+        .stream = name, .durable = durable, .max_ack_pending = 50, .fetch_batch = 10};
+    cr_assert_eq(cms_nats_consume(c->f.n, &co, on_pause_msg, c, &c->c), 0);
+    fx_finish(&c->f);
+    cr_assert_eq(c->phase, 3);
+    cr_assert_eq(c->delivered, NPAUSE);
+    side_drop_stream(&s, name);
+    side_close(&s);
+    free(c);
+    nats_Close();
+}
+
+/* ------------------------------------------------------------------------ */
+/* redelivery: destroyed unacked, nak, term */
+
+typedef struct redo_ctx {
+    fx f;
+    int deliveries;
+    uint64_t seq;
+    double first_ms, second_ms;
+    uv_timer_t quiet;
+} redo_ctx;
+
+static void on_quiet(uv_timer_t *t)
+{
+    redo_ctx *c = t->data;
+    uv_close((uv_handle_t *)t, NULL);
+    fx_close(&c->f);
+}
+
+static void on_redo_msg(void *arg, cms_nats_msg *m)
+{
+    redo_ctx *c = arg;
+    check_thread(&c->f);
+    c->deliveries++;
+    cr_assert_eq(cms_nats_msg_num_delivered(m), (uint64_t)c->deliveries);
+    if (c->deliveries == 1) {
+        c->seq = cms_nats_msg_stream_seq(m);
+        c->first_ms = cms_test_now_ms();
+        cms_nats_msg_destroy(m); /* unsettled: redelivered after AckWait */
+    } else if (c->deliveries == 2) {
+        c->second_ms = cms_test_now_ms();
+        cr_assert_eq(cms_nats_msg_stream_seq(m), c->seq);
+        cr_assert_eq(cms_nats_msg_in_progress(m), CMS_NATS_OK);
+        cr_assert_eq(cms_nats_msg_nak(m, 0), CMS_NATS_OK);
+        cms_nats_msg_destroy(m);
+    } else if (c->deliveries == 3) {
+        cr_assert_eq(cms_nats_msg_term(m), CMS_NATS_OK);
+        cms_nats_msg_destroy(m);
+        /* terminated: nothing more may come, even past AckWait */
+        uv_timer_start(&c->quiet, on_quiet, 2500, 0);
+    }
+}
+
+Test(nats, pull_consumer_redelivers_unacked)
+{
+    redo_ctx *c = calloc(1, sizeof *c);
+    fx_init(&c->f, 30000, NULL);
+    char name[64], filter[64], subj[64], durable[64];
+    snprintf(name, sizeof name, "T%d_RED", (int)getpid());
+    snprintf(filter, sizeof filter, "%s.red.>", c->f.tag);
+    snprintf(subj, sizeof subj, "%s.red.x", c->f.tag);
+    snprintf(durable, sizeof durable, "r%d", (int)getpid());
+    side s;
+    side_open(&s);
+    side_stream(&s, name, filter, 0);
+    side_fill(&s, subj, 1, NULL);
+    uv_timer_init(&c->f.loop, &c->quiet);
+    c->quiet.data = c;
+
+    cms_nats_consumer_options co = {.stream = name, .durable = durable, .ack_wait_ms = 1000};
+    cms_nats_consumer *con = NULL;
+    cr_assert_eq(cms_nats_consume(c->f.n, &co, on_redo_msg, c, &con), 0);
+    fx_finish(&c->f);
+    cr_assert_eq(c->deliveries, 3);
+    cr_assert_geq(c->second_ms - c->first_ms, 800, "redelivered before AckWait");
+    side_drop_stream(&s, name);
+    side_close(&s);
+    free(c);
+    nats_Close();
+}
+
+/* ------------------------------------------------------------------------ */
+/* dead letters */
+
+static const char dl_data[] = {'a', '\0', 'b', '\n', (char)0xff, 'z'};
+
+typedef struct dl_ctx {
+    fx f;
+    char service[32], orig_subj[64], dlq_subj[64], durable[64];
+    int phase, originals, letters;
+    cms_nats_consumer *orig, *dlq;
+} dl_ctx;
+
+static void on_dlq_msg(void *arg, cms_nats_msg *m)
+{
+    dl_ctx *c = arg;
+    check_thread(&c->f);
+    c->letters++;
+    cr_assert_str_eq(cms_nats_msg_subject(m), c->dlq_subj);
+    cr_assert_eq(cms_nats_msg_len(m), sizeof dl_data);
+    cr_assert_eq(memcmp(cms_nats_msg_data(m), dl_data, sizeof dl_data), 0, "bytes changed");
+    cr_assert_str_eq(cms_nats_msg_header(m, "X-A"), "1");
+    cr_assert_str_eq(cms_nats_msg_header(m, "X-B"), "two words");
+    cr_assert_str_eq(cms_nats_msg_header(m, "Cms-Dlq-Reason"), "undecodable");
+    cr_assert_str_eq(cms_nats_msg_header(m, "Cms-Dlq-Subject"), c->orig_subj);
+    cr_assert_str_eq(cms_nats_msg_header(m, "Cms-Dlq-Stream-Seq"), "1");
+    cr_assert_not_null(cms_nats_msg_header(m, "Nats-Msg-Id"), "the original's id is kept");
+    cr_assert_eq(cms_nats_msg_ack(m), CMS_NATS_OK);
+    cms_nats_msg_destroy(m);
+    fx_close(&c->f);
+}
+
+static void on_dl_published(void *arg, cms_nats_err err, bool duplicate, uint64_t seq)
+{
+    (void)seq;
+    cms_nats_msg *m = arg;
+    cr_assert_eq(err, CMS_NATS_OK);
+    cr_assert(!duplicate);
+    cr_assert_eq(cms_nats_msg_ack(m), CMS_NATS_OK); /* only now */
+    cms_nats_msg_destroy(m);
+}
+
+static void on_orig_msg(void *arg, cms_nats_msg *m)
+{
+    dl_ctx *c = arg;
+    check_thread(&c->f);
+    c->originals++;
+    cr_assert_eq(cms_nats_dead_letter(c->f.n, c->service, m, "undecodable", on_dl_published, m),
+                 CMS_NATS_OK);
+    if (c->originals == 1) {
+        cms_nats_consumer_options co = {
+            .stream = "CMS_DLQ", .durable = c->durable, .filter_subject = c->dlq_subj};
+        cr_assert_eq(cms_nats_consume(c->f.n, &co, on_dlq_msg, c, &c->dlq), 0);
+    }
+}
+
+static void on_dl_provisioned(void *arg, cms_nats_err err)
+{
+    dl_ctx *c = arg;
+    cr_assert_eq(err, CMS_NATS_OK);
+    char name[64];
+    snprintf(name, sizeof name, "T%d_DL", (int)getpid());
+    char orig_durable[64];
+    snprintf(orig_durable, sizeof orig_durable, "o%d", (int)getpid());
+    cms_nats_consumer_options co = {.stream = name, .durable = orig_durable};
+    cr_assert_eq(cms_nats_consume(c->f.n, &co, on_orig_msg, c, &c->orig), 0);
+}
+
+Test(nats, dead_letter_keeps_bytes_and_headers)
+{
+    dl_ctx *c = calloc(1, sizeof *c);
+    fx_init(&c->f, 30000, NULL);
+    char name[64], filter[64];
+    snprintf(name, sizeof name, "T%d_DL", (int)getpid());
+    snprintf(filter, sizeof filter, "%s.dl.>", c->f.tag);
+    snprintf(c->orig_subj, sizeof c->orig_subj, "%s.dl.x", c->f.tag);
+    snprintf(c->service, sizeof c->service, "nt%d", (int)getpid());
+    snprintf(c->dlq_subj, sizeof c->dlq_subj, "cms.dlq.%s", c->service);
+    snprintf(c->durable, sizeof c->durable, "dlq%d", (int)getpid());
+    side s;
+    side_open(&s);
+    side_stream(&s, name, filter, 0);
+    natsMsg *m = NULL;
+    cr_assert_eq(natsMsg_Create(&m, c->orig_subj, NULL, dl_data, (int)sizeof dl_data), NATS_OK);
+    natsMsgHeader_Set(m, "X-A", "1");
+    natsMsgHeader_Set(m, "X-B", "two words");
+    natsMsgHeader_Set(m, "Nats-Msg-Id", c->orig_subj);
+    cr_assert_eq(js_PublishMsg(NULL, s.js, m, NULL, NULL), NATS_OK);
+    natsMsg_Destroy(m);
+
+    cr_assert_eq(cms_nats_provision_streams(c->f.n, on_dl_provisioned, c), 0);
+    fx_finish(&c->f);
+    cr_assert_eq(c->letters, 1);
+    cr_assert_eq(c->originals, 1, "the original was acked once its dead letter was stored");
+
+    (void)js_DeleteConsumer(s.js, "CMS_DLQ", c->durable, NULL, NULL);
+    jsOptions jo;
+    jsOptions_Init(&jo);
+    jo.Stream.Purge.Subject = c->dlq_subj;
+    (void)js_PurgeStream(s.js, "CMS_DLQ", &jo, NULL);
+    side_drop_stream(&s, name);
+    side_close(&s);
+    free(c);
+    nats_Close();
+}
+
+/* ------------------------------------------------------------------------ */
+/* close with nothing connected yet, and arguments */
+
+typedef struct early_ctx {
+    fx f;
+    int provisioned;
+    cms_nats_err err;
+} early_ctx;
+
+static void on_early_prov(void *arg, cms_nats_err err)
+{
+    early_ctx *c = arg;
+    c->provisioned++;
+    c->err = err;
+}
+
+static void on_early_pub(void *arg, cms_nats_err err, bool duplicate, uint64_t seq)
+{
+    (void)duplicate;
+    (void)seq;
+    early_ctx *c = arg;
+    cr_assert_neq(err, CMS_NATS_OK);
+    c->provisioned += 10;
+}
+
+Test(nats, close_right_after_create_and_bad_arguments)
+{
+    early_ctx *c = calloc(1, sizeof *c);
+    fx_init(&c->f, 30000, NULL);
+    cr_assert_eq(cms_nats_publish(c->f.n, "", NULL, "x", 1), CMS_NATS_EINVAL);
+    cr_assert_eq(cms_nats_js_publish(c->f.n, NULL, NULL, NULL, "x", 1, on_early_pub, c),
+                 CMS_NATS_EINVAL);
+    cr_assert_eq(cms_nats_provision_streams(c->f.n, on_early_prov, c), 0);
+    /* an unknown subject: no stream answers; the publish must still complete */
+    char subj[64];
+    snprintf(subj, sizeof subj, "%s.nostream", c->f.tag);
+    cr_assert_eq(cms_nats_js_publish(c->f.n, subj, NULL, NULL, "x", 1, on_early_pub, c),
+                 CMS_NATS_OK);
+    fx_close(&c->f);
+    cr_assert_eq(cms_nats_publish(c->f.n, subj, NULL, "x", 1), CMS_NATS_ECLOSED);
+    fx_finish(&c->f);
+    cr_assert_eq(c->provisioned, 11, "provisioning and the publish each complete once");
+    free(c);
+    nats_Close();
+}
