@@ -1,0 +1,600 @@
+/* Command server; see cmd.h.
+ *
+ * A request's life: RECEIVED -> (LOOKUP, if it has a request_id and a
+ * database) -> HANDLING -> (STORING, if its reply is kept) -> freed.
+ * EXPIRED is HANDLING after the deadline answered for the handler: the
+ * request stays allocated until the handler replies, since it holds it. */
+#include "cmd.h"
+
+#include "log.h"
+#include "metrics.h"
+
+#include <ctype.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define DEFAULT_DEADLINE_MS 10000
+#define DEFAULT_MAX_INFLIGHT 1024
+#define DEFAULT_MAX_REQUEST (1024 * 1024)
+#define MAX_VERBS 64
+#define MAX_WAITERS 8
+
+static const char SQL_LOOKUP[] =
+    "SELECT reply FROM command_replies WHERE service = $1 AND request_id = $2";
+static const char SQL_STORE[] = "INSERT INTO command_replies (service, request_id, reply) "
+                                "VALUES ($1, $2, $3) ON CONFLICT DO NOTHING";
+
+typedef struct verb {
+    char name[40];
+    const ProtobufCMessageDescriptor *desc;
+    cms_cmd_handler fn;
+    void *arg;
+} verb;
+
+typedef enum { REQ_RECEIVED, REQ_LOOKUP, REQ_HANDLING, REQ_EXPIRED, REQ_STORING } req_state;
+
+struct cms_cmd_req {
+    cms_cmd *c;
+    req_state state;
+    cms_nats_msg *msg;
+    const verb *v;
+    ProtobufCMessage *body;
+    char request_id[CMS_CMD_REQUEST_ID_MAX + 1];
+    bool has_request_id;
+    char *waiters[MAX_WAITERS]; /* reply subjects: the request's and its repeats' */
+    size_t nwaiters;
+    uv_timer_t deadline;
+    void *data;      /* the handler's */
+    uint8_t *packed; /* the reply, kept while it is being stored */
+    size_t packed_len;
+    struct cms_cmd_req *prev, *next;
+};
+
+typedef enum { CMD_NEW, CMD_RUNNING, CMD_CLOSING, CMD_CLOSED } cmd_state;
+
+struct cms_cmd {
+    uv_loop_t *loop;
+    cms_nats *nats;
+    cms_cmd_options o;
+    char service[64];
+    char prefix[96]; /* "cms.cmd.<service>." */
+    cmd_state state;
+    verb verbs[MAX_VERBS];
+    size_t nverbs;
+    cms_nats_sub *sub;
+    cms_cmd_req *reqs; /* every live request */
+    size_t live;
+    void (*closed)(void *arg);
+    void *closed_arg;
+    cms_counter *m_requests, *m_errors;
+    cms_histogram *m_latency;
+};
+
+const char *cms_cmd_code_name(cms_cmd_code code)
+{
+    switch (code) {
+    case CMS__V1__ERROR_CODE__OK: return "OK";
+    case CMS__V1__ERROR_CODE__INVALID_ARGUMENT: return "INVALID_ARGUMENT";
+    case CMS__V1__ERROR_CODE__NOT_FOUND: return "NOT_FOUND";
+    case CMS__V1__ERROR_CODE__ALREADY_EXISTS: return "ALREADY_EXISTS";
+    case CMS__V1__ERROR_CODE__FAILED_PRECONDITION: return "FAILED_PRECONDITION";
+    case CMS__V1__ERROR_CODE__PERMISSION_DENIED: return "PERMISSION_DENIED";
+    case CMS__V1__ERROR_CODE__UNAVAILABLE: return "UNAVAILABLE";
+    case CMS__V1__ERROR_CODE__INTERNAL: return "INTERNAL";
+    case _CMS__V1__ERROR_CODE_IS_INT_SIZE: break;
+    }
+    return "INTERNAL";
+}
+
+cms_cmd_code cms_cmd_code_for_pg(cms_pg_err err, const char *sqlstate)
+{
+    switch (err) {
+    case CMS_PG_OK: return CMS__V1__ERROR_CODE__OK;
+    case CMS_PG_EBUSY:
+    case CMS_PG_EUNAVAILABLE:
+    case CMS_PG_ECONN:
+    case CMS_PG_ECLOSED: return CMS__V1__ERROR_CODE__UNAVAILABLE;
+    case CMS_PG_EINVAL:
+    case CMS_PG_ENOMEM: return CMS__V1__ERROR_CODE__INTERNAL;
+    case CMS_PG_ESQL: break;
+    }
+    if (sqlstate == NULL || strlen(sqlstate) != 5)
+        return CMS__V1__ERROR_CODE__INTERNAL;
+    if (strcmp(sqlstate, "23505") == 0)
+        return CMS__V1__ERROR_CODE__ALREADY_EXISTS;
+    if (strcmp(sqlstate, "23503") == 0)
+        return CMS__V1__ERROR_CODE__NOT_FOUND;
+    if (strncmp(sqlstate, "22", 2) == 0 || strcmp(sqlstate, "23514") == 0 ||
+        strcmp(sqlstate, "23502") == 0)
+        return CMS__V1__ERROR_CODE__INVALID_ARGUMENT;
+    /* serialization failure, deadlock, cancel/timeout, shutdown, connection */
+    if (strcmp(sqlstate, "40001") == 0 || strcmp(sqlstate, "40P01") == 0 ||
+        strcmp(sqlstate, "57014") == 0 || strncmp(sqlstate, "57P", 3) == 0 ||
+        strncmp(sqlstate, "08", 2) == 0 || strncmp(sqlstate, "53", 2) == 0)
+        return CMS__V1__ERROR_CODE__UNAVAILABLE;
+    return CMS__V1__ERROR_CODE__INTERNAL;
+}
+
+/* ---- requests ---- */
+
+static void maybe_closed(cms_cmd *c)
+{
+    if (c->state == CMD_CLOSING && c->live == 0) {
+        c->state = CMD_CLOSED;
+        cms_log_info("command server closed", "{s:s}", "service", c->service);
+        if (c->closed)
+            c->closed(c->closed_arg);
+    }
+}
+
+static void req_closed(uv_handle_t *h)
+{
+    cms_cmd_req *r = h->data;
+    cms_cmd *c = r->c;
+    if (r->body)
+        protobuf_c_message_free_unpacked(r->body, NULL);
+    cms_nats_msg_destroy(r->msg);
+    free(r->packed);
+    for (size_t i = 0; i < r->nwaiters; i++)
+        free(r->waiters[i]);
+    free(r);
+    c->live--;
+    maybe_closed(c);
+}
+
+static void req_free(cms_cmd_req *r)
+{
+    cms_cmd *c = r->c;
+    if (r->prev)
+        r->prev->next = r->next;
+    else
+        c->reqs = r->next;
+    if (r->next)
+        r->next->prev = r->prev;
+    r->prev = r->next = NULL;
+    uv_close((uv_handle_t *)&r->deadline, req_closed);
+}
+
+static void send_to_waiters(cms_cmd_req *r, const uint8_t *buf, size_t len)
+{
+    for (size_t i = 0; i < r->nwaiters; i++) {
+        cms_nats_err e = cms_nats_publish(r->c->nats, r->waiters[i], NULL, buf, len);
+        if (e != CMS_NATS_OK)
+            cms_log_warn("command reply not sent", "{s:s, s:s}", "verb", r->v ? r->v->name : "",
+                         "error", cms_nats_strerror(e));
+    }
+}
+
+static uint8_t *pack_reply(const Cms__V1__Reply *rep, size_t *len)
+{
+    *len = protobuf_c_message_get_packed_size(&rep->base);
+    uint8_t *buf = malloc(*len ? *len : 1);
+    if (buf)
+        protobuf_c_message_pack(&rep->base, buf);
+    return buf;
+}
+
+static void stored(void *arg, cms_pg_err err, const cms_pg_result *res)
+{
+    cms_cmd_req *r = arg;
+    if (err != CMS_PG_OK)
+        cms_log_warn("command reply not stored", "{s:s, s:s, s:s}", "verb", r->v->name, "error",
+                     cms_pg_strerror(err), "detail", res ? cms_pg_result_message(res) : "");
+    send_to_waiters(r, r->packed, r->packed_len);
+    req_free(r);
+}
+
+static bool should_store(const cms_cmd_req *r, cms_cmd_code code)
+{
+    return r->has_request_id && r->c->o.pg && code != CMS__V1__ERROR_CODE__UNAVAILABLE &&
+           code != CMS__V1__ERROR_CODE__INTERNAL;
+}
+
+/* Sends (and, for a request_id, first stores) a packed Reply; frees r. */
+static void finish(cms_cmd_req *r, uint8_t *buf, size_t len, cms_cmd_code code)
+{
+    cms_cmd *c = r->c;
+    uv_timer_stop(&r->deadline);
+    cms_counter_add(c->m_requests, 1);
+    if (code != CMS__V1__ERROR_CODE__OK)
+        cms_counter_add(c->m_errors, 1);
+    if (buf && should_store(r, code)) {
+        cms_pg_job *job = cms_pg_job_new();
+        const char *v[] = {c->service, r->request_id, (const char *)buf};
+        int lengths[] = {0, 0, (int)len}, formats[] = {0, 0, 1};
+        /* answered only once stored, so a retry after the answer finds it */
+        if (job && cms_pg_job_sql(job, SQL_STORE, 3, v, lengths, formats) == CMS_PG_OK) {
+            r->packed = buf;
+            r->packed_len = len;
+            r->state = REQ_STORING;
+            if (cms_pg_submit(c->o.pg, &job, stored, r) == CMS_PG_OK)
+                return;
+            r->packed = NULL;
+        }
+        cms_pg_job_free(job);
+        cms_log_warn("command reply not stored", "{s:s}", "verb", r->v->name);
+    }
+    if (buf)
+        send_to_waiters(r, buf, len);
+    free(buf);
+    req_free(r);
+}
+
+static void reply_error(cms_cmd_req *r, cms_cmd_code code, const char *field, const char *msg)
+{
+    Cms__V1__Error e = CMS__V1__ERROR__INIT;
+    e.code = code;
+    e.message = (char *)msg;
+    e.field = (char *)(field ? field : "");
+    Cms__V1__Reply rep = CMS__V1__REPLY__INIT;
+    rep.outcome_case = CMS__V1__REPLY__OUTCOME_ERROR;
+    rep.error = &e;
+    size_t len;
+    uint8_t *buf = pack_reply(&rep, &len);
+    cms_log(code == CMS__V1__ERROR_CODE__INTERNAL ? CMS_LOG_ERROR : CMS_LOG_INFO,
+            "command failed", "{s:s, s:s, s:s, s:s, s:s}", "service", r->c->service, "verb",
+            r->v ? r->v->name : "", "code", cms_cmd_code_name(code), "field", field ? field : "",
+            "message", msg);
+    finish(r, buf, len, code);
+}
+
+void cms_cmd_fail(cms_cmd_req *r, cms_cmd_code code, const char *field, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (code == CMS__V1__ERROR_CODE__OK)
+        code = CMS__V1__ERROR_CODE__INTERNAL;
+    if (r->state == REQ_EXPIRED) {
+        req_free(r); /* the deadline already answered */
+        return;
+    }
+    reply_error(r, code, field, msg);
+}
+
+void cms_cmd_reply(cms_cmd_req *r, const ProtobufCMessage *result)
+{
+    if (r->state == REQ_EXPIRED) {
+        req_free(r);
+        return;
+    }
+    size_t rlen = result ? protobuf_c_message_get_packed_size(result) : 0;
+    uint8_t *rbuf = malloc(rlen ? rlen : 1);
+    if (rbuf == NULL) {
+        reply_error(r, CMS__V1__ERROR_CODE__INTERNAL, NULL, "out of memory");
+        return;
+    }
+    if (result)
+        protobuf_c_message_pack(result, rbuf);
+    Cms__V1__Reply rep = CMS__V1__REPLY__INIT;
+    rep.outcome_case = CMS__V1__REPLY__OUTCOME_RESULT;
+    rep.result.data = rbuf;
+    rep.result.len = rlen;
+    size_t len;
+    uint8_t *buf = pack_reply(&rep, &len);
+    free(rbuf);
+    finish(r, buf, len, CMS__V1__ERROR_CODE__OK);
+}
+
+static void deadline_passed(uv_timer_t *t)
+{
+    cms_cmd_req *r = t->data;
+    if (r->state != REQ_HANDLING && r->state != REQ_LOOKUP)
+        return;
+    const char *msg = "the service did not answer in time; retry (with the same request_id)";
+    Cms__V1__Error e = CMS__V1__ERROR__INIT;
+    e.code = CMS__V1__ERROR_CODE__UNAVAILABLE;
+    e.message = (char *)msg;
+    Cms__V1__Reply rep = CMS__V1__REPLY__INIT;
+    rep.outcome_case = CMS__V1__REPLY__OUTCOME_ERROR;
+    rep.error = &e;
+    size_t len;
+    uint8_t *buf = pack_reply(&rep, &len);
+    if (buf)
+        send_to_waiters(r, buf, len);
+    free(buf);
+    cms_counter_add(r->c->m_errors, 1);
+    cms_log_warn("command deadline passed", "{s:s, s:s}", "service", r->c->service, "verb",
+                 r->v ? r->v->name : "");
+    /* the handler (or the lookup job) still holds r and frees it when it answers */
+    r->state = REQ_EXPIRED;
+}
+
+static void run_handler(cms_cmd_req *r)
+{
+    r->state = REQ_HANDLING;
+    r->v->fn(r->v->arg, r);
+}
+
+static void looked_up(void *arg, cms_pg_err err, const cms_pg_result *res)
+{
+    cms_cmd_req *r = arg;
+    if (r->state == REQ_EXPIRED) {
+        req_free(r);
+        return;
+    }
+    if (err != CMS_PG_OK) {
+        reply_error(r, cms_cmd_code_for_pg(err, res ? cms_pg_result_sqlstate(res) : NULL), NULL,
+                    "could not check request_id; retry");
+        return;
+    }
+    const PGresult *pr = cms_pg_result_get(res, 0);
+    if (pr && PQntuples(pr) == 1) {
+        /* answered before: the stored reply, and no second run */
+        uint8_t *buf = malloc((size_t)PQgetlength(pr, 0, 0) + 1);
+        if (buf) {
+            size_t len = (size_t)PQgetlength(pr, 0, 0);
+            memcpy(buf, PQgetvalue(pr, 0, 0), len);
+            r->has_request_id = false; /* already stored */
+            finish(r, buf, len, CMS__V1__ERROR_CODE__OK);
+            return;
+        }
+    }
+    run_handler(r);
+}
+
+static cms_cmd_req *find_running(cms_cmd *c, const char *request_id)
+{
+    for (cms_cmd_req *r = c->reqs; r; r = r->next)
+        if (r->has_request_id && r->state != REQ_EXPIRED && strcmp(r->request_id, request_id) == 0)
+            return r;
+    return NULL;
+}
+
+static const verb *find_verb(const cms_cmd *c, const char *name)
+{
+    for (size_t i = 0; i < c->nverbs; i++)
+        if (strcmp(c->verbs[i].name, name) == 0)
+            return &c->verbs[i];
+    return NULL;
+}
+
+static bool valid_request_id(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > CMS_CMD_REQUEST_ID_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!isgraph((unsigned char)s[i]))
+            return false;
+    return true;
+}
+
+/* Every request comes here, on the loop. */
+static void on_request(void *arg, cms_nats_msg *m)
+{
+    cms_cmd *c = arg;
+    const char *reply = cms_nats_msg_reply(m);
+    if (reply == NULL || *reply == '\0') {
+        /* nobody to answer: a request must be a request */
+        cms_nats_msg_destroy(m);
+        return;
+    }
+    cms_cmd_req *r = calloc(1, sizeof *r);
+    if (r == NULL || (r->waiters[0] = strdup(reply)) == NULL) {
+        free(r);
+        cms_nats_msg_destroy(m);
+        return;
+    }
+    r->nwaiters = 1;
+    r->c = c;
+    r->msg = m;
+    r->state = REQ_RECEIVED;
+    uv_timer_init(c->loop, &r->deadline);
+    r->deadline.data = r;
+    r->next = c->reqs;
+    if (c->reqs)
+        c->reqs->prev = r;
+    c->reqs = r;
+    c->live++;
+
+    const char *subject = cms_nats_msg_subject(m);
+    size_t plen = strlen(c->prefix);
+    const char *vname = strncmp(subject, c->prefix, plen) == 0 ? subject + plen : "";
+    r->v = find_verb(c, vname);
+    if (c->state != CMD_RUNNING) {
+        reply_error(r, CMS__V1__ERROR_CODE__UNAVAILABLE, NULL, "the service is shutting down");
+        return;
+    }
+    if (c->live > c->o.max_inflight) {
+        reply_error(r, CMS__V1__ERROR_CODE__UNAVAILABLE, NULL,
+                    "too many requests in flight; retry later");
+        return;
+    }
+    if (r->v == NULL) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "unknown command '%.60s' for service %s", vname, c->service);
+        reply_error(r, CMS__V1__ERROR_CODE__INVALID_ARGUMENT, "verb", msg);
+        return;
+    }
+    if (cms_nats_msg_len(m) > c->o.max_request_bytes) {
+        reply_error(r, CMS__V1__ERROR_CODE__INVALID_ARGUMENT, "body", "request is too large");
+        return;
+    }
+    r->body = protobuf_c_message_unpack(r->v->desc, NULL, cms_nats_msg_len(m),
+                                        cms_nats_msg_data(m));
+    if (r->body == NULL) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "the request body is not a valid %s", r->v->desc->name);
+        reply_error(r, CMS__V1__ERROR_CODE__INVALID_ARGUMENT, "body", msg);
+        return;
+    }
+    uv_timer_start(&r->deadline, deadline_passed, (uint64_t)c->o.deadline_ms, 0);
+    const char *rid = cms_nats_msg_header(m, CMS_CMD_REQUEST_ID_HEADER);
+    if (rid == NULL) {
+        run_handler(r);
+        return;
+    }
+    if (!valid_request_id(rid)) {
+        reply_error(r, CMS__V1__ERROR_CODE__INVALID_ARGUMENT, CMS_CMD_REQUEST_ID_HEADER,
+                    "request_id must be 1 to 128 printable characters");
+        return;
+    }
+    snprintf(r->request_id, sizeof r->request_id, "%s", rid);
+    cms_cmd_req *first = find_running(c, rid);
+    if (first && first->nwaiters < MAX_WAITERS) {
+        /* a retry while the first is running: answer both with one reply */
+        first->waiters[first->nwaiters++] = r->waiters[0];
+        r->waiters[0] = NULL;
+        r->nwaiters = 0;
+        req_free(r);
+        return;
+    }
+    r->has_request_id = true;
+    if (c->o.pg == NULL) {
+        run_handler(r);
+        return;
+    }
+    cms_pg_job *job = cms_pg_job_new();
+    const char *v[] = {c->service, r->request_id};
+    if (job == NULL || cms_pg_job_sql(job, SQL_LOOKUP, 2, v, NULL, NULL) != CMS_PG_OK) {
+        cms_pg_job_free(job);
+        reply_error(r, CMS__V1__ERROR_CODE__INTERNAL, NULL, "out of memory");
+        return;
+    }
+    cms_pg_job_binary_results(job);
+    r->state = REQ_LOOKUP;
+    cms_pg_err err = cms_pg_submit(c->o.pg, &job, looked_up, r);
+    if (err != CMS_PG_OK)
+        reply_error(r, cms_cmd_code_for_pg(err, NULL), NULL, "database busy; retry");
+}
+
+/* ---- accessors ---- */
+
+const ProtobufCMessage *cms_cmd_req_body(const cms_cmd_req *r)
+{
+    return r->body;
+}
+
+const char *cms_cmd_req_verb(const cms_cmd_req *r)
+{
+    return r->v ? r->v->name : "";
+}
+
+const char *cms_cmd_req_header(const cms_cmd_req *r, const char *key)
+{
+    return cms_nats_msg_header(r->msg, key);
+}
+
+const char *cms_cmd_req_bearer(const cms_cmd_req *r)
+{
+    const char *h = cms_nats_msg_header(r->msg, "Authorization");
+    if (h == NULL || strncasecmp(h, "Bearer ", 7) != 0)
+        return NULL;
+    h += 7;
+    while (*h == ' ')
+        h++;
+    if (*h == '\0')
+        return NULL;
+    for (const char *p = h; *p; p++)
+        if (!isgraph((unsigned char)*p))
+            return NULL;
+    return h;
+}
+
+const char *cms_cmd_req_request_id(const cms_cmd_req *r)
+{
+    return r->request_id[0] ? r->request_id : NULL;
+}
+
+void cms_cmd_req_set_data(cms_cmd_req *r, void *data)
+{
+    r->data = data;
+}
+
+void *cms_cmd_req_data(const cms_cmd_req *r)
+{
+    return r->data;
+}
+
+size_t cms_cmd_inflight(const cms_cmd *c)
+{
+    return c->live;
+}
+
+/* ---- server ---- */
+
+int cms_cmd_create(uv_loop_t *loop, cms_nats *nats, const cms_cmd_options *o, cms_cmd **out)
+{
+    if (loop == NULL || nats == NULL || o == NULL || o->service == NULL || out == NULL ||
+        strlen(o->service) == 0 || strlen(o->service) >= 64 || strpbrk(o->service, ".*> "))
+        return CMS_NATS_EINVAL;
+    cms_cmd *c = calloc(1, sizeof *c);
+    if (c == NULL)
+        return CMS_NATS_ENOMEM;
+    c->loop = loop;
+    c->nats = nats;
+    c->o = *o;
+    snprintf(c->service, sizeof c->service, "%s", o->service);
+    c->o.service = c->service;
+    snprintf(c->prefix, sizeof c->prefix, "cms.cmd.%s.", c->service);
+    if (c->o.deadline_ms <= 0)
+        c->o.deadline_ms = DEFAULT_DEADLINE_MS;
+    if (c->o.max_inflight == 0)
+        c->o.max_inflight = DEFAULT_MAX_INFLIGHT;
+    if (c->o.max_request_bytes == 0)
+        c->o.max_request_bytes = DEFAULT_MAX_REQUEST;
+    char labels[96];
+    snprintf(labels, sizeof labels, "service=\"%s\"", c->service);
+    cms_metrics *m = cms_metrics_default();
+    c->m_requests = cms_metrics_counter(m, "cms_commands_total", "commands answered", labels);
+    c->m_errors = cms_metrics_counter(m, "cms_command_errors_total",
+                                      "commands answered with an error", labels);
+    *out = c;
+    return CMS_NATS_OK;
+}
+
+int cms_cmd_register(cms_cmd *c, const char *verb_name, const ProtobufCMessageDescriptor *request,
+                     cms_cmd_handler fn, void *arg)
+{
+    if (c == NULL || verb_name == NULL || request == NULL || fn == NULL ||
+        c->nverbs == MAX_VERBS || strlen(verb_name) == 0 || strlen(verb_name) >= 40 ||
+        find_verb(c, verb_name))
+        return CMS_NATS_EINVAL;
+    for (const char *p = verb_name; *p; p++)
+        if (!(islower((unsigned char)*p) || *p == '_'))
+            return CMS_NATS_EINVAL;
+    verb *v = &c->verbs[c->nverbs++];
+    snprintf(v->name, sizeof v->name, "%s", verb_name);
+    v->desc = request;
+    v->fn = fn;
+    v->arg = arg;
+    return CMS_NATS_OK;
+}
+
+int cms_cmd_start(cms_cmd *c)
+{
+    if (c == NULL || c->state != CMD_NEW)
+        return CMS_NATS_EINVAL;
+    char subject[128];
+    snprintf(subject, sizeof subject, "cms.cmd.%s.*", c->service);
+    int rc = cms_nats_subscribe(c->nats, subject, c->service, on_request, c, &c->sub);
+    if (rc == 0) {
+        c->state = CMD_RUNNING;
+        cms_log_info("command server listening", "{s:s, s:i}", "subject", subject, "verbs",
+                     (int)c->nverbs);
+    }
+    return rc;
+}
+
+void cms_cmd_close(cms_cmd *c, void (*closed)(void *arg), void *arg)
+{
+    if (c == NULL || c->state == CMD_CLOSING || c->state == CMD_CLOSED)
+        return;
+    c->closed = closed;
+    c->closed_arg = arg;
+    c->state = CMD_CLOSING;
+    cms_nats_unsubscribe(c->sub);
+    c->sub = NULL;
+    maybe_closed(c);
+}
+
+void cms_cmd_destroy(cms_cmd *c)
+{
+    free(c);
+}

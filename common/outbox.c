@@ -1,0 +1,458 @@
+/* Outbox relay; see outbox.h.
+ *
+ * One batch at a time: read the oldest rows of this source, publish them
+ * (up to the NATS module's in-flight cap), and once every publish of the
+ * batch has completed, delete the acknowledged rows and read the next batch
+ * in the same job. Only one job of the relay is ever in flight. */
+#include "outbox.h"
+
+#include "log.h"
+#include "metrics.h"
+
+#include <endian.h>
+#include <sodium.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define DEFAULT_BATCH 256
+#define DEFAULT_POLL_MS 1000
+#define DEFAULT_BACKOFF_MAX_MS 5000
+#define BACKOFF_MIN_MS 100
+
+static const char SQL_INSERT[] =
+    "INSERT INTO outbox (source, event_id, subject, payload) VALUES ($1, $2::uuid, $3, $4)";
+static const char SQL_DELETE[] = "DELETE FROM outbox WHERE seq = ANY($1::bigint[])";
+static const char SQL_READ[] = "SELECT seq, event_id::text, subject, payload FROM outbox "
+                               "WHERE source = $1 ORDER BY seq LIMIT $2";
+
+typedef enum {
+    ROW_PENDING,   /* not sent yet */
+    ROW_INFLIGHT,  /* sent, no answer yet */
+    ROW_PUBLISHED, /* the stream has it */
+    ROW_FAILED,
+} row_state;
+
+typedef struct row {
+    int64_t seq;
+    char event_id[40];
+    char *subject;
+    void *payload;
+    size_t len;
+    row_state state;
+} row;
+
+typedef enum {
+    RELAY_IDLE,       /* waiting for a kick or the poll timer */
+    RELAY_READING,    /* the delete+read job is in flight */
+    RELAY_PUBLISHING, /* rows of a batch are being published */
+    RELAY_BACKOFF,    /* after a failure, waiting for the timer */
+    RELAY_CLOSING,    /* waiting for in-flight work before closing */
+    RELAY_CLOSED,
+} relay_state;
+
+typedef struct pub_ctx {
+    struct cms_outbox *ob;
+    size_t index;
+} pub_ctx;
+
+struct cms_outbox {
+    uv_loop_t *loop;
+    cms_pg *pg;
+    cms_nats *nats;
+    char *source;
+    cms_outbox_options o;
+    relay_state state;
+    bool job_inflight;
+    bool kicked; /* a kick arrived since the last read was sent */
+    bool failed; /* a publish of the current batch failed */
+    row *rows;
+    pub_ctx *ctx;
+    size_t nrows, next, inflight;
+    int failures;
+    uv_timer_t timer;
+    uint64_t published;
+    void (*closed)(void *arg);
+    void *closed_arg;
+    cms_counter *m_published, *m_failed;
+    cms_gauge *m_batch;
+};
+
+static void read_batch(cms_outbox *ob);
+static void publish_more(cms_outbox *ob);
+static void backoff(cms_outbox *ob);
+
+static const char *state_name(relay_state s)
+{
+    switch (s) {
+    case RELAY_IDLE: return "idle";
+    case RELAY_READING: return "reading";
+    case RELAY_PUBLISHING: return "publishing";
+    case RELAY_BACKOFF: return "backoff";
+    case RELAY_CLOSING: return "closing";
+    case RELAY_CLOSED: return "closed";
+    }
+    return "?";
+}
+
+static void set_state(cms_outbox *ob, relay_state to)
+{
+    if (ob->state == to)
+        return;
+    /* once closing, only closed may follow */
+    if (ob->state == RELAY_CLOSED || (ob->state == RELAY_CLOSING && to != RELAY_CLOSED))
+        return;
+    cms_log_debug("outbox relay state", "{s:s, s:s, s:s}", "source", ob->source, "from",
+                  state_name(ob->state), "to", state_name(to));
+    ob->state = to;
+}
+
+int cms_outbox_add(cms_pg_job *job, const char *source, const char *event_id,
+                   const char *subject, const void *payload, size_t len)
+{
+    if (job == NULL || source == NULL || event_id == NULL || subject == NULL ||
+        (payload == NULL && len) || len > INT32_MAX)
+        return CMS_PG_EINVAL;
+    const char *v[] = {source, event_id, subject, payload ? payload : ""};
+    int lengths[] = {0, 0, 0, (int)len};
+    int formats[] = {0, 0, 0, 1};
+    return cms_pg_job_sql(job, SQL_INSERT, 4, v, lengths, formats);
+}
+
+static void rows_clear(cms_outbox *ob)
+{
+    for (size_t i = 0; i < ob->nrows; i++) {
+        free(ob->rows[i].subject);
+        free(ob->rows[i].payload);
+    }
+    free(ob->rows);
+    free(ob->ctx);
+    ob->rows = NULL;
+    ob->ctx = NULL;
+    ob->nrows = ob->next = 0;
+    ob->failed = false;
+}
+
+static void closed_timer(uv_handle_t *h)
+{
+    cms_outbox *ob = h->data;
+    if (ob->closed)
+        ob->closed(ob->closed_arg);
+}
+
+static void finish_close(cms_outbox *ob)
+{
+    set_state(ob, RELAY_CLOSED);
+    uv_close((uv_handle_t *)&ob->timer, closed_timer);
+}
+
+static bool has_pending(const cms_outbox *ob)
+{
+    for (size_t i = 0; i < ob->nrows; i++)
+        if (ob->rows[i].state == ROW_PENDING)
+            return true;
+    return false;
+}
+
+static void timer_fired(uv_timer_t *t)
+{
+    cms_outbox *ob = t->data;
+    if (ob->state == RELAY_BACKOFF && has_pending(ob)) {
+        set_state(ob, RELAY_PUBLISHING);
+        publish_more(ob);
+    } else if (ob->state == RELAY_IDLE || ob->state == RELAY_BACKOFF) {
+        read_batch(ob);
+    }
+}
+
+static void backoff(cms_outbox *ob)
+{
+    if (ob->failures < 30)
+        ob->failures++;
+    uint64_t d = BACKOFF_MIN_MS;
+    for (int i = 1; i < ob->failures && d < (uint64_t)ob->o.backoff_max_ms; i++)
+        d *= 2;
+    if (d > (uint64_t)ob->o.backoff_max_ms)
+        d = (uint64_t)ob->o.backoff_max_ms;
+    set_state(ob, RELAY_BACKOFF);
+    uv_timer_start(&ob->timer, timer_fired, d / 2 + randombytes_uniform((uint32_t)(d / 2 + 1)),
+                   0);
+}
+
+static void go_idle(cms_outbox *ob)
+{
+    set_state(ob, RELAY_IDLE);
+    uv_timer_start(&ob->timer, timer_fired, (uint64_t)ob->o.poll_ms, 0);
+}
+
+/* Copies the rows of a read out of the result before it is freed. */
+static bool take_rows(cms_outbox *ob, const PGresult *r)
+{
+    int n = PQntuples(r);
+    if (n == 0)
+        return true;
+    ob->rows = calloc((size_t)n, sizeof *ob->rows);
+    ob->ctx = calloc((size_t)n, sizeof *ob->ctx);
+    if (ob->rows == NULL || ob->ctx == NULL)
+        return false;
+    for (int i = 0; i < n; i++) {
+        row *w = &ob->rows[i];
+        uint64_t be;
+        if (PQgetlength(r, i, 0) != 8)
+            return false;
+        memcpy(&be, PQgetvalue(r, i, 0), 8);
+        w->seq = (int64_t)be64toh(be);
+        snprintf(w->event_id, sizeof w->event_id, "%.*s", PQgetlength(r, i, 1),
+                 PQgetvalue(r, i, 1));
+        w->subject = strndup(PQgetvalue(r, i, 2), (size_t)PQgetlength(r, i, 2));
+        w->len = (size_t)PQgetlength(r, i, 3);
+        w->payload = malloc(w->len ? w->len : 1);
+        if (w->subject == NULL || w->payload == NULL)
+            return false;
+        memcpy(w->payload, PQgetvalue(r, i, 3), w->len);
+        ob->ctx[i] = (pub_ctx){ob, (size_t)i};
+        ob->nrows++;
+    }
+    return true;
+}
+
+static void read_done(void *arg, cms_pg_err err, const cms_pg_result *res)
+{
+    cms_outbox *ob = arg;
+    ob->job_inflight = false;
+    if (err == CMS_PG_OK) {
+        /* the delete (if any) committed with the read */
+        rows_clear(ob);
+        const PGresult *r = cms_pg_result_get(res, cms_pg_result_count(res) - 1);
+        if (!take_rows(ob, r)) {
+            cms_log_error("outbox: could not take rows (out of memory or bad row)", NULL);
+            rows_clear(ob);
+            err = CMS_PG_ENOMEM;
+        }
+    } else {
+        cms_log_warn("outbox read failed", "{s:s, s:s, s:s}", "source", ob->source, "error",
+                     cms_pg_strerror(err), "detail", res ? cms_pg_result_message(res) : "");
+    }
+    if (ob->state == RELAY_CLOSING) {
+        finish_close(ob);
+        return;
+    }
+    if (err != CMS_PG_OK) {
+        /* rows of the batch stay as they were: published ones are deleted next time */
+        backoff(ob);
+        return;
+    }
+    if (ob->m_batch)
+        cms_gauge_set(ob->m_batch, (double)ob->nrows);
+    if (ob->nrows == 0) {
+        if (ob->kicked)
+            read_batch(ob);
+        else
+            go_idle(ob);
+        return;
+    }
+    if (ob->failures > 0) {
+        /* the last batch failed: give NATS time before trying these again */
+        ob->failures--; /* backoff() counts it again */
+        backoff(ob);
+        return;
+    }
+    set_state(ob, RELAY_PUBLISHING);
+    publish_more(ob);
+}
+
+/* One job: delete what the last batch published, then read the next one. */
+static void read_batch(cms_outbox *ob)
+{
+    if (ob->job_inflight || ob->state == RELAY_CLOSED)
+        return;
+    uv_timer_stop(&ob->timer);
+    char *ids = NULL;
+    cms_pg_job *job = cms_pg_job_new();
+    if (job == NULL)
+        goto fail;
+    size_t npub = 0;
+    for (size_t i = 0; i < ob->nrows; i++)
+        npub += ob->rows[i].state == ROW_PUBLISHED;
+    if (npub) {
+        /* a bigint[] literal: "{1,2,3}" — digits and commas only */
+        size_t cap = npub * 21 + 3, len = 0;
+        ids = malloc(cap);
+        if (ids == NULL)
+            goto fail;
+        ids[len++] = '{';
+        for (size_t i = 0; i < ob->nrows; i++)
+            if (ob->rows[i].state == ROW_PUBLISHED)
+                len += (size_t)snprintf(ids + len, cap - len, "%s%lld", len > 1 ? "," : "",
+                                        (long long)ob->rows[i].seq);
+        snprintf(ids + len, cap - len, "}");
+        const char *v[] = {ids};
+        if (cms_pg_job_sql(job, SQL_DELETE, 1, v, NULL, NULL) != CMS_PG_OK)
+            goto fail;
+    }
+    if (ob->state != RELAY_CLOSING) {
+        char limit[16];
+        snprintf(limit, sizeof limit, "%d", ob->o.batch);
+        const char *v[] = {ob->source, limit};
+        if (cms_pg_job_sql(job, SQL_READ, 2, v, NULL, NULL) != CMS_PG_OK)
+            goto fail;
+        cms_pg_job_binary_results(job);
+        set_state(ob, RELAY_READING);
+    } else if (!npub) {
+        cms_pg_job_free(job);
+        free(ids);
+        finish_close(ob);
+        return;
+    }
+    ob->kicked = false;
+    cms_pg_err err = cms_pg_submit(ob->pg, &job, read_done, ob);
+    if (err != CMS_PG_OK) {
+        cms_log_warn("outbox read not submitted", "{s:s}", "error", cms_pg_strerror(err));
+        goto fail;
+    }
+    ob->job_inflight = true;
+    free(ids);
+    return;
+fail:
+    cms_pg_job_free(job);
+    free(ids);
+    if (ob->state == RELAY_CLOSING)
+        finish_close(ob);
+    else
+        backoff(ob);
+}
+
+static void published(void *arg, cms_nats_err err, bool duplicate, uint64_t seq)
+{
+    (void)duplicate;
+    (void)seq;
+    pub_ctx *ctx = arg;
+    cms_outbox *ob = ctx->ob;
+    row *w = &ob->rows[ctx->index];
+    ob->inflight--;
+    if (err == CMS_NATS_OK) {
+        w->state = ROW_PUBLISHED;
+        ob->published++;
+        cms_counter_add(ob->m_published, 1);
+    } else {
+        w->state = ROW_FAILED;
+        ob->failed = true;
+        cms_counter_add(ob->m_failed, 1);
+        cms_log_warn("outbox publish failed", "{s:s, s:s, s:s}", "event_id", w->event_id,
+                     "subject", w->subject, "error", cms_nats_strerror(err));
+    }
+    publish_more(ob);
+}
+
+static void publish_retry(uv_timer_t *t)
+{
+    publish_more(t->data);
+}
+
+/* Sends rows in order while the NATS module takes them; stops after a
+ * failure. Once nothing of the batch is in flight, the batch is settled:
+ * the next job deletes what was published and reads on. */
+static void publish_more(cms_outbox *ob)
+{
+    while (!ob->failed && ob->state == RELAY_PUBLISHING && ob->next < ob->nrows) {
+        row *w = &ob->rows[ob->next];
+        cms_nats_err err = cms_nats_js_publish(ob->nats, w->subject, w->event_id, NULL,
+                                               w->payload, w->len, published, &ob->ctx[ob->next]);
+        if (err == CMS_NATS_EBUSY)
+            break;
+        ob->next++;
+        if (err != CMS_NATS_OK) {
+            w->state = ROW_FAILED;
+            ob->failed = true;
+            cms_log_warn("outbox publish refused", "{s:s, s:s}", "event_id", w->event_id,
+                         "error", cms_nats_strerror(err));
+            break;
+        }
+        w->state = ROW_INFLIGHT;
+        ob->inflight++;
+    }
+    if (ob->inflight > 0)
+        return; /* a completion calls again */
+    if (!ob->failed && ob->state == RELAY_PUBLISHING && ob->next < ob->nrows) {
+        /* full with other publishers' messages: look again shortly */
+        uv_timer_start(&ob->timer, publish_retry, 5, 0);
+        return;
+    }
+    if (ob->failed && ob->failures < 30)
+        ob->failures++;
+    else if (!ob->failed)
+        ob->failures = 0;
+    read_batch(ob); /* also closes, when closing */
+}
+
+void cms_outbox_kick(cms_outbox *ob)
+{
+    if (ob == NULL)
+        return;
+    ob->kicked = true;
+    if (ob->state == RELAY_IDLE)
+        read_batch(ob);
+}
+
+uint64_t cms_outbox_published(const cms_outbox *ob)
+{
+    return ob->published;
+}
+
+int cms_outbox_create(uv_loop_t *loop, cms_pg *pg, cms_nats *nats, const cms_outbox_options *o,
+                      cms_outbox **out)
+{
+    if (loop == NULL || pg == NULL || nats == NULL || o == NULL || o->source == NULL ||
+        out == NULL)
+        return CMS_PG_EINVAL;
+    cms_outbox *ob = calloc(1, sizeof *ob);
+    if (ob == NULL || (ob->source = strdup(o->source)) == NULL) {
+        free(ob);
+        return CMS_PG_ENOMEM;
+    }
+    ob->loop = loop;
+    ob->pg = pg;
+    ob->nats = nats;
+    ob->o = *o;
+    ob->o.source = ob->source;
+    if (ob->o.batch <= 0)
+        ob->o.batch = DEFAULT_BATCH;
+    if (ob->o.poll_ms <= 0)
+        ob->o.poll_ms = DEFAULT_POLL_MS;
+    if (ob->o.backoff_max_ms <= 0)
+        ob->o.backoff_max_ms = DEFAULT_BACKOFF_MAX_MS;
+    uv_timer_init(loop, &ob->timer);
+    ob->timer.data = ob;
+    cms_metrics *m = cms_metrics_default();
+    ob->m_published = cms_metrics_counter(m, "cms_outbox_published_total",
+                                          "outbox rows acknowledged by the stream", NULL);
+    ob->m_failed = cms_metrics_counter(m, "cms_outbox_publish_failures_total",
+                                       "outbox publishes that failed and will be retried", NULL);
+    ob->m_batch = cms_metrics_gauge(m, "cms_outbox_batch_rows", "rows in the last outbox read",
+                                    NULL);
+    ob->state = RELAY_IDLE;
+    read_batch(ob);
+    *out = ob;
+    return CMS_PG_OK;
+}
+
+void cms_outbox_close(cms_outbox *ob, void (*closed)(void *arg), void *arg)
+{
+    if (ob == NULL || ob->state == RELAY_CLOSING || ob->state == RELAY_CLOSED)
+        return;
+    ob->closed = closed;
+    ob->closed_arg = arg;
+    bool busy = ob->job_inflight || ob->inflight > 0;
+    set_state(ob, RELAY_CLOSING);
+    uv_timer_stop(&ob->timer);
+    if (!busy)
+        read_batch(ob); /* deletes what was published, if anything, then closes */
+}
+
+void cms_outbox_destroy(cms_outbox *ob)
+{
+    if (ob == NULL)
+        return;
+    rows_clear(ob);
+    free(ob->source);
+    free(ob);
+}

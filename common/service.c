@@ -1,0 +1,341 @@
+/* The service runtime; see service.h. */
+#include "service.h"
+
+#include "http.h"
+#include "log.h"
+
+#include <nats/nats.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifndef CMS_SCHEMA_VERSION
+#error "CMS_SCHEMA_VERSION is set by common/CMakeLists.txt"
+#endif
+
+#define SCHEMA_RECHECK_MS 5000
+
+static const cms_option common_options[] = {CMS_OPTIONS_COMMON};
+
+/* Draining goes through these stages in order; each ends in a callback. */
+typedef enum {
+    DRAIN_NONE,
+    DRAIN_COMMANDS, /* the command server answers what it holds */
+    DRAIN_SERVICE,  /* the spec's own in-flight work */
+    DRAIN_OUTBOX,   /* the relay settles its publishes */
+    DRAIN_DONE,
+} drain_stage;
+
+struct cms_service {
+    const cms_service_spec *spec;
+    char name[64];
+    uv_loop_t loop;
+    cms_option *options;
+    cms_config *cfg;
+    cms_proc *proc;
+    cms_pg *pg;
+    cms_nats *nats;
+    cms_http *http;
+    cms_outbox *outbox;
+    cms_cmd *cmd;
+    uv_timer_t schema_timer;
+    bool streams_ready;
+    bool schema_checking;
+    int schema_version; /* as last read; -1 before */
+    drain_stage stage;
+    int drain_hook;
+    bool started; /* the spec's start succeeded: its drain and close apply */
+};
+
+static void drain_next(cms_service *s);
+
+uv_loop_t *cms_service_loop(const cms_service *s) { return (uv_loop_t *)&s->loop; }
+const cms_config *cms_service_config(const cms_service *s) { return s->cfg; }
+cms_pg *cms_service_pg(const cms_service *s) { return s->pg; }
+cms_nats *cms_service_nats(const cms_service *s) { return s->nats; }
+cms_cmd *cms_service_cmd(const cms_service *s) { return s->cmd; }
+cms_outbox *cms_service_outbox(const cms_service *s) { return s->outbox; }
+cms_proc *cms_service_proc(const cms_service *s) { return s->proc; }
+int cms_service_schema_version(void) { return CMS_SCHEMA_VERSION; }
+
+/* ---- readiness ---- */
+
+static void schema_read(void *arg, cms_pg_err err, const cms_pg_result *res)
+{
+    cms_service *s = arg;
+    s->schema_checking = false;
+    if (err == CMS_PG_OK) {
+        const PGresult *r = cms_pg_result_get(res, 0);
+        int v = r && PQntuples(r) ? (int)strtol(PQgetvalue(r, 0, 0), NULL, 10) : 0;
+        if (v != s->schema_version)
+            cms_log(v >= CMS_SCHEMA_VERSION ? CMS_LOG_INFO : CMS_LOG_WARN, "schema version",
+                    "{s:i, s:i}", "database", v, "expected", CMS_SCHEMA_VERSION);
+        s->schema_version = v;
+    } else if (err == CMS_PG_ESQL && strcmp(cms_pg_result_sqlstate(res), "42P01") == 0) {
+        s->schema_version = 0; /* no schema_migrations table: never migrated */
+    }
+    /* while behind, schema_tick asks again */
+}
+
+static void check_schema(cms_service *s)
+{
+    if (s->schema_checking || s->stage != DRAIN_NONE)
+        return;
+    cms_pg_job *job = cms_pg_job_new();
+    if (job == NULL ||
+        cms_pg_job_sql(job, "SELECT coalesce(max(version), 0) FROM schema_migrations", 0, NULL,
+                       NULL, NULL) != CMS_PG_OK) {
+        cms_pg_job_free(job);
+        return;
+    }
+    if (cms_pg_submit(s->pg, &job, schema_read, s) == CMS_PG_OK)
+        s->schema_checking = true;
+}
+
+static void schema_tick(uv_timer_t *t)
+{
+    cms_service *s = t->data;
+    if (s->schema_version < CMS_SCHEMA_VERSION && cms_pg_ready(s->pg) > 0)
+        check_schema(s);
+}
+
+static void pg_state(void *arg, int ready)
+{
+    cms_service *s = arg;
+    if (ready > 0)
+        check_schema(s); /* a new server may be a restored or migrated one */
+}
+
+static void streams_done(void *arg, cms_nats_err err)
+{
+    cms_service *s = arg;
+    s->streams_ready = err == CMS_NATS_OK;
+    if (!s->streams_ready)
+        cms_log_error("streams not provisioned", "{s:s}", "error", cms_nats_strerror(err));
+}
+
+static bool ready(void *arg, char *why, size_t len)
+{
+    cms_service *s = arg;
+    if (s->stage != DRAIN_NONE)
+        snprintf(why, len, "shutting down\n");
+    else if (cms_pg_ready(s->pg) == 0)
+        snprintf(why, len, "no database connection\n");
+    else if (s->schema_version < CMS_SCHEMA_VERSION)
+        snprintf(why, len, "database schema at version %d, need %d: run cms-migrate up\n",
+                 s->schema_version < 0 ? 0 : s->schema_version, CMS_SCHEMA_VERSION);
+    else if (!cms_nats_is_connected(s->nats))
+        snprintf(why, len, "not connected to NATS\n");
+    else if (!s->streams_ready)
+        snprintf(why, len, "JetStream streams not provisioned yet\n");
+    else if (s->spec->ready && !s->spec->ready(s, s->spec->arg, why, len))
+        return false;
+    else
+        return true;
+    return false;
+}
+
+/* ---- draining and closing ---- */
+
+static void stage_closed(void *arg)
+{
+    drain_next(arg);
+}
+
+void cms_service_drained(cms_service *s)
+{
+    if (s->stage == DRAIN_SERVICE)
+        drain_next(s);
+}
+
+/* Moves to the next stage and starts it; each stage ends by calling here. */
+static void drain_next(cms_service *s)
+{
+    for (;;) {
+        s->stage++;
+        switch (s->stage) {
+        case DRAIN_NONE:
+            break;
+        case DRAIN_COMMANDS:
+            if (s->cmd) {
+                cms_cmd_close(s->cmd, stage_closed, s);
+                return;
+            }
+            break;
+        case DRAIN_SERVICE:
+            if (s->started && s->spec->drain) {
+                s->spec->drain(s, s->spec->arg);
+                return;
+            }
+            break;
+        case DRAIN_OUTBOX:
+            if (s->outbox) {
+                cms_outbox_close(s->outbox, stage_closed, s);
+                return;
+            }
+            break;
+        case DRAIN_DONE:
+            cms_log_info("drained", NULL);
+            cms_proc_hook_done(s->proc, s->drain_hook);
+            return;
+        }
+    }
+}
+
+static void on_drain(cms_proc *p, int hook, void *arg)
+{
+    (void)p;
+    cms_service *s = arg;
+    s->drain_hook = hook;
+    uv_timer_stop(&s->schema_timer);
+    drain_next(s);
+}
+
+static void on_close(cms_proc *p, void *arg)
+{
+    (void)p;
+    cms_service *s = arg;
+    if (s->started && s->spec->close)
+        s->spec->close(s, s->spec->arg);
+    if (s->schema_timer.data)
+        uv_close((uv_handle_t *)&s->schema_timer, NULL);
+    if (s->nats)
+        cms_nats_close(s->nats, NULL, NULL);
+    if (s->pg)
+        cms_pg_close(s->pg, NULL, NULL);
+    if (s->http)
+        cms_http_close(s->http, NULL, NULL);
+}
+
+/* ---- start ---- */
+
+static cms_option *merge_options(const cms_service_spec *spec, size_t *n)
+{
+    size_t nc = sizeof common_options / sizeof common_options[0];
+    cms_option *o = calloc(nc + spec->noptions, sizeof *o);
+    if (o == NULL)
+        return NULL;
+    memcpy(o, common_options, sizeof common_options);
+    if (spec->noptions)
+        memcpy(o + nc, spec->options, spec->noptions * sizeof *o);
+    *n = nc + spec->noptions;
+    return o;
+}
+
+static int start(cms_service *s)
+{
+    const cms_config *c = s->cfg;
+    char nats_name[96];
+    snprintf(nats_name, sizeof nats_name, "cms-%s", s->name);
+    int rc = cms_proc_create(&s->loop, (uint64_t)cms_config_int(c, "drain-timeout-ms"), &s->proc);
+    if (rc != 0) {
+        cms_log_error("cannot set up signal handling", NULL);
+        return 1;
+    }
+    /* first, so that a start failing half-way still closes what it opened */
+    if (cms_proc_on_drain_named(s->proc, s->name, on_drain, s) < 0 ||
+        cms_proc_on_close(s->proc, on_close, s) < 0)
+        return 1;
+    cms_pg_options po = {.conninfo = cms_config_str(c, "database-url"),
+                         .application_name = nats_name,
+                         .pool_size = (int)cms_config_int(c, "pg-pool-size"),
+                         .on_state = pg_state,
+                         .state_arg = s};
+    if (cms_pg_create(&s->loop, &po, &s->pg) != CMS_PG_OK) {
+        cms_log_error("cannot create the database pool: check --database-url", NULL);
+        return 1;
+    }
+    cms_nats_options no = {.url = cms_config_str(c, "nats-url"), .name = nats_name};
+    if (cms_nats_create(&s->loop, &no, &s->nats) != 0) {
+        cms_log_error("cannot create the NATS connection: check --nats-url", "{s:s}", "url",
+                      no.url);
+        return 1;
+    }
+    if (cms_nats_provision_streams(s->nats, streams_done, s) != 0)
+        return 1;
+    const char *addr = cms_config_str(c, "http-addr");
+    if (cms_http_create(&s->loop, addr, &s->http) != 0 ||
+        cms_http_serve_probes(s->http, cms_metrics_default(), ready, s) != 0) {
+        cms_log_error("cannot serve HTTP: is --http-addr free and numeric (HOST:PORT)?", "{s:s}",
+                      "addr", addr);
+        return 1;
+    }
+    uv_timer_init(&s->loop, &s->schema_timer);
+    s->schema_timer.data = s;
+    uv_timer_start(&s->schema_timer, schema_tick, SCHEMA_RECHECK_MS, SCHEMA_RECHECK_MS);
+    if (s->spec->outbox) {
+        cms_outbox_options oo = {.source = s->name};
+        if (cms_outbox_create(&s->loop, s->pg, s->nats, &oo, &s->outbox) != 0)
+            return 1;
+    }
+    if (s->spec->commands) {
+        cms_cmd_options co = {.service = s->name, .pg = s->pg};
+        if (cms_cmd_create(&s->loop, s->nats, &co, &s->cmd) != 0)
+            return 1;
+    }
+    if (s->spec->start && s->spec->start(s, s->spec->arg) != 0) {
+        cms_log_error("service start failed", NULL);
+        return 1;
+    }
+    s->started = true;
+    if (s->cmd && cms_cmd_start(s->cmd) != 0)
+        return 1;
+    cms_log_info("started", "{s:s, s:i, s:s}", "http", addr, "schema_version", CMS_SCHEMA_VERSION,
+                 "version", CMS_VERSION);
+    return 0;
+}
+
+int cms_service_main(int argc, char **argv, const cms_service_spec *spec)
+{
+    cms_service *s = calloc(1, sizeof *s);
+    int code = 1;
+    size_t nopts = 0;
+    char prog[80];
+    if (s == NULL)
+        return 1;
+    s->spec = spec;
+    s->schema_version = -1;
+    snprintf(s->name, sizeof s->name, "%s", spec->name);
+    snprintf(prog, sizeof prog, "cms-%s", spec->name);
+    s->options = merge_options(spec, &nopts);
+    if (s->options == NULL)
+        goto out;
+    switch (cms_config_parse(s->options, nopts, argc, argv, prog, spec->summary, NULL, &s->cfg)) {
+    case CMS_CONFIG_OK: break;
+    case CMS_CONFIG_EXIT_OK: code = 0; goto out;
+    case CMS_CONFIG_EXIT_USAGE: code = 2; goto out;
+    }
+    cms_log_level level;
+    if (!cms_log_level_parse(cms_config_str(s->cfg, "log-level"), &level)) {
+        fprintf(stderr, "%s: --log-level must be debug, info, warn or error; try --help\n", prog);
+        code = 2;
+        goto out;
+    }
+    cms_log_init(s->name, level, NULL);
+    cms_config_log(s->cfg);
+    if (uv_loop_init(&s->loop) != 0)
+        goto out;
+    if (start(s) != 0) {
+        if (s->proc) {
+            cms_proc_stop(s->proc); /* close what was opened, then exit 1 */
+            (void)cms_proc_run(s->proc);
+        }
+        goto out_loop;
+    }
+    code = cms_proc_run(s->proc);
+out_loop:
+    if (uv_loop_close(&s->loop) != 0)
+        cms_log_warn("loop closed with handles open", NULL);
+out:
+    cms_proc_destroy(s->proc);
+    cms_cmd_destroy(s->cmd);
+    cms_outbox_destroy(s->outbox);
+    cms_http_destroy(s->http);
+    cms_nats_destroy(s->nats);
+    cms_pg_destroy(s->pg);
+    cms_config_destroy(s->cfg);
+    free(s->options);
+    free(s);
+    nats_Close(); /* nats.c's own threads and globals, once the connection is gone */
+    return code;
+}

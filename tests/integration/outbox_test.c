@@ -1,0 +1,284 @@
+/* The outbox relay against the real PostgreSQL and nats-server: every
+ * committed row reaches the stream exactly once, in commit order, also when
+ * the writing process is killed between commit and publish. */
+#include "nats.h"
+#include "outbox.h"
+#include "pg.h"
+#include "testenv.h"
+#include "uuid.h"
+
+#include <criterion/criterion.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+typedef struct {
+    uv_loop_t loop;
+    uv_timer_t watchdog, check;
+    cms_pg *pg;
+    cms_nats *nats;
+    cms_outbox *ob;
+    char db[512];
+    char subject[128];
+    char (*ids)[CMS_UUID_STRLEN + 1];
+    int n;
+    int committed, failed;
+    int provisioned;
+    int received, out_of_order, unknown;
+    int kill_after; /* child: SIGKILL itself once this many were published */
+    int phase;
+    cms_nats_consumer *consumer;
+    int closed_parts;
+} fx;
+
+static void watchdog_fired(uv_timer_t *t)
+{
+    fx *f = t->data;
+    cr_assert_fail("watchdog: %d committed, %d failed, %d received, phase %d", f->committed,
+                   f->failed, f->received, f->phase);
+}
+
+static void provisioned(void *arg, cms_nats_err err)
+{
+    fx *f = arg;
+    cr_assert_eq(err, CMS_NATS_OK, "provision: %s", cms_nats_strerror(err));
+    f->provisioned = 1;
+}
+
+static void open_runtime(fx *f, int pool_size)
+{
+    cr_assert_eq(uv_loop_init(&f->loop), 0);
+    uv_timer_init(&f->loop, &f->watchdog);
+    f->watchdog.data = f;
+    uv_timer_start(&f->watchdog, watchdog_fired, 60000, 0);
+    uv_unref((uv_handle_t *)&f->watchdog);
+    uv_timer_init(&f->loop, &f->check);
+    f->check.data = f;
+    cms_pg_options po = {.conninfo = f->db, .pool_size = pool_size};
+    cr_assert_eq(cms_pg_create(&f->loop, &po, &f->pg), CMS_PG_OK);
+    cms_nats_options no = {.url = cms_test_env("CMS_TEST_NATS_URL"), .name = "outbox_test"};
+    cr_assert_eq(cms_nats_create(&f->loop, &no, &f->nats), 0);
+    cr_assert_eq(cms_nats_provision_streams(f->nats, provisioned, f), 0);
+    while (!f->provisioned && uv_run(&f->loop, UV_RUN_ONCE))
+        ;
+}
+
+static void part_closed(void *arg)
+{
+    ((fx *)arg)->closed_parts++;
+}
+
+static void close_runtime(fx *f)
+{
+    int want = 0;
+    if (f->ob) {
+        cms_outbox_close(f->ob, part_closed, f);
+        want++;
+        while (f->closed_parts < want && uv_run(&f->loop, UV_RUN_ONCE))
+            ;
+    }
+    cms_nats_close(f->nats, part_closed, f);
+    cms_pg_close(f->pg, part_closed, f);
+    want += 2;
+    uv_close((uv_handle_t *)&f->watchdog, NULL);
+    uv_close((uv_handle_t *)&f->check, NULL);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    cr_assert_eq(f->closed_parts, want);
+    cr_assert_eq(uv_loop_close(&f->loop), 0, "a handle was left open");
+    cms_outbox_destroy(f->ob);
+    cms_nats_destroy(f->nats);
+    cms_pg_destroy(f->pg);
+}
+
+static void committed(void *arg, cms_pg_err err, const cms_pg_result *res)
+{
+    fx *f = arg;
+    if (err == CMS_PG_OK) {
+        f->committed++;
+        cms_outbox_kick(f->ob);
+    } else {
+        f->failed++;
+        cr_log_error("commit failed: %s %s", cms_pg_strerror(err),
+                     res ? cms_pg_result_message(res) : "");
+    }
+}
+
+/* One job: the change itself and its event, in one transaction. */
+static void write_event(fx *f, int i)
+{
+    cms_uuid u;
+    cms_uuid_v7(&u);
+    cms_uuid_format(&u, f->ids[i]);
+    char payload[64];
+    int len = snprintf(payload, sizeof payload, "event %d", i);
+    cms_pg_job *j = cms_pg_job_new();
+    const char *v[] = {f->ids[i]};
+    cr_assert_eq(cms_pg_job_sql(j, "INSERT INTO changes VALUES ($1::uuid)", 1, v, NULL, NULL), 0);
+    cr_assert_eq(cms_outbox_add(j, "outbox_test", f->ids[i], f->subject, payload, (size_t)len), 0);
+    cr_assert_eq(cms_pg_submit(f->pg, &j, committed, f), CMS_PG_OK);
+}
+
+/* Reads the stream back through a fresh durable: order and count. */
+static void received(void *arg, cms_nats_msg *m)
+{
+    fx *f = arg;
+    const char *id = cms_nats_msg_header(m, "Nats-Msg-Id");
+    if (f->received < f->n && id && strcmp(id, f->ids[f->received]) == 0) {
+        f->received++;
+    } else {
+        int known = 0;
+        for (int i = 0; id && i < f->n; i++)
+            known |= strcmp(id, f->ids[i]) == 0;
+        if (known)
+            f->out_of_order++;
+        else
+            f->unknown++;
+        f->received++;
+    }
+    cr_assert_eq(cms_nats_msg_ack(m), CMS_NATS_OK);
+    cms_nats_msg_destroy(m);
+}
+
+static void wait_empty(uv_timer_t *t)
+{
+    fx *f = t->data;
+    char *left = cms_test_sql(f->db, "SELECT count(*) FROM outbox WHERE source = 'outbox_test'");
+    if (left && strcmp(left, "0") == 0)
+        uv_timer_stop(t);
+    free(left);
+}
+
+static void verify_stream(fx *f, const char *durable)
+{
+    cms_nats_consumer_options co = {.stream = "CMS_EVENTS", .durable = durable,
+                                    .filter_subject = f->subject};
+    cr_assert_eq(cms_nats_consume(f->nats, &co, received, f, &f->consumer), 0);
+    while (f->received < f->n && uv_run(&f->loop, UV_RUN_ONCE))
+        ;
+    cr_assert_eq(f->out_of_order, 0, "%d events out of commit order", f->out_of_order);
+    cr_assert_eq(f->unknown, 0);
+    cr_assert_eq(f->received, f->n);
+    /* the relay deletes each batch once it is acknowledged */
+    uv_timer_start(&f->check, wait_empty, 20, 20);
+    while (uv_is_active((uv_handle_t *)&f->check) && uv_run(&f->loop, UV_RUN_ONCE))
+        ;
+    cr_assert_eq(f->received, f->n, "no duplicate arrived meanwhile");
+}
+
+static void fixture(fx *f, const char *name, int n)
+{
+    memset(f, 0, sizeof *f);
+    cr_assert_eq(cms_test_db_create(name, 1, f->db, sizeof f->db), 0);
+    free(cms_test_sql(f->db, "CREATE TABLE changes (id uuid PRIMARY KEY)"));
+    snprintf(f->subject, sizeof f->subject, "cms.events.%s%d.created", name, (int)getpid());
+    f->n = n;
+    f->ids = calloc((size_t)n, sizeof *f->ids);
+}
+
+static void wait_published(uv_timer_t *t)
+{
+    fx *f = t->data;
+    if (cms_outbox_published(f->ob) >= (uint64_t)f->n)
+        uv_timer_stop(t);
+}
+
+Test(outbox, relays_committed_rows_once_in_order, .timeout = 90)
+{
+    fx f;
+    fixture(&f, "outbox_a", 3000);
+    open_runtime(&f, 1);
+    cms_outbox_options oo = {.source = "outbox_test", .batch = 128};
+    cr_assert_eq(cms_outbox_create(&f.loop, f.pg, f.nats, &oo, &f.ob), 0);
+    for (int i = 0; i < f.n; i++)
+        write_event(&f, i);
+    uv_timer_start(&f.check, wait_published, 10, 10);
+    while (uv_is_active((uv_handle_t *)&f.check) && uv_run(&f.loop, UV_RUN_ONCE))
+        ;
+    cr_assert_eq(f.committed, f.n);
+    cr_assert_eq(cms_outbox_published(f.ob), (uint64_t)f.n);
+    char durable[64];
+    snprintf(durable, sizeof durable, "outbox_a_%d", (int)getpid());
+    verify_stream(&f, durable);
+    /* rows of another source are not this relay's business */
+    free(cms_test_sql(f.db, "INSERT INTO outbox (source, event_id, subject, payload) "
+                            "VALUES ('other', gen_random_uuid(), 'cms.events.x.y', '')"));
+    cms_outbox_kick(f.ob);
+    close_runtime(&f);
+    char *other = cms_test_sql(f.db, "SELECT count(*) FROM outbox WHERE source = 'other'");
+    cr_assert_str_eq(other, "1");
+    free(other);
+    cms_test_db_drop(f.db);
+    free(f.ids);
+}
+
+static void child_published_check(uv_timer_t *t)
+{
+    fx *f = t->data;
+    if (f->ob && cms_outbox_published(f->ob) >= (uint64_t)f->kill_after)
+        kill(getpid(), SIGKILL); /* between publish and delete, mid-batch */
+}
+
+static void child_all_committed(uv_timer_t *t)
+{
+    fx *f = t->data;
+    if (f->committed + f->failed < f->n)
+        return;
+    if (f->failed)
+        _exit(3);
+    /* every row is committed and none published: start relaying, die midway */
+    cms_outbox_options oo = {.source = "outbox_test", .batch = 100};
+    if (cms_outbox_create(&f->loop, f->pg, f->nats, &oo, &f->ob) != 0)
+        _exit(4);
+    uv_timer_start(t, child_published_check, 1, 1);
+}
+
+Test(outbox, a_killed_writer_loses_and_duplicates_nothing, .timeout = 120)
+{
+    fx f;
+    fixture(&f, "outbox_b", 2000);
+    /* ids are made here, before the fork, so both processes know them */
+    for (int i = 0; i < f.n; i++) {
+        cms_uuid u;
+        cms_uuid_v7(&u);
+        cms_uuid_format(&u, f.ids[i]);
+    }
+    fflush(NULL);
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        open_runtime(&f, 1);
+        for (int i = 0; i < f.n; i++) {
+            char payload[32];
+            int len = snprintf(payload, sizeof payload, "event %d", i);
+            cms_pg_job *j = cms_pg_job_new();
+            const char *v[] = {f.ids[i]};
+            if (cms_pg_job_sql(j, "INSERT INTO changes VALUES ($1::uuid)", 1, v, NULL, NULL) ||
+                cms_outbox_add(j, "outbox_test", f.ids[i], f.subject, payload, (size_t)len) ||
+                cms_pg_submit(f.pg, &j, committed, &f))
+                _exit(2);
+        }
+        f.kill_after = 750;
+        uv_timer_start(&f.check, child_all_committed, 1, 1);
+        uv_run(&f.loop, UV_RUN_DEFAULT);
+        _exit(5); /* never reached: the child kills itself */
+    }
+    int status = 0;
+    cr_assert_eq(waitpid(pid, &status, 0), pid);
+    cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL,
+              "the writer died by SIGKILL mid-relay (status %d)", status);
+    char *left = cms_test_sql(f.db, "SELECT count(*) FROM outbox");
+    cr_assert(atoi(left) > 0 && atoi(left) < f.n, "some rows were left behind: %s", left);
+    free(left);
+    /* a new process relays the rest */
+    open_runtime(&f, 2);
+    cms_outbox_options oo = {.source = "outbox_test", .batch = 64};
+    cr_assert_eq(cms_outbox_create(&f.loop, f.pg, f.nats, &oo, &f.ob), 0);
+    char durable[64];
+    snprintf(durable, sizeof durable, "outbox_b_%d", (int)getpid());
+    verify_stream(&f, durable);
+    close_runtime(&f);
+    cms_test_db_drop(f.db);
+    free(f.ids);
+}
