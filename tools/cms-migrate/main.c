@@ -1,0 +1,235 @@
+/* cms-migrate: applies, reverts and reports the schema migrations of the
+ * system's database, and creates new ones. Its migrations are compiled in,
+ * so a deployed binary needs no files; --dir reads a folder instead.
+ *
+ * Exit status: 0 done, 1 failed (the database stays at its last good
+ * version), 2 usage error. */
+#include <errno.h>
+#include <inttypes.h>
+#include <sodium.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "log.h"
+#include "migrate.h"
+#include "migset.h"
+
+#define PROG "cms-migrate"
+
+enum { EXIT_DONE = 0, EXIT_FAILED = 1, EXIT_USAGE = 2 };
+
+static const cms_option options[] = {
+    {"database-url", "CMS_DATABASE_URL", CMS_OPT_STRING, "host=127.0.0.1 dbname=cms",
+     "libpq connection string or URI of the database to migrate", true, false},
+    {"dir", "CMS_MIGRATIONS_DIR", CMS_OPT_STRING, NULL,
+     "read migrations from this folder instead of the built-in ones (new: default ./migrations)",
+     false, false},
+    {"lock-timeout-ms", "CMS_MIGRATE_LOCK_TIMEOUT_MS", CMS_OPT_INT, "10000",
+     "longest wait of a migration statement for a table lock, so it never queues long in front of "
+     "traffic "
+     "(0: no limit)",
+     false, false},
+    {"statement-timeout-ms", "CMS_MIGRATE_STATEMENT_TIMEOUT_MS", CMS_OPT_INT, "600000",
+     "longest single migration statement (0: no limit)", false, false},
+    {"wait-timeout-ms", "CMS_MIGRATE_WAIT_TIMEOUT_MS", CMS_OPT_INT, "120000",
+     "longest wait for another cms-migrate working on the same database (0: no limit)", false,
+     false},
+    {"log-level", "CMS_LOG_LEVEL", CMS_OPT_STRING, "info",
+     "debug (every statement), info (every migration), warn or error", false, false},
+};
+
+static const char usage_tail[] =
+    "VERB [ARG]\n"
+    "\n"
+    "verbs:\n"
+    "  up [N]        apply every pending migration in order, or only the next N\n"
+    "  down [N|all]  revert the last applied migration, the last N, or all of them\n"
+    "  status        list every migration (version, name, applied or pending, applied_at)\n"
+    "                and the current version\n"
+    "  version       print the current version number only (0 when none is applied)\n"
+    "  new NAME      create the next-numbered NNNN_NAME.up.sql and .down.sql in --dir\n"
+    "                (default ./migrations); NAME is [a-z0-9_]+\n"
+    "\n"
+    "Each migration runs in its own transaction with its schema_migrations row; a failure\n"
+    "leaves the database at the previous version. Concurrent runs on one database wait\n"
+    "for each other. Exit status: 0 done, 1 failed, 2 usage error.";
+
+static int usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int usage(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs(PROG ": ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputs("; try --help\n", stderr);
+    va_end(ap);
+    return EXIT_USAGE;
+}
+
+/* A count argument: a whole positive number. */
+static bool parse_count(const char *s, int64_t *out)
+{
+    if (s == NULL || *s < '0' || *s > '9')
+        return false;
+    errno = 0;
+    char *end = NULL;
+    long long v = strtoll(s, &end, 10);
+    if (errno != 0 || *end != '\0' || v <= 0)
+        return false;
+    *out = (int64_t)v;
+    return true;
+}
+
+static int exit_for(cms_migrate_err rc)
+{
+    return rc == CMS_MIGRATE_OK ? EXIT_DONE : EXIT_FAILED;
+}
+
+static int cmd_new(const cms_config *cfg, const char *name)
+{
+    const char *dir = cms_config_str(cfg, "dir");
+    char up[4200], down[4200], err[1024] = "";
+    if (!cms_migset_valid_name(name))
+        return usage("NAME \"%s\" must be 1 to 63 of a-z, 0-9 and _ (like add_contract_index)",
+                     name);
+    cms_migset_err rc = cms_migset_new(dir ? dir : "migrations", name, up, sizeof up, down,
+                                       sizeof down, err, sizeof err);
+    if (rc != CMS_MIGSET_OK) {
+        fprintf(stderr, PROG ": %s: %s\n", cms_migset_strerror(rc), err);
+        return EXIT_FAILED;
+    }
+    printf("created %s\ncreated %s\n", up, down);
+    return EXIT_DONE;
+}
+
+static cms_migrate_verbosity verbosity_for(cms_log_level l)
+{
+    switch (l) {
+    case CMS_LOG_DEBUG:
+        return CMS_MIGRATE_STATEMENTS;
+    case CMS_LOG_INFO:
+        return CMS_MIGRATE_PROGRESS;
+    case CMS_LOG_WARN:
+        return CMS_MIGRATE_WARNINGS;
+    case CMS_LOG_ERROR:
+        return CMS_MIGRATE_ERRORS;
+    }
+    return CMS_MIGRATE_PROGRESS;
+}
+
+int main(int argc, char **argv)
+{
+    int status = EXIT_FAILED;
+    cms_config *cfg = NULL;
+    cms_migset *set = NULL;
+    cms_migrate *m = NULL;
+    char err[1024] = "";
+
+    switch (cms_config_parse(options, sizeof options / sizeof options[0], argc, argv, PROG,
+                             "schema migrations of the contract management database", usage_tail,
+                             &cfg)) {
+    case CMS_CONFIG_OK:
+        break;
+    case CMS_CONFIG_EXIT_OK:
+        return EXIT_DONE;
+    case CMS_CONFIG_EXIT_USAGE:
+        return EXIT_USAGE;
+    }
+    cms_log_level level = CMS_LOG_INFO;
+    if (!cms_log_level_parse(cms_config_str(cfg, "log-level"), &level)) {
+        status = usage("bad --log-level \"%s\": want debug, info, warn or error",
+                       cms_config_str(cfg, "log-level"));
+        goto out;
+    }
+    cms_log_init(PROG, level, stderr);
+    if (sodium_init() < 0) {
+        fprintf(stderr, PROG ": libsodium failed to initialise\n");
+        goto out;
+    }
+
+    size_t npos = cms_config_npositional(cfg);
+    const char *verb = cms_config_positional(cfg, 0);
+    const char *arg = cms_config_positional(cfg, 1);
+    if (verb == NULL) {
+        status = usage("%s", "a verb is needed: up, down, status, version or new");
+        goto out;
+    }
+    bool takes_arg =
+        strcmp(verb, "up") == 0 || strcmp(verb, "down") == 0 || strcmp(verb, "new") == 0;
+    if (npos > (takes_arg ? 2u : 1u)) {
+        status = usage("too many arguments for %s", verb);
+        goto out;
+    }
+    if (strcmp(verb, "new") == 0) {
+        status = arg ? cmd_new(cfg, arg) : usage("%s", "new needs a NAME, like add_contract_index");
+        goto out;
+    }
+
+    int64_t count = 0; /* up/down: 0 means all (up) or, for down, the default of one */
+    if (strcmp(verb, "up") == 0 && arg && !parse_count(arg, &count)) {
+        status = usage("up takes a positive count, not \"%s\"", arg);
+        goto out;
+    }
+    if (strcmp(verb, "down") == 0) {
+        if (arg == NULL)
+            count = 1;
+        else if (strcmp(arg, "all") == 0)
+            count = 0;
+        else if (!parse_count(arg, &count)) {
+            status = usage("down takes a positive count or \"all\", not \"%s\"", arg);
+            goto out;
+        }
+    }
+    if (strcmp(verb, "up") != 0 && strcmp(verb, "down") != 0 && strcmp(verb, "status") != 0 &&
+        strcmp(verb, "version") != 0) {
+        status = usage("unknown verb \"%s\": want up, down, status, version or new", verb);
+        goto out;
+    }
+
+    cms_migrate_opts o = {
+        .conninfo = cms_config_str(cfg, "database-url"),
+        .lock_timeout_ms = cms_config_int(cfg, "lock-timeout-ms"),
+        .statement_timeout_ms = cms_config_int(cfg, "statement-timeout-ms"),
+        .wait_timeout_ms = cms_config_int(cfg, "wait-timeout-ms"),
+        .verbosity = verbosity_for(level),
+    };
+    if (o.lock_timeout_ms < 0 || o.statement_timeout_ms < 0 || o.wait_timeout_ms < 0) {
+        status = usage("%s", "timeouts cannot be negative (0 means no limit)");
+        goto out;
+    }
+
+    if (strcmp(verb, "version") != 0) {
+        const char *dir = cms_config_str(cfg, "dir");
+        cms_migset_err lrc = dir ? cms_migset_load_dir(dir, &set, err, sizeof err)
+                                 : cms_migset_load_embedded(&set, err, sizeof err);
+        if (lrc != CMS_MIGSET_OK) {
+            fprintf(stderr, PROG ": %s: %s\n", cms_migset_strerror(lrc), err);
+            goto out;
+        }
+    }
+    cms_migrate_err rc = cms_migrate_open(&o, set, &m);
+    if (rc != CMS_MIGRATE_OK)
+        goto out;
+
+    if (strcmp(verb, "up") == 0) {
+        rc = cms_migrate_up(m, count);
+    } else if (strcmp(verb, "down") == 0) {
+        rc = cms_migrate_down(m, count);
+    } else if (strcmp(verb, "status") == 0) {
+        rc = cms_migrate_status(m, stdout);
+    } else {
+        int version = 0;
+        rc = cms_migrate_version(m, &version);
+        if (rc == CMS_MIGRATE_OK)
+            printf("%d\n", version);
+    }
+    status = exit_for(rc);
+out:
+    cms_migrate_close(m);
+    cms_migset_destroy(set);
+    cms_config_destroy(cfg);
+    return status;
+}
