@@ -1,0 +1,126 @@
+# shellcheck shell=bash disable=SC2034  # variables used by the scripts that source this
+# What deploy/local/up and deploy/local/down share: where the local stack
+# keeps its files, which ports it uses, whose it is, and how to tell that a
+# process it started is still alive. Sourced; expects $root (the repository).
+#
+#   .local/pg/data      the PostgreSQL 15 cluster       .local/pg/sock  its socket
+#   .local/nats         the JetStream store             .local/pgpass   role cms's password
+#   .local/log/NAME.log each process's output           .local/run/NAME.pid  its pid
+#
+# As root everything long-running belongs to the system user `cms` (the
+# owner of an existing cluster wins); otherwise to the user running the script.
+
+: "${root:?the repository root must be set}"
+local_dir=$root/.local
+pgdata=$local_dir/pg/data
+pgsock=$local_dir/pg/sock
+pgpass=$local_dir/pgpass
+natsdir=$local_dir/nats
+logdir=$local_dir/log
+rundir=$local_dir/run
+pgbin=/usr/lib/postgresql/15/bin
+# Debian installs nats-server in /usr/sbin, which a normal user's PATH lacks.
+case ":$PATH:" in *:/usr/sbin:*) ;; *) PATH=$PATH:/usr/sbin ;; esac
+bindir=$root/build/release/bin
+
+pg_port=${CMS_LOCAL_PG_PORT:-54329}
+nats_port=${CMS_LOCAL_NATS_PORT:-4222}
+nats_monitor_port=${CMS_LOCAL_NATS_MONITOR_PORT:-8222}
+wait_s=${CMS_LOCAL_TIMEOUT:-60}
+
+# The services up starts when their binaries exist, and their HTTP ports.
+services=(cms-identity cms-contracts cms-training cms-audit)
+declare -A http_port=(
+    [cms-identity]=${CMS_LOCAL_IDENTITY_HTTP:-8081}
+    [cms-contracts]=${CMS_LOCAL_CONTRACTS_HTTP:-8082}
+    [cms-training]=${CMS_LOCAL_TRAINING_HTTP:-8083}
+    [cms-audit]=${CMS_LOCAL_AUDIT_HTTP:-8084}
+)
+
+run_user=$(id -un)
+if [ "$(id -u)" = 0 ]; then
+    run_user=cms
+    if [ -d "$pgdata" ]; then
+        run_user=$(stat -c %U "$pgdata")
+    fi
+fi
+
+say()
+{
+    echo "==> $*"
+}
+
+# owner_cmd: the prefix that runs a command as the stack's owner. It execs in
+# place (no extra process), so `setsid "${owner_cmd[@]}" cmd &` leaves cmd's
+# own pid in $!. Call set_owner_cmd again once the owner exists.
+owner_cmd=()
+set_owner_cmd()
+{
+    owner_cmd=()
+    if [ "$(id -u)" = 0 ] && [ "$run_user" != root ] && id "$run_user" >/dev/null 2>&1; then
+        owner_cmd=(setpriv --reuid="$run_user" --regid="$(id -g "$run_user")" --init-groups --
+            env HOME="$(getent passwd "$run_user" | cut -d: -f6)" USER="$run_user"
+            LOGNAME="$run_user")
+    fi
+}
+set_owner_cmd
+
+as_owner()
+{
+    "${owner_cmd[@]}" "$@"
+}
+
+# Prints the pid in .local/run/NAME.pid when that process is alive and is
+# still NAME (a recycled pid is not), else nothing. Returns 0 when alive.
+pid_alive()
+{
+    local name=$1 f=$rundir/$1.pid pid comm stat
+    [ -f "$f" ] || return 1
+    pid=$(cat "$f" 2>/dev/null || true)
+    case $pid in '' | *[!0-9]*) return 1 ;; esac
+    comm=$(cat "/proc/$pid/comm" 2>/dev/null || true)
+    # /proc/PID/comm holds at most 15 characters of the name
+    [ -n "$comm" ] && [ "$comm" = "${name:0:15}" ] || return 1
+    # an exited process waiting to be reaped (state Z or X) is not alive
+    stat=$(cat "/proc/$pid/stat" 2>/dev/null || true)
+    stat=${stat##*) }
+    case ${stat%% *} in '' | Z | X) return 1 ;; esac
+    echo "$pid"
+}
+
+pg_running()
+{
+    [ -f "$pgdata/PG_VERSION" ] && as_owner "$pgbin/pg_ctl" -D "$pgdata" status >/dev/null 2>&1
+}
+
+port_in_use()
+{
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# Prints the HTTP status of GET http://127.0.0.1:PORT/PATH (000 if none).
+http_status()
+{
+    local port=$1 path=$2 line code=000
+    if command -v curl >/dev/null 2>&1; then
+        code=$(curl -s -o /dev/null -m 2 -w '%{http_code}' "http://127.0.0.1:$port$path" || true)
+    elif { exec 3<>"/dev/tcp/127.0.0.1/$port"; } 2>/dev/null; then
+        printf 'GET %s HTTP/1.1\r\nHost: 127.0.0.1:%s\r\nConnection: close\r\n\r\n' \
+            "$path" "$port" >&3 2>/dev/null || true
+        if IFS=' ' read -r -t 2 _ line _ <&3; then
+            code=$line
+        fi
+        exec 3<&- 3>&-
+    fi
+    echo "${code:-000}"
+}
+
+# Prints the last lines of a log, to show why something failed.
+show_log()
+{
+    local f=$1
+    [ -s "$f" ] || { echo "    ($f is empty or missing)"; return 0; }
+    echo "--- last 30 lines of $f"
+    tail -n 30 "$f" | sed 's/^/    /'
+    echo "---"
+}
