@@ -46,8 +46,7 @@ typedef enum {
     RELAY_READING,    /* the delete+read job is in flight */
     RELAY_PUBLISHING, /* rows of a batch are being published */
     RELAY_BACKOFF,    /* after a failure, waiting for the timer */
-    RELAY_CLOSING,    /* waiting for in-flight work before closing */
-    RELAY_CLOSED,
+    RELAY_CLOSED,     /* nothing more is sent; late completions are ignored */
 } relay_state;
 
 typedef struct pub_ctx {
@@ -63,7 +62,8 @@ struct cms_outbox {
     cms_outbox_options o;
     relay_state state;
     bool job_inflight;
-    bool kicked; /* a kick arrived since the last read was sent */
+    bool kicked;   /* a kick arrived since the last read was sent */
+    bool draining; /* closing: relay until a read finds nothing, then close */
     bool failed; /* a publish of the current batch failed */
     row *rows;
     pub_ctx *ctx;
@@ -88,7 +88,6 @@ static const char *state_name(relay_state s)
     case RELAY_READING: return "reading";
     case RELAY_PUBLISHING: return "publishing";
     case RELAY_BACKOFF: return "backoff";
-    case RELAY_CLOSING: return "closing";
     case RELAY_CLOSED: return "closed";
     }
     return "?";
@@ -96,11 +95,8 @@ static const char *state_name(relay_state s)
 
 static void set_state(cms_outbox *ob, relay_state to)
 {
-    if (ob->state == to)
-        return;
-    /* once closing, only closed may follow */
-    if (ob->state == RELAY_CLOSED || (ob->state == RELAY_CLOSING && to != RELAY_CLOSED))
-        return;
+    if (ob->state == to || ob->state == RELAY_CLOSED)
+        return; /* closed is final */
     cms_log_debug("outbox relay state", "{s:s, s:s, s:s}", "source", ob->source, "from",
                   state_name(ob->state), "to", state_name(to));
     ob->state = to;
@@ -141,7 +137,10 @@ static void closed_timer(uv_handle_t *h)
 
 static void finish_close(cms_outbox *ob)
 {
+    if (ob->state == RELAY_CLOSED)
+        return;
     set_state(ob, RELAY_CLOSED);
+    uv_timer_stop(&ob->timer);
     uv_close((uv_handle_t *)&ob->timer, closed_timer);
 }
 
@@ -166,6 +165,11 @@ static void timer_fired(uv_timer_t *t)
 
 static void backoff(cms_outbox *ob)
 {
+    if (ob->draining) {
+        /* no progress possible now: what is left waits in the table */
+        finish_close(ob);
+        return;
+    }
     if (ob->failures < 30)
         ob->failures++;
     uint64_t d = BACKOFF_MIN_MS;
@@ -219,6 +223,8 @@ static void read_done(void *arg, cms_pg_err err, const cms_pg_result *res)
 {
     cms_outbox *ob = arg;
     ob->job_inflight = false;
+    if (ob->state == RELAY_CLOSED)
+        return;
     if (err == CMS_PG_OK) {
         /* the delete (if any) committed with the read */
         rows_clear(ob);
@@ -232,10 +238,6 @@ static void read_done(void *arg, cms_pg_err err, const cms_pg_result *res)
         cms_log_warn("outbox read failed", "{s:s, s:s, s:s}", "source", ob->source, "error",
                      cms_pg_strerror(err), "detail", res ? cms_pg_result_message(res) : "");
     }
-    if (ob->state == RELAY_CLOSING) {
-        finish_close(ob);
-        return;
-    }
     if (err != CMS_PG_OK) {
         /* rows of the batch stay as they were: published ones are deleted next time */
         backoff(ob);
@@ -244,7 +246,9 @@ static void read_done(void *arg, cms_pg_err err, const cms_pg_result *res)
     if (ob->m_batch)
         cms_gauge_set(ob->m_batch, (double)ob->nrows);
     if (ob->nrows == 0) {
-        if (ob->kicked)
+        if (ob->draining)
+            finish_close(ob); /* everything committed so far is published */
+        else if (ob->kicked)
             read_batch(ob);
         else
             go_idle(ob);
@@ -289,20 +293,13 @@ static void read_batch(cms_outbox *ob)
         if (cms_pg_job_sql(job, SQL_DELETE, 1, v, NULL, NULL) != CMS_PG_OK)
             goto fail;
     }
-    if (ob->state != RELAY_CLOSING) {
-        char limit[16];
-        snprintf(limit, sizeof limit, "%d", ob->o.batch);
-        const char *v[] = {ob->source, limit};
-        if (cms_pg_job_sql(job, SQL_READ, 2, v, NULL, NULL) != CMS_PG_OK)
-            goto fail;
-        cms_pg_job_binary_results(job);
-        set_state(ob, RELAY_READING);
-    } else if (!npub) {
-        cms_pg_job_free(job);
-        free(ids);
-        finish_close(ob);
-        return;
-    }
+    char limit[16];
+    snprintf(limit, sizeof limit, "%d", ob->o.batch);
+    const char *rv[] = {ob->source, limit};
+    if (cms_pg_job_sql(job, SQL_READ, 2, rv, NULL, NULL) != CMS_PG_OK)
+        goto fail;
+    cms_pg_job_binary_results(job);
+    set_state(ob, RELAY_READING);
     ob->kicked = false;
     cms_pg_err err = cms_pg_submit(ob->pg, &job, read_done, ob);
     if (err != CMS_PG_OK) {
@@ -315,10 +312,7 @@ static void read_batch(cms_outbox *ob)
 fail:
     cms_pg_job_free(job);
     free(ids);
-    if (ob->state == RELAY_CLOSING)
-        finish_close(ob);
-    else
-        backoff(ob);
+    backoff(ob);
 }
 
 static void published(void *arg, cms_nats_err err, bool duplicate, uint64_t seq)
@@ -329,6 +323,8 @@ static void published(void *arg, cms_nats_err err, bool duplicate, uint64_t seq)
     cms_outbox *ob = ctx->ob;
     row *w = &ob->rows[ctx->index];
     ob->inflight--;
+    if (ob->state == RELAY_CLOSED)
+        return;
     if (err == CMS_NATS_OK) {
         w->state = ROW_PUBLISHED;
         ob->published++;
@@ -381,7 +377,7 @@ static void publish_more(cms_outbox *ob)
         ob->failures++;
     else if (!ob->failed)
         ob->failures = 0;
-    read_batch(ob); /* also closes, when closing */
+    read_batch(ob);
 }
 
 void cms_outbox_kick(cms_outbox *ob)
@@ -437,15 +433,19 @@ int cms_outbox_create(uv_loop_t *loop, cms_pg *pg, cms_nats *nats, const cms_out
 
 void cms_outbox_close(cms_outbox *ob, void (*closed)(void *arg), void *arg)
 {
-    if (ob == NULL || ob->state == RELAY_CLOSING || ob->state == RELAY_CLOSED)
+    if (ob == NULL || ob->draining || ob->state == RELAY_CLOSED)
         return;
     ob->closed = closed;
     ob->closed_arg = arg;
-    bool busy = ob->job_inflight || ob->inflight > 0;
-    set_state(ob, RELAY_CLOSING);
-    uv_timer_stop(&ob->timer);
-    if (!busy)
-        read_batch(ob); /* deletes what was published, if anything, then closes */
+    ob->draining = true;
+    if (ob->state == RELAY_IDLE)
+        read_batch(ob); /* rows committed just now, or an empty read that closes */
+}
+
+void cms_outbox_abort(cms_outbox *ob)
+{
+    if (ob != NULL)
+        finish_close(ob);
 }
 
 void cms_outbox_destroy(cms_outbox *ob)

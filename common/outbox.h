@@ -48,10 +48,16 @@ void cms_outbox_kick(cms_outbox *ob);
 /* Rows published since start (acknowledged by the stream). */
 uint64_t cms_outbox_published(const cms_outbox *ob);
 
-/* Stops reading; waits for in-flight publishes, deletes what they
- * published, then calls closed(arg). Rows not yet published stay in the
- * table for the next start. */
+/* Drains: goes on relaying until a read finds no row of this source, so
+ * that everything committed before the call is published, then calls
+ * closed(arg). Bound it
+ * with cms_outbox_abort (the process's drain deadline does). A failure while
+ * draining ends the drain at once: what is left waits in the table. */
 void cms_outbox_close(cms_outbox *ob, void (*closed)(void *arg), void *arg);
+/* Stops at once; unpublished rows stay in the table for the next start,
+ * and a publish answered later is simply published again then (the
+ * stream drops the duplicate). Calls the close callback, if one was set. */
+void cms_outbox_abort(cms_outbox *ob);
 void cms_outbox_destroy(cms_outbox *ob); /* after closed; NULL-safe */
 
 #endif

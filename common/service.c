@@ -199,6 +199,7 @@ static void on_close(cms_proc *p, void *arg)
         s->spec->close(s, s->spec->arg);
     if (s->schema_timer.data)
         uv_close((uv_handle_t *)&s->schema_timer, NULL);
+    cms_outbox_abort(s->outbox); /* a no-op after a clean drain */
     if (s->nats)
         cms_nats_close(s->nats, NULL, NULL);
     if (s->pg)
