@@ -50,9 +50,8 @@ uint64_t cms_outbox_published(const cms_outbox *ob);
 
 /* Drains: goes on relaying until a read finds no row of this source, so
  * that everything committed before the call is published, then calls
- * closed(arg). Bound it
- * with cms_outbox_abort (the process's drain deadline does). A failure while
- * draining ends the drain at once: what is left waits in the table. */
+ * closed(arg). A failure while draining ends the drain at once: what is
+ * left waits in the table for the next start. */
 void cms_outbox_close(cms_outbox *ob, void (*closed)(void *arg), void *arg);
 /* Stops at once; unpublished rows stay in the table for the next start,
  * and a publish answered later is simply published again then (the
