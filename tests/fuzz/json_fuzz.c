@@ -1,0 +1,73 @@
+/* libFuzzer target for common/json: arbitrary bytes are unpacked as a
+ * cms.test.Envelope (tests/proto/test_types.proto) and rendered, whole and
+ * as its body, into a roomy and a tiny buffer; the same bytes are also
+ * offered to cms_json_check_object. Every rendering that succeeds must parse
+ * as one JSON object, a failed one must leave the buffer as it was, and text
+ * that check_object accepts must parse as an object too. Not part of ctest.
+ *
+ * Build and run (clang with libFuzzer; the generated test protos come from
+ * any configured build directory, here build/):
+ *
+ *   cmake --build build --target cms_testproto
+ *   clang -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
+ *       -Icommon -Ibuild/tests/proto tests/fuzz/json_fuzz.c common/json.c \
+ *       build/tests/proto/test_types.pb-c.c build/tests/proto/test_presence.pb-c.c \
+ *       -lprotobuf-c -ljansson -lsodium -lm -o /tmp/json_fuzz
+ *   mkdir -p /tmp/json_corpus && /tmp/json_fuzz -max_total_time=60 -max_len=4096 /tmp/json_corpus
+ */
+#include <jansson.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "json.h"
+#include "test_types.pb-c.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static void must_parse(const cms_json_buf *b)
+{
+    /* as check_object reads numbers: integers beyond 64 bits are fine in jsonb */
+    json_t *j = json_loadb(b->data, b->len, JSON_DECODE_INT_AS_REAL, NULL);
+    if (j == NULL || !json_is_object(j) || b->data[b->len] != '\0')
+        abort();
+    json_decref(j);
+}
+
+static void render_into(size_t max, const ProtobufCMessage *env)
+{
+    cms_json_buf b;
+    cms_json_buf_init(&b, max);
+    for (int body = 0; body < 2; body++) {
+        cms_json_err err =
+            body ? cms_json_render_body(&b, env, 16) : cms_json_render_message(&b, env);
+        if (err == CMS_JSON_OK)
+            must_parse(&b);
+        else if (b.len != 0 || err == CMS_JSON_ENOMEM)
+            abort();
+        cms_json_buf_reset(&b);
+    }
+    cms_json_buf_free(&b);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    Cms__Test__Envelope *env = cms__test__envelope__unpack(NULL, size, data);
+    if (env) {
+        render_into(1 << 20, &env->base);
+        render_into(64, &env->base);
+        cms__test__envelope__free_unpacked(env, NULL);
+    }
+
+    cms_json_buf b;
+    cms_json_buf_init(&b, 1 << 20);
+    if (cms_json_check_object(&b, (const char *)data, size) == CMS_JSON_OK) {
+        if (b.len != size || memcmp(b.data, data, size) != 0)
+            abort();
+        must_parse(&b);
+    } else if (b.len != 0) {
+        abort();
+    }
+    cms_json_buf_free(&b);
+    return 0;
+}
