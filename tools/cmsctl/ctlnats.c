@@ -1,0 +1,157 @@
+/* NATS connection and stream provisioning for cmsctl; see ctlnats.h. */
+#include "ctlnats.h"
+
+#include <stdbool.h>
+#include <stdio.h>
+#include <uv.h>
+
+#include "cli.h"
+#include "nats.h"
+
+#define RECONNECTS 10
+#define RECONNECT_WAIT_MS 250
+#define STREAM_NAME "CMS_EVENTS"
+
+int cmsctl_nats_fail(const char *prog, const char *what, natsStatus st)
+{
+    const char *last = nats_GetLastError(NULL);
+    return cmsctl_fail(prog, "%s: %s%s%s", what, natsStatus_GetText(st), last && *last ? " - " : "",
+                       last && *last ? last : "");
+}
+
+int cmsctl_nats_connect(const char *prog, const char *url, int64_t timeout_ms, natsConnection **out)
+{
+    int status = CMSCTL_EXIT_FAILED;
+    natsOptions *o = NULL;
+    natsConnection *nc = NULL;
+    natsStatus st = natsOptions_Create(&o);
+    if (st == NATS_OK)
+        st = natsOptions_SetURL(o, url);
+    if (st == NATS_OK)
+        st = natsOptions_SetName(o, "cmsctl");
+    if (st == NATS_OK)
+        st = natsOptions_SetTimeout(o, timeout_ms);
+    if (st == NATS_OK)
+        st = natsOptions_SetMaxReconnect(o, RECONNECTS);
+    if (st == NATS_OK)
+        st = natsOptions_SetReconnectWait(o, RECONNECT_WAIT_MS);
+    if (st != NATS_OK) {
+        status = cmsctl_nats_fail(prog, "bad NATS options (check --nats-url or CMS_NATS_URL)", st);
+        goto out;
+    }
+    st = natsConnection_Connect(&nc, o);
+    if (st != NATS_OK) {
+        char what[600];
+        snprintf(what, sizeof what,
+                 "cannot connect to NATS at %s (is nats-server running? set --nats-url or "
+                 "CMS_NATS_URL)",
+                 url);
+        status = cmsctl_nats_fail(prog, what, st);
+        goto out;
+    }
+    *out = nc;
+    nc = NULL;
+    status = CMSCTL_EXIT_OK;
+out:
+    natsConnection_Destroy(nc);
+    natsOptions_Destroy(o);
+    return status;
+}
+
+/* Provisioning through common/nats on a private loop, bounded by a timer. */
+typedef struct prov {
+    uv_timer_t timer;
+    cms_nats *n;
+    cms_nats_err result;
+    bool answered;
+    bool closing;
+} prov;
+
+static void prov_closed(void *arg)
+{
+    prov *p = arg;
+    uv_close((uv_handle_t *)&p->timer, NULL);
+}
+
+static void prov_close(prov *p)
+{
+    if (p->closing)
+        return;
+    p->closing = true;
+    uv_timer_stop(&p->timer);
+    cms_nats_close(p->n, prov_closed, p);
+}
+
+static void prov_done(void *arg, cms_nats_err err)
+{
+    prov *p = arg;
+    if (!p->answered) {
+        p->answered = true;
+        p->result = err;
+    }
+    prov_close(p);
+}
+
+static void prov_timeout(uv_timer_t *t)
+{
+    prov_close(t->data);
+}
+
+static int provision(const char *prog, const char *url, int64_t timeout_ms)
+{
+    int status = CMSCTL_EXIT_FAILED;
+    uv_loop_t loop;
+    bool loop_ok = false;
+    prov p = {.result = CMS_NATS_ETIMEOUT};
+    if (uv_loop_init(&loop) != 0) {
+        status = cmsctl_fail(prog, "cannot create an event loop");
+        goto out;
+    }
+    loop_ok = true;
+    cms_nats_options o = {.url = url, .name = "cmsctl-provision"};
+    int rc = cms_nats_create(&loop, &o, &p.n);
+    if (rc != 0) {
+        status = cmsctl_fail(prog, "cannot start provisioning %s: %s", STREAM_NAME,
+                             cms_nats_strerror((cms_nats_err)rc));
+        goto out;
+    }
+    uv_timer_init(&loop, &p.timer);
+    p.timer.data = &p;
+    uv_timer_start(&p.timer, prov_timeout, (uint64_t)timeout_ms, 0);
+    rc = cms_nats_provision_streams(p.n, prov_done, &p);
+    if (rc != 0) {
+        p.answered = true;
+        p.result = (cms_nats_err)rc;
+        prov_close(&p);
+    }
+    uv_run(&loop, UV_RUN_DEFAULT);
+    if (p.result != CMS_NATS_OK) {
+        status = cmsctl_fail(
+            prog, "stream %s is missing and could not be created within %lld ms: %s", STREAM_NAME,
+            (long long)timeout_ms, p.answered ? cms_nats_strerror(p.result) : "timed out");
+        goto out;
+    }
+    fprintf(stderr, "%s: created stream %s (cms.events.>)\n", prog, STREAM_NAME);
+    status = CMSCTL_EXIT_OK;
+out:
+    cms_nats_destroy(p.n);
+    if (loop_ok && uv_loop_close(&loop) != 0)
+        fprintf(stderr, "%s: warning: provisioning loop left handles open\n", prog);
+    return status;
+}
+
+int cmsctl_nats_ensure_events(const char *prog, const char *url, jsCtx *js, int64_t timeout_ms)
+{
+    jsStreamInfo *si = NULL;
+    jsErrCode jerr = 0;
+    natsStatus st = js_GetStreamInfo(&si, js, STREAM_NAME, NULL, &jerr);
+    jsStreamInfo_Destroy(si);
+    if (st == NATS_OK)
+        return CMSCTL_EXIT_OK;
+    if (st == NATS_NOT_FOUND || jerr == JSStreamNotFoundErr)
+        return provision(prog, url, timeout_ms);
+    if (st == NATS_NO_RESPONDERS)
+        return cmsctl_fail(prog, "JetStream is not enabled on the NATS server (start nats-server "
+                                 "with -js)");
+    return cmsctl_nats_fail(prog, "cannot look up stream " STREAM_NAME, st);
+}

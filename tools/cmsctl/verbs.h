@@ -1,0 +1,12 @@
+/* The verbs of cmsctl. Each takes its own argv (argv[0] is the verb's name,
+ * e.g. "gen"), parses its own options and returns the process exit status
+ * (see cli.h). */
+#ifndef CMSCTL_VERBS_H
+#define CMSCTL_VERBS_H
+
+int cmsctl_gen_main(int argc, char **argv);
+int cmsctl_record_main(int argc, char **argv);
+int cmsctl_replay_main(int argc, char **argv);
+int cmsctl_audit_main(int argc, char **argv); /* argv[0] is "audit", argv[1] the sub-verb */
+
+#endif
