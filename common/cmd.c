@@ -76,15 +76,24 @@ struct cms_cmd {
 const char *cms_cmd_code_name(cms_cmd_code code)
 {
     switch (code) {
-    case CMS__V1__ERROR_CODE__OK: return "OK";
-    case CMS__V1__ERROR_CODE__INVALID_ARGUMENT: return "INVALID_ARGUMENT";
-    case CMS__V1__ERROR_CODE__NOT_FOUND: return "NOT_FOUND";
-    case CMS__V1__ERROR_CODE__ALREADY_EXISTS: return "ALREADY_EXISTS";
-    case CMS__V1__ERROR_CODE__FAILED_PRECONDITION: return "FAILED_PRECONDITION";
-    case CMS__V1__ERROR_CODE__PERMISSION_DENIED: return "PERMISSION_DENIED";
-    case CMS__V1__ERROR_CODE__UNAVAILABLE: return "UNAVAILABLE";
-    case CMS__V1__ERROR_CODE__INTERNAL: return "INTERNAL";
-    case _CMS__V1__ERROR_CODE_IS_INT_SIZE: break;
+    case CMS__V1__ERROR_CODE__OK:
+        return "OK";
+    case CMS__V1__ERROR_CODE__INVALID_ARGUMENT:
+        return "INVALID_ARGUMENT";
+    case CMS__V1__ERROR_CODE__NOT_FOUND:
+        return "NOT_FOUND";
+    case CMS__V1__ERROR_CODE__ALREADY_EXISTS:
+        return "ALREADY_EXISTS";
+    case CMS__V1__ERROR_CODE__FAILED_PRECONDITION:
+        return "FAILED_PRECONDITION";
+    case CMS__V1__ERROR_CODE__PERMISSION_DENIED:
+        return "PERMISSION_DENIED";
+    case CMS__V1__ERROR_CODE__UNAVAILABLE:
+        return "UNAVAILABLE";
+    case CMS__V1__ERROR_CODE__INTERNAL:
+        return "INTERNAL";
+    case _CMS__V1__ERROR_CODE_IS_INT_SIZE:
+        break;
     }
     return "INTERNAL";
 }
@@ -92,14 +101,18 @@ const char *cms_cmd_code_name(cms_cmd_code code)
 cms_cmd_code cms_cmd_code_for_pg(cms_pg_err err, const char *sqlstate)
 {
     switch (err) {
-    case CMS_PG_OK: return CMS__V1__ERROR_CODE__OK;
+    case CMS_PG_OK:
+        return CMS__V1__ERROR_CODE__OK;
     case CMS_PG_EBUSY:
     case CMS_PG_EUNAVAILABLE:
     case CMS_PG_ECONN:
-    case CMS_PG_ECLOSED: return CMS__V1__ERROR_CODE__UNAVAILABLE;
+    case CMS_PG_ECLOSED:
+        return CMS__V1__ERROR_CODE__UNAVAILABLE;
     case CMS_PG_EINVAL:
-    case CMS_PG_ENOMEM: return CMS__V1__ERROR_CODE__INTERNAL;
-    case CMS_PG_ESQL: break;
+    case CMS_PG_ENOMEM:
+        return CMS__V1__ERROR_CODE__INTERNAL;
+    case CMS_PG_ESQL:
+        break;
     }
     if (sqlstate == NULL || strlen(sqlstate) != 5)
         return CMS__V1__ERROR_CODE__INTERNAL;
@@ -234,10 +247,9 @@ static void reply_error(cms_cmd_req *r, cms_cmd_code code, const char *field, co
     rep.error = &e;
     size_t len;
     uint8_t *buf = pack_reply(&rep, &len);
-    cms_log(code == CMS__V1__ERROR_CODE__INTERNAL ? CMS_LOG_ERROR : CMS_LOG_INFO,
-            "command failed", "{s:s, s:s, s:s, s:s, s:s}", "service", r->c->service, "verb",
-            r->v ? r->v->name : "", "code", cms_cmd_code_name(code), "field", field ? field : "",
-            "message", msg);
+    cms_log(code == CMS__V1__ERROR_CODE__INTERNAL ? CMS_LOG_ERROR : CMS_LOG_INFO, "command failed",
+            "{s:s, s:s, s:s, s:s, s:s}", "service", r->c->service, "verb", r->v ? r->v->name : "",
+            "code", cms_cmd_code_name(code), "field", field ? field : "", "message", msg);
     finish(r, buf, len, code);
 }
 
@@ -416,8 +428,8 @@ static void on_request(void *arg, cms_nats_msg *m)
         reply_error(r, CMS__V1__ERROR_CODE__INVALID_ARGUMENT, "body", "request is too large");
         return;
     }
-    r->body = protobuf_c_message_unpack(r->v->desc, NULL, cms_nats_msg_len(m),
-                                        cms_nats_msg_data(m));
+    r->body =
+        protobuf_c_message_unpack(r->v->desc, NULL, cms_nats_msg_len(m), cms_nats_msg_data(m));
     if (r->body == NULL) {
         char msg[160];
         snprintf(msg, sizeof msg, "the request body is not a valid %s", r->v->desc->name);
@@ -552,9 +564,8 @@ int cms_cmd_create(uv_loop_t *loop, cms_nats *nats, const cms_cmd_options *o, cm
 int cms_cmd_register(cms_cmd *c, const char *verb_name, const ProtobufCMessageDescriptor *request,
                      cms_cmd_handler fn, void *arg)
 {
-    if (c == NULL || verb_name == NULL || request == NULL || fn == NULL ||
-        c->nverbs == MAX_VERBS || strlen(verb_name) == 0 || strlen(verb_name) >= 40 ||
-        find_verb(c, verb_name))
+    if (c == NULL || verb_name == NULL || request == NULL || fn == NULL || c->nverbs == MAX_VERBS ||
+        strlen(verb_name) == 0 || strlen(verb_name) >= 40 || find_verb(c, verb_name))
         return CMS_NATS_EINVAL;
     for (const char *p = verb_name; *p; p++)
         if (!(islower((unsigned char)*p) || *p == '_'))

@@ -36,11 +36,11 @@ typedef Cms__V1__ErrorCode cms_cmd_code;
 #define CMS_CMD_REQUEST_ID_MAX 128
 
 typedef struct cms_cmd_options {
-    const char *service;       /* "identity" -> cms.cmd.identity.<verb> (required) */
-    cms_pg *pg;                /* stores request_id replies; NULL: not stored */
-    int64_t deadline_ms;       /* default 10000 */
-    size_t max_inflight;       /* default 1024 */
-    size_t max_request_bytes;  /* default 1 MiB */
+    const char *service;      /* "identity" -> cms.cmd.identity.<verb> (required) */
+    cms_pg *pg;               /* stores request_id replies; NULL: not stored */
+    int64_t deadline_ms;      /* default 10000 */
+    size_t max_inflight;      /* default 1024 */
+    size_t max_request_bytes; /* default 1 MiB */
 } cms_cmd_options;
 
 /* The handler owns req until it answers with cms_cmd_reply or cms_cmd_fail,

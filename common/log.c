@@ -25,18 +25,25 @@ void cms_log_init(const char *service, cms_log_level min_level, FILE *out)
 const char *cms_log_level_name(cms_log_level level)
 {
     switch (level) {
-    case CMS_LOG_DEBUG: return "debug";
-    case CMS_LOG_INFO: return "info";
-    case CMS_LOG_WARN: return "warn";
-    case CMS_LOG_ERROR: return "error";
+    case CMS_LOG_DEBUG:
+        return "debug";
+    case CMS_LOG_INFO:
+        return "info";
+    case CMS_LOG_WARN:
+        return "warn";
+    case CMS_LOG_ERROR:
+        return "error";
     }
     return "unknown";
 }
 
 bool cms_log_level_parse(const char *s, cms_log_level *out)
 {
-    static const struct { const char *name; cms_log_level level; } names[] = {
-        {"debug", CMS_LOG_DEBUG}, {"info", CMS_LOG_INFO},   {"warn", CMS_LOG_WARN},
+    static const struct {
+        const char *name;
+        cms_log_level level;
+    } names[] = {
+        {"debug", CMS_LOG_DEBUG},  {"info", CMS_LOG_INFO},   {"warn", CMS_LOG_WARN},
         {"warning", CMS_LOG_WARN}, {"error", CMS_LOG_ERROR},
     };
     if (s == NULL)
@@ -57,8 +64,8 @@ bool cms_log_enabled(cms_log_level level)
 
 bool cms_log_is_secret_name(const char *name)
 {
-    static const char *const secret[] = {"password", "passwd", "secret", "token",
-                                         "api_key", "apikey", "authorization", "key"};
+    static const char *const secret[] = {"password", "passwd", "secret",        "token",
+                                         "api_key",  "apikey", "authorization", "key"};
     for (size_t i = 0; i < sizeof secret / sizeof secret[0]; i++) {
         size_t n = strlen(secret[i]), len = strlen(name);
         /* exact name, or a suffix like "db_password" / "signing_key" */
@@ -98,7 +105,8 @@ void cms_log(cms_log_level level, const char *msg, const char *fields, ...)
         if (json_is_object(extra)) {
             const char *k;
             json_t *v;
-            json_object_foreach(extra, k, v) {
+            json_object_foreach(extra, k, v)
+            {
                 if (cms_log_is_secret_name(k))
                     json_object_set_new(line, k, json_string("[redacted]"));
                 else if (json_object_get(line, k) == NULL)

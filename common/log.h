@@ -37,8 +37,8 @@ bool cms_log_enabled(cms_log_level level);
 void cms_log(cms_log_level level, const char *msg, const char *fields, ...);
 
 #define cms_log_debug(...) cms_log(CMS_LOG_DEBUG, __VA_ARGS__, NULL)
-#define cms_log_info(...)  cms_log(CMS_LOG_INFO, __VA_ARGS__, NULL)
-#define cms_log_warn(...)  cms_log(CMS_LOG_WARN, __VA_ARGS__, NULL)
+#define cms_log_info(...) cms_log(CMS_LOG_INFO, __VA_ARGS__, NULL)
+#define cms_log_warn(...) cms_log(CMS_LOG_WARN, __VA_ARGS__, NULL)
 #define cms_log_error(...) cms_log(CMS_LOG_ERROR, __VA_ARGS__, NULL)
 
 /* True if a field of this name is treated as a secret. */

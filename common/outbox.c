@@ -64,7 +64,7 @@ struct cms_outbox {
     bool job_inflight;
     bool kicked;   /* a kick arrived since the last read was sent */
     bool draining; /* closing: relay until a read finds nothing, then close */
-    bool failed; /* a publish of the current batch failed */
+    bool failed;   /* a publish of the current batch failed */
     row *rows;
     pub_ctx *ctx;
     size_t nrows, next, inflight;
@@ -84,11 +84,16 @@ static void backoff(cms_outbox *ob);
 static const char *state_name(relay_state s)
 {
     switch (s) {
-    case RELAY_IDLE: return "idle";
-    case RELAY_READING: return "reading";
-    case RELAY_PUBLISHING: return "publishing";
-    case RELAY_BACKOFF: return "backoff";
-    case RELAY_CLOSED: return "closed";
+    case RELAY_IDLE:
+        return "idle";
+    case RELAY_READING:
+        return "reading";
+    case RELAY_PUBLISHING:
+        return "publishing";
+    case RELAY_BACKOFF:
+        return "backoff";
+    case RELAY_CLOSED:
+        return "closed";
     }
     return "?";
 }
@@ -102,8 +107,8 @@ static void set_state(cms_outbox *ob, relay_state to)
     ob->state = to;
 }
 
-int cms_outbox_add(cms_pg_job *job, const char *source, const char *event_id,
-                   const char *subject, const void *payload, size_t len)
+int cms_outbox_add(cms_pg_job *job, const char *source, const char *event_id, const char *subject,
+                   const void *payload, size_t len)
 {
     if (job == NULL || source == NULL || event_id == NULL || subject == NULL ||
         (payload == NULL && len) || len > INT32_MAX)
@@ -178,8 +183,7 @@ static void backoff(cms_outbox *ob)
     if (d > (uint64_t)ob->o.backoff_max_ms)
         d = (uint64_t)ob->o.backoff_max_ms;
     set_state(ob, RELAY_BACKOFF);
-    uv_timer_start(&ob->timer, timer_fired, d / 2 + randombytes_uniform((uint32_t)(d / 2 + 1)),
-                   0);
+    uv_timer_start(&ob->timer, timer_fired, d / 2 + randombytes_uniform((uint32_t)(d / 2 + 1)), 0);
 }
 
 static void go_idle(cms_outbox *ob)
@@ -333,8 +337,8 @@ static void published(void *arg, cms_nats_err err, bool duplicate, uint64_t seq)
         w->state = ROW_FAILED;
         ob->failed = true;
         cms_counter_add(ob->m_failed, 1);
-        cms_log_warn("outbox publish failed", "{s:s, s:s, s:s}", "event_id", w->event_id,
-                     "subject", w->subject, "error", cms_nats_strerror(err));
+        cms_log_warn("outbox publish failed", "{s:s, s:s, s:s}", "event_id", w->event_id, "subject",
+                     w->subject, "error", cms_nats_strerror(err));
     }
     publish_more(ob);
 }
@@ -351,16 +355,16 @@ static void publish_more(cms_outbox *ob)
 {
     while (!ob->failed && ob->state == RELAY_PUBLISHING && ob->next < ob->nrows) {
         row *w = &ob->rows[ob->next];
-        cms_nats_err err = cms_nats_js_publish(ob->nats, w->subject, w->event_id, NULL,
-                                               w->payload, w->len, published, &ob->ctx[ob->next]);
+        cms_nats_err err = cms_nats_js_publish(ob->nats, w->subject, w->event_id, NULL, w->payload,
+                                               w->len, published, &ob->ctx[ob->next]);
         if (err == CMS_NATS_EBUSY)
             break;
         ob->next++;
         if (err != CMS_NATS_OK) {
             w->state = ROW_FAILED;
             ob->failed = true;
-            cms_log_warn("outbox publish refused", "{s:s, s:s}", "event_id", w->event_id,
-                         "error", cms_nats_strerror(err));
+            cms_log_warn("outbox publish refused", "{s:s, s:s}", "event_id", w->event_id, "error",
+                         cms_nats_strerror(err));
             break;
         }
         w->state = ROW_INFLIGHT;
@@ -397,8 +401,7 @@ uint64_t cms_outbox_published(const cms_outbox *ob)
 int cms_outbox_create(uv_loop_t *loop, cms_pg *pg, cms_nats *nats, const cms_outbox_options *o,
                       cms_outbox **out)
 {
-    if (loop == NULL || pg == NULL || nats == NULL || o == NULL || o->source == NULL ||
-        out == NULL)
+    if (loop == NULL || pg == NULL || nats == NULL || o == NULL || o->source == NULL || out == NULL)
         return CMS_PG_EINVAL;
     cms_outbox *ob = calloc(1, sizeof *ob);
     if (ob == NULL || (ob->source = strdup(o->source)) == NULL) {
@@ -423,8 +426,8 @@ int cms_outbox_create(uv_loop_t *loop, cms_pg *pg, cms_nats *nats, const cms_out
                                           "outbox rows acknowledged by the stream", NULL);
     ob->m_failed = cms_metrics_counter(m, "cms_outbox_publish_failures_total",
                                        "outbox publishes that failed and will be retried", NULL);
-    ob->m_batch = cms_metrics_gauge(m, "cms_outbox_batch_rows", "rows in the last outbox read",
-                                    NULL);
+    ob->m_batch =
+        cms_metrics_gauge(m, "cms_outbox_batch_rows", "rows in the last outbox read", NULL);
     ob->state = RELAY_IDLE;
     read_batch(ob);
     *out = ob;

@@ -24,18 +24,17 @@
 typedef struct cms_outbox cms_outbox;
 
 typedef struct cms_outbox_options {
-    const char *source;      /* the service whose rows this relay publishes (required) */
-    int batch;               /* rows per read; default 256 */
-    int64_t poll_ms;         /* look for rows at least this often; default 1000 */
-    int64_t backoff_max_ms;  /* after failures; default 5000 */
+    const char *source;     /* the service whose rows this relay publishes (required) */
+    int batch;              /* rows per read; default 256 */
+    int64_t poll_ms;        /* look for rows at least this often; default 1000 */
+    int64_t backoff_max_ms; /* after failures; default 5000 */
 } cms_outbox_options;
 
 /* Adds "INSERT INTO outbox ..." for one event to job. subject is the full
  * subject (cms.events.<type>.<verb>); payload is the serialized Envelope.
  * Returns a cms_pg_err. */
-int cms_outbox_add(cms_pg_job *job, const char *source, const char *event_id,
-                   const char *subject, const void *payload, size_t len)
-    __attribute__((warn_unused_result));
+int cms_outbox_add(cms_pg_job *job, const char *source, const char *event_id, const char *subject,
+                   const void *payload, size_t len) __attribute__((warn_unused_result));
 
 /* Starts the relay; it reads at once, then on every kick and poll. */
 int cms_outbox_create(uv_loop_t *loop, cms_pg *pg, cms_nats *nats, const cms_outbox_options *o,

@@ -27,8 +27,8 @@
 const char *cms_pg_strerror(cms_pg_err err)
 {
     switch (err) {
-#define CMS_PG_TEXT(name, text) \
-    case name:                  \
+#define CMS_PG_TEXT(name, text)                                                                    \
+    case name:                                                                                     \
         return text;
         CMS_PG_ERRORS(CMS_PG_TEXT)
 #undef CMS_PG_TEXT
@@ -185,11 +185,16 @@ static void fifo_prepend(job_fifo *dst, job_fifo *src)
 static const char *conn_state_name(conn_state s)
 {
     switch (s) {
-    case CONN_BACKOFF: return "backoff";
-    case CONN_CONNECTING: return "connecting";
-    case CONN_SETUP: return "setup";
-    case CONN_READY: return "ready";
-    case CONN_CLOSED: return "closed";
+    case CONN_BACKOFF:
+        return "backoff";
+    case CONN_CONNECTING:
+        return "connecting";
+    case CONN_SETUP:
+        return "setup";
+    case CONN_READY:
+        return "ready";
+    case CONN_CLOSED:
+        return "closed";
     }
     return "?";
 }
@@ -519,10 +524,10 @@ static bool conn_send(conn *c, cms_pg_job *j)
     int fmt = j->binary ? 1 : 0;
     for (size_t i = 0; i < j->ncalls; i++) {
         const call *k = &j->calls[i];
-        int ok = k->stmt ? PQsendQueryPrepared(pq, k->stmt->name, k->nparams, k->values,
-                                               k->lengths, k->formats, fmt)
-                         : PQsendQueryParams(pq, k->sql, k->nparams, NULL, k->values,
-                                             k->lengths, k->formats, fmt);
+        int ok = k->stmt ? PQsendQueryPrepared(pq, k->stmt->name, k->nparams, k->values, k->lengths,
+                                               k->formats, fmt)
+                         : PQsendQueryParams(pq, k->sql, k->nparams, NULL, k->values, k->lengths,
+                                             k->formats, fmt);
         if (!ok) {
             conn_fail(c, "send query");
             return false;
@@ -556,7 +561,8 @@ static void conn_job_done(conn *c, cms_pg_job *j)
         cms_pg_job_free(j);
         conn_set_state(c, CONN_READY);
         cms_log_info("pg connected", "{s:i, s:s, s:s}", "conn", c->id, "host",
-                     PQhost(c->pq) ? PQhost(c->pq) : "", "port", PQport(c->pq) ? PQport(c->pq) : "");
+                     PQhost(c->pq) ? PQhost(c->pq) : "", "port",
+                     PQport(c->pq) ? PQport(c->pq) : "");
     } else {
         finish_job(c->pg, j, CMS_PG_OK);
     }
@@ -978,8 +984,8 @@ int cms_pg_create(uv_loop_t *loop, const cms_pg_options *opts, cms_pg **out)
         return CMS_PG_ENOMEM;
     pg->loop = loop;
     pg->o = *opts;
-#define DEFAULT(f, v)  \
-    if (pg->o.f <= 0) \
+#define DEFAULT(f, v)                                                                              \
+    if (pg->o.f <= 0)                                                                              \
         pg->o.f = (v);
     DEFAULT(pool_size, DEFAULT_POOL_SIZE)
     DEFAULT(max_pipeline, DEFAULT_MAX_PIPELINE)
@@ -1014,8 +1020,7 @@ int cms_pg_create(uv_loop_t *loop, const cms_pg_options *opts, cms_pg **out)
         cms_metrics_counter(m, "cms_pg_jobs_failed_total", "PostgreSQL jobs that failed", NULL);
     pg->m_ready = cms_metrics_gauge(m, "cms_pg_ready_connections",
                                     "PostgreSQL connections ready for work", NULL);
-    pg->m_queue =
-        cms_metrics_gauge(m, "cms_pg_queue_depth", "jobs waiting for a connection", NULL);
+    pg->m_queue = cms_metrics_gauge(m, "cms_pg_queue_depth", "jobs waiting for a connection", NULL);
     pg->m_latency = cms_metrics_histogram(m, "cms_pg_job_seconds",
                                           "time from submit to result of a job", NULL, NULL, 0);
     for (int i = 0; i < pg->nconns; i++) {

@@ -34,14 +34,14 @@ typedef struct cms_pg_job cms_pg_job;
 typedef struct cms_pg_stmt cms_pg_stmt;
 typedef struct cms_pg_result cms_pg_result;
 
-#define CMS_PG_ERRORS(X)                                                                  \
-    X(CMS_PG_OK, "ok")                                                                    \
-    X(CMS_PG_EINVAL, "invalid argument")                                                  \
-    X(CMS_PG_ENOMEM, "out of memory")                                                     \
-    X(CMS_PG_EBUSY, "job queue is full")                                                  \
-    X(CMS_PG_EUNAVAILABLE, "no database connection became ready in time")                 \
-    X(CMS_PG_ECONN, "connection lost before the job completed; its outcome is unknown")   \
-    X(CMS_PG_ESQL, "a statement failed; the job was rolled back")                         \
+#define CMS_PG_ERRORS(X)                                                                           \
+    X(CMS_PG_OK, "ok")                                                                             \
+    X(CMS_PG_EINVAL, "invalid argument")                                                           \
+    X(CMS_PG_ENOMEM, "out of memory")                                                              \
+    X(CMS_PG_EBUSY, "job queue is full")                                                           \
+    X(CMS_PG_EUNAVAILABLE, "no database connection became ready in time")                          \
+    X(CMS_PG_ECONN, "connection lost before the job completed; its outcome is unknown")            \
+    X(CMS_PG_ESQL, "a statement failed; the job was rolled back")                                  \
     X(CMS_PG_ECLOSED, "the pool is closed")
 
 typedef enum cms_pg_err {

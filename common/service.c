@@ -49,14 +49,38 @@ struct cms_service {
 
 static void drain_next(cms_service *s);
 
-uv_loop_t *cms_service_loop(const cms_service *s) { return (uv_loop_t *)&s->loop; }
-const cms_config *cms_service_config(const cms_service *s) { return s->cfg; }
-cms_pg *cms_service_pg(const cms_service *s) { return s->pg; }
-cms_nats *cms_service_nats(const cms_service *s) { return s->nats; }
-cms_cmd *cms_service_cmd(const cms_service *s) { return s->cmd; }
-cms_outbox *cms_service_outbox(const cms_service *s) { return s->outbox; }
-cms_proc *cms_service_proc(const cms_service *s) { return s->proc; }
-int cms_service_schema_version(void) { return CMS_SCHEMA_VERSION; }
+uv_loop_t *cms_service_loop(const cms_service *s)
+{
+    return (uv_loop_t *)&s->loop;
+}
+const cms_config *cms_service_config(const cms_service *s)
+{
+    return s->cfg;
+}
+cms_pg *cms_service_pg(const cms_service *s)
+{
+    return s->pg;
+}
+cms_nats *cms_service_nats(const cms_service *s)
+{
+    return s->nats;
+}
+cms_cmd *cms_service_cmd(const cms_service *s)
+{
+    return s->cmd;
+}
+cms_outbox *cms_service_outbox(const cms_service *s)
+{
+    return s->outbox;
+}
+cms_proc *cms_service_proc(const cms_service *s)
+{
+    return s->proc;
+}
+int cms_service_schema_version(void)
+{
+    return CMS_SCHEMA_VERSION;
+}
 
 /* ---- readiness ---- */
 
@@ -302,9 +326,14 @@ int cms_service_main(int argc, char **argv, const cms_service_spec *spec)
     if (s->options == NULL)
         goto out;
     switch (cms_config_parse(s->options, nopts, argc, argv, prog, spec->summary, NULL, &s->cfg)) {
-    case CMS_CONFIG_OK: break;
-    case CMS_CONFIG_EXIT_OK: code = 0; goto out;
-    case CMS_CONFIG_EXIT_USAGE: code = 2; goto out;
+    case CMS_CONFIG_OK:
+        break;
+    case CMS_CONFIG_EXIT_OK:
+        code = 0;
+        goto out;
+    case CMS_CONFIG_EXIT_USAGE:
+        code = 2;
+        goto out;
     }
     cms_log_level level;
     if (!cms_log_level_parse(cms_config_str(s->cfg, "log-level"), &level)) {

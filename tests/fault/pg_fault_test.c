@@ -118,12 +118,15 @@ static void run_scenario(const char *down_verb)
     free(cms_test_sql(db, "CREATE TABLE t (id int PRIMARY KEY)"));
     fx f = {.down_verb = down_verb};
     cr_assert_eq(uv_loop_init(&f.loop), 0);
-    cms_pg_options o = {.conninfo = db, .pool_size = 2, .queue_timeout_ms = 60000,
-                        .backoff_min_ms = 50, .backoff_max_ms = 400};
+    cms_pg_options o = {.conninfo = db,
+                        .pool_size = 2,
+                        .queue_timeout_ms = 60000,
+                        .backoff_min_ms = 50,
+                        .backoff_max_ms = 400};
     cr_assert_eq(cms_pg_create(&f.loop, &o, &f.pg), CMS_PG_OK);
-    f.ins = cms_pg_prepare(f.pg, "ins",
-                           "INSERT INTO t SELECT $1::int FROM pg_sleep(0.002) ON CONFLICT DO NOTHING",
-                           1, NULL);
+    f.ins = cms_pg_prepare(
+        f.pg, "ins", "INSERT INTO t SELECT $1::int FROM pg_sleep(0.002) ON CONFLICT DO NOTHING", 1,
+        NULL);
     uv_timer_t *timers[] = {&f.tick, &f.lag, &f.watchdog, &f.pause};
     for (size_t i = 0; i < 4; i++) {
         uv_timer_init(&f.loop, timers[i]);

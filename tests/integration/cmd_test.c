@@ -89,15 +89,16 @@ static Cms__V1__Envelope *result_env(int i)
                  f.replies[i]->outcome_case == CMS__V1__REPLY__OUTCOME_ERROR
                      ? f.replies[i]->error->message
                      : "no outcome");
-    Cms__V1__Envelope *e = cms__v1__envelope__unpack(NULL, f.replies[i]->result.len,
-                                                     f.replies[i]->result.data);
+    Cms__V1__Envelope *e =
+        cms__v1__envelope__unpack(NULL, f.replies[i]->result.len, f.replies[i]->result.data);
     cr_assert_not_null(e);
     return e;
 }
 
 static void assert_error(int i, Cms__V1__ErrorCode code, const char *field)
 {
-    cr_assert_eq(f.replies[i]->outcome_case, CMS__V1__REPLY__OUTCOME_ERROR, "reply %d is an error", i);
+    cr_assert_eq(f.replies[i]->outcome_case, CMS__V1__REPLY__OUTCOME_ERROR, "reply %d is an error",
+                 i);
     cr_assert_eq(f.replies[i]->error->code, code, "reply %d: code %d, want %d (%s)", i,
                  f.replies[i]->error->code, code, f.replies[i]->error->message);
     if (field)
@@ -126,8 +127,8 @@ static void h_echo(void *arg, cms_cmd_req *req)
 static void h_fail(void *arg, cms_cmd_req *req)
 {
     (void)arg;
-    cms_cmd_fail(req, CMS__V1__ERROR_CODE__FAILED_PRECONDITION, "status",
-                 "contract is %s, not %s", "draft", "signed");
+    cms_cmd_fail(req, CMS__V1__ERROR_CODE__FAILED_PRECONDITION, "status", "contract is %s, not %s",
+                 "draft", "signed");
 }
 
 static void h_count(void *arg, cms_cmd_req *req)
@@ -169,8 +170,10 @@ static void start_server(void)
     cr_assert_eq(cms_cmd_create(&f.loop, f.nats, &o, &f.cmd), 0);
     cr_assert_eq(cms_cmd_register(f.cmd, "echo", &cms__v1__envelope__descriptor, h_echo, NULL), 0);
     cr_assert_eq(cms_cmd_register(f.cmd, "fail", &cms__v1__envelope__descriptor, h_fail, NULL), 0);
-    cr_assert_eq(cms_cmd_register(f.cmd, "count", &cms__v1__envelope__descriptor, h_count, NULL), 0);
-    cr_assert_eq(cms_cmd_register(f.cmd, "flaky", &cms__v1__envelope__descriptor, h_flaky, NULL), 0);
+    cr_assert_eq(cms_cmd_register(f.cmd, "count", &cms__v1__envelope__descriptor, h_count, NULL),
+                 0);
+    cr_assert_eq(cms_cmd_register(f.cmd, "flaky", &cms__v1__envelope__descriptor, h_flaky, NULL),
+                 0);
     cr_assert_eq(cms_cmd_register(f.cmd, "slow", &cms__v1__envelope__descriptor, h_slow, NULL), 0);
     cr_assert_neq(cms_cmd_register(f.cmd, "echo", &cms__v1__envelope__descriptor, h_echo, NULL), 0,
                   "a verb registers once");

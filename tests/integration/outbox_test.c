@@ -152,8 +152,8 @@ static void wait_empty(uv_timer_t *t)
 
 static void verify_stream(fx *f, const char *durable)
 {
-    cms_nats_consumer_options co = {.stream = "CMS_EVENTS", .durable = durable,
-                                    .filter_subject = f->subject};
+    cms_nats_consumer_options co = {
+        .stream = "CMS_EVENTS", .durable = durable, .filter_subject = f->subject};
     cr_assert_eq(cms_nats_consume(f->nats, &co, received, f, &f->consumer), 0);
     while (f->received < f->n && uv_run(&f->loop, UV_RUN_ONCE))
         ;

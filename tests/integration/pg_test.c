@@ -121,8 +121,9 @@ Test(pg, query_with_text_and_binary_parameters)
     const char *bv[] = {(const char *)&be, NULL};
     int len[] = {4, 0}, fmt[] = {1, 0};
     cms_pg_job *j = cms_pg_job_new();
-    cr_assert_eq(cms_pg_job_sql(j, "SELECT $1::int4 * 6 || coalesce($2::text, '!')", 2, bv, len, fmt),
-                 CMS_PG_OK);
+    cr_assert_eq(
+        cms_pg_job_sql(j, "SELECT $1::int4 * 6 || coalesce($2::text, '!')", 2, bv, len, fmt),
+        CMS_PG_OK);
     be = 0; /* the job holds its own copy */
     cr_assert_eq(cms_pg_submit(pg, &j, count, &t), CMS_PG_OK);
     run_until(&t, 2);
@@ -215,7 +216,9 @@ Test(pg, unreachable_server_fails_jobs_in_bounded_time)
 {
     /* port 1 on loopback: nothing listens there */
     cms_pg_options o = {.conninfo = "host=127.0.0.1 port=1 dbname=x connect_timeout=2",
-                        .pool_size = 2, .queue_timeout_ms = 300, .backoff_min_ms = 20,
+                        .pool_size = 2,
+                        .queue_timeout_ms = 300,
+                        .backoff_min_ms = 20,
                         .backoff_max_ms = 50};
     cms_pg *pg = NULL;
     cr_assert_eq(cms_pg_create(&loop, &o, &pg), CMS_PG_OK);

@@ -37,7 +37,8 @@ static char *roundtrip(cms_pgarr *a, Oid oid, const char *sql)
     static char out[8192];
     out[0] = '\0';
     for (int i = 0; i < PQntuples(r); i++) {
-        strncat(out, PQgetisnull(r, i, 0) ? "NULL" : PQgetvalue(r, i, 0), sizeof out - strlen(out) - 2);
+        strncat(out, PQgetisnull(r, i, 0) ? "NULL" : PQgetvalue(r, i, 0),
+                sizeof out - strlen(out) - 2);
         strcat(out, "|");
     }
     PQclear(r);
@@ -56,8 +57,9 @@ Test(pgarray, uuid_text_jsonb_timestamptz_int8_and_nulls)
     cr_assert_eq(cms_pgarr_add(&a, u1, 16), 0);
     cr_assert_eq(cms_pgarr_add_null(&a), 0);
     cr_assert_eq(cms_pgarr_add(&a, u2, 16), 0);
-    cr_assert_str_eq(roundtrip(&a, CMS_PG_OID_UUID_ARRAY, "SELECT unnest($1::uuid[])::text"),
-                     "00010203-0405-0607-0809-0a0b0c0d0e0f|NULL|f0f1f2f3-f4f5-f6f7-f8f9-fafbfcfdfeff|");
+    cr_assert_str_eq(
+        roundtrip(&a, CMS_PG_OID_UUID_ARRAY, "SELECT unnest($1::uuid[])::text"),
+        "00010203-0405-0607-0809-0a0b0c0d0e0f|NULL|f0f1f2f3-f4f5-f6f7-f8f9-fafbfcfdfeff|");
     cms_pgarr_free(&a);
 
     cms_pgarr_init(&a, CMS_PG_OID_TEXT);
@@ -79,9 +81,11 @@ Test(pgarray, uuid_text_jsonb_timestamptz_int8_and_nulls)
     cms_pgarr_init(&a, CMS_PG_OID_TIMESTAMPTZ);
     cr_assert_eq(cms_pgarr_add_timestamptz_unix_us(&a, INT64_C(1700000000123456)), 0);
     cr_assert_eq(cms_pgarr_add_timestamptz_unix_us(&a, 0), 0);
-    cr_assert_str_eq(roundtrip(&a, CMS_PG_OID_TIMESTAMPTZ_ARRAY,
-                               "SELECT (extract(epoch from t) * 1000000)::bigint FROM unnest($1::timestamptz[]) t"),
-                     "1700000000123456|0|");
+    cr_assert_str_eq(
+        roundtrip(
+            &a, CMS_PG_OID_TIMESTAMPTZ_ARRAY,
+            "SELECT (extract(epoch from t) * 1000000)::bigint FROM unnest($1::timestamptz[]) t"),
+        "1700000000123456|0|");
     cms_pgarr_free(&a);
 
     cms_pgarr_init(&a, CMS_PG_OID_INT8);
@@ -100,8 +104,9 @@ Test(pgarray, empty_array)
 {
     cms_pgarr a;
     cms_pgarr_init(&a, CMS_PG_OID_UUID);
-    cr_assert_str_eq(roundtrip(&a, CMS_PG_OID_UUID_ARRAY,
-                               "SELECT coalesce(cardinality($1::uuid[]), 0)::text"), "0|");
+    cr_assert_str_eq(
+        roundtrip(&a, CMS_PG_OID_UUID_ARRAY, "SELECT coalesce(cardinality($1::uuid[]), 0)::text"),
+        "0|");
     cms_pgarr_free(&a);
 }
 

@@ -54,7 +54,8 @@ static pid_t spawn_service(const char *db, int port)
 static int http_get(int port, const char *path, char *body, size_t len)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)port),
                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
         close(fd);
@@ -187,8 +188,8 @@ Test(service, help_lists_every_option_and_bad_usage_exits_2)
     size_t n = fread(out, 1, sizeof out - 1, p);
     out[n] = '\0';
     cr_assert_eq(pclose(p), 0);
-    const char *want[] = {"--database-url", "CMS_DATABASE_URL", "--nats-url", "--http-addr",
-                          "--log-level", "--pg-pool-size", "--drain-timeout-ms"};
+    const char *want[] = {"--database-url", "CMS_DATABASE_URL", "--nats-url",        "--http-addr",
+                          "--log-level",    "--pg-pool-size",   "--drain-timeout-ms"};
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
         cr_assert_not_null(strstr(out, want[i]), "--help mentions %s", want[i]);
     snprintf(cmd, sizeof cmd, "%s/cms-testsvc --no-such-flag 2>/dev/null",

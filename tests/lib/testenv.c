@@ -13,8 +13,10 @@ const char *cms_test_env(const char *name)
 {
     const char *v = getenv(name);
     if (v == NULL || *v == '\0') {
-        fprintf(stderr, "%s is not set: run the tests through tests/run, which starts the "
-                        "servers they need\n", name);
+        fprintf(stderr,
+                "%s is not set: run the tests through tests/run, which starts the "
+                "servers they need\n",
+                name);
         abort();
     }
     return v;
@@ -122,10 +124,11 @@ int cms_test_ctl_spawn(uv_loop_t *loop, const char *verb, cms_test_ctl_cb done, 
     j->arg = arg;
     j->proc.data = j;
     char *args[] = {(char *)ctl, (char *)verb, NULL};
-    uv_stdio_container_t stdio[3] = {
-        {.flags = UV_IGNORE}, {.flags = UV_INHERIT_FD, .data.fd = 2}, {.flags = UV_INHERIT_FD, .data.fd = 2}};
-    uv_process_options_t o = {.exit_cb = ctl_exited, .file = ctl, .args = args,
-                              .stdio_count = 3, .stdio = stdio};
+    uv_stdio_container_t stdio[3] = {{.flags = UV_IGNORE},
+                                     {.flags = UV_INHERIT_FD, .data.fd = 2},
+                                     {.flags = UV_INHERIT_FD, .data.fd = 2}};
+    uv_process_options_t o = {
+        .exit_cb = ctl_exited, .file = ctl, .args = args, .stdio_count = 3, .stdio = stdio};
     int rc = uv_spawn(loop, &j->proc, &o);
     if (rc != 0) {
         /* uv_spawn initialised the handle even on failure: it must be closed */

@@ -19,8 +19,8 @@ static void emitted(void *arg, cms_pg_err err, const cms_pg_result *res)
 {
     cms_cmd_req *req = arg;
     if (err != CMS_PG_OK) {
-        cms_cmd_fail(req, cms_cmd_code_for_pg(err, res ? cms_pg_result_sqlstate(res) : NULL),
-                     NULL, "not recorded");
+        cms_cmd_fail(req, cms_cmd_code_for_pg(err, res ? cms_pg_result_sqlstate(res) : NULL), NULL,
+                     "not recorded");
         return;
     }
     cms_outbox_kick(cms_service_outbox(g_svc));

@@ -54,7 +54,8 @@ int main(void)
     CHECK(cms_gauge_get(gauge) == THREADS * PER_THREAD, "gauge %f", cms_gauge_get(gauge));
     for (int i = 0; i < THREADS; i++)
         for (int k = 1; k < PER_THREAD; k++)
-            CHECK(cms_uuid_compare(&ids[i][k - 1], &ids[i][k]) < 0, "thread %d id %d not after the previous", i, k);
+            CHECK(cms_uuid_compare(&ids[i][k - 1], &ids[i][k]) < 0,
+                  "thread %d id %d not after the previous", i, k);
     static cms_uuid all[THREADS * PER_THREAD];
     memcpy(all, ids, sizeof all);
     qsort(all, THREADS * PER_THREAD, sizeof all[0], cmp);
