@@ -1,0 +1,94 @@
+/* cms-audit: records every event on cms.events.> in audit_logs, once. */
+#include "ingest.h"
+#include "log.h"
+#include "service.h"
+
+#include <stdlib.h>
+
+static const cms_option options[] = {
+    {"batch-size", "CMS_AUDIT_BATCH_SIZE", CMS_OPT_INT, "1000", "rows per insert", false, false},
+    {"batch-age-ms", "CMS_AUDIT_BATCH_AGE_MS", CMS_OPT_INT, "5",
+     "longest an event waits for its batch to fill", false, false},
+    {"inflight", "CMS_AUDIT_INFLIGHT", CMS_OPT_INT, "2", "batches being written at once", false,
+     false},
+    {"max-ack-pending", "CMS_AUDIT_MAX_ACK_PENDING", CMS_OPT_INT, "0",
+     "events held unacknowledged (0: 4 x batch-size)", false, false},
+    {"durable", "CMS_AUDIT_DURABLE", CMS_OPT_STRING, "audit", "JetStream durable consumer name",
+     false, false},
+    {"subject", "CMS_AUDIT_SUBJECT", CMS_OPT_STRING, "cms.events.>",
+     "events to record (a subject filter within CMS_EVENTS)", false, false},
+};
+
+typedef struct {
+    audit_ingest *in;
+} app;
+
+static int start(cms_service *s, void *arg)
+{
+    app *a = arg;
+    const cms_config *c = cms_service_config(s);
+    int64_t batch = cms_config_int(c, "batch-size"), age = cms_config_int(c, "batch-age-ms"),
+            inflight = cms_config_int(c, "inflight"),
+            pending = cms_config_int(c, "max-ack-pending");
+    if (batch < 1 || batch > 100000 || age < 1 || age > 60000 || inflight < 1 || inflight > 64 ||
+        pending < 0 || pending > 1000000) {
+        cms_log_error("bad option: batch-size 1..100000, batch-age-ms 1..60000, inflight 1..64, "
+                      "max-ack-pending 0..1000000",
+                      NULL);
+        return -1;
+    }
+    audit_options o = {.batch_size = (int)batch,
+                       .batch_age_ms = age,
+                       .max_inflight = (int)inflight,
+                       .max_ack_pending = (int)pending,
+                       .durable = cms_config_str(c, "durable"),
+                       .subject = cms_config_str(c, "subject")};
+    if (audit_ingest_create(cms_service_loop(s), cms_service_pg(s), cms_service_nats(s), &o,
+                            &a->in) != 0)
+        return -1;
+    return audit_ingest_start(a->in);
+}
+
+static void drained(void *arg)
+{
+    cms_service_drained(arg);
+}
+
+static void drain(cms_service *s, void *arg)
+{
+    app *a = arg;
+    audit_ingest_drain(a->in, drained, s);
+}
+
+static bool ready(cms_service *s, void *arg, char *why, size_t len)
+{
+    (void)s;
+    app *a = arg;
+    return audit_ingest_ready(a->in, why, len);
+}
+
+static void close_ingest(cms_service *s, void *arg)
+{
+    (void)s;
+    app *a = arg;
+    audit_ingest_close(a->in, NULL, NULL);
+}
+
+int main(int argc, char **argv)
+{
+    static app a;
+    static const cms_service_spec spec = {
+        .name = "audit",
+        .summary = "records every event on cms.events.> in audit_logs, once",
+        .options = options,
+        .noptions = sizeof options / sizeof options[0],
+        .start = start,
+        .drain = drain,
+        .ready = ready,
+        .close = close_ingest,
+        .arg = &a,
+    };
+    int code = cms_service_main(argc, argv, &spec);
+    audit_ingest_destroy(a.in);
+    return code;
+}
