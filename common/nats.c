@@ -1322,10 +1322,37 @@ static void warn_consumer_diff(const cms_nats_consumer *c, const char *setting, 
 }
 
 /* Creates the durable if missing, else uses it as it is (never deleted here). */
+/* Logs how an existing durable differs from what this process would have
+ * made; it is used as it is (operators may manage consumers themselves). */
+static void consumer_compare(cms_nats_consumer *c, const jsConsumerConfig *h)
+{
+    warn_consumer_diff(c, "max_ack_pending", c->max_ack_pending, h->MaxAckPending);
+    warn_consumer_diff(c, "ack_wait_ms", c->ack_wait_ms, h->AckWait / NS_PER_MS);
+    warn_consumer_diff(c, "max_deliver", c->max_deliver, h->MaxDeliver);
+    warn_consumer_diff(c, "ack_explicit", 1, h->AckPolicy == js_AckExplicit);
+    if ((h->FilterSubject == NULL || *h->FilterSubject == '\0') != (c->filter == NULL) ||
+        (c->filter != NULL && h->FilterSubject != NULL && strcmp(h->FilterSubject, c->filter) != 0))
+        cms_log_warn("nats: consumer differs from the expected settings; using it as it is",
+                     "{s:s, s:s, s:s, s:s, s:s}", "stream", c->stream, "durable", c->durable,
+                     "setting", "filter_subject", "expected", c->filter ? c->filter : "",
+                     "actual", h->FilterSubject ? h->FilterSubject : "");
+}
+
+/* Binds the durable if it exists, creates it only if it does not: adding a
+ * consumer that exists would update it (nats-server 2.9), overwriting
+ * settings an operator chose. */
 static natsStatus consumer_ensure(cms_nats_consumer *c, jsCtx *js)
 {
     jsConsumerInfo *ci = NULL;
     jsErrCode jerr = 0;
+    natsStatus st = js_GetConsumerInfo(&ci, js, c->stream, c->durable, NULL, &jerr);
+    if (st == NATS_OK) {
+        consumer_compare(c, ci->Config);
+        jsConsumerInfo_Destroy(ci);
+        return NATS_OK;
+    }
+    if (st != NATS_NOT_FOUND && jerr != JSConsumerNotFoundErr)
+        goto out; /* the server did not answer: retried by the caller */
     jsConsumerConfig cfg;
     jsConsumerConfig_Init(&cfg);
     cfg.Durable = c->durable;
@@ -1335,30 +1362,20 @@ static natsStatus consumer_ensure(cms_nats_consumer *c, jsCtx *js)
     cfg.MaxDeliver = c->max_deliver;
     cfg.MaxAckPending = c->max_ack_pending;
     cfg.FilterSubject = c->filter;
-    natsStatus st = js_AddConsumer(&ci, js, c->stream, &cfg, NULL, &jerr);
+    jerr = 0;
+    st = js_AddConsumer(&ci, js, c->stream, &cfg, NULL, &jerr);
+    jsConsumerInfo_Destroy(ci);
+    ci = NULL;
     if (st != NATS_OK && jerr != 0) {
-        /* most likely it exists with other settings */
-        jsConsumerInfo_Destroy(ci);
-        ci = NULL;
+        /* another replica created it in between: bind that one */
         jsErrCode jerr2 = 0;
         if (js_GetConsumerInfo(&ci, js, c->stream, c->durable, NULL, &jerr2) == NATS_OK) {
-            const jsConsumerConfig *h = ci->Config;
-            warn_consumer_diff(c, "max_ack_pending", c->max_ack_pending, h->MaxAckPending);
-            warn_consumer_diff(c, "ack_wait_ms", c->ack_wait_ms, h->AckWait / NS_PER_MS);
-            warn_consumer_diff(c, "max_deliver", c->max_deliver, h->MaxDeliver);
-            warn_consumer_diff(c, "ack_explicit", 1, h->AckPolicy == js_AckExplicit);
-            if ((h->FilterSubject == NULL || *h->FilterSubject == '\0') != (c->filter == NULL) ||
-                (c->filter != NULL && h->FilterSubject != NULL &&
-                 strcmp(h->FilterSubject, c->filter) != 0))
-                cms_log_warn("nats: consumer differs from the expected settings; using it as it is",
-                             "{s:s, s:s, s:s, s:s, s:s}", "stream", c->stream, "durable",
-                             c->durable, "setting", "filter_subject", "expected",
-                             c->filter ? c->filter : "", "actual",
-                             h->FilterSubject ? h->FilterSubject : "");
+            consumer_compare(c, ci->Config);
             st = NATS_OK;
         }
+        jsConsumerInfo_Destroy(ci);
     }
-    jsConsumerInfo_Destroy(ci);
+out:
     if (st != NATS_OK)
         cms_log_warn("nats: cannot create consumer; retrying", "{s:s, s:s, s:s, s:i, s:s}",
                      "stream", c->stream, "durable", c->durable, "error", natsStatus_GetText(st),
@@ -2377,30 +2394,38 @@ cms_nats_err cms_nats_dead_letter(cms_nats *n, const char *service, const cms_na
     if (m == NULL)
         goto out;
     natsStatus st = NATS_OK;
-    bool has_id = false;
+    const char *orig_id = NULL;
     for (size_t i = 0; st == NATS_OK && i < orig->nhdrs; i++) {
         const char *k = orig->hdrs[i].key;
         /* expectations were about the original stream; here they would only fail the publish */
         if (strncasecmp(k, "Nats-Expected-", strlen("Nats-Expected-")) == 0)
             continue;
-        if (strcasecmp(k, "Nats-Msg-Id") == 0)
-            has_id = true;
+        /* CMS_DLQ dedupes ids across all its subjects: the original id moves
+         * aside so one service's dead letter never hides another's */
+        if (strcasecmp(k, "Nats-Msg-Id") == 0) {
+            orig_id = orig->hdrs[i].value;
+            st = natsMsgHeader_Set(m, "Cms-Dlq-Msg-Id", orig_id);
+            continue;
+        }
         st = natsMsgHeader_Add(m, k, orig->hdrs[i].value);
     }
     if (st == NATS_OK)
         st = natsMsgHeader_Set(m, "Cms-Dlq-Reason", reason);
     if (st == NATS_OK)
         st = natsMsgHeader_Set(m, "Cms-Dlq-Subject", cms_nats_msg_subject(orig));
-    if (st == NATS_OK && orig->stream_seq > 0) {
+    char id[400];
+    id[0] = '\0';
+    if (orig->stream_seq > 0 && orig->stream != NULL) {
         snprintf(seq, sizeof seq, "%" PRIu64, orig->stream_seq);
-        st = natsMsgHeader_Set(m, "Cms-Dlq-Stream-Seq", seq);
-        if (st == NATS_OK && !has_id && orig->stream != NULL) {
-            /* a redelivered original dead-lettered twice stays one dead letter */
-            char id[320];
-            snprintf(id, sizeof id, "dlq:%s:%s", orig->stream, seq);
-            st = natsMsgHeader_Set(m, "Nats-Msg-Id", id);
-        }
+        if (st == NATS_OK)
+            st = natsMsgHeader_Set(m, "Cms-Dlq-Stream-Seq", seq);
+        /* a redelivered original dead-lettered twice stays one dead letter */
+        snprintf(id, sizeof id, "dlq:%s:%s:%s", service, orig->stream, seq);
+    } else if (orig_id != NULL) {
+        snprintf(id, sizeof id, "dlq:%s:%s", service, orig_id);
     }
+    if (st == NATS_OK && id[0] != '\0')
+        st = natsMsgHeader_Set(m, "Nats-Msg-Id", id);
     if (st != NATS_OK) {
         err = st == NATS_NO_MEMORY ? CMS_NATS_ENOMEM : CMS_NATS_EINVAL;
         goto out;

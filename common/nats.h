@@ -178,7 +178,12 @@ int cms_nats_publish_inflight(const cms_nats *n);
 /* Republishes orig unchanged (bytes and headers, less any Nats-Expected-*
  * header) to "cms.dlq.<service>" with the added headers Cms-Dlq-Reason,
  * Cms-Dlq-Subject and (for a JetStream message) Cms-Dlq-Stream-Seq, through
- * cms_nats_js_publish. Ack the original only once done reports CMS_NATS_OK. */
+ * cms_nats_js_publish. CMS_DLQ dedupes ids across all its subjects, so the
+ * original Nats-Msg-Id travels as Cms-Dlq-Msg-Id and the dead letter's own
+ * id is "dlq:<service>:<stream>:<seq>" (or "dlq:<service>:<original id>"):
+ * a redelivered message dead-lettered twice by one service is stored once,
+ * and two services' dead letters of one event are both kept. Ack the
+ * original only once done reports CMS_NATS_OK (a duplicate is OK too). */
 cms_nats_err cms_nats_dead_letter(cms_nats *n, const char *service, const cms_nats_msg *orig,
                                   const char *reason, cms_nats_pub_cb done, void *arg);
 

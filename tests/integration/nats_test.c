@@ -908,7 +908,12 @@ static void on_dlq_msg(void *arg, cms_nats_msg *m)
     cr_assert_str_eq(cms_nats_msg_header(m, "Cms-Dlq-Reason"), "undecodable");
     cr_assert_str_eq(cms_nats_msg_header(m, "Cms-Dlq-Subject"), c->orig_subj);
     cr_assert_str_eq(cms_nats_msg_header(m, "Cms-Dlq-Stream-Seq"), "1");
-    cr_assert_not_null(cms_nats_msg_header(m, "Nats-Msg-Id"), "the original's id is kept");
+    cr_assert_str_eq(cms_nats_msg_header(m, "Cms-Dlq-Msg-Id"), c->orig_subj,
+                     "the original's id is kept aside");
+    const char *id = cms_nats_msg_header(m, "Nats-Msg-Id");
+    cr_assert(id && strncmp(id, "dlq:", 4) == 0 && strstr(id, ":1") != NULL,
+              "a dead letter has an id of its own (dlq:<service>:<stream>:<seq>): %s",
+              id ? id : "(none)");
     cr_assert_eq(cms_nats_msg_ack(m), CMS_NATS_OK);
     cms_nats_msg_destroy(m);
     fx_close(&c->f);
