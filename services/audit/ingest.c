@@ -308,6 +308,14 @@ static void pause_pulling(audit_ingest *in, bool paused)
             paused ? "audit: database away, not pulling" : "audit: database back, pulling", NULL);
 }
 
+/* Only a row's own data can make the server refuse it for good: data
+ * exceptions (22) and integrity violations (23). Anything else says nothing
+ * about the rows. */
+static bool is_data_error(const char *sqlstate)
+{
+    return strncmp(sqlstate, "22", 2) == 0 || strncmp(sqlstate, "23", 2) == 0;
+}
+
 static void span_done(void *arg, cms_pg_err err, const cms_pg_result *res)
 {
     span *s = arg;
@@ -335,7 +343,7 @@ static void span_done(void *arg, cms_pg_err err, const cms_pg_result *res)
         cms_histogram_observe(in->m_batch_size, (double)n);
         cms_histogram_observe(in->m_insert_seconds, (double)(uv_hrtime() - s->sent_ns) / 1e9);
         span_finish(in, s);
-    } else if (err == CMS_PG_ESQL) {
+    } else if (err == CMS_PG_ESQL && is_data_error(cms_pg_result_sqlstate(res))) {
         const char *state = cms_pg_result_sqlstate(res);
         cms_log_warn("audit batch refused", "{s:i, s:s, s:s}", "rows", (int)n, "sqlstate", state,
                      "error", cms_pg_result_message(res));
@@ -358,6 +366,16 @@ static void span_done(void *arg, cms_pg_err err, const cms_pg_result *res)
                 cms_log_error("audit: out of memory splitting a batch", NULL);
             span_finish(in, s);
         }
+    } else if (err == CMS_PG_ESQL) {
+        /* the server could not do it now (lock or statement timeout, deadlock,
+         * shutdown, a missing table): the rows are fine, so try them again */
+        cms_log_warn("audit batch failed, will retry", "{s:i, s:s, s:s}", "rows", (int)n,
+                     "sqlstate", cms_pg_result_sqlstate(res), "error", cms_pg_result_message(res));
+        if (in->failures < 30)
+            in->failures++;
+        enqueue(in, s, true);
+        schedule_retry(in);
+        return; /* nothing is sent before the retry */
     } else {
         /* never ran (no connection in time, queue full, closing): send again later */
         cms_log_warn("audit batch not written, will retry", "{s:i, s:s}", "rows", (int)n, "error",
@@ -749,6 +767,7 @@ int audit_ingest_start(audit_ingest *in)
         .filter_subject = in->subject,
         .max_ack_pending = in->o.max_ack_pending,
         .fetch_batch = in->o.batch_size,
+        .ack_wait_ms = in->o.ack_wait_ms,
     };
     if (cms_nats_consume(in->nats, &co, on_event, in, &in->consumer) != 0)
         return -1;

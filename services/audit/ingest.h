@@ -29,8 +29,9 @@ typedef struct audit_options {
     int max_inflight;        /* batches in flight; default 2 */
     int max_ack_pending;     /* messages held (consumer credit); default 4 * batch_size */
     int unknown_actor_tries; /* deliveries before an unknown actor is final; default 3 */
-    const char *durable;     /* consumer name; default "audit" */
-    const char *subject;     /* filter; default "cms.events.>" */
+    int64_t ack_wait_ms; /* redelivery after this long unacked, for a new durable; default 30000 */
+    const char *durable; /* consumer name; default "audit" */
+    const char *subject; /* filter; default "cms.events.>" */
 } audit_options;
 
 int audit_ingest_create(uv_loop_t *loop, cms_pg *pg, cms_nats *nats, const audit_options *o,

@@ -15,6 +15,9 @@ static const cms_option options[] = {
      "events held unacknowledged (0: 4 x batch-size)", false, false},
     {"durable", "CMS_AUDIT_DURABLE", CMS_OPT_STRING, "audit", "JetStream durable consumer name",
      false, false},
+    {"ack-wait-ms", "CMS_AUDIT_ACK_WAIT_MS", CMS_OPT_INT, "30000",
+     "redelivery of an unacknowledged event after this long (when the durable is created)", false,
+     false},
     {"subject", "CMS_AUDIT_SUBJECT", CMS_OPT_STRING, "cms.events.>",
      "events to record (a subject filter within CMS_EVENTS)", false, false},
 };
@@ -31,9 +34,9 @@ static int start(cms_service *s, void *arg)
             inflight = cms_config_int(c, "inflight"),
             pending = cms_config_int(c, "max-ack-pending");
     if (batch < 1 || batch > 100000 || age < 1 || age > 60000 || inflight < 1 || inflight > 64 ||
-        pending < 0 || pending > 1000000) {
+        pending < 0 || pending > 1000000 || cms_config_int(c, "ack-wait-ms") < 1000) {
         cms_log_error("bad option: batch-size 1..100000, batch-age-ms 1..60000, inflight 1..64, "
-                      "max-ack-pending 0..1000000",
+                      "max-ack-pending 0..1000000, ack-wait-ms >= 1000",
                       NULL);
         return -1;
     }
@@ -42,7 +45,8 @@ static int start(cms_service *s, void *arg)
                        .max_inflight = (int)inflight,
                        .max_ack_pending = (int)pending,
                        .durable = cms_config_str(c, "durable"),
-                       .subject = cms_config_str(c, "subject")};
+                       .subject = cms_config_str(c, "subject"),
+                       .ack_wait_ms = cms_config_int(c, "ack-wait-ms")};
     if (audit_ingest_create(cms_service_loop(s), cms_service_pg(s), cms_service_nats(s), &o,
                             &a->in) != 0)
         return -1;
