@@ -1334,8 +1334,8 @@ static void consumer_compare(cms_nats_consumer *c, const jsConsumerConfig *h)
         (c->filter != NULL && h->FilterSubject != NULL && strcmp(h->FilterSubject, c->filter) != 0))
         cms_log_warn("nats: consumer differs from the expected settings; using it as it is",
                      "{s:s, s:s, s:s, s:s, s:s}", "stream", c->stream, "durable", c->durable,
-                     "setting", "filter_subject", "expected", c->filter ? c->filter : "",
-                     "actual", h->FilterSubject ? h->FilterSubject : "");
+                     "setting", "filter_subject", "expected", c->filter ? c->filter : "", "actual",
+                     h->FilterSubject ? h->FilterSubject : "");
 }
 
 /* Binds the durable if it exists, creates it only if it does not: adding a
