@@ -1063,3 +1063,111 @@ Test(json, random_strings_survive_or_are_repaired)
         arena_free(&a);
     }
 }
+
+/* The allocation-free scanner of check_object against the jansson path:
+ * the same verdict for crafted edge cases and for thousands of mutations
+ * of valid documents. */
+static void same_verdict(const char *text, size_t len)
+{
+    cms_json_buf a, b;
+    cms_json_buf_init(&a, 1 << 16);
+    cms_json_buf_init(&b, 1 << 16);
+    cms_json_err fast = cms_json_check_object(&a, text, len);
+    cms_json_err ref = cms_json_check_object_reference(&b, text, len);
+    cr_assert_eq(fast, ref, "verdicts differ (fast %d, reference %d) on [%.*s]", fast, ref,
+                 (int)len, text);
+    if (fast == CMS_JSON_OK)
+        cr_assert(a.len == len && memcmp(a.data, text, len) == 0);
+    cms_json_buf_free(&a);
+    cms_json_buf_free(&b);
+}
+
+Test(json, check_object_fast_path_agrees_with_the_reference)
+{
+    static const char *const cases[] = {"{}",
+                                        " { } ",
+                                        "{\"a\":1}",
+                                        "{\"a\":1,\"a\":2}",
+                                        "{\"a\":{\"a\":1},\"b\":{\"a\":2}}",
+                                        "{\"a\":{\"b\":1,\"b\":2}}",
+                                        "{\"\\u0061\":1,\"a\":2}",
+                                        "{\"a\":\"\\u0000\"}",
+                                        "{\"a\":\"\\ud83d\\ude00\"}",
+                                        "{\"a\":\"\\ud83d\"}",
+                                        "{\"a\":\"\\ude00\"}",
+                                        "{\"a\":\"\\ud83dx\"}",
+                                        "{\"a\":\"\xc3\xa9\"}",
+                                        "{\"a\":\"\xc3\"}",
+                                        "{\"a\":\"\xed\xa0\x80\"}",
+                                        "{\"a\":\"\xf4\x90\x80\x80\"}",
+                                        "{\"a\":\"\xe0\x80\xaf\"}",
+                                        "{\"a\":\"\x01\"}",
+                                        "{\"a\":1e308}",
+                                        "{\"a\":2e308}",
+                                        "{\"a\":1.8e308}",
+                                        "{\"a\":1.7e308}",
+                                        "{\"a\":-1e309}",
+                                        "{\"a\":0.00001e312}",
+                                        "{\"a\":1e-400}",
+                                        "{\"a\":123456789012345678901234567890}",
+                                        "{\"a\":01}",
+                                        "{\"a\":1.}",
+                                        "{\"a\":.5}",
+                                        "{\"a\":-}",
+                                        "{\"a\":1e}",
+                                        "{\"a\":+1}",
+                                        "{\"a\":[1,2,]}",
+                                        "{\"a\":[]}",
+                                        "{\"a\":[[[]]]}",
+                                        "{\"a\":tru}",
+                                        "{\"a\":nulll}",
+                                        "{\"a\":true,\"b\":false,\"c\":null}",
+                                        "{\"a\" 1}",
+                                        "{\"a\":1,}",
+                                        "{,}",
+                                        "{\"a\":1}x",
+                                        "[1]",
+                                        "\"s\"",
+                                        "1",
+                                        "",
+                                        "{\"a\":\"\\x\"}",
+                                        "{\"a\":\"\\u12\"}",
+                                        "{\"a\":\"\\/\\b\\f\"}"};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        same_verdict(cases[i], strlen(cases[i]));
+
+    /* random edits of a realistic document */
+    const char *doc =
+        "{\"party\": \"provider\", \"algorithm\": \"ed25519\", \"n\": [1, 2.5e3, -0.25],"
+        " \"nested\": {\"ok\": true, \"none\": null, \"s\": \"caf\xc3\xa9 \\n \\\"q\\\"\"},"
+        " \"big\": 1e300}";
+    static const char alphabet[] = "{}[]\":,\\u0123456789abcdefeE+-. tnrx\x80\xc3\xed\xff";
+    uint64_t seed = 0x9e3779b97f4a7c15ull;
+    char buf[512];
+    for (int iter = 0; iter < 20000; iter++) {
+        size_t len = strlen(doc);
+        memcpy(buf, doc, len);
+        int edits = 1 + (int)(seed % 3);
+        for (int e = 0; e < edits; e++) {
+            seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+            size_t at = (size_t)(seed >> 33) % len;
+            char c = alphabet[(seed >> 20) % (sizeof alphabet - 1)];
+            switch ((seed >> 8) % 3) {
+            case 0:
+                buf[at] = c;
+                break; /* replace */
+            case 1:
+                memmove(buf + at, buf + at + 1, len - at - 1);
+                len--;
+                break; /* delete */
+            default:   /* insert */
+                if (len + 1 < sizeof buf) {
+                    memmove(buf + at + 1, buf + at, len - at);
+                    buf[at] = c;
+                    len++;
+                }
+            }
+        }
+        same_verdict(buf, len);
+    }
+}
