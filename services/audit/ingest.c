@@ -104,6 +104,7 @@ struct audit_ingest {
     cms_pgarr cols[NCOLS];
     batch *cur;
     uv_timer_t age;
+    bool aged;                /* cur is past its age, waiting for a free write slot */
     span *queue, *queue_tail; /* closed spans waiting to be sent */
     int inflight;
     uv_timer_t retry;
@@ -240,6 +241,7 @@ static span *span_new(audit_ingest *in, batch *b, size_t lo, size_t hi)
 static void seal(audit_ingest *in)
 {
     uv_timer_stop(&in->age);
+    in->aged = false;
     batch *b = in->cur;
     if (b == NULL || b->n == 0)
         return;
@@ -253,9 +255,16 @@ static void seal(audit_ingest *in)
     pump(in);
 }
 
+/* A batch closes by age only while a write slot is free: at low load that
+ * bounds an event's wait, and under load (every slot busy) the batch goes on
+ * filling, since closing it early would only queue a smaller statement. */
 static void age_fired(uv_timer_t *t)
 {
-    seal(t->data);
+    audit_ingest *in = t->data;
+    if (in->inflight < in->o.max_inflight)
+        seal(in);
+    else
+        in->aged = true;
 }
 
 /* An accepted event joins the filling batch. */
@@ -435,6 +444,10 @@ static bool send_span(audit_ingest *in, span *s)
 
 static void pump(audit_ingest *in)
 {
+    if (in->aged && in->queue == NULL && in->inflight < in->o.max_inflight) {
+        seal(in); /* calls pump again with the aged batch queued */
+        return;
+    }
     while (in->queue && in->inflight < in->o.max_inflight) {
         span *s = in->queue;
         in->queue = s->next;
