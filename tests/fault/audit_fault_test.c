@@ -28,23 +28,6 @@ static void fini(void)
 
 TestSuite(audit_fault, .fini = fini);
 
-static double dead_total(int port)
-{
-    static const char *const reasons[] = {
-        "undecodable",        "invalid_event_id",      "invalid_resource_id", "invalid_actor_id",
-        "invalid_event_type", "invalid_resource_type", "invalid_details",     "invalid_occurred_at",
-        "unknown_actor",      "insert_failed"};
-    double sum = 0;
-    for (size_t i = 0; i < sizeof reasons / sizeof reasons[0]; i++) {
-        char series[96];
-        snprintf(series, sizeof series, "cms_audit_dead_letters_total{reason=\"%s\"}", reasons[i]);
-        double v = audfx_metric(port, series);
-        cr_assert_geq(v, 0, "%s exported", series);
-        sum += v;
-    }
-    return sum;
-}
-
 static void publish_backlog(size_t n)
 {
     evs = audfx_events(&fx, nevs = n);
@@ -94,7 +77,7 @@ Test(audit_fault, sigkill_mid_backlog_then_restart_stores_every_event_once, .tim
     cr_assert(audfx_wait_readyz(port, 200, 30000));
     audfx_wait_stored(&fx, durable, N, pid, 120000, SHORT_ACK_WAIT_MS);
     expect_rows(evs, N);
-    cr_expect_eq(dead_total(port), 0, "nothing dead-lettered");
+    cr_expect_eq(audfx_dead_total(port), 0, "nothing dead-lettered");
     cr_assert_eq(audfx_stop(&fx, pid, NULL), 0);
 }
 
@@ -118,7 +101,7 @@ Test(audit_fault, postgres_stopped_mid_backlog_the_same_process_recovers, .timeo
     double first_not_ready = -1;
     int ready_again = 0, polls = 0;
     while (audfx_now_ms() - down < DOWN_MS) {
-        int st = audfx_http_get(port, "/readyz", NULL, 0);
+        int st = cms_test_http_get(port, "/readyz", NULL, 0);
         cr_assert(audfx_alive(pid), "cms-audit survives the outage");
         cr_assert_neq(st, -1, "cms-audit answers its probes during the outage");
         if (st != 200 && first_not_ready < 0)
@@ -137,7 +120,7 @@ Test(audit_fault, postgres_stopped_mid_backlog_the_same_process_recovers, .timeo
     cr_assert(audfx_wait_readyz(port, 200, 30000), "ready again once the database is back");
     audfx_wait_stored(&fx, durable, N, pid, 120000, 0);
     expect_rows(evs, N);
-    cr_expect_eq(dead_total(port), 0, "the outage dead-lettered nothing");
+    cr_expect_eq(audfx_dead_total(port), 0, "the outage dead-lettered nothing");
     cr_expect_geq(audfx_metric(port, "cms_audit_events_total"), N);
     cr_assert(audfx_alive(pid), "the same process did it all");
     cr_assert_eq(audfx_stop(&fx, pid, NULL), 0);
@@ -162,7 +145,7 @@ Test(audit_fault, two_processes_share_one_durable, .timeout = 240)
     cr_expect_gt(ea, 0, "first process committed some (%.0f)", ea);
     cr_expect_gt(eb, 0, "second process committed some (%.0f)", eb);
     cr_expect_geq(ea + eb, N, "together all of them (%.0f + %.0f)", ea, eb);
-    cr_expect_eq(dead_total(port_a) + dead_total(port_b), 0);
+    cr_expect_eq(audfx_dead_total(port_a) + audfx_dead_total(port_b), 0);
     cr_assert_eq(audfx_stop(&fx, a, NULL), 0);
     cr_assert_eq(audfx_stop(&fx, b, NULL), 0);
 }

@@ -30,23 +30,6 @@ static void fini(void)
 
 TestSuite(audit, .fini = fini);
 
-static double dead_total(int port)
-{
-    static const char *const reasons[] = {
-        "undecodable",        "invalid_event_id",      "invalid_resource_id", "invalid_actor_id",
-        "invalid_event_type", "invalid_resource_type", "invalid_details",     "invalid_occurred_at",
-        "unknown_actor",      "insert_failed"};
-    double sum = 0;
-    for (size_t i = 0; i < sizeof reasons / sizeof reasons[0]; i++) {
-        char series[96];
-        snprintf(series, sizeof series, "cms_audit_dead_letters_total{reason=\"%s\"}", reasons[i]);
-        double v = audfx_metric(port, series);
-        cr_assert_geq(v, 0, "%s exported", series);
-        sum += v;
-    }
-    return sum;
-}
-
 static void expect_rows(const audfx_event *want, size_t n)
 {
     char report[2048];
@@ -72,7 +55,7 @@ Test(audit, every_event_stored_once_field_by_field, .timeout = 120)
     audfx_wait_stored(&fx, durable, N, pid, 60000, 0);
     cr_expect_eq(audfx_metric(port, "cms_audit_events_total"), N);
     expect_rows(evs, N);
-    cr_expect_eq(dead_total(port), 0, "nothing dead-lettered");
+    cr_expect_eq(audfx_dead_total(port), 0, "nothing dead-lettered");
 
     double took;
     cr_assert_eq(audfx_stop(&fx, pid, &took), 0, "SIGTERM: drained, exit 0");
@@ -120,7 +103,7 @@ Test(audit, republished_and_replayed_events_stay_one_row_each, .timeout = 120)
     cr_expect_eq(audfx_metric(port, "cms_audit_events_total"), 2 * (N + E),
                  "both copies of every event replayed");
     expect_rows(evs, N + E);
-    cr_expect_eq(dead_total(port), 0);
+    cr_expect_eq(audfx_dead_total(port), 0);
     cr_assert_eq(audfx_stop(&fx, pid, NULL), 0);
 }
 
@@ -334,7 +317,7 @@ Test(audit, poison_in_a_backlog_is_dead_lettered_once_and_the_rest_stored, .time
     cr_assert(audfx_wait_readyz(port, 200, 30000));
     audfx_wait_stored(&fx, durable, V, pid, 60000, 0);
     /* dead letters are counted before their originals are acked */
-    cr_assert_eq(dead_total(port), (double)npoisons);
+    cr_assert_eq(audfx_dead_total(port), (double)npoisons);
     /* an unknown actor is final only on the third delivery, after naks of 1 s and 2 s */
     double took = audfx_now_ms() - started;
     cr_expect_geq(took, 3000, "unknown actors dead-lettered %.0f ms after the start", took);
@@ -414,7 +397,7 @@ Test(audit, an_identity_created_after_its_first_event_is_waited_for, .timeout = 
 
     audfx_wait_stored(&fx, durable, V + L, pid, 30000, 0);
     expect_rows(evs, V + L);
-    cr_expect_eq(dead_total(port), 0, "no event dead-lettered for an actor that came late");
+    cr_expect_eq(audfx_dead_total(port), 0, "no event dead-lettered for an actor that came late");
     cr_assert_eq(audfx_stop(&fx, pid, NULL), 0);
 }
 
@@ -445,14 +428,14 @@ Test(audit, a_lock_timeout_delays_events_but_never_dead_letters_them, .timeout =
     audfx_publish_wait(&fx);
     /* hold the lock through more failed inserts than splitting would need
      * to isolate every row (or until something is dead-lettered) */
-    AUDFX_WAIT(audfx_metric(port, "cms_pg_jobs_failed_total") >= 6 || dead_total(port) > 0, 60000,
-               pid, "inserts did not fail while the table was locked");
+    AUDFX_WAIT(audfx_metric(port, "cms_pg_jobs_failed_total") >= 6 || audfx_dead_total(port) > 0,
+               60000, pid, "inserts did not fail while the table was locked");
     lr = PQexec(locker, "COMMIT");
     PQclear(lr);
     PQfinish(locker);
 
     audfx_wait_stored(&fx, durable, N, pid, 60000, 0);
     expect_rows(evs, N);
-    cr_expect_eq(dead_total(port), 0, "a lock timeout is no reason to dead-letter an event");
+    cr_expect_eq(audfx_dead_total(port), 0, "a lock timeout is no reason to dead-letter an event");
     cr_assert_eq(audfx_stop(&fx, pid, NULL), 0);
 }

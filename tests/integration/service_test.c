@@ -19,17 +19,6 @@
 #include <time.h>
 #include <unistd.h>
 
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof a;
-    cr_assert_eq(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-    cr_assert_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
 static pid_t spawn_service(const char *db, int port)
 {
     char bin[512], addr[64];
@@ -50,45 +39,13 @@ static pid_t spawn_service(const char *db, int port)
     return pid;
 }
 
-/* A blocking HTTP/1.0 GET (test code). Returns the status, or -1. */
-static int http_get(int port, const char *path, char *body, size_t len)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET,
-                            .sin_port = htons((uint16_t)port),
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
-        close(fd);
-        return -1;
-    }
-    char req[256];
-    int n = snprintf(req, sizeof req, "GET %s HTTP/1.0\r\nHost: x\r\n\r\n", path);
-    if (write(fd, req, (size_t)n) != n) {
-        close(fd);
-        return -1;
-    }
-    static char buf[1 << 20];
-    size_t got = 0;
-    ssize_t r;
-    while (got < sizeof buf - 1 && (r = read(fd, buf + got, sizeof buf - 1 - got)) > 0)
-        got += (size_t)r;
-    close(fd);
-    buf[got] = '\0';
-    int status = -1;
-    if (sscanf(buf, "HTTP/1.%*d %d", &status) != 1)
-        return -1;
-    const char *b = strstr(buf, "\r\n\r\n");
-    snprintf(body, len, "%s", b ? b + 4 : "");
-    return status;
-}
-
 /* Polls until /readyz answers want, or fails after 20 s. */
 static void wait_readyz(int port, int want, char *body, size_t len)
 {
     struct timespec pause = {0, 20 * 1000 * 1000};
     int status = -1;
     for (int i = 0; i < 1000; i++) {
-        status = http_get(port, "/readyz", body, len);
+        status = cms_test_http_get(port, "/readyz", body, len);
         if (status == want)
             return;
         nanosleep(&pause, NULL);
@@ -130,11 +87,11 @@ Test(service, ready_serves_probes_and_commands_then_drains_on_sigterm, .timeout 
 {
     char db[512], body[8192];
     cr_assert_eq(cms_test_db_create("svc_test", 1, db, sizeof db), 0);
-    int port = free_port();
+    int port = cms_test_free_port();
     pid_t pid = spawn_service(db, port);
     wait_readyz(port, 200, body, sizeof body);
-    cr_assert_eq(http_get(port, "/healthz", body, sizeof body), 200);
-    cr_assert_eq(http_get(port, "/metrics", body, sizeof body), 200);
+    cr_assert_eq(cms_test_http_get(port, "/healthz", body, sizeof body), 200);
+    cr_assert_eq(cms_test_http_get(port, "/metrics", body, sizeof body), 200);
     cr_assert_not_null(strstr(body, "cms_pg_ready_connections"), "pool metrics exported");
     cr_assert_not_null(strstr(body, "cms_nats_connected"), "nats metrics exported");
 
@@ -164,14 +121,14 @@ Test(service, not_ready_on_an_unmigrated_database, .timeout = 60)
 {
     char db[512], body[8192];
     cr_assert_eq(cms_test_db_create("svc_empty", 0, db, sizeof db), 0);
-    int port = free_port();
+    int port = cms_test_free_port();
     pid_t pid = spawn_service(db, port);
     wait_readyz(port, 503, body, sizeof body);
     /* the first 503 may still be about connecting: wait for the schema verdict */
     for (int i = 0; i < 200 && strstr(body, "cms-migrate") == NULL; i++) {
         struct timespec pause = {0, 50 * 1000 * 1000};
         nanosleep(&pause, NULL);
-        http_get(port, "/readyz", body, sizeof body);
+        cms_test_http_get(port, "/readyz", body, sizeof body);
     }
     cr_assert_not_null(strstr(body, "cms-migrate up"), "says what to do: %s", body);
     double took;

@@ -354,17 +354,6 @@ void audfx_wait_stored(audfx *f, const char *durable, long n, pid_t pid, double 
 
 /* ---- processes ---- */
 
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof a;
-    cr_assert_eq(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-    cr_assert_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
 extern char **environ;
 
 /* environ without the variables set here, then those */
@@ -420,7 +409,7 @@ pid_t audfx_start(audfx *f, const char *durable, int *port, const char *const *e
     char bin[512], addr[64], subject[96], dur[96];
     snprintf(bin, sizeof bin, "%s/cms-audit", cms_test_env("CMS_TEST_BIN_DIR"));
     cr_assert_eq(access(bin, X_OK), 0, "%s is built", bin);
-    *port = free_port();
+    *port = cms_test_free_port();
     snprintf(addr, sizeof addr, "127.0.0.1:%d", *port);
     snprintf(subject, sizeof subject, "--subject=%s", f->subject);
     snprintf(dur, sizeof dur, "--durable=%s", durable);
@@ -496,46 +485,11 @@ bool audfx_alive(pid_t pid)
 
 /* ---- HTTP ---- */
 
-int audfx_http_get(int port, const char *path, char *body, size_t len)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET,
-                            .sin_port = htons((uint16_t)port),
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    struct timeval tv = {5, 0};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
-        close(fd);
-        return -1;
-    }
-    char req[256];
-    int n = snprintf(req, sizeof req, "GET %s HTTP/1.0\r\nHost: x\r\n\r\n", path);
-    if (write(fd, req, (size_t)n) != n) {
-        close(fd);
-        return -1;
-    }
-    static char buf[1 << 20];
-    size_t got = 0;
-    ssize_t r;
-    while (got < sizeof buf - 1 && (r = read(fd, buf + got, sizeof buf - 1 - got)) > 0)
-        got += (size_t)r;
-    close(fd);
-    buf[got] = '\0';
-    int status = -1;
-    if (sscanf(buf, "HTTP/1.%*d %d", &status) != 1)
-        return -1;
-    if (body && len) {
-        const char *b = strstr(buf, "\r\n\r\n");
-        snprintf(body, len, "%s", b ? b + 4 : "");
-    }
-    return status;
-}
-
 bool audfx_wait_readyz(int port, int want, double timeout_ms)
 {
     double deadline = audfx_now_ms() + timeout_ms;
     do {
-        if (audfx_http_get(port, "/readyz", NULL, 0) == want)
+        if (cms_test_http_get(port, "/readyz", NULL, 0) == want)
             return true;
         audfx_pause_ms(20);
     } while (audfx_now_ms() < deadline);
@@ -545,7 +499,7 @@ bool audfx_wait_readyz(int port, int want, double timeout_ms)
 double audfx_metric(int port, const char *series)
 {
     static char body[1 << 20];
-    if (audfx_http_get(port, "/metrics", body, sizeof body) != 200)
+    if (cms_test_http_get(port, "/metrics", body, sizeof body) != 200)
         return -1;
     size_t n = strlen(series);
     const char *line = body;
@@ -757,4 +711,21 @@ void audfx_dead_free(audfx_dead *d, size_t n)
     for (size_t i = 0; i < n; i++)
         free(d[i].data);
     free(d);
+}
+
+double audfx_dead_total(int port)
+{
+    static const char *const reasons[] = {
+        "undecodable",        "invalid_event_id",      "invalid_resource_id", "invalid_actor_id",
+        "invalid_event_type", "invalid_resource_type", "invalid_details",     "invalid_occurred_at",
+        "unknown_actor",      "insert_failed"};
+    double sum = 0;
+    for (size_t i = 0; i < sizeof reasons / sizeof reasons[0]; i++) {
+        char series[96];
+        snprintf(series, sizeof series, "cms_audit_dead_letters_total{reason=\"%s\"}", reasons[i]);
+        double v = audfx_metric(port, series);
+        cr_assert_geq(v, 0, "%s exported", series);
+        sum += v;
+    }
+    return sum;
 }

@@ -110,14 +110,16 @@ void audfx_kill9(audfx *f, pid_t pid);
 /* Still running (not exited, not reaped)? */
 bool audfx_alive(pid_t pid);
 
-/* A blocking HTTP/1.0 GET: the status, or -1. */
-int audfx_http_get(int port, const char *path, char *body, size_t len);
 /* Polls /readyz until it answers want or timeout_ms pass; returns whether it did. */
 bool audfx_wait_readyz(int port, int want, double timeout_ms);
 /* The value of one series of /metrics, e.g. "cms_audit_events_total" or
  * "cms_audit_dead_letters_total{reason=\"undecodable\"}"; -1 if absent or
  * unreachable. */
 double audfx_metric(int port, const char *series);
+
+/* The sum of cms_audit_dead_letters_total over every reason (each must be
+ * exported). */
+double audfx_dead_total(int port);
 
 /* SELECT count(*) FROM audit_logs; -1 if the database cannot answer. */
 long audfx_rows(const audfx *f);

@@ -39,6 +39,13 @@ int cms_test_ctl_spawn(uv_loop_t *loop, const char *verb, cms_test_ctl_cb done, 
  * NULL on error (printed to stderr). */
 char *cms_test_sql(const char *conninfo, const char *sql);
 
+/* A free TCP port on 127.0.0.1 (free when asked: bind it soon). */
+int cms_test_free_port(void);
+
+/* A blocking HTTP/1.0 GET to 127.0.0.1:port (5 s receive timeout): the
+ * status, or -1. The body (NULL: not wanted) is copied into body. */
+int cms_test_http_get(int port, const char *path, char *body, size_t len);
+
 /* Monotonic milliseconds. */
 double cms_test_now_ms(void);
 
