@@ -8,6 +8,7 @@
 
 #include "log.h"
 #include "metrics.h"
+#include "uuid.h"
 
 #include <endian.h>
 #include <sodium.h>
@@ -22,8 +23,20 @@
 static const char SQL_INSERT[] =
     "INSERT INTO outbox (source, event_id, subject, payload) VALUES ($1, $2::uuid, $3, $4)";
 static const char SQL_DELETE[] = "DELETE FROM outbox WHERE seq = ANY($1::bigint[])";
-static const char SQL_READ[] = "SELECT seq, event_id::text, subject, payload FROM outbox "
-                               "WHERE source = $1 ORDER BY seq LIMIT $2";
+/* Takes or renews the lease of this source unless another live relay holds it. */
+static const char SQL_LEASE[] =
+    "INSERT INTO outbox_leases (source, holder, expires_at) "
+    "VALUES ($1, $2::uuid, now() + $3::int * interval '1 millisecond') "
+    "ON CONFLICT (source) DO UPDATE SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at "
+    "WHERE outbox_leases.holder = EXCLUDED.holder OR outbox_leases.expires_at < now()";
+/* Reads only for the lease holder (the lease statement ran just before, in
+ * the same transaction). */
+static const char SQL_READ[] =
+    "SELECT seq, event_id::text, subject, payload FROM outbox WHERE source = $1 AND EXISTS "
+    "(SELECT 1 FROM outbox_leases l WHERE l.source = $1 AND l.holder = $2::uuid) "
+    "ORDER BY seq LIMIT $3";
+static const char SQL_RELEASE[] =
+    "DELETE FROM outbox_leases WHERE source = $1 AND holder = $2::uuid";
 
 typedef enum {
     ROW_PENDING,   /* not sent yet */
@@ -60,6 +73,8 @@ struct cms_outbox {
     cms_nats *nats;
     char *source;
     cms_outbox_options o;
+    char holder[40];  /* this relay's lease id: a UUIDv7 made at start */
+    int64_t lease_ms; /* outlives several polls, so a live holder keeps it */
     relay_state state;
     bool job_inflight;
     bool kicked;   /* a kick arrived since the last read was sent */
@@ -80,6 +95,7 @@ struct cms_outbox {
 static void read_batch(cms_outbox *ob);
 static void publish_more(cms_outbox *ob);
 static void backoff(cms_outbox *ob);
+static void release_lease(cms_outbox *ob);
 
 static const char *state_name(relay_state s)
 {
@@ -250,9 +266,10 @@ static void read_done(void *arg, cms_pg_err err, const cms_pg_result *res)
     if (ob->m_batch)
         cms_gauge_set(ob->m_batch, (double)ob->nrows);
     if (ob->nrows == 0) {
-        if (ob->draining)
+        if (ob->draining) {
+            release_lease(ob);
             finish_close(ob); /* everything committed so far is published */
-        else if (ob->kicked)
+        } else if (ob->kicked)
             read_batch(ob);
         else
             go_idle(ob);
@@ -266,6 +283,17 @@ static void read_done(void *arg, cms_pg_err err, const cms_pg_result *res)
     }
     set_state(ob, RELAY_PUBLISHING);
     publish_more(ob);
+}
+
+/* Hands the lease over at once instead of letting it expire (best effort:
+ * the job completes while the pool closes, or the lease simply expires). */
+static void release_lease(cms_outbox *ob)
+{
+    cms_pg_job *job = cms_pg_job_new();
+    const char *v[] = {ob->source, ob->holder};
+    if (job == NULL || cms_pg_job_sql(job, SQL_RELEASE, 2, v, NULL, NULL) != CMS_PG_OK ||
+        cms_pg_submit(ob->pg, &job, NULL, NULL) != CMS_PG_OK)
+        cms_pg_job_free(job);
 }
 
 /* One job: delete what the last batch published, then read the next one. */
@@ -297,10 +325,13 @@ static void read_batch(cms_outbox *ob)
         if (cms_pg_job_sql(job, SQL_DELETE, 1, v, NULL, NULL) != CMS_PG_OK)
             goto fail;
     }
-    char limit[16];
+    char limit[16], lease_ms[24];
     snprintf(limit, sizeof limit, "%d", ob->o.batch);
-    const char *rv[] = {ob->source, limit};
-    if (cms_pg_job_sql(job, SQL_READ, 2, rv, NULL, NULL) != CMS_PG_OK)
+    snprintf(lease_ms, sizeof lease_ms, "%lld", (long long)ob->lease_ms);
+    const char *lv[] = {ob->source, ob->holder, lease_ms};
+    const char *rv[] = {ob->source, ob->holder, limit};
+    if (cms_pg_job_sql(job, SQL_LEASE, 3, lv, NULL, NULL) != CMS_PG_OK ||
+        cms_pg_job_sql(job, SQL_READ, 3, rv, NULL, NULL) != CMS_PG_OK)
         goto fail;
     cms_pg_job_binary_results(job);
     set_state(ob, RELAY_READING);
@@ -419,6 +450,10 @@ int cms_outbox_create(uv_loop_t *loop, cms_pg *pg, cms_nats *nats, const cms_out
         ob->o.poll_ms = DEFAULT_POLL_MS;
     if (ob->o.backoff_max_ms <= 0)
         ob->o.backoff_max_ms = DEFAULT_BACKOFF_MAX_MS;
+    cms_uuid holder;
+    cms_uuid_v7(&holder);
+    cms_uuid_format(&holder, ob->holder);
+    ob->lease_ms = 10 * ob->o.poll_ms < 10000 ? 10000 : 10 * ob->o.poll_ms;
     uv_timer_init(loop, &ob->timer);
     ob->timer.data = ob;
     cms_metrics *m = cms_metrics_default();

@@ -8,7 +8,11 @@
  * stores it: a crash after a publish and before its delete re-publishes the
  * row, and the stream's duplicate window drops the copy. Rows are read
  * oldest first and never skipped, so a transaction that commits late is
- * still published. After a failed publish the relay backs off and starts
+ * still published. With several replicas of a service, one relay per
+ * source holds a lease (table outbox_leases, taken and renewed in the same
+ * transaction as each read, released on a graceful close, expiring after
+ * ten polls otherwise); the others stand by, so rows reach the stream in
+ * commit order. After a failed publish the relay backs off and starts
  * again from the oldest undeleted row; events that were already in flight
  * behind the failed one may then precede it in the stream. */
 #ifndef CMS_OUTBOX_H

@@ -213,6 +213,92 @@ Test(outbox, relays_committed_rows_once_in_order, .timeout = 90)
     free(f.ids);
 }
 
+/* Two relays of one source, as two replicas would run: */
+static cms_outbox *replica[2];
+static uint64_t replica_target;
+
+static uint64_t replicas_published(void)
+{
+    return (replica[0] ? cms_outbox_published(replica[0]) : 0) +
+           (replica[1] ? cms_outbox_published(replica[1]) : 0);
+}
+
+static void wait_replicas(uv_timer_t *t)
+{
+    if (replicas_published() >= replica_target)
+        uv_timer_stop(t);
+}
+
+static void relay_closed(void *arg)
+{
+    *(int *)arg = 1;
+}
+
+Test(outbox, one_relay_per_source_among_replicas, .timeout = 90)
+{
+    enum { FIRST = 1000, MORE = 200 };
+    fx f;
+    fixture(&f, "outbox_c", FIRST + MORE);
+    open_runtime(&f, 1); /* one writer connection: commit order is submission order */
+    /* each replica with its own connection, as separate processes have */
+    cms_pg *own[2] = {NULL, NULL};
+    cms_pg_options po = {.conninfo = f.db, .pool_size = 1};
+    cms_outbox_options oo = {.source = "outbox_test", .batch = 64, .poll_ms = 20};
+    for (int r = 0; r < 2; r++) {
+        cr_assert_eq(cms_pg_create(&f.loop, &po, &own[r]), CMS_PG_OK);
+        cr_assert_eq(cms_outbox_create(&f.loop, own[r], f.nats, &oo, &replica[r]), 0);
+    }
+    f.ob = replica[0];
+    for (int i = 0; i < FIRST; i++)
+        write_event(&f, i);
+    replica_target = FIRST;
+    uv_timer_start(&f.check, wait_replicas, 10, 10);
+    while (uv_is_active((uv_handle_t *)&f.check) && uv_run(&f.loop, UV_RUN_ONCE))
+        ;
+    uint64_t a = cms_outbox_published(replica[0]), b = cms_outbox_published(replica[1]);
+    cr_assert((a == 0) != (b == 0), "one relay held the lease: %llu and %llu published",
+              (unsigned long long)a, (unsigned long long)b);
+    cr_assert_eq(a + b, (uint64_t)FIRST);
+
+    /* the holder closes: it hands the lease over, the other takes over at once */
+    int leader = a ? 0 : 1, closed = 0;
+    cms_outbox_close(replica[leader], relay_closed, &closed);
+    while (!closed && uv_run(&f.loop, UV_RUN_ONCE))
+        ;
+    cms_outbox_destroy(replica[leader]);
+    replica[leader] = NULL;
+    f.ob = replica[1 - leader];
+    double t0 = cms_test_now_ms();
+    for (int i = FIRST; i < FIRST + MORE; i++)
+        write_event(&f, i);
+    replica_target = MORE; /* the closed relay no longer counts */
+    uv_timer_start(&f.check, wait_replicas, 10, 10);
+    while (uv_is_active((uv_handle_t *)&f.check) && uv_run(&f.loop, UV_RUN_ONCE))
+        ;
+    cr_assert_eq(cms_outbox_published(f.ob), (uint64_t)MORE, "the standby published the rest");
+    cr_assert_lt(cms_test_now_ms() - t0, 5000, "taken over without waiting for expiry");
+    char durable[64];
+    snprintf(durable, sizeof durable, "outbox_c_%d", (int)getpid());
+    verify_stream(&f, durable); /* every event once, in commit order */
+    closed = 0;
+    cms_outbox_close(f.ob, relay_closed, &closed);
+    while (!closed && uv_run(&f.loop, UV_RUN_ONCE))
+        ;
+    cms_outbox_destroy(f.ob);
+    f.ob = NULL;
+    for (int r = 0; r < 2; r++) {
+        int done = 0;
+        cms_pg_close(own[r], relay_closed, &done);
+        while (!done && uv_run(&f.loop, UV_RUN_ONCE))
+            ;
+        cms_pg_destroy(own[r]);
+    }
+    close_runtime(&f);
+    replica[0] = replica[1] = NULL;
+    cms_test_db_drop(f.db);
+    free(f.ids);
+}
+
 static void child_published_check(uv_timer_t *t)
 {
     fx *f = t->data;
