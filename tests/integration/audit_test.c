@@ -4,6 +4,7 @@
  * invalid one is dead-lettered once, unchanged, with its reason, without the
  * process ever stopping; SIGTERM drains and exits 0. */
 #include "audit_fixture.h"
+#include "cms/v1/envelope.pb-c.h"
 #include "testenv.h"
 #include "uuid.h"
 
@@ -437,5 +438,58 @@ Test(audit, a_lock_timeout_delays_events_but_never_dead_letters_them, .timeout =
     audfx_wait_stored(&fx, durable, N, pid, 60000, 0);
     expect_rows(evs, N);
     cr_expect_eq(audfx_dead_total(port), 0, "a lock timeout is no reason to dead-letter an event");
+    cr_assert_eq(audfx_stop(&fx, pid, NULL), 0);
+}
+
+Test(audit, a_typed_body_is_stored_rendered_from_its_descriptor, .timeout = 120)
+{
+    enum { N = 3, K = 1 };
+    audfx_setup(&fx, "aud_body", K);
+    char durable[48];
+    snprintf(durable, sizeof durable, "%s", fx.prefix);
+    int port;
+    pid_t pid = audfx_start(&fx, durable, &port, NULL);
+    cr_assert(audfx_wait_readyz(port, 200, 30000), "cms-audit became ready");
+    char ids[N][37], type[80], subject[128];
+    snprintf(type, sizeof type, "%s.status_changed", fx.prefix);
+    snprintf(subject, sizeof subject, "cms.events.%s", type);
+    static const char *const reasons[N] = {"policy", "quote \" and \\ and \xc3\xa9", ""};
+    for (int i = 0; i < N; i++) {
+        cms_uuid u;
+        cms_uuid_v7(&u);
+        cms_uuid_format(&u, ids[i]);
+        Cms__V1__IdentityStatusChanged body = CMS__V1__IDENTITY_STATUS_CHANGED__INIT;
+        body.identity_id = ids[i];
+        body.old_status = (char *)"active";
+        body.new_status = (char *)"suspended";
+        body.reason = (char *)reasons[i];
+        Cms__V1__Envelope e = CMS__V1__ENVELOPE__INIT;
+        e.event_id = ids[i];
+        e.event_type = type;
+        e.resource_type = fx.prefix;
+        e.resource_id = ids[i];
+        e.actor_id = fx.actors[0];
+        e.occurred_at_us = INT64_C(1718000000000000) + i;
+        e.body_case = CMS__V1__ENVELOPE__BODY_IDENTITY_STATUS_CHANGED;
+        e.identity_status_changed = &body;
+        uint8_t buf[1024];
+        size_t len = cms__v1__envelope__pack(&e, buf);
+        audfx_publish(&fx, subject, ids[i], NULL, buf, len);
+    }
+    audfx_publish_wait(&fx);
+    audfx_wait_stored(&fx, durable, N, pid, 30000, 0);
+    for (int i = 0; i < N; i++) {
+        char sql[512];
+        snprintf(sql, sizeof sql,
+                 "SELECT details = jsonb_build_object('identity_id', '%s', 'old_status', 'active', "
+                 "'new_status', 'suspended'%s%s%s) FROM audit_logs WHERE id = '%s'",
+                 ids[i], i == 2 ? "" : ", 'reason', ", i == 0 ? "'policy'" : "",
+                 i == 1 ? "E'quote \" and \\\\ and \xc3\xa9'" : "", ids[i]);
+        char *same = cms_test_sql(fx.db, sql);
+        cr_assert_not_null(same);
+        cr_expect_str_eq(same, "t", "event %d: details are its body, field by field", i);
+        free(same);
+    }
+    cr_expect_eq(audfx_dead_total(port), 0);
     cr_assert_eq(audfx_stop(&fx, pid, NULL), 0);
 }

@@ -209,11 +209,11 @@ Test(audit_validate, empty_message_decodes_but_has_no_event_id)
 
 Test(audit_validate, unknown_body_fields_fall_back_to_details_json)
 {
-    /* a newer publisher's typed body (field 16) this build does not know:
+    /* a newer publisher's typed body (field 99) this build does not know:
      * decoding skips it; the details are then details_json */
     fields f = good();
     size_t n = pack(&f);
-    static const uint8_t body[] = {0x82, 0x01, 0x03, 0x0a, 0x01, 'x'}; /* field 16, 3 bytes */
+    static const uint8_t body[] = {0x9a, 0x06, 0x03, 0x0a, 0x01, 'x'}; /* field 99, 3 bytes */
     memcpy(wire + n, body, sizeof body);
     cr_assert_eq(audit_validate(wire, n + sizeof body, &ev, &details), AUDIT_OK);
     cr_expect_str_eq(details.data, f.details_json);
@@ -416,4 +416,40 @@ Test(audit_validate, details_size_is_capped)
     f = good();
     cr_expect_eq(check(&f), AUDIT_OK);
     cr_expect_str_eq(details.data, f.details_json);
+}
+
+/* A typed body (Envelope fields 16 and up) is what gets stored, rendered
+ * from its descriptor, whatever details_json says. */
+Test(audit_validate, a_typed_body_is_rendered_from_its_descriptor)
+{
+    Cms__V1__Envelope e = CMS__V1__ENVELOPE__INIT;
+    Cms__V1__CredentialIssued body = CMS__V1__CREDENTIAL_ISSUED__INIT;
+    body.credential_id = (char *)"0190a1b2-c3d4-7e5f-8a9b-000000000009";
+    body.identity_id = (char *)RESOURCE_ID;
+    body.type = (char *)"api_key";
+    body.expires_at_us = INT64_C(1893456000000000);
+    e.event_id = (char *)EVENT_ID;
+    e.event_type = (char *)"credential.issued";
+    e.resource_type = (char *)"credential";
+    e.resource_id = (char *)RESOURCE_ID;
+    e.actor_id = (char *)ACTOR_ID;
+    e.occurred_at_us = OCCURRED;
+    e.details_json = (char *)"{\"ignored\": true}";
+    e.body_case = CMS__V1__ENVELOPE__BODY_CREDENTIAL_ISSUED;
+    e.credential_issued = &body;
+    size_t n = cms__v1__envelope__pack(&e, wire);
+    cr_assert_eq(audit_validate(wire, n, &ev, &details), AUDIT_OK);
+    cr_assert_str_eq(details.data, "{\"credential_id\":\"0190a1b2-c3d4-7e5f-8a9b-000000000009\","
+                                   "\"identity_id\":\"" RESOURCE_ID "\",\"type\":\"api_key\","
+                                   "\"expires_at_us\":\"1893456000000000\"}");
+
+    /* an empty body of a known type is still that type's (empty) object */
+    Cms__V1__IdentityStatusChanged empty = CMS__V1__IDENTITY_STATUS_CHANGED__INIT;
+    e.body_case = CMS__V1__ENVELOPE__BODY_IDENTITY_STATUS_CHANGED;
+    e.identity_status_changed = &empty;
+    e.event_type = (char *)"identity.status_changed";
+    e.resource_type = (char *)"identity";
+    n = cms__v1__envelope__pack(&e, wire);
+    cr_assert_eq(audit_validate(wire, n, &ev, &details), AUDIT_OK);
+    cr_assert_str_eq(details.data, "{}");
 }
