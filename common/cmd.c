@@ -21,9 +21,13 @@
 #define DEFAULT_MAX_REQUEST (1024 * 1024)
 #define MAX_VERBS 64
 #define MAX_WAITERS 8
+#define DEFAULT_RETENTION_MS (24 * 3600 * 1000LL)
+#define DEFAULT_PRUNE_MS (10 * 60 * 1000LL)
 
 static const char SQL_LOOKUP[] =
     "SELECT reply FROM command_replies WHERE service = $1 AND request_id = $2";
+static const char SQL_PRUNE[] = "DELETE FROM command_replies WHERE service = $1 AND "
+                                "created_at < now() - $2::bigint * interval '1 millisecond'";
 static const char SQL_STORE[] = "INSERT INTO command_replies (service, request_id, reply) "
                                 "VALUES ($1, $2, $3) ON CONFLICT DO NOTHING";
 
@@ -71,6 +75,9 @@ struct cms_cmd {
     void *closed_arg;
     cms_counter *m_requests, *m_errors;
     cms_histogram *m_latency;
+    uv_timer_t prune;
+    bool prune_open;    /* the prune timer exists and is not closed yet */
+    int prunes_running; /* prune jobs not yet answered */
 };
 
 const char *cms_cmd_code_name(cms_cmd_code code)
@@ -135,7 +142,7 @@ cms_cmd_code cms_cmd_code_for_pg(cms_pg_err err, const char *sqlstate)
 
 static void maybe_closed(cms_cmd *c)
 {
-    if (c->state == CMD_CLOSING && c->live == 0) {
+    if (c->state == CMD_CLOSING && c->live == 0 && !c->prune_open && c->prunes_running == 0) {
         c->state = CMD_CLOSED;
         cms_log_info("command server closed", "{s:s}", "service", c->service);
         if (c->closed)
@@ -551,6 +558,10 @@ int cms_cmd_create(uv_loop_t *loop, cms_nats *nats, const cms_cmd_options *o, cm
         c->o.max_inflight = DEFAULT_MAX_INFLIGHT;
     if (c->o.max_request_bytes == 0)
         c->o.max_request_bytes = DEFAULT_MAX_REQUEST;
+    if (c->o.reply_retention_ms <= 0)
+        c->o.reply_retention_ms = DEFAULT_RETENTION_MS;
+    if (c->o.prune_interval_ms <= 0)
+        c->o.prune_interval_ms = DEFAULT_PRUNE_MS;
     char labels[96];
     snprintf(labels, sizeof labels, "service=\"%s\"", c->service);
     cms_metrics *m = cms_metrics_default();
@@ -578,6 +589,69 @@ int cms_cmd_register(cms_cmd *c, const char *verb_name, const ProtobufCMessageDe
     return CMS_NATS_OK;
 }
 
+/* ---- pruning stored replies ---- */
+
+typedef struct prune_job {
+    cms_cmd *c;
+    void (*done)(void *arg, long removed);
+    void *arg;
+} prune_job;
+
+static void pruned(void *arg, cms_pg_err err, const cms_pg_result *res)
+{
+    prune_job *p = arg;
+    cms_cmd *c = p->c;
+    long removed = -1;
+    if (err == CMS_PG_OK) {
+        removed = strtol(PQcmdTuples((PGresult *)cms_pg_result_get(res, 0)), NULL, 10);
+        if (removed > 0)
+            cms_log_info("command replies pruned", "{s:s, s:i}", "service", c->service, "rows",
+                         (int)removed);
+    } else {
+        cms_log_warn("command replies not pruned", "{s:s, s:s}", "service", c->service, "error",
+                     cms_pg_strerror(err));
+    }
+    if (p->done)
+        p->done(p->arg, removed);
+    free(p);
+    c->prunes_running--;
+    maybe_closed(c);
+}
+
+void cms_cmd_prune(cms_cmd *c, void (*done)(void *arg, long removed), void *arg)
+{
+    prune_job *p = calloc(1, sizeof *p);
+    cms_pg_job *job = cms_pg_job_new();
+    char ms[24];
+    snprintf(ms, sizeof ms, "%lld", (long long)c->o.reply_retention_ms);
+    const char *v[] = {c->service, ms};
+    if (c->o.pg == NULL || p == NULL || job == NULL ||
+        cms_pg_job_sql(job, SQL_PRUNE, 2, v, NULL, NULL) != CMS_PG_OK)
+        goto fail;
+    *p = (prune_job){.c = c, .done = done, .arg = arg};
+    if (cms_pg_submit(c->o.pg, &job, pruned, p) != CMS_PG_OK)
+        goto fail;
+    c->prunes_running++;
+    return;
+fail:
+    cms_pg_job_free(job);
+    free(p);
+    if (done)
+        done(arg, -1);
+}
+
+static void prune_fired(uv_timer_t *t)
+{
+    cms_cmd_prune(t->data, NULL, NULL);
+}
+
+static void prune_closed(uv_handle_t *h)
+{
+    cms_cmd *c = h->data;
+    c->prune_open = false;
+    maybe_closed(c);
+}
+
 int cms_cmd_start(cms_cmd *c)
 {
     if (c == NULL || c->state != CMD_NEW)
@@ -585,6 +659,13 @@ int cms_cmd_start(cms_cmd *c)
     char subject[128];
     snprintf(subject, sizeof subject, "cms.cmd.%s.*", c->service);
     int rc = cms_nats_subscribe(c->nats, subject, c->service, on_request, c, &c->sub);
+    if (rc == 0 && c->o.pg) {
+        uv_timer_init(c->loop, &c->prune);
+        c->prune.data = c;
+        c->prune_open = true;
+        uv_timer_start(&c->prune, prune_fired, (uint64_t)c->o.prune_interval_ms,
+                       (uint64_t)c->o.prune_interval_ms);
+    }
     if (rc == 0) {
         c->state = CMD_RUNNING;
         cms_log_info("command server listening", "{s:s, s:i}", "subject", subject, "verbs",
@@ -602,6 +683,8 @@ void cms_cmd_close(cms_cmd *c, void (*closed)(void *arg), void *arg)
     c->state = CMD_CLOSING;
     cms_nats_unsubscribe(c->sub);
     c->sub = NULL;
+    if (c->prune_open)
+        uv_close((uv_handle_t *)&c->prune, prune_closed);
     maybe_closed(c);
 }
 

@@ -41,6 +41,10 @@ typedef struct cms_cmd_options {
     int64_t deadline_ms;      /* default 10000 */
     size_t max_inflight;      /* default 1024 */
     size_t max_request_bytes; /* default 1 MiB */
+    /* Stored replies of request_ids older than this are deleted (checked
+     * every prune_interval_ms): a retry must come within the retention. */
+    int64_t reply_retention_ms; /* default 24 h */
+    int64_t prune_interval_ms;  /* default 10 min */
 } cms_cmd_options;
 
 /* The handler owns req until it answers with cms_cmd_reply or cms_cmd_fail,
@@ -76,6 +80,11 @@ void cms_cmd_fail(cms_cmd_req *req, cms_cmd_code code, const char *field, const 
  * anything else -> INTERNAL. sqlstate may be NULL. */
 cms_cmd_code cms_cmd_code_for_pg(cms_pg_err err, const char *sqlstate);
 const char *cms_cmd_code_name(cms_cmd_code code);
+
+/* Deletes this service's stored replies older than the retention now (the
+ * timer does it every prune_interval_ms); done(arg, rows removed or -1) on
+ * the loop, if given. */
+void cms_cmd_prune(cms_cmd *c, void (*done)(void *arg, long removed), void *arg);
 
 /* Unsubscribes, answers nothing new, waits for running handlers (until their
  * deadlines), then calls closed(arg). */

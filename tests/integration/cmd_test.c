@@ -353,3 +353,32 @@ Test(cmd, close_waits_for_a_running_handler)
     cms_cmd_destroy(f.cmd);
     f.cmd = NULL;
 }
+
+static void prune_done(void *arg, long removed)
+{
+    *(long *)arg = removed;
+}
+
+Test(cmd, stored_replies_older_than_the_retention_are_pruned)
+{
+    char sql[512];
+    snprintf(sql, sizeof sql,
+             "INSERT INTO command_replies (service, request_id, reply, created_at) VALUES "
+             "('%s', 'old', '\\x00', now() - interval '2 days'), "
+             "('%s', 'recent', '\\x00', now() - interval '1 hour'), "
+             "('another', 'old-elsewhere', '\\x00', now() - interval '2 days')",
+             f.service, f.service);
+    char *r = cms_test_sql(f.db, sql);
+    cr_assert_not_null(r);
+    free(r);
+    long removed = -2;
+    cms_cmd_prune(f.cmd, prune_done, &removed);
+    while (removed == -2 && uv_run(&f.loop, UV_RUN_ONCE))
+        ;
+    cr_assert_eq(removed, 1, "only this service's reply past 24 h: %ld", removed);
+    r = cms_test_sql(f.db,
+                     "SELECT string_agg(request_id, ',' ORDER BY request_id) FROM "
+                     "command_replies WHERE request_id IN ('old', 'recent', 'old-elsewhere')");
+    cr_assert_str_eq(r, "old-elsewhere,recent");
+    free(r);
+}
