@@ -1,0 +1,199 @@
+/* API key generation, parsing, hashing and verification; see apikey.h.
+ *
+ * Encoders are libsodium's. Its decoders accept more than the key format
+ * allows (sodium_hex2bin takes uppercase; the position checks are ours), so
+ * the format is checked character by character before decoding, and every
+ * decode must consume its whole input. */
+#include "apikey.h"
+
+#include <pthread.h>
+#include <sodium.h>
+#include <string.h>
+
+#include "log.h"
+
+#define PREFIX "cms_"
+#define PREFIX_LEN (sizeof PREFIX - 1)
+#define ID_HEX_LEN 32
+#define SECRET_B64_LEN 43
+#define SEP_AT (PREFIX_LEN + ID_HEX_LEN)
+#define SECRET_AT (SEP_AT + 1)
+#define HASH_PREFIX "b2:"
+#define HASH_PREFIX_LEN (sizeof HASH_PREFIX - 1)
+#define HASH_BYTES 32
+#define B64_VARIANT sodium_base64_VARIANT_URLSAFE_NO_PADDING
+
+_Static_assert(SECRET_AT + SECRET_B64_LEN == CMS_APIKEY_LEN, "key layout");
+_Static_assert(HASH_PREFIX_LEN + 2 * HASH_BYTES == CMS_APIKEY_HASH_LEN, "hash layout");
+_Static_assert(sodium_base64_ENCODED_LEN(CMS_APIKEY_SECRET_BYTES, B64_VARIANT) ==
+                   SECRET_B64_LEN + 1,
+               "secret encoding length");
+_Static_assert(HASH_BYTES == crypto_generichash_BYTES, "BLAKE2b-256");
+_Static_assert(CMS_APIKEY_SERVER_KEY_BYTES >= crypto_generichash_KEYBYTES_MIN &&
+                   CMS_APIKEY_SERVER_KEY_BYTES <= crypto_generichash_KEYBYTES_MAX,
+               "server key size");
+
+static pthread_once_t g_sodium_once = PTHREAD_ONCE_INIT;
+static int g_sodium_rc = -1;
+
+static void sodium_setup(void)
+{
+    g_sodium_rc = sodium_init();
+    if (g_sodium_rc < 0)
+        cms_log_error("sodium_init failed", NULL);
+}
+
+static bool sodium_ready(void)
+{
+    pthread_once(&g_sodium_once, sodium_setup);
+    return g_sodium_rc >= 0;
+}
+
+static bool is_lower_hex(char c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+}
+
+static bool is_hex(char c)
+{
+    return is_lower_hex(c) || (c >= 'A' && c <= 'F');
+}
+
+static bool is_b64url(char c)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
+           c == '_';
+}
+
+/* Decodes exactly n hex chars into exactly n/2 bytes; the caller has checked
+ * the alphabet. */
+static bool hex_decode(const char *hex, size_t n, uint8_t *out)
+{
+    size_t got = 0;
+    const char *end = NULL;
+    if (sodium_hex2bin(out, n / 2, hex, n, NULL, &got, &end) != 0)
+        return false;
+    return got == n / 2 && end == hex + n;
+}
+
+int cms_apikey_generate(const cms_uuid *id, char out[CMS_APIKEY_LEN + 1],
+                        uint8_t secret[CMS_APIKEY_SECRET_BYTES])
+{
+    if (!sodium_ready())
+        return -1;
+    randombytes_buf(secret, CMS_APIKEY_SECRET_BYTES);
+    memcpy(out, PREFIX, PREFIX_LEN);
+    /* bin2hex writes a NUL after the digits; the separator overwrites it. */
+    sodium_bin2hex(out + PREFIX_LEN, ID_HEX_LEN + 1, id->b, sizeof id->b);
+    out[SEP_AT] = '_';
+    sodium_bin2base64(out + SECRET_AT, SECRET_B64_LEN + 1, secret, CMS_APIKEY_SECRET_BYTES,
+                      B64_VARIANT);
+    return 0;
+}
+
+bool cms_apikey_parse(const char *key, size_t len, cms_uuid *id,
+                      uint8_t secret[CMS_APIKEY_SECRET_BYTES])
+{
+    bool ok = false;
+    cms_uuid u;
+    uint8_t s[CMS_APIKEY_SECRET_BYTES];
+    size_t got = 0;
+    const char *end = NULL;
+
+    if (key == NULL || len != CMS_APIKEY_LEN || !sodium_ready())
+        goto out;
+    if (memcmp(key, PREFIX, PREFIX_LEN) != 0 || key[SEP_AT] != '_')
+        goto out;
+    for (size_t i = PREFIX_LEN; i < SEP_AT; i++)
+        if (!is_lower_hex(key[i]))
+            goto out;
+    for (size_t i = SECRET_AT; i < CMS_APIKEY_LEN; i++)
+        if (!is_b64url(key[i]))
+            goto out;
+    if (!hex_decode(key + PREFIX_LEN, ID_HEX_LEN, u.b))
+        goto out;
+    /* libsodium also rejects non-zero spare bits in the last character, so
+     * each secret has exactly one accepted spelling. */
+    if (sodium_base642bin(s, sizeof s, key + SECRET_AT, SECRET_B64_LEN, NULL, &got, &end,
+                          B64_VARIANT) != 0 ||
+        got != sizeof s || end != key + CMS_APIKEY_LEN)
+        goto out;
+    *id = u;
+    memcpy(secret, s, sizeof s);
+    ok = true;
+out:
+    sodium_memzero(s, sizeof s);
+    return ok;
+}
+
+static void raw_hash(const uint8_t server_key[CMS_APIKEY_SERVER_KEY_BYTES],
+                     const uint8_t secret[CMS_APIKEY_SECRET_BYTES], uint8_t out[HASH_BYTES])
+{
+    /* Cannot fail with these sizes (checked above at compile time). */
+    (void)crypto_generichash(out, HASH_BYTES, secret, CMS_APIKEY_SECRET_BYTES, server_key,
+                             CMS_APIKEY_SERVER_KEY_BYTES);
+}
+
+void cms_apikey_hash(const uint8_t server_key[CMS_APIKEY_SERVER_KEY_BYTES],
+                     const uint8_t secret[CMS_APIKEY_SECRET_BYTES],
+                     char out[CMS_APIKEY_HASH_LEN + 1])
+{
+    uint8_t h[HASH_BYTES];
+    (void)sodium_ready(); /* selects the fastest BLAKE2b; without it the portable one runs */
+    raw_hash(server_key, secret, h);
+    memcpy(out, HASH_PREFIX, HASH_PREFIX_LEN);
+    sodium_bin2hex(out + HASH_PREFIX_LEN, 2 * HASH_BYTES + 1, h, sizeof h);
+    sodium_memzero(h, sizeof h);
+}
+
+bool cms_apikey_verify(const uint8_t server_key[CMS_APIKEY_SERVER_KEY_BYTES],
+                       const uint8_t secret[CMS_APIKEY_SECRET_BYTES], const char *stored)
+{
+    bool ok = false;
+    uint8_t want[HASH_BYTES];
+    uint8_t have[HASH_BYTES];
+
+    /* Only the stored value's shape decides the early exits; the secret
+     * reaches nothing but the hash and the constant-time compare. */
+    if (stored == NULL || strnlen(stored, CMS_APIKEY_HASH_LEN + 1) != CMS_APIKEY_HASH_LEN)
+        goto out;
+    if (memcmp(stored, HASH_PREFIX, HASH_PREFIX_LEN) != 0)
+        goto out;
+    for (size_t i = HASH_PREFIX_LEN; i < CMS_APIKEY_HASH_LEN; i++)
+        if (!is_lower_hex(stored[i]))
+            goto out;
+    if (!sodium_ready() || !hex_decode(stored + HASH_PREFIX_LEN, 2 * HASH_BYTES, want))
+        goto out;
+    raw_hash(server_key, secret, have);
+    ok = sodium_memcmp(want, have, HASH_BYTES) == 0;
+out:
+    sodium_memzero(want, sizeof want);
+    sodium_memzero(have, sizeof have);
+    return ok;
+}
+
+bool cms_apikey_server_key_parse(const char *text, uint8_t out[CMS_APIKEY_SERVER_KEY_BYTES])
+{
+    bool ok = false;
+    uint8_t k[CMS_APIKEY_SERVER_KEY_BYTES];
+    enum { N = 2 * CMS_APIKEY_SERVER_KEY_BYTES };
+
+    if (text == NULL || strnlen(text, N + 1) != N || !sodium_ready())
+        goto out;
+    for (size_t i = 0; i < N; i++)
+        if (!is_hex(text[i]))
+            goto out;
+    if (!hex_decode(text, N, k))
+        goto out;
+    memcpy(out, k, sizeof k);
+    ok = true;
+out:
+    sodium_memzero(k, sizeof k);
+    return ok;
+}
+
+void cms_apikey_wipe(void *p, size_t len)
+{
+    if (p != NULL)
+        sodium_memzero(p, len);
+}
