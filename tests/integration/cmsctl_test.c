@@ -25,166 +25,39 @@
 #include "cms/v1/envelope.pb-c.h"
 #include "pbs.h"
 #include "testenv.h"
+#include "testproc.h"
 #include "uuid.h"
 
 #define WATCHDOG_MS 60000
 #define MAX_ARGS 40
 
 /* ------------------------------------------------------------------------ */
-/* running cmsctl: children on a loop, output through pipes, a watchdog */
+/* running cmsctl: tests/lib/testproc */
 
-typedef struct proc proc;
-typedef void (*proc_err_cb)(proc *p, void *arg);
-
-struct proc {
-    uv_process_t h;
-    uv_pipe_t out, err;
-    char *outbuf, *errbuf;
-    size_t outlen, errlen;
-    int64_t status;
-    int term_signal;
-    bool exited;
-    int open; /* handles not yet closed */
-    proc_err_cb on_err;
-    void *on_err_arg;
-};
-
-typedef struct runner {
-    uv_loop_t loop;
-    uv_timer_t watchdog;
-    proc *procs[4];
-    size_t nprocs;
-    int open; /* procs with handles still open */
-    bool timed_out;
-} runner;
+typedef cms_test_proc proc;
+typedef cms_test_runner runner;
 
 static char g_bin[1024];
 
-static void append(char **buf, size_t *len, const char *data, size_t n)
-{
-    char *nb = realloc(*buf, *len + n + 1);
-    cr_assert_not_null(nb);
-    memcpy(nb + *len, data, n);
-    *len += n;
-    nb[*len] = '\0';
-    *buf = nb;
-}
-
-static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
-{
-    (void)h;
-    buf->base = malloc(suggested);
-    buf->len = buf->base ? suggested : 0;
-}
-
-static void handle_closed(uv_handle_t *h)
-{
-    proc *p = h->data;
-    runner *r = h->loop->data;
-    if (--p->open == 0 && --r->open == 0)
-        uv_close((uv_handle_t *)&r->watchdog, NULL);
-}
-
-static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
-{
-    proc *p = s->data;
-    bool is_err = s == (uv_stream_t *)&p->err;
-    if (n > 0) {
-        if (is_err)
-            append(&p->errbuf, &p->errlen, buf->base, (size_t)n);
-        else
-            append(&p->outbuf, &p->outlen, buf->base, (size_t)n);
-    }
-    free(buf->base);
-    if (n < 0) {
-        uv_close((uv_handle_t *)s, handle_closed);
-        return;
-    }
-    if (n > 0 && is_err && p->on_err != NULL)
-        p->on_err(p, p->on_err_arg);
-}
-
-static void on_exit_cb(uv_process_t *h, int64_t status, int sig)
-{
-    proc *p = h->data;
-    p->status = status;
-    p->term_signal = sig;
-    p->exited = true;
-    uv_close((uv_handle_t *)h, handle_closed);
-}
-
-static void on_watchdog(uv_timer_t *t)
-{
-    runner *r = t->data;
-    r->timed_out = true;
-    for (size_t i = 0; i < r->nprocs; i++) {
-        if (!r->procs[i]->exited)
-            uv_process_kill(&r->procs[i]->h, SIGKILL);
-    }
-}
-
 static void runner_init(runner *r)
 {
-    memset(r, 0, sizeof *r);
-    cr_assert_eq(uv_loop_init(&r->loop), 0);
-    r->loop.data = r;
-    cr_assert_eq(uv_timer_init(&r->loop, &r->watchdog), 0);
-    r->watchdog.data = r;
-    cr_assert_eq(uv_timer_start(&r->watchdog, on_watchdog, WATCHDOG_MS, 0), 0);
+    cms_test_runner_init(r, WATCHDOG_MS);
 }
 
 /* Starts `cmsctl args...` (args NULL-terminated). */
 static proc *runner_spawn(runner *r, const char *const *args)
 {
-    proc *p = calloc(1, sizeof *p);
-    cr_assert_not_null(p);
-    char *argv[MAX_ARGS + 2];
+    const char *argv[MAX_ARGS + 2];
     size_t k = 0;
     argv[k++] = g_bin;
     for (size_t i = 0; args[i] != NULL && k < MAX_ARGS; i++)
-        argv[k++] = (char *)args[i];
+        argv[k++] = args[i];
     argv[k] = NULL;
-    cr_assert_eq(uv_pipe_init(&r->loop, &p->out, 0), 0);
-    cr_assert_eq(uv_pipe_init(&r->loop, &p->err, 0), 0);
-    p->out.data = p->err.data = p->h.data = p;
-    uv_stdio_container_t stdio[3] = {
-        {.flags = UV_IGNORE},
-        {.flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE, .data.stream = (uv_stream_t *)&p->out},
-        {.flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE, .data.stream = (uv_stream_t *)&p->err}};
-    uv_process_options_t o = {
-        .exit_cb = on_exit_cb, .file = g_bin, .args = argv, .stdio_count = 3, .stdio = stdio};
-    int rc = uv_spawn(&r->loop, &p->h, &o);
-    cr_assert_eq(rc, 0, "spawning %s: %s", g_bin, uv_strerror(rc));
-    cr_assert_eq(uv_read_start((uv_stream_t *)&p->out, on_alloc, on_read), 0);
-    cr_assert_eq(uv_read_start((uv_stream_t *)&p->err, on_alloc, on_read), 0);
-    p->open = 3;
-    r->open++;
-    r->procs[r->nprocs++] = p;
-    return p;
+    return cms_test_spawn(r, argv);
 }
 
-static void runner_finish(runner *r)
-{
-    uv_run(&r->loop, UV_RUN_DEFAULT);
-    cr_assert(!r->timed_out, "cmsctl ran longer than %d ms", WATCHDOG_MS);
-    cr_assert_eq(uv_loop_close(&r->loop), 0);
-    for (size_t i = 0; i < r->nprocs; i++) {
-        proc *p = r->procs[i];
-        if (p->outbuf == NULL)
-            append(&p->outbuf, &p->outlen, "", 0);
-        if (p->errbuf == NULL)
-            append(&p->errbuf, &p->errlen, "", 0);
-    }
-}
-
-static void proc_free(proc *p)
-{
-    if (p == NULL)
-        return;
-    free(p->outbuf);
-    free(p->errbuf);
-    free(p);
-}
+#define runner_finish cms_test_runner_finish
+#define proc_free cms_test_proc_free
 
 static proc *run_argv(const char *const *args)
 {
@@ -200,7 +73,7 @@ static proc *run_argv(const char *const *args)
 #define assert_exit(p, want)                                                                       \
     cr_assert((p)->term_signal == 0 && (p)->status == (want),                                      \
               "exit %lld (signal %d), want %d\n--- stdout:\n%s--- stderr:\n%s",                    \
-              (long long)(p)->status, (p)->term_signal, (want), (p)->outbuf, (p)->errbuf)
+              (long long)(p)->status, (p)->term_signal, (want), (p)->out, (p)->err)
 
 /* The number after "name: " at the start of a line of text, or -1. */
 static long long field(const char *text, const char *name)
@@ -374,24 +247,24 @@ Test(cmsctl, gen_is_deterministic_and_its_poison_is_as_reported)
     cr_assert(la == lb && memcmp(da, db, la) == 0, "same seed, same bytes");
     cr_assert(la != lc || memcmp(da, dc, la) != 0, "another seed, other bytes");
     /* the same summary, past the first line (which has the time taken) */
-    cr_assert_str_eq(strchr(pa->outbuf, '\n'), strchr(pb->outbuf, '\n'), "same summary");
+    cr_assert_str_eq(strchr(pa->out, '\n'), strchr(pb->out, '\n'), "same summary");
 
     /* the summary adds up, and every kind appears (1800 * 0.1 / 9 = 20 of each) */
-    cr_assert_eq(field(pa->outbuf, "total"), 1800);
+    cr_assert_eq(field(pa->out, "total"), 1800);
     long long sum = 0;
     for (int k = 0; k < C_N; k++) {
-        long long v = field(pa->outbuf, class_names[k]);
-        cr_assert_geq(v, 20, "%s: %lld\n%s", class_names[k], v, pa->outbuf);
+        long long v = field(pa->out, class_names[k]);
+        cr_assert_geq(v, 20, "%s: %lld\n%s", class_names[k], v, pa->out);
         sum += v;
     }
-    cr_assert_eq(sum, 1800, "the counts add up to the total:\n%s", pa->outbuf);
-    cr_assert_eq(field(pa->outbuf, "valid"), 1620);
-    cr_assert_eq(field(pa->outbuf, "invalid_event_type"), 40, "mismatch and too long");
-    cr_assert_eq(field(pa->outbuf, "invalid_details"), 40, "not an object and not JSON");
+    cr_assert_eq(sum, 1800, "the counts add up to the total:\n%s", pa->out);
+    cr_assert_eq(field(pa->out, "valid"), 1620);
+    cr_assert_eq(field(pa->out, "invalid_event_type"), 40, "mismatch and too long");
+    cr_assert_eq(field(pa->out, "invalid_details"), 40, "not an object and not JSON");
 
     /* decode every record and judge it independently */
     actor_set actors;
-    parse_actors(pa->outbuf, &actors);
+    parse_actors(pa->out, &actors);
     cr_assert_eq(actors.n, 7);
     long long got[C_N] = {0};
     cms_pbs_reader *r = NULL;
@@ -404,13 +277,13 @@ Test(cmsctl, gen_is_deterministic_and_its_poison_is_as_reported)
     cr_assert_eq(cms_pbs_next(r, &d, &n), CMS_PBS_EOF, "the file ends cleanly");
     cms_pbs_reader_close(r);
     for (int k = 0; k < C_N; k++)
-        cr_assert_eq(got[k], field(pa->outbuf, class_names[k]), "%s: decoded %lld, reported %lld",
-                     class_names[k], got[k], field(pa->outbuf, class_names[k]));
+        cr_assert_eq(got[k], field(pa->out, class_names[k]), "%s: decoded %lld, reported %lld",
+                     class_names[k], got[k], field(pa->out, class_names[k]));
 
     /* without --seed: still valid events, v7 ids from the clock */
     proc *pr = RUN("gen", "--count", "50", "--actors", "3", "--out", c);
     assert_exit(pr, 0);
-    parse_actors(pr->outbuf, &actors);
+    parse_actors(pr->out, &actors);
     cr_assert_eq(cms_pbs_reader_open(c, 1 << 20, &r), CMS_PBS_OK);
     last_us = 0;
     long long valid = 0;
@@ -440,13 +313,13 @@ Test(cmsctl, gen_seed_actors_inserts_them_once)
     proc *hint = RUN("gen", "--count", "20", "--actors", "12", "--seed", seed, "--out", out);
     assert_exit(hint, 0);
     actor_set actors;
-    parse_actors(hint->outbuf, &actors);
+    parse_actors(hint->out, &actors);
     cr_assert_eq(actors.n, 12);
 
     proc *p = RUN("gen", "--count", "20", "--actors", "12", "--seed", seed, "--out", out,
                   "--seed-actors", "--database-url", db);
     assert_exit(p, 0);
-    cr_assert_not_null(strstr(p->outbuf, "seeded: 12 new of 12"), "%s", p->outbuf);
+    cr_assert_not_null(strstr(p->out, "seeded: 12 new of 12"), "%s", p->out);
     char *cnt = cms_test_sql(db, "SELECT count(*) FROM identities WHERE name LIKE 'cmsctl-actor-%' "
                                  "AND type = 'machine' AND status = 'active'");
     cr_assert_str_eq(cnt, "12");
@@ -463,14 +336,14 @@ Test(cmsctl, gen_seed_actors_inserts_them_once)
     proc *again = RUN("gen", "--count", "20", "--actors", "12", "--seed", seed, "--out", out,
                       "--seed-actors", "--database-url", db);
     assert_exit(again, 0);
-    cr_assert_not_null(strstr(again->outbuf, "seeded: 0 new of 12"), "%s", again->outbuf);
+    cr_assert_not_null(strstr(again->out, "seeded: 0 new of 12"), "%s", again->out);
 
     /* an unreachable database is a failure (1) that says what to check */
     proc *bad = RUN("gen", "--count", "5", "--out", out, "--seed-actors", "--database-url",
                     "host=127.0.0.1 port=1 connect_timeout=2");
     assert_exit(bad, 1);
-    cr_assert_not_null(strstr(bad->errbuf, "cannot connect to PostgreSQL"), "%s", bad->errbuf);
-    cr_assert_not_null(strstr(bad->errbuf, "CMS_DATABASE_URL"));
+    cr_assert_not_null(strstr(bad->err, "cannot connect to PostgreSQL"), "%s", bad->err);
+    cr_assert_not_null(strstr(bad->err, "CMS_DATABASE_URL"));
 
     cms_test_db_drop(db);
     unlink(out);
@@ -523,7 +396,7 @@ Test(cmsctl, replay_publishes_every_record_with_dedupe_ids)
     fresh_seed(seed);
     proc *g = RUN("gen", "--count", "450", "--bad-fraction", "0.2", "--seed", seed, "--out", file);
     assert_exit(g, 0);
-    long long n_undecodable = field(g->outbuf, "undecodable");
+    long long n_undecodable = field(g->out, "undecodable");
     cr_assert_eq(n_undecodable, 10);
     /* replay gives these a fresh Nats-Msg-Id each time: undecodable ones and empty event ids */
     long long n_fresh = 0;
@@ -541,13 +414,13 @@ Test(cmsctl, replay_publishes_every_record_with_dedupe_ids)
 
     proc *p = RUN("replay", file, "--subject-prefix", prefix, "--nats-url", url, "--window", "32");
     assert_exit(p, 0);
-    cr_assert_eq(field(p->outbuf, "total"), 450, "%s", p->outbuf);
-    cr_assert_eq(field(p->outbuf, "acked"), 450);
-    cr_assert_eq(field(p->outbuf, "duplicates"), 0);
-    cr_assert_eq(field(p->outbuf, "errors"), 0);
-    cr_assert_not_null(strstr(p->outbuf, "\nrate: "), "a rate line:\n%s", p->outbuf);
-    cr_assert_not_null(strstr(p->outbuf, "msgs/s"));
-    cr_assert_not_null(strstr(p->outbuf, "ack latency: p50 "), "%s", p->outbuf);
+    cr_assert_eq(field(p->out, "total"), 450, "%s", p->out);
+    cr_assert_eq(field(p->out, "acked"), 450);
+    cr_assert_eq(field(p->out, "duplicates"), 0);
+    cr_assert_eq(field(p->out, "errors"), 0);
+    cr_assert_not_null(strstr(p->out, "\nrate: "), "a rate line:\n%s", p->out);
+    cr_assert_not_null(strstr(p->out, "msgs/s"));
+    cr_assert_not_null(strstr(p->out, "ack latency: p50 "), "%s", p->out);
     uint64_t on_undecodable = 0;
     cr_assert_eq(stream_count(prefix, undecodable, &on_undecodable), 450);
     cr_assert_eq(on_undecodable, (uint64_t)n_undecodable, "undecodable records have their subject");
@@ -555,16 +428,16 @@ Test(cmsctl, replay_publishes_every_record_with_dedupe_ids)
     /* the same file again: the stream knows every id but the fresh ones */
     proc *again = RUN("replay", file, "--subject-prefix", prefix, "--nats-url", url);
     assert_exit(again, 0);
-    cr_assert_eq(field(again->outbuf, "duplicates"), 450 - n_fresh, "%s", again->outbuf);
+    cr_assert_eq(field(again->out, "duplicates"), 450 - n_fresh, "%s", again->out);
     cr_assert_eq(stream_count(prefix, NULL, NULL), 450 + (uint64_t)n_fresh);
 
     /* --loop 3: pass 0 is a duplicate again, passes 1 and 2 carry -1 and -2 ids */
     proc *loop = RUN("replay", file, "--subject-prefix", prefix, "--nats-url", url, "--loop", "3",
                      "--rate", "20000");
     assert_exit(loop, 0);
-    cr_assert_eq(field(loop->outbuf, "total"), 1350);
-    cr_assert_eq(field(loop->outbuf, "acked"), 1350);
-    cr_assert_eq(field(loop->outbuf, "duplicates"), 450 - n_fresh, "%s", loop->outbuf);
+    cr_assert_eq(field(loop->out, "total"), 1350);
+    cr_assert_eq(field(loop->out, "acked"), 1350);
+    cr_assert_eq(field(loop->out, "duplicates"), 450 - n_fresh, "%s", loop->out);
     cr_assert_eq(stream_count(prefix, NULL, NULL), 450 * 3 + 2 * (uint64_t)n_fresh);
 
     proc_free(g);
@@ -578,15 +451,15 @@ Test(cmsctl, replay_refuses_bad_arguments_and_reports_failures)
 {
     proc *p = RUN("replay");
     assert_exit(p, 2);
-    cr_assert_not_null(strstr(p->errbuf, "FILE.pbs"), "%s", p->errbuf);
+    cr_assert_not_null(strstr(p->err, "FILE.pbs"), "%s", p->err);
     proc_free(p);
     p = RUN("replay", "/nonexistent/x.pbs", "--nats-url", cms_test_env("CMS_TEST_NATS_URL"));
     assert_exit(p, 1);
-    cr_assert_not_null(strstr(p->errbuf, "cannot open /nonexistent/x.pbs"), "%s", p->errbuf);
+    cr_assert_not_null(strstr(p->err, "cannot open /nonexistent/x.pbs"), "%s", p->err);
     proc_free(p);
     p = RUN("replay", "/tmp/x.pbs", "--subject-prefix", "other.stream");
     assert_exit(p, 2);
-    cr_assert_not_null(strstr(p->errbuf, "--subject-prefix"), "%s", p->errbuf);
+    cr_assert_not_null(strstr(p->err, "--subject-prefix"), "%s", p->err);
     proc_free(p);
     p = RUN("replay", "-", "--loop", "2");
     assert_exit(p, 2);
@@ -607,8 +480,8 @@ Test(cmsctl, replay_refuses_bad_arguments_and_reports_failures)
     p = RUN("replay", file, "--subject-prefix", prefix, "--nats-url",
             cms_test_env("CMS_TEST_NATS_URL"));
     assert_exit(p, 1);
-    cr_assert_not_null(strstr(p->errbuf, "at byte 6"), "%s", p->errbuf);
-    cr_assert_eq(field(p->outbuf, "acked"), 1);
+    cr_assert_not_null(strstr(p->err, "at byte 6"), "%s", p->err);
+    cr_assert_eq(field(p->out, "acked"), 1);
     proc_free(p);
     unlink(file);
 
@@ -619,8 +492,8 @@ Test(cmsctl, replay_refuses_bad_arguments_and_reports_failures)
     assert_exit(g, 0);
     p = RUN("replay", gen, "--nats-url", "nats://127.0.0.1:1", "--connect-timeout-ms", "500");
     assert_exit(p, 1);
-    cr_assert_not_null(strstr(p->errbuf, "cannot connect to NATS"), "%s", p->errbuf);
-    cr_assert_not_null(strstr(p->errbuf, "CMS_NATS_URL"));
+    cr_assert_not_null(strstr(p->err, "cannot connect to NATS"), "%s", p->err);
+    cr_assert_not_null(strstr(p->err, "CMS_NATS_URL"));
     proc_free(p);
     proc_free(g);
     unlink(gen);
@@ -636,7 +509,7 @@ typedef struct record_run {
 static void on_record_stderr(proc *p, void *arg)
 {
     record_run *rr = arg;
-    if (rr->replay == NULL && strstr(p->errbuf, "recording ") != NULL)
+    if (rr->replay == NULL && strstr(p->err, "recording ") != NULL)
         rr->replay = runner_spawn(rr->r, rr->replay_args);
 }
 
@@ -663,10 +536,10 @@ Test(cmsctl, record_captures_what_replay_publishes)
     recp->on_err = on_record_stderr;
     recp->on_err_arg = &rr;
     runner_finish(&r);
-    cr_assert_not_null(rr.replay, "the recorder never said it was recording:\n%s", recp->errbuf);
+    cr_assert_not_null(rr.replay, "the recorder never said it was recording:\n%s", recp->err);
     assert_exit(rr.replay, 0);
     assert_exit(recp, 0);
-    cr_assert_not_null(strstr(recp->outbuf, "recorded 200 messages"), "%s", recp->outbuf);
+    cr_assert_not_null(strstr(recp->out, "recorded 200 messages"), "%s", recp->out);
 
     /* the same records, in the same order (one publisher, one subscriber) */
     cms_pbs_reader *a = NULL, *b = NULL;
@@ -689,7 +562,7 @@ Test(cmsctl, record_captures_what_replay_publishes)
     proc *idle = RUN("record", "--out", rec, "--subject", "cms.events.clinothing.>", "--timeout-ms",
                      "300", "--nats-url", url);
     assert_exit(idle, 0);
-    cr_assert_not_null(strstr(idle->outbuf, "recorded 0 messages"), "%s", idle->outbuf);
+    cr_assert_not_null(strstr(idle->out, "recorded 0 messages"), "%s", idle->out);
 
     proc_free(g);
     proc_free(recp);
@@ -731,7 +604,7 @@ static size_t query_ids(const char *db, const char *const *args, char ids[][40],
     proc *p = run_argv(argv);
     assert_exit(p, 0);
     size_t n = 0;
-    for (char *line = p->outbuf; *line;) {
+    for (char *line = p->out; *line;) {
         char *nl = strchr(line, '\n');
         cr_assert_not_null(nl);
         *nl = '\0';
@@ -745,7 +618,7 @@ static size_t query_ids(const char *db, const char *const *args, char ids[][40],
         line = nl + 1;
     }
     next[0] = '\0';
-    const char *m = strstr(p->errbuf, "next: --after ");
+    const char *m = strstr(p->err, "next: --after ");
     if (m != NULL)
         sscanf(m, "next: --after %255s", next);
     proc_free(p);
@@ -870,35 +743,34 @@ Test(cmsctl, audit_query_filters_and_pages_through_every_row_once)
     /* the table: a header, rows, and the next line on stdout */
     proc *t = RUN("audit", "query", "--database-url", db, "--limit", "2");
     assert_exit(t, 0);
-    cr_assert(strncmp(t->outbuf, "CREATED_AT", 10) == 0, "%s", t->outbuf);
-    cr_assert_not_null(strstr(t->outbuf, "identity.created"), "%s", t->outbuf);
-    cr_assert_not_null(strstr(t->outbuf, "\nnext: --after "), "%s", t->outbuf);
+    cr_assert(strncmp(t->out, "CREATED_AT", 10) == 0, "%s", t->out);
+    cr_assert_not_null(strstr(t->out, "identity.created"), "%s", t->out);
+    cr_assert_not_null(strstr(t->out, "\nnext: --after "), "%s", t->out);
     proc_free(t);
     t = RUN("audit", "query", "--database-url", db, "--event-type", "nothing.like.this");
     assert_exit(t, 0);
-    cr_assert_not_null(strstr(t->outbuf, "no audit records match"), "%s", t->outbuf);
+    cr_assert_not_null(strstr(t->out, "no audit records match"), "%s", t->out);
     proc_free(t);
 
     /* usage errors: exit 2, saying what is wrong */
     proc *bad = RUN("audit", "query", "--database-url", db, "--actor", "not-a-uuid");
     assert_exit(bad, 2);
-    cr_assert_not_null(strstr(bad->errbuf, "--actor \"not-a-uuid\" is not a UUID"), "%s",
-                       bad->errbuf);
+    cr_assert_not_null(strstr(bad->err, "--actor \"not-a-uuid\" is not a UUID"), "%s", bad->err);
     proc_free(bad);
     bad = RUN("audit", "query", "--database-url", db, "--resource-id", "0190b000-0000-7000-8000");
     assert_exit(bad, 2);
-    cr_assert_not_null(strstr(bad->errbuf, "is not a UUID"), "%s", bad->errbuf);
+    cr_assert_not_null(strstr(bad->err, "is not a UUID"), "%s", bad->err);
     proc_free(bad);
     bad = RUN("audit", "query", "--database-url", db, "--limit", "1001");
     assert_exit(bad, 2);
     proc_free(bad);
     bad = RUN("audit", "query", "--database-url", db, "--after", "bm9wZQ");
     assert_exit(bad, 2);
-    cr_assert_not_null(strstr(bad->errbuf, "is not a cursor"), "%s", bad->errbuf);
+    cr_assert_not_null(strstr(bad->err, "is not a cursor"), "%s", bad->err);
     proc_free(bad);
     bad = RUN("audit", "query", "--database-url", db, "--since", "the day before");
     assert_exit(bad, 2);
-    cr_assert_not_null(strstr(bad->errbuf, "is not a timestamp"), "%s", bad->errbuf);
+    cr_assert_not_null(strstr(bad->err, "is not a timestamp"), "%s", bad->err);
     proc_free(bad);
     bad = RUN("audit", "frobnicate");
     assert_exit(bad, 2);
@@ -911,14 +783,14 @@ Test(cmsctl, verbs_and_help)
 {
     proc *p = RUN("--help");
     assert_exit(p, 0);
-    cr_assert_not_null(strstr(p->outbuf, "replay"));
+    cr_assert_not_null(strstr(p->out, "replay"));
     proc_free(p);
     p = run_argv((const char *const[]){NULL});
     assert_exit(p, 2);
     proc_free(p);
     p = RUN("frobnicate");
     assert_exit(p, 2);
-    cr_assert_not_null(strstr(p->errbuf, "unknown verb"), "%s", p->errbuf);
+    cr_assert_not_null(strstr(p->err, "unknown verb"), "%s", p->err);
     proc_free(p);
     static const char *const verbs[][3] = {{"gen", "--help", NULL},
                                            {"record", "--help", NULL},
@@ -928,19 +800,19 @@ Test(cmsctl, verbs_and_help)
         const char *args[4] = {verbs[i][0], verbs[i][1], verbs[i][2], NULL};
         p = run_argv(args);
         assert_exit(p, 0);
-        cr_assert_not_null(strstr(p->outbuf, "usage: cmsctl "), "%s", p->outbuf);
+        cr_assert_not_null(strstr(p->out, "usage: cmsctl "), "%s", p->out);
         proc_free(p);
     }
     p = RUN("gen", "--count", "10", "--out", "/tmp/x.pbs", "--bad-fraction", "1.5");
     assert_exit(p, 2);
-    cr_assert_not_null(strstr(p->errbuf, "--bad-fraction"), "%s", p->errbuf);
+    cr_assert_not_null(strstr(p->err, "--bad-fraction"), "%s", p->err);
     proc_free(p);
     p = RUN("gen", "--out", "/tmp/x.pbs");
     assert_exit(p, 2);
-    cr_assert_not_null(strstr(p->errbuf, "--count"), "%s", p->errbuf);
+    cr_assert_not_null(strstr(p->err, "--count"), "%s", p->err);
     proc_free(p);
     p = RUN("gen", "--count", "1", "--out", "/nonexistent/dir/x.pbs");
     assert_exit(p, 1);
-    cr_assert_not_null(strstr(p->errbuf, "cannot create"), "%s", p->errbuf);
+    cr_assert_not_null(strstr(p->err, "cannot create"), "%s", p->err);
     proc_free(p);
 }

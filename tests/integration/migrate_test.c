@@ -19,6 +19,7 @@
 
 #include "../../tools/cms-migrate/migrate.h" /* CMS_MIGRATE_LOCK_* */
 #include "testenv.h"
+#include "testproc.h"
 
 #define WATCHDOG_MS 60000
 #define MAX_MIGRATIONS 256
@@ -28,27 +29,15 @@ static char g_real_dir[1024];
 static char g_labels[MAX_MIGRATIONS][80]; /* "0001_init", … of the real migrations */
 static size_t g_n;
 
-/* ---- programs on a loop: spawn, wait with a watchdog, collect output ---- */
+/* ---- programs on a loop: tests/lib/testproc ---- */
 
-typedef struct proc {
-    uv_process_t h;
-    char out_path[64];
-    char err_path[64];
-    int64_t status;
-    int term_signal;
-    bool exited;
-    char *out;
-    char *err;
-} proc;
+typedef cms_test_proc proc;
+#define proc_free cms_test_proc_free
 
-typedef struct runner {
-    uv_loop_t loop;
-    uv_timer_t watchdog;
-    proc *procs[4];
-    size_t nprocs;
-    size_t running;
-    bool timed_out;
-} runner;
+static proc *run_args(char **args)
+{
+    return cms_test_run((const char *const *)args, WATCHDOG_MS);
+}
 
 static char *slurp(const char *path)
 {
@@ -64,93 +53,6 @@ static char *slurp(const char *path)
     fclose(m);
     fclose(f);
     return buf;
-}
-
-static void proc_exited(uv_process_t *h, int64_t status, int sig)
-{
-    proc *p = h->data;
-    runner *r = h->loop->data;
-    p->status = status;
-    p->term_signal = sig;
-    p->exited = true;
-    uv_close((uv_handle_t *)h, NULL);
-    if (--r->running == 0)
-        uv_close((uv_handle_t *)&r->watchdog, NULL);
-}
-
-static void watchdog_fired(uv_timer_t *t)
-{
-    runner *r = t->data;
-    r->timed_out = true;
-    for (size_t i = 0; i < r->nprocs; i++) {
-        if (!r->procs[i]->exited)
-            uv_process_kill(&r->procs[i]->h, SIGKILL);
-    }
-}
-
-static void runner_init(runner *r)
-{
-    memset(r, 0, sizeof *r);
-    cr_assert_eq(uv_loop_init(&r->loop), 0);
-    r->loop.data = r;
-    cr_assert_eq(uv_timer_init(&r->loop, &r->watchdog), 0);
-    r->watchdog.data = r;
-    cr_assert_eq(uv_timer_start(&r->watchdog, watchdog_fired, WATCHDOG_MS, 0), 0);
-}
-
-static void runner_spawn(runner *r, proc *p, char **args)
-{
-    snprintf(p->out_path, sizeof p->out_path, "/tmp/cms-migtest-out-XXXXXX");
-    snprintf(p->err_path, sizeof p->err_path, "/tmp/cms-migtest-err-XXXXXX");
-    int ofd = mkstemp(p->out_path), efd = mkstemp(p->err_path);
-    cr_assert(ofd >= 0 && efd >= 0, "mkstemp");
-    uv_stdio_container_t stdio[3] = {{.flags = UV_IGNORE},
-                                     {.flags = UV_INHERIT_FD, .data.fd = ofd},
-                                     {.flags = UV_INHERIT_FD, .data.fd = efd}};
-    uv_process_options_t o = {
-        .exit_cb = proc_exited, .file = args[0], .args = args, .stdio_count = 3, .stdio = stdio};
-    p->h.data = p;
-    int rc = uv_spawn(&r->loop, &p->h, &o);
-    close(ofd);
-    close(efd);
-    cr_assert_eq(rc, 0, "spawning %s: %s", args[0], uv_strerror(rc));
-    r->procs[r->nprocs++] = p;
-    r->running++;
-}
-
-/* Runs the loop until every child has exited, then reads their output. */
-static void runner_finish(runner *r)
-{
-    uv_run(&r->loop, UV_RUN_DEFAULT);
-    cr_assert(!r->timed_out, "a child ran longer than %d ms", WATCHDOG_MS);
-    cr_assert_eq(uv_loop_close(&r->loop), 0);
-    for (size_t i = 0; i < r->nprocs; i++) {
-        proc *p = r->procs[i];
-        p->out = slurp(p->out_path);
-        p->err = slurp(p->err_path);
-        unlink(p->out_path);
-        unlink(p->err_path);
-    }
-}
-
-static void proc_free(proc *p)
-{
-    if (p == NULL)
-        return;
-    free(p->out);
-    free(p->err);
-    free(p);
-}
-
-static proc *run_args(char **args)
-{
-    runner r;
-    proc *p = calloc(1, sizeof *p);
-    cr_assert_not_null(p);
-    runner_init(&r);
-    runner_spawn(&r, p, args);
-    runner_finish(&r);
-    return p;
 }
 
 /* argv for cms-migrate [--database-url db] [--dir dir] ARGS… */
@@ -551,7 +453,7 @@ Test(migrate, counted_steps_status_and_version)
 /* ---- two migrators at once ---- */
 
 typedef struct race {
-    runner *r;
+    cms_test_runner *r;
     PGconn *holder; /* holds the migration lock until both children wait for it */
     uv_timer_t poll;
     bool released;
@@ -598,19 +500,15 @@ Test(migrate, two_at_once_apply_each_migration_once)
     cr_assert_eq(PQresultStatus(res), PGRES_TUPLES_OK, "%s", PQerrorMessage(rc.holder));
     PQclear(res);
 
-    runner r;
-    runner_init(&r);
+    cms_test_runner r;
+    cms_test_runner_init(&r, WATCHDOG_MS);
     rc.r = &r;
-    proc *a = calloc(1, sizeof *a), *b = calloc(1, sizeof *b);
-    char *argv[16];
-    char *args[] = {g_bin, (char *)"--database-url", db, (char *)"up", NULL};
-    memcpy(argv, args, sizeof args);
-    runner_spawn(&r, a, argv);
-    runner_spawn(&r, b, argv);
+    const char *argv[] = {g_bin, "--database-url", db, "up", NULL};
+    proc *a = cms_test_spawn(&r, argv), *b = cms_test_spawn(&r, argv);
     cr_assert_eq(uv_timer_init(&r.loop, &rc.poll), 0);
     rc.poll.data = &rc;
     cr_assert_eq(uv_timer_start(&rc.poll, race_poll, 10, 20), 0);
-    runner_finish(&r);
+    cms_test_runner_finish(&r);
     PQfinish(rc.holder);
 
     cr_assert(rc.released, "the two migrators never waited on the lock together");
