@@ -80,6 +80,7 @@ struct cms_outbox {
     bool kicked;   /* a kick arrived since the last read was sent */
     bool draining; /* closing: relay until a read finds nothing, then close */
     bool failed;   /* a publish of the current batch failed */
+    bool hold;     /* it did: publish the rows read next after a backoff */
     row *rows;
     pub_ctx *ctx;
     size_t nrows, next, inflight;
@@ -191,8 +192,6 @@ static void backoff(cms_outbox *ob)
         finish_close(ob);
         return;
     }
-    if (ob->failures < 30)
-        ob->failures++;
     uint64_t d = BACKOFF_MIN_MS;
     for (int i = 1; i < ob->failures && d < (uint64_t)ob->o.backoff_max_ms; i++)
         d *= 2;
@@ -200,6 +199,14 @@ static void backoff(cms_outbox *ob)
         d = (uint64_t)ob->o.backoff_max_ms;
     set_state(ob, RELAY_BACKOFF);
     uv_timer_start(&ob->timer, timer_fired, d / 2 + randombytes_uniform((uint32_t)(d / 2 + 1)), 0);
+}
+
+/* A failure: counted (the delay doubles with each in a row), then backoff. */
+static void failed_backoff(cms_outbox *ob)
+{
+    if (ob->failures < 30)
+        ob->failures++;
+    backoff(ob);
 }
 
 static void go_idle(cms_outbox *ob)
@@ -260,7 +267,7 @@ static void read_done(void *arg, cms_pg_err err, const cms_pg_result *res)
     }
     if (err != CMS_PG_OK) {
         /* rows of the batch stay as they were: published ones are deleted next time */
-        backoff(ob);
+        failed_backoff(ob);
         return;
     }
     if (ob->m_batch)
@@ -275,9 +282,9 @@ static void read_done(void *arg, cms_pg_err err, const cms_pg_result *res)
             go_idle(ob);
         return;
     }
-    if (ob->failures > 0) {
-        /* the last batch failed: give NATS time before trying these again */
-        ob->failures--; /* backoff() counts it again */
+    if (ob->hold) {
+        /* the last batch failed to publish: give NATS time before these */
+        ob->hold = false;
         backoff(ob);
         return;
     }
@@ -347,7 +354,7 @@ static void read_batch(cms_outbox *ob)
 fail:
     cms_pg_job_free(job);
     free(ids);
-    backoff(ob);
+    failed_backoff(ob);
 }
 
 static void published(void *arg, cms_nats_err err, bool duplicate, uint64_t seq)
@@ -408,10 +415,13 @@ static void publish_more(cms_outbox *ob)
         uv_timer_start(&ob->timer, publish_retry, 5, 0);
         return;
     }
-    if (ob->failed && ob->failures < 30)
-        ob->failures++;
-    else if (!ob->failed)
+    if (ob->failed) {
+        if (ob->failures < 30)
+            ob->failures++;
+        ob->hold = true; /* the rows read next wait out a backoff */
+    } else {
         ob->failures = 0;
+    }
     read_batch(ob);
 }
 
