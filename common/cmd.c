@@ -51,6 +51,7 @@ struct cms_cmd_req {
     char *waiters[MAX_WAITERS]; /* reply subjects: the request's and its repeats' */
     size_t nwaiters;
     uv_timer_t deadline;
+    uint64_t received_ns;
     void *data;      /* the handler's */
     uint8_t *packed; /* the reply, kept while it is being stored */
     size_t packed_len;
@@ -219,6 +220,7 @@ static void finish(cms_cmd_req *r, uint8_t *buf, size_t len, cms_cmd_code code)
     cms_cmd *c = r->c;
     uv_timer_stop(&r->deadline);
     cms_counter_add(c->m_requests, 1);
+    cms_histogram_observe(c->m_latency, (double)(uv_hrtime() - r->received_ns) / 1e9);
     if (code != CMS__V1__ERROR_CODE__OK)
         cms_counter_add(c->m_errors, 1);
     if (buf && should_store(r, code)) {
@@ -401,6 +403,7 @@ static void on_request(void *arg, cms_nats_msg *m)
         return;
     }
     r->nwaiters = 1;
+    r->received_ns = uv_hrtime();
     r->c = c;
     r->msg = m;
     r->state = REQ_RECEIVED;
@@ -568,6 +571,8 @@ int cms_cmd_create(uv_loop_t *loop, cms_nats *nats, const cms_cmd_options *o, cm
     c->m_requests = cms_metrics_counter(m, "cms_commands_total", "commands answered", labels);
     c->m_errors = cms_metrics_counter(m, "cms_command_errors_total",
                                       "commands answered with an error", labels);
+    c->m_latency = cms_metrics_histogram(
+        m, "cms_command_seconds", "time from a request's arrival to its answer", labels, NULL, 0);
     *out = c;
     return CMS_NATS_OK;
 }

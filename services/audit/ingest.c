@@ -111,6 +111,7 @@ struct audit_ingest {
     int failures;
     held *held;      /* waiting for the next look-up */
     held *looking;   /* in the look-up under way */
+    size_t nheld;    /* events in held and looking */
     dead *dead_wait; /* dead letters to (re)publish */
     int dead_inflight;
     void (*drained)(void *arg);
@@ -557,6 +558,7 @@ static void looked_up(void *arg, cms_pg_err err, const cms_pg_result *res)
     while (list) {
         held *h = list;
         list = h->next;
+        cms_gauge_set(in->m_held, (double)--in->nheld);
         if (audit_actors_has(in->actors, h->ev.actor_id)) {
             accept_row(in, h->msg, &h->ev, h->details, h->len);
         } else if (cms_nats_msg_num_delivered(h->msg) < (uint64_t)in->o.unknown_actor_tries) {
@@ -568,7 +570,6 @@ static void looked_up(void *arg, cms_pg_err err, const cms_pg_result *res)
         }
         held_free(h);
     }
-    cms_gauge_set(in->m_held, 0);
     lookup(in); /* those that arrived meanwhile */
     maybe_drained(in);
 }
@@ -617,7 +618,7 @@ static void hold(audit_ingest *in, cms_nats_msg *msg, const audit_event *ev, con
     h->len = len;
     h->next = in->held;
     in->held = h;
-    cms_gauge_add(in->m_held, 1);
+    cms_gauge_set(in->m_held, (double)++in->nheld);
     lookup(in);
 }
 
@@ -652,12 +653,10 @@ static void retry_fired(uv_timer_t *t)
     audit_ingest *in = t->data;
     if (in->paused && cms_pg_ready(in->pg) > 0 && in->state == INGEST_RUNNING)
         pause_pulling(in, false);
-    if (in->paused && in->queue) {
+    if (in->paused && in->queue && cms_pg_ready(in->pg) == 0) {
         /* still away: look again later, without piling jobs into the pool */
-        if (cms_pg_ready(in->pg) == 0) {
-            schedule_retry(in);
-            return;
-        }
+        schedule_retry(in);
+        return;
     }
     pump(in);
     dead *list = in->dead_wait;

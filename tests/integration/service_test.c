@@ -105,6 +105,9 @@ Test(service, ready_serves_probes_and_commands_then_drains_on_sigterm, .timeout 
                  r->outcome_case == CMS__V1__REPLY__OUTCOME_ERROR ? r->error->message : "");
     cms__v1__reply__free_unpacked(r, NULL);
     natsConnection_Destroy(nc);
+    cr_assert_eq(cms_test_http_get(port, "/metrics", body, sizeof body), 200);
+    cr_assert_not_null(strstr(body, "cms_command_seconds_count{service=\"testsvc\"} 2"),
+                       "both commands timed:\n%s", body);
 
     double took;
     int code = stop_service(pid, &took);
