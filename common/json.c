@@ -1049,10 +1049,11 @@ static cms_json_err check_object(cms_json_buf *b, const char *text, size_t len, 
         err = CMS_JSON_ETOOBIG;
         goto out;
     }
-    if (len == 0 || !depth_ok(text, len)) {
+    if (len == 0) {
         err = CMS_JSON_EINVAL;
         goto out;
     }
+    /* the scanner bounds depth itself; jansson would recurse first */
     if (!reference) {
         switch (scan_document(text, len)) {
         case SCAN_OK:
@@ -1063,6 +1064,10 @@ static cms_json_err check_object(cms_json_buf *b, const char *text, size_t len, 
         case SCAN_UNSURE:
             break;
         }
+    }
+    if (!depth_ok(text, len)) {
+        err = CMS_JSON_EINVAL;
+        goto out;
     }
     /* Without JSON_ALLOW_NUL jansson refuses "\u0000", as jsonb does; it
      * also refuses invalid UTF-8 and lone surrogates. Integers are read as
