@@ -6,9 +6,14 @@
  * decode must consume its whole input. */
 #include "apikey.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <sodium.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "log.h"
 
@@ -189,6 +194,50 @@ bool cms_apikey_server_key_parse(const char *text, uint8_t out[CMS_APIKEY_SERVER
     ok = true;
 out:
     sodium_memzero(k, sizeof k);
+    return ok;
+}
+
+bool cms_apikey_server_key_load(const char *path, uint8_t out[CMS_APIKEY_SERVER_KEY_BYTES],
+                                char *why, size_t whylen)
+{
+    bool ok = false;
+    char text[2 * CMS_APIKEY_SERVER_KEY_BYTES + 3];
+    ssize_t n = 0;
+    struct stat st;
+    int fd = -1;
+
+    if (path == NULL || *path == '\0') {
+        snprintf(why, whylen, "no key file given (CMS_IDENTITY_KEY_FILE)");
+        goto out;
+    }
+    fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0 || fstat(fd, &st) != 0) {
+        snprintf(why, whylen, "cannot read %s: %s", path, strerror(errno));
+        goto out;
+    }
+    if (!S_ISREG(st.st_mode) || (st.st_mode & 0077) != 0) {
+        snprintf(why, whylen, "%s must be a regular file readable by its owner only (chmod 600)",
+                 path);
+        goto out;
+    }
+    n = read(fd, text, sizeof text - 1);
+    if (n < 0) {
+        snprintf(why, whylen, "cannot read %s: %s", path, strerror(errno));
+        goto out;
+    }
+    text[n] = '\0';
+    if (n > 0 && text[n - 1] == '\n')
+        text[--n] = '\0';
+    if (!cms_apikey_server_key_parse(text, out)) {
+        snprintf(why, whylen, "%s must hold exactly 64 hex digits (e.g. from "
+                              "`head -c32 /dev/urandom | od -An -tx1 | tr -d ' \\n'`)", path);
+        goto out;
+    }
+    ok = true;
+out:
+    sodium_memzero(text, sizeof text);
+    if (fd >= 0)
+        close(fd);
     return ok;
 }
 

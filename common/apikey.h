@@ -55,6 +55,13 @@ bool cms_apikey_verify(const uint8_t server_key[CMS_APIKEY_SERVER_KEY_BYTES],
 bool cms_apikey_server_key_parse(const char *text, uint8_t out[CMS_APIKEY_SERVER_KEY_BYTES])
     __attribute__((warn_unused_result));
 
+/* Reads the server key from a file holding exactly 64 hex chars (one
+ * trailing newline allowed), as CMS_IDENTITY_KEY_FILE names it. A file that
+ * others may read or write is refused. Blocking: for start-up only. On
+ * failure returns false with a reason for the operator in why. */
+bool cms_apikey_server_key_load(const char *path, uint8_t out[CMS_APIKEY_SERVER_KEY_BYTES],
+                                char *why, size_t whylen) __attribute__((warn_unused_result));
+
 /* Zeroes a secret or key buffer (sodium_memzero: not optimised away). */
 void cms_apikey_wipe(void *p, size_t len);
 

@@ -10,6 +10,7 @@
 #include "metrics.h"
 
 #include <ctype.h>
+#include <sodium.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,9 +37,17 @@ typedef struct verb {
     const ProtobufCMessageDescriptor *desc;
     cms_cmd_handler fn;
     void *arg;
+    bool open; /* no caller needed */
 } verb;
 
-typedef enum { REQ_RECEIVED, REQ_LOOKUP, REQ_HANDLING, REQ_EXPIRED, REQ_STORING } req_state;
+typedef enum {
+    REQ_RECEIVED,
+    REQ_AUTH,
+    REQ_LOOKUP,
+    REQ_HANDLING,
+    REQ_EXPIRED,
+    REQ_STORING
+} req_state;
 
 struct cms_cmd_req {
     cms_cmd *c;
@@ -47,7 +56,12 @@ struct cms_cmd_req {
     const verb *v;
     ProtobufCMessage *body;
     char request_id[CMS_CMD_REQUEST_ID_MAX + 1];
+    /* the stored key: "<caller's identity id>/<request_id>", or the
+     * request_id alone without a caller */
+    char reply_key[CMS_UUID_STRLEN + 2 + CMS_CMD_REQUEST_ID_MAX];
     bool has_request_id;
+    cms_principal principal;
+    bool has_principal;
     char *waiters[MAX_WAITERS]; /* reply subjects: the request's and its repeats' */
     size_t nwaiters;
     uv_timer_t deadline;
@@ -65,7 +79,8 @@ struct cms_cmd {
     cms_nats *nats;
     cms_cmd_options o;
     char service[64];
-    char prefix[96]; /* "cms.cmd.<service>." */
+    char root[96];    /* "cms.cmd" */
+    char prefix[192]; /* "<root>.<service>." */
     cmd_state state;
     verb verbs[MAX_VERBS];
     size_t nverbs;
@@ -76,6 +91,8 @@ struct cms_cmd {
     void *closed_arg;
     cms_counter *m_requests, *m_errors;
     cms_histogram *m_latency;
+    uint8_t seal_key[crypto_secretbox_KEYBYTES];
+    bool seal;
     uv_timer_t prune;
     bool prune_open;    /* the prune timer exists and is not closed yet */
     int prunes_running; /* prune jobs not yet answered */
@@ -158,6 +175,8 @@ static void req_closed(uv_handle_t *h)
     if (r->body)
         protobuf_c_message_free_unpacked(r->body, NULL);
     cms_nats_msg_destroy(r->msg);
+    if (r->packed && c->seal)
+        sodium_memzero(r->packed, r->packed_len);
     free(r->packed);
     for (size_t i = 0; i < r->nwaiters; i++)
         free(r->waiters[i]);
@@ -223,24 +242,41 @@ static void finish(cms_cmd_req *r, uint8_t *buf, size_t len, cms_cmd_code code)
     cms_histogram_observe(c->m_latency, (double)(uv_hrtime() - r->received_ns) / 1e9);
     if (code != CMS__V1__ERROR_CODE__OK)
         cms_counter_add(c->m_errors, 1);
-    if (buf && should_store(r, code)) {
+    uint8_t *sealed = NULL;
+    size_t slen = len;
+    if (buf && should_store(r, code) && c->seal) {
+        /* nonce, then the box */
+        slen = crypto_secretbox_NONCEBYTES + crypto_secretbox_MACBYTES + len;
+        sealed = malloc(slen);
+        if (sealed) {
+            randombytes_buf(sealed, crypto_secretbox_NONCEBYTES);
+            crypto_secretbox_easy(sealed + crypto_secretbox_NONCEBYTES, buf, len, sealed,
+                                  c->seal_key);
+        }
+    }
+    if (buf && should_store(r, code) && (!c->seal || sealed)) {
         cms_pg_job *job = cms_pg_job_new();
-        const char *v[] = {c->service, r->request_id, (const char *)buf};
-        int lengths[] = {0, 0, (int)len}, formats[] = {0, 0, 1};
+        const char *v[] = {c->service, r->reply_key, (const char *)(sealed ? sealed : buf)};
+        int lengths[] = {0, 0, (int)slen}, formats[] = {0, 0, 1};
         /* answered only once stored, so a retry after the answer finds it */
         if (job && cms_pg_job_sql(job, SQL_STORE, 3, v, lengths, formats) == CMS_PG_OK) {
             r->packed = buf;
             r->packed_len = len;
             r->state = REQ_STORING;
-            if (cms_pg_submit(c->o.pg, &job, stored, r) == CMS_PG_OK)
+            if (cms_pg_submit(c->o.pg, &job, stored, r) == CMS_PG_OK) {
+                free(sealed);
                 return;
+            }
             r->packed = NULL;
         }
         cms_pg_job_free(job);
         cms_log_warn("command reply not stored", "{s:s}", "verb", r->v->name);
     }
+    free(sealed);
     if (buf)
         send_to_waiters(r, buf, len);
+    if (buf && c->seal)
+        sodium_memzero(buf, len); /* it may hold a secret shown once */
     free(buf);
     req_free(r);
 }
@@ -298,6 +334,8 @@ void cms_cmd_reply(cms_cmd_req *r, const ProtobufCMessage *result)
     rep.result.len = rlen;
     size_t len;
     uint8_t *buf = pack_reply(&rep, &len);
+    if (r->c->seal)
+        sodium_memzero(rbuf, rlen);
     free(rbuf);
     finish(r, buf, len, CMS__V1__ERROR_CODE__OK);
 }
@@ -305,7 +343,7 @@ void cms_cmd_reply(cms_cmd_req *r, const ProtobufCMessage *result)
 static void deadline_passed(uv_timer_t *t)
 {
     cms_cmd_req *r = t->data;
-    if (r->state != REQ_HANDLING && r->state != REQ_LOOKUP)
+    if (r->state != REQ_HANDLING && r->state != REQ_LOOKUP && r->state != REQ_AUTH)
         return;
     const char *msg = "the service did not answer in time; retry (with the same request_id)";
     Cms__V1__Error e = CMS__V1__ERROR__INIT;
@@ -322,7 +360,8 @@ static void deadline_passed(uv_timer_t *t)
     cms_counter_add(r->c->m_errors, 1);
     cms_log_warn("command deadline passed", "{s:s, s:s}", "service", r->c->service, "verb",
                  r->v ? r->v->name : "");
-    /* the handler (or the lookup job) still holds r and frees it when it answers */
+    /* the handler (or the lookup or authentication) still holds r and frees
+     * it when it answers */
     r->state = REQ_EXPIRED;
 }
 
@@ -347,10 +386,25 @@ static void looked_up(void *arg, cms_pg_err err, const cms_pg_result *res)
     const PGresult *pr = cms_pg_result_get(res, 0);
     if (pr && PQntuples(pr) == 1) {
         /* answered before: the stored reply, and no second run */
-        uint8_t *buf = malloc((size_t)PQgetlength(pr, 0, 0) + 1);
+        const uint8_t *stored_reply = (const uint8_t *)PQgetvalue(pr, 0, 0);
+        size_t len = (size_t)PQgetlength(pr, 0, 0);
+        uint8_t *buf = malloc(len + 1);
+        if (buf && r->c->seal) {
+            size_t over = crypto_secretbox_NONCEBYTES + crypto_secretbox_MACBYTES;
+            if (len < over ||
+                crypto_secretbox_open_easy(buf, stored_reply + crypto_secretbox_NONCEBYTES,
+                                           len - crypto_secretbox_NONCEBYTES, stored_reply,
+                                           r->c->seal_key) != 0) {
+                free(buf);
+                reply_error(r, CMS__V1__ERROR_CODE__INTERNAL, NULL,
+                            "the stored reply of this request_id cannot be opened");
+                return;
+            }
+            len -= over;
+        } else if (buf) {
+            memcpy(buf, stored_reply, len);
+        }
         if (buf) {
-            size_t len = (size_t)PQgetlength(pr, 0, 0);
-            memcpy(buf, PQgetvalue(pr, 0, 0), len);
             r->has_request_id = false; /* already stored */
             finish(r, buf, len, CMS__V1__ERROR_CODE__OK);
             return;
@@ -359,10 +413,10 @@ static void looked_up(void *arg, cms_pg_err err, const cms_pg_result *res)
     run_handler(r);
 }
 
-static cms_cmd_req *find_running(cms_cmd *c, const char *request_id)
+static cms_cmd_req *find_running(cms_cmd *c, const char *reply_key)
 {
     for (cms_cmd_req *r = c->reqs; r; r = r->next)
-        if (r->has_request_id && r->state != REQ_EXPIRED && strcmp(r->request_id, request_id) == 0)
+        if (r->has_request_id && r->state != REQ_EXPIRED && strcmp(r->reply_key, reply_key) == 0)
             return r;
     return NULL;
 }
@@ -384,6 +438,72 @@ static bool valid_request_id(const char *s)
         if (!isgraph((unsigned char)s[i]))
             return false;
     return true;
+}
+
+/* The request's caller is known (or none is needed): its request_id, then
+ * its handler. */
+static void after_auth(cms_cmd_req *r)
+{
+    cms_cmd *c = r->c;
+    const char *rid = cms_nats_msg_header(r->msg, CMS_CMD_REQUEST_ID_HEADER);
+    if (rid == NULL) {
+        run_handler(r);
+        return;
+    }
+    if (!valid_request_id(rid)) {
+        reply_error(r, CMS__V1__ERROR_CODE__INVALID_ARGUMENT, CMS_CMD_REQUEST_ID_HEADER,
+                    "request_id must be 1 to 128 printable characters");
+        return;
+    }
+    snprintf(r->request_id, sizeof r->request_id, "%s", rid);
+    snprintf(r->reply_key, sizeof r->reply_key, "%s%s%s",
+             r->has_principal ? r->principal.identity_id : "", r->has_principal ? "/" : "", rid);
+    cms_cmd_req *first = find_running(c, r->reply_key);
+    if (first && first->nwaiters < MAX_WAITERS) {
+        /* a retry while the first is running: answer both with one reply */
+        first->waiters[first->nwaiters++] = r->waiters[0];
+        r->waiters[0] = NULL;
+        r->nwaiters = 0;
+        req_free(r);
+        return;
+    }
+    r->has_request_id = true;
+    if (c->o.pg == NULL) {
+        run_handler(r);
+        return;
+    }
+    cms_pg_job *job = cms_pg_job_new();
+    const char *v[] = {c->service, r->reply_key};
+    if (job == NULL || cms_pg_job_sql(job, SQL_LOOKUP, 2, v, NULL, NULL) != CMS_PG_OK) {
+        cms_pg_job_free(job);
+        reply_error(r, CMS__V1__ERROR_CODE__INTERNAL, NULL, "out of memory");
+        return;
+    }
+    cms_pg_job_binary_results(job);
+    r->state = REQ_LOOKUP;
+    cms_pg_err err = cms_pg_submit(c->o.pg, &job, looked_up, r);
+    if (err != CMS_PG_OK)
+        reply_error(r, cms_cmd_code_for_pg(err, NULL), NULL, "database busy; retry");
+}
+
+static void authenticated(void *arg, Cms__V1__ErrorCode code, const cms_principal *p)
+{
+    cms_cmd_req *r = arg;
+    if (r->state == REQ_EXPIRED) {
+        req_free(r);
+        return;
+    }
+    if (code != CMS__V1__ERROR_CODE__OK || p == NULL) {
+        if (code == CMS__V1__ERROR_CODE__UNAVAILABLE)
+            reply_error(r, code, NULL, "the caller could not be authenticated now; retry");
+        else
+            reply_error(r, CMS__V1__ERROR_CODE__PERMISSION_DENIED, "Authorization",
+                        "the API key is not accepted");
+        return;
+    }
+    r->principal = *p;
+    r->has_principal = true;
+    after_auth(r);
 }
 
 /* Every request comes here, on the loop. */
@@ -447,43 +567,18 @@ static void on_request(void *arg, cms_nats_msg *m)
         return;
     }
     uv_timer_start(&r->deadline, deadline_passed, (uint64_t)c->o.deadline_ms, 0);
-    const char *rid = cms_nats_msg_header(m, CMS_CMD_REQUEST_ID_HEADER);
-    if (rid == NULL) {
-        run_handler(r);
+    if (c->o.auth == NULL || r->v->open) {
+        after_auth(r);
         return;
     }
-    if (!valid_request_id(rid)) {
-        reply_error(r, CMS__V1__ERROR_CODE__INVALID_ARGUMENT, CMS_CMD_REQUEST_ID_HEADER,
-                    "request_id must be 1 to 128 printable characters");
+    const char *key = cms_cmd_req_bearer(r);
+    if (key == NULL) {
+        reply_error(r, CMS__V1__ERROR_CODE__PERMISSION_DENIED, "Authorization",
+                    "no API key: send the header \"Authorization: Bearer <key>\"");
         return;
     }
-    snprintf(r->request_id, sizeof r->request_id, "%s", rid);
-    cms_cmd_req *first = find_running(c, rid);
-    if (first && first->nwaiters < MAX_WAITERS) {
-        /* a retry while the first is running: answer both with one reply */
-        first->waiters[first->nwaiters++] = r->waiters[0];
-        r->waiters[0] = NULL;
-        r->nwaiters = 0;
-        req_free(r);
-        return;
-    }
-    r->has_request_id = true;
-    if (c->o.pg == NULL) {
-        run_handler(r);
-        return;
-    }
-    cms_pg_job *job = cms_pg_job_new();
-    const char *v[] = {c->service, r->request_id};
-    if (job == NULL || cms_pg_job_sql(job, SQL_LOOKUP, 2, v, NULL, NULL) != CMS_PG_OK) {
-        cms_pg_job_free(job);
-        reply_error(r, CMS__V1__ERROR_CODE__INTERNAL, NULL, "out of memory");
-        return;
-    }
-    cms_pg_job_binary_results(job);
-    r->state = REQ_LOOKUP;
-    cms_pg_err err = cms_pg_submit(c->o.pg, &job, looked_up, r);
-    if (err != CMS_PG_OK)
-        reply_error(r, cms_cmd_code_for_pg(err, NULL), NULL, "database busy; retry");
+    r->state = REQ_AUTH;
+    cms_auth_resolve(c->o.auth, key, authenticated, r);
 }
 
 /* ---- accessors ---- */
@@ -524,6 +619,11 @@ const char *cms_cmd_req_request_id(const cms_cmd_req *r)
     return r->request_id[0] ? r->request_id : NULL;
 }
 
+const cms_principal *cms_cmd_req_principal(const cms_cmd_req *r)
+{
+    return r->has_principal ? &r->principal : NULL;
+}
+
 void cms_cmd_req_set_data(cms_cmd_req *r, void *data)
 {
     r->data = data;
@@ -544,7 +644,8 @@ size_t cms_cmd_inflight(const cms_cmd *c)
 int cms_cmd_create(uv_loop_t *loop, cms_nats *nats, const cms_cmd_options *o, cms_cmd **out)
 {
     if (loop == NULL || nats == NULL || o == NULL || o->service == NULL || out == NULL ||
-        strlen(o->service) == 0 || strlen(o->service) >= 64 || strpbrk(o->service, ".*> "))
+        strlen(o->service) == 0 || strlen(o->service) >= 64 || strpbrk(o->service, ".*> ") ||
+        (o->prefix && (strlen(o->prefix) >= 96 || strpbrk(o->prefix, "*> "))))
         return CMS_NATS_EINVAL;
     cms_cmd *c = calloc(1, sizeof *c);
     if (c == NULL)
@@ -554,7 +655,14 @@ int cms_cmd_create(uv_loop_t *loop, cms_nats *nats, const cms_cmd_options *o, cm
     c->o = *o;
     snprintf(c->service, sizeof c->service, "%s", o->service);
     c->o.service = c->service;
-    snprintf(c->prefix, sizeof c->prefix, "cms.cmd.%s.", c->service);
+    if (o->reply_seal_key) {
+        memcpy(c->seal_key, o->reply_seal_key, sizeof c->seal_key);
+        c->seal = true;
+        c->o.reply_seal_key = c->seal_key;
+    }
+    snprintf(c->root, sizeof c->root, "%s", o->prefix && *o->prefix ? o->prefix : "cms.cmd");
+    c->o.prefix = c->root;
+    snprintf(c->prefix, sizeof c->prefix, "%s.%s.", c->root, c->service);
     if (c->o.deadline_ms <= 0)
         c->o.deadline_ms = DEFAULT_DEADLINE_MS;
     if (c->o.max_inflight == 0)
@@ -577,8 +685,8 @@ int cms_cmd_create(uv_loop_t *loop, cms_nats *nats, const cms_cmd_options *o, cm
     return CMS_NATS_OK;
 }
 
-int cms_cmd_register(cms_cmd *c, const char *verb_name, const ProtobufCMessageDescriptor *request,
-                     cms_cmd_handler fn, void *arg)
+static int add_verb(cms_cmd *c, const char *verb_name, const ProtobufCMessageDescriptor *request,
+                    cms_cmd_handler fn, void *arg, bool open)
 {
     if (c == NULL || verb_name == NULL || request == NULL || fn == NULL || c->nverbs == MAX_VERBS ||
         strlen(verb_name) == 0 || strlen(verb_name) >= 40 || find_verb(c, verb_name))
@@ -591,7 +699,20 @@ int cms_cmd_register(cms_cmd *c, const char *verb_name, const ProtobufCMessageDe
     v->desc = request;
     v->fn = fn;
     v->arg = arg;
+    v->open = open;
     return CMS_NATS_OK;
+}
+
+int cms_cmd_register(cms_cmd *c, const char *verb_name, const ProtobufCMessageDescriptor *request,
+                     cms_cmd_handler fn, void *arg)
+{
+    return add_verb(c, verb_name, request, fn, arg, false);
+}
+
+int cms_cmd_register_open(cms_cmd *c, const char *verb_name,
+                          const ProtobufCMessageDescriptor *request, cms_cmd_handler fn, void *arg)
+{
+    return add_verb(c, verb_name, request, fn, arg, true);
 }
 
 /* ---- pruning stored replies ---- */
@@ -661,8 +782,8 @@ int cms_cmd_start(cms_cmd *c)
 {
     if (c == NULL || c->state != CMD_NEW)
         return CMS_NATS_EINVAL;
-    char subject[128];
-    snprintf(subject, sizeof subject, "cms.cmd.%s.*", c->service);
+    char subject[200];
+    snprintf(subject, sizeof subject, "%s*", c->prefix);
     int rc = cms_nats_subscribe(c->nats, subject, c->service, on_request, c, &c->sub);
     if (rc == 0 && c->o.pg) {
         uv_timer_init(c->loop, &c->prune);
@@ -693,7 +814,16 @@ void cms_cmd_close(cms_cmd *c, void (*closed)(void *arg), void *arg)
     maybe_closed(c);
 }
 
+void cms_cmd_seal_replies(cms_cmd *c, const uint8_t key[32])
+{
+    memcpy(c->seal_key, key, sizeof c->seal_key);
+    c->seal = true;
+    c->o.reply_seal_key = c->seal_key;
+}
+
 void cms_cmd_destroy(cms_cmd *c)
 {
+    if (c)
+        sodium_memzero(c->seal_key, sizeof c->seal_key);
     free(c);
 }

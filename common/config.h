@@ -77,7 +77,9 @@ void cms_config_destroy(cms_config *c);
   {"http-addr", "CMS_HTTP_ADDR", CMS_OPT_STRING, "127.0.0.1:8080", "address of /healthz, /readyz, /metrics", false, false}, \
   {"log-level", "CMS_LOG_LEVEL", CMS_OPT_STRING, "info", "debug, info, warn or error", false, false}, \
   {"pg-pool-size", "CMS_PG_POOL_SIZE", CMS_OPT_INT, "2", "PostgreSQL connections", false, false}, \
-  {"drain-timeout-ms", "CMS_DRAIN_TIMEOUT_MS", CMS_OPT_INT, "10000", "longest graceful shutdown before forcing", false, false}
+  {"drain-timeout-ms", "CMS_DRAIN_TIMEOUT_MS", CMS_OPT_INT, "10000", "longest graceful shutdown before forcing", false, false}, \
+  {"command-prefix", "CMS_COMMAND_PREFIX", CMS_OPT_STRING, "cms.cmd", "subject root of commands: <prefix>.<service>.<verb>", false, false}, \
+  {"auth-cache-ms", "CMS_AUTH_CACHE_MS", CMS_OPT_INT, "5000", "longest a resolved API key is trusted without asking cms-identity again", false, false}
 // clang-format on
 
 #endif

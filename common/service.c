@@ -38,6 +38,7 @@ struct cms_service {
     cms_http *http;
     cms_outbox *outbox;
     cms_cmd *cmd;
+    cms_auth *auth;
     uv_timer_t schema_timer;
     bool streams_ready;
     bool schema_checking;
@@ -72,6 +73,10 @@ cms_cmd *cms_service_cmd(const cms_service *s)
 cms_outbox *cms_service_outbox(const cms_service *s)
 {
     return s->outbox;
+}
+cms_auth *cms_service_auth(const cms_service *s)
+{
+    return s->auth;
 }
 cms_proc *cms_service_proc(const cms_service *s)
 {
@@ -128,6 +133,13 @@ static void pg_state(void *arg, int ready)
     cms_service *s = arg;
     if (ready > 0)
         check_schema(s); /* a new server may be a restored or migrated one */
+}
+
+static void nats_state(void *arg, bool connected)
+{
+    cms_service *s = arg;
+    /* events may have been missed while disconnected */
+    cms_auth_nats_state(s->auth, connected);
 }
 
 static void streams_done(void *arg, cms_nats_err err)
@@ -224,6 +236,7 @@ static void on_close(cms_proc *p, void *arg)
     if (s->schema_timer.data)
         uv_close((uv_handle_t *)&s->schema_timer, NULL);
     cms_outbox_abort(s->outbox); /* a no-op after a clean drain */
+    cms_auth_close(s->auth, NULL, NULL);
     if (s->nats)
         cms_nats_close(s->nats, NULL, NULL);
     if (s->pg)
@@ -270,7 +283,10 @@ static int start(cms_service *s)
         cms_log_error("cannot create the database pool: check --database-url", NULL);
         return 1;
     }
-    cms_nats_options no = {.url = cms_config_str(c, "nats-url"), .name = nats_name};
+    cms_nats_options no = {.url = cms_config_str(c, "nats-url"),
+                           .name = nats_name,
+                           .on_state = nats_state,
+                           .state_arg = s};
     if (cms_nats_create(&s->loop, &no, &s->nats) != 0) {
         cms_log_error("cannot create the NATS connection: check --nats-url", "{s:s}", "url",
                       no.url);
@@ -294,9 +310,25 @@ static int start(cms_service *s)
             return 1;
     }
     if (s->spec->commands) {
-        cms_cmd_options co = {.service = s->name, .pg = s->pg};
-        if (cms_cmd_create(&s->loop, s->nats, &co, &s->cmd) != 0)
+        int64_t ttl = cms_config_int(c, "auth-cache-ms");
+        if (ttl < 1 || ttl > 600000) {
+            cms_log_error("bad option: auth-cache-ms must be 1..600000", NULL);
             return 1;
+        }
+        cms_auth_options ao = {.ttl_ms = ttl,
+                               .command_prefix = cms_config_str(c, "command-prefix"),
+                               .resolver = s->spec->auth_resolver,
+                               .resolver_arg = s->spec->arg};
+        if (cms_auth_create(&s->loop, s->nats, &ao, &s->auth) != 0)
+            return 1;
+        cms_cmd_options co = {.service = s->name,
+                              .prefix = cms_config_str(c, "command-prefix"),
+                              .pg = s->pg,
+                              .auth = s->auth};
+        if (cms_cmd_create(&s->loop, s->nats, &co, &s->cmd) != 0) {
+            cms_log_error("cannot serve commands: check --command-prefix", NULL);
+            return 1;
+        }
     }
     if (s->spec->start && s->spec->start(s, s->spec->arg) != 0) {
         cms_log_error("service start failed", NULL);
@@ -359,6 +391,7 @@ out_loop:
 out:
     cms_proc_destroy(s->proc);
     cms_cmd_destroy(s->cmd);
+    cms_auth_destroy(s->auth);
     cms_outbox_destroy(s->outbox);
     cms_http_destroy(s->http);
     cms_nats_destroy(s->nats);

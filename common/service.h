@@ -4,7 +4,8 @@
  * (environment, then flags; --help lists them all), sets up JSON logging,
  * the process lifecycle, the PostgreSQL pool, the NATS connection and the
  * JetStream streams, the /healthz /readyz /metrics endpoint, and — when the
- * spec asks — the outbox relay and the command server, then runs the loop.
+ * spec asks — the outbox relay and the command server with authentication
+ * of every caller (auth.h), then runs the loop.
  *
  * /readyz is 200 only while the database has a ready connection, NATS is
  * connected, the streams are provisioned, the schema is at least at the
@@ -16,6 +17,7 @@
 #ifndef CMS_SERVICE_H
 #define CMS_SERVICE_H
 
+#include "auth.h"
 #include "cmd.h"
 #include "config.h"
 #include "loop.h"
@@ -45,6 +47,9 @@ typedef struct cms_service_spec {
     void (*drain)(cms_service *s, void *arg);
     /* A reason of the service's own not to be ready; NULL: none. */
     bool (*ready)(cms_service *s, void *arg, char *why, size_t whylen);
+    /* How callers' API keys are resolved (see auth.h): NULL asks cms-identity;
+     * cms-identity passes its own. Called with arg. */
+    cms_auth_resolver auth_resolver;
     /* Last call on the loop before the runtime closes: close your handles. */
     void (*close)(cms_service *s, void *arg);
     void *arg;
@@ -60,6 +65,7 @@ cms_pg *cms_service_pg(const cms_service *s);
 cms_nats *cms_service_nats(const cms_service *s);
 cms_cmd *cms_service_cmd(const cms_service *s);       /* NULL unless spec.commands */
 cms_outbox *cms_service_outbox(const cms_service *s); /* NULL unless spec.outbox */
+cms_auth *cms_service_auth(const cms_service *s);     /* NULL unless spec.commands */
 cms_proc *cms_service_proc(const cms_service *s);
 void cms_service_drained(cms_service *s);
 

@@ -13,7 +13,7 @@
 CMS_PACKAGES=(
     build-essential cmake pkg-config
     libuv1-dev libpq-dev libnats-dev libjansson-dev libprotobuf-c-dev protobuf-c-compiler
-    libsodium-dev libhttp-parser-dev libcriterion-dev
+    libsodium-dev libhttp-parser-dev libcriterion-dev uthash-dev
     nats-server postgresql-15 postgresql-client-15
 )
 

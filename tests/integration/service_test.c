@@ -64,7 +64,11 @@ static int stop_service(pid_t pid, double *took_ms)
     return WEXITSTATUS(st);
 }
 
-static Cms__V1__Reply *request(natsConnection *nc, const char *verb, const char *event_id)
+/* A key cms-testsvc accepts: any id, a secret of 32 zero bytes. */
+#define TEST_KEY "cms_0190f0a1b2c37d4e8f9a0b1c2d3e4f50_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+
+static Cms__V1__Reply *request_as(natsConnection *nc, const char *key, const char *verb,
+                                  const char *event_id)
 {
     Cms__V1__Envelope e = CMS__V1__ENVELOPE__INIT;
     e.event_id = (char *)event_id;
@@ -73,14 +77,26 @@ static Cms__V1__Reply *request(natsConnection *nc, const char *verb, const char 
     size_t n = cms__v1__envelope__pack(&e, buf);
     char subject[64];
     snprintf(subject, sizeof subject, "cms.cmd.testsvc.%s", verb);
-    natsMsg *reply = NULL;
-    natsStatus s = natsConnection_Request(&reply, nc, subject, buf, (int)n, 5000);
+    natsMsg *reply = NULL, *m = NULL;
+    cr_assert_eq(natsMsg_Create(&m, subject, NULL, (const char *)buf, (int)n), NATS_OK);
+    if (key) {
+        char auth[160];
+        snprintf(auth, sizeof auth, "Bearer %s", key);
+        cr_assert_eq(natsMsgHeader_Set(m, "Authorization", auth), NATS_OK);
+    }
+    natsStatus s = natsConnection_RequestMsg(&reply, nc, m, 5000);
+    natsMsg_Destroy(m);
     cr_assert_eq(s, NATS_OK, "request %s: %s", verb, natsStatus_GetText(s));
     Cms__V1__Reply *r = cms__v1__reply__unpack(NULL, (size_t)natsMsg_GetDataLength(reply),
                                                (const uint8_t *)natsMsg_GetData(reply));
     natsMsg_Destroy(reply);
     cr_assert_not_null(r);
     return r;
+}
+
+static Cms__V1__Reply *request(natsConnection *nc, const char *verb, const char *event_id)
+{
+    return request_as(nc, TEST_KEY, verb, event_id);
 }
 
 Test(service, ready_serves_probes_and_commands_then_drains_on_sigterm, .timeout = 90)
@@ -104,10 +120,29 @@ Test(service, ready_serves_probes_and_commands_then_drains_on_sigterm, .timeout 
     cr_assert_eq(r->outcome_case, CMS__V1__REPLY__OUTCOME_RESULT, "emit: %s",
                  r->outcome_case == CMS__V1__REPLY__OUTCOME_ERROR ? r->error->message : "");
     cms__v1__reply__free_unpacked(r, NULL);
+    /* every command needs a caller: no key, a malformed one, or one the
+     * resolver refuses are all PERMISSION_DENIED, and nothing runs */
+    const char *bad[] = {NULL, "cms_nonsense",
+                         "cms_0190f0a1b2c37d4e8f9a0b1c2d3e4f50_"
+                         "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAE"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        r = request_as(nc, bad[i], "emit", "");
+        cr_assert_eq(r->outcome_case, CMS__V1__REPLY__OUTCOME_ERROR, "key %zu refused", i);
+        cr_assert_eq(r->error->code, CMS__V1__ERROR_CODE__PERMISSION_DENIED);
+        cr_assert_str_eq(r->error->field, "Authorization");
+        cms__v1__reply__free_unpacked(r, NULL);
+    }
     natsConnection_Destroy(nc);
+    /* the refused emits wrote nothing: one row ever (published or not) */
+    char *rows = cms_test_sql(db, "SELECT count(*) FROM outbox WHERE source = 'testsvc'");
+    cr_assert(strcmp(rows, "0") == 0 || strcmp(rows, "1") == 0, "%s rows", rows);
+    free(rows);
     cr_assert_eq(cms_test_http_get(port, "/metrics", body, sizeof body), 200);
-    cr_assert_not_null(strstr(body, "cms_command_seconds_count{service=\"testsvc\"} 2"),
-                       "both commands timed:\n%s", body);
+    cr_assert_not_null(strstr(body, "cms_command_seconds_count{service=\"testsvc\"} 5"),
+                       "every command timed:\n%s", body);
+    cr_assert_not_null(strstr(body, "cms_command_errors_total{service=\"testsvc\"} 3"),
+                       "the three refusals are errors:\n%s", body);
+    cr_assert_null(strstr(body, "cms_outbox_published_total 2"), "one event at most");
 
     double took;
     int code = stop_service(pid, &took);

@@ -354,50 +354,6 @@ void audfx_wait_stored(audfx *f, const char *durable, long n, pid_t pid, double 
 
 /* ---- processes ---- */
 
-extern char **environ;
-
-/* environ without the variables set here, then those */
-static char **child_env(const char *db, const char *addr)
-{
-    static const char *const keys[] = {
-        "CMS_DATABASE_URL=", "CMS_NATS_URL=", "CMS_HTTP_ADDR=", "CMS_DRAIN_TIMEOUT_MS="};
-    size_t n = 0;
-    while (environ[n])
-        n++;
-    char **env = calloc(n + 8, sizeof *env);
-    cr_assert_not_null(env);
-    size_t k = 0;
-    bool has_level = false;
-    for (size_t i = 0; i < n; i++) {
-        bool skip = false;
-        for (size_t j = 0; j < sizeof keys / sizeof keys[0]; j++)
-            skip |= strncmp(environ[i], keys[j], strlen(keys[j])) == 0;
-        has_level |= strncmp(environ[i], "CMS_LOG_LEVEL=", 14) == 0;
-        if (!skip)
-            env[k++] = strdup(environ[i]);
-    }
-    char buf[1024];
-    snprintf(buf, sizeof buf, "CMS_DATABASE_URL=%s", db);
-    env[k++] = strdup(buf);
-    snprintf(buf, sizeof buf, "CMS_NATS_URL=%s", cms_test_env("CMS_TEST_NATS_URL"));
-    env[k++] = strdup(buf);
-    snprintf(buf, sizeof buf, "CMS_HTTP_ADDR=%s", addr);
-    env[k++] = strdup(buf);
-    env[k++] = strdup("CMS_DRAIN_TIMEOUT_MS=10000");
-    if (!has_level) /* quiet unless asked: CMS_LOG_LEVEL=info shows what cms-audit does */
-        env[k++] = strdup("CMS_LOG_LEVEL=warn");
-    for (size_t i = 0; i < k; i++)
-        cr_assert_not_null(env[i]);
-    return env;
-}
-
-static void free_env(char **env)
-{
-    for (size_t i = 0; env[i]; i++)
-        free(env[i]);
-    free(env);
-}
-
 pid_t audfx_start(audfx *f, const char *durable, int *port, const char *const *extra)
 {
     int slot = -1;
@@ -406,37 +362,21 @@ pid_t audfx_start(audfx *f, const char *durable, int *port, const char *const *e
             slot = i;
     cr_assert_geq(slot, 0, "too many cms-audit processes");
     audfx_own_durable(f, durable);
-    char bin[512], addr[64], subject[96], dur[96];
-    snprintf(bin, sizeof bin, "%s/cms-audit", cms_test_env("CMS_TEST_BIN_DIR"));
-    cr_assert_eq(access(bin, X_OK), 0, "%s is built", bin);
+    char addr[96], db[600], subject[96], dur[96];
     *port = cms_test_free_port();
-    snprintf(addr, sizeof addr, "127.0.0.1:%d", *port);
+    snprintf(addr, sizeof addr, "CMS_HTTP_ADDR=127.0.0.1:%d", *port);
+    snprintf(db, sizeof db, "CMS_DATABASE_URL=%s", f->db);
     snprintf(subject, sizeof subject, "--subject=%s", f->subject);
     snprintf(dur, sizeof dur, "--durable=%s", durable);
-    char *argv[32] = {bin, subject, dur};
-    int argc = 3;
+    const char *args[32] = {subject, dur};
+    int argc = 2;
     for (size_t i = 0; extra && extra[i]; i++) {
         cr_assert_lt(argc, 31);
-        argv[argc++] = (char *)extra[i];
+        args[argc++] = extra[i];
     }
-    argv[argc] = NULL;
-    /* the environment is built before fork: between fork and exec the child
-     * of a threaded process (nats.c's) may only make async-signal-safe calls,
-     * and setenv allocates */
-    char **env = child_env(f->db, addr);
-    pid_t parent = getpid();
-    fflush(NULL);
-    pid_t pid = fork();
-    cr_assert_neq(pid, -1);
-    if (pid == 0) {
-        /* never outlive the test, whatever ends it */
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent)
-            _exit(127);
-        execve(bin, argv, env);
-        _exit(127);
-    }
-    free_env(env);
+    const char *set[] = {db, addr, "CMS_DRAIN_TIMEOUT_MS=10000", NULL};
+    pid_t pid = cms_test_spawn_service("cms-audit", args, set, NULL);
+    cr_assert_gt(pid, 0, "cms-audit started");
     f->pids[slot] = pid;
     return pid;
 }

@@ -2,7 +2,11 @@
 #include "testenv.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/prctl.h>
 #include <libpq-fe.h>
+#include <stdbool.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -194,4 +198,82 @@ int cms_test_http_get(int port, const char *path, char *body, size_t len)
         snprintf(body, len, "%s", b ? b + 4 : "");
     }
     return status;
+}
+
+extern char **environ;
+
+static bool env_key_in(const char *kv, const char *const *set)
+{
+    const char *eq = strchr(kv, '=');
+    size_t n = eq ? (size_t)(eq - kv) + 1 : strlen(kv);
+    for (size_t j = 0; set && set[j]; j++)
+        if (strncmp(kv, set[j], n) == 0)
+            return true;
+    return false;
+}
+
+int cms_test_spawn_service(const char *name, const char *const *args, const char *const *set,
+                           const char *log_path)
+{
+    char bin[512], nats[512];
+    snprintf(bin, sizeof bin, "%s/%s", cms_test_env("CMS_TEST_BIN_DIR"), name);
+    if (access(bin, X_OK) != 0) {
+        fprintf(stderr, "%s is not built\n", bin);
+        return -1;
+    }
+    snprintf(nats, sizeof nats, "CMS_NATS_URL=%s", cms_test_env("CMS_TEST_NATS_URL"));
+    /* everything is built before fork: between fork and exec the child of a
+     * threaded process (nats.c's) may only make async-signal-safe calls */
+    size_t n = 0, nset = 0, nargs = 0;
+    while (environ[n])
+        n++;
+    while (set && set[nset])
+        nset++;
+    while (args && args[nargs])
+        nargs++;
+    char **env = calloc(n + nset + 3, sizeof *env);
+    char **argv = calloc(nargs + 2, sizeof *argv);
+    if (env == NULL || argv == NULL) {
+        free(env);
+        free(argv);
+        return -1;
+    }
+    size_t k = 0;
+    const char *defaults[] = {nats, "CMS_LOG_LEVEL=warn", NULL};
+    for (size_t i = 0; i < n; i++)
+        if (!env_key_in(environ[i], set) && strncmp(environ[i], "CMS_NATS_URL=", 13) != 0)
+            env[k++] = environ[i];
+    for (size_t j = 0; j < nset; j++)
+        env[k++] = (char *)set[j];
+    for (size_t j = 0; defaults[j]; j++)
+        if (!env_key_in(defaults[j], (const char *const *)env))
+            env[k++] = (char *)defaults[j];
+    argv[0] = bin;
+    for (size_t j = 0; j < nargs; j++)
+        argv[j + 1] = (char *)args[j];
+    int logfd = -1;
+    if (log_path && (logfd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600)) < 0) {
+        fprintf(stderr, "cannot open %s\n", log_path);
+        free(env);
+        free(argv);
+        return -1;
+    }
+    pid_t parent = getpid();
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        /* never outlive the test, whatever ends it */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent)
+            _exit(127);
+        if (logfd >= 0 && (dup2(logfd, 1) < 0 || dup2(logfd, 2) < 0))
+            _exit(127);
+        execve(bin, argv, env);
+        _exit(127);
+    }
+    if (logfd >= 0)
+        close(logfd);
+    free(env);
+    free(argv);
+    return pid;
 }

@@ -46,6 +46,16 @@ int cms_test_free_port(void);
  * status, or -1. The body (NULL: not wanted) is copied into body. */
 int cms_test_http_get(int port, const char *path, char *body, size_t len);
 
+/* Spawns $CMS_TEST_BIN_DIR/<name> (a service) with args (NULL-terminated,
+ * may be NULL) and the test's environment, in which every "KEY=VALUE" of
+ * set (NULL-terminated, may be NULL) replaces KEY; CMS_NATS_URL is the test
+ * server's and CMS_LOG_LEVEL is warn unless the environment or set says
+ * otherwise. log_path: stdout and stderr go there (appended), NULL:
+ * inherited. The child is killed if the test process dies. Returns its pid
+ * (the caller reaps it); -1 on failure. */
+int cms_test_spawn_service(const char *name, const char *const *args, const char *const *set,
+                           const char *log_path);
+
 /* Monotonic milliseconds. */
 double cms_test_now_ms(void);
 

@@ -1,11 +1,18 @@
 /* cms-testsvc: the smallest service on the runtime, for the service tests.
  * Verbs: echo (replies with the request), emit (records an event through
- * the outbox in one transaction, replies once committed). */
+ * the outbox in one transaction, replies once committed). Callers are
+ * authenticated like everywhere, by a resolver of its own that accepts any
+ * key of the API key form whose secret is 32 zero bytes ("AAAA...A"), as
+ * the identity named by the key's id: the wiring is tested, not
+ * cms-identity. */
+#include "apikey.h"
 #include "cms/v1/envelope.pb-c.h"
 #include "service.h"
 #include "uuid.h"
 
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 static cms_service *g_svc;
 
@@ -49,6 +56,24 @@ static void h_emit(void *arg, cms_cmd_req *req)
     }
 }
 
+static void resolve(void *arg, const char *key, cms_auth_cb done, void *done_arg)
+{
+    (void)arg;
+    cms_uuid id;
+    uint8_t secret[CMS_APIKEY_SECRET_BYTES], zero[CMS_APIKEY_SECRET_BYTES] = {0};
+    if (!cms_apikey_parse(key, strlen(key), &id, secret) || memcmp(secret, zero, sizeof zero)) {
+        done(done_arg, CMS__V1__ERROR_CODE__PERMISSION_DENIED, NULL);
+        return;
+    }
+    cms_principal p = {.nroles = 0, .expires_at_us = INT64_MAX};
+    cms_uuid_format(&id, p.identity_id);
+    cms_uuid_format(&id, p.credential_id);
+    snprintf(p.name, sizeof p.name, "tester");
+    snprintf(p.type, sizeof p.type, "user");
+    snprintf(p.status, sizeof p.status, "active");
+    done(done_arg, CMS__V1__ERROR_CODE__OK, &p);
+}
+
 static int start(cms_service *s, void *arg)
 {
     (void)arg;
@@ -68,6 +93,7 @@ int main(int argc, char **argv)
         .outbox = true,
         .commands = true,
         .start = start,
+        .auth_resolver = resolve,
     };
     return cms_service_main(argc, argv, &spec);
 }

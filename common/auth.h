@@ -1,0 +1,101 @@
+/* Who is acting: an API key resolved to the identity behind it, with a
+ * short-lived cache.
+ *
+ * A key is resolved by a resolver: by default a request to cms-identity
+ * (<prefix>.identity.authenticate); cms-identity itself passes one that
+ * reads its own tables. A resolved key is trusted for at most ttl_ms (and
+ * never past its credential's expiry), and dropped at once when an event
+ * says its identity or credential changed: identity.status_changed,
+ * credential.revoked and credential.expired (core subscriptions to
+ * cms.events.identity.> and cms.events.credential.>). Events missed while
+ * NATS was disconnected cannot be told apart, so a disconnection empties
+ * the cache. A lookup that was under way when an invalidation arrived is
+ * answered but not cached.
+ *
+ * Concurrent lookups of one key share a single resolution. Keys that are
+ * not of the API key form are refused without asking anyone. The cache
+ * holds keyed BLAKE2b digests of keys, never keys.
+ *
+ * Everything runs on the loop thread. */
+#ifndef CMS_AUTH_H
+#define CMS_AUTH_H
+
+#include "cms/v1/command.pb-c.h"
+#include "cms/v1/identity.pb-c.h"
+#include "nats.h"
+#include "uuid.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#define CMS_AUTH_MAX_ROLES 8
+#define CMS_AUTH_ROLE_MAX 32
+
+typedef struct cms_auth cms_auth;
+
+typedef struct cms_principal {
+    char identity_id[CMS_UUID_STRLEN + 1];
+    char credential_id[CMS_UUID_STRLEN + 1];
+    char name[256];
+    char type[16];   /* user, machine, enclave */
+    char status[16]; /* always "active" for a principal that was let in */
+    char roles[CMS_AUTH_MAX_ROLES][CMS_AUTH_ROLE_MAX];
+    int nroles;
+    int64_t expires_at_us; /* the credential's expiry, Unix microseconds */
+} cms_principal;
+
+bool cms_principal_has_role(const cms_principal *p, const char *role);
+
+/* The wire form (Principal, the reply of authenticate) and back. from_pb
+ * is false when a field does not fit or is not what it must be. to_pb
+ * points pb's strings into p and roles into the caller's array
+ * (CMS_AUTH_MAX_ROLES entries): p and roles must outlive pb's use. */
+bool cms_principal_from_pb(const Cms__V1__Principal *pb, cms_principal *out)
+    __attribute__((warn_unused_result));
+void cms_principal_to_pb(const cms_principal *p, Cms__V1__Principal *pb,
+                         char *roles[CMS_AUTH_MAX_ROLES]);
+
+/* code: OK with p (valid during the call only), PERMISSION_DENIED (the key
+ * is not accepted: unknown, malformed, revoked, expired, or its identity is
+ * not active: callers must not say which), or UNAVAILABLE (nobody could
+ * answer in time; the caller may retry). */
+typedef void (*cms_auth_cb)(void *arg, Cms__V1__ErrorCode code, const cms_principal *p);
+
+/* Resolves key (NUL-terminated, valid during the call only) and calls
+ * done(done_arg, ...) exactly once, maybe before returning. */
+typedef void (*cms_auth_resolver)(void *resolver_arg, const char *key, cms_auth_cb done,
+                                  void *done_arg);
+
+typedef struct cms_auth_options {
+    int64_t ttl_ms;             /* default 5000; 0 below 1 ms is taken as the default */
+    size_t max_entries;         /* default 65536; the oldest go first */
+    int64_t timeout_ms;         /* the default resolver's request timeout; default 2000 */
+    const char *command_prefix; /* default "cms.cmd" */
+    cms_auth_resolver resolver; /* NULL: ask cms-identity */
+    void *resolver_arg;
+    bool no_events; /* do not subscribe to the invalidating events (tests) */
+} cms_auth_options;
+
+int cms_auth_create(uv_loop_t *loop, cms_nats *nats, const cms_auth_options *o, cms_auth **out)
+    __attribute__((warn_unused_result));
+
+/* key: the bearer token as received (NUL-terminated). */
+void cms_auth_resolve(cms_auth *a, const char *key, cms_auth_cb cb, void *arg);
+
+/* Drops every cached key of this identity or credential (UUID text). */
+void cms_auth_invalidate(cms_auth *a, const char *id);
+void cms_auth_clear(cms_auth *a);
+/* Tell it about the NATS connection: while disconnected nothing new is
+ * cached, and on every change the cache is emptied. */
+void cms_auth_nats_state(cms_auth *a, bool connected);
+
+size_t cms_auth_cached(const cms_auth *a);
+
+/* Lookups under way are answered UNAVAILABLE or as they complete; then
+ * closed(arg). */
+void cms_auth_close(cms_auth *a, void (*closed)(void *arg), void *arg);
+void cms_auth_destroy(cms_auth *a); /* after closed; NULL-safe */
+
+#endif

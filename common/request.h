@@ -1,0 +1,40 @@
+/* Request-reply over NATS from the loop: a request is a core publish with a
+ * reply subject under this process's own inbox, and its answer (or its
+ * deadline) comes back to a callback on the loop. One subscription serves
+ * every request ("_INBOX.<random>.*"); a reply that comes after the
+ * deadline is dropped. */
+#ifndef CMS_REQUEST_H
+#define CMS_REQUEST_H
+
+#include "nats.h"
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+typedef struct cms_request cms_request;
+
+/* On the loop, exactly once per accepted request: err CMS_NATS_OK with the
+ * reply's bytes (valid during the call), CMS_NATS_ETIMEOUT when no reply
+ * came in time, CMS_NATS_EIO when nobody listens on the subject (the
+ * server's "no responders"), CMS_NATS_ECLOSED when the requester closed. */
+typedef void (*cms_request_cb)(void *arg, cms_nats_err err, const void *data, size_t len);
+
+int cms_request_create(uv_loop_t *loop, cms_nats *nats, cms_request **out)
+    __attribute__((warn_unused_result));
+
+/* headers: NULL or key, value, ..., NULL. Returns 0 (cb will be called) or
+ * a cms_nats_err (cb will not be called). */
+int cms_request_send(cms_request *r, const char *subject, const char *const *headers,
+                     const void *data, size_t len, int64_t timeout_ms, cms_request_cb cb, void *arg)
+    __attribute__((warn_unused_result));
+
+/* Requests waiting for an answer now. */
+size_t cms_request_pending(const cms_request *r);
+
+/* Answers every pending request with CMS_NATS_ECLOSED (on a later loop
+ * turn), unsubscribes, and calls closed(arg) once its handles are closed. */
+void cms_request_close(cms_request *r, void (*closed)(void *arg), void *arg);
+void cms_request_destroy(cms_request *r); /* after closed; NULL-safe */
+
+#endif
