@@ -1,0 +1,38 @@
+/* The commands of cms-identity and the API key resolver the whole service
+ * authenticates with. */
+#ifndef IDENTITY_IDENTITY_H
+#define IDENTITY_IDENTITY_H
+
+#include "apikey.h"
+#include "auth.h"
+#include "service.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#define IDSVC_MAX_MEASUREMENTS 64
+
+typedef struct idsvc_options {
+    uint8_t server_key[CMS_APIKEY_SERVER_KEY_BYTES];
+    /* the longest life of a credential of each type, in seconds */
+    int64_t max_api_key_s, max_public_key_s, max_attestation_s;
+    /* the enclave measurements accepted (lowercase hex) */
+    char measurements[IDSVC_MAX_MEASUREMENTS][129];
+    int nmeasurements;
+} idsvc_options;
+
+typedef struct idsvc idsvc;
+
+/* Before cms_service_main: the options are copied (and the caller's copy
+ * of the server key may then be wiped). */
+int idsvc_create(const idsvc_options *o, idsvc **out) __attribute__((warn_unused_result));
+/* From the spec's start: registers the verbs, prepares statements, starts
+ * the expiry timer. */
+int idsvc_start(idsvc *s, cms_service *svc) __attribute__((warn_unused_result));
+/* The spec's auth_resolver (arg: the idsvc). */
+void idsvc_resolve(void *arg, const char *key, cms_auth_cb done, void *done_arg);
+/* Drain: waits for the expiry round under way. */
+void idsvc_drain(idsvc *s, void (*drained)(void *arg), void *arg);
+void idsvc_destroy(idsvc *s); /* NULL-safe; wipes the key */
+
+#endif

@@ -1,0 +1,231 @@
+/* Shared by the cms-identity tests; see identity_fixture.h. */
+#include "identity_fixture.h"
+
+#include "cms/v1/command.pb-c.h"
+#include "testenv.h"
+#include "uuid.h"
+
+#include <criterion/criterion.h>
+#include <fcntl.h>
+#include <libpq-fe.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static void pause_ms(int ms)
+{
+    struct timespec t = {ms / 1000, (long)(ms % 1000) * 1000 * 1000};
+    nanosleep(&t, NULL);
+}
+
+static void exec_params(const idfx *f, const char *sql, int n, const char *const *v)
+{
+    PGconn *c = PQconnectdb(f->db);
+    cr_assert_eq(PQstatus(c), CONNECTION_OK, "%s", PQerrorMessage(c));
+    PGresult *r = PQexecParams(c, sql, n, NULL, v, NULL, NULL, 0);
+    cr_assert(PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK,
+              "%s: %s", sql, PQerrorMessage(c));
+    PQclear(r);
+    PQfinish(c);
+}
+
+void idfx_insert(idfx *f, const char *name, const char *type, const char *status,
+                 const char *metadata_json, int64_t key_ttl_s, char id[37],
+                 char key[CMS_APIKEY_LEN + 1])
+{
+    cms_uuid iid, cid;
+    char cids[37], hash[CMS_APIKEY_HASH_LEN + 1], ttl[32];
+    uint8_t secret[CMS_APIKEY_SECRET_BYTES];
+    cms_uuid_v7(&iid);
+    cms_uuid_v7(&cid);
+    cms_uuid_format(&iid, id);
+    cms_uuid_format(&cid, cids);
+    cr_assert_eq(cms_apikey_generate(&cid, key, secret), 0);
+    cms_apikey_hash(f->server_key, secret, hash);
+    snprintf(ttl, sizeof ttl, "%lld", (long long)key_ttl_s);
+    const char *v[] = {id, name, type, status, metadata_json, cids, hash, ttl};
+    exec_params(f,
+                "WITH i AS (INSERT INTO identities (id, name, type, status, metadata) "
+                "VALUES ($1, $2, $3::identity_type, $4::identity_status, $5::jsonb) RETURNING id) "
+                "INSERT INTO credentials (id, identity_id, type, value, expires_at) "
+                "SELECT $6, i.id, 'api_key', $7, now() + $8::bigint * interval '1 second' FROM i",
+                8, v);
+}
+
+void idfx_setup(idfx *f, const char *dbprefix)
+{
+    memset(f, 0, sizeof *f);
+    cr_assert_eq(cms_test_db_create(dbprefix, 1, f->db, sizeof f->db), 0);
+    snprintf(f->dburl, sizeof f->dburl, "CMS_DATABASE_URL=%s", f->db);
+    cms_uuid u;
+    cms_uuid_v7(&u);
+    snprintf(f->prefix, sizeof f->prefix, "t%dx%02x%02x.cmd", (int)getpid(), u.b[14], u.b[15]);
+    snprintf(f->prefix_env, sizeof f->prefix_env, "CMS_COMMAND_PREFIX=%s", f->prefix);
+    snprintf(f->key_file, sizeof f->key_file, "/tmp/cms-idfx-%d-%02x%02x.key", (int)getpid(),
+             u.b[14], u.b[15]);
+    snprintf(f->log_file, sizeof f->log_file, "/tmp/cms-idfx-%d-%02x%02x.log", (int)getpid(),
+             u.b[14], u.b[15]);
+    snprintf(f->key_env, sizeof f->key_env, "CMS_IDENTITY_KEY_FILE=%s", f->key_file);
+    char hex[2 * CMS_APIKEY_SERVER_KEY_BYTES + 2];
+    for (size_t i = 0; i < CMS_APIKEY_SERVER_KEY_BYTES; i++) {
+        cms_uuid r;
+        cms_uuid_v7(&r);
+        f->server_key[i] = r.b[15];
+        snprintf(hex + 2 * i, 3, "%02x", f->server_key[i]);
+    }
+    hex[2 * CMS_APIKEY_SERVER_KEY_BYTES] = '\n';
+    int fd = open(f->key_file, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    cr_assert_geq(fd, 0);
+    cr_assert_eq(write(fd, hex, 2 * CMS_APIKEY_SERVER_KEY_BYTES + 1),
+                 2 * CMS_APIKEY_SERVER_KEY_BYTES + 1);
+    close(fd);
+    idfx_insert(f, "admin", "user", "active", "{\"roles\": [\"admin\"]}", 86400, f->admin_id,
+                f->admin_key);
+    natsOptions *o = NULL;
+    cr_assert_eq(natsOptions_Create(&o), NATS_OK);
+    natsOptions_SetURL(o, cms_test_env("CMS_TEST_NATS_URL"));
+    natsOptions_SetMaxReconnect(o, -1);
+    natsOptions_SetReconnectWait(o, 100);
+    cr_assert_eq(natsConnection_Connect(&f->nc, o), NATS_OK, "NATS at %s",
+                 cms_test_env("CMS_TEST_NATS_URL"));
+    natsOptions_Destroy(o);
+}
+
+void idfx_teardown(idfx *f)
+{
+    if (f->pid > 0)
+        idfx_kill9(f);
+    if (f->nc)
+        natsConnection_Destroy(f->nc);
+    f->nc = NULL;
+    if (f->db[0])
+        cms_test_db_drop(f->db);
+    f->db[0] = '\0';
+    if (f->key_file[0])
+        unlink(f->key_file);
+    if (f->log_file[0])
+        unlink(f->log_file);
+}
+
+pid_t idfx_start(idfx *f, const char *const *set)
+{
+    cr_assert_eq(f->pid, 0, "cms-identity is already running");
+    char addr[64];
+    f->port = cms_test_free_port();
+    snprintf(addr, sizeof addr, "CMS_HTTP_ADDR=127.0.0.1:%d", f->port);
+    const char *all[32] = {f->dburl, addr, f->prefix_env, f->key_env};
+    int n = 4;
+    for (size_t i = 0; set && set[i]; i++) {
+        cr_assert_lt(n, 31);
+        all[n++] = set[i];
+    }
+    all[n] = NULL;
+    f->pid = cms_test_spawn_service("cms-identity", NULL, all, f->log_file);
+    cr_assert_gt(f->pid, 0, "cms-identity started");
+    double deadline = cms_test_now_ms() + 20000;
+    int st;
+    while (cms_test_http_get(f->port, "/readyz", NULL, 0) != 200) {
+        cr_assert_eq(waitpid(f->pid, &st, WNOHANG), 0, "cms-identity exited while starting:\n%s",
+                     idfx_log(f));
+        cr_assert_lt(cms_test_now_ms(), deadline, "cms-identity not ready in 20 s");
+        pause_ms(20);
+    }
+    return f->pid;
+}
+
+int idfx_stop(idfx *f)
+{
+    cr_assert_gt(f->pid, 0);
+    kill(f->pid, SIGTERM);
+    int st = 0;
+    cr_assert_eq(waitpid(f->pid, &st, 0), f->pid);
+    f->pid = 0;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+void idfx_kill9(idfx *f)
+{
+    int st;
+    kill(f->pid, SIGKILL);
+    (void)waitpid(f->pid, &st, 0);
+    f->pid = 0;
+}
+
+int idfx_call(idfx *f, const char *key, const char *request_id, const char *verb,
+              const ProtobufCMessage *req, const ProtobufCMessageDescriptor *rdesc,
+              ProtobufCMessage **out, char *field, char *msg)
+{
+    char subject[128], auth[128];
+    snprintf(subject, sizeof subject, "%s.identity.%s", f->prefix, verb);
+    size_t len = protobuf_c_message_get_packed_size(req);
+    uint8_t *buf = malloc(len + 1);
+    cr_assert_not_null(buf);
+    protobuf_c_message_pack(req, buf);
+    natsMsg *m = NULL, *rep = NULL;
+    cr_assert_eq(natsMsg_Create(&m, subject, NULL, (const char *)buf, (int)len), NATS_OK);
+    free(buf);
+    if (key) {
+        snprintf(auth, sizeof auth, "Bearer %s", key);
+        cr_assert_eq(natsMsgHeader_Set(m, "Authorization", auth), NATS_OK);
+    }
+    if (request_id)
+        cr_assert_eq(natsMsgHeader_Set(m, "Cms-Request-Id", request_id), NATS_OK);
+    natsStatus s = natsConnection_RequestMsg(&rep, f->nc, m, 10000);
+    natsMsg_Destroy(m);
+    cr_assert_eq(s, NATS_OK, "%s: %s", subject, natsStatus_GetText(s));
+    Cms__V1__Reply *r = cms__v1__reply__unpack(NULL, (size_t)natsMsg_GetDataLength(rep),
+                                               (const uint8_t *)natsMsg_GetData(rep));
+    natsMsg_Destroy(rep);
+    cr_assert_not_null(r, "a cms.v1.Reply");
+    int code = 0;
+    if (r->outcome_case == CMS__V1__REPLY__OUTCOME_ERROR) {
+        code = (int)r->error->code;
+        cr_assert_neq(code, 0, "an error reply has a code");
+        if (field)
+            snprintf(field, 256, "%s", r->error->field);
+        if (msg)
+            snprintf(msg, 256, "%s", r->error->message);
+    } else {
+        cr_assert_eq(r->outcome_case, CMS__V1__REPLY__OUTCOME_RESULT);
+        if (out) {
+            *out = protobuf_c_message_unpack(rdesc, NULL, r->result.len, r->result.data);
+            cr_assert_not_null(*out, "the result is a %s", rdesc->name);
+        }
+    }
+    cms__v1__reply__free_unpacked(r, NULL);
+    return code;
+}
+
+char *idfx_log(const idfx *f)
+{
+    FILE *fp = fopen(f->log_file, "r");
+    if (fp == NULL)
+        return strdup("");
+    char *buf = NULL;
+    size_t cap = 0, len = 0, n;
+    char chunk[4096];
+    while ((n = fread(chunk, 1, sizeof chunk, fp)) > 0) {
+        if (len + n + 1 > cap) {
+            cap = (len + n + 1) * 2;
+            buf = realloc(buf, cap);
+            cr_assert_not_null(buf);
+        }
+        memcpy(buf + len, chunk, n);
+        len += n;
+    }
+    fclose(fp);
+    if (buf == NULL)
+        return strdup("");
+    buf[len] = '\0';
+    return buf;
+}
+
+char *idfx_sql(const idfx *f, const char *sql)
+{
+    return cms_test_sql(f->db, sql);
+}

@@ -1,0 +1,71 @@
+/* What the cms-identity tests (and cmsctl's identity tests) share: a scratch
+ * database with an admin identity and its API key, a server key file, a
+ * command subject root of the test's own (so several tests can run
+ * cms-identity beside each other on one nats-server), spawning cms-identity
+ * with its output in a log file, and blocking request-reply calls.
+ *
+ * Everything here blocks and asserts (Criterion): test code only. */
+#ifndef IDENTITY_FIXTURE_H
+#define IDENTITY_FIXTURE_H
+
+#include "apikey.h"
+
+#include <nats/nats.h>
+#include <protobuf-c/protobuf-c.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+typedef struct idfx {
+    char db[512];      /* conninfo of the scratch database */
+    char dburl[600];   /* "CMS_DATABASE_URL=<db>" */
+    char prefix[48];   /* command subject root: "<prefix>.identity.<verb>" */
+    char prefix_env[80];
+    char key_file[128]; /* the server key (mode 600) */
+    char key_env[160];
+    char log_file[128]; /* cms-identity's stdout and stderr, appended */
+    uint8_t server_key[CMS_APIKEY_SERVER_KEY_BYTES];
+    char admin_id[37];
+    char admin_key[CMS_APIKEY_LEN + 1];
+    pid_t pid; /* the running cms-identity, 0 if none */
+    int port;  /* its HTTP port */
+    natsConnection *nc;
+} idfx;
+
+/* Scratch database from the template, server key file, an identity "admin"
+ * ({"roles":["admin"]}) with an API key valid for a day, inserted directly,
+ * and a NATS connection. */
+void idfx_setup(idfx *f, const char *dbprefix);
+/* Stops cms-identity if running, closes NATS, drops the database, removes
+ * the files. Safe after a failed assertion (call it from .fini). */
+void idfx_teardown(idfx *f);
+
+/* Spawns cms-identity on the scratch database, with set: NULL or more
+ * "KEY=VALUE" settings (NULL-terminated), and waits until /readyz is 200. */
+pid_t idfx_start(idfx *f, const char *const *set);
+/* SIGTERM and wait; returns the exit code (-1: killed by a signal). */
+int idfx_stop(idfx *f);
+void idfx_kill9(idfx *f);
+
+/* Inserts an identity with an API key directly (as the bootstrap does):
+ * id and key out; key_ttl_s from now (may be negative: already expired). */
+void idfx_insert(idfx *f, const char *name, const char *type, const char *status,
+                 const char *metadata_json, int64_t key_ttl_s, char id[37],
+                 char key[CMS_APIKEY_LEN + 1]);
+
+/* A blocking command: "<prefix>.identity.<verb>" with header Authorization:
+ * Bearer <key> (key NULL: none) and request_id (NULL: none). Returns the
+ * error code of the reply (0 = OK, the result unpacked into *out with
+ * rdesc; free with protobuf_c_message_free_unpacked). The error's field and
+ * message go into field/msg when not NULL (up to 256 bytes each). */
+int idfx_call(idfx *f, const char *key, const char *request_id, const char *verb,
+              const ProtobufCMessage *req, const ProtobufCMessageDescriptor *rdesc,
+              ProtobufCMessage **out, char *field, char *msg);
+
+/* The whole log of cms-identity so far (malloc'd). */
+char *idfx_log(const idfx *f);
+
+/* Runs a SQL query on the scratch database: first column of the first row. */
+char *idfx_sql(const idfx *f, const char *sql);
+
+#endif
