@@ -1,6 +1,7 @@
 /* cms-migrate: applies, reverts and reports the schema migrations of the
  * system's database, and creates new ones. Its migrations are compiled in,
- * so a deployed binary needs no files; --dir reads a folder instead.
+ * so a deployed binary needs no files; --dir reads a folder instead. Given
+ * cms-identity's key file, `up` also creates the first admin (bootstrap.h).
  *
  * Exit status: 0 done, 1 failed (the database stays at its last good
  * version), 2 usage error. */
@@ -12,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bootstrap.h"
 #include "config.h"
 #include "log.h"
 #include "migrate.h"
@@ -39,13 +41,26 @@ static const cms_option options[] = {
      false},
     {"log-level", "CMS_LOG_LEVEL", CMS_OPT_STRING, "info",
      "debug (every statement), info (every migration), warn or error", false, false},
+    {"identity-key-file", "CMS_IDENTITY_KEY_FILE", CMS_OPT_STRING, NULL,
+     "up: cms-identity's server key file (64 hex digits, mode 0600); with it, up creates the "
+     "first admin when no identity has the role admin",
+     false, false},
+    {"admin-name", "CMS_ADMIN_NAME", CMS_OPT_STRING, "admin", "up: name of the first admin", false,
+     false},
+    {"admin-key-ttl-days", "CMS_ADMIN_KEY_TTL_DAYS", CMS_OPT_INT, "90",
+     "up: days the first admin's API key is valid (1 to 365)", false, false},
+    {"admin-key-out", "CMS_ADMIN_KEY_OUT", CMS_OPT_STRING, NULL,
+     "up: write the first admin's API key to this new file (mode 0600, never over an existing "
+     "one) instead of stdout",
+     false, false},
 };
 
 static const char usage_tail[] =
     "VERB [ARG]\n"
     "\n"
     "verbs:\n"
-    "  up [N]        apply every pending migration in order, or only the next N\n"
+    "  up [N]        apply every pending migration in order, or only the next N; at the\n"
+    "                latest version, then create the first admin if needed (see below)\n"
     "  down [N|all]  revert the last applied migration, the last N, or all of them\n"
     "  status        list every migration (version, name, applied or pending, applied_at)\n"
     "                and the current version\n"
@@ -55,7 +70,16 @@ static const char usage_tail[] =
     "\n"
     "Each migration runs in its own transaction with its schema_migrations row; a failure\n"
     "leaves the database at the previous version. Concurrent runs on one database wait\n"
-    "for each other. Exit status: 0 done, 1 failed, 2 usage error.";
+    "for each other. Exit status: 0 done, 1 failed, 2 usage error.\n"
+    "\n"
+    "First admin: given --identity-key-file, the key file cms-identity uses, up creates\n"
+    "the identity --admin-name with the role admin and an API key valid for\n"
+    "--admin-key-ttl-days, when no identity has the role admin yet; otherwise it changes\n"
+    "nothing. The key is shown that once: on stdout, or in the new file --admin-key-out;\n"
+    "the database keeps only its keyed hash. Concurrent runs create one admin. A key file\n"
+    "that others can read, or a malformed one, stops up before it migrates anything.\n"
+    "Make a key file with\n"
+    "  (umask 077; head -c32 /dev/urandom | od -An -tx1 | tr -d ' \\n' >identity.key)";
 
 static int usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int usage(const char *fmt, ...)
@@ -105,6 +129,27 @@ static int cmd_new(const cms_config *cfg, const char *name)
     return EXIT_DONE;
 }
 
+/* After a successful up: the first admin, once every migration is applied. */
+static int bootstrap_after_up(cms_migrate *m, const cms_migset *set, cms_bootstrap *boot,
+                              cms_migrate_verbosity v)
+{
+    int version = 0;
+    size_t n = cms_migset_count(set);
+    int latest = n ? cms_migset_at(set, n - 1)->version : 0;
+    if (cms_migrate_version(m, &version) != CMS_MIGRATE_OK)
+        return EXIT_FAILED;
+    if (version < latest) {
+        if (v >= CMS_MIGRATE_PROGRESS)
+            fprintf(stderr,
+                    PROG ": at version %d of %d: the first admin is looked for once every "
+                         "migration is applied\n",
+                    version, latest);
+        return EXIT_DONE;
+    }
+    return cms_bootstrap_run(boot, cms_migrate_conn(m)) == CMS_BOOTSTRAP_OK ? EXIT_DONE
+                                                                            : EXIT_FAILED;
+}
+
 static cms_migrate_verbosity verbosity_for(cms_log_level l)
 {
     switch (l) {
@@ -126,6 +171,7 @@ int main(int argc, char **argv)
     cms_config *cfg = NULL;
     cms_migset *set = NULL;
     cms_migrate *m = NULL;
+    cms_bootstrap *boot = NULL;
     char err[1024] = "";
 
     switch (cms_config_parse(options, sizeof options / sizeof options[0], argc, argv, PROG,
@@ -201,6 +247,22 @@ int main(int argc, char **argv)
         goto out;
     }
 
+    if (strcmp(verb, "up") == 0) {
+        /* before anything is migrated: a bad key file changes nothing */
+        cms_bootstrap_opts bo = {
+            .key_file = cms_config_str(cfg, "identity-key-file"),
+            .admin_name = cms_config_str(cfg, "admin-name"),
+            .ttl_days = cms_config_int(cfg, "admin-key-ttl-days"),
+            .key_out = cms_config_str(cfg, "admin-key-out"),
+            .verbosity = o.verbosity,
+        };
+        cms_bootstrap_err brc = cms_bootstrap_create(&bo, &boot);
+        if (brc != CMS_BOOTSTRAP_OK) {
+            status = brc == CMS_BOOTSTRAP_BAD_OPTION ? EXIT_USAGE : EXIT_FAILED;
+            goto out;
+        }
+    }
+
     if (strcmp(verb, "version") != 0) {
         const char *dir = cms_config_str(cfg, "dir");
         cms_migset_err lrc = dir ? cms_migset_load_dir(dir, &set, err, sizeof err)
@@ -227,7 +289,10 @@ int main(int argc, char **argv)
             printf("%d\n", version);
     }
     status = exit_for(rc);
+    if (rc == CMS_MIGRATE_OK && boot != NULL)
+        status = bootstrap_after_up(m, set, boot, o.verbosity);
 out:
+    cms_bootstrap_destroy(boot);
     cms_migrate_close(m);
     cms_migset_destroy(set);
     cms_config_destroy(cfg);

@@ -1064,6 +1064,11 @@ out:
     return rc;
 }
 
+PGconn *cms_migrate_conn(cms_migrate *m)
+{
+    return m->conn;
+}
+
 cms_migrate_err cms_migrate_version(cms_migrate *m, int *version)
 {
     bool exists = false;

@@ -15,6 +15,7 @@
 #ifndef CMS_MIGRATE_H
 #define CMS_MIGRATE_H
 
+#include <libpq-fe.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -77,5 +78,10 @@ cms_migrate_err cms_migrate_status(cms_migrate *m, FILE *out) __attribute__((war
 /* The highest applied version, 0 if none (or no schema_migrations yet). */
 cms_migrate_err cms_migrate_version(cms_migrate *m, int *version)
     __attribute__((warn_unused_result));
+
+/* The runner's session, for work that follows a run (bootstrap.h): idle, the
+ * migration lock released, lock_timeout and statement_timeout as configured.
+ * It stays the runner's: do not close it. */
+PGconn *cms_migrate_conn(cms_migrate *m);
 
 #endif

@@ -1,0 +1,624 @@
+/* The first admin; see bootstrap.h.
+ *
+ * What is sent to PostgreSQL: ids, the admin's name, the key's hash, its
+ * expiry and the packed events, none of which holds the secret. What is
+ * printed about a statement is what it does, never its values; a failed
+ * statement shows the server's primary message and SQLSTATE only, because
+ * the DETAIL of a constraint error quotes the row. */
+#include "bootstrap.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "apikey.h"
+#include "cms/v1/envelope.pb-c.h"
+#include "event.h"
+#include "uuid.h"
+
+#define PROG "cms-migrate"
+#define EVENT_SOURCE "identity"
+#define US_PER_DAY INT64_C(86400000000)
+
+/* How far a run got; the cleanup at its end follows from it. */
+typedef enum run_state {
+    BS_IDLE,           /* no transaction of ours open */
+    BS_IN_TXN,         /* our transaction is open */
+    BS_KEY_FILE,       /* open, and the key's file is created: removed unless committed */
+    BS_COMMITTED,      /* the admin exists */
+    BS_COMMIT_UNKNOWN, /* the connection broke during COMMIT: the key's file is kept */
+} run_state;
+
+struct cms_bootstrap {
+    cms_bootstrap_opts o;
+    bool have_key;
+    uint8_t server_key[CMS_APIKEY_SERVER_KEY_BYTES];
+    PGconn *conn; /* during cms_bootstrap_run only */
+    run_state state;
+};
+
+/* One admin in the making. key and secret are wiped when the run ends. */
+typedef struct admin {
+    char identity_id[CMS_UUID_STRLEN + 1];
+    char credential_id[CMS_UUID_STRLEN + 1];
+    char correlation_id[CMS_UUID_STRLEN + 1];
+    char key[CMS_APIKEY_LEN + 1];
+    uint8_t secret[CMS_APIKEY_SECRET_BYTES];
+    char hash[CMS_APIKEY_HASH_LEN + 1];
+    int64_t now_us;
+    int64_t expires_us;
+    char expires_text[32]; /* RFC 3339, UTC */
+    cms_event created;     /* identity.created */
+    cms_event issued;      /* credential.issued */
+} admin;
+
+static const char SQL_ADMIN_EXISTS[] =
+    "SELECT EXISTS (SELECT 1 FROM identities WHERE metadata->'roles' ? 'admin')";
+static const char SQL_NAME_TAKEN[] = "SELECT EXISTS (SELECT 1 FROM identities WHERE name = $1)";
+static const char SQL_TABLES[] =
+    "SELECT to_regclass('identities') IS NOT NULL, to_regclass('credentials') IS NOT NULL, "
+    "to_regclass('outbox') IS NOT NULL";
+static const char SQL_LOCK[] = "SELECT pg_advisory_xact_lock($1::bigint)";
+static const char SQL_IDENTITY[] =
+    "INSERT INTO identities (id, name, type, status, metadata) "
+    "VALUES ($1::uuid, $2, 'user', 'active', '{\"roles\": [\"admin\"]}'::jsonb)";
+static const char SQL_CREDENTIAL[] =
+    "INSERT INTO credentials (id, identity_id, type, value, expires_at) "
+    "VALUES ($1::uuid, $2::uuid, 'api_key', $3, "
+    "'epoch'::timestamptz + $4::bigint * interval '1 microsecond')";
+/* as common/outbox.c adds an event to a job */
+static const char SQL_OUTBOX[] =
+    "INSERT INTO outbox (source, event_id, subject, payload) VALUES ($1, $2::uuid, $3, $4)";
+
+const char *cms_bootstrap_strerror(cms_bootstrap_err e)
+{
+    switch (e) {
+    case CMS_BOOTSTRAP_OK:
+        return "ok";
+    case CMS_BOOTSTRAP_NOMEM:
+        return "out of memory";
+    case CMS_BOOTSTRAP_BAD_OPTION:
+        return "a bootstrap option is out of range";
+    case CMS_BOOTSTRAP_KEY_FILE:
+        return "the identity key file cannot be used";
+    case CMS_BOOTSTRAP_NO_SCHEMA:
+        return "the schema has no identities, credentials or outbox table";
+    case CMS_BOOTSTRAP_NAME_TAKEN:
+        return "the admin's name belongs to another identity";
+    case CMS_BOOTSTRAP_KEY_OUT:
+        return "the admin key's file cannot be created";
+    case CMS_BOOTSTRAP_QUERY:
+        return "a bootstrap statement failed";
+    case CMS_BOOTSTRAP_CONNECTION_LOST:
+        return "lost the connection to PostgreSQL";
+    case CMS_BOOTSTRAP_COMMIT_UNKNOWN:
+        return "the connection broke during the bootstrap's COMMIT";
+    case CMS_BOOTSTRAP_OUTPUT:
+        return "the admin key could not be printed";
+    }
+    return "unknown bootstrap error";
+}
+
+static const char *state_name(run_state s)
+{
+    switch (s) {
+    case BS_IDLE:
+        return "idle";
+    case BS_IN_TXN:
+        return "in_transaction";
+    case BS_KEY_FILE:
+        return "key_file_written";
+    case BS_COMMITTED:
+        return "committed";
+    case BS_COMMIT_UNKNOWN:
+        return "commit_unknown";
+    }
+    return "?";
+}
+
+static bool transition_ok(run_state from, run_state to)
+{
+    switch (to) {
+    case BS_IDLE:
+        return true;
+    case BS_IN_TXN:
+        return from == BS_IDLE;
+    case BS_KEY_FILE:
+        return from == BS_IN_TXN;
+    case BS_COMMITTED:
+    case BS_COMMIT_UNKNOWN:
+        return from == BS_IN_TXN || from == BS_KEY_FILE;
+    }
+    return false;
+}
+
+static void say_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void say_err(const char *fmt, ...)
+{
+    fflush(stdout);
+    fputs(PROG ": ", stderr);
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+}
+
+static void say(const cms_bootstrap *b, cms_migrate_verbosity min, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void say(const cms_bootstrap *b, cms_migrate_verbosity min, const char *fmt, ...)
+{
+    if (b->o.verbosity < min)
+        return;
+    fflush(stdout);
+    fputs(PROG ": ", stderr);
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+}
+
+static void set_state(cms_bootstrap *b, run_state to)
+{
+    if (!transition_ok(b->state, to))
+        say_err("internal error: bootstrap state %s -> %s\n", state_name(b->state), state_name(to));
+    say(b, CMS_MIGRATE_STATEMENTS, "bootstrap: %s -> %s\n", state_name(b->state), state_name(to));
+    b->state = to;
+}
+
+/* 1..CMS_BOOTSTRAP_NAME_MAX characters (UTF-8 lead bytes), none a control
+ * character, so the name fits identities.name and prints on one line. */
+static bool valid_name(const char *s)
+{
+    if (s == NULL || *s == '\0')
+        return false;
+    size_t chars = 0;
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p < 0x20 || *p == 0x7f)
+            return false;
+        chars += (*p & 0xC0) != 0x80;
+    }
+    return chars <= CMS_BOOTSTRAP_NAME_MAX;
+}
+
+void cms_bootstrap_destroy(cms_bootstrap *b)
+{
+    if (b == NULL)
+        return;
+    cms_apikey_wipe(b->server_key, sizeof b->server_key);
+    free(b);
+}
+
+cms_bootstrap_err cms_bootstrap_create(const cms_bootstrap_opts *o, cms_bootstrap **out)
+{
+    cms_bootstrap_err rc = CMS_BOOTSTRAP_NOMEM;
+    char why[512] = "";
+    cms_bootstrap *b = calloc(1, sizeof *b);
+    if (b == NULL) {
+        say_err("out of memory\n");
+        goto out;
+    }
+    b->o = *o;
+    if (b->o.key_file != NULL && *b->o.key_file == '\0')
+        b->o.key_file = NULL;
+    if (b->o.key_out != NULL && *b->o.key_out == '\0')
+        b->o.key_out = NULL;
+    if (!valid_name(b->o.admin_name)) {
+        say_err("--admin-name (CMS_ADMIN_NAME) must be 1 to %d characters without control "
+                "characters; try --help\n",
+                CMS_BOOTSTRAP_NAME_MAX);
+        rc = CMS_BOOTSTRAP_BAD_OPTION;
+        goto out;
+    }
+    if (b->o.ttl_days < CMS_BOOTSTRAP_TTL_DAYS_MIN || b->o.ttl_days > CMS_BOOTSTRAP_TTL_DAYS_MAX) {
+        say_err("--admin-key-ttl-days (CMS_ADMIN_KEY_TTL_DAYS) must be %d to %d, not %" PRId64
+                "; try --help\n",
+                CMS_BOOTSTRAP_TTL_DAYS_MIN, CMS_BOOTSTRAP_TTL_DAYS_MAX, b->o.ttl_days);
+        rc = CMS_BOOTSTRAP_BAD_OPTION;
+        goto out;
+    }
+    if (b->o.key_file != NULL) {
+        if (!cms_apikey_server_key_load(b->o.key_file, b->server_key, why, sizeof why)) {
+            say_err("--identity-key-file (CMS_IDENTITY_KEY_FILE): %s\n", why);
+            rc = CMS_BOOTSTRAP_KEY_FILE;
+            goto out;
+        }
+        b->have_key = true;
+    }
+    *out = b;
+    b = NULL;
+    rc = CMS_BOOTSTRAP_OK;
+out:
+    cms_bootstrap_destroy(b);
+    return rc;
+}
+
+/* Runs one statement; on any status but want prints what was being done and
+ * why it failed, sets *rc and returns NULL. */
+static PGresult *exec(cms_bootstrap *b, const char *what, const char *sql, int n,
+                      const char *const *values, const int *lengths, const int *formats,
+                      ExecStatusType want, cms_bootstrap_err *rc)
+{
+    say(b, CMS_MIGRATE_STATEMENTS, "bootstrap: %s\n", what);
+    PGresult *r = PQexecParams(b->conn, sql, n, NULL, values, lengths, formats, 0);
+    if (r != NULL && PQresultStatus(r) == want)
+        return r;
+    const char *code = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+    const char *msg = r ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+    if (code != NULL && strncmp(code, "22", 2) == 0) {
+        /* a data exception's message may quote the value it refused */
+        say_err("bootstrap: %s failed: a value was refused (SQLSTATE %s)\n", what, code);
+    } else if (msg != NULL) {
+        say_err("bootstrap: %s failed: %s (SQLSTATE %s)\n", what, msg, code ? code : "?????");
+    } else {
+        const char *e = PQerrorMessage(b->conn);
+        say_err("bootstrap: %s failed: %.*s\n", what, (int)strcspn(e, "\n"),
+                *e ? e : "no answer from PostgreSQL");
+    }
+    *rc = PQstatus(b->conn) == CONNECTION_BAD ? CMS_BOOTSTRAP_CONNECTION_LOST : CMS_BOOTSTRAP_QUERY;
+    PQclear(r);
+    return NULL;
+}
+
+/* A statement whose only row has booleans: their values into out. */
+static cms_bootstrap_err exec_bools(cms_bootstrap *b, const char *what, const char *sql, int n,
+                                    const char *const *values, bool *out, int nout)
+{
+    cms_bootstrap_err rc = CMS_BOOTSTRAP_OK;
+    PGresult *r = exec(b, what, sql, n, values, NULL, NULL, PGRES_TUPLES_OK, &rc);
+    if (r == NULL)
+        return rc;
+    if (PQntuples(r) != 1 || PQnfields(r) != nout) {
+        say_err("bootstrap: %s: unexpected answer\n", what);
+        rc = CMS_BOOTSTRAP_QUERY;
+    } else {
+        for (int i = 0; i < nout; i++)
+            out[i] = PQgetvalue(r, 0, i)[0] == 't';
+    }
+    PQclear(r);
+    return rc;
+}
+
+static cms_bootstrap_err exec_command(cms_bootstrap *b, const char *what, const char *sql, int n,
+                                      const char *const *values, const int *lengths,
+                                      const int *formats)
+{
+    cms_bootstrap_err rc = CMS_BOOTSTRAP_OK;
+    PGresult *r = exec(b, what, sql, n, values, lengths, formats, PGRES_COMMAND_OK, &rc);
+    PQclear(r);
+    return rc;
+}
+
+/* Envelope of one event, packed into out (event id, subject, bytes). */
+static cms_bootstrap_err build_event(const admin *a, Cms__V1__Envelope *env, const char *type,
+                                     const char *resource_type, const char *resource_id,
+                                     cms_event *out)
+{
+    const cms_event_header h = {
+        .event_type = type,
+        .resource_type = resource_type,
+        .resource_id = resource_id,
+        .actor_id = CMS_BOOTSTRAP_SYSTEM_ID,
+        .correlation_id = a->correlation_id,
+        .source = EVENT_SOURCE,
+        .occurred_at_us = a->now_us,
+    };
+    if (cms_event_build(env, &h, out) != 0) {
+        say_err("out of memory\n");
+        return CMS_BOOTSTRAP_NOMEM;
+    }
+    return CMS_BOOTSTRAP_OK;
+}
+
+/* Ids, key, hash, expiry and the two events of a new admin. */
+static cms_bootstrap_err admin_make(const cms_bootstrap *b, admin *a)
+{
+    cms_uuid iid, cid, corr;
+    cms_uuid_v7(&iid);
+    cms_uuid_v7(&cid);
+    cms_uuid_v7(&corr);
+    cms_uuid_format(&iid, a->identity_id);
+    cms_uuid_format(&cid, a->credential_id);
+    cms_uuid_format(&corr, a->correlation_id);
+    if (cms_apikey_generate(&cid, a->key, a->secret) != 0) {
+        say_err("bootstrap: libsodium cannot generate a key\n");
+        return CMS_BOOTSTRAP_NOMEM;
+    }
+    cms_apikey_hash(b->server_key, a->secret, a->hash);
+    /* the secret is in a->key; nothing below needs its bytes */
+    cms_apikey_wipe(a->secret, sizeof a->secret);
+
+    a->now_us = cms_event_now_us();
+    a->expires_us = a->now_us + b->o.ttl_days * US_PER_DAY;
+    time_t secs = (time_t)(a->expires_us / 1000000);
+    struct tm tm;
+    if (gmtime_r(&secs, &tm) == NULL ||
+        strftime(a->expires_text, sizeof a->expires_text, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+        snprintf(a->expires_text, sizeof a->expires_text, "in %" PRId64 " days", b->o.ttl_days);
+
+    Cms__V1__IdentityCreated ic = CMS__V1__IDENTITY_CREATED__INIT;
+    ic.identity_id = a->identity_id;
+    ic.name = (char *)b->o.admin_name;
+    ic.type = (char *)"user";
+    ic.status = (char *)"active";
+    Cms__V1__Envelope env = CMS__V1__ENVELOPE__INIT;
+    env.body_case = CMS__V1__ENVELOPE__BODY_IDENTITY_CREATED;
+    env.identity_created = &ic;
+    cms_bootstrap_err rc =
+        build_event(a, &env, "identity.created", "identity", a->identity_id, &a->created);
+    if (rc != CMS_BOOTSTRAP_OK)
+        return rc;
+
+    Cms__V1__CredentialIssued ci = CMS__V1__CREDENTIAL_ISSUED__INIT;
+    ci.credential_id = a->credential_id;
+    ci.identity_id = a->identity_id;
+    ci.type = (char *)"api_key";
+    ci.expires_at_us = a->expires_us;
+    Cms__V1__Envelope env2 = CMS__V1__ENVELOPE__INIT;
+    env2.body_case = CMS__V1__ENVELOPE__BODY_CREDENTIAL_ISSUED;
+    env2.credential_issued = &ci;
+    return build_event(a, &env2, "credential.issued", "credential", a->credential_id, &a->issued);
+}
+
+static void admin_wipe(admin *a)
+{
+    cms_apikey_wipe(a->key, sizeof a->key);
+    cms_apikey_wipe(a->secret, sizeof a->secret);
+    cms_event_release(&a->created);
+    cms_event_release(&a->issued);
+}
+
+static cms_bootstrap_err insert_event(cms_bootstrap *b, const char *what, const cms_event *ev)
+{
+    if (ev->len > INT32_MAX)
+        return CMS_BOOTSTRAP_NOMEM;
+    const char *v[] = {EVENT_SOURCE, ev->id, ev->subject, (const char *)ev->buf};
+    const int lengths[] = {0, 0, 0, (int)ev->len};
+    const int formats[] = {0, 0, 0, 1};
+    return exec_command(b, what, SQL_OUTBOX, 4, v, lengths, formats);
+}
+
+static cms_bootstrap_err admin_insert(cms_bootstrap *b, const admin *a)
+{
+    const char *vi[] = {a->identity_id, b->o.admin_name};
+    cms_bootstrap_err rc =
+        exec_command(b, "inserting the identity", SQL_IDENTITY, 2, vi, NULL, NULL);
+    if (rc != CMS_BOOTSTRAP_OK)
+        return rc;
+    char expires[32];
+    snprintf(expires, sizeof expires, "%" PRId64, a->expires_us);
+    const char *vc[] = {a->credential_id, a->identity_id, a->hash, expires};
+    rc = exec_command(b, "inserting the credential (its hash only)", SQL_CREDENTIAL, 4, vc, NULL,
+                      NULL);
+    if (rc == CMS_BOOTSTRAP_OK)
+        rc = insert_event(b, "inserting identity.created into the outbox", &a->created);
+    if (rc == CMS_BOOTSTRAP_OK)
+        rc = insert_event(b, "inserting credential.issued into the outbox", &a->issued);
+    return rc;
+}
+
+static bool write_all(int fd, const char *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return false;
+        p += w;
+        n -= (size_t)w;
+    }
+    return true;
+}
+
+/* The key's file, in the form `cmsctl` reads credentials in: created new
+ * (never over another file), 0600, synced to disk. */
+static cms_bootstrap_err write_key_file(cms_bootstrap *b, const admin *a)
+{
+    cms_bootstrap_err rc = CMS_BOOTSTRAP_KEY_OUT;
+    char text[2048];
+    const char *path = b->o.key_out;
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0) {
+        say_err("cannot create the admin key's file %s: %s%s\n", path, strerror(errno),
+                errno == EEXIST ? " (a key is never written over a file: remove it or give "
+                                  "another --admin-key-out)"
+                                : "");
+        goto out;
+    }
+    set_state(b, BS_KEY_FILE);
+    int n = snprintf(text, sizeof text,
+                     "# cms API key of the first admin \"%s\" (identity %s), expires %s\n"
+                     "api_key = %s\n",
+                     b->o.admin_name, a->identity_id, a->expires_text, a->key);
+    if (n < 0 || (size_t)n >= sizeof text) {
+        say_err("bootstrap: the admin key's file would be too long\n");
+        goto out;
+    }
+    /* the mode given to open is narrowed by the umask: make it exactly 0600 */
+    if (fchmod(fd, 0600) != 0 || !write_all(fd, text, (size_t)n) || fsync(fd) != 0) {
+        say_err("cannot write the admin key's file %s: %s\n", path, strerror(errno));
+        goto out;
+    }
+    rc = CMS_BOOTSTRAP_OK;
+out:
+    cms_apikey_wipe(text, sizeof text);
+    if (fd >= 0 && close(fd) != 0 && rc == CMS_BOOTSTRAP_OK) {
+        say_err("cannot write the admin key's file %s: %s\n", path, strerror(errno));
+        rc = CMS_BOOTSTRAP_KEY_OUT;
+    }
+    return rc;
+}
+
+/* The key alone on one line of stdout, written past stdio so that no copy
+ * stays behind in its buffer. */
+static cms_bootstrap_err print_key(const admin *a)
+{
+    char line[CMS_APIKEY_LEN + 1];
+    memcpy(line, a->key, CMS_APIKEY_LEN);
+    line[CMS_APIKEY_LEN] = '\n';
+    fflush(stdout);
+    bool ok = write_all(STDOUT_FILENO, line, sizeof line);
+    cms_apikey_wipe(line, sizeof line);
+    if (ok)
+        return CMS_BOOTSTRAP_OK;
+    say_err("the first admin was created but its API key could not be printed (%s). Delete the "
+            "admin's identity and credential rows and run `cms-migrate up` again.\n",
+            strerror(errno));
+    return CMS_BOOTSTRAP_OUTPUT;
+}
+
+static cms_bootstrap_err commit(cms_bootstrap *b)
+{
+    cms_bootstrap_err rc = CMS_BOOTSTRAP_OK;
+    say(b, CMS_MIGRATE_STATEMENTS, "bootstrap: committing\n");
+    PGresult *r = PQexec(b->conn, "COMMIT");
+    /* COMMIT of a failed transaction answers "ROLLBACK", with status OK */
+    if (PQresultStatus(r) == PGRES_COMMAND_OK && strcmp(PQcmdStatus(r), "COMMIT") == 0) {
+        set_state(b, BS_COMMITTED);
+    } else if (PQstatus(b->conn) == CONNECTION_BAD) {
+        set_state(b, BS_COMMIT_UNKNOWN);
+        rc = CMS_BOOTSTRAP_COMMIT_UNKNOWN;
+    } else {
+        const char *code = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+        const char *msg = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
+        say_err("bootstrap: committing failed: %s (SQLSTATE %s)\n", msg ? msg : "rolled back",
+                code ? code : "?????");
+        rc = CMS_BOOTSTRAP_QUERY;
+    }
+    PQclear(r);
+    return rc;
+}
+
+/* Ends a transaction that is still open, and removes a key's file that no
+ * committed admin goes with. */
+static void cleanup(cms_bootstrap *b)
+{
+    PGTransactionStatusType ts = PQtransactionStatus(b->conn);
+    if (ts == PQTRANS_INTRANS || ts == PQTRANS_INERROR) {
+        say(b, CMS_MIGRATE_STATEMENTS, "bootstrap: rolling back\n");
+        PGresult *r = PQexec(b->conn, "ROLLBACK");
+        PQclear(r);
+    }
+    if (b->state == BS_KEY_FILE && unlink(b->o.key_out) != 0)
+        say_err("cannot remove %s, which holds a key that was never valid: %s\n", b->o.key_out,
+                strerror(errno));
+    if (b->state != BS_IDLE)
+        set_state(b, BS_IDLE);
+}
+
+/* Without a key file: the way to the first admin, if there is none. */
+static cms_bootstrap_err hint(cms_bootstrap *b, bool have_identities)
+{
+    bool exists = false;
+    if (!have_identities)
+        return CMS_BOOTSTRAP_OK;
+    cms_bootstrap_err rc =
+        exec_bools(b, "looking for an admin", SQL_ADMIN_EXISTS, 0, NULL, &exists, 1);
+    if (rc == CMS_BOOTSTRAP_OK && !exists)
+        say(b, CMS_MIGRATE_PROGRESS,
+            "no admin identity yet: run `cms-migrate up --identity-key-file FILE` (or set "
+            "CMS_IDENTITY_KEY_FILE), FILE being cms-identity's key file, to create the first "
+            "admin and show its API key once\n");
+    return rc;
+}
+
+cms_bootstrap_err cms_bootstrap_run(cms_bootstrap *b, PGconn *conn)
+{
+    cms_bootstrap_err rc = CMS_BOOTSTRAP_OK;
+    admin a;
+    memset(&a, 0, sizeof a);
+    bool tables[3] = {false, false, false};
+    bool exists = false;
+    char lock_key[32];
+    b->conn = conn;
+    b->state = BS_IDLE;
+
+    rc = exec_bools(b, "looking for the identity tables", SQL_TABLES, 0, NULL, tables, 3);
+    if (rc != CMS_BOOTSTRAP_OK)
+        goto out;
+    if (!b->have_key) {
+        rc = hint(b, tables[0]);
+        goto out;
+    }
+    if (!tables[0] || !tables[1] || !tables[2]) {
+        say_err("cannot create the first admin: the schema has no identities, credentials or "
+                "outbox table (are these the system's migrations?)\n");
+        rc = CMS_BOOTSTRAP_NO_SCHEMA;
+        goto out;
+    }
+
+    rc = exec_command(b, "starting a transaction", "BEGIN", 0, NULL, NULL, NULL);
+    if (rc != CMS_BOOTSTRAP_OK)
+        goto out;
+    set_state(b, BS_IN_TXN);
+    snprintf(lock_key, sizeof lock_key, "%" PRId64, CMS_BOOTSTRAP_LOCK_KEY);
+    const char *const lk[] = {lock_key};
+    PGresult *r =
+        exec(b, "taking the bootstrap lock", SQL_LOCK, 1, lk, NULL, NULL, PGRES_TUPLES_OK, &rc);
+    PQclear(r);
+    if (r == NULL)
+        goto out;
+    /* only now, holding the lock, is the answer final for this database */
+    rc = exec_bools(b, "looking for an admin", SQL_ADMIN_EXISTS, 0, NULL, &exists, 1);
+    if (rc != CMS_BOOTSTRAP_OK)
+        goto out;
+    if (exists) {
+        say(b, CMS_MIGRATE_PROGRESS, "an admin identity exists already: no first admin created\n");
+        goto out;
+    }
+    const char *const nv[] = {b->o.admin_name};
+    rc = exec_bools(b, "looking for the admin's name", SQL_NAME_TAKEN, 1, nv, &exists, 1);
+    if (rc != CMS_BOOTSTRAP_OK)
+        goto out;
+    if (exists) {
+        say_err("cannot create the first admin: an identity named \"%s\" exists and is no admin; "
+                "choose another --admin-name\n",
+                b->o.admin_name);
+        rc = CMS_BOOTSTRAP_NAME_TAKEN;
+        goto out;
+    }
+
+    rc = admin_make(b, &a);
+    if (rc == CMS_BOOTSTRAP_OK)
+        rc = admin_insert(b, &a);
+    if (rc == CMS_BOOTSTRAP_OK && b->o.key_out != NULL)
+        rc = write_key_file(b, &a);
+    if (rc == CMS_BOOTSTRAP_OK)
+        rc = commit(b);
+    if (rc == CMS_BOOTSTRAP_COMMIT_UNKNOWN) {
+        say_err("the connection broke during the COMMIT of the first admin \"%s\" (identity %s): "
+                "whether it exists is unknown, and the key %s is valid only if it does. Run "
+                "`cms-migrate up` again once PostgreSQL is back: it says whether an admin "
+                "exists.\n",
+                b->o.admin_name, a.identity_id,
+                b->o.key_out ? "in the file written" : "printed below");
+        if (b->o.key_out == NULL)
+            (void)print_key(&a);
+        goto out;
+    }
+    if (rc != CMS_BOOTSTRAP_OK)
+        goto out;
+
+    if (b->o.key_out != NULL) {
+        say_err("first admin \"%s\" created (identity %s); its API key, valid until %s, is in %s "
+                "(mode 0600) and is shown nowhere else: store it safely\n",
+                b->o.admin_name, a.identity_id, a.expires_text, b->o.key_out);
+    } else {
+        say_err("first admin created; its API key is shown once: store it now\n");
+        fflush(stderr);
+        rc = print_key(&a);
+    }
+out:
+    cleanup(b);
+    admin_wipe(&a);
+    b->conn = NULL;
+    return rc;
+}
