@@ -282,10 +282,11 @@ static void h_get(void *arg, cms_cmd_req *req)
     const Cms__V1__GetIdentity *m = (const void *)cms_cmd_req_body(req);
     idv_err e;
     bool by_id = m->id[0] != '\0';
-    if (by_id ? !idv_uuid(m->id, "id", &e)
-              : (m->name[0] == '\0' ? (e.field = "id",
-                                       snprintf(e.msg, sizeof e.msg, "give an id or a name"), 1)
-                                    : !idv_name(m->name, "name", &e))) {
+    if (!by_id && m->name[0] == '\0') {
+        cms_cmd_fail(req, CMS__V1__ERROR_CODE__INVALID_ARGUMENT, "id", "give an id or a name");
+        return;
+    }
+    if (by_id ? !idv_uuid(m->id, "id", &e) : !idv_name(m->name, "name", &e)) {
         fail_invalid(req, &e);
         return;
     }
