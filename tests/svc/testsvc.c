@@ -1,10 +1,11 @@
 /* cms-testsvc: the smallest service on the runtime, for the service tests.
  * Verbs: echo (replies with the request), emit (records an event through
  * the outbox in one transaction, replies once committed). Callers are
- * authenticated like everywhere, by a resolver of its own that accepts any
+ * authenticated like everywhere: by a resolver of its own that accepts any
  * key of the API key form whose secret is 32 zero bytes ("AAAA...A"), as
- * the identity named by the key's id: the wiring is tested, not
- * cms-identity. */
+ * the identity named by the key's id (the wiring is tested, not
+ * cms-identity); or, with CMS_TESTSVC_REMOTE_AUTH=1, through cms-identity
+ * like every real service. */
 #include "apikey.h"
 #include "cms/v1/envelope.pb-c.h"
 #include "service.h"
@@ -87,7 +88,7 @@ static int start(cms_service *s, void *arg)
 
 int main(int argc, char **argv)
 {
-    static const cms_service_spec spec = {
+    static cms_service_spec spec = {
         .name = "testsvc",
         .summary = "a minimal service for the runtime's tests",
         .outbox = true,
@@ -95,5 +96,8 @@ int main(int argc, char **argv)
         .start = start,
         .auth_resolver = resolve,
     };
+    const char *remote = getenv("CMS_TESTSVC_REMOTE_AUTH");
+    if (remote && strcmp(remote, "1") == 0)
+        spec.auth_resolver = NULL;
     return cms_service_main(argc, argv, &spec);
 }

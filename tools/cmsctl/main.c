@@ -1,7 +1,7 @@
 /* cmsctl: the operator's command line for the contract management system.
  * One verb per command (cmsctl VERB [options]); each verb has its own
- * --help. It owns no data: it reads the audit log, and writes, records and
- * replays event streams.
+ * --help. It owns no data: it reads the audit log, writes, records and
+ * replays event streams, and sends commands to the services.
  *
  * Exit status: 0 done, 1 failed, 2 usage error. */
 #include <nats/nats.h>
@@ -25,12 +25,17 @@ static const char overall_help[] =
     "  record        capture live events from NATS into a .pbs file\n"
     "  replay        publish the events of a .pbs file to JetStream (CMS_EVENTS)\n"
     "  audit query   read the audit log, filtered, with keyset pagination\n"
+    "  identity      create, get, list, suspend, activate, deactivate identities\n"
+    "  credential    issue, revoke, list the credentials of identities\n"
     "\n"
     "A .pbs file is a sequence of protobuf messages (cms.v1.Envelope), each preceded by\n"
     "its length as a varint, as protobuf's writeDelimitedTo writes them.\n"
     "\n"
-    "Options come from environment variables (CMS_DATABASE_URL, CMS_NATS_URL) and flags;\n"
-    "a flag overrides its variable. Exit status: 0 done, 1 failed, 2 usage error.\n";
+    "Options come from environment variables (CMS_DATABASE_URL, CMS_NATS_URL,\n"
+    "CMS_COMMAND_PREFIX) and flags; a flag overrides its variable. The identity and\n"
+    "credential verbs send commands to cms-identity with the API key from CMS_API_KEY,\n"
+    "else the file CMS_CREDENTIALS_FILE names, else ~/.config/cms/credentials.\n"
+    "Exit status: 0 done, 1 failed, 2 usage error.\n";
 
 int main(int argc, char **argv)
 {
@@ -57,8 +62,14 @@ int main(int argc, char **argv)
         status = cmsctl_replay_main(argc - 1, argv + 1);
     } else if (strcmp(verb, "audit") == 0) {
         status = cmsctl_audit_main(argc - 1, argv + 1);
+    } else if (strcmp(verb, "identity") == 0) {
+        status = cmsctl_identity_main(argc - 1, argv + 1);
+    } else if (strcmp(verb, "credential") == 0) {
+        status = cmsctl_credential_main(argc - 1, argv + 1);
     } else {
-        status = cmsctl_usage(PROG, "unknown verb \"%s\": want gen, record, replay or audit query",
+        status = cmsctl_usage(PROG,
+                              "unknown verb \"%s\": want gen, record, replay, audit, identity or "
+                              "credential",
                               verb);
     }
 out:

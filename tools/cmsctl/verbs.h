@@ -8,5 +8,8 @@ int cmsctl_gen_main(int argc, char **argv);
 int cmsctl_record_main(int argc, char **argv);
 int cmsctl_replay_main(int argc, char **argv);
 int cmsctl_audit_main(int argc, char **argv); /* argv[0] is "audit", argv[1] the sub-verb */
+/* argv[0] is "identity" / "credential", argv[1] the sub-verb (identity.c) */
+int cmsctl_identity_main(int argc, char **argv);
+int cmsctl_credential_main(int argc, char **argv);
 
 #endif

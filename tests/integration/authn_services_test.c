@@ -1,0 +1,173 @@
+/* Authentication across services: cms-testsvc resolves its callers through
+ * cms-identity (CMS_TESTSVC_REMOTE_AUTH=1), as every real service does.
+ * Its cache lifetime is set to 30 s here, so a refusal within 3 s of a
+ * revocation, a suspension or an expiry proves the events invalidated it. */
+#include "cms/v1/command.pb-c.h"
+#include "cms/v1/envelope.pb-c.h"
+#include "cms/v1/identity.pb-c.h"
+#include "identity_fixture.h"
+#include "testenv.h"
+
+#include <criterion/criterion.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+
+static idfx F;
+static pid_t g_svc;
+static int g_port;
+
+static void pause_ms(int ms)
+{
+    struct timespec t = {ms / 1000, (long)(ms % 1000) * 1000 * 1000};
+    nanosleep(&t, NULL);
+}
+
+static void setup(void)
+{
+    idfx_setup(&F, "authn_test");
+    idfx_start(&F, NULL);
+    char addr[64];
+    g_port = cms_test_free_port();
+    snprintf(addr, sizeof addr, "CMS_HTTP_ADDR=127.0.0.1:%d", g_port);
+    const char *set[] = {F.dburl, addr, F.prefix_env, "CMS_TESTSVC_REMOTE_AUTH=1",
+                         "CMS_AUTH_CACHE_MS=30000", NULL};
+    g_svc = cms_test_spawn_service("cms-testsvc", NULL, set, NULL);
+    cr_assert_gt(g_svc, 0);
+    double t0 = cms_test_now_ms();
+    while (cms_test_http_get(g_port, "/readyz", NULL, 0) != 200) {
+        cr_assert_lt(cms_test_now_ms() - t0, 20000, "cms-testsvc ready");
+        pause_ms(20);
+    }
+}
+
+static void teardown(void)
+{
+    if (g_svc > 0) {
+        int st;
+        kill(g_svc, SIGKILL);
+        waitpid(g_svc, &st, 0);
+        g_svc = 0;
+    }
+    idfx_teardown(&F);
+}
+
+TestSuite(authn, .init = setup, .fini = teardown, .timeout = 120);
+
+static int64_t now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* cms-testsvc's echo as key: the reply's error code (0: let in). */
+static int echo_as(const char *key)
+{
+    char subject[128];
+    snprintf(subject, sizeof subject, "%s.testsvc.echo", F.prefix);
+    Cms__V1__Envelope e = CMS__V1__ENVELOPE__INIT;
+    e.event_type = (char *)"x.y";
+    uint8_t buf[64];
+    size_t n = cms__v1__envelope__pack(&e, buf);
+    natsMsg *m = NULL, *rep = NULL;
+    cr_assert_eq(natsMsg_Create(&m, subject, NULL, (const char *)buf, (int)n), NATS_OK);
+    if (key) {
+        char auth[128];
+        snprintf(auth, sizeof auth, "Bearer %s", key);
+        natsMsgHeader_Set(m, "Authorization", auth);
+    }
+    cr_assert_eq(natsConnection_RequestMsg(&rep, F.nc, m, 10000), NATS_OK);
+    natsMsg_Destroy(m);
+    Cms__V1__Reply *r = cms__v1__reply__unpack(NULL, (size_t)natsMsg_GetDataLength(rep),
+                                               (const uint8_t *)natsMsg_GetData(rep));
+    natsMsg_Destroy(rep);
+    cr_assert_not_null(r);
+    int code = r->outcome_case == CMS__V1__REPLY__OUTCOME_ERROR ? (int)r->error->code : 0;
+    cms__v1__reply__free_unpacked(r, NULL);
+    return code;
+}
+
+static void refused_within_3s(const char *key, const char *what)
+{
+    double t0 = cms_test_now_ms();
+    int code;
+    while ((code = echo_as(key)) == 0) {
+        cr_assert_lt(cms_test_now_ms() - t0, 3000,
+                     "%s: cms-testsvc still let the key in after 3 s (cache 30 s)", what);
+        pause_ms(20);
+    }
+    cr_assert_eq(code, CMS__V1__ERROR_CODE__PERMISSION_DENIED, "%s", what);
+}
+
+static Cms__V1__Credential *new_key(const char *identity_id, int64_t ttl_us)
+{
+    Cms__V1__IssueCredential m = CMS__V1__ISSUE_CREDENTIAL__INIT;
+    m.identity_id = (char *)identity_id;
+    m.type = (char *)"api_key";
+    m.expires_at_us = now_us() + ttl_us;
+    Cms__V1__Credential *c = NULL;
+    char field[256], msg[256];
+    cr_assert_eq(idfx_call(&F, F.admin_key, NULL, "issue_credential", &m.base,
+                           &cms__v1__credential__descriptor, (ProtobufCMessage **)&c, field, msg),
+                 0, "%s", msg);
+    return c;
+}
+
+Test(authn, another_service_refuses_revoked_suspended_and_expired_keys)
+{
+    cr_assert_eq(echo_as(F.admin_key), 0, "the admin is let in");
+    cr_assert_eq(echo_as(NULL), CMS__V1__ERROR_CODE__PERMISSION_DENIED);
+    char other[CMS_APIKEY_LEN + 1];
+    snprintf(other, sizeof other, "%s", F.admin_key);
+    other[CMS_APIKEY_LEN - 2] = other[CMS_APIKEY_LEN - 2] == 'A' ? 'B' : 'A';
+    cr_assert_eq(echo_as(other), CMS__V1__ERROR_CODE__PERMISSION_DENIED, "a wrong secret");
+
+    char id[37], k1[CMS_APIKEY_LEN + 1];
+    idfx_insert(&F, "svc-user", "user", "active", "{}", 3600, id, k1);
+    Cms__V1__Credential *k2 = new_key(id, 3600 * INT64_C(1000000));
+    Cms__V1__Credential *k3 = new_key(id, 2000000);
+    cr_assert_eq(echo_as(k1), 0);
+    cr_assert_eq(echo_as(k2->api_key), 0);
+    cr_assert_eq(echo_as(k3->api_key), 0);
+
+    /* revocation of one key: that key only */
+    Cms__V1__RevokeCredential rv = CMS__V1__REVOKE_CREDENTIAL__INIT;
+    rv.id = k2->id;
+    char field[256], msg[256];
+    cr_assert_eq(idfx_call(&F, F.admin_key, NULL, "revoke_credential", &rv.base,
+                           &cms__v1__credential__descriptor, NULL, field, msg),
+                 0, "%s", msg);
+    refused_within_3s(k2->api_key, "revoked");
+    cr_assert_eq(echo_as(k1), 0, "the other key still works");
+
+    /* expiry */
+    refused_within_3s(k3->api_key, "expired");
+
+    /* suspension: every key of the identity */
+    Cms__V1__SetIdentityStatus ss = CMS__V1__SET_IDENTITY_STATUS__INIT;
+    ss.id = id;
+    ss.status = (char *)"suspended";
+    cr_assert_eq(idfx_call(&F, F.admin_key, NULL, "set_status", &ss.base,
+                           &cms__v1__identity__descriptor, NULL, field, msg),
+                 0, "%s", msg);
+    refused_within_3s(k1, "suspended");
+    cms__v1__credential__free_unpacked(k2, NULL);
+    cms__v1__credential__free_unpacked(k3, NULL);
+}
+
+Test(authn, without_cms_identity_an_unknown_caller_is_unavailable_not_denied)
+{
+    cr_assert_eq(echo_as(F.admin_key), 0);
+    idfx_kill9(&F);
+    char id[37], key[CMS_APIKEY_LEN + 1];
+    idfx_insert(&F, "late", "user", "active", "{}", 3600, id, key);
+    cr_assert_eq(echo_as(key), CMS__V1__ERROR_CODE__UNAVAILABLE,
+                 "nobody can say who it is: retry later, not refused");
+    cr_assert_eq(echo_as(F.admin_key), 0, "a cached caller is still let in");
+    idfx_start(&F, NULL);
+    cr_assert_eq(echo_as(key), 0, "resolved once cms-identity is back");
+}

@@ -1,0 +1,1003 @@
+/* cmsctl identity and cmsctl credential: the commands of cms-identity.
+ *
+ * Each sub-verb is one request on <prefix>.identity.<verb> (see ctlcmd.h),
+ * or two when an identity is given by name where the command takes an id
+ * (set_status, issue_credential, list_credentials): a get by name comes
+ * first. An argument that parses as a UUID is an id, anything else a name.
+ *
+ * Values are checked by the service, which names the field at fault; this
+ * file checks only what it must understand itself (JSON it merges roles
+ * into, times and durations it converts, the shape of the command line).
+ *
+ * Output: "key: value" lines for one object and a table for lists, or with
+ * --json one JSON object (an array for lists). Times are RFC 3339 in UTC:
+ * to the second in tables, to the microsecond in JSON, where each "*_at"
+ * string comes with its "*_at_us" (Unix microseconds, as on the wire). An
+ * issued API key is printed once, to stdout only. */
+#include <inttypes.h>
+#include <jansson.h>
+#include <sodium.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "cms/v1/identity.pb-c.h"
+#include "ctlcmd.h"
+#include "uuid.h"
+#include "verbs.h"
+
+#define SERVICE "identity"
+#define LIST_LIMIT_MAX 1000
+#define NAME_COLUMN_MAX 40
+#define TEXT_MAX 1024 /* longest server text shown in a table cell */
+#define ROLES_TEXT_MAX 256
+
+/* ------------------------------------------------------------------------ */
+/* option tables */
+
+static const cms_option create_options[] = {
+    CMSCTL_CMD_OPTIONS,
+    {"type", NULL, CMS_OPT_STRING, NULL, "user, machine or enclave", false, true},
+    {"metadata", NULL, CMS_OPT_STRING, NULL, "a JSON object kept with the identity", false, false},
+    {"roles", NULL, CMS_OPT_STRING, NULL,
+     "comma-separated roles, merged into the metadata's \"roles\" (e.g. admin)", false, false},
+};
+
+static const cms_option get_options[] = {
+    CMSCTL_CMD_OPTIONS,
+};
+
+static const cms_option list_options[] = {
+    CMSCTL_CMD_OPTIONS,
+    {"type", NULL, CMS_OPT_STRING, NULL, "only this type (user, machine, enclave)", false, false},
+    {"status", NULL, CMS_OPT_STRING, NULL, "only this status (active, inactive, suspended)", false,
+     false},
+    {"limit", NULL, CMS_OPT_INT, "100", "identities per page (1 to 1000)", false, false},
+    {"after", NULL, CMS_OPT_STRING, NULL,
+     "the cursor printed after the previous page (next: --after CURSOR)", false, false},
+    {"all", NULL, CMS_OPT_BOOL, "false", "follow every page to the end", false, false},
+};
+
+static const cms_option status_options[] = {
+    CMSCTL_CMD_OPTIONS,
+    {"reason", NULL, CMS_OPT_STRING, NULL, "why (kept with the change and in its event)", false,
+     false},
+};
+
+static const cms_option issue_options[] = {
+    CMSCTL_CMD_OPTIONS,
+    {"type", NULL, CMS_OPT_STRING, NULL, "api_key, public_key or attestation", false, true},
+    {"expires-in", NULL, CMS_OPT_STRING, NULL, "lifetime from now: 90d, 12h, 30m or 45s", false,
+     false},
+    {"expires-at", NULL, CMS_OPT_STRING, NULL, "end of life, RFC 3339 (e.g. 2026-01-31T00:00:00Z)",
+     false, false},
+    {"public-key", NULL, CMS_OPT_STRING, NULL, "public_key: the Ed25519 public key, base64", false,
+     false},
+    {"measurement", NULL, CMS_OPT_STRING, NULL, "attestation: the enclave's measurement, hex",
+     false, false},
+    {"signer", NULL, CMS_OPT_STRING, NULL, "attestation: the enclave's signer", false, false},
+    {"metadata", NULL, CMS_OPT_STRING, NULL, "a JSON object kept with the credential", false,
+     false},
+};
+
+static const cms_option revoke_options[] = {
+    CMSCTL_CMD_OPTIONS,
+    {"reason", NULL, CMS_OPT_STRING, NULL, "why (kept with the revocation and in its event)", false,
+     false},
+};
+
+static const cms_option clist_options[] = {
+    CMSCTL_CMD_OPTIONS,
+};
+
+#define NOPTS(t) (sizeof(t) / sizeof((t)[0]))
+
+static const char identity_help[] =
+    "cmsctl identity - identities, kept by cms-identity\n"
+    "\n"
+    "usage: cmsctl identity create NAME --type user|machine|enclave\n"
+    "                              [--metadata JSON] [--roles a,b]\n"
+    "       cmsctl identity get ID|NAME\n"
+    "       cmsctl identity list [--type T] [--status S] [--limit N] [--after CURSOR] [--all]\n"
+    "       cmsctl identity suspend|activate|deactivate ID|NAME [--reason TEXT]\n"
+    "\n"
+    "cmsctl identity SUB-VERB --help shows the options of each.\n";
+
+static const char credential_help[] =
+    "cmsctl credential - credentials of identities, kept by cms-identity\n"
+    "\n"
+    "usage: cmsctl credential issue ID|NAME --type api_key|public_key|attestation\n"
+    "                               (--expires-in DURATION | --expires-at RFC3339)\n"
+    "                               [--public-key BASE64] [--measurement HEX --signer TEXT]\n"
+    "                               [--metadata JSON]\n"
+    "       cmsctl credential revoke CREDENTIAL_ID [--reason TEXT]\n"
+    "       cmsctl credential list ID|NAME\n"
+    "\n"
+    "cmsctl credential SUB-VERB --help shows the options of each.\n";
+
+/* ------------------------------------------------------------------------ */
+/* arguments */
+
+/* Exactly one positional, what it is called in messages. */
+static int one_arg(const char *prog, const cms_config *cfg, const char *what, const char **out)
+{
+    size_t n = cms_config_npositional(cfg);
+    if (n == 0)
+        return cmsctl_usage(prog, "%s is needed", what);
+    if (n > 1)
+        return cmsctl_usage(prog, "unexpected argument \"%s\" after %s",
+                            cms_config_positional(cfg, 1), what);
+    *out = cms_config_positional(cfg, 0);
+    return CMSCTL_EXIT_OK;
+}
+
+static bool as_uuid(const char *s, char out[CMS_UUID_STRLEN + 1])
+{
+    cms_uuid u;
+    if (!cms_uuid_parse(s, strlen(s), &u))
+        return false;
+    cms_uuid_format(&u, out);
+    return true;
+}
+
+/* A JSON object given on the command line; *out is NULL when text is NULL. */
+static int object_arg(const char *prog, const char *flag, const char *text, json_t **out)
+{
+    json_error_t jerr;
+    *out = NULL;
+    if (text == NULL)
+        return CMSCTL_EXIT_OK;
+    json_t *v = json_loads(text, JSON_REJECT_DUPLICATES, &jerr);
+    if (v == NULL)
+        return cmsctl_usage(prog, "--%s is not JSON: %s (at character %d)", flag, jerr.text,
+                            jerr.position);
+    if (!json_is_object(v)) {
+        json_decref(v);
+        return cmsctl_usage(prog, "--%s must be a JSON object, like {\"team\": \"ops\"}", flag);
+    }
+    *out = v;
+    return CMSCTL_EXIT_OK;
+}
+
+/* Adds the comma-separated roles to obj's "roles" array (made if missing),
+ * each once, keeping the order they came in. */
+static int merge_roles(const char *prog, json_t *obj, const char *roles)
+{
+    int status = CMSCTL_EXIT_USAGE;
+    char *copy = strdup(roles);
+    json_t *arr = json_object_get(obj, "roles");
+    if (copy == NULL) {
+        status = cmsctl_fail(prog, "out of memory");
+        goto out;
+    }
+    if (arr == NULL) {
+        arr = json_array();
+        if (arr == NULL || json_object_set_new(obj, "roles", arr) != 0) {
+            status = cmsctl_fail(prog, "out of memory");
+            goto out;
+        }
+    } else if (!json_is_array(arr)) {
+        status = cmsctl_usage(prog, "--metadata has \"roles\" that is not an array: cannot "
+                                    "merge --roles into it");
+        goto out;
+    }
+    /* strsep, not strtok_r: "a,,b" has an empty role, a mistake worth naming */
+    char *rest = copy, *tok;
+    while ((tok = strsep(&rest, ",")) != NULL) {
+        while (*tok == ' ' || *tok == '\t')
+            tok++;
+        size_t len = strlen(tok);
+        while (len > 0 && (tok[len - 1] == ' ' || tok[len - 1] == '\t'))
+            tok[--len] = '\0';
+        if (len == 0) {
+            status = cmsctl_usage(prog,
+                                  "--roles \"%s\" has an empty role: want names separated "
+                                  "by commas, like admin,auditor",
+                                  roles);
+            goto out;
+        }
+        bool have = false;
+        size_t i;
+        json_t *v;
+        json_array_foreach(arr, i, v)
+        {
+            if (json_is_string(v) && strcmp(json_string_value(v), tok) == 0)
+                have = true;
+        }
+        if (!have && json_array_append_new(arr, json_string(tok)) != 0) {
+            status = cmsctl_usage(prog, "--roles: role \"%s\" is not valid UTF-8", tok);
+            goto out;
+        }
+    }
+    status = CMSCTL_EXIT_OK;
+out:
+    free(copy);
+    return status;
+}
+
+/* The metadata to send: --metadata (an object), with --roles merged in;
+ * "{}" when neither is given. *out is malloc'd. */
+static int metadata_arg(const char *prog, const char *metadata, const char *roles, char **out)
+{
+    int status = CMSCTL_EXIT_USAGE;
+    json_t *obj = NULL;
+    if ((status = object_arg(prog, "metadata", metadata, &obj)) != CMSCTL_EXIT_OK)
+        goto out;
+    if (obj == NULL && (obj = json_object()) == NULL) {
+        status = cmsctl_fail(prog, "out of memory");
+        goto out;
+    }
+    if (roles != NULL && (status = merge_roles(prog, obj, roles)) != CMSCTL_EXIT_OK)
+        goto out;
+    *out = json_dumps(obj, JSON_COMPACT);
+    status = *out != NULL ? CMSCTL_EXIT_OK : cmsctl_fail(prog, "out of memory");
+out:
+    json_decref(obj);
+    return status;
+}
+
+/* ------------------------------------------------------------------------ */
+/* output */
+
+/* Text from the service, made safe for a terminal: control characters
+ * (which could move the cursor or recolour the screen) become '?'. */
+static const char *clean(const char *s, char *buf, size_t len)
+{
+    size_t i = 0;
+    for (; s[i] != '\0' && i + 1 < len; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        buf[i] = (ch < 0x20 || ch == 0x7f) ? '?' : (char)ch;
+    }
+    buf[i] = '\0';
+    return buf;
+}
+
+/* A JSON string of s; bytes that are not UTF-8 become '?' (jansson takes
+ * only valid UTF-8, protobuf-c does not check). */
+static json_t *jstr(const char *s)
+{
+    json_t *v = json_string(s);
+    if (v != NULL)
+        return v;
+    char *copy = strdup(s);
+    if (copy == NULL)
+        return NULL;
+    for (char *p = copy; *p != '\0'; p++) {
+        if ((unsigned char)*p >= 0x80)
+            *p = '?';
+    }
+    v = json_string(copy);
+    free(copy);
+    return v;
+}
+
+/* The metadata as JSON: the object the service sent, or its text as a
+ * string should it not parse. */
+static json_t *jmetadata(const char *text)
+{
+    if (text[0] == '\0')
+        return json_object();
+    json_t *v = json_loads(text, JSON_DECODE_ANY, NULL);
+    return v != NULL ? v : jstr(text);
+}
+
+/* "name": RFC 3339 (null when unset) and "name_us": the microseconds. */
+static void jtime(json_t *o, const char *name, int64_t us)
+{
+    char t[CMSCTL_CMD_TIME_MAX], key[64];
+    cmsctl_cmd_time_format(us, true, t);
+    json_object_set_new(o, name, t[0] != '\0' ? json_string(t) : json_null());
+    snprintf(key, sizeof key, "%s_us", name);
+    json_object_set_new(o, key, json_integer(us));
+}
+
+static const char *table_time(int64_t us, char out[CMSCTL_CMD_TIME_MAX])
+{
+    cmsctl_cmd_time_format(us, false, out);
+    if (out[0] == '\0')
+        snprintf(out, CMSCTL_CMD_TIME_MAX, "-");
+    return out;
+}
+
+/* The metadata's roles, comma-separated ("-" if none). */
+static const char *roles_of(const char *metadata_json, char out[ROLES_TEXT_MAX])
+{
+    size_t len = 0, i;
+    json_t *r;
+    out[0] = '\0';
+    json_t *m = json_loads(metadata_json, 0, NULL);
+    json_t *arr = json_object_get(m, "roles");
+    json_array_foreach(arr, i, r)
+    {
+        if (!json_is_string(r))
+            continue;
+        int n = snprintf(out + len, ROLES_TEXT_MAX - len, "%s%s", len > 0 ? "," : "",
+                         json_string_value(r));
+        if (n < 0 || (size_t)n >= ROLES_TEXT_MAX - len) {
+            out[len] = '\0';
+            break;
+        }
+        len += (size_t)n;
+    }
+    json_decref(m);
+    if (len == 0)
+        snprintf(out, ROLES_TEXT_MAX, "-");
+    return out;
+}
+
+static json_t *identity_json(const Cms__V1__Identity *id)
+{
+    json_t *o = json_object();
+    if (o == NULL)
+        return NULL;
+    json_object_set_new(o, "id", jstr(id->id));
+    json_object_set_new(o, "name", jstr(id->name));
+    json_object_set_new(o, "type", jstr(id->type));
+    json_object_set_new(o, "status", jstr(id->status));
+    json_object_set_new(o, "metadata", jmetadata(id->metadata_json));
+    jtime(o, "created_at", id->created_at_us);
+    jtime(o, "updated_at", id->updated_at_us);
+    return o;
+}
+
+static const char *credential_status(const Cms__V1__Credential *c, int64_t now_us)
+{
+    if (c->revoked_at_us != 0)
+        return "revoked";
+    if (c->expires_at_us != 0 && c->expires_at_us <= now_us)
+        return "expired";
+    return "active";
+}
+
+/* with_secret: the reply of issue_credential, the only one with a key. */
+static json_t *credential_json(const Cms__V1__Credential *c, bool with_secret)
+{
+    json_t *o = json_object();
+    if (o == NULL)
+        return NULL;
+    json_object_set_new(o, "id", jstr(c->id));
+    json_object_set_new(o, "identity_id", jstr(c->identity_id));
+    json_object_set_new(o, "type", jstr(c->type));
+    json_object_set_new(o, "status", json_string(credential_status(c, cmsctl_wall_us())));
+    jtime(o, "expires_at", c->expires_at_us);
+    jtime(o, "created_at", c->created_at_us);
+    jtime(o, "revoked_at", c->revoked_at_us);
+    json_object_set_new(o, "metadata", jmetadata(c->metadata_json));
+    if (c->public_key[0] != '\0')
+        json_object_set_new(o, "public_key", jstr(c->public_key));
+    if (c->measurement[0] != '\0')
+        json_object_set_new(o, "measurement", jstr(c->measurement));
+    if (with_secret && c->api_key[0] != '\0')
+        json_object_set_new(o, "api_key", jstr(c->api_key));
+    return o;
+}
+
+/* Prints v (taken) on stdout. A secret in it is wiped before it is freed. */
+static int print_json(const char *prog, json_t *v, const char *secret_key)
+{
+    if (v == NULL)
+        return cmsctl_fail(prog, "out of memory rendering JSON");
+    int rc = json_dumpf(v, stdout, JSON_INDENT(2));
+    fputc('\n', stdout);
+    json_t *s = secret_key != NULL ? json_object_get(v, secret_key) : NULL;
+    if (json_is_string(s))
+        sodium_memzero((char *)json_string_value(s), json_string_length(s));
+    json_decref(v);
+    return rc == 0 ? CMSCTL_EXIT_OK : cmsctl_fail(prog, "cannot write to stdout");
+}
+
+static void identity_table(const Cms__V1__Identity *id)
+{
+    char b[TEXT_MAX], t[CMSCTL_CMD_TIME_MAX], roles[ROLES_TEXT_MAX];
+    printf("id: %s\n", clean(id->id, b, sizeof b));
+    printf("name: %s\n", clean(id->name, b, sizeof b));
+    printf("type: %s\n", clean(id->type, b, sizeof b));
+    printf("status: %s\n", clean(id->status, b, sizeof b));
+    printf("roles: %s\n", clean(roles_of(id->metadata_json, roles), b, sizeof b));
+    printf("metadata: %s\n", clean(id->metadata_json, b, sizeof b));
+    printf("created_at: %s\n", table_time(id->created_at_us, t));
+    printf("updated_at: %s\n", table_time(id->updated_at_us, t));
+}
+
+static void credential_table(const Cms__V1__Credential *c, bool with_secret)
+{
+    char b[TEXT_MAX], t[CMSCTL_CMD_TIME_MAX];
+    printf("id: %s\n", clean(c->id, b, sizeof b));
+    printf("identity_id: %s\n", clean(c->identity_id, b, sizeof b));
+    printf("type: %s\n", clean(c->type, b, sizeof b));
+    printf("status: %s\n", credential_status(c, cmsctl_wall_us()));
+    printf("expires_at: %s\n", table_time(c->expires_at_us, t));
+    printf("created_at: %s\n", table_time(c->created_at_us, t));
+    printf("revoked_at: %s\n", table_time(c->revoked_at_us, t));
+    if (c->public_key[0] != '\0')
+        printf("public_key: %s\n", clean(c->public_key, b, sizeof b));
+    if (c->measurement[0] != '\0')
+        printf("measurement: %s\n", clean(c->measurement, b, sizeof b));
+    printf("metadata: %s\n", clean(c->metadata_json, b, sizeof b));
+    if (with_secret && c->api_key[0] != '\0') {
+        printf("api_key: %s\n", clean(c->api_key, b, sizeof b));
+        sodium_memzero(b, sizeof b);
+    }
+}
+
+static int print_identity(const char *prog, const cms_config *cfg, const Cms__V1__Identity *id)
+{
+    if (cms_config_bool(cfg, "json"))
+        return print_json(prog, identity_json(id), NULL);
+    identity_table(id);
+    return CMSCTL_EXIT_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* resolving identities */
+
+/* The identity given as an id (a UUID) or a name. */
+static int get_identity(cmsctl_cmd *c, const char *arg, Cms__V1__Identity **out)
+{
+    char id[CMS_UUID_STRLEN + 1];
+    Cms__V1__GetIdentity req = CMS__V1__GET_IDENTITY__INIT;
+    if (as_uuid(arg, id))
+        req.id = id;
+    else
+        req.name = (char *)arg;
+    return cmsctl_cmd_call(c, "get", CMSCTL_CMD_READ, &req.base, &cms__v1__identity__descriptor,
+                           (ProtobufCMessage **)out);
+}
+
+/* The id of the identity given as an id or a name (asking for a name). */
+static int identity_id(cmsctl_cmd *c, const char *arg, char id[CMS_UUID_STRLEN + 1])
+{
+    int status = CMSCTL_EXIT_OK;
+    Cms__V1__Identity *found = NULL;
+    if (as_uuid(arg, id))
+        goto out;
+    if ((status = get_identity(c, arg, &found)) != CMSCTL_EXIT_OK)
+        goto out;
+    snprintf(id, CMS_UUID_STRLEN + 1, "%s", found->id);
+out:
+    if (found != NULL)
+        cms__v1__identity__free_unpacked(found, NULL);
+    return status;
+}
+
+/* ------------------------------------------------------------------------ */
+/* cmsctl identity ... */
+
+static int create_main(int argc, char **argv)
+{
+    static const char prog[] = "cmsctl identity create";
+    int status = CMSCTL_EXIT_FAILED;
+    cms_config *cfg = NULL;
+    cmsctl_cmd *c = NULL;
+    char *metadata = NULL;
+    Cms__V1__Identity *got = NULL;
+    const char *name = NULL;
+    status =
+        cmsctl_parse(create_options, NOPTS(create_options), argc, argv, prog, "create an identity",
+                     "NAME --type user|machine|enclave\n\n"
+                     "Creates the identity NAME (admins only) and prints it. --roles a,b adds\n"
+                     "the roles to the metadata's \"roles\" array.\n\n" CMSCTL_CMD_KEY_HELP,
+                     &cfg);
+    if (status != CMSCTL_EXIT_OK)
+        goto out;
+    if ((status = one_arg(prog, cfg, "the identity's NAME", &name)) != CMSCTL_EXIT_OK ||
+        (status = metadata_arg(prog, cms_config_str(cfg, "metadata"), cms_config_str(cfg, "roles"),
+                               &metadata)) != CMSCTL_EXIT_OK ||
+        (status = cmsctl_cmd_open(prog, cfg, SERVICE, &c)) != CMSCTL_EXIT_OK)
+        goto out;
+    Cms__V1__CreateIdentity req = CMS__V1__CREATE_IDENTITY__INIT;
+    req.name = (char *)name;
+    req.type = (char *)cms_config_str(cfg, "type");
+    req.metadata_json = metadata;
+    if ((status = cmsctl_cmd_call(c, "create", CMSCTL_CMD_WRITE, &req.base,
+                                  &cms__v1__identity__descriptor, (ProtobufCMessage **)&got)) !=
+        CMSCTL_EXIT_OK)
+        goto out;
+    status = print_identity(prog, cfg, got);
+out:
+    if (got != NULL)
+        cms__v1__identity__free_unpacked(got, NULL);
+    free(metadata);
+    cmsctl_cmd_destroy(c);
+    cms_config_destroy(cfg);
+    return status == CMSCTL_PARSE_DONE ? CMSCTL_EXIT_OK : status;
+}
+
+static int get_main(int argc, char **argv)
+{
+    static const char prog[] = "cmsctl identity get";
+    int status = CMSCTL_EXIT_FAILED;
+    cms_config *cfg = NULL;
+    cmsctl_cmd *c = NULL;
+    Cms__V1__Identity *got = NULL;
+    const char *arg = NULL;
+    status = cmsctl_parse(get_options, NOPTS(get_options), argc, argv, prog, "show one identity",
+                          "ID|NAME\n\n"
+                          "Prints the identity with that id (a UUID) or, for anything else, that\n"
+                          "name.\n\n" CMSCTL_CMD_KEY_HELP,
+                          &cfg);
+    if (status != CMSCTL_EXIT_OK)
+        goto out;
+    if ((status = one_arg(prog, cfg, "an identity's ID or NAME", &arg)) != CMSCTL_EXIT_OK ||
+        (status = cmsctl_cmd_open(prog, cfg, SERVICE, &c)) != CMSCTL_EXIT_OK ||
+        (status = get_identity(c, arg, &got)) != CMSCTL_EXIT_OK)
+        goto out;
+    status = print_identity(prog, cfg, got);
+out:
+    if (got != NULL)
+        cms__v1__identity__free_unpacked(got, NULL);
+    cmsctl_cmd_destroy(c);
+    cms_config_destroy(cfg);
+    return status == CMSCTL_PARSE_DONE ? CMSCTL_EXIT_OK : status;
+}
+
+/* The pages of one list command, kept until printed. */
+typedef struct pages {
+    Cms__V1__IdentityPage **v;
+    size_t n, cap;
+} pages;
+
+static bool pages_add(pages *p, Cms__V1__IdentityPage *page)
+{
+    if (p->n == p->cap) {
+        size_t cap = p->cap ? p->cap * 2 : 8;
+        Cms__V1__IdentityPage **v = realloc(p->v, cap * sizeof *v);
+        if (v == NULL)
+            return false;
+        p->v = v;
+        p->cap = cap;
+    }
+    p->v[p->n++] = page;
+    return true;
+}
+
+static void pages_free(pages *p)
+{
+    for (size_t i = 0; i < p->n; i++)
+        cms__v1__identity_page__free_unpacked(p->v[i], NULL);
+    free(p->v);
+}
+
+static int print_identities(const char *prog, const cms_config *cfg, const pages *p)
+{
+    if (cms_config_bool(cfg, "json")) {
+        json_t *arr = json_array();
+        for (size_t i = 0; arr != NULL && i < p->n; i++) {
+            for (size_t j = 0; j < p->v[i]->n_identities; j++) {
+                if (json_array_append_new(arr, identity_json(p->v[i]->identities[j])) != 0) {
+                    json_decref(arr);
+                    arr = NULL;
+                    break;
+                }
+            }
+        }
+        return print_json(prog, arr, NULL);
+    }
+    int width = 4;
+    size_t rows = 0;
+    for (size_t i = 0; i < p->n; i++) {
+        for (size_t j = 0; j < p->v[i]->n_identities; j++) {
+            int len = (int)strlen(p->v[i]->identities[j]->name);
+            if (len > width)
+                width = len < NAME_COLUMN_MAX ? len : NAME_COLUMN_MAX;
+            rows++;
+        }
+    }
+    if (rows == 0) {
+        printf("(no identities match)\n");
+        return CMSCTL_EXIT_OK;
+    }
+    printf("%-36s  %-*s  %-8s  %-9s  %-20s  %s\n", "ID", width, "NAME", "TYPE", "STATUS",
+           "CREATED_AT", "ROLES");
+    for (size_t i = 0; i < p->n; i++) {
+        for (size_t j = 0; j < p->v[i]->n_identities; j++) {
+            const Cms__V1__Identity *id = p->v[i]->identities[j];
+            char bid[64], bname[TEXT_MAX], btype[64], bstatus[64], t[CMSCTL_CMD_TIME_MAX];
+            char roles[ROLES_TEXT_MAX], broles[ROLES_TEXT_MAX];
+            printf("%-36s  %-*s  %-8s  %-9s  %-20s  %s\n", clean(id->id, bid, sizeof bid), width,
+                   clean(id->name, bname, sizeof bname), clean(id->type, btype, sizeof btype),
+                   clean(id->status, bstatus, sizeof bstatus), table_time(id->created_at_us, t),
+                   clean(roles_of(id->metadata_json, roles), broles, sizeof broles));
+        }
+    }
+    return CMSCTL_EXIT_OK;
+}
+
+static int list_main(int argc, char **argv)
+{
+    static const char prog[] = "cmsctl identity list";
+    int status = CMSCTL_EXIT_FAILED;
+    cms_config *cfg = NULL;
+    cmsctl_cmd *c = NULL;
+    pages p = {.n = 0};
+    int64_t limit = 0;
+    status = cmsctl_parse(
+        list_options, NOPTS(list_options), argc, argv, prog, "list identities",
+        "\n\n"
+        "Lists identities in the service's order, --limit at a time. When more may\n"
+        "follow it ends with \"next: --after CURSOR\" (on stderr with --json): run the\n"
+        "same command with that flag added for the next page, or use --all to follow\n"
+        "every page.\n\n" CMSCTL_CMD_KEY_HELP,
+        &cfg);
+    if (status != CMSCTL_EXIT_OK)
+        goto out;
+    if (cms_config_npositional(cfg) > 0) {
+        status = cmsctl_usage(prog, "unexpected argument \"%s\"", cms_config_positional(cfg, 0));
+        goto out;
+    }
+    if (!cmsctl_int_arg(prog, cfg, "limit", 1, LIST_LIMIT_MAX, &limit)) {
+        status = CMSCTL_EXIT_USAGE;
+        goto out;
+    }
+    if ((status = cmsctl_cmd_open(prog, cfg, SERVICE, &c)) != CMSCTL_EXIT_OK)
+        goto out;
+    bool all = cms_config_bool(cfg, "all");
+    const char *after = cms_config_str(cfg, "after");
+    const char *type = cms_config_str(cfg, "type");
+    const char *st = cms_config_str(cfg, "status");
+    for (;;) {
+        Cms__V1__ListIdentities req = CMS__V1__LIST_IDENTITIES__INIT;
+        Cms__V1__IdentityPage *page = NULL;
+        req.type = (char *)(type ? type : "");
+        req.status = (char *)(st ? st : "");
+        req.limit = (int32_t)limit;
+        req.after = (char *)(after ? after : "");
+        if ((status = cmsctl_cmd_call(c, "list", CMSCTL_CMD_READ, &req.base,
+                                      &cms__v1__identity_page__descriptor,
+                                      (ProtobufCMessage **)&page)) != CMSCTL_EXIT_OK)
+            goto out;
+        if (!pages_add(&p, page)) {
+            cms__v1__identity_page__free_unpacked(page, NULL);
+            status = cmsctl_fail(prog, "out of memory");
+            goto out;
+        }
+        if (!all || page->next[0] == '\0')
+            break;
+        /* a cursor that does not move would page forever */
+        if (page->n_identities == 0 || (after != NULL && strcmp(after, page->next) == 0)) {
+            status = cmsctl_fail(prog,
+                                 "the service returned a page that does not advance "
+                                 "(cursor %s): stopping",
+                                 page->next);
+            goto out;
+        }
+        if (cmsctl_interrupted()) {
+            status = cmsctl_fail(prog, "interrupted");
+            goto out;
+        }
+        after = page->next;
+    }
+    if ((status = print_identities(prog, cfg, &p)) != CMSCTL_EXIT_OK)
+        goto out;
+    const char *next = p.v[p.n - 1]->next;
+    if (!all && next[0] != '\0') {
+        char b[TEXT_MAX];
+        fprintf(cms_config_bool(cfg, "json") ? stderr : stdout, "next: --after %s\n",
+                clean(next, b, sizeof b));
+    }
+out:
+    pages_free(&p);
+    cmsctl_cmd_destroy(c);
+    cms_config_destroy(cfg);
+    return status == CMSCTL_PARSE_DONE ? CMSCTL_EXIT_OK : status;
+}
+
+/* suspend, activate, deactivate: set_status to status. */
+static int status_main(int argc, char **argv, const char *prog, const char *summary, const char *to)
+{
+    int status = CMSCTL_EXIT_FAILED;
+    cms_config *cfg = NULL;
+    cmsctl_cmd *c = NULL;
+    Cms__V1__Identity *got = NULL;
+    const char *arg = NULL;
+    char id[CMS_UUID_STRLEN + 1], tail[512];
+    snprintf(tail, sizeof tail,
+             "ID|NAME [--reason TEXT]\n\n"
+             "Sets the identity's status to %s (admins only) and prints it. A NAME is\n"
+             "looked up first.\n\n%s",
+             to, CMSCTL_CMD_KEY_HELP);
+    status =
+        cmsctl_parse(status_options, NOPTS(status_options), argc, argv, prog, summary, tail, &cfg);
+    if (status != CMSCTL_EXIT_OK)
+        goto out;
+    if ((status = one_arg(prog, cfg, "an identity's ID or NAME", &arg)) != CMSCTL_EXIT_OK ||
+        (status = cmsctl_cmd_open(prog, cfg, SERVICE, &c)) != CMSCTL_EXIT_OK ||
+        (status = identity_id(c, arg, id)) != CMSCTL_EXIT_OK)
+        goto out;
+    const char *reason = cms_config_str(cfg, "reason");
+    Cms__V1__SetIdentityStatus req = CMS__V1__SET_IDENTITY_STATUS__INIT;
+    req.id = id;
+    req.status = (char *)to;
+    req.reason = (char *)(reason ? reason : "");
+    if ((status = cmsctl_cmd_call(c, "set_status", CMSCTL_CMD_WRITE, &req.base,
+                                  &cms__v1__identity__descriptor, (ProtobufCMessage **)&got)) !=
+        CMSCTL_EXIT_OK)
+        goto out;
+    status = print_identity(prog, cfg, got);
+out:
+    if (got != NULL)
+        cms__v1__identity__free_unpacked(got, NULL);
+    cmsctl_cmd_destroy(c);
+    cms_config_destroy(cfg);
+    return status == CMSCTL_PARSE_DONE ? CMSCTL_EXIT_OK : status;
+}
+
+int cmsctl_identity_main(int argc, char **argv)
+{
+    static const char prog[] = "cmsctl identity";
+    if (argc < 2) {
+        fputs(identity_help, stderr);
+        return cmsctl_usage(prog, "%s",
+                            "a sub-verb is needed: create, get, list, suspend, activate or "
+                            "deactivate");
+    }
+    const char *sub = argv[1];
+    if (strcmp(sub, "--help") == 0 || strcmp(sub, "-h") == 0 || strcmp(sub, "help") == 0) {
+        fputs(identity_help, stdout);
+        return CMSCTL_EXIT_OK;
+    }
+    if (strcmp(sub, "create") == 0)
+        return create_main(argc - 1, argv + 1);
+    if (strcmp(sub, "get") == 0)
+        return get_main(argc - 1, argv + 1);
+    if (strcmp(sub, "list") == 0)
+        return list_main(argc - 1, argv + 1);
+    if (strcmp(sub, "suspend") == 0)
+        return status_main(argc - 1, argv + 1, "cmsctl identity suspend", "suspend an identity",
+                           "suspended");
+    if (strcmp(sub, "activate") == 0)
+        return status_main(argc - 1, argv + 1, "cmsctl identity activate",
+                           "make an identity active again", "active");
+    if (strcmp(sub, "deactivate") == 0)
+        return status_main(argc - 1, argv + 1, "cmsctl identity deactivate",
+                           "make an identity inactive", "inactive");
+    return cmsctl_usage(prog,
+                        "unknown sub-verb \"%s\": want create, get, list, suspend, activate or "
+                        "deactivate",
+                        sub);
+}
+
+/* ------------------------------------------------------------------------ */
+/* cmsctl credential ... */
+
+/* expires_at_us from exactly one of --expires-in and --expires-at. */
+static int expiry_arg(const char *prog, const cms_config *cfg, int64_t *out)
+{
+    const char *in = cms_config_str(cfg, "expires-in");
+    const char *at = cms_config_str(cfg, "expires-at");
+    int64_t us = 0;
+    if (in != NULL && at != NULL)
+        return cmsctl_usage(prog, "give --expires-in or --expires-at, not both");
+    if (in == NULL && at == NULL)
+        return cmsctl_usage(prog, "a lifetime is needed: --expires-in (e.g. 90d) or --expires-at "
+                                  "(e.g. 2026-01-31T00:00:00Z)");
+    if (in != NULL) {
+        if (!cmsctl_cmd_duration_parse(in, &us) || us > INT64_MAX - cmsctl_wall_us())
+            return cmsctl_usage(prog,
+                                "--expires-in \"%s\" is not a duration: want a whole number and "
+                                "a unit, s, m, h or d (e.g. 90d, 12h, 30m)",
+                                in);
+        *out = cmsctl_wall_us() + us;
+        return CMSCTL_EXIT_OK;
+    }
+    if (!cmsctl_cmd_time_parse(at, &us))
+        return cmsctl_usage(prog,
+                            "--expires-at \"%s\" is not an RFC 3339 time: want e.g. "
+                            "2026-01-31T00:00:00Z or 2026-01-31T02:00:00+02:00",
+                            at);
+    *out = us;
+    return CMSCTL_EXIT_OK;
+}
+
+static void wipe_key(Cms__V1__Credential *c)
+{
+    if (c != NULL && c->api_key != NULL)
+        sodium_memzero(c->api_key, strlen(c->api_key));
+}
+
+static int issue_main(int argc, char **argv)
+{
+    static const char prog[] = "cmsctl credential issue";
+    int status = CMSCTL_EXIT_FAILED;
+    cms_config *cfg = NULL;
+    cmsctl_cmd *c = NULL;
+    char *metadata = NULL;
+    Cms__V1__Credential *got = NULL;
+    const char *arg = NULL;
+    char id[CMS_UUID_STRLEN + 1];
+    int64_t expires_at_us = 0;
+    status = cmsctl_parse(
+        issue_options, NOPTS(issue_options), argc, argv, prog, "issue a credential",
+        "ID|NAME --type api_key|public_key|attestation (--expires-in D | --expires-at T)\n\n"
+        "Issues a credential to the identity (an admin, or the identity itself) and\n"
+        "prints it. public_key needs --public-key; attestation needs --measurement and\n"
+        "--signer. An api_key's whole key is printed once, here (\"api_key: cms_...\", or\n"
+        "\"api_key\" in --json); it cannot be shown again.\n\n" CMSCTL_CMD_KEY_HELP,
+        &cfg);
+    if (status != CMSCTL_EXIT_OK)
+        goto out;
+    if ((status = one_arg(prog, cfg, "the identity's ID or NAME", &arg)) != CMSCTL_EXIT_OK ||
+        (status = expiry_arg(prog, cfg, &expires_at_us)) != CMSCTL_EXIT_OK ||
+        (status = metadata_arg(prog, cms_config_str(cfg, "metadata"), NULL, &metadata)) !=
+            CMSCTL_EXIT_OK ||
+        (status = cmsctl_cmd_open(prog, cfg, SERVICE, &c)) != CMSCTL_EXIT_OK ||
+        (status = identity_id(c, arg, id)) != CMSCTL_EXIT_OK)
+        goto out;
+    const char *pk = cms_config_str(cfg, "public-key");
+    const char *measurement = cms_config_str(cfg, "measurement");
+    const char *signer = cms_config_str(cfg, "signer");
+    Cms__V1__IssueCredential req = CMS__V1__ISSUE_CREDENTIAL__INIT;
+    req.identity_id = id;
+    req.type = (char *)cms_config_str(cfg, "type");
+    req.expires_at_us = expires_at_us;
+    req.metadata_json = metadata;
+    req.public_key = (char *)(pk ? pk : "");
+    req.measurement = (char *)(measurement ? measurement : "");
+    req.signer = (char *)(signer ? signer : "");
+    if ((status = cmsctl_cmd_call(c, "issue_credential", CMSCTL_CMD_WRITE, &req.base,
+                                  &cms__v1__credential__descriptor, (ProtobufCMessage **)&got)) !=
+        CMSCTL_EXIT_OK)
+        goto out;
+    bool has_key = got->api_key[0] != '\0';
+    if (cms_config_bool(cfg, "json")) {
+        status = print_json(prog, credential_json(got, true), "api_key");
+    } else {
+        credential_table(got, true);
+        status = CMSCTL_EXIT_OK;
+    }
+    fflush(stdout);
+    if (has_key)
+        fprintf(stderr,
+                "%s: the api_key is shown only this once and cannot be retrieved again: store it "
+                "now (e.g. in ~/.config/cms/credentials, mode 600)\n",
+                prog);
+out:
+    wipe_key(got);
+    if (got != NULL)
+        cms__v1__credential__free_unpacked(got, NULL);
+    free(metadata);
+    cmsctl_cmd_destroy(c);
+    cms_config_destroy(cfg);
+    return status == CMSCTL_PARSE_DONE ? CMSCTL_EXIT_OK : status;
+}
+
+static int revoke_main(int argc, char **argv)
+{
+    static const char prog[] = "cmsctl credential revoke";
+    int status = CMSCTL_EXIT_FAILED;
+    cms_config *cfg = NULL;
+    cmsctl_cmd *c = NULL;
+    Cms__V1__Credential *got = NULL;
+    const char *arg = NULL;
+    char id[CMS_UUID_STRLEN + 1];
+    status =
+        cmsctl_parse(revoke_options, NOPTS(revoke_options), argc, argv, prog, "revoke a credential",
+                     "CREDENTIAL_ID [--reason TEXT]\n\n"
+                     "Revokes the credential (an admin, or the identity it belongs to) and prints\n"
+                     "it. A revoked API key is refused from then on.\n\n" CMSCTL_CMD_KEY_HELP,
+                     &cfg);
+    if (status != CMSCTL_EXIT_OK)
+        goto out;
+    if ((status = one_arg(prog, cfg, "CREDENTIAL_ID", &arg)) != CMSCTL_EXIT_OK)
+        goto out;
+    if (!as_uuid(arg, id)) {
+        status = cmsctl_usage(prog,
+                              "CREDENTIAL_ID \"%s\" is not a UUID: copy it from cmsctl "
+                              "credential list",
+                              arg);
+        goto out;
+    }
+    if ((status = cmsctl_cmd_open(prog, cfg, SERVICE, &c)) != CMSCTL_EXIT_OK)
+        goto out;
+    const char *reason = cms_config_str(cfg, "reason");
+    Cms__V1__RevokeCredential req = CMS__V1__REVOKE_CREDENTIAL__INIT;
+    req.id = id;
+    req.reason = (char *)(reason ? reason : "");
+    if ((status = cmsctl_cmd_call(c, "revoke_credential", CMSCTL_CMD_WRITE, &req.base,
+                                  &cms__v1__credential__descriptor, (ProtobufCMessage **)&got)) !=
+        CMSCTL_EXIT_OK)
+        goto out;
+    if (cms_config_bool(cfg, "json")) {
+        status = print_json(prog, credential_json(got, false), NULL);
+    } else {
+        credential_table(got, false);
+        status = CMSCTL_EXIT_OK;
+    }
+out:
+    if (got != NULL)
+        cms__v1__credential__free_unpacked(got, NULL);
+    cmsctl_cmd_destroy(c);
+    cms_config_destroy(cfg);
+    return status == CMSCTL_PARSE_DONE ? CMSCTL_EXIT_OK : status;
+}
+
+static int print_credentials(const char *prog, const cms_config *cfg,
+                             const Cms__V1__CredentialList *l)
+{
+    if (cms_config_bool(cfg, "json")) {
+        json_t *arr = json_array();
+        for (size_t i = 0; arr != NULL && i < l->n_credentials; i++) {
+            if (json_array_append_new(arr, credential_json(l->credentials[i], false)) != 0) {
+                json_decref(arr);
+                arr = NULL;
+            }
+        }
+        return print_json(prog, arr, NULL);
+    }
+    if (l->n_credentials == 0) {
+        printf("(no credentials)\n");
+        return CMSCTL_EXIT_OK;
+    }
+    int64_t now = cmsctl_wall_us();
+    printf("%-36s  %-11s  %-7s  %-20s  %-20s  %s\n", "ID", "TYPE", "STATUS", "EXPIRES_AT",
+           "CREATED_AT", "REVOKED_AT");
+    for (size_t i = 0; i < l->n_credentials; i++) {
+        const Cms__V1__Credential *c = l->credentials[i];
+        char bid[64], btype[64], t1[CMSCTL_CMD_TIME_MAX], t2[CMSCTL_CMD_TIME_MAX],
+            t3[CMSCTL_CMD_TIME_MAX];
+        printf("%-36s  %-11s  %-7s  %-20s  %-20s  %s\n", clean(c->id, bid, sizeof bid),
+               clean(c->type, btype, sizeof btype), credential_status(c, now),
+               table_time(c->expires_at_us, t1), table_time(c->created_at_us, t2),
+               table_time(c->revoked_at_us, t3));
+    }
+    return CMSCTL_EXIT_OK;
+}
+
+static int clist_main(int argc, char **argv)
+{
+    static const char prog[] = "cmsctl credential list";
+    int status = CMSCTL_EXIT_FAILED;
+    cms_config *cfg = NULL;
+    cmsctl_cmd *c = NULL;
+    Cms__V1__CredentialList *got = NULL;
+    const char *arg = NULL;
+    char id[CMS_UUID_STRLEN + 1];
+    status = cmsctl_parse(
+        clist_options, NOPTS(clist_options), argc, argv, prog, "list an identity's credentials",
+        "ID|NAME\n\n"
+        "Lists the credentials of the identity (an admin, or the identity itself):\n"
+        "never a secret.\n\n" CMSCTL_CMD_KEY_HELP,
+        &cfg);
+    if (status != CMSCTL_EXIT_OK)
+        goto out;
+    if ((status = one_arg(prog, cfg, "the identity's ID or NAME", &arg)) != CMSCTL_EXIT_OK ||
+        (status = cmsctl_cmd_open(prog, cfg, SERVICE, &c)) != CMSCTL_EXIT_OK ||
+        (status = identity_id(c, arg, id)) != CMSCTL_EXIT_OK)
+        goto out;
+    Cms__V1__ListCredentials req = CMS__V1__LIST_CREDENTIALS__INIT;
+    req.identity_id = id;
+    if ((status = cmsctl_cmd_call(c, "list_credentials", CMSCTL_CMD_READ, &req.base,
+                                  &cms__v1__credential_list__descriptor,
+                                  (ProtobufCMessage **)&got)) != CMSCTL_EXIT_OK)
+        goto out;
+    status = print_credentials(prog, cfg, got);
+out:
+    if (got != NULL)
+        cms__v1__credential_list__free_unpacked(got, NULL);
+    cmsctl_cmd_destroy(c);
+    cms_config_destroy(cfg);
+    return status == CMSCTL_PARSE_DONE ? CMSCTL_EXIT_OK : status;
+}
+
+int cmsctl_credential_main(int argc, char **argv)
+{
+    static const char prog[] = "cmsctl credential";
+    if (argc < 2) {
+        fputs(credential_help, stderr);
+        return cmsctl_usage(prog, "%s", "a sub-verb is needed: issue, revoke or list");
+    }
+    const char *sub = argv[1];
+    if (strcmp(sub, "--help") == 0 || strcmp(sub, "-h") == 0 || strcmp(sub, "help") == 0) {
+        fputs(credential_help, stdout);
+        return CMSCTL_EXIT_OK;
+    }
+    if (strcmp(sub, "issue") == 0)
+        return issue_main(argc - 1, argv + 1);
+    if (strcmp(sub, "revoke") == 0)
+        return revoke_main(argc - 1, argv + 1);
+    if (strcmp(sub, "list") == 0)
+        return clist_main(argc - 1, argv + 1);
+    return cmsctl_usage(prog, "unknown sub-verb \"%s\": want issue, revoke or list", sub);
+}
