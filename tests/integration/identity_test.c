@@ -589,3 +589,62 @@ Test(identity, racing_creates_of_one_name_exactly_one_wins)
     natsSubscription_Destroy(sub);
     natsInbox_Destroy(inbox);
 }
+
+Test(identity, credential_and_status_errors_name_what_is_wrong)
+{
+    const char *missing = "00000000-0000-7000-8000-00000000beef";
+    Cms__V1__Identity *m = must_create("owner", "machine", NULL);
+    Cms__V1__Credential *c = must_issue_key(m->id, 3600 * INT64_C(1000000));
+    char oid[37], okey[CMS_APIKEY_LEN + 1];
+    idfx_insert(&F, "stranger", "user", "active", "{}", 3600, oid, okey);
+
+    Cms__V1__RevokeCredential rv = CMS__V1__REVOKE_CREDENTIAL__INIT;
+    rv.id = (char *)missing;
+    cr_assert_eq(idfx_call(&F, F.admin_key, NULL, "revoke_credential", &rv.base,
+                           &cms__v1__credential__descriptor, NULL, g_field, g_msg),
+                 NOT_FOUND);
+    rv.id = (char *)"1234";
+    cr_assert_eq(idfx_call(&F, F.admin_key, NULL, "revoke_credential", &rv.base,
+                           &cms__v1__credential__descriptor, NULL, g_field, g_msg),
+                 INVALID);
+    cr_assert_str_eq(g_field, "id");
+    rv.id = c->id;
+    cr_assert_eq(idfx_call(&F, okey, NULL, "revoke_credential", &rv.base,
+                           &cms__v1__credential__descriptor, NULL, g_field, g_msg),
+                 DENIED, "not the stranger's to revoke");
+    cr_assert_eq(get_as(c->api_key, "owner"), OK, "and it still works");
+    /* the owner revokes its own */
+    cr_assert_eq(idfx_call(&F, c->api_key, NULL, "revoke_credential", &rv.base,
+                           &cms__v1__credential__descriptor, NULL, g_field, g_msg),
+                 OK, "%s", g_msg);
+
+    Cms__V1__ListCredentials lc = CMS__V1__LIST_CREDENTIALS__INIT;
+    lc.identity_id = (char *)missing;
+    cr_assert_eq(idfx_call(&F, F.admin_key, NULL, "list_credentials", &lc.base,
+                           &cms__v1__credential_list__descriptor, NULL, g_field, g_msg),
+                 NOT_FOUND);
+    lc.identity_id = (char *)"";
+    cr_assert_eq(idfx_call(&F, F.admin_key, NULL, "list_credentials", &lc.base,
+                           &cms__v1__credential_list__descriptor, NULL, g_field, g_msg),
+                 INVALID);
+    cr_assert_str_eq(g_field, "identity_id");
+
+    cr_assert_eq(set_status(F.admin_key, missing, "inactive", ""), NOT_FOUND);
+    cr_assert_eq(set_status(F.admin_key, "00000000-0000-7000-8000-000000000001", "inactive", ""),
+                 PRECONDITION, "the system identity stays");
+    char reason[1100];
+    memset(reason, 'r', 1025);
+    reason[1025] = '\0';
+    cr_assert_eq(set_status(F.admin_key, m->id, "inactive", reason), INVALID);
+    cr_assert_str_eq(g_field, "reason");
+
+    /* the request body itself: not the verb's message, an unknown verb */
+    Cms__V1__Authenticate junk = CMS__V1__AUTHENTICATE__INIT;
+    junk.api_key = (char *)"\x01\x02";
+    cr_assert_eq(idfx_call(&F, F.admin_key, NULL, "fly", &junk.base,
+                           &cms__v1__identity__descriptor, NULL, g_field, g_msg),
+                 INVALID);
+    cr_assert_str_eq(g_field, "verb");
+    cms__v1__credential__free_unpacked(c, NULL);
+    cms__v1__identity__free_unpacked(m, NULL);
+}
