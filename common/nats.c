@@ -185,6 +185,7 @@ struct cms_nats {
     n_state state;
     char *url, *name;
     size_t queue_cap;
+    bool send_asap;
     int max_inflight;
     int64_t pub_timeout_ms;
     void (*on_state)(void *arg, bool connected);
@@ -1947,6 +1948,8 @@ static natsStatus set_options(cms_nats *n)
         st = natsOptions_SetClosedCB(n->opts, on_closed, n);
     if (st == NATS_OK)
         st = natsOptions_SetErrorHandler(n->opts, on_async_error, n);
+    if (st == NATS_OK && n->send_asap)
+        st = natsOptions_SetSendAsap(n->opts, true);
     return st;
 }
 
@@ -1988,6 +1991,7 @@ int cms_nats_create(uv_loop_t *loop, const cms_nats_options *o, cms_nats **out)
     n->url = dupstr(o->url);
     n->name = dupstr(o->name != NULL ? o->name : "cms");
     n->queue_cap = o->queue_cap > 0 ? o->queue_cap : DEFAULT_QUEUE_CAP;
+    n->send_asap = o->send_asap;
     n->max_inflight = o->max_publish_inflight > 0 ? o->max_publish_inflight : DEFAULT_INFLIGHT;
     n->pub_timeout_ms = o->publish_timeout_ms > 0 ? o->publish_timeout_ms : DEFAULT_PUB_TIMEOUT_MS;
     n->on_state = o->on_state;

@@ -61,6 +61,11 @@ typedef struct cms_nats_options {
     size_t queue_cap;           /* hand-off queue capacity for core messages (default 8192);
                                    also caps queued core publishes */
     int max_publish_inflight;   /* default 256 */
+    /* Write every publish to the socket at once instead of through nats.c's
+     * flusher, which holds buffered writes for up to about a millisecond:
+     * for processes answering requests, whose callers wait on each reply.
+     * Costs a write per message; throughput-bound consumers leave it off. */
+    bool send_asap;
     int64_t publish_timeout_ms; /* default 5000 */
     void (*on_state)(void *arg, bool connected);
     void *state_arg; /* on the loop */

@@ -286,7 +286,9 @@ static int start(cms_service *s)
     cms_nats_options no = {.url = cms_config_str(c, "nats-url"),
                            .name = nats_name,
                            .on_state = nats_state,
-                           .state_arg = s};
+                           .state_arg = s,
+                           /* callers wait on every command reply */
+                           .send_asap = s->spec->commands};
     if (cms_nats_create(&s->loop, &no, &s->nats) != 0) {
         cms_log_error("cannot create the NATS connection: check --nats-url", "{s:s}", "url",
                       no.url);
