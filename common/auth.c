@@ -64,6 +64,7 @@ struct cms_auth {
     size_t ncache;
     flight *flights;
     size_t nflights;
+    int dispatching; /* depth of resolved() calling waiters: closed waits for 0 */
     uint64_t gen;
     bool connected;
     cms_request *req;
@@ -154,6 +155,9 @@ static void entry_drop(cms_auth *a, entry *e)
 
 static void cache_put(cms_auth *a, const uint8_t digest[DIGEST_BYTES], const cms_principal *p)
 {
+    int64_t left_ms = (p->expires_at_us - wall_us()) / 1000;
+    if (left_ms <= 0)
+        return;
     entry *e = NULL;
     HASH_FIND(hh, a->cache, digest, DIGEST_BYTES, e);
     if (e)
@@ -161,9 +165,6 @@ static void cache_put(cms_auth *a, const uint8_t digest[DIGEST_BYTES], const cms
     /* the oldest first: uthash iterates in insertion order */
     while (a->ncache >= a->o.max_entries && a->cache)
         entry_drop(a, a->cache);
-    int64_t left_ms = (p->expires_at_us - wall_us()) / 1000;
-    if (left_ms <= 0)
-        return;
     e = calloc(1, sizeof *e);
     if (e == NULL)
         return;
@@ -208,6 +209,16 @@ size_t cms_auth_cached(const cms_auth *a)
 
 /* ---- lookups ---- */
 
+/* The last thing a caller does with a: closed may free it. */
+static void maybe_closed(cms_auth *a)
+{
+    if (a->state == AUTH_CLOSING && a->nflights == 0 && !a->req_open && a->dispatching == 0) {
+        a->state = AUTH_CLOSED;
+        if (a->closed)
+            a->closed(a->closed_arg);
+    }
+}
+
 static void resolved(void *arg, Cms__V1__ErrorCode code, const cms_principal *p)
 {
     flight *f = arg;
@@ -215,24 +226,26 @@ static void resolved(void *arg, Cms__V1__ErrorCode code, const cms_principal *p)
     HASH_DEL(a->flights, f);
     a->nflights--;
     sodium_memzero(f->key, sizeof f->key);
-    if (code == CMS__V1__ERROR_CODE__OK && p && strcmp(p->status, "active") != 0)
+    /* an answer that is no longer true is a refusal, whoever gave it */
+    if (code == CMS__V1__ERROR_CODE__OK &&
+        (p == NULL || strcmp(p->status, "active") != 0 || p->expires_at_us <= wall_us()))
         code = CMS__V1__ERROR_CODE__PERMISSION_DENIED;
     if (code == CMS__V1__ERROR_CODE__OK && p && f->gen == a->gen && a->connected &&
         a->state == AUTH_OPEN)
         cache_put(a, f->digest, p);
     if (code == CMS__V1__ERROR_CODE__PERMISSION_DENIED)
         cms_counter_add(a->m_denied, (uint64_t)f->nwaiters);
-    /* the waiters may resolve again (and start a new flight of this key) */
+    /* the waiters may resolve again (and start a new flight of this key),
+     * or close: then closed waits until no waiter call is on the stack,
+     * since its callback may free a */
+    a->dispatching++;
     for (size_t i = 0; i < f->nwaiters; i++)
         f->waiters[i].cb(f->waiters[i].arg, code,
                          code == CMS__V1__ERROR_CODE__OK ? p : NULL);
+    a->dispatching--;
     free(f->waiters);
     free(f);
-    if (a->state == AUTH_CLOSING && a->nflights == 0 && !a->req_open) {
-        a->state = AUTH_CLOSED;
-        if (a->closed)
-            a->closed(a->closed_arg);
-    }
+    maybe_closed(a);
 }
 
 void cms_auth_resolve(cms_auth *a, const char *key, cms_auth_cb cb, void *arg)
@@ -437,11 +450,7 @@ static void req_closed(void *arg)
     a->req_open = false;
     cms_request_destroy(a->req);
     a->req = NULL;
-    if (a->state == AUTH_CLOSING && a->nflights == 0) {
-        a->state = AUTH_CLOSED;
-        if (a->closed)
-            a->closed(a->closed_arg);
-    }
+    maybe_closed(a);
 }
 
 void cms_auth_close(cms_auth *a, void (*closed)(void *arg), void *arg)
@@ -459,11 +468,7 @@ void cms_auth_close(cms_auth *a, void (*closed)(void *arg), void *arg)
         cms_request_close(a->req, req_closed, a);
         return;
     }
-    if (a->nflights == 0) {
-        a->state = AUTH_CLOSED;
-        if (closed)
-            closed(arg);
-    }
+    maybe_closed(a);
 }
 
 void cms_auth_destroy(cms_auth *a)

@@ -12,9 +12,11 @@
  * the cache. A lookup that was under way when an invalidation arrived is
  * answered but not cached.
  *
- * Concurrent lookups of one key share a single resolution. Keys that are
- * not of the API key form are refused without asking anyone. The cache
- * holds keyed BLAKE2b digests of keys, never keys.
+ * Concurrent lookups of one key share a single resolution (up to 256
+ * waiting on one; more get UNAVAILABLE). An answer whose credential has
+ * already expired is a refusal. Keys that are not of the API key form are
+ * refused without asking anyone. The cache holds keyed BLAKE2b digests of
+ * keys, never keys.
  *
  * Everything runs on the loop thread. */
 #ifndef CMS_AUTH_H
@@ -69,7 +71,7 @@ typedef void (*cms_auth_resolver)(void *resolver_arg, const char *key, cms_auth_
                                   void *done_arg);
 
 typedef struct cms_auth_options {
-    int64_t ttl_ms;             /* default 5000; 0 below 1 ms is taken as the default */
+    int64_t ttl_ms;             /* default 5000 (0 or less: the default) */
     size_t max_entries;         /* default 65536; the oldest go first */
     int64_t timeout_ms;         /* the default resolver's request timeout; default 2000 */
     const char *command_prefix; /* default "cms.cmd" */
@@ -93,8 +95,9 @@ void cms_auth_nats_state(cms_auth *a, bool connected);
 
 size_t cms_auth_cached(const cms_auth *a);
 
-/* Lookups under way are answered UNAVAILABLE or as they complete; then
- * closed(arg). */
+/* Lookups under way are answered as they complete (the default resolver's
+ * with UNAVAILABLE); then closed(arg), which may destroy a — never while a
+ * callback of a is on the stack. */
 void cms_auth_close(cms_auth *a, void (*closed)(void *arg), void *arg);
 void cms_auth_destroy(cms_auth *a); /* after closed; NULL-safe */
 

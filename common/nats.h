@@ -28,7 +28,7 @@
  * cms_nats_publish_errors_total, cms_nats_connected, cms_nats_publish_inflight.
  *
  * nats.c keeps library-wide threads alive after the last connection; call
- * nats_Close() once at process end, after cms_nats_destroy (never earlier:
+ * nats_CloseAndWait() once at process end, after cms_nats_destroy (never earlier:
  * it cannot be undone within the process). */
 #ifndef CMS_NATS_H
 #define CMS_NATS_H

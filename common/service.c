@@ -401,6 +401,8 @@ out:
     cms_config_destroy(s->cfg);
     free(s->options);
     free(s);
-    nats_Close(); /* nats.c's own threads and globals, once the connection is gone */
+    /* nats.c's own threads and globals, once the connection is gone; waiting
+     * for its threads, so that none still runs while the process exits */
+    (void)nats_CloseAndWait(5000);
     return code;
 }

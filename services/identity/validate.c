@@ -43,9 +43,14 @@ bool idv_name(const char *s, const char *field, idv_err *e)
         return fail(e, field, "%s is %zu bytes long; at most %d", field, n, IDV_NAME_MAX);
     if (!utf8(s, n))
         return fail(e, field, "%s is not valid UTF-8", field);
-    for (size_t i = 0; i < n; i++)
-        if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        /* C0, DEL, and C1 (U+0080..U+009F, UTF-8 C2 80..C2 9F) */
+        if (c < 0x20 || c == 0x7f ||
+            (c == 0xc2 && i + 1 < n && (unsigned char)s[i + 1] >= 0x80 &&
+             (unsigned char)s[i + 1] <= 0x9f))
             return fail(e, field, "%s contains a control character", field);
+    }
     return true;
 }
 
@@ -137,7 +142,7 @@ bool idv_metadata(const char *s, const char *field, const char **out, idv_err *e
         return fail(e, field, "%s is %zu bytes; at most %d", field, n, IDV_METADATA_MAX);
     json_error_t err;
     /* jansson refuses \u0000 (as jsonb does) and invalid UTF-8 */
-    j = json_loadb(s, n, JSON_REJECT_DUPLICATES, &err);
+    j = json_loadb(s, n, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &err);
     if (j == NULL) {
         fail(e, field, "%s is not valid JSON: %.100s (at byte %d)", field, err.text,
              err.position);

@@ -377,7 +377,7 @@ static void run(fault_kind kind)
     natsConnection_Destroy(f->side_nc);
     free(f->retry);
     free(f);
-    nats_Close();
+    (void)nats_CloseAndWait(5000);
 }
 
 Test(nats_fault, freeze_and_thaw, .timeout = 120)

@@ -228,7 +228,7 @@ Test(nats, core_request_reply_on_loop_thread)
     cr_assert_eq(c->replies, NREQ);
     cr_assert_eq(c->bad_replies, 0);
     free(c);
-    nats_Close();
+    (void)nats_CloseAndWait(5000);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -292,7 +292,7 @@ Test(nats, queue_groups_split_work)
     cr_assert_gt(c->b, 0, "queue group member b got nothing");
     cr_assert_eq(c->other, NWORK, "another group gets every message");
     free(c);
-    nats_Close();
+    (void)nats_CloseAndWait(5000);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -351,7 +351,7 @@ Test(nats, unsubscribe_stops_delivery)
     cr_assert_eq(c->got, 1, "only the message before unsubscribe is handled");
     cr_assert_eq(c->probes, 2);
     free(c);
-    nats_Close();
+    (void)nats_CloseAndWait(5000);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -427,7 +427,7 @@ Test(nats, full_queue_drops_core_messages)
     cr_assert_eq(c->handled, 1 + FLOOD_CAP);
     side_close(&c->s);
     free(c);
-    nats_Close();
+    (void)nats_CloseAndWait(5000);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -490,7 +490,7 @@ Test(nats, provision_streams_idempotent)
     fx_close(&c->f);
     fx_finish(&c->f);
     free(c);
-    nats_Close();
+    (void)nats_CloseAndWait(5000);
 }
 
 Test(nats, provision_uses_existing_stream_with_other_settings)
@@ -529,7 +529,7 @@ Test(nats, provision_uses_existing_stream_with_other_settings)
     fx_close(&c->f);
     fx_finish(&c->f);
     free(c);
-    nats_Close();
+    (void)nats_CloseAndWait(5000);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -640,7 +640,7 @@ Test(nats, js_publish_all_acked_under_cap_and_dedup)
     side_drop_stream(&s, name);
     side_close(&s);
     free(c);
-    nats_Close();
+    (void)nats_CloseAndWait(5000);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -735,7 +735,7 @@ Test(nats, pull_consumer_respects_credit)
     side_drop_stream(&s, name);
     side_close(&s);
     free(c);
-    nats_Close();
+    (void)nats_CloseAndWait(5000);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -810,7 +810,7 @@ Test(nats, pull_consumer_pause_resume)
     side_drop_stream(&s, name);
     side_close(&s);
     free(c);
-    nats_Close();
+    (void)nats_CloseAndWait(5000);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -880,7 +880,7 @@ Test(nats, pull_consumer_redelivers_unacked)
     side_drop_stream(&s, name);
     side_close(&s);
     free(c);
-    nats_Close();
+    (void)nats_CloseAndWait(5000);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -990,7 +990,7 @@ Test(nats, dead_letter_keeps_bytes_and_headers)
     side_drop_stream(&s, name);
     side_close(&s);
     free(c);
-    nats_Close();
+    (void)nats_CloseAndWait(5000);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1036,5 +1036,5 @@ Test(nats, close_right_after_create_and_bad_arguments)
     fx_finish(&c->f);
     cr_assert_eq(c->provisioned, 11, "provisioning and the publish each complete once");
     free(c);
-    nats_Close();
+    (void)nats_CloseAndWait(5000);
 }

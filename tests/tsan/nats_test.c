@@ -241,6 +241,6 @@ int main(void)
     free(c->stored);
     free(c->seen);
     free(c);
-    nats_Close();
+    (void)nats_CloseAndWait(5000);
     return 0;
 }
