@@ -1,0 +1,162 @@
+/* cms-identity while PostgreSQL is away: commands that need the database
+ * answer UNAVAILABLE within their deadline (never hang, never a wrong
+ * refusal), keys already resolved keep working from the cache, a key not
+ * yet known is UNAVAILABLE (not PERMISSION_DENIED), and a credential that
+ * came due during the outage is announced expired once the database is
+ * back. A cms-identity killed with SIGKILL loses no committed event. */
+#include "cms/v1/command.pb-c.h"
+#include "cms/v1/envelope.pb-c.h"
+#include "cms/v1/identity.pb-c.h"
+#include "identity_fixture.h"
+#include "testenv.h"
+
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define UNAVAILABLE CMS__V1__ERROR_CODE__UNAVAILABLE
+
+static idfx F;
+static natsSubscription *g_events;
+static bool g_pg_down;
+static char g_field[256], g_msg[256];
+
+static void setup(void)
+{
+    idfx_setup(&F, "identity_fault");
+    cr_assert_eq(natsConnection_SubscribeSync(&g_events, F.nc, "cms.events.*.*"), NATS_OK);
+    natsSubscription_SetPendingLimits(g_events, -1, -1);
+    const char *set[] = {"CMS_AUTH_CACHE_MS=60000", NULL};
+    idfx_start(&F, set);
+}
+
+static void teardown(void)
+{
+    if (g_pg_down)
+        (void)cms_test_ctl("pg-start");
+    g_pg_down = false;
+    natsSubscription_Destroy(g_events);
+    g_events = NULL;
+    idfx_teardown(&F);
+}
+
+TestSuite(identity_fault, .init = setup, .fini = teardown, .timeout = 180);
+
+static int64_t now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static int create(const char *name, Cms__V1__Identity **out)
+{
+    Cms__V1__CreateIdentity m = CMS__V1__CREATE_IDENTITY__INIT;
+    m.name = (char *)name;
+    m.type = (char *)"machine";
+    return idfx_call(&F, F.admin_key, NULL, "create", &m.base, &cms__v1__identity__descriptor,
+                     (ProtobufCMessage **)out, g_field, g_msg);
+}
+
+static int authenticate(const char *key)
+{
+    Cms__V1__Authenticate m = CMS__V1__AUTHENTICATE__INIT;
+    m.api_key = (char *)key;
+    return idfx_call(&F, NULL, NULL, "authenticate", &m.base, &cms__v1__principal__descriptor,
+                     NULL, g_field, g_msg);
+}
+
+static bool saw_event(const char *type, const char *resource_id, double timeout_ms)
+{
+    double deadline = cms_test_now_ms() + timeout_ms;
+    while (cms_test_now_ms() < deadline) {
+        natsMsg *m = NULL;
+        if (natsSubscription_NextMsg(&m, g_events, 200) != NATS_OK)
+            continue;
+        Cms__V1__Envelope *e = cms__v1__envelope__unpack(
+            NULL, (size_t)natsMsg_GetDataLength(m), (const uint8_t *)natsMsg_GetData(m));
+        natsMsg_Destroy(m);
+        bool hit = e && strcmp(e->event_type, type) == 0 && strcmp(e->resource_id, resource_id) == 0;
+        if (e)
+            cms__v1__envelope__free_unpacked(e, NULL);
+        if (hit)
+            return true;
+    }
+    return false;
+}
+
+Test(identity_fault, a_database_outage_is_unavailable_and_expiry_catches_up)
+{
+    Cms__V1__Identity *m = NULL;
+    cr_assert_eq(create("before", &m), 0, "%s", g_msg);
+    cr_assert_eq(authenticate(F.admin_key), 0, "the admin's key is resolved (and cached)");
+    Cms__V1__IssueCredential ic = CMS__V1__ISSUE_CREDENTIAL__INIT;
+    ic.identity_id = m->id;
+    ic.type = (char *)"api_key";
+    ic.expires_at_us = now_us() + 2000000;
+    Cms__V1__Credential *c = NULL;
+    cr_assert_eq(idfx_call(&F, F.admin_key, NULL, "issue_credential", &ic.base,
+                           &cms__v1__credential__descriptor, (ProtobufCMessage **)&c, g_field,
+                           g_msg),
+                 0, "%s", g_msg);
+    char unknown_id[37], unknown_key[CMS_APIKEY_LEN + 1];
+    idfx_insert(&F, "never-seen", "user", "active", "{}", 3600, unknown_id, unknown_key);
+
+    cr_assert_eq(cms_test_ctl("pg-stop"), 0);
+    g_pg_down = true;
+    double t0 = cms_test_now_ms();
+    cr_assert_eq(create("during", NULL), UNAVAILABLE, "a write without a database");
+    cr_assert_lt(cms_test_now_ms() - t0, 11000, "answered within the command deadline");
+    cr_assert_eq(authenticate(F.admin_key), 0, "a cached key still works");
+    cr_assert_eq(authenticate(unknown_key), UNAVAILABLE,
+                 "a key nobody can check now is unavailable, not refused");
+    /* the short-lived key comes due while the database is away */
+    while (now_us() < c->expires_at_us + 500000) {
+        struct timespec t = {0, 100 * 1000 * 1000};
+        nanosleep(&t, NULL);
+    }
+    cr_assert_eq(cms_test_ctl("pg-start"), 0);
+    g_pg_down = false;
+    cr_assert(saw_event("credential.expired", c->id, 15000),
+              "the expiry that came due during the outage is announced once it is back");
+    double t1 = cms_test_now_ms();
+    int code;
+    while ((code = create("after", NULL)) == UNAVAILABLE)
+        cr_assert_lt(cms_test_now_ms() - t1, 15000, "writes resume");
+    cr_assert_eq(code, 0, "%s", g_msg);
+    cr_assert_eq(authenticate(unknown_key), 0, "and keys resolve again");
+    cms__v1__credential__free_unpacked(c, NULL);
+    cms__v1__identity__free_unpacked(m, NULL);
+}
+
+Test(identity_fault, a_killed_process_loses_no_committed_event)
+{
+    enum { N = 40 };
+    char ids[N][37];
+    for (int i = 0; i < N; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "burst-%d", i);
+        Cms__V1__Identity *m = NULL;
+        cr_assert_eq(create(name, &m), 0, "%s", g_msg);
+        snprintf(ids[i], sizeof ids[i], "%s", m->id);
+        cms__v1__identity__free_unpacked(m, NULL);
+    }
+    /* SIGKILL right after the last reply: some events may still be in the outbox */
+    idfx_kill9(&F);
+    idfx_start(&F, NULL);
+    for (int i = 0; i < N; i++)
+        cr_assert(saw_event("identity.created", ids[i], 15000), "identity.created of %s",
+                  ids[i]);
+    char *left = idfx_sql(&F, "SELECT count(*) FROM outbox WHERE source = 'identity'");
+    double t0 = cms_test_now_ms();
+    while (strcmp(left, "0") != 0 && cms_test_now_ms() - t0 < 10000) {
+        free(left);
+        struct timespec t = {0, 50 * 1000 * 1000};
+        nanosleep(&t, NULL);
+        left = idfx_sql(&F, "SELECT count(*) FROM outbox WHERE source = 'identity'");
+    }
+    cr_assert_str_eq(left, "0", "the outbox drains after the restart");
+    free(left);
+}
