@@ -184,15 +184,30 @@ static void reply_identity_row(cms_cmd_req *req, const PGresult *r)
     cms_cmd_reply(req, &m.base);
 }
 
-static void submit(idsvc *s, cms_cmd_req *req, cms_pg_job **job, cms_pg_done_cb done, void *arg)
+/* Submits job (taken in every case); false when it could not be, after
+ * answering req: the caller then frees what it passed as arg. */
+static bool run_job(idsvc *s, cms_cmd_req *req, cms_pg_job *job, cms_pg_done_cb done, void *arg)
 {
-    cms_pg_err err = cms_pg_submit(s->pg, job, done, arg);
-    if (err != CMS_PG_OK) {
-        cms_pg_job_free(*job);
-        free(arg != req ? arg : NULL);
-        cms_cmd_fail(req, CMS__V1__ERROR_CODE__UNAVAILABLE, NULL,
-                     "the database is busy; retry");
+    cms_pg_err err = cms_pg_submit(s->pg, &job, done, arg);
+    if (err == CMS_PG_OK)
+        return true;
+    cms_pg_job_free(job);
+    cms_cmd_fail(req, CMS__V1__ERROR_CODE__UNAVAILABLE, NULL, "the database is busy; retry");
+    return false;
+}
+
+/* One statement with one parameter, as a job; false as for run_job. */
+static bool read_one(idsvc *s, cms_cmd_req *req, const char *sql, const char *param,
+                     cms_pg_done_cb done, void *arg)
+{
+    cms_pg_job *job = cms_pg_job_new();
+    const char *v[] = {param};
+    if (job == NULL || cms_pg_job_sql(job, sql, 1, v, NULL, NULL) != CMS_PG_OK) {
+        cms_pg_job_free(job);
+        cms_cmd_fail(req, CMS__V1__ERROR_CODE__INTERNAL, NULL, "out of memory");
+        return false;
     }
+    return run_job(s, req, job, done, arg);
 }
 
 /* ---- create ---- */
@@ -259,7 +274,8 @@ static void h_create(void *arg, cms_cmd_req *req)
     cms_event_release(&ev);
     *op = (create_op){.s = s, .req = req};
     snprintf(op->name, sizeof op->name, "%s", m->name);
-    submit(s, req, &job, created, op);
+    if (!run_job(s, req, job, created, op))
+        free(op);
 }
 
 /* ---- get, list ---- */
@@ -290,15 +306,7 @@ static void h_get(void *arg, cms_cmd_req *req)
         fail_invalid(req, &e);
         return;
     }
-    cms_pg_job *job = cms_pg_job_new();
-    const char *v[] = {by_id ? m->id : m->name};
-    if (job == NULL ||
-        cms_pg_job_sql(job, by_id ? SQL_GET_ID : SQL_GET_NAME, 1, v, NULL, NULL) != CMS_PG_OK) {
-        cms_pg_job_free(job);
-        cms_cmd_fail(req, CMS__V1__ERROR_CODE__INTERNAL, NULL, "out of memory");
-        return;
-    }
-    submit(s, req, &job, got, req);
+    (void)read_one(s, req, by_id ? SQL_GET_ID : SQL_GET_NAME, by_id ? m->id : m->name, got, req);
 }
 
 typedef struct list_op {
@@ -370,7 +378,8 @@ static void h_list(void *arg, cms_cmd_req *req)
         return;
     }
     *op = (list_op){.req = req, .limit = limit};
-    submit(s, req, &job, listed, op);
+    if (!run_job(s, req, job, listed, op))
+        free(op);
 }
 
 /* ---- set_status ---- */
@@ -388,15 +397,8 @@ static void status_read(void *arg, cms_pg_err err, const cms_pg_result *res);
 
 static void status_begin(status_op *op)
 {
-    cms_pg_job *job = cms_pg_job_new();
-    const char *v[] = {op->id};
-    if (job == NULL || cms_pg_job_sql(job, SQL_STATE, 1, v, NULL, NULL) != CMS_PG_OK) {
-        cms_pg_job_free(job);
-        cms_cmd_fail(op->req, CMS__V1__ERROR_CODE__INTERNAL, NULL, "out of memory");
+    if (!read_one(op->s, op->req, SQL_STATE, op->id, status_read, op))
         free(op);
-        return;
-    }
-    submit(op->s, op->req, &job, status_read, op);
 }
 
 static void status_written(void *arg, cms_pg_err err, const cms_pg_result *res)
@@ -484,7 +486,8 @@ static void status_read(void *arg, cms_pg_err err, const cms_pg_result *res)
         cms_cmd_fail(op->req, CMS__V1__ERROR_CODE__INTERNAL, NULL, "out of memory");
         goto done;
     }
-    submit(op->s, op->req, &job, status_written, op);
+    if (!run_job(op->s, op->req, job, status_written, op))
+        free(op);
     return;
 done:
     free(op);
@@ -547,21 +550,8 @@ static void issue_read(void *arg, cms_pg_err err, const cms_pg_result *res);
 
 static void issue_begin(issue_op *op)
 {
-    cms_pg_job *job = cms_pg_job_new();
-    const char *v[] = {op->identity_id};
-    if (job == NULL || cms_pg_job_sql(job, SQL_STATE, 1, v, NULL, NULL) != CMS_PG_OK) {
-        cms_pg_job_free(job);
-        cms_cmd_fail(op->req, CMS__V1__ERROR_CODE__INTERNAL, NULL, "out of memory");
+    if (!read_one(op->s, op->req, SQL_STATE, op->identity_id, issue_read, op))
         issue_free(op);
-        return;
-    }
-    cms_pg_err e = cms_pg_submit(op->s->pg, &job, issue_read, op);
-    if (e != CMS_PG_OK) {
-        cms_pg_job_free(job);
-        cms_cmd_fail(op->req, CMS__V1__ERROR_CODE__UNAVAILABLE, NULL,
-                     "the database is busy; retry");
-        issue_free(op);
-    }
 }
 
 static void issued(void *arg, cms_pg_err err, const cms_pg_result *res)
@@ -645,12 +635,8 @@ static void issue_read(void *arg, cms_pg_err err, const cms_pg_result *res)
     }
     cms_event_release(&ev);
     cms_event_release(&act);
-    if (cms_pg_submit(op->s->pg, &job, issued, op) != CMS_PG_OK) {
-        cms_pg_job_free(job);
-        cms_cmd_fail(op->req, CMS__V1__ERROR_CODE__UNAVAILABLE, NULL,
-                     "the database is busy; retry");
+    if (!run_job(op->s, op->req, job, issued, op))
         issue_free(op);
-    }
     return;
 oom:
     cms_cmd_fail(op->req, CMS__V1__ERROR_CODE__INTERNAL, NULL, "out of memory");
@@ -761,15 +747,8 @@ static void revoke_read(void *arg, cms_pg_err err, const cms_pg_result *res);
 
 static void revoke_begin(revoke_op *op)
 {
-    cms_pg_job *job = cms_pg_job_new();
-    const char *v[] = {op->id};
-    if (job == NULL || cms_pg_job_sql(job, SQL_CRED_STATE, 1, v, NULL, NULL) != CMS_PG_OK) {
-        cms_pg_job_free(job);
-        cms_cmd_fail(op->req, CMS__V1__ERROR_CODE__INTERNAL, NULL, "out of memory");
+    if (!read_one(op->s, op->req, SQL_CRED_STATE, op->id, revoke_read, op))
         free(op);
-        return;
-    }
-    submit(op->s, op->req, &job, revoke_read, op);
 }
 
 static void revoked(void *arg, cms_pg_err err, const cms_pg_result *res)
@@ -847,7 +826,8 @@ static void revoke_read(void *arg, cms_pg_err err, const cms_pg_result *res)
     }
     cms_event_release(&ev);
     cms_event_release(&lapse);
-    submit(op->s, op->req, &job, revoked, op);
+    if (!run_job(op->s, op->req, job, revoked, op))
+        free(op);
     return;
 oom:
     cms_cmd_fail(op->req, CMS__V1__ERROR_CODE__INTERNAL, NULL, "out of memory");
@@ -933,7 +913,7 @@ static void h_list_credentials(void *arg, cms_cmd_req *req)
         cms_cmd_fail(req, CMS__V1__ERROR_CODE__INTERNAL, NULL, "out of memory");
         return;
     }
-    submit(s, req, &job, creds_listed, req);
+    (void)run_job(s, req, job, creds_listed, req);
 }
 
 /* ---- authenticate, and the resolver behind every command ---- */
