@@ -210,7 +210,9 @@ bool cms_apikey_server_key_load(const char *path, uint8_t out[CMS_APIKEY_SERVER_
         snprintf(why, whylen, "no key file given (CMS_IDENTITY_KEY_FILE)");
         goto out;
     }
-    fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    /* a symlink is followed (Kubernetes mounts secrets so): what is checked
+     * is the file itself */
+    fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0 || fstat(fd, &st) != 0) {
         snprintf(why, whylen, "cannot read %s: %s", path, strerror(errno));
         goto out;

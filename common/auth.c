@@ -28,6 +28,10 @@
 #define DEFAULT_MAX_ENTRIES 65536
 #define DEFAULT_TIMEOUT_MS 2000
 #define MAX_WAITERS 256
+/* After an invalidation nothing is cached for this long: another
+ * replica of cms-identity may answer from its own cache until the same
+ * event reaches it, which takes milliseconds. */
+#define DEFAULT_SETTLE_MS 1000
 
 typedef struct entry {
     uint8_t digest[DIGEST_BYTES];
@@ -66,7 +70,10 @@ struct cms_auth {
     size_t nflights;
     int dispatching; /* depth of resolved() calling waiters: closed waits for 0 */
     uint64_t gen;
+    uint64_t quiet_until_ms; /* loop time: cache nothing before it */
+    uint64_t drops_seen;     /* cms_nats_dropped when last looked */
     bool connected;
+    bool ever_connected;
     cms_request *req;
     bool req_open;
     cms_nats_sub *sub_identity, *sub_credential;
@@ -175,10 +182,17 @@ static void cache_put(cms_auth *a, const uint8_t digest[DIGEST_BYTES], const cms
     a->ncache++;
 }
 
+static void settle(cms_auth *a)
+{
+    a->gen++;
+    if (a->o.settle_ms > 0)
+        a->quiet_until_ms = uv_now(a->loop) + (uint64_t)a->o.settle_ms;
+}
+
 void cms_auth_invalidate(cms_auth *a, const char *id)
 {
     entry *e, *tmp;
-    a->gen++;
+    settle(a);
     cms_counter_add(a->m_invalidations, 1);
     HASH_ITER(hh, a->cache, e, tmp)
     {
@@ -189,7 +203,7 @@ void cms_auth_invalidate(cms_auth *a, const char *id)
 
 void cms_auth_clear(cms_auth *a)
 {
-    a->gen++;
+    settle(a);
     while (a->cache)
         entry_drop(a, a->cache);
 }
@@ -199,6 +213,11 @@ void cms_auth_nats_state(cms_auth *a, bool connected)
     if (a == NULL || a->connected == connected)
         return;
     a->connected = connected;
+    /* the first connection missed nothing: nothing was subscribed before */
+    if (connected && !a->ever_connected) {
+        a->ever_connected = true;
+        return;
+    }
     cms_auth_clear(a);
 }
 
@@ -231,7 +250,7 @@ static void resolved(void *arg, Cms__V1__ErrorCode code, const cms_principal *p)
         (p == NULL || strcmp(p->status, "active") != 0 || p->expires_at_us <= wall_us()))
         code = CMS__V1__ERROR_CODE__PERMISSION_DENIED;
     if (code == CMS__V1__ERROR_CODE__OK && p && f->gen == a->gen && a->connected &&
-        a->state == AUTH_OPEN)
+        a->state == AUTH_OPEN && uv_now(a->loop) >= a->quiet_until_ms)
         cache_put(a, f->digest, p);
     if (code == CMS__V1__ERROR_CODE__PERMISSION_DENIED)
         cms_counter_add(a->m_denied, (uint64_t)f->nwaiters);
@@ -262,6 +281,12 @@ void cms_auth_resolve(cms_auth *a, const char *key, cms_auth_cb cb, void *arg)
     if (a->state != AUTH_OPEN) {
         cb(arg, CMS__V1__ERROR_CODE__UNAVAILABLE, NULL);
         return;
+    }
+    /* a dropped core message may have been an invalidation */
+    uint64_t drops = cms_nats_dropped(a->nats);
+    if (drops != a->drops_seen) {
+        a->drops_seen = drops;
+        cms_auth_clear(a);
     }
     uint8_t digest[DIGEST_BYTES];
     digest_of(a, key, len, digest);
@@ -295,8 +320,10 @@ void cms_auth_resolve(cms_auth *a, const char *key, cms_auth_cb cb, void *arg)
         size_t cap = f->cap ? f->cap * 2 : 4;
         waiter *w = cap <= MAX_WAITERS ? realloc(f->waiters, cap * sizeof *w) : NULL;
         if (w == NULL) {
-            if (fresh)
+            if (fresh) {
+                sodium_memzero(f->key, sizeof f->key);
                 free(f);
+            }
             cb(arg, CMS__V1__ERROR_CODE__UNAVAILABLE, NULL);
             return;
         }
@@ -408,11 +435,15 @@ int cms_auth_create(uv_loop_t *loop, cms_nats *nats, const cms_auth_options *o, 
         a->o.max_entries = DEFAULT_MAX_ENTRIES;
     if (a->o.timeout_ms <= 0)
         a->o.timeout_ms = DEFAULT_TIMEOUT_MS;
+    if (a->o.settle_ms == 0)
+        a->o.settle_ms = DEFAULT_SETTLE_MS;
     snprintf(a->prefix, sizeof a->prefix, "%s",
              a->o.command_prefix && *a->o.command_prefix ? a->o.command_prefix : "cms.cmd");
     a->o.command_prefix = a->prefix;
     randombytes_buf(a->hash_key, sizeof a->hash_key);
     a->connected = cms_nats_is_connected(nats);
+    a->ever_connected = a->connected;
+    a->drops_seen = cms_nats_dropped(nats);
     cms_metrics *mx = cms_metrics_default();
     a->m_hits = cms_metrics_counter(mx, "cms_auth_cache_hits_total",
                                     "API keys answered from the cache", NULL);

@@ -8,9 +8,12 @@
  * says its identity or credential changed: identity.status_changed,
  * credential.revoked and credential.expired (core subscriptions to
  * cms.events.identity.> and cms.events.credential.>). Events missed while
- * NATS was disconnected cannot be told apart, so a disconnection empties
- * the cache. A lookup that was under way when an invalidation arrived is
- * answered but not cached.
+ * NATS was disconnected, or dropped from a full hand-off queue, cannot be
+ * told apart, so a disconnection or a drop empties the cache. A lookup
+ * that was under way when an invalidation arrived is answered but not
+ * cached, and for a while (settle_ms) after any invalidation nothing is cached: a
+ * second cms-identity replica may still answer from its own cache until
+ * the same event reaches it.
  *
  * Concurrent lookups of one key share a single resolution (up to 256
  * waiting on one; more get UNAVAILABLE). An answer whose credential has
@@ -78,6 +81,9 @@ typedef struct cms_auth_options {
     cms_auth_resolver resolver; /* NULL: ask cms-identity */
     void *resolver_arg;
     bool no_events; /* do not subscribe to the invalidating events (tests) */
+    /* How long after an invalidation nothing is cached: default 1000 ms;
+     * negative: no such pause (tests of the cache itself). */
+    int64_t settle_ms;
 } cms_auth_options;
 
 int cms_auth_create(uv_loop_t *loop, cms_nats *nats, const cms_auth_options *o, cms_auth **out)

@@ -64,6 +64,8 @@ struct cms_cmd_req {
     bool has_principal;
     char *waiters[MAX_WAITERS]; /* reply subjects: the request's and its repeats' */
     size_t nwaiters;
+    size_t nanswered; /* waiters the deadline already answered */
+    bool handler_ran; /* so its reply is the command's outcome, even past the deadline */
     uv_timer_t deadline;
     uint64_t received_ns;
     void *data;      /* the handler's */
@@ -200,7 +202,7 @@ static void req_free(cms_cmd_req *r)
 
 static void send_to_waiters(cms_cmd_req *r, const uint8_t *buf, size_t len)
 {
-    for (size_t i = 0; i < r->nwaiters; i++) {
+    for (size_t i = r->nanswered; i < r->nwaiters; i++) {
         cms_nats_err e = cms_nats_publish(r->c->nats, r->waiters[i], NULL, buf, len);
         if (e != CMS_NATS_OK)
             cms_log_warn("command reply not sent", "{s:s, s:s}", "verb", r->v ? r->v->name : "",
@@ -307,8 +309,8 @@ void cms_cmd_fail(cms_cmd_req *r, cms_cmd_code code, const char *field, const ch
     va_end(ap);
     if (code == CMS__V1__ERROR_CODE__OK)
         code = CMS__V1__ERROR_CODE__INTERNAL;
-    if (r->state == REQ_EXPIRED) {
-        req_free(r); /* the deadline already answered */
+    if (r->state == REQ_EXPIRED && !r->has_request_id) {
+        req_free(r); /* the deadline already answered, and nobody can ask again */
         return;
     }
     reply_error(r, code, field, msg);
@@ -316,8 +318,8 @@ void cms_cmd_fail(cms_cmd_req *r, cms_cmd_code code, const char *field, const ch
 
 void cms_cmd_reply(cms_cmd_req *r, const ProtobufCMessage *result)
 {
-    if (r->state == REQ_EXPIRED) {
-        req_free(r);
+    if (r->state == REQ_EXPIRED && !r->has_request_id) {
+        req_free(r); /* the deadline already answered, and nobody can ask again */
         return;
     }
     size_t rlen = result ? protobuf_c_message_get_packed_size(result) : 0;
@@ -357,17 +359,21 @@ static void deadline_passed(uv_timer_t *t)
     if (buf)
         send_to_waiters(r, buf, len);
     free(buf);
+    r->nanswered = r->nwaiters;
     cms_counter_add(r->c->m_errors, 1);
     cms_log_warn("command deadline passed", "{s:s, s:s}", "service", r->c->service, "verb",
                  r->v ? r->v->name : "");
-    /* the handler (or the lookup or authentication) still holds r and frees
-     * it when it answers */
+    /* the handler (or the lookup or authentication) still holds r. A
+     * handler's late answer is still the command's outcome: it is stored
+     * for the request_id and sent to retries that joined meanwhile, so a
+     * retry never runs the command twice. */
     r->state = REQ_EXPIRED;
 }
 
 static void run_handler(cms_cmd_req *r)
 {
     r->state = REQ_HANDLING;
+    r->handler_ran = true;
     r->v->fn(r->v->arg, r);
 }
 
@@ -404,11 +410,13 @@ static void looked_up(void *arg, cms_pg_err err, const cms_pg_result *res)
         } else if (buf) {
             memcpy(buf, stored_reply, len);
         }
-        if (buf) {
-            r->has_request_id = false; /* already stored */
-            finish(r, buf, len, CMS__V1__ERROR_CODE__OK);
+        if (buf == NULL) {
+            reply_error(r, CMS__V1__ERROR_CODE__INTERNAL, NULL, "out of memory");
             return;
         }
+        r->has_request_id = false; /* already stored */
+        finish(r, buf, len, CMS__V1__ERROR_CODE__OK);
+        return;
     }
     run_handler(r);
 }
@@ -416,7 +424,8 @@ static void looked_up(void *arg, cms_pg_err err, const cms_pg_result *res)
 static cms_cmd_req *find_running(cms_cmd *c, const char *reply_key)
 {
     for (cms_cmd_req *r = c->reqs; r; r = r->next)
-        if (r->has_request_id && r->state != REQ_EXPIRED && strcmp(r->reply_key, reply_key) == 0)
+        if (r->has_request_id && (r->state != REQ_EXPIRED || r->handler_ran) &&
+            strcmp(r->reply_key, reply_key) == 0)
             return r;
     return NULL;
 }
@@ -446,7 +455,10 @@ static void after_auth(cms_cmd_req *r)
 {
     cms_cmd *c = r->c;
     const char *rid = cms_nats_msg_header(r->msg, CMS_CMD_REQUEST_ID_HEADER);
-    if (rid == NULL) {
+    /* With authentication, replies are kept per caller: a request without
+     * one (an open verb) neither stores nor finds a reply, or anyone could
+     * read another caller's by naming its request_id. */
+    if (rid == NULL || (c->o.auth && !r->has_principal)) {
         run_handler(r);
         return;
     }

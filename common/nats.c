@@ -393,6 +393,11 @@ static bool push_ev(cms_nats *n, ev *e)
     return ok;
 }
 
+uint64_t cms_nats_dropped(const cms_nats *n)
+{
+    return n ? cms_counter_get(n->m_dropped) : 0;
+}
+
 /* A core message: dropped (false) when queue_cap of them are waiting. */
 static bool push_core_msg(cms_nats *n, ev *e)
 {

@@ -82,6 +82,10 @@ typedef struct cms_nats_options {
 int cms_nats_create(uv_loop_t *loop, const cms_nats_options *o, cms_nats **out)
     __attribute__((warn_unused_result));
 bool cms_nats_is_connected(const cms_nats *n);
+/* Core messages dropped so far, in this process (cms_nats_dropped_total):
+ * a subscriber that must not miss one (cache invalidations) compares it
+ * between looks. Any thread. */
+uint64_t cms_nats_dropped(const cms_nats *n);
 
 /* Provisions CMS_EVENTS ("cms.events.>", file, Duplicates 2 min, MaxAge 30
  * days) and CMS_DLQ ("cms.dlq.>", file, MaxAge 90 days): creates what is

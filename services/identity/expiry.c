@@ -44,6 +44,7 @@ struct idexp {
     int64_t next_us;    /* what the timer is set for; 0: nothing known */
     int64_t pending_us; /* a note that came while busy; 0: none */
     bool busy;          /* a job is out */
+    bool nothing_due;   /* the last round found nothing due yet */
     void (*closed)(void *arg);
     void *closed_arg;
     /* the round being written: whom to tell once it commits */
@@ -145,6 +146,11 @@ static void next_read(void *arg, cms_pg_err err, const cms_pg_result *res)
         at = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
     if (at < 0)
         at = 1; /* before 1970: due now */
+    /* due by our clock, yet the database said not yet: its clock is behind
+     * ours; look again a little later rather than at once */
+    if (x->nothing_due && at <= now_us())
+        at = now_us() + RETRY_MS * 1000;
+    x->nothing_due = false;
     idle_at(x, at);
 }
 
@@ -247,6 +253,7 @@ static void due_read(void *arg, cms_pg_err err, const cms_pg_result *res)
     const PGresult *due = cms_pg_result_get(res, 0);
     if (due == NULL || PQntuples(due) == 0) {
         x->busy = false;
+        x->nothing_due = true;
         if (x->state == X_CLOSING) {
             maybe_closed(x);
             return;

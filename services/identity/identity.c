@@ -455,7 +455,7 @@ static void status_read(void *arg, cms_pg_err err, const cms_pg_result *res)
         cms_cmd_fail(op->req, CMS__V1__ERROR_CODE__FAILED_PRECONDITION, "status",
                      "a %s identity cannot become %s%s", idv_status_name(from),
                      idv_status_name(op->to),
-                     from == IDV_SUSPENDED ? " (reinstate it as active first)" : "");
+                     from != IDV_ACTIVE ? " (make it active first)" : "");
         goto done;
     }
     if (op->to == IDV_ACTIVE && strcmp(PQgetvalue(r, 0, 1), "enclave") == 0 &&

@@ -249,7 +249,7 @@ bool idv_transition(idv_status from, idv_status to)
     case IDV_ACTIVE:
         return to == IDV_INACTIVE || to == IDV_SUSPENDED;
     case IDV_INACTIVE:
-        return to == IDV_ACTIVE || to == IDV_SUSPENDED;
+        return to == IDV_ACTIVE;
     case IDV_SUSPENDED:
         return to == IDV_ACTIVE;
     }

@@ -43,9 +43,8 @@ bool idv_measurement(const char *s, char out[IDV_MEASUREMENT_MAX + 1], idv_err *
 /* expires_at_us in (now, now + max_s]. */
 bool idv_expiry(int64_t expires_at_us, int64_t now_us, int64_t max_s, idv_err *e);
 
-/* Legal status changes: active -> inactive | suspended, inactive -> active
- * | suspended, suspended -> active. A change to the same status is not a
- * change. */
+/* Legal status changes (DESIGN.md): active <-> inactive, active <->
+ * suspended. A change to the same status is not a change. */
 bool idv_transition(idv_status from, idv_status to);
 
 const char *idv_type_name(idv_type t);

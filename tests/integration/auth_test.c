@@ -565,10 +565,46 @@ static void ttl_start(fx *f)
     after_ms(f, 0, ttl_next_turn);
 }
 
+/* For settle_ms after an invalidation nothing is cached; then caching resumes. */
+static void settle_after(fx *f)
+{
+    resolve(f, g_a->key);
+    cr_assert_eq(g_a->calls, 3, "resolved again: the answer during the pause was not kept");
+    resolve(f, g_a->key);
+    cr_assert_eq(g_a->calls, 3, "after the pause, answers are cached again");
+    fx_end(f);
+}
+
+static void settle_start(fx *f)
+{
+    g_a = add_row(f, ANS_OK, "active", HOUR_MS);
+    g_b = add_row(f, ANS_OK, "active", HOUR_MS);
+    resolve(f, g_a->key);
+    cms_auth_invalidate(f->a, g_b->p.identity_id); /* about someone else */
+    cr_assert_eq(cms_auth_cached(f->a), 1, "an unrelated entry stays");
+    resolve(f, g_b->key);
+    resolve(f, g_b->key);
+    cr_assert_eq(g_b->calls, 2, "nothing is cached during the pause");
+    resolve(f, g_a->key);
+    cr_assert_eq(g_a->calls, 1, "what was cached before is still answered");
+    cms_auth_clear(f->a);
+    resolve(f, g_a->key);
+    cr_assert_eq(g_a->calls, 2);
+    after_ms(f, 250, settle_after);
+}
+
+Test(auth, nothing_is_cached_for_settle_ms_after_an_invalidation)
+{
+    fx *f = fx_new();
+    cms_auth_options ao = {.settle_ms = 200, .no_events = true};
+    fx_run(f, &ao, false, settle_start, 10000);
+    free(f);
+}
+
 Test(auth, cached_for_ttl_ms_then_resolved_again)
 {
     fx *f = fx_new();
-    cms_auth_options ao = {.ttl_ms = 200, .no_events = true};
+    cms_auth_options ao = {.settle_ms = -1, .ttl_ms = 200, .no_events = true};
     fx_run(f, &ao, false, ttl_start, 10000);
     cr_assert_eq(f->calls, 2);
     free(f);
@@ -612,7 +648,7 @@ static void expiry_start(fx *f)
 Test(auth, an_entry_never_outlives_its_credential)
 {
     fx *f = fx_new();
-    cms_auth_options ao = {.ttl_ms = 10000, .no_events = true};
+    cms_auth_options ao = {.settle_ms = -1, .ttl_ms = 10000, .no_events = true};
     fx_run(f, &ao, false, expiry_start, 10000);
     free(f);
 }
@@ -644,7 +680,7 @@ static void evict_start(fx *f)
 Test(auth, at_most_max_entries_the_oldest_go_first)
 {
     fx *f = fx_new();
-    cms_auth_options ao = {.max_entries = 2, .no_events = true};
+    cms_auth_options ao = {.settle_ms = -1, .max_entries = 2, .no_events = true};
     fx_run(f, &ao, false, evict_start, 10000);
     free(f);
 }
@@ -698,7 +734,7 @@ static void shared_start(fx *f)
 Test(auth, concurrent_lookups_of_a_key_share_one_resolution)
 {
     fx *f = fx_new();
-    cms_auth_options ao = {.no_events = true};
+    cms_auth_options ao = {.settle_ms = -1, .no_events = true};
     f->async = true;
     f->answer_ms = 30;
     fx_run(f, &ao, false, shared_start, 10000);
@@ -776,7 +812,7 @@ static void refuse_start(fx *f)
 Test(auth, refusals_and_failures_are_not_cached)
 {
     fx *f = fx_new();
-    cms_auth_options ao = {.no_events = true};
+    cms_auth_options ao = {.settle_ms = -1, .no_events = true};
     fx_run(f, &ao, false, refuse_start, 10000);
     free(f);
 }
@@ -876,7 +912,7 @@ static void ev_start(fx *f)
 Test(auth, events_invalidate_what_they_name)
 {
     fx *f = fx_new();
-    cms_auth_options ao = {.ttl_ms = 60000};
+    cms_auth_options ao = {.settle_ms = -1, .ttl_ms = 60000};
     fx_run(f, &ao, false, ev_start, 20000);
     free(f);
 }
@@ -958,7 +994,7 @@ static void inflight_start(fx *f)
 Test(auth, an_invalidation_during_a_lookup_keeps_its_answer_out_of_the_cache)
 {
     fx *f = fx_new();
-    cms_auth_options ao = {.ttl_ms = 60000};
+    cms_auth_options ao = {.settle_ms = -1, .ttl_ms = 60000};
     f->async = true;
     f->answer_ms = -1;
     fx_run(f, &ao, false, inflight_start, 20000);
@@ -993,7 +1029,7 @@ static void clear_start(fx *f)
 Test(auth, a_clear_or_disconnection_during_a_lookup_keeps_its_answer_out)
 {
     fx *f = fx_new();
-    cms_auth_options ao = {.no_events = true};
+    cms_auth_options ao = {.settle_ms = -1, .no_events = true};
     f->async = true;
     f->answer_ms = -1;
     fx_run(f, &ao, false, clear_start, 10000);
@@ -1046,7 +1082,7 @@ static void state_start(fx *f)
 Test(auth, disconnected_nothing_is_cached)
 {
     fx *f = fx_new();
-    cms_auth_options ao = {.no_events = true};
+    cms_auth_options ao = {.settle_ms = -1, .no_events = true};
     fx_run(f, &ao, false, state_start, 10000);
     free(f);
 }
@@ -1081,7 +1117,7 @@ static void close_start(fx *f)
 Test(auth, close_completes_the_lookups_under_way_then_calls_closed)
 {
     fx *f = fx_new();
-    cms_auth_options ao = {.no_events = true};
+    cms_auth_options ao = {.settle_ms = -1, .no_events = true};
     f->answer_ms = 50;
     fx_run(f, &ao, false, close_start, 10000);
     /* the two shared the pending lookup, answered as it completed */
@@ -1104,7 +1140,7 @@ static void close_idle_start(fx *f)
 Test(auth, close_with_nothing_under_way_is_immediate)
 {
     fx *f = fx_new();
-    cms_auth_options ao = {0};
+    cms_auth_options ao = {.settle_ms = -1};
     fx_run(f, &ao, false, close_idle_start, 10000);
     free(f);
 }
@@ -1144,7 +1180,7 @@ static void close_in_cb_start(fx *f)
 Test(auth, a_lookups_callback_may_close_and_destroy_auth)
 {
     fx *f = fx_new();
-    cms_auth_options ao = {.no_events = true};
+    cms_auth_options ao = {.settle_ms = -1, .no_events = true};
     f->async = true;
     f->answer_ms = 10;
     fx_run(f, &ao, false, close_in_cb_start, 10000);
@@ -1278,7 +1314,7 @@ Test(auth, default_resolver_asks_identity_authenticate)
 {
     fx *f = fx_new();
     snprintf(f->prefix, sizeof f->prefix, "authtest%d.cmd", (int)getpid());
-    cms_auth_options ao = {.command_prefix = f->prefix, .timeout_ms = 300, .no_events = true};
+    cms_auth_options ao = {.settle_ms = -1, .command_prefix = f->prefix, .timeout_ms = 300, .no_events = true};
     fx_run(f, &ao, true, remote_start, 10000);
     free(f);
 }
@@ -1304,7 +1340,7 @@ Test(auth, default_resolver_without_identity_is_unavailable_at_once)
 {
     fx *f = fx_new();
     snprintf(f->prefix, sizeof f->prefix, "authtest%d.nobody.cmd", (int)getpid());
-    cms_auth_options ao = {.command_prefix = f->prefix, .timeout_ms = 5000, .no_events = true};
+    cms_auth_options ao = {.settle_ms = -1, .command_prefix = f->prefix, .timeout_ms = 5000, .no_events = true};
     fx_run(f, &ao, true, noresp_start, 10000);
     free(f);
 }
@@ -1336,7 +1372,7 @@ Test(auth, default_resolver_close_answers_pending_requests)
 {
     fx *f = fx_new();
     snprintf(f->prefix, sizeof f->prefix, "authtest%d.close.cmd", (int)getpid());
-    cms_auth_options ao = {.command_prefix = f->prefix, .timeout_ms = 5000, .no_events = true};
+    cms_auth_options ao = {.settle_ms = -1, .command_prefix = f->prefix, .timeout_ms = 5000, .no_events = true};
     fx_run(f, &ao, true, remote_close_start, 10000);
     expect_code(&f->res[0], UNAVAILABLE);
     cr_assert_lt(f->res[0].seq, f->auth_closed_seq, "closed before the lookup was answered");

@@ -31,6 +31,7 @@ typedef struct {
     int flaky_calls;
     char bearer[64];
     cms_cmd_req *slow;
+    int slow_calls;
     int closed;
 } fx;
 
@@ -153,7 +154,8 @@ static void h_flaky(void *arg, cms_cmd_req *req)
 static void slow_answer(uv_timer_t *t)
 {
     (void)t;
-    cms_cmd_reply(f.slow, cms_cmd_req_body(f.slow)); /* after the deadline: dropped */
+    /* after the deadline: kept for its request_id, if it has one */
+    cms_cmd_reply(f.slow, cms_cmd_req_body(f.slow));
     f.slow = NULL;
 }
 
@@ -161,6 +163,7 @@ static void h_slow(void *arg, cms_cmd_req *req)
 {
     (void)arg;
     f.slow = req;
+    f.slow_calls++;
     uv_timer_start(&f.later, slow_answer, 400, 0);
 }
 
@@ -337,6 +340,28 @@ Test(cmd, a_late_handler_is_answered_for_then_ignored)
     Cms__V1__Envelope *env = result_env(b);
     cms__v1__envelope__free_unpacked(env, NULL);
     cr_assert_eq(f.got, 2, "no second reply to the slow request");
+}
+
+Test(cmd, a_retry_after_the_deadline_gets_the_late_outcome_without_a_second_run)
+{
+    const char *h[] = {CMS_CMD_REQUEST_ID_HEADER, "late-1", NULL};
+    int a = call_env("slow", h, "first");
+    wait_replies(1);
+    assert_error(a, CMS__V1__ERROR_CODE__UNAVAILABLE, NULL);
+    cr_assert_not_null(f.slow, "the handler still holds the request");
+    /* the retry the deadline's message asks for, while the handler still runs */
+    int b = call_env("slow", h, "second");
+    wait_replies(2);
+    Cms__V1__Envelope *env = result_env(b);
+    cr_assert_str_eq(env->event_id, "first", "the first run's outcome");
+    cms__v1__envelope__free_unpacked(env, NULL);
+    /* and later, from the stored reply */
+    int c = call_env("slow", h, "third");
+    wait_replies(3);
+    env = result_env(c);
+    cr_assert_str_eq(env->event_id, "first");
+    cms__v1__envelope__free_unpacked(env, NULL);
+    cr_assert_eq(f.slow_calls, 1, "the command ran once");
 }
 
 Test(cmd, close_waits_for_a_running_handler)

@@ -362,6 +362,20 @@ Test(identity, api_key_lifecycle_and_the_secret_never_leaks)
     cr_assert_eq(authenticate(unknown, &p), DENIED);
     cr_assert_str_eq(g_msg, "the API key is not accepted");
 
+    /* the open verb (no caller) neither reads nor keeps replies by
+     * request_id: naming the admin's stored reply returns nothing of it */
+    {
+        char stolen_rid[128];
+        snprintf(stolen_rid, sizeof stolen_rid, "%s/issue-1", F.admin_id);
+        Cms__V1__Authenticate am = CMS__V1__AUTHENTICATE__INIT;
+        am.api_key = (char *)"x";
+        Cms__V1__Principal *pp = NULL;
+        int code = idfx_call(&F, NULL, stolen_rid, "authenticate", &am.base,
+                             &cms__v1__principal__descriptor, (ProtobufCMessage **)&pp, g_field,
+                             g_msg);
+        cr_assert_eq(code, DENIED, "the key x is refused; no stored reply is returned");
+    }
+
     /* the secret: nowhere in the database, the log or the events */
     const char *secret = key + 4 + 32 + 1;
     char q[512];

@@ -663,11 +663,11 @@ Test(expiry, window, .init = reset)
 Test(transition, table)
 {
     static const idv_status all[] = {IDV_ACTIVE, IDV_INACTIVE, IDV_SUSPENDED};
-    /* want[from][to] */
+    /* want[from][to]: DESIGN.md's active <-> inactive, active <-> suspended */
     static const bool want[3][3] = {
         /* to:      active inactive suspended */
         /* active    */ {false, true, true},
-        /* inactive  */ {true, false, true},
+        /* inactive  */ {true, false, false},
         /* suspended */ {true, false, false},
     };
     for (int f = 0; f < 3; f++)
