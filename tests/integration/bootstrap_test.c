@@ -18,7 +18,7 @@
 #include <unistd.h>
 #include <uv.h>
 
-#include "../../tools/cms-migrate/bootstrap.h" /* CMS_BOOTSTRAP_LOCK_KEY, _SYSTEM_ID */
+#include "../../tools/cms-migrate/bootstrap.h" /* CMS_BOOTSTRAP_LOCK_KEY */
 #include "apikey.h"
 #include "cms/v1/envelope.pb-c.h"
 #include "testenv.h"
@@ -360,7 +360,7 @@ Test(bootstrap, outbox_rows_are_the_two_identity_events)
         cr_assert_str_eq(env->event_type, types[i]);
         cr_assert_str_eq(env->resource_type, resources[i]);
         cr_assert_str_eq(env->resource_id, ids[i]);
-        cr_assert_str_eq(env->actor_id, CMS_BOOTSTRAP_SYSTEM_ID);
+        cr_assert_str_eq(env->actor_id, "00000000-0000-7000-8000-000000000001", "the system identity");
         cr_assert_str_eq(env->source, "identity");
         cr_assert_str_eq(env->details_json, "");
         int64_t now_us = strtoll(created, NULL, 10);

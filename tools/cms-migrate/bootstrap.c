@@ -20,12 +20,12 @@
 #include <unistd.h>
 
 #include "apikey.h"
-#include "cms/v1/envelope.pb-c.h"
 #include "event.h"
+#include "events.h"   /* cms-identity's events: the admin's are the same */
 #include "uuid.h"
+#include "validate.h" /* cms-identity's checks: the admin's name is a name like any */
 
 #define PROG "cms-migrate"
-#define EVENT_SOURCE "identity"
 #define US_PER_DAY INT64_C(86400000000)
 
 /* How far a run got; the cleanup at its end follows from it. */
@@ -53,7 +53,6 @@ typedef struct admin {
     char key[CMS_APIKEY_LEN + 1];
     uint8_t secret[CMS_APIKEY_SECRET_BYTES];
     char hash[CMS_APIKEY_HASH_LEN + 1];
-    int64_t now_us;
     int64_t expires_us;
     char expires_text[32]; /* RFC 3339, UTC */
     cms_event created;     /* identity.created */
@@ -173,21 +172,6 @@ static void set_state(cms_bootstrap *b, run_state to)
     b->state = to;
 }
 
-/* 1..CMS_BOOTSTRAP_NAME_MAX characters (UTF-8 lead bytes), none a control
- * character, so the name fits identities.name and prints on one line. */
-static bool valid_name(const char *s)
-{
-    if (s == NULL || *s == '\0')
-        return false;
-    size_t chars = 0;
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p < 0x20 || *p == 0x7f)
-            return false;
-        chars += (*p & 0xC0) != 0x80;
-    }
-    return chars <= CMS_BOOTSTRAP_NAME_MAX;
-}
-
 void cms_bootstrap_destroy(cms_bootstrap *b)
 {
     if (b == NULL)
@@ -210,10 +194,9 @@ cms_bootstrap_err cms_bootstrap_create(const cms_bootstrap_opts *o, cms_bootstra
         b->o.key_file = NULL;
     if (b->o.key_out != NULL && *b->o.key_out == '\0')
         b->o.key_out = NULL;
-    if (!valid_name(b->o.admin_name)) {
-        say_err("--admin-name (CMS_ADMIN_NAME) must be 1 to %d characters without control "
-                "characters; try --help\n",
-                CMS_BOOTSTRAP_NAME_MAX);
+    idv_err e;
+    if (!idv_name(b->o.admin_name, "--admin-name", &e)) {
+        say_err("%s (CMS_ADMIN_NAME); try --help\n", e.msg);
         rc = CMS_BOOTSTRAP_BAD_OPTION;
         goto out;
     }
@@ -296,27 +279,6 @@ static cms_bootstrap_err exec_command(cms_bootstrap *b, const char *what, const 
     return rc;
 }
 
-/* Envelope of one event, packed into out (event id, subject, bytes). */
-static cms_bootstrap_err build_event(const admin *a, Cms__V1__Envelope *env, const char *type,
-                                     const char *resource_type, const char *resource_id,
-                                     cms_event *out)
-{
-    const cms_event_header h = {
-        .event_type = type,
-        .resource_type = resource_type,
-        .resource_id = resource_id,
-        .actor_id = CMS_BOOTSTRAP_SYSTEM_ID,
-        .correlation_id = a->correlation_id,
-        .source = EVENT_SOURCE,
-        .occurred_at_us = a->now_us,
-    };
-    if (cms_event_build(env, &h, out) != 0) {
-        say_err("out of memory\n");
-        return CMS_BOOTSTRAP_NOMEM;
-    }
-    return CMS_BOOTSTRAP_OK;
-}
-
 /* Ids, key, hash, expiry and the two events of a new admin. */
 static cms_bootstrap_err admin_make(const cms_bootstrap *b, admin *a)
 {
@@ -335,36 +297,21 @@ static cms_bootstrap_err admin_make(const cms_bootstrap *b, admin *a)
     /* the secret is in a->key; nothing below needs its bytes */
     cms_apikey_wipe(a->secret, sizeof a->secret);
 
-    a->now_us = cms_event_now_us();
-    a->expires_us = a->now_us + b->o.ttl_days * US_PER_DAY;
+    a->expires_us = cms_event_now_us() + b->o.ttl_days * US_PER_DAY;
     time_t secs = (time_t)(a->expires_us / 1000000);
     struct tm tm;
     if (gmtime_r(&secs, &tm) == NULL ||
         strftime(a->expires_text, sizeof a->expires_text, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
         snprintf(a->expires_text, sizeof a->expires_text, "in %" PRId64 " days", b->o.ttl_days);
 
-    Cms__V1__IdentityCreated ic = CMS__V1__IDENTITY_CREATED__INIT;
-    ic.identity_id = a->identity_id;
-    ic.name = (char *)b->o.admin_name;
-    ic.type = (char *)"user";
-    ic.status = (char *)"active";
-    Cms__V1__Envelope env = CMS__V1__ENVELOPE__INIT;
-    env.body_case = CMS__V1__ENVELOPE__BODY_IDENTITY_CREATED;
-    env.identity_created = &ic;
-    cms_bootstrap_err rc =
-        build_event(a, &env, "identity.created", "identity", a->identity_id, &a->created);
-    if (rc != CMS_BOOTSTRAP_OK)
-        return rc;
-
-    Cms__V1__CredentialIssued ci = CMS__V1__CREDENTIAL_ISSUED__INIT;
-    ci.credential_id = a->credential_id;
-    ci.identity_id = a->identity_id;
-    ci.type = (char *)"api_key";
-    ci.expires_at_us = a->expires_us;
-    Cms__V1__Envelope env2 = CMS__V1__ENVELOPE__INIT;
-    env2.body_case = CMS__V1__ENVELOPE__BODY_CREDENTIAL_ISSUED;
-    env2.credential_issued = &ci;
-    return build_event(a, &env2, "credential.issued", "credential", a->credential_id, &a->issued);
+    if (idev_identity_created(a->identity_id, b->o.admin_name, "user", "active",
+                              IDEV_SYSTEM_ACTOR, a->correlation_id, &a->created) != 0 ||
+        idev_credential_issued(a->credential_id, a->identity_id, "api_key", a->expires_us,
+                               IDEV_SYSTEM_ACTOR, a->correlation_id, &a->issued) != 0) {
+        say_err("out of memory\n");
+        return CMS_BOOTSTRAP_NOMEM;
+    }
+    return CMS_BOOTSTRAP_OK;
 }
 
 static void admin_wipe(admin *a)
@@ -379,7 +326,7 @@ static cms_bootstrap_err insert_event(cms_bootstrap *b, const char *what, const 
 {
     if (ev->len > INT32_MAX)
         return CMS_BOOTSTRAP_NOMEM;
-    const char *v[] = {EVENT_SOURCE, ev->id, ev->subject, (const char *)ev->buf};
+    const char *v[] = {IDEV_SOURCE, ev->id, ev->subject, (const char *)ev->buf};
     const int lengths[] = {0, 0, 0, (int)ev->len};
     const int formats[] = {0, 0, 0, 1};
     return exec_command(b, what, SQL_OUTBOX, 4, v, lengths, formats);

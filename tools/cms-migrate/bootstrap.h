@@ -29,15 +29,12 @@
 
 /* "cms-boot" in ASCII; held with pg_advisory_xact_lock. */
 #define CMS_BOOTSTRAP_LOCK_KEY INT64_C(0x636d732d626f6f74)
-/* The actor of system actions (created by migration 0002). */
-#define CMS_BOOTSTRAP_SYSTEM_ID "00000000-0000-7000-8000-000000000001"
 #define CMS_BOOTSTRAP_TTL_DAYS_MIN 1
 #define CMS_BOOTSTRAP_TTL_DAYS_MAX 365
-#define CMS_BOOTSTRAP_NAME_MAX 255 /* characters, as identities.name VARCHAR(255) */
 
 typedef struct cms_bootstrap_opts {
     const char *key_file;   /* the server key file; NULL or "": no bootstrap, only a hint */
-    const char *admin_name; /* 1..CMS_BOOTSTRAP_NAME_MAX characters, no control characters */
+    const char *admin_name; /* a name cms-identity accepts (1..255 bytes of UTF-8, no control characters) */
     int64_t ttl_days;       /* the key's lifetime, CMS_BOOTSTRAP_TTL_DAYS_MIN..MAX */
     const char *key_out;    /* a new file for the key; NULL: stdout */
     cms_migrate_verbosity verbosity;
