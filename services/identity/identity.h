@@ -6,6 +6,7 @@
 #include "apikey.h"
 #include "auth.h"
 #include "service.h"
+#include "validate.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -17,7 +18,7 @@ typedef struct idsvc_options {
     /* the longest life of a credential of each type, in seconds */
     int64_t max_api_key_s, max_public_key_s, max_attestation_s;
     /* the enclave measurements accepted (lowercase hex) */
-    char measurements[IDSVC_MAX_MEASUREMENTS][129];
+    char measurements[IDSVC_MAX_MEASUREMENTS][IDV_MEASUREMENT_MAX + 1];
     int nmeasurements;
 } idsvc_options;
 

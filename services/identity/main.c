@@ -2,6 +2,7 @@
 #include "identity.h"
 #include "log.h"
 #include "service.h"
+#include "validate.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,36 +23,36 @@ static const cms_option options[] = {
 
 static idsvc *g_svc;
 
-/* "a1b2..,C3D4.." -> lowercase entries; false with a reason for the operator */
+/* "a1b2..,C3D4.." -> lowercase entries, each checked as an attestation's
+ * measurement is; false with a reason for the operator. */
 static bool parse_measurements(const char *list, idsvc_options *o)
 {
+    char one[IDV_MEASUREMENT_MAX + 2];
     const char *p = list;
     while (*p) {
-        const char *end = strchr(p, ',');
-        size_t n = end ? (size_t)(end - p) : strlen(p);
+        size_t n = strcspn(p, ",");
+        const char *next = p[n] ? p + n + 1 : p + n;
         while (n && *p == ' ')
             p++, n--;
         while (n && p[n - 1] == ' ')
             n--;
         if (n) {
-            if (o->nmeasurements == IDSVC_MAX_MEASUREMENTS || n < 32 || n > 128 || n % 2) {
-                cms_log_error("bad option: enclave-measurements holds 16..64-byte hex values, "
-                              "at most 64 of them",
+            idv_err e;
+            if (o->nmeasurements == IDSVC_MAX_MEASUREMENTS || n >= sizeof one) {
+                cms_log_error("bad option: enclave-measurements holds at most 64 values of "
+                              "16..64 bytes in hex",
                               NULL);
                 return false;
             }
-            char *m = o->measurements[o->nmeasurements++];
-            for (size_t i = 0; i < n; i++) {
-                char c = p[i] >= 'A' && p[i] <= 'F' ? (char)(p[i] - 'A' + 'a') : p[i];
-                if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) {
-                    cms_log_error("bad option: enclave-measurements must be hex", NULL);
-                    return false;
-                }
-                m[i] = c;
+            memcpy(one, p, n);
+            one[n] = '\0';
+            if (!idv_measurement(one, o->measurements[o->nmeasurements], &e)) {
+                cms_log_error("bad option: enclave-measurements", "{s:s}", "why", e.msg);
+                return false;
             }
-            m[n] = '\0';
+            o->nmeasurements++;
         }
-        p = end ? end + 1 : p + n;
+        p = next;
     }
     return true;
 }
