@@ -12,6 +12,7 @@
 
 #include "apikey.h"
 #include "cms/v1/envelope.pb-c.h"
+#include "event.h"
 #include "log.h"
 #include "metrics.h"
 #include "request.h"
@@ -20,7 +21,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <uthash.h>
 
 #define DIGEST_BYTES 32
@@ -82,12 +82,6 @@ struct cms_auth {
     cms_counter *m_hits, *m_misses, *m_denied, *m_invalidations;
 };
 
-static int64_t wall_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
 
 bool cms_principal_has_role(const cms_principal *p, const char *role)
 {
@@ -162,7 +156,7 @@ static void entry_drop(cms_auth *a, entry *e)
 
 static void cache_put(cms_auth *a, const uint8_t digest[DIGEST_BYTES], const cms_principal *p)
 {
-    int64_t left_ms = (p->expires_at_us - wall_us()) / 1000;
+    int64_t left_ms = (p->expires_at_us - cms_event_now_us()) / 1000;
     if (left_ms <= 0)
         return;
     entry *e = NULL;
@@ -247,7 +241,7 @@ static void resolved(void *arg, Cms__V1__ErrorCode code, const cms_principal *p)
     sodium_memzero(f->key, sizeof f->key);
     /* an answer that is no longer true is a refusal, whoever gave it */
     if (code == CMS__V1__ERROR_CODE__OK &&
-        (p == NULL || strcmp(p->status, "active") != 0 || p->expires_at_us <= wall_us()))
+        (p == NULL || strcmp(p->status, "active") != 0 || p->expires_at_us <= cms_event_now_us()))
         code = CMS__V1__ERROR_CODE__PERMISSION_DENIED;
     if (code == CMS__V1__ERROR_CODE__OK && p && f->gen == a->gen && a->connected &&
         a->state == AUTH_OPEN && uv_now(a->loop) >= a->quiet_until_ms)
@@ -292,7 +286,7 @@ void cms_auth_resolve(cms_auth *a, const char *key, cms_auth_cb cb, void *arg)
     digest_of(a, key, len, digest);
     entry *e = NULL;
     HASH_FIND(hh, a->cache, digest, DIGEST_BYTES, e);
-    if (e && (e->until_ms <= uv_now(a->loop) || e->p.expires_at_us <= wall_us())) {
+    if (e && (e->until_ms <= uv_now(a->loop) || e->p.expires_at_us <= cms_event_now_us())) {
         entry_drop(a, e);
         e = NULL;
     }

@@ -20,15 +20,12 @@
 #define UNAVAILABLE CMS__V1__ERROR_CODE__UNAVAILABLE
 
 static idfx F;
-static natsSubscription *g_events;
 static bool g_pg_down;
 static char g_field[256], g_msg[256];
 
 static void setup(void)
 {
     idfx_setup(&F, "identity_fault");
-    cr_assert_eq(natsConnection_SubscribeSync(&g_events, F.nc, "cms.events.*.*"), NATS_OK);
-    natsSubscription_SetPendingLimits(g_events, -1, -1);
     const char *set[] = {"CMS_AUTH_CACHE_MS=60000", NULL};
     idfx_start(&F, set);
 }
@@ -38,19 +35,11 @@ static void teardown(void)
     if (g_pg_down)
         (void)cms_test_ctl("pg-start");
     g_pg_down = false;
-    natsSubscription_Destroy(g_events);
-    g_events = NULL;
     idfx_teardown(&F);
 }
 
 TestSuite(identity_fault, .init = setup, .fini = teardown, .timeout = 180);
 
-static int64_t now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
 
 static int create(const char *name, Cms__V1__Identity **out)
 {
@@ -71,21 +60,10 @@ static int authenticate(const char *key)
 
 static bool saw_event(const char *type, const char *resource_id, double timeout_ms)
 {
-    double deadline = cms_test_now_ms() + timeout_ms;
-    while (cms_test_now_ms() < deadline) {
-        natsMsg *m = NULL;
-        if (natsSubscription_NextMsg(&m, g_events, 200) != NATS_OK)
-            continue;
-        Cms__V1__Envelope *e = cms__v1__envelope__unpack(
-            NULL, (size_t)natsMsg_GetDataLength(m), (const uint8_t *)natsMsg_GetData(m));
-        natsMsg_Destroy(m);
-        bool hit = e && strcmp(e->event_type, type) == 0 && strcmp(e->resource_id, resource_id) == 0;
-        if (e)
-            cms__v1__envelope__free_unpacked(e, NULL);
-        if (hit)
-            return true;
-    }
-    return false;
+    Cms__V1__Envelope *e = idfx_wait_event(&F, type, resource_id, timeout_ms);
+    if (e)
+        cms__v1__envelope__free_unpacked(e, NULL);
+    return e != NULL;
 }
 
 Test(identity_fault, a_database_outage_is_unavailable_and_expiry_catches_up)
@@ -96,7 +74,7 @@ Test(identity_fault, a_database_outage_is_unavailable_and_expiry_catches_up)
     Cms__V1__IssueCredential ic = CMS__V1__ISSUE_CREDENTIAL__INIT;
     ic.identity_id = m->id;
     ic.type = (char *)"api_key";
-    ic.expires_at_us = now_us() + 2000000;
+    ic.expires_at_us = cms_test_wall_us() + 2000000;
     Cms__V1__Credential *c = NULL;
     cr_assert_eq(idfx_call(&F, F.admin_key, NULL, "issue_credential", &ic.base,
                            &cms__v1__credential__descriptor, (ProtobufCMessage **)&c, g_field,
@@ -114,9 +92,8 @@ Test(identity_fault, a_database_outage_is_unavailable_and_expiry_catches_up)
     cr_assert_eq(authenticate(unknown_key), UNAVAILABLE,
                  "a key nobody can check now is unavailable, not refused");
     /* the short-lived key comes due while the database is away */
-    while (now_us() < c->expires_at_us + 500000) {
-        struct timespec t = {0, 100 * 1000 * 1000};
-        nanosleep(&t, NULL);
+    while (cms_test_wall_us() < c->expires_at_us + 500000) {
+        cms_test_pause_ms(100);
     }
     cr_assert_eq(cms_test_ctl("pg-start"), 0);
     g_pg_down = false;
@@ -158,9 +135,8 @@ Test(identity_fault, a_killed_process_loses_no_committed_event)
         char *left = idfx_sql(&F, "SELECT count(*) FROM outbox WHERE source = 'identity'");
         empty = left && strcmp(left, "0") == 0;
         free(left);
-        struct timespec t = {0, 100 * 1000 * 1000};
         if (!empty)
-            nanosleep(&t, NULL);
+            cms_test_pause_ms(100);
     }
     cr_assert(empty, "the outbox drains after the restart");
 }

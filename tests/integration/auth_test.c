@@ -132,12 +132,6 @@ static void on_watchdog(uv_timer_t *t)
     cr_assert_fail("watchdog: the test did not finish in time");
 }
 
-static int64_t wall_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
 
 static void new_id(char out[CMS_UUID_STRLEN + 1])
 {
@@ -168,7 +162,7 @@ static row *add_row(fx *f, ans_kind kind, const char *status, int64_t expires_in
     snprintf(r->p.roles[0], CMS_AUTH_ROLE_MAX, "auditor");
     snprintf(r->p.roles[1], CMS_AUTH_ROLE_MAX, "ops-%d", f->nrows);
     r->p.nroles = 2;
-    r->p.expires_at_us = wall_us() + expires_in_ms * 1000;
+    r->p.expires_at_us = cms_test_wall_us() + expires_in_ms * 1000;
     f->nrows++;
     return r;
 }
@@ -373,7 +367,7 @@ static void publish_event(fx *f, const char *type, const char *resource_id, cons
     e.resource_type = rtype;
     e.resource_id = (char *)resource_id;
     e.actor_id = actor;
-    e.occurred_at_us = wall_us();
+    e.occurred_at_us = cms_test_wall_us();
     e.source = (char *)"auth-test";
     uint8_t buf[512];
     cr_assert_leq(cms__v1__envelope__get_packed_size(&e), sizeof buf);

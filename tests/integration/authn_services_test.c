@@ -20,11 +20,6 @@ static idfx F;
 static pid_t g_svc;
 static int g_port;
 
-static void pause_ms(int ms)
-{
-    struct timespec t = {ms / 1000, (long)(ms % 1000) * 1000 * 1000};
-    nanosleep(&t, NULL);
-}
 
 static void setup(void)
 {
@@ -40,7 +35,7 @@ static void setup(void)
     double t0 = cms_test_now_ms();
     while (cms_test_http_get(g_port, "/readyz", NULL, 0) != 200) {
         cr_assert_lt(cms_test_now_ms() - t0, 20000, "cms-testsvc ready");
-        pause_ms(20);
+        cms_test_pause_ms(20);
     }
 }
 
@@ -57,12 +52,6 @@ static void teardown(void)
 
 TestSuite(authn, .init = setup, .fini = teardown, .timeout = 120);
 
-static int64_t now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
 
 /* cms-testsvc's echo as key: the reply's error code (0: let in). */
 static int echo_as(const char *key)
@@ -98,7 +87,7 @@ static void refused_within_3s(const char *key, const char *what)
     while ((code = echo_as(key)) == 0) {
         cr_assert_lt(cms_test_now_ms() - t0, 3000,
                      "%s: cms-testsvc still let the key in after 3 s (cache 30 s)", what);
-        pause_ms(20);
+        cms_test_pause_ms(20);
     }
     cr_assert_eq(code, CMS__V1__ERROR_CODE__PERMISSION_DENIED, "%s", what);
 }
@@ -108,7 +97,7 @@ static Cms__V1__Credential *new_key(const char *identity_id, int64_t ttl_us)
     Cms__V1__IssueCredential m = CMS__V1__ISSUE_CREDENTIAL__INIT;
     m.identity_id = (char *)identity_id;
     m.type = (char *)"api_key";
-    m.expires_at_us = now_us() + ttl_us;
+    m.expires_at_us = cms_test_wall_us() + ttl_us;
     Cms__V1__Credential *c = NULL;
     char field[256], msg[256];
     cr_assert_eq(idfx_call(&F, F.admin_key, NULL, "issue_credential", &m.base,

@@ -23,16 +23,12 @@
 
 static idfx F;
 static char g_field[256], g_msg[256];
-static natsSubscription *g_events;
 
 #define MEASUREMENT "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
 
 static void setup(void)
 {
     idfx_setup(&F, "identity_test");
-    /* every identity and credential event, to find the test's own by id */
-    cr_assert_eq(natsConnection_SubscribeSync(&g_events, F.nc, "cms.events.*.*"), NATS_OK);
-    natsSubscription_SetPendingLimits(g_events, -1, -1);
     static char meas[160];
     snprintf(meas, sizeof meas, "CMS_ENCLAVE_MEASUREMENTS=%s", MEASUREMENT);
     const char *set[] = {meas, "CMS_AUTH_CACHE_MS=2000", NULL};
@@ -41,19 +37,11 @@ static void setup(void)
 
 static void teardown(void)
 {
-    natsSubscription_Destroy(g_events);
-    g_events = NULL;
     idfx_teardown(&F);
 }
 
 TestSuite(identity, .init = setup, .fini = teardown, .timeout = 120);
 
-static int64_t now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
 
 static int create(const char *key, const char *name, const char *type, const char *metadata,
                   Cms__V1__Identity **out)
@@ -88,7 +76,7 @@ static int issue(const char *key, const char *identity_id, const char *type, int
 static Cms__V1__Credential *must_issue_key(const char *identity_id, int64_t ttl_us)
 {
     Cms__V1__Credential *c = NULL;
-    int code = issue(F.admin_key, identity_id, "api_key", now_us() + ttl_us, NULL, &c);
+    int code = issue(F.admin_key, identity_id, "api_key", cms_test_wall_us() + ttl_us, NULL, &c);
     cr_assert_eq(code, OK, "issue: %d %s: %s", code, g_field, g_msg);
     cr_assert_eq(strlen(c->api_key), CMS_APIKEY_LEN, "the key is in the reply");
     return c;
@@ -131,25 +119,13 @@ static int get_as(const char *key, const char *name)
     return code;
 }
 
-/* Waits for the event of this type about this resource (published by the
- * outbox relay), and returns it decoded. */
+/* The event of this type about this resource (published by the outbox
+ * relay), decoded; fails the test after 10 s. */
 static Cms__V1__Envelope *wait_event(const char *type, const char *resource_id)
 {
-    double deadline = cms_test_now_ms() + 10000;
-    while (cms_test_now_ms() < deadline) {
-        natsMsg *m = NULL;
-        if (natsSubscription_NextMsg(&m, g_events, 200) != NATS_OK)
-            continue;
-        Cms__V1__Envelope *e = cms__v1__envelope__unpack(
-            NULL, (size_t)natsMsg_GetDataLength(m), (const uint8_t *)natsMsg_GetData(m));
-        natsMsg_Destroy(m);
-        if (e && strcmp(e->event_type, type) == 0 && strcmp(e->resource_id, resource_id) == 0)
-            return e;
-        if (e)
-            cms__v1__envelope__free_unpacked(e, NULL);
-    }
-    cr_assert_fail("no %s event for %s within 10 s", type, resource_id);
-    return NULL;
+    Cms__V1__Envelope *e = idfx_wait_event(&F, type, resource_id, 10000);
+    cr_assert_not_null(e, "no %s event for %s within 10 s", type, resource_id);
+    return e;
 }
 
 /* Polls until the key is refused (the cache is bounded by CMS_AUTH_CACHE_MS
@@ -160,8 +136,7 @@ static void assert_refused_within_bound(const char *key, const char *what)
     while (get_as(key, "admin") != DENIED) {
         cr_assert_lt(cms_test_now_ms() - t0, 3000, "%s: the key was still accepted after 3 s",
                      what);
-        struct timespec t = {0, 20 * 1000 * 1000};
-        nanosleep(&t, NULL);
+        cms_test_pause_ms(20);
     }
     Cms__V1__Principal *p = NULL;
     cr_assert_eq(authenticate(key, &p), DENIED, "%s: authenticate refuses it too", what);
@@ -279,7 +254,7 @@ Test(identity, api_key_lifecycle_and_the_secret_never_leaks)
 {
     Cms__V1__Identity *m = must_create("worker", "machine", "{\"roles\": [\"trainer\"]}");
     Cms__V1__Credential *c = NULL;
-    int64_t exp = now_us() + 3600 * INT64_C(1000000);
+    int64_t exp = cms_test_wall_us() + 3600 * INT64_C(1000000);
     cr_assert_eq(issue(F.admin_key, m->id, "api_key", exp, "issue-1", &c), OK, "%s", g_msg);
     char key[CMS_APIKEY_LEN + 1];
     snprintf(key, sizeof key, "%s", c->api_key);
@@ -321,9 +296,9 @@ Test(identity, api_key_lifecycle_and_the_secret_never_leaks)
     /* expiry: required, in the future, within the maximum */
     cr_assert_eq(issue(F.admin_key, m->id, "api_key", 0, NULL, NULL), INVALID);
     cr_assert_str_eq(g_field, "expires_at_us");
-    cr_assert_eq(issue(F.admin_key, m->id, "api_key", now_us() - 1000000, NULL, NULL), INVALID);
+    cr_assert_eq(issue(F.admin_key, m->id, "api_key", cms_test_wall_us() - 1000000, NULL, NULL), INVALID);
     cr_assert_str_eq(g_field, "expires_at_us");
-    cr_assert_eq(issue(F.admin_key, m->id, "api_key", now_us() + 400 * 86400 * INT64_C(1000000),
+    cr_assert_eq(issue(F.admin_key, m->id, "api_key", cms_test_wall_us() + 400 * 86400 * INT64_C(1000000),
                        NULL, NULL),
                  INVALID);
     cr_assert_str_eq(g_field, "expires_at_us");
@@ -419,7 +394,7 @@ Test(identity, suspension_and_expiry_refuse_keys_and_expiry_is_announced)
     cr_assert_str_eq(g_field, "status");
     cr_assert_eq(set_status(F.admin_key, m->id, "asleep", ""), INVALID);
     cr_assert_eq(set_status(c->api_key, m->id, "active", ""), DENIED);
-    cr_assert_eq(issue(F.admin_key, m->id, "api_key", now_us() + 60000000, NULL, NULL),
+    cr_assert_eq(issue(F.admin_key, m->id, "api_key", cms_test_wall_us() + 60000000, NULL, NULL),
                  PRECONDITION, "no credentials for a suspended identity");
     cr_assert_eq(set_status(F.admin_key, m->id, "active", "cleared"), OK);
     cr_assert_eq(get_as(c->api_key, "robot"), OK, "reinstated");
@@ -429,7 +404,7 @@ Test(identity, suspension_and_expiry_refuse_keys_and_expiry_is_announced)
     cr_assert_eq(get_as(short_lived->api_key, "robot"), OK);
     e = wait_event("credential.expired", short_lived->id);
     cr_assert_str_eq(e->actor_id, "00000000-0000-7000-8000-000000000001");
-    cr_assert_geq(now_us(), e->credential_expired->expires_at_us, "not announced early");
+    cr_assert_geq(cms_test_wall_us(), e->credential_expired->expires_at_us, "not announced early");
     cms__v1__envelope__free_unpacked(e, NULL);
     assert_refused_within_bound(short_lived->api_key, "expired");
     char q[256];
@@ -459,8 +434,7 @@ Test(identity, the_expiry_timer_fires_after_a_restart)
     while (strcmp((v = idfx_sql(&F, q)), "1") != 0) {
         free(v);
         cr_assert_lt(cms_test_now_ms() - t0, 5000);
-        struct timespec t = {0, 50 * 1000 * 1000};
-        nanosleep(&t, NULL);
+        cms_test_pause_ms(50);
     }
     free(v);
     const char *set[] = {NULL};
@@ -481,7 +455,7 @@ Test(identity, enclaves_become_active_by_attestation_only)
     Cms__V1__IssueCredential m = CMS__V1__ISSUE_CREDENTIAL__INIT;
     m.identity_id = enc->id;
     m.type = (char *)"attestation";
-    m.expires_at_us = now_us() + 86400 * INT64_C(1000000);
+    m.expires_at_us = cms_test_wall_us() + 86400 * INT64_C(1000000);
     m.measurement = (char *)"00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
     m.signer = (char *)"intel";
     cr_assert_eq(idfx_call(&F, F.admin_key, NULL, "issue_credential", &m.base,
@@ -529,7 +503,7 @@ Test(identity, enclaves_become_active_by_attestation_only)
     Cms__V1__IssueCredential pk = CMS__V1__ISSUE_CREDENTIAL__INIT;
     pk.identity_id = u->id;
     pk.type = (char *)"public_key";
-    pk.expires_at_us = now_us() + 86400 * INT64_C(1000000);
+    pk.expires_at_us = cms_test_wall_us() + 86400 * INT64_C(1000000);
     pk.public_key = (char *)"not base64!";
     cr_assert_eq(idfx_call(&F, F.admin_key, NULL, "issue_credential", &pk.base,
                            &cms__v1__credential__descriptor, NULL, g_field, g_msg),

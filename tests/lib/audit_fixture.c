@@ -32,8 +32,7 @@ static PGconn *g_count_conn;
 
 void audfx_pause_ms(int ms)
 {
-    struct timespec t = {ms / 1000, (long)(ms % 1000) * 1000 * 1000};
-    nanosleep(&t, NULL);
+    cms_test_pause_ms(ms);
 }
 
 double audfx_now_ms(void)

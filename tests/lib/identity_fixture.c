@@ -2,6 +2,7 @@
 #include "identity_fixture.h"
 
 #include "cms/v1/command.pb-c.h"
+#include "cms/v1/envelope.pb-c.h"
 #include "testenv.h"
 #include "uuid.h"
 
@@ -16,12 +17,6 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
-
-static void pause_ms(int ms)
-{
-    struct timespec t = {ms / 1000, (long)(ms % 1000) * 1000 * 1000};
-    nanosleep(&t, NULL);
-}
 
 static void exec_params(const idfx *f, const char *sql, int n, const char *const *v)
 {
@@ -94,12 +89,35 @@ void idfx_setup(idfx *f, const char *dbprefix)
     cr_assert_eq(natsConnection_Connect(&f->nc, o), NATS_OK, "NATS at %s",
                  cms_test_env("CMS_TEST_NATS_URL"));
     natsOptions_Destroy(o);
+    cr_assert_eq(natsConnection_SubscribeSync(&f->events, f->nc, "cms.events.*.*"), NATS_OK);
+    natsSubscription_SetPendingLimits(f->events, -1, -1);
+}
+
+Cms__V1__Envelope *idfx_wait_event(idfx *f, const char *type, const char *resource_id,
+                                   double timeout_ms)
+{
+    double deadline = cms_test_now_ms() + timeout_ms;
+    while (cms_test_now_ms() < deadline) {
+        natsMsg *m = NULL;
+        if (natsSubscription_NextMsg(&m, f->events, 200) != NATS_OK)
+            continue;
+        Cms__V1__Envelope *e = cms__v1__envelope__unpack(
+            NULL, (size_t)natsMsg_GetDataLength(m), (const uint8_t *)natsMsg_GetData(m));
+        natsMsg_Destroy(m);
+        if (e && strcmp(e->event_type, type) == 0 && strcmp(e->resource_id, resource_id) == 0)
+            return e;
+        if (e)
+            cms__v1__envelope__free_unpacked(e, NULL);
+    }
+    return NULL;
 }
 
 void idfx_teardown(idfx *f)
 {
     if (f->pid > 0)
         idfx_kill9(f);
+    natsSubscription_Destroy(f->events);
+    f->events = NULL;
     if (f->nc)
         natsConnection_Destroy(f->nc);
     f->nc = NULL;
@@ -133,7 +151,7 @@ pid_t idfx_start(idfx *f, const char *const *set)
         cr_assert_eq(waitpid(f->pid, &st, WNOHANG), 0, "cms-identity exited while starting:\n%s",
                      idfx_log(f));
         cr_assert_lt(cms_test_now_ms(), deadline, "cms-identity not ready in 20 s");
-        pause_ms(20);
+        cms_test_pause_ms(20);
     }
     return f->pid;
 }

@@ -30,6 +30,7 @@ typedef struct idfx {
     pid_t pid; /* the running cms-identity, 0 if none */
     int port;  /* its HTTP port */
     natsConnection *nc;
+    natsSubscription *events; /* every cms.events.<type>.<verb>, from setup on */
 } idfx;
 
 /* Scratch database from the template, server key file, an identity "admin"
@@ -61,6 +62,12 @@ void idfx_insert(idfx *f, const char *name, const char *type, const char *status
 int idfx_call(idfx *f, const char *key, const char *request_id, const char *verb,
               const ProtobufCMessage *req, const ProtobufCMessageDescriptor *rdesc,
               ProtobufCMessage **out, char *field, char *msg);
+
+/* The next event of this type about this resource on f->events (those
+ * before it are passed over), decoded; NULL if none comes in timeout_ms.
+ * Free with cms__v1__envelope__free_unpacked. */
+struct Cms__V1__Envelope *idfx_wait_event(idfx *f, const char *type, const char *resource_id,
+                                          double timeout_ms);
 
 /* The whole log of cms-identity so far (malloc'd). */
 char *idfx_log(const idfx *f);

@@ -277,3 +277,16 @@ int cms_test_spawn_service(const char *name, const char *const *args, const char
     free(argv);
     return pid;
 }
+
+int64_t cms_test_wall_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+void cms_test_pause_ms(int ms)
+{
+    struct timespec t = {ms / 1000, (long)(ms % 1000) * 1000 * 1000};
+    nanosleep(&t, NULL);
+}

@@ -13,6 +13,7 @@
 #define CMS_TESTENV_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <uv.h>
 
 /* The variable's value; aborts the test process with a clear message if unset. */
@@ -58,5 +59,9 @@ int cms_test_spawn_service(const char *name, const char *const *args, const char
 
 /* Monotonic milliseconds. */
 double cms_test_now_ms(void);
+/* Unix time in microseconds (the clock of expiries and events). */
+int64_t cms_test_wall_us(void);
+/* A short pause inside a bounded polling loop (never as synchronisation). */
+void cms_test_pause_ms(int ms);
 
 #endif
