@@ -434,7 +434,7 @@ static int print_identity(const char *prog, const cms_config *cfg, const Cms__V1
 /* resolving identities */
 
 /* The identity given as an id (a UUID) or a name. */
-static int get_identity(cmsctl_cmd *c, const char *arg, Cms__V1__Identity **out)
+static int get_identity(cmsctl_cmd *c, const char *arg, ProtobufCMessage **out)
 {
     char id[CMS_UUID_STRLEN + 1];
     Cms__V1__GetIdentity req = CMS__V1__GET_IDENTITY__INIT;
@@ -443,23 +443,75 @@ static int get_identity(cmsctl_cmd *c, const char *arg, Cms__V1__Identity **out)
     else
         req.name = (char *)arg;
     return cmsctl_cmd_call(c, "get", CMSCTL_CMD_READ, &req.base, &cms__v1__identity__descriptor,
-                           (ProtobufCMessage **)out);
+                           out);
 }
 
 /* The id of the identity given as an id or a name (asking for a name). */
 static int identity_id(cmsctl_cmd *c, const char *arg, char id[CMS_UUID_STRLEN + 1])
 {
     int status = CMSCTL_EXIT_OK;
-    Cms__V1__Identity *found = NULL;
+    ProtobufCMessage *found = NULL;
     if (as_uuid(arg, id))
         goto out;
     if ((status = get_identity(c, arg, &found)) != CMSCTL_EXIT_OK)
         goto out;
-    snprintf(id, CMS_UUID_STRLEN + 1, "%s", found->id);
+    snprintf(id, CMS_UUID_STRLEN + 1, "%s", ((const Cms__V1__Identity *)found)->id);
 out:
     if (found != NULL)
-        cms__v1__identity__free_unpacked(found, NULL);
+        protobuf_c_message_free_unpacked(found, NULL);
     return status;
+}
+
+/* ------------------------------------------------------------------------ */
+/* what every sub-verb shares */
+
+/* A sub-verb's options, its one argument, its connection and the reply;
+ * verb_end releases them all. */
+typedef struct verb {
+    const char *prog;
+    cms_config *cfg;
+    cmsctl_cmd *c;
+    const char *arg;       /* the one positional argument */
+    ProtobufCMessage *got; /* the reply */
+} verb;
+
+/* Options, then the one positional argument described by what (NULL: none
+ * may be given). The caller opens the connection (verb_open) once its own
+ * arguments are checked, so that a usage error never waits on NATS. */
+static int verb_begin(verb *v, const char *prog, const cms_option *opts, size_t nopts, int argc,
+                      char **argv, const char *summary, const char *usage, const char *what)
+{
+    memset(v, 0, sizeof *v);
+    v->prog = prog;
+    int status = cmsctl_parse(opts, nopts, argc, argv, prog, summary, usage, &v->cfg);
+    if (status != CMSCTL_EXIT_OK)
+        return status;
+    if (what != NULL)
+        return one_arg(prog, v->cfg, what, &v->arg);
+    if (cms_config_npositional(v->cfg) > 0)
+        return cmsctl_usage(prog, "unexpected argument \"%s\"", cms_config_positional(v->cfg, 0));
+    return CMSCTL_EXIT_OK;
+}
+
+static int verb_open(verb *v)
+{
+    return cmsctl_cmd_open(v->prog, v->cfg, SERVICE, &v->c);
+}
+
+/* The command; its result lands in v->got. */
+static int verb_call(verb *v, const char *name, cmsctl_cmd_kind kind, const ProtobufCMessage *req,
+                     const ProtobufCMessageDescriptor *rdesc)
+{
+    return cmsctl_cmd_call(v->c, name, kind, req, rdesc, &v->got);
+}
+
+static int verb_end(verb *v, int status)
+{
+    if (v->got != NULL)
+        protobuf_c_message_free_unpacked(v->got, NULL);
+    cmsctl_cmd_destroy(v->c);
+    cms_config_destroy(v->cfg);
+    return status == CMSCTL_PARSE_DONE ? CMSCTL_EXIT_OK : status;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -467,70 +519,45 @@ out:
 
 static int create_main(int argc, char **argv)
 {
-    static const char prog[] = "cmsctl identity create";
-    int status = CMSCTL_EXIT_FAILED;
-    cms_config *cfg = NULL;
-    cmsctl_cmd *c = NULL;
+    verb v;
     char *metadata = NULL;
-    Cms__V1__Identity *got = NULL;
-    const char *name = NULL;
-    status =
-        cmsctl_parse(create_options, NOPTS(create_options), argc, argv, prog, "create an identity",
-                     "NAME --type user|machine|enclave\n\n"
-                     "Creates the identity NAME (admins only) and prints it. --roles a,b adds\n"
-                     "the roles to the metadata's \"roles\" array.\n\n" CMSCTL_CMD_KEY_HELP,
-                     &cfg);
-    if (status != CMSCTL_EXIT_OK)
-        goto out;
-    if ((status = one_arg(prog, cfg, "the identity's NAME", &name)) != CMSCTL_EXIT_OK ||
-        (status = metadata_arg(prog, cms_config_str(cfg, "metadata"), cms_config_str(cfg, "roles"),
-                               &metadata)) != CMSCTL_EXIT_OK ||
-        (status = cmsctl_cmd_open(prog, cfg, SERVICE, &c)) != CMSCTL_EXIT_OK)
+    int status = verb_begin(
+        &v, "cmsctl identity create", create_options, NOPTS(create_options), argc, argv,
+        "create an identity",
+        "NAME --type user|machine|enclave\n\n"
+        "Creates the identity NAME (admins only) and prints it. --roles a,b adds\n"
+        "the roles to the metadata's \"roles\" array.\n\n" CMSCTL_CMD_KEY_HELP,
+        "the identity's NAME");
+    if (status != CMSCTL_EXIT_OK ||
+        (status = metadata_arg(v.prog, cms_config_str(v.cfg, "metadata"),
+                               cms_config_str(v.cfg, "roles"), &metadata)) != CMSCTL_EXIT_OK ||
+        (status = verb_open(&v)) != CMSCTL_EXIT_OK)
         goto out;
     Cms__V1__CreateIdentity req = CMS__V1__CREATE_IDENTITY__INIT;
-    req.name = (char *)name;
-    req.type = (char *)cms_config_str(cfg, "type");
+    req.name = (char *)v.arg;
+    req.type = (char *)cms_config_str(v.cfg, "type");
     req.metadata_json = metadata;
-    if ((status = cmsctl_cmd_call(c, "create", CMSCTL_CMD_WRITE, &req.base,
-                                  &cms__v1__identity__descriptor, (ProtobufCMessage **)&got)) !=
-        CMSCTL_EXIT_OK)
-        goto out;
-    status = print_identity(prog, cfg, got);
+    status = verb_call(&v, "create", CMSCTL_CMD_WRITE, &req.base, &cms__v1__identity__descriptor);
+    if (status == CMSCTL_EXIT_OK)
+        status = print_identity(v.prog, v.cfg, (const Cms__V1__Identity *)v.got);
 out:
-    if (got != NULL)
-        cms__v1__identity__free_unpacked(got, NULL);
     free(metadata);
-    cmsctl_cmd_destroy(c);
-    cms_config_destroy(cfg);
-    return status == CMSCTL_PARSE_DONE ? CMSCTL_EXIT_OK : status;
+    return verb_end(&v, status);
 }
 
 static int get_main(int argc, char **argv)
 {
-    static const char prog[] = "cmsctl identity get";
-    int status = CMSCTL_EXIT_FAILED;
-    cms_config *cfg = NULL;
-    cmsctl_cmd *c = NULL;
-    Cms__V1__Identity *got = NULL;
-    const char *arg = NULL;
-    status = cmsctl_parse(get_options, NOPTS(get_options), argc, argv, prog, "show one identity",
-                          "ID|NAME\n\n"
-                          "Prints the identity with that id (a UUID) or, for anything else, that\n"
-                          "name.\n\n" CMSCTL_CMD_KEY_HELP,
-                          &cfg);
-    if (status != CMSCTL_EXIT_OK)
-        goto out;
-    if ((status = one_arg(prog, cfg, "an identity's ID or NAME", &arg)) != CMSCTL_EXIT_OK ||
-        (status = cmsctl_cmd_open(prog, cfg, SERVICE, &c)) != CMSCTL_EXIT_OK ||
-        (status = get_identity(c, arg, &got)) != CMSCTL_EXIT_OK)
-        goto out;
-    status = print_identity(prog, cfg, got);
-out:
-    if (got != NULL)
-        cms__v1__identity__free_unpacked(got, NULL);
-    cmsctl_cmd_destroy(c);
-    cms_config_destroy(cfg);
-    return status == CMSCTL_PARSE_DONE ? CMSCTL_EXIT_OK : status;
+    verb v;
+    int status = verb_begin(&v, "cmsctl identity get", get_options, NOPTS(get_options), argc,
+                            argv, "show one identity",
+                            "ID|NAME\n\n"
+                            "Prints the identity with that id (a UUID) or, for anything else, "
+                            "that\nname.\n\n" CMSCTL_CMD_KEY_HELP,
+                            "an identity's ID or NAME");
+    if (status == CMSCTL_EXIT_OK && (status = verb_open(&v)) == CMSCTL_EXIT_OK &&
+        (status = get_identity(v.c, v.arg, &v.got)) == CMSCTL_EXIT_OK)
+        status = print_identity(v.prog, v.cfg, (const Cms__V1__Identity *)v.got);
+    return verb_end(&v, status);
 }
 
 /* The pages of one list command, kept until printed. */
@@ -607,32 +634,29 @@ static int print_identities(const char *prog, const cms_config *cfg, const pages
 
 static int list_main(int argc, char **argv)
 {
-    static const char prog[] = "cmsctl identity list";
-    int status = CMSCTL_EXIT_FAILED;
-    cms_config *cfg = NULL;
-    cmsctl_cmd *c = NULL;
+    verb v;
     pages p = {.n = 0};
     int64_t limit = 0;
-    status = cmsctl_parse(
-        list_options, NOPTS(list_options), argc, argv, prog, "list identities",
+    int status = verb_begin(
+        &v, "cmsctl identity list", list_options, NOPTS(list_options), argc, argv,
+        "list identities",
         "\n\n"
         "Lists identities in the service's order, --limit at a time. When more may\n"
         "follow it ends with \"next: --after CURSOR\" (on stderr with --json): run the\n"
         "same command with that flag added for the next page, or use --all to follow\n"
         "every page.\n\n" CMSCTL_CMD_KEY_HELP,
-        &cfg);
+        NULL);
     if (status != CMSCTL_EXIT_OK)
         goto out;
-    if (cms_config_npositional(cfg) > 0) {
-        status = cmsctl_usage(prog, "unexpected argument \"%s\"", cms_config_positional(cfg, 0));
-        goto out;
-    }
-    if (!cmsctl_int_arg(prog, cfg, "limit", 1, LIST_LIMIT_MAX, &limit)) {
+    if (!cmsctl_int_arg(v.prog, v.cfg, "limit", 1, LIST_LIMIT_MAX, &limit)) {
         status = CMSCTL_EXIT_USAGE;
         goto out;
     }
-    if ((status = cmsctl_cmd_open(prog, cfg, SERVICE, &c)) != CMSCTL_EXIT_OK)
+    if ((status = verb_open(&v)) != CMSCTL_EXIT_OK)
         goto out;
+    const char *prog = v.prog;
+    const cms_config *cfg = v.cfg;
+    cmsctl_cmd *c = v.c;
     bool all = cms_config_bool(cfg, "all");
     const char *after = cms_config_str(cfg, "after");
     const char *type = cms_config_str(cfg, "type");
@@ -679,49 +703,35 @@ static int list_main(int argc, char **argv)
     }
 out:
     pages_free(&p);
-    cmsctl_cmd_destroy(c);
-    cms_config_destroy(cfg);
-    return status == CMSCTL_PARSE_DONE ? CMSCTL_EXIT_OK : status;
+    return verb_end(&v, status);
 }
 
 /* suspend, activate, deactivate: set_status to status. */
 static int status_main(int argc, char **argv, const char *prog, const char *summary, const char *to)
 {
-    int status = CMSCTL_EXIT_FAILED;
-    cms_config *cfg = NULL;
-    cmsctl_cmd *c = NULL;
-    Cms__V1__Identity *got = NULL;
-    const char *arg = NULL;
+    verb v;
     char id[CMS_UUID_STRLEN + 1], tail[512];
     snprintf(tail, sizeof tail,
              "ID|NAME [--reason TEXT]\n\n"
              "Sets the identity's status to %s (admins only) and prints it. A NAME is\n"
              "looked up first.\n\n%s",
              to, CMSCTL_CMD_KEY_HELP);
-    status =
-        cmsctl_parse(status_options, NOPTS(status_options), argc, argv, prog, summary, tail, &cfg);
-    if (status != CMSCTL_EXIT_OK)
+    int status = verb_begin(&v, prog, status_options, NOPTS(status_options), argc, argv, summary,
+                            tail, "an identity's ID or NAME");
+    if (status != CMSCTL_EXIT_OK || (status = verb_open(&v)) != CMSCTL_EXIT_OK ||
+        (status = identity_id(v.c, v.arg, id)) != CMSCTL_EXIT_OK)
         goto out;
-    if ((status = one_arg(prog, cfg, "an identity's ID or NAME", &arg)) != CMSCTL_EXIT_OK ||
-        (status = cmsctl_cmd_open(prog, cfg, SERVICE, &c)) != CMSCTL_EXIT_OK ||
-        (status = identity_id(c, arg, id)) != CMSCTL_EXIT_OK)
-        goto out;
-    const char *reason = cms_config_str(cfg, "reason");
+    const char *reason = cms_config_str(v.cfg, "reason");
     Cms__V1__SetIdentityStatus req = CMS__V1__SET_IDENTITY_STATUS__INIT;
     req.id = id;
     req.status = (char *)to;
     req.reason = (char *)(reason ? reason : "");
-    if ((status = cmsctl_cmd_call(c, "set_status", CMSCTL_CMD_WRITE, &req.base,
-                                  &cms__v1__identity__descriptor, (ProtobufCMessage **)&got)) !=
-        CMSCTL_EXIT_OK)
-        goto out;
-    status = print_identity(prog, cfg, got);
+    status = verb_call(&v, "set_status", CMSCTL_CMD_WRITE, &req.base,
+                       &cms__v1__identity__descriptor);
+    if (status == CMSCTL_EXIT_OK)
+        status = print_identity(v.prog, v.cfg, (const Cms__V1__Identity *)v.got);
 out:
-    if (got != NULL)
-        cms__v1__identity__free_unpacked(got, NULL);
-    cmsctl_cmd_destroy(c);
-    cms_config_destroy(cfg);
-    return status == CMSCTL_PARSE_DONE ? CMSCTL_EXIT_OK : status;
+    return verb_end(&v, status);
 }
 
 int cmsctl_identity_main(int argc, char **argv)
@@ -797,120 +807,98 @@ static void wipe_key(Cms__V1__Credential *c)
         sodium_memzero(c->api_key, strlen(c->api_key));
 }
 
+static int print_credential(const char *prog, const cms_config *cfg, const Cms__V1__Credential *c,
+                            bool with_secret)
+{
+    if (cms_config_bool(cfg, "json"))
+        return print_json(prog, credential_json(c, with_secret), with_secret ? "api_key" : NULL);
+    credential_table(c, with_secret);
+    return CMSCTL_EXIT_OK;
+}
+
 static int issue_main(int argc, char **argv)
 {
-    static const char prog[] = "cmsctl credential issue";
-    int status = CMSCTL_EXIT_FAILED;
-    cms_config *cfg = NULL;
-    cmsctl_cmd *c = NULL;
+    verb v;
     char *metadata = NULL;
-    Cms__V1__Credential *got = NULL;
-    const char *arg = NULL;
     char id[CMS_UUID_STRLEN + 1];
     int64_t expires_at_us = 0;
-    status = cmsctl_parse(
-        issue_options, NOPTS(issue_options), argc, argv, prog, "issue a credential",
+    int status = verb_begin(
+        &v, "cmsctl credential issue", issue_options, NOPTS(issue_options), argc, argv,
+        "issue a credential",
         "ID|NAME --type api_key|public_key|attestation (--expires-in D | --expires-at T)\n\n"
         "Issues a credential to the identity (an admin, or the identity itself) and\n"
         "prints it. public_key needs --public-key; attestation needs --measurement and\n"
         "--signer. An api_key's whole key is printed once, here (\"api_key: cms_...\", or\n"
         "\"api_key\" in --json); it cannot be shown again.\n\n" CMSCTL_CMD_KEY_HELP,
-        &cfg);
-    if (status != CMSCTL_EXIT_OK)
-        goto out;
-    if ((status = one_arg(prog, cfg, "the identity's ID or NAME", &arg)) != CMSCTL_EXIT_OK ||
-        (status = expiry_arg(prog, cfg, &expires_at_us)) != CMSCTL_EXIT_OK ||
-        (status = metadata_arg(prog, cms_config_str(cfg, "metadata"), NULL, &metadata)) !=
+        "the identity's ID or NAME");
+    if (status != CMSCTL_EXIT_OK ||
+        (status = expiry_arg(v.prog, v.cfg, &expires_at_us)) != CMSCTL_EXIT_OK ||
+        (status = metadata_arg(v.prog, cms_config_str(v.cfg, "metadata"), NULL, &metadata)) !=
             CMSCTL_EXIT_OK ||
-        (status = cmsctl_cmd_open(prog, cfg, SERVICE, &c)) != CMSCTL_EXIT_OK ||
-        (status = identity_id(c, arg, id)) != CMSCTL_EXIT_OK)
+        (status = verb_open(&v)) != CMSCTL_EXIT_OK ||
+        (status = identity_id(v.c, v.arg, id)) != CMSCTL_EXIT_OK)
         goto out;
-    const char *pk = cms_config_str(cfg, "public-key");
-    const char *measurement = cms_config_str(cfg, "measurement");
-    const char *signer = cms_config_str(cfg, "signer");
+    const char *pk = cms_config_str(v.cfg, "public-key");
+    const char *measurement = cms_config_str(v.cfg, "measurement");
+    const char *signer = cms_config_str(v.cfg, "signer");
     Cms__V1__IssueCredential req = CMS__V1__ISSUE_CREDENTIAL__INIT;
     req.identity_id = id;
-    req.type = (char *)cms_config_str(cfg, "type");
+    req.type = (char *)cms_config_str(v.cfg, "type");
     req.expires_at_us = expires_at_us;
     req.metadata_json = metadata;
     req.public_key = (char *)(pk ? pk : "");
     req.measurement = (char *)(measurement ? measurement : "");
     req.signer = (char *)(signer ? signer : "");
-    if ((status = cmsctl_cmd_call(c, "issue_credential", CMSCTL_CMD_WRITE, &req.base,
-                                  &cms__v1__credential__descriptor, (ProtobufCMessage **)&got)) !=
-        CMSCTL_EXIT_OK)
+    status = verb_call(&v, "issue_credential", CMSCTL_CMD_WRITE, &req.base,
+                       &cms__v1__credential__descriptor);
+    if (status != CMSCTL_EXIT_OK)
         goto out;
-    bool has_key = got->api_key[0] != '\0';
-    if (cms_config_bool(cfg, "json")) {
-        status = print_json(prog, credential_json(got, true), "api_key");
-    } else {
-        credential_table(got, true);
-        status = CMSCTL_EXIT_OK;
-    }
+    const Cms__V1__Credential *got = (const Cms__V1__Credential *)v.got;
+    status = print_credential(v.prog, v.cfg, got, true);
     fflush(stdout);
-    if (has_key)
+    if (got->api_key[0] != '\0')
         fprintf(stderr,
                 "%s: the api_key is shown only this once and cannot be retrieved again: store it "
                 "now (e.g. in ~/.config/cms/credentials, mode 600)\n",
-                prog);
+                v.prog);
 out:
-    wipe_key(got);
-    if (got != NULL)
-        cms__v1__credential__free_unpacked(got, NULL);
+    wipe_key((Cms__V1__Credential *)v.got);
     free(metadata);
-    cmsctl_cmd_destroy(c);
-    cms_config_destroy(cfg);
-    return status == CMSCTL_PARSE_DONE ? CMSCTL_EXIT_OK : status;
+    return verb_end(&v, status);
 }
 
 static int revoke_main(int argc, char **argv)
 {
-    static const char prog[] = "cmsctl credential revoke";
-    int status = CMSCTL_EXIT_FAILED;
-    cms_config *cfg = NULL;
-    cmsctl_cmd *c = NULL;
-    Cms__V1__Credential *got = NULL;
-    const char *arg = NULL;
+    verb v;
     char id[CMS_UUID_STRLEN + 1];
-    status =
-        cmsctl_parse(revoke_options, NOPTS(revoke_options), argc, argv, prog, "revoke a credential",
-                     "CREDENTIAL_ID [--reason TEXT]\n\n"
-                     "Revokes the credential (an admin, or the identity it belongs to) and prints\n"
-                     "it. A revoked API key is refused from then on.\n\n" CMSCTL_CMD_KEY_HELP,
-                     &cfg);
+    int status = verb_begin(
+        &v, "cmsctl credential revoke", revoke_options, NOPTS(revoke_options), argc, argv,
+        "revoke a credential",
+        "CREDENTIAL_ID [--reason TEXT]\n\n"
+        "Revokes the credential (an admin, or the identity it belongs to) and prints\n"
+        "it. A revoked API key is refused from then on.\n\n" CMSCTL_CMD_KEY_HELP,
+        "CREDENTIAL_ID");
     if (status != CMSCTL_EXIT_OK)
         goto out;
-    if ((status = one_arg(prog, cfg, "CREDENTIAL_ID", &arg)) != CMSCTL_EXIT_OK)
-        goto out;
-    if (!as_uuid(arg, id)) {
-        status = cmsctl_usage(prog,
+    if (!as_uuid(v.arg, id)) {
+        status = cmsctl_usage(v.prog,
                               "CREDENTIAL_ID \"%s\" is not a UUID: copy it from cmsctl "
                               "credential list",
-                              arg);
+                              v.arg);
         goto out;
     }
-    if ((status = cmsctl_cmd_open(prog, cfg, SERVICE, &c)) != CMSCTL_EXIT_OK)
+    if ((status = verb_open(&v)) != CMSCTL_EXIT_OK)
         goto out;
-    const char *reason = cms_config_str(cfg, "reason");
+    const char *reason = cms_config_str(v.cfg, "reason");
     Cms__V1__RevokeCredential req = CMS__V1__REVOKE_CREDENTIAL__INIT;
     req.id = id;
     req.reason = (char *)(reason ? reason : "");
-    if ((status = cmsctl_cmd_call(c, "revoke_credential", CMSCTL_CMD_WRITE, &req.base,
-                                  &cms__v1__credential__descriptor, (ProtobufCMessage **)&got)) !=
-        CMSCTL_EXIT_OK)
-        goto out;
-    if (cms_config_bool(cfg, "json")) {
-        status = print_json(prog, credential_json(got, false), NULL);
-    } else {
-        credential_table(got, false);
-        status = CMSCTL_EXIT_OK;
-    }
+    status = verb_call(&v, "revoke_credential", CMSCTL_CMD_WRITE, &req.base,
+                       &cms__v1__credential__descriptor);
+    if (status == CMSCTL_EXIT_OK)
+        status = print_credential(v.prog, v.cfg, (const Cms__V1__Credential *)v.got, false);
 out:
-    if (got != NULL)
-        cms__v1__credential__free_unpacked(got, NULL);
-    cmsctl_cmd_destroy(c);
-    cms_config_destroy(cfg);
-    return status == CMSCTL_PARSE_DONE ? CMSCTL_EXIT_OK : status;
+    return verb_end(&v, status);
 }
 
 static int print_credentials(const char *prog, const cms_config *cfg,
@@ -947,38 +935,25 @@ static int print_credentials(const char *prog, const cms_config *cfg,
 
 static int clist_main(int argc, char **argv)
 {
-    static const char prog[] = "cmsctl credential list";
-    int status = CMSCTL_EXIT_FAILED;
-    cms_config *cfg = NULL;
-    cmsctl_cmd *c = NULL;
-    Cms__V1__CredentialList *got = NULL;
-    const char *arg = NULL;
+    verb v;
     char id[CMS_UUID_STRLEN + 1];
-    status = cmsctl_parse(
-        clist_options, NOPTS(clist_options), argc, argv, prog, "list an identity's credentials",
-        "ID|NAME\n\n"
-        "Lists the credentials of the identity (an admin, or the identity itself):\n"
-        "never a secret.\n\n" CMSCTL_CMD_KEY_HELP,
-        &cfg);
-    if (status != CMSCTL_EXIT_OK)
-        goto out;
-    if ((status = one_arg(prog, cfg, "the identity's ID or NAME", &arg)) != CMSCTL_EXIT_OK ||
-        (status = cmsctl_cmd_open(prog, cfg, SERVICE, &c)) != CMSCTL_EXIT_OK ||
-        (status = identity_id(c, arg, id)) != CMSCTL_EXIT_OK)
+    int status = verb_begin(&v, "cmsctl credential list", clist_options, NOPTS(clist_options),
+                            argc, argv, "list an identity's credentials",
+                            "ID|NAME\n\n"
+                            "Lists the credentials of the identity (an admin, or the identity "
+                            "itself):\nnever a secret.\n\n" CMSCTL_CMD_KEY_HELP,
+                            "the identity's ID or NAME");
+    if (status != CMSCTL_EXIT_OK || (status = verb_open(&v)) != CMSCTL_EXIT_OK ||
+        (status = identity_id(v.c, v.arg, id)) != CMSCTL_EXIT_OK)
         goto out;
     Cms__V1__ListCredentials req = CMS__V1__LIST_CREDENTIALS__INIT;
     req.identity_id = id;
-    if ((status = cmsctl_cmd_call(c, "list_credentials", CMSCTL_CMD_READ, &req.base,
-                                  &cms__v1__credential_list__descriptor,
-                                  (ProtobufCMessage **)&got)) != CMSCTL_EXIT_OK)
-        goto out;
-    status = print_credentials(prog, cfg, got);
+    status = verb_call(&v, "list_credentials", CMSCTL_CMD_READ, &req.base,
+                       &cms__v1__credential_list__descriptor);
+    if (status == CMSCTL_EXIT_OK)
+        status = print_credentials(v.prog, v.cfg, (const Cms__V1__CredentialList *)v.got);
 out:
-    if (got != NULL)
-        cms__v1__credential_list__free_unpacked(got, NULL);
-    cmsctl_cmd_destroy(c);
-    cms_config_destroy(cfg);
-    return status == CMSCTL_PARSE_DONE ? CMSCTL_EXIT_OK : status;
+    return verb_end(&v, status);
 }
 
 int cmsctl_credential_main(int argc, char **argv)
