@@ -283,7 +283,8 @@ static void finish(cms_cmd_req *r, uint8_t *buf, size_t len, cms_cmd_code code)
     req_free(r);
 }
 
-static void reply_error(cms_cmd_req *r, cms_cmd_code code, const char *field, const char *msg)
+/* A packed Reply carrying an error (malloc'd; NULL when out of memory). */
+static uint8_t *pack_error(cms_cmd_code code, const char *field, const char *msg, size_t *len)
 {
     Cms__V1__Error e = CMS__V1__ERROR__INIT;
     e.code = code;
@@ -292,8 +293,13 @@ static void reply_error(cms_cmd_req *r, cms_cmd_code code, const char *field, co
     Cms__V1__Reply rep = CMS__V1__REPLY__INIT;
     rep.outcome_case = CMS__V1__REPLY__OUTCOME_ERROR;
     rep.error = &e;
+    return pack_reply(&rep, len);
+}
+
+static void reply_error(cms_cmd_req *r, cms_cmd_code code, const char *field, const char *msg)
+{
     size_t len;
-    uint8_t *buf = pack_reply(&rep, &len);
+    uint8_t *buf = pack_error(code, field, msg, &len);
     cms_log(code == CMS__V1__ERROR_CODE__INTERNAL ? CMS_LOG_ERROR : CMS_LOG_INFO, "command failed",
             "{s:s, s:s, s:s, s:s, s:s}", "service", r->c->service, "verb", r->v ? r->v->name : "",
             "code", cms_cmd_code_name(code), "field", field ? field : "", "message", msg);
@@ -347,15 +353,11 @@ static void deadline_passed(uv_timer_t *t)
     cms_cmd_req *r = t->data;
     if (r->state != REQ_HANDLING && r->state != REQ_LOOKUP && r->state != REQ_AUTH)
         return;
-    const char *msg = "the service did not answer in time; retry (with the same request_id)";
-    Cms__V1__Error e = CMS__V1__ERROR__INIT;
-    e.code = CMS__V1__ERROR_CODE__UNAVAILABLE;
-    e.message = (char *)msg;
-    Cms__V1__Reply rep = CMS__V1__REPLY__INIT;
-    rep.outcome_case = CMS__V1__REPLY__OUTCOME_ERROR;
-    rep.error = &e;
     size_t len;
-    uint8_t *buf = pack_reply(&rep, &len);
+    uint8_t *buf = pack_error(CMS__V1__ERROR_CODE__UNAVAILABLE, NULL,
+                              "the service did not answer in time; retry (with the same "
+                              "request_id)",
+                              &len);
     if (buf)
         send_to_waiters(r, buf, len);
     free(buf);
