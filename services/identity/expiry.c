@@ -29,8 +29,7 @@ static const char SQL_DUE[] =
 static const char SQL_EXPIRE[] =
     "WITH u AS (UPDATE credentials SET expired_at = now() WHERE id = $1 AND revoked_at IS NULL "
     "AND expired_at IS NULL AND expires_at <= now() RETURNING id), "
-    "o AS (INSERT INTO outbox (source, event_id, subject, payload) "
-    "SELECT 'identity', $2::uuid, $3, $4 FROM u) SELECT count(*) FROM u";
+    "o AS (" IDSQL_OUTBOX_FROM("u", "$2", "$3", "$4") ") SELECT count(*) FROM u";
 
 typedef enum { X_IDLE, X_READING, X_EXPIRING, X_CLOSING, X_CLOSED } x_state;
 
@@ -61,11 +60,6 @@ static void set_state(idexp *x, x_state s)
     x->state = s;
 }
 
-static int64_t now_us(void)
-{
-    return cms_event_now_us();
-}
-
 static void read_next(idexp *x);
 static void expire_due(idexp *x);
 
@@ -85,7 +79,7 @@ static void arm(idexp *x, int64_t at_us)
 {
     int64_t wait_ms = LONGEST_WAIT_MS;
     if (at_us > 0) {
-        int64_t d = at_us - now_us();
+        int64_t d = at_us - cms_event_now_us();
         /* round up, so the timer never fires just before the instant */
         wait_ms = d <= 0 ? 0 : (d + 999) / 1000 + 1;
         if (wait_ms > LONGEST_WAIT_MS)
@@ -128,7 +122,7 @@ static void retry_later(idexp *x)
         return;
     }
     set_state(x, X_IDLE);
-    x->next_us = now_us() + RETRY_MS * 1000;
+    x->next_us = cms_event_now_us() + RETRY_MS * 1000;
     uv_timer_start(&x->timer, fired, RETRY_MS, 0);
 }
 
@@ -148,8 +142,8 @@ static void next_read(void *arg, cms_pg_err err, const cms_pg_result *res)
         at = 1; /* before 1970: due now */
     /* due by our clock, yet the database said not yet: its clock is behind
      * ours; look again a little later rather than at once */
-    if (x->nothing_due && at <= now_us())
-        at = now_us() + RETRY_MS * 1000;
+    if (x->nothing_due && at <= cms_event_now_us())
+        at = cms_event_now_us() + RETRY_MS * 1000;
     x->nothing_due = false;
     idle_at(x, at);
 }

@@ -33,14 +33,6 @@
     "id::text, identity_id::text, type::text, value, " IDSQL_US("expires_at") ", "                 \
     IDSQL_US("created_at") ", coalesce(" IDSQL_US("revoked_at") ", 0), "                           \
     "coalesce(metadata, '{}'::jsonb)::text"
-#define VALID_ATTESTATION(idparam)                                                                 \
-    "EXISTS (SELECT 1 FROM credentials c WHERE c.identity_id = " idparam                           \
-    " AND c.type = 'attestation' AND c.revoked_at IS NULL AND c.expired_at IS NULL "               \
-    "AND c.expires_at > now())"
-#define OUTBOX_FROM(cte, p1, p2, p3)                                                               \
-    "INSERT INTO outbox (source, event_id, subject, payload) SELECT 'identity', " p1 "::uuid, " p2 \
-    ", " p3 " FROM " cte
-
 static const char SQL_CREATE[] =
     "INSERT INTO identities (id, name, type, status, metadata) "
     "VALUES ($1::uuid, $2, $3::identity_type, $4::identity_status, $5::jsonb) RETURNING " ID_COLS;
@@ -50,31 +42,31 @@ static const char SQL_LIST[] =
     "SELECT " ID_COLS " FROM identities WHERE ($1::identity_type IS NULL OR type = $1) "
     "AND ($2::identity_status IS NULL OR status = $2) AND ($3::uuid IS NULL OR id > $3) "
     "ORDER BY id LIMIT $4::int";
-static const char SQL_STATE[] = "SELECT status::text, type::text, " VALID_ATTESTATION(
+static const char SQL_STATE[] = "SELECT status::text, type::text, " IDSQL_VALID_ATTESTATION(
     "$1::uuid") " FROM identities WHERE id = $1::uuid";
 static const char SQL_SET_STATUS[] =
     "WITH u AS (UPDATE identities SET status = $2::identity_status, updated_at = now() "
     "WHERE id = $1::uuid AND status = $3::identity_status AND ($2::identity_status <> 'active' "
-    "OR type <> 'enclave' OR " VALID_ATTESTATION("$1::uuid") ") RETURNING " ID_COLS "), "
-    "o AS (" OUTBOX_FROM("u", "$4", "$5", "$6") ") SELECT * FROM u";
+    "OR type <> 'enclave' OR " IDSQL_VALID_ATTESTATION("$1::uuid") ") RETURNING " ID_COLS "), "
+    "o AS (" IDSQL_OUTBOX_FROM("u", "$4", "$5", "$6") ") SELECT * FROM u";
 static const char SQL_ISSUE[] =
     "WITH c AS (INSERT INTO credentials (id, identity_id, type, value, expires_at, metadata, "
     "signer) SELECT $1::uuid, i.id, $3::credential_type, $4, "
     "'epoch'::timestamptz + $5::int8 * interval '1 microsecond', $6::jsonb, $7 "
     "FROM identities i WHERE i.id = $2::uuid AND i.status <> 'suspended' RETURNING " CRED_COLS
-    "), o AS (" OUTBOX_FROM("c", "$8", "$9", "$10") ") SELECT * FROM c";
+    "), o AS (" IDSQL_OUTBOX_FROM("c", "$8", "$9", "$10") ") SELECT * FROM c";
 static const char SQL_ACTIVATE_ENCLAVE[] =
     "WITH u AS (UPDATE identities SET status = 'active', updated_at = now() "
-    "WHERE id = $1::uuid AND type = 'enclave' AND status = 'inactive' AND " VALID_ATTESTATION(
+    "WHERE id = $1::uuid AND type = 'enclave' AND status = 'inactive' AND " IDSQL_VALID_ATTESTATION(
         "$1::uuid") " RETURNING id), "
-                    "o AS (" OUTBOX_FROM("u", "$2", "$3", "$4") ") SELECT count(*) FROM u";
+                    "o AS (" IDSQL_OUTBOX_FROM("u", "$2", "$3", "$4") ") SELECT count(*) FROM u";
 static const char SQL_CRED_STATE[] =
     "SELECT identity_id::text, type::text, revoked_at IS NOT NULL, "
     "(expired_at IS NOT NULL OR expires_at <= now()) FROM credentials WHERE id = $1::uuid";
 static const char SQL_REVOKE[] =
     "WITH u AS (UPDATE credentials SET revoked_at = now(), revoke_reason = $2 "
     "WHERE id = $1::uuid AND revoked_at IS NULL AND expired_at IS NULL RETURNING " CRED_COLS
-    "), o AS (" OUTBOX_FROM("u", "$3", "$4", "$5") ") SELECT * FROM u";
+    "), o AS (" IDSQL_OUTBOX_FROM("u", "$3", "$4", "$5") ") SELECT * FROM u";
 static const char SQL_EXISTS[] = "SELECT EXISTS (SELECT 1 FROM identities WHERE id = $1::uuid)";
 static const char SQL_CREDENTIALS[] = "SELECT " CRED_COLS " FROM credentials "
                                       "WHERE identity_id = $1::uuid ORDER BY created_at, id "
