@@ -6,6 +6,7 @@
 #include "cms/v1/envelope.pb-c.h"
 #include "cms/v1/identity.pb-c.h"
 #include "identity_fixture.h"
+#include "testcmd.h"
 #include "testenv.h"
 
 #include <criterion/criterion.h>
@@ -60,22 +61,8 @@ static int echo_as(const char *key)
     snprintf(subject, sizeof subject, "%s.testsvc.echo", F.prefix);
     Cms__V1__Envelope e = CMS__V1__ENVELOPE__INIT;
     e.event_type = (char *)"x.y";
-    uint8_t buf[64];
-    size_t n = cms__v1__envelope__pack(&e, buf);
-    natsMsg *m = NULL, *rep = NULL;
-    cr_assert_eq(natsMsg_Create(&m, subject, NULL, (const char *)buf, (int)n), NATS_OK);
-    if (key) {
-        char auth[128];
-        snprintf(auth, sizeof auth, "Bearer %s", key);
-        natsMsgHeader_Set(m, "Authorization", auth);
-    }
-    cr_assert_eq(natsConnection_RequestMsg(&rep, F.nc, m, 10000), NATS_OK);
-    natsMsg_Destroy(m);
-    Cms__V1__Reply *r = cms__v1__reply__unpack(NULL, (size_t)natsMsg_GetDataLength(rep),
-                                               (const uint8_t *)natsMsg_GetData(rep));
-    natsMsg_Destroy(rep);
-    cr_assert_not_null(r);
-    int code = r->outcome_case == CMS__V1__REPLY__OUTCOME_ERROR ? (int)r->error->code : 0;
+    Cms__V1__Reply *r = cms_test_command(F.nc, subject, key, NULL, &e.base);
+    int code = cms_test_reply_code(r);
     cms__v1__reply__free_unpacked(r, NULL);
     return code;
 }

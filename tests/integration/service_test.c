@@ -4,6 +4,7 @@
  * and drains and exits 0 on SIGTERM. */
 #include "cms/v1/command.pb-c.h"
 #include "cms/v1/envelope.pb-c.h"
+#include "testcmd.h"
 #include "testenv.h"
 
 #include <arpa/inet.h>
@@ -73,25 +74,9 @@ static Cms__V1__Reply *request_as(natsConnection *nc, const char *key, const cha
     Cms__V1__Envelope e = CMS__V1__ENVELOPE__INIT;
     e.event_id = (char *)event_id;
     e.event_type = (char *)"testsvc.emitted";
-    uint8_t buf[512];
-    size_t n = cms__v1__envelope__pack(&e, buf);
     char subject[64];
     snprintf(subject, sizeof subject, "cms.cmd.testsvc.%s", verb);
-    natsMsg *reply = NULL, *m = NULL;
-    cr_assert_eq(natsMsg_Create(&m, subject, NULL, (const char *)buf, (int)n), NATS_OK);
-    if (key) {
-        char auth[160];
-        snprintf(auth, sizeof auth, "Bearer %s", key);
-        cr_assert_eq(natsMsgHeader_Set(m, "Authorization", auth), NATS_OK);
-    }
-    natsStatus s = natsConnection_RequestMsg(&reply, nc, m, 5000);
-    natsMsg_Destroy(m);
-    cr_assert_eq(s, NATS_OK, "request %s: %s", verb, natsStatus_GetText(s));
-    Cms__V1__Reply *r = cms__v1__reply__unpack(NULL, (size_t)natsMsg_GetDataLength(reply),
-                                               (const uint8_t *)natsMsg_GetData(reply));
-    natsMsg_Destroy(reply);
-    cr_assert_not_null(r);
-    return r;
+    return cms_test_command(nc, subject, key, NULL, &e.base);
 }
 
 static Cms__V1__Reply *request(natsConnection *nc, const char *verb, const char *event_id)

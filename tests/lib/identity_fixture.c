@@ -3,6 +3,7 @@
 
 #include "cms/v1/command.pb-c.h"
 #include "cms/v1/envelope.pb-c.h"
+#include "testcmd.h"
 #include "testenv.h"
 #include "uuid.h"
 
@@ -178,42 +179,18 @@ int idfx_call(idfx *f, const char *key, const char *request_id, const char *verb
               const ProtobufCMessage *req, const ProtobufCMessageDescriptor *rdesc,
               ProtobufCMessage **out, char *field, char *msg)
 {
-    char subject[128], auth[128];
+    char subject[128];
     snprintf(subject, sizeof subject, "%s.identity.%s", f->prefix, verb);
-    size_t len = protobuf_c_message_get_packed_size(req);
-    uint8_t *buf = malloc(len + 1);
-    cr_assert_not_null(buf);
-    protobuf_c_message_pack(req, buf);
-    natsMsg *m = NULL, *rep = NULL;
-    cr_assert_eq(natsMsg_Create(&m, subject, NULL, (const char *)buf, (int)len), NATS_OK);
-    free(buf);
-    if (key) {
-        snprintf(auth, sizeof auth, "Bearer %s", key);
-        cr_assert_eq(natsMsgHeader_Set(m, "Authorization", auth), NATS_OK);
-    }
-    if (request_id)
-        cr_assert_eq(natsMsgHeader_Set(m, "Cms-Request-Id", request_id), NATS_OK);
-    natsStatus s = natsConnection_RequestMsg(&rep, f->nc, m, 10000);
-    natsMsg_Destroy(m);
-    cr_assert_eq(s, NATS_OK, "%s: %s", subject, natsStatus_GetText(s));
-    Cms__V1__Reply *r = cms__v1__reply__unpack(NULL, (size_t)natsMsg_GetDataLength(rep),
-                                               (const uint8_t *)natsMsg_GetData(rep));
-    natsMsg_Destroy(rep);
-    cr_assert_not_null(r, "a cms.v1.Reply");
-    int code = 0;
-    if (r->outcome_case == CMS__V1__REPLY__OUTCOME_ERROR) {
-        code = (int)r->error->code;
-        cr_assert_neq(code, 0, "an error reply has a code");
+    Cms__V1__Reply *r = cms_test_command(f->nc, subject, key, request_id, req);
+    int code = cms_test_reply_code(r);
+    if (code != 0) {
         if (field)
             snprintf(field, 256, "%s", r->error->field);
         if (msg)
             snprintf(msg, 256, "%s", r->error->message);
-    } else {
-        cr_assert_eq(r->outcome_case, CMS__V1__REPLY__OUTCOME_RESULT);
-        if (out) {
-            *out = protobuf_c_message_unpack(rdesc, NULL, r->result.len, r->result.data);
-            cr_assert_not_null(*out, "the result is a %s", rdesc->name);
-        }
+    } else if (out) {
+        *out = protobuf_c_message_unpack(rdesc, NULL, r->result.len, r->result.data);
+        cr_assert_not_null(*out, "the result is a %s", rdesc->name);
     }
     cms__v1__reply__free_unpacked(r, NULL);
     return code;
