@@ -74,8 +74,7 @@ struct cms_auth {
     uint64_t drops_seen;     /* cms_nats_dropped when last looked */
     bool connected;
     bool ever_connected;
-    cms_request *req;
-    bool req_open;
+    cms_request *req; /* the default resolver's requester; NULL once closed, or with another resolver */
     cms_nats_sub *sub_identity, *sub_credential;
     void (*closed)(void *arg);
     void *closed_arg;
@@ -225,7 +224,7 @@ size_t cms_auth_cached(const cms_auth *a)
 /* The last thing a caller does with a: closed may free it. */
 static void maybe_closed(cms_auth *a)
 {
-    if (a->state == AUTH_CLOSING && a->nflights == 0 && !a->req_open && a->dispatching == 0) {
+    if (a->state == AUTH_CLOSING && a->nflights == 0 && a->req == NULL && a->dispatching == 0) {
         a->state = AUTH_CLOSED;
         if (a->closed)
             a->closed(a->closed_arg);
@@ -455,7 +454,6 @@ int cms_auth_create(uv_loop_t *loop, cms_nats *nats, const cms_auth_options *o, 
                                 &a->sub_credential);
     if (rc == 0 && a->o.resolver == NULL) {
         rc = cms_request_create(loop, nats, &a->req);
-        a->req_open = rc == 0;
         a->o.resolver = remote_resolve;
         a->o.resolver_arg = a;
     }
@@ -472,7 +470,6 @@ int cms_auth_create(uv_loop_t *loop, cms_nats *nats, const cms_auth_options *o, 
 static void req_closed(void *arg)
 {
     cms_auth *a = arg;
-    a->req_open = false;
     cms_request_destroy(a->req);
     a->req = NULL;
     maybe_closed(a);
@@ -489,7 +486,7 @@ void cms_auth_close(cms_auth *a, void (*closed)(void *arg), void *arg)
     cms_nats_unsubscribe(a->sub_credential);
     a->sub_identity = a->sub_credential = NULL;
     cms_auth_clear(a);
-    if (a->req_open) {
+    if (a->req != NULL) { /* the default resolver's requester: closed first */
         cms_request_close(a->req, req_closed, a);
         return;
     }
