@@ -74,7 +74,8 @@ struct cms_auth {
     uint64_t drops_seen;     /* cms_nats_dropped when last looked */
     bool connected;
     bool ever_connected;
-    cms_request *req; /* the default resolver's requester; NULL once closed, or with another resolver */
+    /* the default resolver's requester; NULL with another resolver, or once closed */
+    cms_request *req;
     cms_nats_sub *sub_identity, *sub_credential;
     void (*closed)(void *arg);
     void *closed_arg;
