@@ -231,8 +231,10 @@ bool cms_apikey_server_key_load(const char *path, uint8_t out[CMS_APIKEY_SERVER_
     if (n > 0 && text[n - 1] == '\n')
         text[--n] = '\0';
     if (!cms_apikey_server_key_parse(text, out)) {
-        snprintf(why, whylen, "%s must hold exactly 64 hex digits (e.g. from "
-                              "`head -c32 /dev/urandom | od -An -tx1 | tr -d ' \\n'`)", path);
+        snprintf(why, whylen,
+                 "%s must hold exactly 64 hex digits (e.g. from "
+                 "`head -c32 /dev/urandom | od -An -tx1 | tr -d ' \\n'`)",
+                 path);
         goto out;
     }
     ok = true;

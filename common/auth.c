@@ -82,7 +82,6 @@ struct cms_auth {
     cms_counter *m_hits, *m_misses, *m_denied, *m_invalidations;
 };
 
-
 bool cms_principal_has_role(const cms_principal *p, const char *role)
 {
     for (int i = 0; p && i < p->nroles; i++)
@@ -253,8 +252,7 @@ static void resolved(void *arg, Cms__V1__ErrorCode code, const cms_principal *p)
      * since its callback may free a */
     a->dispatching++;
     for (size_t i = 0; i < f->nwaiters; i++)
-        f->waiters[i].cb(f->waiters[i].arg, code,
-                         code == CMS__V1__ERROR_CODE__OK ? p : NULL);
+        f->waiters[i].cb(f->waiters[i].arg, code, code == CMS__V1__ERROR_CODE__OK ? p : NULL);
     a->dispatching--;
     free(f->waiters);
     free(f);
@@ -377,9 +375,9 @@ static void remote_resolve(void *arg, const char *key, cms_auth_cb done, void *d
     size_t len = cms__v1__authenticate__pack(&m, buf);
     snprintf(subject, sizeof subject, "%s.identity.authenticate", a->prefix);
     remote *r = calloc(1, sizeof *r);
-    int rc = r ? cms_request_send(a->req, subject, NULL, buf, len, a->o.timeout_ms,
-                                  remote_answered, r)
-               : CMS_NATS_ENOMEM;
+    int rc =
+        r ? cms_request_send(a->req, subject, NULL, buf, len, a->o.timeout_ms, remote_answered, r)
+          : CMS_NATS_ENOMEM;
     sodium_memzero(buf, sizeof buf);
     if (rc != 0) {
         free(r);
@@ -448,8 +446,7 @@ int cms_auth_create(uv_loop_t *loop, cms_nats *nats, const cms_auth_options *o, 
                                              "cache invalidations by events", NULL);
     int rc = 0;
     if (!a->o.no_events)
-        rc = cms_nats_subscribe(nats, "cms.events.identity.>", NULL, on_event, a,
-                                &a->sub_identity);
+        rc = cms_nats_subscribe(nats, "cms.events.identity.>", NULL, on_event, a, &a->sub_identity);
     if (rc == 0 && !a->o.no_events)
         rc = cms_nats_subscribe(nats, "cms.events.credential.>", NULL, on_event, a,
                                 &a->sub_credential);

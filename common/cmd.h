@@ -45,10 +45,10 @@ typedef Cms__V1__ErrorCode cms_cmd_code;
 #define CMS_CMD_REQUEST_ID_MAX 128
 
 typedef struct cms_cmd_options {
-    const char *service;      /* "identity" -> cms.cmd.identity.<verb> (required) */
-    const char *prefix;       /* subject root; NULL: "cms.cmd" */
-    cms_pg *pg;               /* stores request_id replies; NULL: not stored */
-    cms_auth *auth;           /* resolves callers; NULL: no authentication (tests only) */
+    const char *service; /* "identity" -> cms.cmd.identity.<verb> (required) */
+    const char *prefix;  /* subject root; NULL: "cms.cmd" */
+    cms_pg *pg;          /* stores request_id replies; NULL: not stored */
+    cms_auth *auth;      /* resolves callers; NULL: no authentication (tests only) */
     /* When set (32 bytes, copied), stored replies are sealed with it
      * (XSalsa20-Poly1305): for services whose replies may carry a secret
      * shown once, so that command_replies never holds it in clear. */

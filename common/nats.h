@@ -56,11 +56,11 @@ typedef enum {
 const char *cms_nats_strerror(cms_nats_err e);
 
 typedef struct cms_nats_options {
-    const char *url;            /* comma-separated servers */
-    const char *name;           /* connection name, e.g. "cms-audit" */
-    size_t queue_cap;           /* hand-off queue capacity for core messages (default 8192);
-                                   also caps queued core publishes */
-    int max_publish_inflight;   /* default 256 */
+    const char *url;          /* comma-separated servers */
+    const char *name;         /* connection name, e.g. "cms-audit" */
+    size_t queue_cap;         /* hand-off queue capacity for core messages (default 8192);
+                                 also caps queued core publishes */
+    int max_publish_inflight; /* default 256 */
     /* Write every publish to the socket at once instead of through nats.c's
      * flusher, which holds buffered writes for up to about a millisecond:
      * for processes answering requests, whose callers wait on each reply.

@@ -10,6 +10,8 @@
 #define IDEV_SOURCE "identity"
 #define IDEV_SYSTEM_ACTOR "00000000-0000-7000-8000-000000000001"
 
+/* SQL reads best as written */
+// clang-format off
 /* Microseconds since the epoch of a timestamptz column, as int8. */
 #define IDSQL_US(col) "(extract(epoch from " col ") * 1000000)::int8"
 
@@ -34,6 +36,7 @@
     "WHERE id = $1 AND type = 'enclave' AND status = 'active' AND NOT "                            \
     IDSQL_VALID_ATTESTATION("$1") " RETURNING id), "                                               \
     "o AS (" IDSQL_OUTBOX_FROM("u", "$2", "$3", "$4") ") SELECT count(*) FROM u"
+// clang-format on
 
 int idev_identity_created(const char *id, const char *name, const char *type, const char *status,
                           const char *actor, const char *corr, cms_event *out)

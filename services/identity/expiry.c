@@ -19,6 +19,8 @@
 #define LONGEST_WAIT_MS (3600 * 1000)
 #define RETRY_MS 1000
 
+/* SQL reads best as written */
+// clang-format off
 static const char SQL_NEXT[] = "SELECT " IDSQL_US("min(expires_at)") " FROM credentials "
                                "WHERE revoked_at IS NULL AND expired_at IS NULL";
 static const char SQL_DUE[] =
@@ -30,6 +32,7 @@ static const char SQL_EXPIRE[] =
     "WITH u AS (UPDATE credentials SET expired_at = now() WHERE id = $1 AND revoked_at IS NULL "
     "AND expired_at IS NULL AND expires_at <= now() RETURNING id), "
     "o AS (" IDSQL_OUTBOX_FROM("u", "$2", "$3", "$4") ") SELECT count(*) FROM u";
+// clang-format on
 
 typedef enum { X_IDLE, X_READING, X_EXPIRING, X_CLOSING, X_CLOSED } x_state;
 
@@ -166,8 +169,8 @@ static void round_written(void *arg, cms_pg_err err, const cms_pg_result *res)
 {
     idexp *x = arg;
     if (err != CMS_PG_OK) {
-        cms_log_warn("expiries not written; retrying", "{s:s, s:s}", "error",
-                     cms_pg_strerror(err), "detail", res ? cms_pg_result_message(res) : "");
+        cms_log_warn("expiries not written; retrying", "{s:s, s:s}", "error", cms_pg_strerror(err),
+                     "detail", res ? cms_pg_result_message(res) : "");
         retry_later(x);
         return;
     }
@@ -210,8 +213,8 @@ static int add_round(idexp *x, cms_pg_job *job, const PGresult *due)
         cms_event ev = {0}, lapse = {0};
         int rc = -1;
         if (idev_credential_expired(cid, iid, exp, &ev) != 0 ||
-            idev_status_changed(iid, "active", "inactive", "attestation expired",
-                                IDEV_SYSTEM_ACTOR, NULL, &lapse) != 0)
+            idev_status_changed(iid, "active", "inactive", "attestation expired", IDEV_SYSTEM_ACTOR,
+                                NULL, &lapse) != 0)
             goto next;
         const char *v1[] = {cid, ev.id, ev.subject, (const char *)ev.buf};
         const char *v2[] = {iid, lapse.id, lapse.subject, (const char *)lapse.buf};
@@ -239,8 +242,7 @@ static void due_read(void *arg, cms_pg_err err, const cms_pg_result *res)
 {
     idexp *x = arg;
     if (err != CMS_PG_OK) {
-        cms_log_warn("due credentials not read; retrying", "{s:s}", "error",
-                     cms_pg_strerror(err));
+        cms_log_warn("due credentials not read; retrying", "{s:s}", "error", cms_pg_strerror(err));
         retry_later(x);
         return;
     }

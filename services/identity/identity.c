@@ -26,6 +26,8 @@
 #define CREDENTIALS_MAX 1000
 #define ATTEMPTS 3
 
+/* SQL reads best as written */
+// clang-format off
 #define ID_COLS                                                                                    \
     "id::text, name, type::text, status::text, coalesce(metadata, '{}'::jsonb)::text, "            \
     IDSQL_US("created_at") ", " IDSQL_US("updated_at")
@@ -77,6 +79,7 @@ static const char SQL_AUTH[] =
     "(c.revoked_at IS NULL AND c.expired_at IS NULL AND c.expires_at > now()) "
     "FROM credentials c JOIN identities i ON i.id = c.identity_id "
     "WHERE c.id = $1::uuid AND c.type = 'api_key'";
+// clang-format on
 
 struct idsvc {
     idsvc_options o;
@@ -131,7 +134,7 @@ static void fail_pg(cms_cmd_req *req, cms_pg_err err, const cms_pg_result *res, 
                       state ? state : "", "detail", res ? cms_pg_result_message(res) : "");
     cms_cmd_fail(req, code, NULL, "%s failed%s", what,
                  code == CMS__V1__ERROR_CODE__UNAVAILABLE ? ": the database is unavailable; retry"
-                                                         : "");
+                                                          : "");
 }
 
 static int64_t i64(const PGresult *r, int row, int col)
@@ -446,8 +449,7 @@ static void status_read(void *arg, cms_pg_err err, const cms_pg_result *res)
     if (!idv_transition(from, op->to)) {
         cms_cmd_fail(op->req, CMS__V1__ERROR_CODE__FAILED_PRECONDITION, "status",
                      "a %s identity cannot become %s%s", idv_status_name(from),
-                     idv_status_name(op->to),
-                     from != IDV_ACTIVE ? " (make it active first)" : "");
+                     idv_status_name(op->to), from != IDV_ACTIVE ? " (make it active first)" : "");
         goto done;
     }
     if (op->to == IDV_ACTIVE && strcmp(PQgetvalue(r, 0, 1), "enclave") == 0 &&
@@ -599,20 +601,13 @@ static void issue_read(void *arg, cms_pg_err err, const cms_pg_result *res)
     char exp[24];
     snprintf(exp, sizeof exp, "%lld", (long long)op->expires_at_us);
     if (idev_credential_issued(op->cred_id, op->identity_id, idv_cred_type_name(op->type),
-                               op->expires_at_us, actor_of(op->req), corr_of(op->req),
-                               &ev) != 0 ||
+                               op->expires_at_us, actor_of(op->req), corr_of(op->req), &ev) != 0 ||
         (job = cms_pg_job_new()) == NULL)
         goto oom;
-    const char *v[] = {op->cred_id,
-                       op->identity_id,
-                       idv_cred_type_name(op->type),
-                       op->value,
-                       exp,
-                       op->metadata,
-                       op->signer[0] ? op->signer : NULL,
-                       ev.id,
-                       ev.subject,
-                       (const char *)ev.buf};
+    const char *v[] = {
+        op->cred_id, op->identity_id,     idv_cred_type_name(op->type),      op->value,
+        exp,         op->metadata,        op->signer[0] ? op->signer : NULL, ev.id,
+        ev.subject,  (const char *)ev.buf};
     int len[10] = {[9] = (int)ev.len}, fmt[10] = {[9] = 1};
     if (cms_pg_job_sql(job, SQL_ISSUE, 10, v, len, fmt) != CMS_PG_OK)
         goto oom;
@@ -969,8 +964,8 @@ static void key_looked_up(void *arg, cms_pg_err err, const cms_pg_result *res)
     }
     bool found = PQntuples(r) == 1;
     /* one hash comparison whatever the outcome, so timing tells nothing */
-    bool match = cms_apikey_verify(s->o.server_key, op->secret,
-                                   found ? PQgetvalue(r, 0, 0) : s->dummy_hash);
+    bool match =
+        cms_apikey_verify(s->o.server_key, op->secret, found ? PQgetvalue(r, 0, 0) : s->dummy_hash);
     if (!found || !match || strcmp(PQgetvalue(r, 0, 7), "t") != 0 ||
         strcmp(PQgetvalue(r, 0, 4), "active") != 0)
         goto out;
@@ -1060,12 +1055,12 @@ int idsvc_start(idsvc *s, cms_service *svc)
                          s) != 0 ||
         cms_cmd_register(c, "issue_credential", &cms__v1__issue_credential__descriptor, h_issue,
                          s) != 0 ||
-        cms_cmd_register(c, "revoke_credential", &cms__v1__revoke_credential__descriptor,
-                         h_revoke, s) != 0 ||
+        cms_cmd_register(c, "revoke_credential", &cms__v1__revoke_credential__descriptor, h_revoke,
+                         s) != 0 ||
         cms_cmd_register(c, "list_credentials", &cms__v1__list_credentials__descriptor,
                          h_list_credentials, s) != 0 ||
-        cms_cmd_register_open(c, "authenticate", &cms__v1__authenticate__descriptor,
-                              h_authenticate, s) != 0)
+        cms_cmd_register_open(c, "authenticate", &cms__v1__authenticate__descriptor, h_authenticate,
+                              s) != 0)
         return -1;
     if (idexp_create(cms_service_loop(svc), s->pg, s->outbox, s->auth, &s->expiry) != 0)
         return -1;

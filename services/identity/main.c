@@ -13,8 +13,8 @@ static const cms_option options[] = {
      "file of 64 hex digits (mode 600): the key API keys are hashed with", true, false},
     {"enclave-measurements", "CMS_ENCLAVE_MEASUREMENTS", CMS_OPT_STRING, "",
      "comma-separated hex measurements an enclave's attestation must match", false, false},
-    {"max-api-key-days", "CMS_MAX_API_KEY_DAYS", CMS_OPT_INT, "365",
-     "longest life of an API key", false, false},
+    {"max-api-key-days", "CMS_MAX_API_KEY_DAYS", CMS_OPT_INT, "365", "longest life of an API key",
+     false, false},
     {"max-public-key-days", "CMS_MAX_PUBLIC_KEY_DAYS", CMS_OPT_INT, "730",
      "longest life of a public key", false, false},
     {"max-attestation-days", "CMS_MAX_ATTESTATION_DAYS", CMS_OPT_INT, "30",
@@ -64,7 +64,8 @@ static int start(cms_service *s, void *arg)
     idsvc_options o;
     memset(&o, 0, sizeof o);
     char why[256];
-    int64_t d1 = cms_config_int(c, "max-api-key-days"), d2 = cms_config_int(c, "max-public-key-days"),
+    int64_t d1 = cms_config_int(c, "max-api-key-days"),
+            d2 = cms_config_int(c, "max-public-key-days"),
             d3 = cms_config_int(c, "max-attestation-days");
     if (d1 < 1 || d2 < 1 || d3 < 1 || d1 > 3650 || d2 > 3650 || d3 > 3650) {
         cms_log_error("bad option: max-*-days must be 1..3650", NULL);

@@ -144,8 +144,7 @@ bool idv_metadata(const char *s, const char *field, const char **out, idv_err *e
     /* jansson refuses \u0000 (as jsonb does) and invalid UTF-8 */
     j = json_loadb(s, n, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &err);
     if (j == NULL) {
-        fail(e, field, "%s is not valid JSON: %.100s (at byte %d)", field, err.text,
-             err.position);
+        fail(e, field, "%s is not valid JSON: %.100s (at byte %d)", field, err.text, err.position);
         goto out;
     }
     if (!json_is_object(j)) {
@@ -155,8 +154,7 @@ bool idv_metadata(const char *s, const char *field, const char **out, idv_err *e
     json_t *roles = json_object_get(j, "roles");
     if (roles) {
         if (!json_is_array(roles) || json_array_size(roles) > MAX_ROLES) {
-            fail(e, field, "%s.roles must be an array of at most %d role names", field,
-                 MAX_ROLES);
+            fail(e, field, "%s.roles must be an array of at most %d role names", field, MAX_ROLES);
             goto out;
         }
         for (size_t i = 0; i < json_array_size(roles); i++) {

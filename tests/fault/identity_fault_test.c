@@ -40,7 +40,6 @@ static void teardown(void)
 
 TestSuite(identity_fault, .init = setup, .fini = teardown, .timeout = 180);
 
-
 static int create(const char *name, Cms__V1__Identity **out)
 {
     Cms__V1__CreateIdentity m = CMS__V1__CREATE_IDENTITY__INIT;
@@ -54,8 +53,8 @@ static int authenticate(const char *key)
 {
     Cms__V1__Authenticate m = CMS__V1__AUTHENTICATE__INIT;
     m.api_key = (char *)key;
-    return idfx_call(&F, NULL, NULL, "authenticate", &m.base, &cms__v1__principal__descriptor,
-                     NULL, g_field, g_msg);
+    return idfx_call(&F, NULL, NULL, "authenticate", &m.base, &cms__v1__principal__descriptor, NULL,
+                     g_field, g_msg);
 }
 
 static bool saw_event(const char *type, const char *resource_id, double timeout_ms)
@@ -125,8 +124,7 @@ Test(identity_fault, a_killed_process_loses_no_committed_event)
     idfx_kill9(&F);
     idfx_start(&F, NULL);
     for (int i = 0; i < N; i++)
-        cr_assert(saw_event("identity.created", ids[i], 15000), "identity.created of %s",
-                  ids[i]);
+        cr_assert(saw_event("identity.created", ids[i], 15000), "identity.created of %s", ids[i]);
     /* rows published but not yet deleted when it died wait for the dead
      * relay's lease to lapse (ten polls, 10 s), then go */
     double t0 = cms_test_now_ms();

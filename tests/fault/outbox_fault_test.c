@@ -11,8 +11,8 @@
 #include "uuid.h"
 
 #include <criterion/criterion.h>
-#include <stdbool.h>
 #include <nats/nats.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -39,8 +39,8 @@ static fx F;
 static void watchdog_fired(uv_timer_t *t)
 {
     (void)t;
-    cr_assert_fail("watchdog: %d committed, %d received, %llu published", F.committed,
-                   F.received, (unsigned long long)cms_outbox_published(F.ob));
+    cr_assert_fail("watchdog: %d committed, %d received, %llu published", F.committed, F.received,
+                   (unsigned long long)cms_outbox_published(F.ob));
 }
 
 static void provisioned(void *arg, cms_nats_err err)
@@ -206,8 +206,8 @@ Test(outbox_fault, events_committed_while_nats_is_down_arrive_once, .timeout = 1
                                      "outbox publishes that failed and will be retried", NULL);
     cr_assert_not_null(g_failures);
     cr_assert_eq(cms_counter_get(g_failures), 0);
-    cms_outbox_options oo = {.source = "outbox_fault", .batch = 64, .poll_ms = 100,
-                             .backoff_max_ms = 500};
+    cms_outbox_options oo = {
+        .source = "outbox_fault", .batch = 64, .poll_ms = 100, .backoff_max_ms = 500};
     cr_assert_eq(cms_outbox_create(&F.loop, F.pg, F.nats, &oo, &F.ob), 0);
 
     write_events(0, BEFORE);

@@ -132,7 +132,6 @@ static void on_watchdog(uv_timer_t *t)
     cr_assert_fail("watchdog: the test did not finish in time");
 }
 
-
 static void new_id(char out[CMS_UUID_STRLEN + 1])
 {
     cms_uuid u;
@@ -1308,7 +1307,8 @@ Test(auth, default_resolver_asks_identity_authenticate)
 {
     fx *f = fx_new();
     snprintf(f->prefix, sizeof f->prefix, "authtest%d.cmd", (int)getpid());
-    cms_auth_options ao = {.settle_ms = -1, .command_prefix = f->prefix, .timeout_ms = 300, .no_events = true};
+    cms_auth_options ao = {
+        .settle_ms = -1, .command_prefix = f->prefix, .timeout_ms = 300, .no_events = true};
     fx_run(f, &ao, true, remote_start, 10000);
     free(f);
 }
@@ -1334,7 +1334,8 @@ Test(auth, default_resolver_without_identity_is_unavailable_at_once)
 {
     fx *f = fx_new();
     snprintf(f->prefix, sizeof f->prefix, "authtest%d.nobody.cmd", (int)getpid());
-    cms_auth_options ao = {.settle_ms = -1, .command_prefix = f->prefix, .timeout_ms = 5000, .no_events = true};
+    cms_auth_options ao = {
+        .settle_ms = -1, .command_prefix = f->prefix, .timeout_ms = 5000, .no_events = true};
     fx_run(f, &ao, true, noresp_start, 10000);
     free(f);
 }
@@ -1366,7 +1367,8 @@ Test(auth, default_resolver_close_answers_pending_requests)
 {
     fx *f = fx_new();
     snprintf(f->prefix, sizeof f->prefix, "authtest%d.close.cmd", (int)getpid());
-    cms_auth_options ao = {.settle_ms = -1, .command_prefix = f->prefix, .timeout_ms = 5000, .no_events = true};
+    cms_auth_options ao = {
+        .settle_ms = -1, .command_prefix = f->prefix, .timeout_ms = 5000, .no_events = true};
     fx_run(f, &ao, true, remote_close_start, 10000);
     expect_code(&f->res[0], UNAVAILABLE);
     cr_assert_lt(f->res[0].seq, f->auth_closed_seq, "closed before the lookup was answered");

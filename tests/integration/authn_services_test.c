@@ -21,7 +21,6 @@ static idfx F;
 static pid_t g_svc;
 static int g_port;
 
-
 static void setup(void)
 {
     idfx_setup(&F, "authn_test");
@@ -29,8 +28,8 @@ static void setup(void)
     char addr[64];
     g_port = cms_test_free_port();
     snprintf(addr, sizeof addr, "CMS_HTTP_ADDR=127.0.0.1:%d", g_port);
-    const char *set[] = {F.dburl, addr, F.prefix_env, "CMS_TESTSVC_REMOTE_AUTH=1",
-                         "CMS_AUTH_CACHE_MS=30000", NULL};
+    const char *set[] = {
+        F.dburl, addr, F.prefix_env, "CMS_TESTSVC_REMOTE_AUTH=1", "CMS_AUTH_CACHE_MS=30000", NULL};
     g_svc = cms_test_spawn_service("cms-testsvc", NULL, set, NULL);
     cr_assert_gt(g_svc, 0);
     double t0 = cms_test_now_ms();
@@ -52,7 +51,6 @@ static void teardown(void)
 }
 
 TestSuite(authn, .init = setup, .fini = teardown, .timeout = 120);
-
 
 /* cms-testsvc's echo as key: the reply's error code (0: let in). */
 static int echo_as(const char *key)

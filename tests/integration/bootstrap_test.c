@@ -360,7 +360,8 @@ Test(bootstrap, outbox_rows_are_the_two_identity_events)
         cr_assert_str_eq(env->event_type, types[i]);
         cr_assert_str_eq(env->resource_type, resources[i]);
         cr_assert_str_eq(env->resource_id, ids[i]);
-        cr_assert_str_eq(env->actor_id, "00000000-0000-7000-8000-000000000001", "the system identity");
+        cr_assert_str_eq(env->actor_id, "00000000-0000-7000-8000-000000000001",
+                         "the system identity");
         cr_assert_str_eq(env->source, "identity");
         cr_assert_str_eq(env->details_json, "");
         int64_t now_us = strtoll(created, NULL, 10);

@@ -42,7 +42,6 @@ static void teardown(void)
 
 TestSuite(identity, .init = setup, .fini = teardown, .timeout = 120);
 
-
 static int create(const char *key, const char *name, const char *type, const char *metadata,
                   Cms__V1__Identity **out)
 {
@@ -296,17 +295,18 @@ Test(identity, api_key_lifecycle_and_the_secret_never_leaks)
     /* expiry: required, in the future, within the maximum */
     cr_assert_eq(issue(F.admin_key, m->id, "api_key", 0, NULL, NULL), INVALID);
     cr_assert_str_eq(g_field, "expires_at_us");
-    cr_assert_eq(issue(F.admin_key, m->id, "api_key", cms_test_wall_us() - 1000000, NULL, NULL), INVALID);
+    cr_assert_eq(issue(F.admin_key, m->id, "api_key", cms_test_wall_us() - 1000000, NULL, NULL),
+                 INVALID);
     cr_assert_str_eq(g_field, "expires_at_us");
-    cr_assert_eq(issue(F.admin_key, m->id, "api_key", cms_test_wall_us() + 400 * 86400 * INT64_C(1000000),
-                       NULL, NULL),
+    cr_assert_eq(issue(F.admin_key, m->id, "api_key",
+                       cms_test_wall_us() + 400 * 86400 * INT64_C(1000000), NULL, NULL),
                  INVALID);
     cr_assert_str_eq(g_field, "expires_at_us");
     cr_assert_eq(issue(F.admin_key, m->id, "password", exp, NULL, NULL), INVALID);
     cr_assert_str_eq(g_field, "type");
-    cr_assert_eq(issue(F.admin_key, "00000000-0000-7000-8000-00000000dead", "api_key", exp, NULL,
-                       NULL),
-                 NOT_FOUND);
+    cr_assert_eq(
+        issue(F.admin_key, "00000000-0000-7000-8000-00000000dead", "api_key", exp, NULL, NULL),
+        NOT_FOUND);
 
     /* revoke: refused at once and with the same error as an unknown key */
     Cms__V1__RevokeCredential rv = CMS__V1__REVOKE_CREDENTIAL__INIT;
@@ -345,9 +345,9 @@ Test(identity, api_key_lifecycle_and_the_secret_never_leaks)
         Cms__V1__Authenticate am = CMS__V1__AUTHENTICATE__INIT;
         am.api_key = (char *)"x";
         Cms__V1__Principal *pp = NULL;
-        int code = idfx_call(&F, NULL, stolen_rid, "authenticate", &am.base,
-                             &cms__v1__principal__descriptor, (ProtobufCMessage **)&pp, g_field,
-                             g_msg);
+        int code =
+            idfx_call(&F, NULL, stolen_rid, "authenticate", &am.base,
+                      &cms__v1__principal__descriptor, (ProtobufCMessage **)&pp, g_field, g_msg);
         cr_assert_eq(code, DENIED, "the key x is refused; no stored reply is returned");
     }
 
@@ -629,8 +629,8 @@ Test(identity, credential_and_status_errors_name_what_is_wrong)
     /* the request body itself: not the verb's message, an unknown verb */
     Cms__V1__Authenticate junk = CMS__V1__AUTHENTICATE__INIT;
     junk.api_key = (char *)"\x01\x02";
-    cr_assert_eq(idfx_call(&F, F.admin_key, NULL, "fly", &junk.base,
-                           &cms__v1__identity__descriptor, NULL, g_field, g_msg),
+    cr_assert_eq(idfx_call(&F, F.admin_key, NULL, "fly", &junk.base, &cms__v1__identity__descriptor,
+                           NULL, g_field, g_msg),
                  INVALID);
     cr_assert_str_eq(g_field, "verb");
     cms__v1__credential__free_unpacked(c, NULL);

@@ -102,8 +102,8 @@ Cms__V1__Envelope *idfx_wait_event(idfx *f, const char *type, const char *resour
         natsMsg *m = NULL;
         if (natsSubscription_NextMsg(&m, f->events, 200) != NATS_OK)
             continue;
-        Cms__V1__Envelope *e = cms__v1__envelope__unpack(
-            NULL, (size_t)natsMsg_GetDataLength(m), (const uint8_t *)natsMsg_GetData(m));
+        Cms__V1__Envelope *e = cms__v1__envelope__unpack(NULL, (size_t)natsMsg_GetDataLength(m),
+                                                         (const uint8_t *)natsMsg_GetData(m));
         natsMsg_Destroy(m);
         if (e && strcmp(e->event_type, type) == 0 && strcmp(e->resource_id, resource_id) == 0)
             return e;

@@ -17,9 +17,9 @@
 #include <sys/types.h>
 
 typedef struct idfx {
-    char db[512];      /* conninfo of the scratch database */
-    char dburl[600];   /* "CMS_DATABASE_URL=<db>" */
-    char prefix[48];   /* command subject root: "<prefix>.identity.<verb>" */
+    char db[512];    /* conninfo of the scratch database */
+    char dburl[600]; /* "CMS_DATABASE_URL=<db>" */
+    char prefix[48]; /* command subject root: "<prefix>.identity.<verb>" */
     char prefix_env[80];
     char key_file[128]; /* the server key (mode 600) */
     char key_env[160];

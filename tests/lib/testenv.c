@@ -3,14 +3,14 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
-#include <signal.h>
-#include <sys/prctl.h>
 #include <libpq-fe.h>
-#include <stdbool.h>
 #include <netinet/in.h>
+#include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <sys/wait.h>

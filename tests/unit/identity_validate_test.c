@@ -132,12 +132,18 @@ Test(name, control_characters_are_refused)
         reset();
     }
     /* C1 controls in UTF-8: U+0080, U+0085 (NEL), U+009F */
-    static const char *const c1[] = {"a\xc2\x80", "a\xc2\x85" "b", "\xc2\x9f"};
+    static const char *const c1[] = {"a\xc2\x80",
+                                     "a\xc2\x85"
+                                     "b",
+                                     "\xc2\x9f"};
     for (size_t i = 0; i < sizeof c1 / sizeof c1[0]; i++)
         refused(idv_name(c1[i], "name", &e), "name", "a C1 control character");
     accepted(idv_name(" ", "name", &e), "0x20 is not a control character");
     accepted(idv_name("~", "name", &e), "0x7e is not a control character");
-    accepted(idv_name("a\xc2\xa0" "b", "name", &e), "U+00A0 is not a control character");
+    accepted(idv_name("a\xc2\xa0"
+                      "b",
+                      "name", &e),
+             "U+00A0 is not a control character");
 }
 
 /* ------------------------------------------------------------------------ */

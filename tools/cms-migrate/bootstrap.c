@@ -21,7 +21,7 @@
 
 #include "apikey.h"
 #include "event.h"
-#include "events.h"   /* cms-identity's events: the admin's are the same */
+#include "events.h" /* cms-identity's events: the admin's are the same */
 #include "uuid.h"
 #include "validate.h" /* cms-identity's checks: the admin's name is a name like any */
 
@@ -304,8 +304,8 @@ static cms_bootstrap_err admin_make(const cms_bootstrap *b, admin *a)
         strftime(a->expires_text, sizeof a->expires_text, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
         snprintf(a->expires_text, sizeof a->expires_text, "in %" PRId64 " days", b->o.ttl_days);
 
-    if (idev_identity_created(a->identity_id, b->o.admin_name, "user", "active",
-                              IDEV_SYSTEM_ACTOR, a->correlation_id, &a->created) != 0 ||
+    if (idev_identity_created(a->identity_id, b->o.admin_name, "user", "active", IDEV_SYSTEM_ACTOR,
+                              a->correlation_id, &a->created) != 0 ||
         idev_credential_issued(a->credential_id, a->identity_id, "api_key", a->expires_us,
                                IDEV_SYSTEM_ACTOR, a->correlation_id, &a->issued) != 0) {
         say_err("out of memory\n");

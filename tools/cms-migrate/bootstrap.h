@@ -33,10 +33,11 @@
 #define CMS_BOOTSTRAP_TTL_DAYS_MAX 365
 
 typedef struct cms_bootstrap_opts {
-    const char *key_file;   /* the server key file; NULL or "": no bootstrap, only a hint */
-    const char *admin_name; /* a name cms-identity accepts (1..255 bytes of UTF-8, no control characters) */
-    int64_t ttl_days;       /* the key's lifetime, CMS_BOOTSTRAP_TTL_DAYS_MIN..MAX */
-    const char *key_out;    /* a new file for the key; NULL: stdout */
+    const char *key_file; /* the server key file; NULL or "": no bootstrap, only a hint */
+    const char *
+        admin_name; /* a name cms-identity accepts (1..255 bytes of UTF-8, no control characters) */
+    int64_t ttl_days;    /* the key's lifetime, CMS_BOOTSTRAP_TTL_DAYS_MIN..MAX */
+    const char *key_out; /* a new file for the key; NULL: stdout */
     cms_migrate_verbosity verbosity;
 } cms_bootstrap_opts;
 

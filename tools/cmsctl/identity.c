@@ -521,13 +521,13 @@ static int create_main(int argc, char **argv)
 {
     verb v;
     char *metadata = NULL;
-    int status = verb_begin(
-        &v, "cmsctl identity create", create_options, NOPTS(create_options), argc, argv,
-        "create an identity",
-        "NAME --type user|machine|enclave\n\n"
-        "Creates the identity NAME (admins only) and prints it. --roles a,b adds\n"
-        "the roles to the metadata's \"roles\" array.\n\n" CMSCTL_CMD_KEY_HELP,
-        "the identity's NAME");
+    int status =
+        verb_begin(&v, "cmsctl identity create", create_options, NOPTS(create_options), argc, argv,
+                   "create an identity",
+                   "NAME --type user|machine|enclave\n\n"
+                   "Creates the identity NAME (admins only) and prints it. --roles a,b adds\n"
+                   "the roles to the metadata's \"roles\" array.\n\n" CMSCTL_CMD_KEY_HELP,
+                   "the identity's NAME");
     if (status != CMSCTL_EXIT_OK ||
         (status = metadata_arg(v.prog, cms_config_str(v.cfg, "metadata"),
                                cms_config_str(v.cfg, "roles"), &metadata)) != CMSCTL_EXIT_OK ||
@@ -548,8 +548,8 @@ out:
 static int get_main(int argc, char **argv)
 {
     verb v;
-    int status = verb_begin(&v, "cmsctl identity get", get_options, NOPTS(get_options), argc,
-                            argv, "show one identity",
+    int status = verb_begin(&v, "cmsctl identity get", get_options, NOPTS(get_options), argc, argv,
+                            "show one identity",
                             "ID|NAME\n\n"
                             "Prints the identity with that id (a UUID) or, for anything else, "
                             "that\nname.\n\n" CMSCTL_CMD_KEY_HELP,
@@ -637,15 +637,15 @@ static int list_main(int argc, char **argv)
     verb v;
     pages p = {.n = 0};
     int64_t limit = 0;
-    int status = verb_begin(
-        &v, "cmsctl identity list", list_options, NOPTS(list_options), argc, argv,
-        "list identities",
-        "\n\n"
-        "Lists identities in the service's order, --limit at a time. When more may\n"
-        "follow it ends with \"next: --after CURSOR\" (on stderr with --json): run the\n"
-        "same command with that flag added for the next page, or use --all to follow\n"
-        "every page.\n\n" CMSCTL_CMD_KEY_HELP,
-        NULL);
+    int status =
+        verb_begin(&v, "cmsctl identity list", list_options, NOPTS(list_options), argc, argv,
+                   "list identities",
+                   "\n\n"
+                   "Lists identities in the service's order, --limit at a time. When more may\n"
+                   "follow it ends with \"next: --after CURSOR\" (on stderr with --json): run the\n"
+                   "same command with that flag added for the next page, or use --all to follow\n"
+                   "every page.\n\n" CMSCTL_CMD_KEY_HELP,
+                   NULL);
     if (status != CMSCTL_EXIT_OK)
         goto out;
     if (!cmsctl_int_arg(v.prog, v.cfg, "limit", 1, LIST_LIMIT_MAX, &limit)) {
@@ -726,8 +726,8 @@ static int status_main(int argc, char **argv, const char *prog, const char *summ
     req.id = id;
     req.status = (char *)to;
     req.reason = (char *)(reason ? reason : "");
-    status = verb_call(&v, "set_status", CMSCTL_CMD_WRITE, &req.base,
-                       &cms__v1__identity__descriptor);
+    status =
+        verb_call(&v, "set_status", CMSCTL_CMD_WRITE, &req.base, &cms__v1__identity__descriptor);
     if (status == CMSCTL_EXIT_OK)
         status = print_identity(v.prog, v.cfg, (const Cms__V1__Identity *)v.got);
 out:
@@ -871,13 +871,13 @@ static int revoke_main(int argc, char **argv)
 {
     verb v;
     char id[CMS_UUID_STRLEN + 1];
-    int status = verb_begin(
-        &v, "cmsctl credential revoke", revoke_options, NOPTS(revoke_options), argc, argv,
-        "revoke a credential",
-        "CREDENTIAL_ID [--reason TEXT]\n\n"
-        "Revokes the credential (an admin, or the identity it belongs to) and prints\n"
-        "it. A revoked API key is refused from then on.\n\n" CMSCTL_CMD_KEY_HELP,
-        "CREDENTIAL_ID");
+    int status =
+        verb_begin(&v, "cmsctl credential revoke", revoke_options, NOPTS(revoke_options), argc,
+                   argv, "revoke a credential",
+                   "CREDENTIAL_ID [--reason TEXT]\n\n"
+                   "Revokes the credential (an admin, or the identity it belongs to) and prints\n"
+                   "it. A revoked API key is refused from then on.\n\n" CMSCTL_CMD_KEY_HELP,
+                   "CREDENTIAL_ID");
     if (status != CMSCTL_EXIT_OK)
         goto out;
     if (!as_uuid(v.arg, id)) {
@@ -937,8 +937,8 @@ static int clist_main(int argc, char **argv)
 {
     verb v;
     char id[CMS_UUID_STRLEN + 1];
-    int status = verb_begin(&v, "cmsctl credential list", clist_options, NOPTS(clist_options),
-                            argc, argv, "list an identity's credentials",
+    int status = verb_begin(&v, "cmsctl credential list", clist_options, NOPTS(clist_options), argc,
+                            argv, "list an identity's credentials",
                             "ID|NAME\n\n"
                             "Lists the credentials of the identity (an admin, or the identity "
                             "itself):\nnever a secret.\n\n" CMSCTL_CMD_KEY_HELP,
