@@ -197,37 +197,77 @@ out:
     return ok;
 }
 
+cms_apikey_file_err cms_apikey_read_private_file(const char *path, char *buf, size_t cap,
+                                                 size_t *len, char *why, size_t whylen)
+{
+    cms_apikey_file_err err = CMS_APIKEY_FILE_EREAD;
+    struct stat st;
+    size_t got = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0) {
+        err = errno == ENOENT ? CMS_APIKEY_FILE_MISSING : CMS_APIKEY_FILE_EREAD;
+        snprintf(why, whylen, "%s: cannot open: %s", path, strerror(errno));
+        goto out;
+    }
+    /* the mode of the file actually opened, not of whatever the path names later */
+    if (fstat(fd, &st) != 0) {
+        snprintf(why, whylen, "%s: cannot stat: %s", path, strerror(errno));
+        goto out;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        snprintf(why, whylen, "%s is not a regular file", path);
+        goto out;
+    }
+    if ((st.st_mode & 0077) != 0) {
+        err = CMS_APIKEY_FILE_UNSAFE;
+        snprintf(why, whylen,
+                 "%s may be read or written by other users (mode %03o), so it is refused: "
+                 "chmod 600 %s",
+                 path, (unsigned)(st.st_mode & 0777), path);
+        goto out;
+    }
+    /* bounded by cap, not by st_size: the file may grow meanwhile */
+    for (;;) {
+        ssize_t n = read(fd, buf + got, cap + 1 - got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            snprintf(why, whylen, "%s: cannot read: %s", path, strerror(errno));
+            goto out;
+        }
+        if (n == 0)
+            break;
+        got += (size_t)n;
+        if (got > cap) {
+            snprintf(why, whylen, "%s is larger than %zu bytes", path, cap);
+            goto out;
+        }
+    }
+    buf[got] = '\0';
+    *len = got;
+    err = CMS_APIKEY_FILE_OK;
+out:
+    if (err != CMS_APIKEY_FILE_OK)
+        sodium_memzero(buf, got < cap + 1 ? got : cap + 1);
+    if (fd >= 0)
+        close(fd);
+    return err;
+}
+
 bool cms_apikey_server_key_load(const char *path, uint8_t out[CMS_APIKEY_SERVER_KEY_BYTES],
                                 char *why, size_t whylen)
 {
     bool ok = false;
-    char text[2 * CMS_APIKEY_SERVER_KEY_BYTES + 3];
-    ssize_t n = 0;
-    struct stat st;
-    int fd = -1;
+    char text[2 * CMS_APIKEY_SERVER_KEY_BYTES + 2];
+    size_t n = 0;
 
     if (path == NULL || *path == '\0') {
         snprintf(why, whylen, "no key file given (CMS_IDENTITY_KEY_FILE)");
         goto out;
     }
-    /* a symlink is followed (Kubernetes mounts secrets so): what is checked
-     * is the file itself */
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0 || fstat(fd, &st) != 0) {
-        snprintf(why, whylen, "cannot read %s: %s", path, strerror(errno));
+    if (cms_apikey_read_private_file(path, text, sizeof text - 1, &n, why, whylen) !=
+        CMS_APIKEY_FILE_OK)
         goto out;
-    }
-    if (!S_ISREG(st.st_mode) || (st.st_mode & 0077) != 0) {
-        snprintf(why, whylen, "%s must be a regular file readable by its owner only (chmod 600)",
-                 path);
-        goto out;
-    }
-    n = read(fd, text, sizeof text - 1);
-    if (n < 0) {
-        snprintf(why, whylen, "cannot read %s: %s", path, strerror(errno));
-        goto out;
-    }
-    text[n] = '\0';
     if (n > 0 && text[n - 1] == '\n')
         text[--n] = '\0';
     if (!cms_apikey_server_key_parse(text, out)) {
@@ -240,8 +280,6 @@ bool cms_apikey_server_key_load(const char *path, uint8_t out[CMS_APIKEY_SERVER_
     ok = true;
 out:
     sodium_memzero(text, sizeof text);
-    if (fd >= 0)
-        close(fd);
     return ok;
 }
 

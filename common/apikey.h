@@ -55,6 +55,22 @@ bool cms_apikey_verify(const uint8_t server_key[CMS_APIKEY_SERVER_KEY_BYTES],
 bool cms_apikey_server_key_parse(const char *text, uint8_t out[CMS_APIKEY_SERVER_KEY_BYTES])
     __attribute__((warn_unused_result));
 
+/* Reading a file that holds a secret: it must be a regular file (a symlink
+ * to one is followed: Kubernetes mounts secrets so) that neither group nor
+ * others may read or write, of at most cap bytes. buf gets the bytes and a
+ * NUL (cap + 1 bytes); why a reason beginning with the path. Blocking: for
+ * start-up and command-line tools. */
+typedef enum {
+    CMS_APIKEY_FILE_OK,
+    CMS_APIKEY_FILE_MISSING, /* no such file */
+    CMS_APIKEY_FILE_UNSAFE,  /* others may read or write it */
+    CMS_APIKEY_FILE_EREAD,   /* anything else: not regular, too large, unreadable */
+} cms_apikey_file_err;
+
+cms_apikey_file_err cms_apikey_read_private_file(const char *path, char *buf, size_t cap,
+                                                 size_t *len, char *why, size_t whylen)
+    __attribute__((warn_unused_result));
+
 /* Reads the server key from a file holding exactly 64 hex chars (one
  * trailing newline allowed), as CMS_IDENTITY_KEY_FILE names it. A file that
  * others may read or write is refused. Blocking: for start-up only. On

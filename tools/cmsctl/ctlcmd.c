@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "apikey.h"
 #include "cli.h"
 #include "cmd.h"
 #include "ctlnats.h"
@@ -115,64 +116,32 @@ static cmsctl_cmd_key_err key_from_file(const char *path, const char *what, bool
                                         char out[CMSCTL_CMD_KEY_MAX + 1], char *why, size_t whylen)
 {
     cmsctl_cmd_key_err err = CMSCTL_CMD_KEY_EREAD;
-    char *buf = NULL;
+    char reason[512];
     size_t len = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-    if (fd < 0) {
-        if (errno == ENOENT && missing_ok) {
-            err = CMSCTL_CMD_KEY_ENONE;
-            goto out;
-        }
-        set_why(why, whylen, "cannot open %s %s: %s", what, path, strerror(errno));
-        goto out;
-    }
-    /* the mode of the file actually opened, not of whatever the path names later */
-    struct stat st;
-    if (fstat(fd, &st) != 0) {
-        set_why(why, whylen, "cannot stat %s %s: %s", what, path, strerror(errno));
-        goto out;
-    }
-    if (!S_ISREG(st.st_mode)) {
-        set_why(why, whylen, "%s %s is not a regular file", what, path);
-        goto out;
-    }
-    if ((st.st_mode & (S_IRGRP | S_IWGRP | S_IROTH | S_IWOTH)) != 0) {
-        err = CMSCTL_CMD_KEY_EUNSAFE;
-        set_why(why, whylen,
-                "%s %s may be read or written by other users (mode %03o), so its key is refused: "
-                "chmod 600 %s",
-                what, path, (unsigned)(st.st_mode & 0777), path);
-        goto out;
-    }
-    if (st.st_size > CMSCTL_CMD_KEY_FILE_MAX) {
-        set_why(why, whylen, "%s %s is larger than %d bytes: not a credentials file", what, path,
-                CMSCTL_CMD_KEY_FILE_MAX);
-        goto out;
-    }
-    buf = malloc(CMSCTL_CMD_KEY_FILE_MAX + 2);
+    char *buf = malloc(CMSCTL_CMD_KEY_FILE_MAX + 1);
     if (buf == NULL) {
         set_why(why, whylen, "out of memory reading %s", path);
         goto out;
     }
-    /* bounded by the cap, not by st_size: the file may grow meanwhile */
-    for (;;) {
-        ssize_t n = read(fd, buf + len, CMSCTL_CMD_KEY_FILE_MAX + 1 - len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0) {
-            set_why(why, whylen, "cannot read %s %s: %s", what, path, strerror(errno));
+    switch (cms_apikey_read_private_file(path, buf, CMSCTL_CMD_KEY_FILE_MAX, &len, reason,
+                                         sizeof reason)) {
+    case CMS_APIKEY_FILE_OK:
+        break;
+    case CMS_APIKEY_FILE_MISSING:
+        if (missing_ok) {
+            err = CMSCTL_CMD_KEY_ENONE;
             goto out;
         }
-        if (n == 0)
-            break;
-        len += (size_t)n;
-        if (len > CMSCTL_CMD_KEY_FILE_MAX) {
-            set_why(why, whylen, "%s %s is larger than %d bytes: not a credentials file", what,
-                    path, CMSCTL_CMD_KEY_FILE_MAX);
-            goto out;
-        }
+        set_why(why, whylen, "%s %s", what, reason);
+        goto out;
+    case CMS_APIKEY_FILE_UNSAFE:
+        err = CMSCTL_CMD_KEY_EUNSAFE;
+        set_why(why, whylen, "%s %s", what, reason);
+        goto out;
+    case CMS_APIKEY_FILE_EREAD:
+        set_why(why, whylen, "%s %s", what, reason);
+        goto out;
     }
-    buf[len] = '\0';
     if (memchr(buf, '\0', len) != NULL) {
         err = CMSCTL_CMD_KEY_EFORMAT;
         set_why(why, whylen, "%s %s is not a text file", what, path);
@@ -198,11 +167,9 @@ static cmsctl_cmd_key_err key_from_file(const char *path, const char *what, bool
     err = CMSCTL_CMD_KEY_OK;
 out:
     if (buf != NULL) {
-        sodium_memzero(buf, len);
+        sodium_memzero(buf, CMSCTL_CMD_KEY_FILE_MAX + 1);
         free(buf);
     }
-    if (fd >= 0)
-        close(fd);
     return err;
 }
 
