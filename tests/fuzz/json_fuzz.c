@@ -1,5 +1,5 @@
 /* libFuzzer target for common/json: arbitrary bytes are unpacked as a
- * cms.test.Envelope (tests/proto/test_types.proto) and rendered, whole and
+ * cms.test.Envelope (tests/common/proto/test_types.proto) and rendered, whole and
  * as its body, into a roomy and a tiny buffer; the same bytes are also
  * offered to cms_json_check_object. Every rendering that succeeds must parse
  * as one JSON object, a failed one must leave the buffer as it was, and text

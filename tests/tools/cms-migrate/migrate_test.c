@@ -232,7 +232,7 @@ static void suite_init(void)
 
     /* the repository's migrations, found from this file's own path */
     const char *self = __FILE__;
-    const char *tail = strstr(self, "tests/integration/");
+    const char *tail = strstr(self, "tests/tools/cms-migrate/");
     cr_assert_not_null(tail, "cannot find the repository from %s", self);
     snprintf(g_real_dir, sizeof g_real_dir, "%.*smigrations", (int)(tail - self), self);
     DIR *d = opendir(g_real_dir);

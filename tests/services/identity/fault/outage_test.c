@@ -7,7 +7,7 @@
 #include "cms/v1/command.pb-c.h"
 #include "cms/v1/envelope.pb-c.h"
 #include "cms/v1/identity.pb-c.h"
-#include "identity_fixture.h"
+#include "svcfx.h"
 #include "testenv.h"
 
 #include <criterion/criterion.h>
@@ -19,15 +19,15 @@
 
 #define UNAVAILABLE CMS__V1__ERROR_CODE__UNAVAILABLE
 
-static idfx F;
+static svcfx F;
 static bool g_pg_down;
 static char g_field[256], g_msg[256];
 
 static void setup(void)
 {
-    idfx_setup(&F, "identity_fault");
+    svcfx_setup(&F, "identity_fault");
     const char *set[] = {"CMS_AUTH_CACHE_MS=60000", NULL};
-    idfx_start(&F, set);
+    svcfx_start(&F, "cms-identity", set);
 }
 
 static void teardown(void)
@@ -35,7 +35,7 @@ static void teardown(void)
     if (g_pg_down)
         (void)cms_test_ctl("pg-start");
     g_pg_down = false;
-    idfx_teardown(&F);
+    svcfx_teardown(&F);
 }
 
 TestSuite(identity_fault, .init = setup, .fini = teardown, .timeout = 180);
@@ -45,7 +45,7 @@ static int create(const char *name, Cms__V1__Identity **out)
     Cms__V1__CreateIdentity m = CMS__V1__CREATE_IDENTITY__INIT;
     m.name = (char *)name;
     m.type = (char *)"machine";
-    return idfx_call(&F, F.admin_key, NULL, "create", &m.base, &cms__v1__identity__descriptor,
+    return svcfx_call(&F, "identity", F.admin_key, NULL, "create", &m.base, &cms__v1__identity__descriptor,
                      (ProtobufCMessage **)out, g_field, g_msg);
 }
 
@@ -53,13 +53,13 @@ static int authenticate(const char *key)
 {
     Cms__V1__Authenticate m = CMS__V1__AUTHENTICATE__INIT;
     m.api_key = (char *)key;
-    return idfx_call(&F, NULL, NULL, "authenticate", &m.base, &cms__v1__principal__descriptor, NULL,
+    return svcfx_call(&F, "identity", NULL, NULL, "authenticate", &m.base, &cms__v1__principal__descriptor, NULL,
                      g_field, g_msg);
 }
 
 static bool saw_event(const char *type, const char *resource_id, double timeout_ms)
 {
-    Cms__V1__Envelope *e = idfx_wait_event(&F, type, resource_id, timeout_ms);
+    Cms__V1__Envelope *e = svcfx_wait_event(&F, type, resource_id, timeout_ms);
     if (e)
         cms__v1__envelope__free_unpacked(e, NULL);
     return e != NULL;
@@ -75,12 +75,12 @@ Test(identity_fault, a_database_outage_is_unavailable_and_expiry_catches_up)
     ic.type = (char *)"api_key";
     ic.expires_at_us = cms_test_wall_us() + 2000000;
     Cms__V1__Credential *c = NULL;
-    cr_assert_eq(idfx_call(&F, F.admin_key, NULL, "issue_credential", &ic.base,
+    cr_assert_eq(svcfx_call(&F, "identity", F.admin_key, NULL, "issue_credential", &ic.base,
                            &cms__v1__credential__descriptor, (ProtobufCMessage **)&c, g_field,
                            g_msg),
                  0, "%s", g_msg);
     char unknown_id[37], unknown_key[CMS_APIKEY_LEN + 1];
-    idfx_insert(&F, "never-seen", "user", "active", "{}", 3600, unknown_id, unknown_key);
+    svcfx_insert(&F, "never-seen", "user", "active", "{}", 3600, unknown_id, unknown_key);
 
     cr_assert_eq(cms_test_ctl("pg-stop"), 0);
     g_pg_down = true;
@@ -121,8 +121,8 @@ Test(identity_fault, a_killed_process_loses_no_committed_event)
         cms__v1__identity__free_unpacked(m, NULL);
     }
     /* SIGKILL right after the last reply: some events may still be in the outbox */
-    idfx_kill9(&F);
-    idfx_start(&F, NULL);
+    svcfx_kill9(&F);
+    svcfx_start(&F, "cms-identity", NULL);
     for (int i = 0; i < N; i++)
         cr_assert(saw_event("identity.created", ids[i], 15000), "identity.created of %s", ids[i]);
     /* rows published but not yet deleted when it died wait for the dead
@@ -130,7 +130,7 @@ Test(identity_fault, a_killed_process_loses_no_committed_event)
     double t0 = cms_test_now_ms();
     bool empty = false;
     while (!empty && cms_test_now_ms() - t0 < 25000) {
-        char *left = idfx_sql(&F, "SELECT count(*) FROM outbox WHERE source = 'identity'");
+        char *left = svcfx_sql(&F, "SELECT count(*) FROM outbox WHERE source = 'identity'");
         empty = left && strcmp(left, "0") == 0;
         free(left);
         if (!empty)

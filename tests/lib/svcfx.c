@@ -1,5 +1,5 @@
-/* Shared by the cms-identity tests; see identity_fixture.h. */
-#include "identity_fixture.h"
+/* A service under test; see svcfx.h. */
+#include "svcfx.h"
 
 #include "cms/v1/command.pb-c.h"
 #include "cms/v1/envelope.pb-c.h"
@@ -19,7 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static void exec_params(const idfx *f, const char *sql, int n, const char *const *v)
+static void exec_params(const svcfx *f, const char *sql, int n, const char *const *v)
 {
     PGconn *c = PQconnectdb(f->db);
     cr_assert_eq(PQstatus(c), CONNECTION_OK, "%s", PQerrorMessage(c));
@@ -30,7 +30,7 @@ static void exec_params(const idfx *f, const char *sql, int n, const char *const
     PQfinish(c);
 }
 
-void idfx_insert(idfx *f, const char *name, const char *type, const char *status,
+void svcfx_insert(svcfx *f, const char *name, const char *type, const char *status,
                  const char *metadata_json, int64_t key_ttl_s, char id[37],
                  char key[CMS_APIKEY_LEN + 1])
 {
@@ -53,7 +53,7 @@ void idfx_insert(idfx *f, const char *name, const char *type, const char *status
                 8, v);
 }
 
-void idfx_setup(idfx *f, const char *dbprefix)
+void svcfx_setup(svcfx *f, const char *dbprefix)
 {
     memset(f, 0, sizeof *f);
     cr_assert_eq(cms_test_db_create(dbprefix, 1, f->db, sizeof f->db), 0);
@@ -62,9 +62,9 @@ void idfx_setup(idfx *f, const char *dbprefix)
     cms_uuid_v7(&u);
     snprintf(f->prefix, sizeof f->prefix, "t%dx%02x%02x.cmd", (int)getpid(), u.b[14], u.b[15]);
     snprintf(f->prefix_env, sizeof f->prefix_env, "CMS_COMMAND_PREFIX=%s", f->prefix);
-    snprintf(f->key_file, sizeof f->key_file, "/tmp/cms-idfx-%d-%02x%02x.key", (int)getpid(),
+    snprintf(f->key_file, sizeof f->key_file, "/tmp/cms-svcfx-%d-%02x%02x.key", (int)getpid(),
              u.b[14], u.b[15]);
-    snprintf(f->log_file, sizeof f->log_file, "/tmp/cms-idfx-%d-%02x%02x.log", (int)getpid(),
+    snprintf(f->log_file, sizeof f->log_file, "/tmp/cms-svcfx-%d-%02x%02x.log", (int)getpid(),
              u.b[14], u.b[15]);
     snprintf(f->key_env, sizeof f->key_env, "CMS_IDENTITY_KEY_FILE=%s", f->key_file);
     char hex[2 * CMS_APIKEY_SERVER_KEY_BYTES + 2];
@@ -80,7 +80,7 @@ void idfx_setup(idfx *f, const char *dbprefix)
     cr_assert_eq(write(fd, hex, 2 * CMS_APIKEY_SERVER_KEY_BYTES + 1),
                  2 * CMS_APIKEY_SERVER_KEY_BYTES + 1);
     close(fd);
-    idfx_insert(f, "admin", "user", "active", "{\"roles\": [\"admin\"]}", 86400, f->admin_id,
+    svcfx_insert(f, "admin", "user", "active", "{\"roles\": [\"admin\"]}", 86400, f->admin_id,
                 f->admin_key);
     natsOptions *o = NULL;
     cr_assert_eq(natsOptions_Create(&o), NATS_OK);
@@ -94,7 +94,7 @@ void idfx_setup(idfx *f, const char *dbprefix)
     natsSubscription_SetPendingLimits(f->events, -1, -1);
 }
 
-Cms__V1__Envelope *idfx_wait_event(idfx *f, const char *type, const char *resource_id,
+Cms__V1__Envelope *svcfx_wait_event(svcfx *f, const char *type, const char *resource_id,
                                    double timeout_ms)
 {
     double deadline = cms_test_now_ms() + timeout_ms;
@@ -113,10 +113,10 @@ Cms__V1__Envelope *idfx_wait_event(idfx *f, const char *type, const char *resour
     return NULL;
 }
 
-void idfx_teardown(idfx *f)
+void svcfx_teardown(svcfx *f)
 {
     if (f->pid > 0)
-        idfx_kill9(f);
+        svcfx_kill9(f);
     natsSubscription_Destroy(f->events);
     f->events = NULL;
     if (f->nc)
@@ -131,9 +131,9 @@ void idfx_teardown(idfx *f)
         unlink(f->log_file);
 }
 
-pid_t idfx_start(idfx *f, const char *const *set)
+pid_t svcfx_start(svcfx *f, const char *binary, const char *const *set)
 {
-    cr_assert_eq(f->pid, 0, "cms-identity is already running");
+    cr_assert_eq(f->pid, 0, "%s is already running", binary);
     char addr[64];
     f->port = cms_test_free_port();
     snprintf(addr, sizeof addr, "CMS_HTTP_ADDR=127.0.0.1:%d", f->port);
@@ -144,20 +144,20 @@ pid_t idfx_start(idfx *f, const char *const *set)
         all[n++] = set[i];
     }
     all[n] = NULL;
-    f->pid = cms_test_spawn_service("cms-identity", NULL, all, f->log_file);
-    cr_assert_gt(f->pid, 0, "cms-identity started");
+    f->pid = cms_test_spawn_service(binary, NULL, all, f->log_file);
+    cr_assert_gt(f->pid, 0, "%s started", binary);
     double deadline = cms_test_now_ms() + 20000;
     int st;
     while (cms_test_http_get(f->port, "/readyz", NULL, 0) != 200) {
-        cr_assert_eq(waitpid(f->pid, &st, WNOHANG), 0, "cms-identity exited while starting:\n%s",
-                     idfx_log(f));
-        cr_assert_lt(cms_test_now_ms(), deadline, "cms-identity not ready in 20 s");
+        cr_assert_eq(waitpid(f->pid, &st, WNOHANG), 0, "%s exited while starting:\n%s", binary,
+                     svcfx_log(f));
+        cr_assert_lt(cms_test_now_ms(), deadline, "%s not ready in 20 s", binary);
         cms_test_pause_ms(20);
     }
     return f->pid;
 }
 
-int idfx_stop(idfx *f)
+int svcfx_stop(svcfx *f)
 {
     cr_assert_gt(f->pid, 0);
     kill(f->pid, SIGTERM);
@@ -167,7 +167,7 @@ int idfx_stop(idfx *f)
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
-void idfx_kill9(idfx *f)
+void svcfx_kill9(svcfx *f)
 {
     int st;
     kill(f->pid, SIGKILL);
@@ -175,12 +175,13 @@ void idfx_kill9(idfx *f)
     f->pid = 0;
 }
 
-int idfx_call(idfx *f, const char *key, const char *request_id, const char *verb,
+int svcfx_call(svcfx *f, const char *service, const char *key, const char *request_id,
+               const char *verb,
               const ProtobufCMessage *req, const ProtobufCMessageDescriptor *rdesc,
               ProtobufCMessage **out, char *field, char *msg)
 {
     char subject[128];
-    snprintf(subject, sizeof subject, "%s.identity.%s", f->prefix, verb);
+    snprintf(subject, sizeof subject, "%s.%s.%s", f->prefix, service, verb);
     Cms__V1__Reply *r = cms_test_command(f->nc, subject, key, request_id, req);
     int code = cms_test_reply_code(r);
     if (code != 0) {
@@ -196,7 +197,7 @@ int idfx_call(idfx *f, const char *key, const char *request_id, const char *verb
     return code;
 }
 
-char *idfx_log(const idfx *f)
+char *svcfx_log(const svcfx *f)
 {
     FILE *fp = fopen(f->log_file, "r");
     if (fp == NULL)
@@ -220,7 +221,7 @@ char *idfx_log(const idfx *f)
     return buf;
 }
 
-char *idfx_sql(const idfx *f, const char *sql)
+char *svcfx_sql(const svcfx *f, const char *sql)
 {
     return cms_test_sql(f->db, sql);
 }

@@ -1,4 +1,4 @@
-/* json: the exact text rendered for every field kind of tests/proto (proto3
+/* json: the exact text rendered for every field kind of tests/common/proto (proto3
  * implicit presence, proto2 explicit presence, oneofs, repeated fields, maps,
  * nesting), string escaping and UTF-8 repair, the size and depth caps, the
  * choice of an envelope's body, the checks on JSON text, and randomized

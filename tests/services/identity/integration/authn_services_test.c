@@ -5,7 +5,7 @@
 #include "cms/v1/command.pb-c.h"
 #include "cms/v1/envelope.pb-c.h"
 #include "cms/v1/identity.pb-c.h"
-#include "identity_fixture.h"
+#include "svcfx.h"
 #include "testcmd.h"
 #include "testenv.h"
 
@@ -17,14 +17,14 @@
 #include <sys/wait.h>
 #include <time.h>
 
-static idfx F;
+static svcfx F;
 static pid_t g_svc;
 static int g_port;
 
 static void setup(void)
 {
-    idfx_setup(&F, "authn_test");
-    idfx_start(&F, NULL);
+    svcfx_setup(&F, "authn_test");
+    svcfx_start(&F, "cms-identity", NULL);
     char addr[64];
     g_port = cms_test_free_port();
     snprintf(addr, sizeof addr, "CMS_HTTP_ADDR=127.0.0.1:%d", g_port);
@@ -47,7 +47,7 @@ static void teardown(void)
         waitpid(g_svc, &st, 0);
         g_svc = 0;
     }
-    idfx_teardown(&F);
+    svcfx_teardown(&F);
 }
 
 TestSuite(authn, .init = setup, .fini = teardown, .timeout = 120);
@@ -85,7 +85,7 @@ static Cms__V1__Credential *new_key(const char *identity_id, int64_t ttl_us)
     m.expires_at_us = cms_test_wall_us() + ttl_us;
     Cms__V1__Credential *c = NULL;
     char field[256], msg[256];
-    cr_assert_eq(idfx_call(&F, F.admin_key, NULL, "issue_credential", &m.base,
+    cr_assert_eq(svcfx_call(&F, "identity", F.admin_key, NULL, "issue_credential", &m.base,
                            &cms__v1__credential__descriptor, (ProtobufCMessage **)&c, field, msg),
                  0, "%s", msg);
     return c;
@@ -101,7 +101,7 @@ Test(authn, another_service_refuses_revoked_suspended_and_expired_keys)
     cr_assert_eq(echo_as(other), CMS__V1__ERROR_CODE__PERMISSION_DENIED, "a wrong secret");
 
     char id[37], k1[CMS_APIKEY_LEN + 1];
-    idfx_insert(&F, "svc-user", "user", "active", "{}", 3600, id, k1);
+    svcfx_insert(&F, "svc-user", "user", "active", "{}", 3600, id, k1);
     Cms__V1__Credential *k2 = new_key(id, 3600 * INT64_C(1000000));
     Cms__V1__Credential *k3 = new_key(id, 2000000);
     cr_assert_eq(echo_as(k1), 0);
@@ -112,7 +112,7 @@ Test(authn, another_service_refuses_revoked_suspended_and_expired_keys)
     Cms__V1__RevokeCredential rv = CMS__V1__REVOKE_CREDENTIAL__INIT;
     rv.id = k2->id;
     char field[256], msg[256];
-    cr_assert_eq(idfx_call(&F, F.admin_key, NULL, "revoke_credential", &rv.base,
+    cr_assert_eq(svcfx_call(&F, "identity", F.admin_key, NULL, "revoke_credential", &rv.base,
                            &cms__v1__credential__descriptor, NULL, field, msg),
                  0, "%s", msg);
     refused_within_3s(k2->api_key, "revoked");
@@ -125,7 +125,7 @@ Test(authn, another_service_refuses_revoked_suspended_and_expired_keys)
     Cms__V1__SetIdentityStatus ss = CMS__V1__SET_IDENTITY_STATUS__INIT;
     ss.id = id;
     ss.status = (char *)"suspended";
-    cr_assert_eq(idfx_call(&F, F.admin_key, NULL, "set_status", &ss.base,
+    cr_assert_eq(svcfx_call(&F, "identity", F.admin_key, NULL, "set_status", &ss.base,
                            &cms__v1__identity__descriptor, NULL, field, msg),
                  0, "%s", msg);
     refused_within_3s(k1, "suspended");
@@ -136,12 +136,12 @@ Test(authn, another_service_refuses_revoked_suspended_and_expired_keys)
 Test(authn, without_cms_identity_an_unknown_caller_is_unavailable_not_denied)
 {
     cr_assert_eq(echo_as(F.admin_key), 0);
-    idfx_kill9(&F);
+    svcfx_kill9(&F);
     char id[37], key[CMS_APIKEY_LEN + 1];
-    idfx_insert(&F, "late", "user", "active", "{}", 3600, id, key);
+    svcfx_insert(&F, "late", "user", "active", "{}", 3600, id, key);
     cr_assert_eq(echo_as(key), CMS__V1__ERROR_CODE__UNAVAILABLE,
                  "nobody can say who it is: retry later, not refused");
     cr_assert_eq(echo_as(F.admin_key), 0, "a cached caller is still let in");
-    idfx_start(&F, NULL);
+    svcfx_start(&F, "cms-identity", NULL);
     cr_assert_eq(echo_as(key), 0, "resolved once cms-identity is back");
 }

@@ -1,5 +1,5 @@
 /* cmsctl identity and cmsctl credential, run as a program against a real
- * cms-identity (tests/lib/identity_fixture) on the throwaway PostgreSQL and
+ * cms-identity (tests/lib/svcfx) on the throwaway PostgreSQL and
  * nats-server: create and get (table and --json), list pages with the
  * cursor and --all, status changes with a reason, an API key issued once,
  * usable, listed without its secret, then revoked and refused; the
@@ -25,7 +25,7 @@
 
 #include "cms/v1/command.pb-c.h"
 #include "cms/v1/identity.pb-c.h"
-#include "identity_fixture.h"
+#include "svcfx.h"
 #include "testenv.h"
 #include "testproc.h"
 #include "uuid.h"
@@ -34,7 +34,7 @@
 #define MAX_ARGS 40
 
 static char g_bin[1024];
-static idfx g_f;
+static svcfx g_f;
 
 /* ------------------------------------------------------------------------ */
 /* running cmsctl */
@@ -144,15 +144,15 @@ static void env_init(const char *prefix)
 
 static void setup(void)
 {
-    idfx_setup(&g_f, "cmsctl_identity");
+    svcfx_setup(&g_f, "cmsctl_identity");
     env_init(g_f.prefix);
     use_key(g_f.admin_key);
-    idfx_start(&g_f, NULL);
+    svcfx_start(&g_f, "cms-identity", NULL);
 }
 
 static void teardown(void)
 {
-    idfx_teardown(&g_f);
+    svcfx_teardown(&g_f);
 }
 
 TestSuite(cmsctl_identity, .init = setup, .fini = teardown);
@@ -245,7 +245,7 @@ Test(cmsctl_identity, bad_type_is_invalid_argument_naming_the_field)
                        p->err);
     cms_test_proc_free(p);
     /* and nothing was created */
-    char *n = idfx_sql(&g_f, "SELECT count(*) FROM identities WHERE name = 'robbie'");
+    char *n = svcfx_sql(&g_f, "SELECT count(*) FROM identities WHERE name = 'robbie'");
     cr_assert_str_eq(n, "0");
     free(n);
 
@@ -290,9 +290,9 @@ Test(cmsctl_identity, list_pages_by_cursor_and_all)
     for (int i = 0; i < 5; i++) {
         char name[32];
         snprintf(name, sizeof name, "robot-%d", i);
-        idfx_insert(&g_f, name, "enclave", "active", "{}", 3600, made[i], key);
+        svcfx_insert(&g_f, name, "enclave", "active", "{}", 3600, made[i], key);
     }
-    char *total = idfx_sql(&g_f, "SELECT count(*) FROM identities WHERE type = 'enclave'");
+    char *total = svcfx_sql(&g_f, "SELECT count(*) FROM identities WHERE type = 'enclave'");
     cr_assert_str_eq(total, "5", "only the test's enclaves");
     free(total);
 
@@ -371,7 +371,7 @@ Test(cmsctl_identity, suspend_then_activate_with_reason)
     cr_assert_str_eq(st, "suspended");
     free(st);
     cms_test_proc_free(p);
-    char *db = idfx_sql(&g_f, "SELECT status FROM identities WHERE name = 'bob'");
+    char *db = svcfx_sql(&g_f, "SELECT status FROM identities WHERE name = 'bob'");
     cr_assert_str_eq(db, "suspended");
     free(db);
 
@@ -383,7 +383,7 @@ Test(cmsctl_identity, suspend_then_activate_with_reason)
     cr_assert_str_eq(jget_str(o, "status"), "active");
     json_decref(o);
     cms_test_proc_free(p);
-    db = idfx_sql(&g_f, "SELECT status FROM identities WHERE name = 'bob'");
+    db = svcfx_sql(&g_f, "SELECT status FROM identities WHERE name = 'bob'");
     cr_assert_str_eq(db, "active");
     free(db);
 
@@ -428,7 +428,7 @@ Test(cmsctl_identity, api_key_issued_once_usable_listed_without_secret_revoked_r
     /* and the service kept only a hash */
     char q[256];
     snprintf(q, sizeof q, "SELECT value FROM credentials WHERE id = '%s'", cid);
-    char *stored = idfx_sql(&g_f, q);
+    char *stored = svcfx_sql(&g_f, q);
     cr_assert_eq(strncmp(stored, "b2:", 3), 0, "%s", stored);
     free(stored);
 

@@ -1,4 +1,4 @@
-/* Assertions for the plain test programs of tests/tsan/: Criterion cannot run
+/* Assertions for the plain test programs of tests/common/tsan/: Criterion cannot run
  * under ThreadSanitizer (its shared arena collides with TSan's address
  * space), so these programs report through their exit status instead. */
 #ifndef CMS_TSAN_CHECK_H

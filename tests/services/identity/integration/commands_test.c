@@ -5,7 +5,7 @@
 #include "cms/v1/command.pb-c.h"
 #include "cms/v1/envelope.pb-c.h"
 #include "cms/v1/identity.pb-c.h"
-#include "identity_fixture.h"
+#include "svcfx.h"
 #include "testenv.h"
 
 #include <criterion/criterion.h>
@@ -21,23 +21,23 @@
 #define PRECONDITION CMS__V1__ERROR_CODE__FAILED_PRECONDITION
 #define DENIED CMS__V1__ERROR_CODE__PERMISSION_DENIED
 
-static idfx F;
+static svcfx F;
 static char g_field[256], g_msg[256];
 
 #define MEASUREMENT "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
 
 static void setup(void)
 {
-    idfx_setup(&F, "identity_test");
+    svcfx_setup(&F, "identity_test");
     static char meas[160];
     snprintf(meas, sizeof meas, "CMS_ENCLAVE_MEASUREMENTS=%s", MEASUREMENT);
     const char *set[] = {meas, "CMS_AUTH_CACHE_MS=2000", NULL};
-    idfx_start(&F, set);
+    svcfx_start(&F, "cms-identity", set);
 }
 
 static void teardown(void)
 {
-    idfx_teardown(&F);
+    svcfx_teardown(&F);
 }
 
 TestSuite(identity, .init = setup, .fini = teardown, .timeout = 120);
@@ -49,7 +49,7 @@ static int create(const char *key, const char *name, const char *type, const cha
     m.name = (char *)name;
     m.type = (char *)type;
     m.metadata_json = (char *)(metadata ? metadata : "");
-    return idfx_call(&F, key, NULL, "create", &m.base, &cms__v1__identity__descriptor,
+    return svcfx_call(&F, "identity", key, NULL, "create", &m.base, &cms__v1__identity__descriptor,
                      (ProtobufCMessage **)out, g_field, g_msg);
 }
 
@@ -68,7 +68,7 @@ static int issue(const char *key, const char *identity_id, const char *type, int
     m.identity_id = (char *)identity_id;
     m.type = (char *)type;
     m.expires_at_us = expires_at_us;
-    return idfx_call(&F, key, request_id, "issue_credential", &m.base,
+    return svcfx_call(&F, "identity", key, request_id, "issue_credential", &m.base,
                      &cms__v1__credential__descriptor, (ProtobufCMessage **)out, g_field, g_msg);
 }
 
@@ -85,7 +85,7 @@ static int authenticate(const char *key, Cms__V1__Principal **out)
 {
     Cms__V1__Authenticate m = CMS__V1__AUTHENTICATE__INIT;
     m.api_key = (char *)key;
-    return idfx_call(&F, NULL, NULL, "authenticate", &m.base, &cms__v1__principal__descriptor,
+    return svcfx_call(&F, "identity", NULL, NULL, "authenticate", &m.base, &cms__v1__principal__descriptor,
                      (ProtobufCMessage **)out, g_field, g_msg);
 }
 
@@ -96,7 +96,7 @@ static int set_status(const char *key, const char *id, const char *status, const
     m.status = (char *)status;
     m.reason = (char *)reason;
     Cms__V1__Identity *out = NULL;
-    int code = idfx_call(&F, key, NULL, "set_status", &m.base, &cms__v1__identity__descriptor,
+    int code = svcfx_call(&F, "identity", key, NULL, "set_status", &m.base, &cms__v1__identity__descriptor,
                          (ProtobufCMessage **)&out, g_field, g_msg);
     if (out) {
         cr_assert_str_eq(out->status, status);
@@ -111,7 +111,7 @@ static int get_as(const char *key, const char *name)
     Cms__V1__GetIdentity m = CMS__V1__GET_IDENTITY__INIT;
     m.name = (char *)name;
     Cms__V1__Identity *out = NULL;
-    int code = idfx_call(&F, key, NULL, "get", &m.base, &cms__v1__identity__descriptor,
+    int code = svcfx_call(&F, "identity", key, NULL, "get", &m.base, &cms__v1__identity__descriptor,
                          (ProtobufCMessage **)&out, g_field, g_msg);
     if (out)
         cms__v1__identity__free_unpacked(out, NULL);
@@ -122,7 +122,7 @@ static int get_as(const char *key, const char *name)
  * relay), decoded; fails the test after 10 s. */
 static Cms__V1__Envelope *wait_event(const char *type, const char *resource_id)
 {
-    Cms__V1__Envelope *e = idfx_wait_event(&F, type, resource_id, 10000);
+    Cms__V1__Envelope *e = svcfx_wait_event(&F, type, resource_id, 10000);
     cr_assert_not_null(e, "no %s event for %s within 10 s", type, resource_id);
     return e;
 }
@@ -157,7 +157,7 @@ Test(identity, create_get_list_and_their_errors)
     Cms__V1__GetIdentity g = CMS__V1__GET_IDENTITY__INIT;
     g.id = a->id;
     Cms__V1__Identity *got = NULL;
-    cr_assert_eq(idfx_call(&F, F.admin_key, NULL, "get", &g.base, &cms__v1__identity__descriptor,
+    cr_assert_eq(svcfx_call(&F, "identity", F.admin_key, NULL, "get", &g.base, &cms__v1__identity__descriptor,
                            (ProtobufCMessage **)&got, g_field, g_msg),
                  OK);
     cr_assert_str_eq(got->name, "alice");
@@ -166,7 +166,7 @@ Test(identity, create_get_list_and_their_errors)
     cr_assert_eq(get_as(F.admin_key, "nobody"), NOT_FOUND);
 
     /* bad input: the field is named, nothing is written */
-    char *before = idfx_sql(&F, "SELECT count(*) FROM identities");
+    char *before = svcfx_sql(&F, "SELECT count(*) FROM identities");
     cr_assert_eq(create(F.admin_key, "alice", "user", NULL, NULL), EXISTS);
     cr_assert_str_eq(g_field, "name");
     cr_assert_eq(create(F.admin_key, "bob", "robot", NULL, NULL), INVALID);
@@ -191,11 +191,11 @@ Test(identity, create_get_list_and_their_errors)
     free(big);
     cr_assert_eq(create(F.admin_key, "bob", "user", "{\"roles\": \"admin\"}", NULL), INVALID);
     g.id = (char *)"not-a-uuid";
-    cr_assert_eq(idfx_call(&F, F.admin_key, NULL, "get", &g.base, &cms__v1__identity__descriptor,
+    cr_assert_eq(svcfx_call(&F, "identity", F.admin_key, NULL, "get", &g.base, &cms__v1__identity__descriptor,
                            NULL, g_field, g_msg),
                  INVALID);
     cr_assert_str_eq(g_field, "id");
-    char *after = idfx_sql(&F, "SELECT count(*) FROM identities");
+    char *after = svcfx_sql(&F, "SELECT count(*) FROM identities");
     cr_assert_str_eq(before, after, "no half-written identity");
     free(before);
     free(after);
@@ -204,7 +204,7 @@ Test(identity, create_get_list_and_their_errors)
     cr_assert_eq(create(NULL, "carol", "user", NULL, NULL), DENIED);
     cr_assert_eq(create("cms_garbage", "carol", "user", NULL, NULL), DENIED);
     char uid[37], ukey[CMS_APIKEY_LEN + 1];
-    idfx_insert(&F, "plain", "user", "active", "{}", 3600, uid, ukey);
+    svcfx_insert(&F, "plain", "user", "active", "{}", 3600, uid, ukey);
     cr_assert_eq(create(ukey, "carol", "user", NULL, NULL), DENIED);
     cr_assert_eq(get_as(ukey, "alice"), OK, "any identity may read");
 
@@ -222,7 +222,7 @@ Test(identity, create_get_list_and_their_errors)
     do {
         l.after = after_id;
         Cms__V1__IdentityPage *p = NULL;
-        cr_assert_eq(idfx_call(&F, F.admin_key, NULL, "list", &l.base,
+        cr_assert_eq(svcfx_call(&F, "identity", F.admin_key, NULL, "list", &l.base,
                                &cms__v1__identity_page__descriptor, (ProtobufCMessage **)&p,
                                g_field, g_msg),
                      OK);
@@ -236,13 +236,13 @@ Test(identity, create_get_list_and_their_errors)
     cr_assert_eq(seen, 8, "7 machines and the system identity, once each");
     cr_assert_eq(pages, 3);
     l.limit = 5000;
-    cr_assert_eq(idfx_call(&F, F.admin_key, NULL, "list", &l.base,
+    cr_assert_eq(svcfx_call(&F, "identity", F.admin_key, NULL, "list", &l.base,
                            &cms__v1__identity_page__descriptor, NULL, g_field, g_msg),
                  INVALID);
     cr_assert_str_eq(g_field, "limit");
     l.limit = 0;
     l.status = (char *)"sleeping";
-    cr_assert_eq(idfx_call(&F, F.admin_key, NULL, "list", &l.base,
+    cr_assert_eq(svcfx_call(&F, "identity", F.admin_key, NULL, "list", &l.base,
                            &cms__v1__identity_page__descriptor, NULL, g_field, g_msg),
                  INVALID);
     cr_assert_str_eq(g_field, "status");
@@ -277,7 +277,7 @@ Test(identity, api_key_lifecycle_and_the_secret_never_leaks)
     Cms__V1__ListCredentials lc = CMS__V1__LIST_CREDENTIALS__INIT;
     lc.identity_id = m->id;
     Cms__V1__CredentialList *list = NULL;
-    cr_assert_eq(idfx_call(&F, key, NULL, "list_credentials", &lc.base,
+    cr_assert_eq(svcfx_call(&F, "identity", key, NULL, "list_credentials", &lc.base,
                            &cms__v1__credential_list__descriptor, (ProtobufCMessage **)&list,
                            g_field, g_msg),
                  OK);
@@ -285,7 +285,7 @@ Test(identity, api_key_lifecycle_and_the_secret_never_leaks)
     cr_assert_str_eq(list->credentials[0]->api_key, "", "never a secret in a list");
     cms__v1__credential_list__free_unpacked(list, NULL);
     lc.identity_id = F.admin_id;
-    cr_assert_eq(idfx_call(&F, key, NULL, "list_credentials", &lc.base,
+    cr_assert_eq(svcfx_call(&F, "identity", key, NULL, "list_credentials", &lc.base,
                            &cms__v1__credential_list__descriptor, NULL, g_field, g_msg),
                  DENIED);
     Cms__V1__Credential *own = NULL;
@@ -313,14 +313,14 @@ Test(identity, api_key_lifecycle_and_the_secret_never_leaks)
     rv.id = c->id;
     rv.reason = (char *)"leaked";
     Cms__V1__Credential *r = NULL;
-    cr_assert_eq(idfx_call(&F, F.admin_key, NULL, "revoke_credential", &rv.base,
+    cr_assert_eq(svcfx_call(&F, "identity", F.admin_key, NULL, "revoke_credential", &rv.base,
                            &cms__v1__credential__descriptor, (ProtobufCMessage **)&r, g_field,
                            g_msg),
                  OK, "%s", g_msg);
     cr_assert_gt(r->revoked_at_us, 0);
     cms__v1__credential__free_unpacked(r, NULL);
     assert_refused_within_bound(key, "revoked");
-    cr_assert_eq(idfx_call(&F, F.admin_key, NULL, "revoke_credential", &rv.base,
+    cr_assert_eq(svcfx_call(&F, "identity", F.admin_key, NULL, "revoke_credential", &rv.base,
                            &cms__v1__credential__descriptor, NULL, g_field, g_msg),
                  PRECONDITION, "revoked once");
     /* in commit order: issued, then revoked */
@@ -346,7 +346,7 @@ Test(identity, api_key_lifecycle_and_the_secret_never_leaks)
         am.api_key = (char *)"x";
         Cms__V1__Principal *pp = NULL;
         int code =
-            idfx_call(&F, NULL, stolen_rid, "authenticate", &am.base,
+            svcfx_call(&F, "identity", NULL, stolen_rid, "authenticate", &am.base,
                       &cms__v1__principal__descriptor, (ProtobufCMessage **)&pp, g_field, g_msg);
         cr_assert_eq(code, DENIED, "the key x is refused; no stored reply is returned");
     }
@@ -361,14 +361,14 @@ Test(identity, api_key_lifecycle_and_the_secret_never_leaks)
              "SELECT encode(reply, 'hex') FROM command_replies) x "
              "WHERE position('%s' in t) > 0",
              secret);
-    char *hits = idfx_sql(&F, q);
+    char *hits = svcfx_sql(&F, q);
     cr_assert_str_eq(hits, "0", "the secret is stored nowhere");
     free(hits);
     snprintf(q, sizeof q, "SELECT count(*) FROM command_replies");
-    hits = idfx_sql(&F, q);
+    hits = svcfx_sql(&F, q);
     cr_assert_str_neq(hits, "0", "the request_id reply was stored (sealed)");
     free(hits);
-    char *log = idfx_log(&F);
+    char *log = svcfx_log(&F);
     cr_assert_null(strstr(log, secret), "the secret is not in the log");
     free(log);
     cms__v1__credential__free_unpacked(c, NULL);
@@ -410,7 +410,7 @@ Test(identity, suspension_and_expiry_refuse_keys_and_expiry_is_announced)
     char q[256];
     snprintf(q, sizeof q, "SELECT expired_at IS NOT NULL FROM credentials WHERE id = '%s'",
              short_lived->id);
-    char *v = idfx_sql(&F, q);
+    char *v = svcfx_sql(&F, q);
     cr_assert_str_eq(v, "t");
     free(v);
     cms__v1__credential__free_unpacked(short_lived, NULL);
@@ -422,7 +422,7 @@ Test(identity, the_expiry_timer_fires_after_a_restart)
 {
     Cms__V1__Identity *m = must_create("sleeper", "machine", NULL);
     Cms__V1__Credential *c = must_issue_key(m->id, 1000000);
-    cr_assert_eq(idfx_stop(&F), 0, "a clean drain");
+    cr_assert_eq(svcfx_stop(&F), 0, "a clean drain");
     /* due while no process runs */
     char q[256];
     snprintf(q, sizeof q,
@@ -431,14 +431,14 @@ Test(identity, the_expiry_timer_fires_after_a_restart)
              c->id);
     double t0 = cms_test_now_ms();
     char *v;
-    while (strcmp((v = idfx_sql(&F, q)), "1") != 0) {
+    while (strcmp((v = svcfx_sql(&F, q)), "1") != 0) {
         free(v);
         cr_assert_lt(cms_test_now_ms() - t0, 5000);
         cms_test_pause_ms(50);
     }
     free(v);
     const char *set[] = {NULL};
-    idfx_start(&F, set);
+    svcfx_start(&F, "cms-identity", set);
     Cms__V1__Envelope *e = wait_event("credential.expired", c->id);
     cr_assert_str_eq(e->credential_expired->identity_id, m->id);
     cms__v1__envelope__free_unpacked(e, NULL);
@@ -458,18 +458,18 @@ Test(identity, enclaves_become_active_by_attestation_only)
     m.expires_at_us = cms_test_wall_us() + 86400 * INT64_C(1000000);
     m.measurement = (char *)"00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
     m.signer = (char *)"intel";
-    cr_assert_eq(idfx_call(&F, F.admin_key, NULL, "issue_credential", &m.base,
+    cr_assert_eq(svcfx_call(&F, "identity", F.admin_key, NULL, "issue_credential", &m.base,
                            &cms__v1__credential__descriptor, NULL, g_field, g_msg),
                  PRECONDITION, "not on the allowlist");
     cr_assert_str_eq(g_field, "measurement");
     m.measurement = (char *)"xyz";
-    cr_assert_eq(idfx_call(&F, F.admin_key, NULL, "issue_credential", &m.base,
+    cr_assert_eq(svcfx_call(&F, "identity", F.admin_key, NULL, "issue_credential", &m.base,
                            &cms__v1__credential__descriptor, NULL, g_field, g_msg),
                  INVALID);
     cr_assert_str_eq(g_field, "measurement");
     m.measurement = (char *)MEASUREMENT;
     Cms__V1__Credential *att = NULL;
-    cr_assert_eq(idfx_call(&F, F.admin_key, NULL, "issue_credential", &m.base,
+    cr_assert_eq(svcfx_call(&F, "identity", F.admin_key, NULL, "issue_credential", &m.base,
                            &cms__v1__credential__descriptor, (ProtobufCMessage **)&att, g_field,
                            g_msg),
                  OK, "%s", g_msg);
@@ -480,22 +480,22 @@ Test(identity, enclaves_become_active_by_attestation_only)
     cr_assert_eq(get_as(F.admin_key, "enclave-1"), OK);
     char q[256];
     snprintf(q, sizeof q, "SELECT status FROM identities WHERE id = '%s'", enc->id);
-    char *v = idfx_sql(&F, q);
+    char *v = svcfx_sql(&F, q);
     cr_assert_str_eq(v, "active");
     free(v);
     /* attestations are for enclaves only */
     Cms__V1__Identity *u = must_create("human", "user", NULL);
     m.identity_id = u->id;
-    cr_assert_eq(idfx_call(&F, F.admin_key, NULL, "issue_credential", &m.base,
+    cr_assert_eq(svcfx_call(&F, "identity", F.admin_key, NULL, "issue_credential", &m.base,
                            &cms__v1__credential__descriptor, NULL, g_field, g_msg),
                  PRECONDITION);
     /* revoking the only attestation makes the enclave inactive again */
     Cms__V1__RevokeCredential rv = CMS__V1__REVOKE_CREDENTIAL__INIT;
     rv.id = att->id;
-    cr_assert_eq(idfx_call(&F, F.admin_key, NULL, "revoke_credential", &rv.base,
+    cr_assert_eq(svcfx_call(&F, "identity", F.admin_key, NULL, "revoke_credential", &rv.base,
                            &cms__v1__credential__descriptor, NULL, g_field, g_msg),
                  OK);
-    v = idfx_sql(&F, q);
+    v = svcfx_sql(&F, q);
     cr_assert_str_eq(v, "inactive");
     free(v);
 
@@ -505,18 +505,18 @@ Test(identity, enclaves_become_active_by_attestation_only)
     pk.type = (char *)"public_key";
     pk.expires_at_us = cms_test_wall_us() + 86400 * INT64_C(1000000);
     pk.public_key = (char *)"not base64!";
-    cr_assert_eq(idfx_call(&F, F.admin_key, NULL, "issue_credential", &pk.base,
+    cr_assert_eq(svcfx_call(&F, "identity", F.admin_key, NULL, "issue_credential", &pk.base,
                            &cms__v1__credential__descriptor, NULL, g_field, g_msg),
                  INVALID);
     cr_assert_str_eq(g_field, "public_key");
     pk.public_key = (char *)"AAAA";
-    cr_assert_eq(idfx_call(&F, F.admin_key, NULL, "issue_credential", &pk.base,
+    cr_assert_eq(svcfx_call(&F, "identity", F.admin_key, NULL, "issue_credential", &pk.base,
                            &cms__v1__credential__descriptor, NULL, g_field, g_msg),
                  INVALID);
     /* the Ed25519 base point, a valid public key */
     pk.public_key = (char *)"WGZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmY=";
     Cms__V1__Credential *pc = NULL;
-    cr_assert_eq(idfx_call(&F, F.admin_key, NULL, "issue_credential", &pk.base,
+    cr_assert_eq(svcfx_call(&F, "identity", F.admin_key, NULL, "issue_credential", &pk.base,
                            &cms__v1__credential__descriptor, (ProtobufCMessage **)&pc, g_field,
                            g_msg),
                  OK, "%s: %s", g_field, g_msg);
@@ -571,7 +571,7 @@ Test(identity, racing_creates_of_one_name_exactly_one_wins)
     }
     cr_assert_eq(ok, 1, "exactly one create wins");
     cr_assert_eq(exists, N - 1, "every other one is told the name exists");
-    char *n = idfx_sql(&F, "SELECT count(*) FROM identities WHERE name = 'contested'");
+    char *n = svcfx_sql(&F, "SELECT count(*) FROM identities WHERE name = 'contested'");
     cr_assert_str_eq(n, "1");
     free(n);
     natsSubscription_Destroy(sub);
@@ -584,35 +584,35 @@ Test(identity, credential_and_status_errors_name_what_is_wrong)
     Cms__V1__Identity *m = must_create("owner", "machine", NULL);
     Cms__V1__Credential *c = must_issue_key(m->id, 3600 * INT64_C(1000000));
     char oid[37], okey[CMS_APIKEY_LEN + 1];
-    idfx_insert(&F, "stranger", "user", "active", "{}", 3600, oid, okey);
+    svcfx_insert(&F, "stranger", "user", "active", "{}", 3600, oid, okey);
 
     Cms__V1__RevokeCredential rv = CMS__V1__REVOKE_CREDENTIAL__INIT;
     rv.id = (char *)missing;
-    cr_assert_eq(idfx_call(&F, F.admin_key, NULL, "revoke_credential", &rv.base,
+    cr_assert_eq(svcfx_call(&F, "identity", F.admin_key, NULL, "revoke_credential", &rv.base,
                            &cms__v1__credential__descriptor, NULL, g_field, g_msg),
                  NOT_FOUND);
     rv.id = (char *)"1234";
-    cr_assert_eq(idfx_call(&F, F.admin_key, NULL, "revoke_credential", &rv.base,
+    cr_assert_eq(svcfx_call(&F, "identity", F.admin_key, NULL, "revoke_credential", &rv.base,
                            &cms__v1__credential__descriptor, NULL, g_field, g_msg),
                  INVALID);
     cr_assert_str_eq(g_field, "id");
     rv.id = c->id;
-    cr_assert_eq(idfx_call(&F, okey, NULL, "revoke_credential", &rv.base,
+    cr_assert_eq(svcfx_call(&F, "identity", okey, NULL, "revoke_credential", &rv.base,
                            &cms__v1__credential__descriptor, NULL, g_field, g_msg),
                  DENIED, "not the stranger's to revoke");
     cr_assert_eq(get_as(c->api_key, "owner"), OK, "and it still works");
     /* the owner revokes its own */
-    cr_assert_eq(idfx_call(&F, c->api_key, NULL, "revoke_credential", &rv.base,
+    cr_assert_eq(svcfx_call(&F, "identity", c->api_key, NULL, "revoke_credential", &rv.base,
                            &cms__v1__credential__descriptor, NULL, g_field, g_msg),
                  OK, "%s", g_msg);
 
     Cms__V1__ListCredentials lc = CMS__V1__LIST_CREDENTIALS__INIT;
     lc.identity_id = (char *)missing;
-    cr_assert_eq(idfx_call(&F, F.admin_key, NULL, "list_credentials", &lc.base,
+    cr_assert_eq(svcfx_call(&F, "identity", F.admin_key, NULL, "list_credentials", &lc.base,
                            &cms__v1__credential_list__descriptor, NULL, g_field, g_msg),
                  NOT_FOUND);
     lc.identity_id = (char *)"";
-    cr_assert_eq(idfx_call(&F, F.admin_key, NULL, "list_credentials", &lc.base,
+    cr_assert_eq(svcfx_call(&F, "identity", F.admin_key, NULL, "list_credentials", &lc.base,
                            &cms__v1__credential_list__descriptor, NULL, g_field, g_msg),
                  INVALID);
     cr_assert_str_eq(g_field, "identity_id");
@@ -629,7 +629,7 @@ Test(identity, credential_and_status_errors_name_what_is_wrong)
     /* the request body itself: not the verb's message, an unknown verb */
     Cms__V1__Authenticate junk = CMS__V1__AUTHENTICATE__INIT;
     junk.api_key = (char *)"\x01\x02";
-    cr_assert_eq(idfx_call(&F, F.admin_key, NULL, "fly", &junk.base, &cms__v1__identity__descriptor,
+    cr_assert_eq(svcfx_call(&F, "identity", F.admin_key, NULL, "fly", &junk.base, &cms__v1__identity__descriptor,
                            NULL, g_field, g_msg),
                  INVALID);
     cr_assert_str_eq(g_field, "verb");

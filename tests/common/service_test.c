@@ -1,4 +1,4 @@
-/* A whole service process on the runtime (tests/svc/testsvc.c): it becomes
+/* A whole service process on the runtime (tests/common/testsvc.c): it becomes
  * ready only with a migrated database, NATS and its streams; serves its
  * probes and metrics; answers commands; records events through the outbox;
  * and drains and exits 0 on SIGTERM. */
