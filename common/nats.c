@@ -34,6 +34,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "backoff.h"
 #include "log.h"
 #include "metrics.h"
 
@@ -306,18 +307,6 @@ static cms_nats_err err_from_status(natsStatus s)
 static char *dupstr(const char *s)
 {
     return s == NULL ? NULL : strdup(s);
-}
-
-static int64_t backoff_next(int64_t cur)
-{
-    int64_t next = cur * 2;
-    return next > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : next;
-}
-
-/* cur plus up to 50% jitter, so replicas do not retry in step. */
-static int64_t backoff_jittered(int64_t cur)
-{
-    return cur + (int64_t)(uv_hrtime() % (uint64_t)(cur / 2 + 1));
 }
 
 /* Timed wait on cond (mu held) until deadline_ns (uv_hrtime clock). Returns
@@ -891,7 +880,8 @@ static op *writer_take(cms_nats *n, bool *close_requested)
 static natsConnection *writer_connect(cms_nats *n)
 {
     natsConnection *nc = NULL;
-    int64_t backoff = BACKOFF_MIN_MS * 10;
+    cms_backoff b;
+    cms_backoff_init(&b, BACKOFF_MIN_MS * 10, BACKOFF_MAX_MS);
     for (;;) {
         natsStatus st = natsConnection_Connect(&nc, n->opts);
         if (st == NATS_OK || st == NATS_NOT_YET_CONNECTED) {
@@ -907,17 +897,17 @@ static natsConnection *writer_connect(cms_nats *n)
             }
             return nc;
         }
+        uint64_t delay = cms_backoff_next(&b);
         cms_log_error("nats: cannot connect", "{s:s, s:s, s:I}", "url", n->url, "error",
-                      natsStatus_GetText(st), "retry_ms", (json_int_t)backoff);
+                      natsStatus_GetText(st), "retry_ms", (json_int_t)delay);
         uv_mutex_lock(&n->wmu);
-        uint64_t deadline = uv_hrtime() + (uint64_t)backoff_jittered(backoff) * NS_PER_MS;
+        uint64_t deadline = uv_hrtime() + delay * NS_PER_MS;
         while (!n->wclose_requested && wait_until(&n->wcond, &n->wmu, deadline)) {
         }
         bool stop = n->wclose_requested;
         uv_mutex_unlock(&n->wmu);
         if (stop)
             return NULL;
-        backoff = backoff_next(backoff);
     }
 }
 
@@ -1195,7 +1185,8 @@ static void prov_main(void *arg)
     cms_nats *n = p->n;
     cms_nats_err result = CMS_NATS_ECLOSED;
     jsCtx *js = wait_ready(n, NULL);
-    int64_t backoff = BACKOFF_MIN_MS;
+    cms_backoff b;
+    cms_backoff_init(&b, BACKOFF_MIN_MS, BACKOFF_MAX_MS);
     while (js != NULL && !hub_closing(n)) {
         bool ok = true;
         for (size_t i = 0; i < p->count && ok; i++)
@@ -1204,12 +1195,12 @@ static void prov_main(void *arg)
             result = CMS_NATS_OK;
             break;
         }
+        uint64_t delay = cms_backoff_next(&b);
         uv_mutex_lock(&n->mu);
-        uint64_t deadline = uv_hrtime() + (uint64_t)backoff_jittered(backoff) * NS_PER_MS;
+        uint64_t deadline = uv_hrtime() + delay * NS_PER_MS;
         while (!n->closing && wait_until(&n->cond, &n->mu, deadline)) {
         }
         uv_mutex_unlock(&n->mu);
-        backoff = backoff_next(backoff);
     }
     p->result = result;
     p->ev.kind = EV_PROVISIONED;
@@ -1485,17 +1476,17 @@ static void consumer_main(void *arg)
     cms_nats_consumer *c = arg;
     natsConnection *nc = NULL;
     jsCtx *js = wait_ready(c->n, &nc);
-    int64_t backoff = BACKOFF_MIN_MS;
+    cms_backoff b;
+    cms_backoff_init(&b, BACKOFF_MIN_MS, BACKOFF_MAX_MS);
     int errors = 0;
     while (js != NULL) {
         if (c->ns == NULL) {
             if (consumer_bind(c, nc, js) != NATS_OK) {
-                if (!consumer_pause_for(c, backoff_jittered(backoff)))
+                if (!consumer_pause_for(c, (int64_t)cms_backoff_next(&b)))
                     break;
-                backoff = backoff_next(backoff);
                 continue;
             }
-            backoff = BACKOFF_MIN_MS;
+            cms_backoff_reset(&b);
             errors = 0;
         }
         uv_mutex_lock(&c->mu);
@@ -1530,9 +1521,8 @@ static void consumer_main(void *arg)
             c->req_left = 0;
             if (++errors >= REBIND_AFTER_ERRORS)
                 consumer_unbind(c);
-            if (!consumer_pause_for(c, backoff_jittered(backoff)))
+            if (!consumer_pause_for(c, (int64_t)cms_backoff_next(&b)))
                 break;
-            backoff = backoff_next(backoff);
             continue;
         }
         bool rebind = false;
@@ -1543,7 +1533,7 @@ static void consumer_main(void *arg)
             continue;
         }
         errors = 0;
-        backoff = BACKOFF_MIN_MS;
+        cms_backoff_reset(&b);
         if (c->req_left > 0)
             c->req_left--;
         consumer_deliver(c, nm);

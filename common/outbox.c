@@ -6,12 +6,12 @@
  * in the same job. Only one job of the relay is ever in flight. */
 #include "outbox.h"
 
+#include "backoff.h"
 #include "log.h"
 #include "metrics.h"
 #include "uuid.h"
 
 #include <endian.h>
-#include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -84,7 +84,7 @@ struct cms_outbox {
     row *rows;
     pub_ctx *ctx;
     size_t nrows, next, inflight;
-    int failures;
+    cms_backoff backoff; /* failures in a row */
     uv_timer_t timer;
     uint64_t published;
     void (*closed)(void *arg);
@@ -192,20 +192,13 @@ static void backoff(cms_outbox *ob)
         finish_close(ob);
         return;
     }
-    uint64_t d = BACKOFF_MIN_MS;
-    for (int i = 1; i < ob->failures && d < (uint64_t)ob->o.backoff_max_ms; i++)
-        d *= 2;
-    if (d > (uint64_t)ob->o.backoff_max_ms)
-        d = (uint64_t)ob->o.backoff_max_ms;
     set_state(ob, RELAY_BACKOFF);
-    uv_timer_start(&ob->timer, timer_fired, d / 2 + randombytes_uniform((uint32_t)(d / 2 + 1)), 0);
+    uv_timer_start(&ob->timer, timer_fired, cms_backoff_next(&ob->backoff), 0);
 }
 
-/* A failure: counted (the delay doubles with each in a row), then backoff. */
+/* A failure: the delay doubles with each in a row. */
 static void failed_backoff(cms_outbox *ob)
 {
-    if (ob->failures < 30)
-        ob->failures++;
     backoff(ob);
 }
 
@@ -415,13 +408,10 @@ static void publish_more(cms_outbox *ob)
         uv_timer_start(&ob->timer, publish_retry, 5, 0);
         return;
     }
-    if (ob->failed) {
-        if (ob->failures < 30)
-            ob->failures++;
+    if (ob->failed)
         ob->hold = true; /* the rows read next wait out a backoff */
-    } else {
-        ob->failures = 0;
-    }
+    else
+        cms_backoff_reset(&ob->backoff);
     read_batch(ob);
 }
 
@@ -464,6 +454,7 @@ int cms_outbox_create(uv_loop_t *loop, cms_pg *pg, cms_nats *nats, const cms_out
     cms_uuid_v7(&holder);
     cms_uuid_format(&holder, ob->holder);
     ob->lease_ms = 10 * ob->o.poll_ms < 10000 ? 10000 : 10 * ob->o.poll_ms;
+    cms_backoff_init(&ob->backoff, BACKOFF_MIN_MS, (uint64_t)ob->o.backoff_max_ms);
     uv_timer_init(loop, &ob->timer);
     ob->timer.data = ob;
     cms_metrics *m = cms_metrics_default();

@@ -9,6 +9,7 @@
  *   its own close callback, so it may outlive the PGconn it watched. */
 #include "pg.h"
 
+#include "backoff.h"
 #include "log.h"
 #include "metrics.h"
 
@@ -104,7 +105,7 @@ struct conn {
     int sock;
     bool flushing; /* PQflush returned 1: wait for writability */
     uv_timer_t timer;
-    int attempt;
+    cms_backoff backoff; /* reconnects */
     unsigned char *prep; /* prep_state per registered statement */
     size_t prep_cap;
     job_fifo inflight;
@@ -557,7 +558,7 @@ static void conn_job_done(conn *c, cms_pg_job *j)
             conn_fail(c, "setup");
             return;
         }
-        c->attempt = 0;
+        cms_backoff_reset(&c->backoff);
         cms_pg_job_free(j);
         conn_set_state(c, CONN_READY);
         cms_log_info("pg connected", "{s:i, s:s, s:s}", "conn", c->id, "host",
@@ -718,17 +719,6 @@ static void conn_start(conn *c)
         conn_fail(c, "poll");
 }
 
-static uint64_t backoff_delay(const cms_pg *pg, int attempt)
-{
-    uint64_t d = (uint64_t)pg->o.backoff_min_ms;
-    for (int i = 0; i < attempt && d < (uint64_t)pg->o.backoff_max_ms; i++)
-        d *= 2;
-    if (d > (uint64_t)pg->o.backoff_max_ms)
-        d = (uint64_t)pg->o.backoff_max_ms;
-    /* jitter: anywhere in [d/2, d], so replicas do not reconnect in step */
-    return d / 2 + randombytes_uniform((uint32_t)(d / 2 + 1));
-}
-
 /* Tears a connection down and decides what becomes of its jobs: idempotent
  * ones go back to the front of the queue, in order; the others fail with
  * CMS_PG_ECONN because their transaction may or may not have committed. */
@@ -740,9 +730,10 @@ static void conn_fail(conn *c, const char *why)
     bool was_up = c->state == CONN_READY || c->state == CONN_SETUP;
     const char *detail = c->pq ? PQerrorMessage(c->pq) : "";
     /* a server that stays down would flood the log: warn on attempts 0, 1, 2, 4, 8, ... */
-    bool loud = (c->attempt & (c->attempt - 1)) == 0;
+    unsigned attempt = c->backoff.failures;
+    bool loud = (attempt & (attempt - 1)) == 0;
     cms_log(loud ? CMS_LOG_WARN : CMS_LOG_DEBUG, "pg connection failed", "{s:i, s:s, s:s, s:i}",
-            "conn", c->id, "reason", why, "error", detail ? detail : "", "attempt", c->attempt);
+            "conn", c->id, "reason", why, "error", detail ? detail : "", "attempt", (int)attempt);
     poll_detach(c);
     PQfinish(c->pq);
     c->pq = NULL;
@@ -772,9 +763,7 @@ static void conn_fail(conn *c, const char *why)
 
     if (was_up && pg->m_reconnects)
         cms_counter_add(pg->m_reconnects, 1);
-    uint64_t delay = backoff_delay(pg, c->attempt);
-    if (c->attempt < 30)
-        c->attempt++;
+    uint64_t delay = cms_backoff_next(&c->backoff);
     uv_timer_start(&c->timer, backoff_fired, was_up ? 0 : delay, 0);
 
     while ((j = fifo_pop(&fail)) != NULL)
@@ -1029,6 +1018,8 @@ int cms_pg_create(uv_loop_t *loop, const cms_pg_options *opts, cms_pg **out)
         c->id = i;
         c->sock = -1;
         c->state = CONN_BACKOFF;
+        cms_backoff_init(&c->backoff, (uint64_t)pg->o.backoff_min_ms,
+                         (uint64_t)pg->o.backoff_max_ms);
         uv_timer_init(loop, &c->timer);
         c->timer.data = c;
         conn_start(c);

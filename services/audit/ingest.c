@@ -10,6 +10,7 @@
 #include "ingest.h"
 
 #include "actors.h"
+#include "backoff.h"
 #include "json.h"
 #include "log.h"
 #include "metrics.h"
@@ -300,11 +301,7 @@ static void schedule_retry(audit_ingest *in)
 {
     if (uv_is_active((uv_handle_t *)&in->retry))
         return;
-    uint64_t d = RETRY_MIN_MS;
-    for (int i = 0; i < in->failures && d < RETRY_MAX_MS; i++)
-        d *= 2;
-    if (d > RETRY_MAX_MS)
-        d = RETRY_MAX_MS;
+    uint64_t d = cms_backoff_delay(RETRY_MIN_MS, RETRY_MAX_MS, (unsigned)in->failures);
     uv_timer_start(&in->retry, retry_fired, d, 0);
 }
 

@@ -31,8 +31,8 @@ static void exec_params(const svcfx *f, const char *sql, int n, const char *cons
 }
 
 void svcfx_insert(svcfx *f, const char *name, const char *type, const char *status,
-                 const char *metadata_json, int64_t key_ttl_s, char id[37],
-                 char key[CMS_APIKEY_LEN + 1])
+                  const char *metadata_json, int64_t key_ttl_s, char id[37],
+                  char key[CMS_APIKEY_LEN + 1])
 {
     cms_uuid iid, cid;
     char cids[37], hash[CMS_APIKEY_HASH_LEN + 1], ttl[32];
@@ -81,7 +81,7 @@ void svcfx_setup(svcfx *f, const char *dbprefix)
                  2 * CMS_APIKEY_SERVER_KEY_BYTES + 1);
     close(fd);
     svcfx_insert(f, "admin", "user", "active", "{\"roles\": [\"admin\"]}", 86400, f->admin_id,
-                f->admin_key);
+                 f->admin_key);
     natsOptions *o = NULL;
     cr_assert_eq(natsOptions_Create(&o), NATS_OK);
     natsOptions_SetURL(o, cms_test_env("CMS_TEST_NATS_URL"));
@@ -95,7 +95,7 @@ void svcfx_setup(svcfx *f, const char *dbprefix)
 }
 
 Cms__V1__Envelope *svcfx_wait_event(svcfx *f, const char *type, const char *resource_id,
-                                   double timeout_ms)
+                                    double timeout_ms)
 {
     double deadline = cms_test_now_ms() + timeout_ms;
     while (cms_test_now_ms() < deadline) {
@@ -176,9 +176,9 @@ void svcfx_kill9(svcfx *f)
 }
 
 int svcfx_call(svcfx *f, const char *service, const char *key, const char *request_id,
-               const char *verb,
-              const ProtobufCMessage *req, const ProtobufCMessageDescriptor *rdesc,
-              ProtobufCMessage **out, char *field, char *msg)
+               const char *verb, const ProtobufCMessage *req,
+               const ProtobufCMessageDescriptor *rdesc, ProtobufCMessage **out, char *field,
+               char *msg)
 {
     char subject[128];
     snprintf(subject, sizeof subject, "%s.%s.%s", f->prefix, service, verb);

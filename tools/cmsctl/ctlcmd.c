@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "apikey.h"
+#include "backoff.h"
 #include "cli.h"
 #include "cmd.h"
 #include "ctlnats.h"
@@ -403,13 +404,12 @@ void cmsctl_cmd_destroy(cmsctl_cmd *c)
     free(c);
 }
 
-/* Waits before resend n (1, 2, ...): doubling from BACKOFF_FIRST_MS, with up
- * to half again of random jitter so that clients that failed together do
- * not come back together. */
+/* Waits before resend n (1, 2, ...): the common backoff from
+ * BACKOFF_FIRST_MS, jittered so that clients that failed together do not
+ * come back together. */
 static void backoff(int n)
 {
-    int64_t ms = (int64_t)BACKOFF_FIRST_MS << (n - 1);
-    ms += (int64_t)randombytes_uniform((uint32_t)(ms / 2 + 1));
+    uint64_t ms = cms_backoff_delay(2 * BACKOFF_FIRST_MS, 32 * BACKOFF_FIRST_MS, (unsigned)(n - 1));
     struct timespec t = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
     while (nanosleep(&t, &t) != 0 && errno == EINTR && !cmsctl_interrupted())
         ;

@@ -31,6 +31,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "backoff.h"
 #include "cli.h"
 #include "cms/v1/envelope.pb-c.h"
 #include "ctlnats.h"
@@ -363,11 +364,8 @@ static void attempt_failed(replay *rp, int idx, bool stopping)
 {
     slot *s = &rp->slots[idx];
     if (s->attempts < rp->max_attempts && !stopping) {
-        uint64_t backoff = (uint64_t)BACKOFF_MIN_US << (s->attempts - 1);
-        if (backoff > BACKOFF_MAX_US)
-            backoff = BACKOFF_MAX_US;
-        backoff = backoff / 2 + (uint64_t)rand() % (backoff / 2 + 1); /* jitter */
-        s->retry_at = cmsctl_mono_us() + backoff;
+        s->retry_at = cmsctl_mono_us() + cms_backoff_delay(BACKOFF_MIN_US, BACKOFF_MAX_US,
+                                                           (unsigned)(s->attempts - 1));
         set_state(rp, s, SLOT_BACKOFF);
         s->next = -1;
         if (rp->backoff_tail >= 0)
@@ -671,7 +669,6 @@ int cmsctl_replay_main(int argc, char **argv)
         goto out;
     status = CMSCTL_EXIT_FAILED;
     cmsctl_catch_signals();
-    srand((unsigned)cmsctl_mono_us());
 
     bool tty = isatty(STDERR_FILENO);
     bool stopping = false, exhausted = false, damaged = false;

@@ -45,16 +45,16 @@ static int create(const char *name, Cms__V1__Identity **out)
     Cms__V1__CreateIdentity m = CMS__V1__CREATE_IDENTITY__INIT;
     m.name = (char *)name;
     m.type = (char *)"machine";
-    return svcfx_call(&F, "identity", F.admin_key, NULL, "create", &m.base, &cms__v1__identity__descriptor,
-                     (ProtobufCMessage **)out, g_field, g_msg);
+    return svcfx_call(&F, "identity", F.admin_key, NULL, "create", &m.base,
+                      &cms__v1__identity__descriptor, (ProtobufCMessage **)out, g_field, g_msg);
 }
 
 static int authenticate(const char *key)
 {
     Cms__V1__Authenticate m = CMS__V1__AUTHENTICATE__INIT;
     m.api_key = (char *)key;
-    return svcfx_call(&F, "identity", NULL, NULL, "authenticate", &m.base, &cms__v1__principal__descriptor, NULL,
-                     g_field, g_msg);
+    return svcfx_call(&F, "identity", NULL, NULL, "authenticate", &m.base,
+                      &cms__v1__principal__descriptor, NULL, g_field, g_msg);
 }
 
 static bool saw_event(const char *type, const char *resource_id, double timeout_ms)
@@ -76,8 +76,8 @@ Test(identity_fault, a_database_outage_is_unavailable_and_expiry_catches_up)
     ic.expires_at_us = cms_test_wall_us() + 2000000;
     Cms__V1__Credential *c = NULL;
     cr_assert_eq(svcfx_call(&F, "identity", F.admin_key, NULL, "issue_credential", &ic.base,
-                           &cms__v1__credential__descriptor, (ProtobufCMessage **)&c, g_field,
-                           g_msg),
+                            &cms__v1__credential__descriptor, (ProtobufCMessage **)&c, g_field,
+                            g_msg),
                  0, "%s", g_msg);
     char unknown_id[37], unknown_key[CMS_APIKEY_LEN + 1];
     svcfx_insert(&F, "never-seen", "user", "active", "{}", 3600, unknown_id, unknown_key);

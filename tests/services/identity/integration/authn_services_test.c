@@ -86,7 +86,7 @@ static Cms__V1__Credential *new_key(const char *identity_id, int64_t ttl_us)
     Cms__V1__Credential *c = NULL;
     char field[256], msg[256];
     cr_assert_eq(svcfx_call(&F, "identity", F.admin_key, NULL, "issue_credential", &m.base,
-                           &cms__v1__credential__descriptor, (ProtobufCMessage **)&c, field, msg),
+                            &cms__v1__credential__descriptor, (ProtobufCMessage **)&c, field, msg),
                  0, "%s", msg);
     return c;
 }
@@ -113,7 +113,7 @@ Test(authn, another_service_refuses_revoked_suspended_and_expired_keys)
     rv.id = k2->id;
     char field[256], msg[256];
     cr_assert_eq(svcfx_call(&F, "identity", F.admin_key, NULL, "revoke_credential", &rv.base,
-                           &cms__v1__credential__descriptor, NULL, field, msg),
+                            &cms__v1__credential__descriptor, NULL, field, msg),
                  0, "%s", msg);
     refused_within_3s(k2->api_key, "revoked");
     cr_assert_eq(echo_as(k1), 0, "the other key still works");
@@ -126,7 +126,7 @@ Test(authn, another_service_refuses_revoked_suspended_and_expired_keys)
     ss.id = id;
     ss.status = (char *)"suspended";
     cr_assert_eq(svcfx_call(&F, "identity", F.admin_key, NULL, "set_status", &ss.base,
-                           &cms__v1__identity__descriptor, NULL, field, msg),
+                            &cms__v1__identity__descriptor, NULL, field, msg),
                  0, "%s", msg);
     refused_within_3s(k1, "suspended");
     cms__v1__credential__free_unpacked(k2, NULL);

@@ -50,7 +50,7 @@ static int create(const char *key, const char *name, const char *type, const cha
     m.type = (char *)type;
     m.metadata_json = (char *)(metadata ? metadata : "");
     return svcfx_call(&F, "identity", key, NULL, "create", &m.base, &cms__v1__identity__descriptor,
-                     (ProtobufCMessage **)out, g_field, g_msg);
+                      (ProtobufCMessage **)out, g_field, g_msg);
 }
 
 static Cms__V1__Identity *must_create(const char *name, const char *type, const char *metadata)
@@ -69,7 +69,7 @@ static int issue(const char *key, const char *identity_id, const char *type, int
     m.type = (char *)type;
     m.expires_at_us = expires_at_us;
     return svcfx_call(&F, "identity", key, request_id, "issue_credential", &m.base,
-                     &cms__v1__credential__descriptor, (ProtobufCMessage **)out, g_field, g_msg);
+                      &cms__v1__credential__descriptor, (ProtobufCMessage **)out, g_field, g_msg);
 }
 
 static Cms__V1__Credential *must_issue_key(const char *identity_id, int64_t ttl_us)
@@ -85,8 +85,8 @@ static int authenticate(const char *key, Cms__V1__Principal **out)
 {
     Cms__V1__Authenticate m = CMS__V1__AUTHENTICATE__INIT;
     m.api_key = (char *)key;
-    return svcfx_call(&F, "identity", NULL, NULL, "authenticate", &m.base, &cms__v1__principal__descriptor,
-                     (ProtobufCMessage **)out, g_field, g_msg);
+    return svcfx_call(&F, "identity", NULL, NULL, "authenticate", &m.base,
+                      &cms__v1__principal__descriptor, (ProtobufCMessage **)out, g_field, g_msg);
 }
 
 static int set_status(const char *key, const char *id, const char *status, const char *reason)
@@ -96,8 +96,9 @@ static int set_status(const char *key, const char *id, const char *status, const
     m.status = (char *)status;
     m.reason = (char *)reason;
     Cms__V1__Identity *out = NULL;
-    int code = svcfx_call(&F, "identity", key, NULL, "set_status", &m.base, &cms__v1__identity__descriptor,
-                         (ProtobufCMessage **)&out, g_field, g_msg);
+    int code =
+        svcfx_call(&F, "identity", key, NULL, "set_status", &m.base, &cms__v1__identity__descriptor,
+                   (ProtobufCMessage **)&out, g_field, g_msg);
     if (out) {
         cr_assert_str_eq(out->status, status);
         cms__v1__identity__free_unpacked(out, NULL);
@@ -112,7 +113,7 @@ static int get_as(const char *key, const char *name)
     m.name = (char *)name;
     Cms__V1__Identity *out = NULL;
     int code = svcfx_call(&F, "identity", key, NULL, "get", &m.base, &cms__v1__identity__descriptor,
-                         (ProtobufCMessage **)&out, g_field, g_msg);
+                          (ProtobufCMessage **)&out, g_field, g_msg);
     if (out)
         cms__v1__identity__free_unpacked(out, NULL);
     return code;
@@ -157,8 +158,9 @@ Test(identity, create_get_list_and_their_errors)
     Cms__V1__GetIdentity g = CMS__V1__GET_IDENTITY__INIT;
     g.id = a->id;
     Cms__V1__Identity *got = NULL;
-    cr_assert_eq(svcfx_call(&F, "identity", F.admin_key, NULL, "get", &g.base, &cms__v1__identity__descriptor,
-                           (ProtobufCMessage **)&got, g_field, g_msg),
+    cr_assert_eq(svcfx_call(&F, "identity", F.admin_key, NULL, "get", &g.base,
+                            &cms__v1__identity__descriptor, (ProtobufCMessage **)&got, g_field,
+                            g_msg),
                  OK);
     cr_assert_str_eq(got->name, "alice");
     cr_assert_str_eq(got->metadata_json, "{\"team\": \"x\"}");
@@ -191,8 +193,8 @@ Test(identity, create_get_list_and_their_errors)
     free(big);
     cr_assert_eq(create(F.admin_key, "bob", "user", "{\"roles\": \"admin\"}", NULL), INVALID);
     g.id = (char *)"not-a-uuid";
-    cr_assert_eq(svcfx_call(&F, "identity", F.admin_key, NULL, "get", &g.base, &cms__v1__identity__descriptor,
-                           NULL, g_field, g_msg),
+    cr_assert_eq(svcfx_call(&F, "identity", F.admin_key, NULL, "get", &g.base,
+                            &cms__v1__identity__descriptor, NULL, g_field, g_msg),
                  INVALID);
     cr_assert_str_eq(g_field, "id");
     char *after = svcfx_sql(&F, "SELECT count(*) FROM identities");
@@ -223,8 +225,8 @@ Test(identity, create_get_list_and_their_errors)
         l.after = after_id;
         Cms__V1__IdentityPage *p = NULL;
         cr_assert_eq(svcfx_call(&F, "identity", F.admin_key, NULL, "list", &l.base,
-                               &cms__v1__identity_page__descriptor, (ProtobufCMessage **)&p,
-                               g_field, g_msg),
+                                &cms__v1__identity_page__descriptor, (ProtobufCMessage **)&p,
+                                g_field, g_msg),
                      OK);
         for (size_t i = 0; i < p->n_identities; i++)
             cr_assert_str_eq(p->identities[i]->type, "machine");
@@ -237,13 +239,13 @@ Test(identity, create_get_list_and_their_errors)
     cr_assert_eq(pages, 3);
     l.limit = 5000;
     cr_assert_eq(svcfx_call(&F, "identity", F.admin_key, NULL, "list", &l.base,
-                           &cms__v1__identity_page__descriptor, NULL, g_field, g_msg),
+                            &cms__v1__identity_page__descriptor, NULL, g_field, g_msg),
                  INVALID);
     cr_assert_str_eq(g_field, "limit");
     l.limit = 0;
     l.status = (char *)"sleeping";
     cr_assert_eq(svcfx_call(&F, "identity", F.admin_key, NULL, "list", &l.base,
-                           &cms__v1__identity_page__descriptor, NULL, g_field, g_msg),
+                            &cms__v1__identity_page__descriptor, NULL, g_field, g_msg),
                  INVALID);
     cr_assert_str_eq(g_field, "status");
     cms__v1__identity__free_unpacked(a, NULL);
@@ -278,15 +280,15 @@ Test(identity, api_key_lifecycle_and_the_secret_never_leaks)
     lc.identity_id = m->id;
     Cms__V1__CredentialList *list = NULL;
     cr_assert_eq(svcfx_call(&F, "identity", key, NULL, "list_credentials", &lc.base,
-                           &cms__v1__credential_list__descriptor, (ProtobufCMessage **)&list,
-                           g_field, g_msg),
+                            &cms__v1__credential_list__descriptor, (ProtobufCMessage **)&list,
+                            g_field, g_msg),
                  OK);
     cr_assert_eq(list->n_credentials, 1);
     cr_assert_str_eq(list->credentials[0]->api_key, "", "never a secret in a list");
     cms__v1__credential_list__free_unpacked(list, NULL);
     lc.identity_id = F.admin_id;
     cr_assert_eq(svcfx_call(&F, "identity", key, NULL, "list_credentials", &lc.base,
-                           &cms__v1__credential_list__descriptor, NULL, g_field, g_msg),
+                            &cms__v1__credential_list__descriptor, NULL, g_field, g_msg),
                  DENIED);
     Cms__V1__Credential *own = NULL;
     cr_assert_eq(issue(key, m->id, "api_key", exp, NULL, &own), OK, "rotation by itself");
@@ -314,14 +316,14 @@ Test(identity, api_key_lifecycle_and_the_secret_never_leaks)
     rv.reason = (char *)"leaked";
     Cms__V1__Credential *r = NULL;
     cr_assert_eq(svcfx_call(&F, "identity", F.admin_key, NULL, "revoke_credential", &rv.base,
-                           &cms__v1__credential__descriptor, (ProtobufCMessage **)&r, g_field,
-                           g_msg),
+                            &cms__v1__credential__descriptor, (ProtobufCMessage **)&r, g_field,
+                            g_msg),
                  OK, "%s", g_msg);
     cr_assert_gt(r->revoked_at_us, 0);
     cms__v1__credential__free_unpacked(r, NULL);
     assert_refused_within_bound(key, "revoked");
     cr_assert_eq(svcfx_call(&F, "identity", F.admin_key, NULL, "revoke_credential", &rv.base,
-                           &cms__v1__credential__descriptor, NULL, g_field, g_msg),
+                            &cms__v1__credential__descriptor, NULL, g_field, g_msg),
                  PRECONDITION, "revoked once");
     /* in commit order: issued, then revoked */
     Cms__V1__Envelope *e = wait_event("credential.issued", c->id);
@@ -347,7 +349,7 @@ Test(identity, api_key_lifecycle_and_the_secret_never_leaks)
         Cms__V1__Principal *pp = NULL;
         int code =
             svcfx_call(&F, "identity", NULL, stolen_rid, "authenticate", &am.base,
-                      &cms__v1__principal__descriptor, (ProtobufCMessage **)&pp, g_field, g_msg);
+                       &cms__v1__principal__descriptor, (ProtobufCMessage **)&pp, g_field, g_msg);
         cr_assert_eq(code, DENIED, "the key x is refused; no stored reply is returned");
     }
 
@@ -459,19 +461,19 @@ Test(identity, enclaves_become_active_by_attestation_only)
     m.measurement = (char *)"00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
     m.signer = (char *)"intel";
     cr_assert_eq(svcfx_call(&F, "identity", F.admin_key, NULL, "issue_credential", &m.base,
-                           &cms__v1__credential__descriptor, NULL, g_field, g_msg),
+                            &cms__v1__credential__descriptor, NULL, g_field, g_msg),
                  PRECONDITION, "not on the allowlist");
     cr_assert_str_eq(g_field, "measurement");
     m.measurement = (char *)"xyz";
     cr_assert_eq(svcfx_call(&F, "identity", F.admin_key, NULL, "issue_credential", &m.base,
-                           &cms__v1__credential__descriptor, NULL, g_field, g_msg),
+                            &cms__v1__credential__descriptor, NULL, g_field, g_msg),
                  INVALID);
     cr_assert_str_eq(g_field, "measurement");
     m.measurement = (char *)MEASUREMENT;
     Cms__V1__Credential *att = NULL;
     cr_assert_eq(svcfx_call(&F, "identity", F.admin_key, NULL, "issue_credential", &m.base,
-                           &cms__v1__credential__descriptor, (ProtobufCMessage **)&att, g_field,
-                           g_msg),
+                            &cms__v1__credential__descriptor, (ProtobufCMessage **)&att, g_field,
+                            g_msg),
                  OK, "%s", g_msg);
     cr_assert_str_eq(att->measurement, MEASUREMENT);
     Cms__V1__Envelope *e = wait_event("identity.status_changed", enc->id);
@@ -487,13 +489,13 @@ Test(identity, enclaves_become_active_by_attestation_only)
     Cms__V1__Identity *u = must_create("human", "user", NULL);
     m.identity_id = u->id;
     cr_assert_eq(svcfx_call(&F, "identity", F.admin_key, NULL, "issue_credential", &m.base,
-                           &cms__v1__credential__descriptor, NULL, g_field, g_msg),
+                            &cms__v1__credential__descriptor, NULL, g_field, g_msg),
                  PRECONDITION);
     /* revoking the only attestation makes the enclave inactive again */
     Cms__V1__RevokeCredential rv = CMS__V1__REVOKE_CREDENTIAL__INIT;
     rv.id = att->id;
     cr_assert_eq(svcfx_call(&F, "identity", F.admin_key, NULL, "revoke_credential", &rv.base,
-                           &cms__v1__credential__descriptor, NULL, g_field, g_msg),
+                            &cms__v1__credential__descriptor, NULL, g_field, g_msg),
                  OK);
     v = svcfx_sql(&F, q);
     cr_assert_str_eq(v, "inactive");
@@ -506,19 +508,19 @@ Test(identity, enclaves_become_active_by_attestation_only)
     pk.expires_at_us = cms_test_wall_us() + 86400 * INT64_C(1000000);
     pk.public_key = (char *)"not base64!";
     cr_assert_eq(svcfx_call(&F, "identity", F.admin_key, NULL, "issue_credential", &pk.base,
-                           &cms__v1__credential__descriptor, NULL, g_field, g_msg),
+                            &cms__v1__credential__descriptor, NULL, g_field, g_msg),
                  INVALID);
     cr_assert_str_eq(g_field, "public_key");
     pk.public_key = (char *)"AAAA";
     cr_assert_eq(svcfx_call(&F, "identity", F.admin_key, NULL, "issue_credential", &pk.base,
-                           &cms__v1__credential__descriptor, NULL, g_field, g_msg),
+                            &cms__v1__credential__descriptor, NULL, g_field, g_msg),
                  INVALID);
     /* the Ed25519 base point, a valid public key */
     pk.public_key = (char *)"WGZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmY=";
     Cms__V1__Credential *pc = NULL;
     cr_assert_eq(svcfx_call(&F, "identity", F.admin_key, NULL, "issue_credential", &pk.base,
-                           &cms__v1__credential__descriptor, (ProtobufCMessage **)&pc, g_field,
-                           g_msg),
+                            &cms__v1__credential__descriptor, (ProtobufCMessage **)&pc, g_field,
+                            g_msg),
                  OK, "%s: %s", g_field, g_msg);
     cr_assert_str_eq(pc->public_key, pk.public_key);
     cms__v1__credential__free_unpacked(pc, NULL);
@@ -589,31 +591,31 @@ Test(identity, credential_and_status_errors_name_what_is_wrong)
     Cms__V1__RevokeCredential rv = CMS__V1__REVOKE_CREDENTIAL__INIT;
     rv.id = (char *)missing;
     cr_assert_eq(svcfx_call(&F, "identity", F.admin_key, NULL, "revoke_credential", &rv.base,
-                           &cms__v1__credential__descriptor, NULL, g_field, g_msg),
+                            &cms__v1__credential__descriptor, NULL, g_field, g_msg),
                  NOT_FOUND);
     rv.id = (char *)"1234";
     cr_assert_eq(svcfx_call(&F, "identity", F.admin_key, NULL, "revoke_credential", &rv.base,
-                           &cms__v1__credential__descriptor, NULL, g_field, g_msg),
+                            &cms__v1__credential__descriptor, NULL, g_field, g_msg),
                  INVALID);
     cr_assert_str_eq(g_field, "id");
     rv.id = c->id;
     cr_assert_eq(svcfx_call(&F, "identity", okey, NULL, "revoke_credential", &rv.base,
-                           &cms__v1__credential__descriptor, NULL, g_field, g_msg),
+                            &cms__v1__credential__descriptor, NULL, g_field, g_msg),
                  DENIED, "not the stranger's to revoke");
     cr_assert_eq(get_as(c->api_key, "owner"), OK, "and it still works");
     /* the owner revokes its own */
     cr_assert_eq(svcfx_call(&F, "identity", c->api_key, NULL, "revoke_credential", &rv.base,
-                           &cms__v1__credential__descriptor, NULL, g_field, g_msg),
+                            &cms__v1__credential__descriptor, NULL, g_field, g_msg),
                  OK, "%s", g_msg);
 
     Cms__V1__ListCredentials lc = CMS__V1__LIST_CREDENTIALS__INIT;
     lc.identity_id = (char *)missing;
     cr_assert_eq(svcfx_call(&F, "identity", F.admin_key, NULL, "list_credentials", &lc.base,
-                           &cms__v1__credential_list__descriptor, NULL, g_field, g_msg),
+                            &cms__v1__credential_list__descriptor, NULL, g_field, g_msg),
                  NOT_FOUND);
     lc.identity_id = (char *)"";
     cr_assert_eq(svcfx_call(&F, "identity", F.admin_key, NULL, "list_credentials", &lc.base,
-                           &cms__v1__credential_list__descriptor, NULL, g_field, g_msg),
+                            &cms__v1__credential_list__descriptor, NULL, g_field, g_msg),
                  INVALID);
     cr_assert_str_eq(g_field, "identity_id");
 
@@ -629,8 +631,8 @@ Test(identity, credential_and_status_errors_name_what_is_wrong)
     /* the request body itself: not the verb's message, an unknown verb */
     Cms__V1__Authenticate junk = CMS__V1__AUTHENTICATE__INIT;
     junk.api_key = (char *)"\x01\x02";
-    cr_assert_eq(svcfx_call(&F, "identity", F.admin_key, NULL, "fly", &junk.base, &cms__v1__identity__descriptor,
-                           NULL, g_field, g_msg),
+    cr_assert_eq(svcfx_call(&F, "identity", F.admin_key, NULL, "fly", &junk.base,
+                            &cms__v1__identity__descriptor, NULL, g_field, g_msg),
                  INVALID);
     cr_assert_str_eq(g_field, "verb");
     cms__v1__credential__free_unpacked(c, NULL);
