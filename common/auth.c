@@ -11,8 +11,10 @@
 #include "auth.h"
 
 #include "apikey.h"
+#include "bus.h"
+#include "cms/v1/command.pb-c.h"
 #include "cms/v1/envelope.pb-c.h"
-#include "event.h"
+#include "fsm.h"
 #include "log.h"
 #include "metrics.h"
 #include "request.h"
@@ -32,6 +34,9 @@
  * replica of cms-identity may answer from its own cache until the same
  * event reaches it, which takes milliseconds. */
 #define DEFAULT_SETTLE_MS 1000
+#define MAX_EVENT_SUBJECTS 8
+#define MAX_EVENT_TYPES 16
+#define NAME_MAX_LEN 128
 
 typedef struct entry {
     uint8_t digest[DIGEST_BYTES];
@@ -55,13 +60,25 @@ typedef struct flight {
     UT_hash_handle hh;
 } flight;
 
-typedef enum { AUTH_OPEN, AUTH_CLOSING, AUTH_CLOSED } auth_state;
+#define AUTH_STATES(X) X(AUTH_OPEN, "open") X(AUTH_CLOSING, "closing") X(AUTH_CLOSED, "closed")
+typedef enum { AUTH_STATES(CMS_ENUM_ITEM) AUTH_NSTATES } auth_state;
+static const char *const auth_names[] = {AUTH_STATES(CMS_ENUM_TEXT)};
+static const bool auth_moves[AUTH_NSTATES][AUTH_NSTATES] = {
+    [AUTH_OPEN] = {[AUTH_CLOSING] = true},
+    [AUTH_CLOSING] = {[AUTH_CLOSED] = true},
+};
+static const cms_fsm auth_fsm =
+    CMS_FSM_INIT("authenticator", CMS_LOG_DEBUG, auth_names, auth_moves);
+
+static const char *const err_names[] = {CMS_AUTH_ERRORS(CMS_ENUM_TEXT)};
 
 struct cms_auth {
     uv_loop_t *loop;
     cms_nats *nats;
     cms_auth_options o;
-    char prefix[128];
+    char subject[CMS_BUS_SUBJECT_MAX]; /* the default resolver's */
+    char types[MAX_EVENT_TYPES][NAME_MAX_LEN];
+    size_t ntypes;
     auth_state state;
     uint8_t hash_key[crypto_generichash_KEYBYTES];
     entry *cache;
@@ -76,11 +93,22 @@ struct cms_auth {
     bool ever_connected;
     /* the default resolver's requester; NULL with another resolver, or once closed */
     cms_request *req;
-    cms_nats_sub *sub_identity, *sub_credential;
+    cms_nats_sub *subs[MAX_EVENT_SUBJECTS];
+    size_t nsubs;
     void (*closed)(void *arg);
     void *closed_arg;
     cms_counter *m_hits, *m_misses, *m_denied, *m_invalidations;
 };
+
+const char *cms_auth_strerror(cms_auth_err e)
+{
+    return cms_enum_text(err_names, CMS_AUTH_NERRORS, e);
+}
+
+static void set_state(cms_auth *a, auth_state to)
+{
+    a->state = (auth_state)cms_fsm_step(&auth_fsm, a->state, to, NULL);
+}
 
 bool cms_principal_has_role(const cms_principal *p, const char *role)
 {
@@ -155,7 +183,7 @@ static void entry_drop(cms_auth *a, entry *e)
 
 static void cache_put(cms_auth *a, const uint8_t digest[DIGEST_BYTES], const cms_principal *p)
 {
-    int64_t left_ms = (p->expires_at_us - cms_event_now_us()) / 1000;
+    int64_t left_ms = (p->expires_at_us - cms_bus_now_us()) / 1000;
     if (left_ms <= 0)
         return;
     entry *e = NULL;
@@ -225,13 +253,13 @@ size_t cms_auth_cached(const cms_auth *a)
 static void maybe_closed(cms_auth *a)
 {
     if (a->state == AUTH_CLOSING && a->nflights == 0 && a->req == NULL && a->dispatching == 0) {
-        a->state = AUTH_CLOSED;
+        set_state(a, AUTH_CLOSED);
         if (a->closed)
             a->closed(a->closed_arg);
     }
 }
 
-static void resolved(void *arg, Cms__V1__ErrorCode code, const cms_principal *p)
+static void resolved(void *arg, cms_auth_err code, const cms_principal *p)
 {
     flight *f = arg;
     cms_auth *a = f->a;
@@ -239,20 +267,22 @@ static void resolved(void *arg, Cms__V1__ErrorCode code, const cms_principal *p)
     a->nflights--;
     sodium_memzero(f->key, sizeof f->key);
     /* an answer that is no longer true is a refusal, whoever gave it */
-    if (code == CMS__V1__ERROR_CODE__OK &&
-        (p == NULL || strcmp(p->status, "active") != 0 || p->expires_at_us <= cms_event_now_us()))
-        code = CMS__V1__ERROR_CODE__PERMISSION_DENIED;
-    if (code == CMS__V1__ERROR_CODE__OK && p && f->gen == a->gen && a->connected &&
-        a->state == AUTH_OPEN && uv_now(a->loop) >= a->quiet_until_ms)
+    if (code == CMS_AUTH_OK &&
+        (p == NULL || strcmp(p->status, "active") != 0 || p->expires_at_us <= cms_bus_now_us()))
+        code = CMS_AUTH_DENIED;
+    if (code != CMS_AUTH_OK && code != CMS_AUTH_DENIED)
+        code = CMS_AUTH_UNAVAILABLE; /* a resolver never answers more than these three */
+    if (code == CMS_AUTH_OK && f->gen == a->gen && a->connected && a->state == AUTH_OPEN &&
+        uv_now(a->loop) >= a->quiet_until_ms)
         cache_put(a, f->digest, p);
-    if (code == CMS__V1__ERROR_CODE__PERMISSION_DENIED)
+    if (code == CMS_AUTH_DENIED)
         cms_counter_add(a->m_denied, (uint64_t)f->nwaiters);
     /* the waiters may resolve again (and start a new flight of this key),
      * or close: then closed waits until no waiter call is on the stack,
      * since its callback may free a */
     a->dispatching++;
     for (size_t i = 0; i < f->nwaiters; i++)
-        f->waiters[i].cb(f->waiters[i].arg, code, code == CMS__V1__ERROR_CODE__OK ? p : NULL);
+        f->waiters[i].cb(f->waiters[i].arg, code, code == CMS_AUTH_OK ? p : NULL);
     a->dispatching--;
     free(f->waiters);
     free(f);
@@ -266,12 +296,12 @@ void cms_auth_resolve(cms_auth *a, const char *key, cms_auth_cb cb, void *arg)
     uint8_t secret[CMS_APIKEY_SECRET_BYTES];
     if (len != CMS_APIKEY_LEN || !cms_apikey_parse(key, len, &id, secret)) {
         cms_counter_add(a->m_denied, 1);
-        cb(arg, CMS__V1__ERROR_CODE__PERMISSION_DENIED, NULL);
+        cb(arg, CMS_AUTH_DENIED, NULL);
         return;
     }
     sodium_memzero(secret, sizeof secret);
     if (a->state != AUTH_OPEN) {
-        cb(arg, CMS__V1__ERROR_CODE__UNAVAILABLE, NULL);
+        cb(arg, CMS_AUTH_UNAVAILABLE, NULL);
         return;
     }
     /* a dropped core message may have been an invalidation */
@@ -284,13 +314,13 @@ void cms_auth_resolve(cms_auth *a, const char *key, cms_auth_cb cb, void *arg)
     digest_of(a, key, len, digest);
     entry *e = NULL;
     HASH_FIND(hh, a->cache, digest, DIGEST_BYTES, e);
-    if (e && (e->until_ms <= uv_now(a->loop) || e->p.expires_at_us <= cms_event_now_us())) {
+    if (e && (e->until_ms <= uv_now(a->loop) || e->p.expires_at_us <= cms_bus_now_us())) {
         entry_drop(a, e);
         e = NULL;
     }
     if (e) {
         cms_counter_add(a->m_hits, 1);
-        cb(arg, CMS__V1__ERROR_CODE__OK, &e->p);
+        cb(arg, CMS_AUTH_OK, &e->p);
         return;
     }
     cms_counter_add(a->m_misses, 1);
@@ -300,7 +330,7 @@ void cms_auth_resolve(cms_auth *a, const char *key, cms_auth_cb cb, void *arg)
     if (fresh) {
         f = calloc(1, sizeof *f);
         if (f == NULL) {
-            cb(arg, CMS__V1__ERROR_CODE__UNAVAILABLE, NULL);
+            cb(arg, CMS_AUTH_UNAVAILABLE, NULL);
             return;
         }
         memcpy(f->digest, digest, DIGEST_BYTES);
@@ -316,7 +346,7 @@ void cms_auth_resolve(cms_auth *a, const char *key, cms_auth_cb cb, void *arg)
                 sodium_memzero(f->key, sizeof f->key);
                 free(f);
             }
-            cb(arg, CMS__V1__ERROR_CODE__UNAVAILABLE, NULL);
+            cb(arg, CMS_AUTH_UNAVAILABLE, NULL);
             return;
         }
         f->waiters = w;
@@ -337,27 +367,27 @@ typedef struct remote {
     void *arg;
 } remote;
 
-static void remote_answered(void *arg, cms_nats_err err, const void *data, size_t len)
+static void remote_answered(void *arg, cms_request_err err, const void *data, size_t len)
 {
     remote *r = arg;
-    Cms__V1__ErrorCode code = CMS__V1__ERROR_CODE__UNAVAILABLE;
+    cms_auth_err code = CMS_AUTH_UNAVAILABLE;
     cms_principal p;
     Cms__V1__Reply *rep = NULL;
     Cms__V1__Principal *pb = NULL;
-    if (err == CMS_NATS_OK)
+    if (err == CMS_REQUEST_OK)
         rep = cms__v1__reply__unpack(NULL, len, data);
     if (rep && rep->outcome_case == CMS__V1__REPLY__OUTCOME_ERROR) {
         if (rep->error->code == CMS__V1__ERROR_CODE__PERMISSION_DENIED)
-            code = CMS__V1__ERROR_CODE__PERMISSION_DENIED;
+            code = CMS_AUTH_DENIED;
     } else if (rep && rep->outcome_case == CMS__V1__REPLY__OUTCOME_RESULT) {
         pb = cms__v1__principal__unpack(NULL, rep->result.len, rep->result.data);
         if (pb && cms_principal_from_pb(pb, &p))
-            code = CMS__V1__ERROR_CODE__OK;
+            code = CMS_AUTH_OK;
     }
-    if (code == CMS__V1__ERROR_CODE__UNAVAILABLE)
+    if (code == CMS_AUTH_UNAVAILABLE)
         cms_log_warn("API key not resolved", "{s:s}", "error",
-                     err != CMS_NATS_OK ? cms_nats_strerror(err) : "unexpected reply");
-    r->done(r->arg, code, code == CMS__V1__ERROR_CODE__OK ? &p : NULL);
+                     err != CMS_REQUEST_OK ? cms_request_strerror(err) : "unexpected reply");
+    r->done(r->arg, code, code == CMS_AUTH_OK ? &p : NULL);
     if (pb)
         cms__v1__principal__free_unpacked(pb, NULL);
     if (rep)
@@ -370,18 +400,16 @@ static void remote_resolve(void *arg, const char *key, cms_auth_cb done, void *d
     cms_auth *a = arg;
     Cms__V1__Authenticate m = CMS__V1__AUTHENTICATE__INIT;
     uint8_t buf[CMS_APIKEY_LEN + 16];
-    char subject[160];
     m.api_key = (char *)key;
     size_t len = cms__v1__authenticate__pack(&m, buf);
-    snprintf(subject, sizeof subject, "%s.identity.authenticate", a->prefix);
     remote *r = calloc(1, sizeof *r);
-    int rc =
-        r ? cms_request_send(a->req, subject, NULL, buf, len, a->o.timeout_ms, remote_answered, r)
-          : CMS_NATS_ENOMEM;
+    cms_request_err rc = r ? cms_request_send(a->req, a->subject, NULL, buf, len, a->o.timeout_ms,
+                                              remote_answered, r)
+                           : CMS_REQUEST_ENOMEM;
     sodium_memzero(buf, sizeof buf);
-    if (rc != 0) {
+    if (rc != CMS_REQUEST_OK) {
         free(r);
-        done(done_arg, CMS__V1__ERROR_CODE__UNAVAILABLE, NULL);
+        done(done_arg, CMS_AUTH_UNAVAILABLE, NULL);
         return;
     }
     r->done = done;
@@ -398,10 +426,13 @@ static void on_event(void *arg, cms_nats_msg *m)
     if (env == NULL) {
         /* cannot tell whom it concerns: trust nothing cached */
         cms_auth_clear(a);
-    } else if (strcmp(env->event_type, "identity.status_changed") == 0 ||
-               strcmp(env->event_type, "credential.revoked") == 0 ||
-               strcmp(env->event_type, "credential.expired") == 0) {
-        cms_auth_invalidate(a, env->resource_id);
+    } else {
+        for (size_t i = 0; i < a->ntypes; i++) {
+            if (strcmp(env->event_type, a->types[i]) == 0) {
+                cms_auth_invalidate(a, env->resource_id);
+                break;
+            }
+        }
     }
     if (env)
         cms__v1__envelope__free_unpacked(env, NULL);
@@ -410,13 +441,28 @@ static void on_event(void *arg, cms_nats_msg *m)
 
 /* ---- life ---- */
 
-int cms_auth_create(uv_loop_t *loop, cms_nats *nats, const cms_auth_options *o, cms_auth **out)
+static void unsubscribe_all(cms_auth *a)
 {
-    if (loop == NULL || nats == NULL || out == NULL || sodium_init() < 0)
-        return CMS_NATS_EINVAL;
-    cms_auth *a = calloc(1, sizeof *a);
-    if (a == NULL)
-        return CMS_NATS_ENOMEM;
+    for (size_t i = 0; i < a->nsubs; i++)
+        cms_nats_unsubscribe(a->subs[i]);
+    a->nsubs = 0;
+}
+
+cms_auth_err cms_auth_create(uv_loop_t *loop, cms_nats *nats, const cms_auth_options *o,
+                             cms_auth **out)
+{
+    cms_auth_err rc = CMS_AUTH_OK;
+    cms_auth *a = NULL;
+    if (loop == NULL || nats == NULL || out == NULL || sodium_init() < 0 ||
+        (o != NULL && o->resolver == NULL &&
+         (o->authenticate_subject == NULL || *o->authenticate_subject == '\0'))) {
+        rc = CMS_AUTH_EINVAL;
+        goto out;
+    }
+    if ((a = calloc(1, sizeof *a)) == NULL) { /* AUTH_OPEN */
+        rc = CMS_AUTH_ENOMEM;
+        goto out;
+    }
     a->loop = loop;
     a->nats = nats;
     if (o)
@@ -429,9 +475,23 @@ int cms_auth_create(uv_loop_t *loop, cms_nats *nats, const cms_auth_options *o, 
         a->o.timeout_ms = DEFAULT_TIMEOUT_MS;
     if (a->o.settle_ms == 0)
         a->o.settle_ms = DEFAULT_SETTLE_MS;
-    snprintf(a->prefix, sizeof a->prefix, "%s",
-             a->o.command_prefix && *a->o.command_prefix ? a->o.command_prefix : "cms.cmd");
-    a->o.command_prefix = a->prefix;
+    if (a->o.resolver == NULL) {
+        int n = snprintf(a->subject, sizeof a->subject, "%s", a->o.authenticate_subject);
+        if (n < 0 || (size_t)n >= sizeof a->subject) {
+            rc = CMS_AUTH_EINVAL;
+            goto out;
+        }
+    }
+    a->o.authenticate_subject = a->subject;
+    for (size_t i = 0; a->o.event_types && a->o.event_types[i]; i++) {
+        if (i == MAX_EVENT_TYPES ||
+            snprintf(a->types[i], NAME_MAX_LEN, "%s", a->o.event_types[i]) >= NAME_MAX_LEN) {
+            rc = CMS_AUTH_EINVAL;
+            goto out;
+        }
+        a->ntypes++;
+    }
+    a->o.event_types = NULL; /* copied */
     randombytes_buf(a->hash_key, sizeof a->hash_key);
     a->connected = cms_nats_is_connected(nats);
     a->ever_connected = a->connected;
@@ -444,25 +504,35 @@ int cms_auth_create(uv_loop_t *loop, cms_nats *nats, const cms_auth_options *o, 
     a->m_denied = cms_metrics_counter(mx, "cms_auth_denied_total", "API keys refused", NULL);
     a->m_invalidations = cms_metrics_counter(mx, "cms_auth_invalidations_total",
                                              "cache invalidations by events", NULL);
-    int rc = 0;
-    if (!a->o.no_events)
-        rc = cms_nats_subscribe(nats, "cms.events.identity.>", NULL, on_event, a, &a->sub_identity);
-    if (rc == 0 && !a->o.no_events)
-        rc = cms_nats_subscribe(nats, "cms.events.credential.>", NULL, on_event, a,
-                                &a->sub_credential);
-    if (rc == 0 && a->o.resolver == NULL) {
-        rc = cms_request_create(loop, nats, &a->req);
+    for (size_t i = 0; a->o.event_subjects && a->o.event_subjects[i]; i++) {
+        if (i == MAX_EVENT_SUBJECTS) {
+            rc = CMS_AUTH_EINVAL;
+            goto out;
+        }
+        if (cms_nats_subscribe(nats, a->o.event_subjects[i], NULL, on_event, a,
+                               &a->subs[a->nsubs]) != 0) {
+            rc = CMS_AUTH_ENATS;
+            goto out;
+        }
+        a->nsubs++;
+    }
+    a->o.event_subjects = NULL; /* subscribed */
+    if (a->o.resolver == NULL) {
+        if (cms_request_create(loop, nats, &a->req) != CMS_REQUEST_OK) {
+            rc = CMS_AUTH_ENATS;
+            goto out;
+        }
         a->o.resolver = remote_resolve;
         a->o.resolver_arg = a;
     }
-    if (rc != 0) {
-        cms_nats_unsubscribe(a->sub_identity);
-        cms_nats_unsubscribe(a->sub_credential);
-        free(a);
-        return rc;
-    }
     *out = a;
-    return 0;
+    a = NULL;
+out:
+    if (a != NULL) {
+        unsubscribe_all(a);
+        free(a);
+    }
+    return rc;
 }
 
 static void req_closed(void *arg)
@@ -477,12 +547,10 @@ void cms_auth_close(cms_auth *a, void (*closed)(void *arg), void *arg)
 {
     if (a == NULL || a->state != AUTH_OPEN)
         return;
-    a->state = AUTH_CLOSING;
+    set_state(a, AUTH_CLOSING);
     a->closed = closed;
     a->closed_arg = arg;
-    cms_nats_unsubscribe(a->sub_identity);
-    cms_nats_unsubscribe(a->sub_credential);
-    a->sub_identity = a->sub_credential = NULL;
+    unsubscribe_all(a);
     cms_auth_clear(a);
     if (a->req != NULL) { /* the default resolver's requester: closed first */
         cms_request_close(a->req, req_closed, a);

@@ -1,13 +1,14 @@
 /* Who is acting: an API key resolved to the identity behind it, with a
  * short-lived cache.
  *
- * A key is resolved by a resolver: by default a request to cms-identity
- * (<prefix>.identity.authenticate); cms-identity itself passes one that
- * reads its own tables. A resolved key is trusted for at most ttl_ms (and
- * never past its credential's expiry), and dropped at once when an event
- * says its identity or credential changed: identity.status_changed,
- * credential.revoked and credential.expired (core subscriptions to
- * cms.events.identity.> and cms.events.credential.>). Events missed while
+ * A key is resolved by a resolver: by default a request on the subject the
+ * options name (cms-identity's authenticate verb: bus.h states that
+ * contract, and the service runtime passes it in); cms-identity itself
+ * passes one that reads its own tables. A resolved key is trusted for at
+ * most ttl_ms (and never past its credential's expiry), and dropped at once
+ * when an event of one of the types the options name says its identity or
+ * credential changed (core subscriptions to the subjects the options
+ * name). Events missed while
  * NATS was disconnected, or dropped from a full hand-off queue, cannot be
  * told apart, so a disconnection or a drop empties the cache. A lookup
  * that was under way when an invalidation arrived is answered but not
@@ -25,10 +26,10 @@
 #ifndef CMS_AUTH_H
 #define CMS_AUTH_H
 
-#include "cms/v1/command.pb-c.h"
 #include "cms/v1/identity.pb-c.h"
 #include "nats.h"
 #include "uuid.h"
+#include "xenum.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -39,6 +40,18 @@
 #define CMS_AUTH_ROLE_MAX 32
 
 typedef struct cms_auth cms_auth;
+
+/* What a resolution answers, and what cms_auth_create can fail with. */
+#define CMS_AUTH_ERRORS(X)                                                                         \
+    X(CMS_AUTH_OK, "ok")                                                                           \
+    X(CMS_AUTH_DENIED, "the key is not accepted")                                                  \
+    X(CMS_AUTH_UNAVAILABLE, "nobody could answer in time")                                         \
+    X(CMS_AUTH_EINVAL, "invalid argument")                                                         \
+    X(CMS_AUTH_ENOMEM, "out of memory")                                                            \
+    X(CMS_AUTH_ENATS, "a subscription could not be made")
+
+typedef enum { CMS_AUTH_ERRORS(CMS_ENUM_ITEM) CMS_AUTH_NERRORS } cms_auth_err;
+const char *cms_auth_strerror(cms_auth_err e);
 
 typedef struct cms_principal {
     char identity_id[CMS_UUID_STRLEN + 1];
@@ -62,11 +75,12 @@ bool cms_principal_from_pb(const Cms__V1__Principal *pb, cms_principal *out)
 void cms_principal_to_pb(const cms_principal *p, Cms__V1__Principal *pb,
                          char *roles[CMS_AUTH_MAX_ROLES]);
 
-/* code: OK with p (valid during the call only), PERMISSION_DENIED (the key
- * is not accepted: unknown, malformed, revoked, expired, or its identity is
- * not active: callers must not say which), or UNAVAILABLE (nobody could
- * answer in time; the caller may retry). */
-typedef void (*cms_auth_cb)(void *arg, Cms__V1__ErrorCode code, const cms_principal *p);
+/* res: CMS_AUTH_OK with p (valid during the call only), CMS_AUTH_DENIED
+ * (the key is not accepted: unknown, malformed, revoked, expired, or its
+ * identity is not active: callers must not say which), or
+ * CMS_AUTH_UNAVAILABLE (nobody could answer in time; the caller may
+ * retry). */
+typedef void (*cms_auth_cb)(void *arg, cms_auth_err res, const cms_principal *p);
 
 /* Resolves key (NUL-terminated, valid during the call only) and calls
  * done(done_arg, ...) exactly once, maybe before returning. */
@@ -74,20 +88,26 @@ typedef void (*cms_auth_resolver)(void *resolver_arg, const char *key, cms_auth_
                                   void *done_arg);
 
 typedef struct cms_auth_options {
-    int64_t ttl_ms;             /* default 5000 (0 or less: the default) */
-    size_t max_entries;         /* default 65536; the oldest go first */
-    int64_t timeout_ms;         /* the default resolver's request timeout; default 2000 */
-    const char *command_prefix; /* default "cms.cmd" */
-    cms_auth_resolver resolver; /* NULL: ask cms-identity */
+    int64_t ttl_ms;     /* default 5000 (0 or less: the default) */
+    size_t max_entries; /* default 65536; the oldest go first */
+    int64_t timeout_ms; /* the default resolver's request timeout; default 2000 */
+    /* The default resolver asks this subject (required without a resolver). */
+    const char *authenticate_subject;
+    cms_auth_resolver resolver; /* NULL: the default resolver */
     void *resolver_arg;
-    bool no_events; /* do not subscribe to the invalidating events (tests) */
+    /* Subjects of the events that invalidate (NULL-terminated; NULL: none),
+     * and the types among them that invalidate their resource id: any
+     * other event on those subjects is passed over, one that cannot be
+     * read empties the cache. */
+    const char *const *event_subjects;
+    const char *const *event_types;
     /* How long after an invalidation nothing is cached: default 1000 ms;
      * negative: no such pause (tests of the cache itself). */
     int64_t settle_ms;
 } cms_auth_options;
 
-int cms_auth_create(uv_loop_t *loop, cms_nats *nats, const cms_auth_options *o, cms_auth **out)
-    __attribute__((warn_unused_result));
+cms_auth_err cms_auth_create(uv_loop_t *loop, cms_nats *nats, const cms_auth_options *o,
+                             cms_auth **out) __attribute__((warn_unused_result));
 
 /* key: the bearer token as received (NUL-terminated). */
 void cms_auth_resolve(cms_auth *a, const char *key, cms_auth_cb cb, void *arg);

@@ -1,15 +1,25 @@
 /* Command server; see cmd.h.
  *
- * A request's life: RECEIVED -> (LOOKUP, if it has a request_id and a
- * database) -> HANDLING -> (STORING, if its reply is kept) -> freed.
- * EXPIRED is HANDLING after the deadline answered for the handler: the
- * request stays allocated until the handler replies, since it holds it. */
+ * A request's life (REQ_STATES below): received; the caller resolved;
+ * for a request_id, the stored reply looked up (and, while another
+ * attempt's claim has no reply yet, looked up again until it has one);
+ * the handler run; its reply stored; done. A request is freed in the close
+ * callback of its timer, which is its deadline and, while it waits for
+ * another attempt, the pace of its look-ups.
+ *
+ * Ownership: the handler holds a request from its call until it answers,
+ * whatever else happens meanwhile (the deadline, a lost claim), so such a
+ * request is only marked and is freed when the handler lets go. */
 #include "cmd.h"
 
+#include "bus.h"
+#include "fsm.h"
 #include "log.h"
 #include "metrics.h"
+#include "pbarena.h"
 
 #include <ctype.h>
+#include <endian.h>
 #include <sodium.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -19,62 +29,153 @@
 
 #define DEFAULT_DEADLINE_MS 10000
 #define DEFAULT_MAX_INFLIGHT 1024
-#define DEFAULT_MAX_REQUEST (1024 * 1024)
+#define DEFAULT_MAX_REQUEST (64 * 1024)
 #define MAX_VERBS 64
-#define MAX_WAITERS 8
+#define VERB_MAX 40
+/* repeats of one request joined in memory; more take the database's path */
+#define MAX_WAITERS 64
 #define DEFAULT_RETENTION_MS (24 * 3600 * 1000LL)
 #define DEFAULT_PRUNE_MS (10 * 60 * 1000LL)
+/* looking again for another attempt's reply: from this, doubling to 1 s */
+#define WAIT_FIRST_MS 20
+#define WAIT_MAX_MS 1000
+#define ARENA_FIRST 2048
+/* the key of a stored reply: "<caller>/<verb>/<request_id>" */
+#define REPLY_KEY_MAX (CMS_UUID_STRLEN + 1 + VERB_MAX + 1 + CMS_CMD_REQUEST_ID_MAX + 1)
 
+/* What was last submitted with the claim: nothing of it committed, it
+ * committed, or its commit's outcome is unknown (the connection broke). */
+typedef enum { CLAIM_NONE, CLAIM_COMMITTED, CLAIM_UNKNOWN } claim_state;
+
+/* SQL reads best as written */
+// clang-format off
 static const char SQL_LOOKUP[] =
-    "SELECT reply FROM command_replies WHERE service = $1 AND request_id = $2";
-static const char SQL_PRUNE[] = "DELETE FROM command_replies WHERE service = $1 AND "
-                                "created_at < now() - $2::bigint * interval '1 millisecond'";
-static const char SQL_STORE[] = "INSERT INTO command_replies (service, request_id, reply) "
-                                "VALUES ($1, $2, $3) ON CONFLICT DO NOTHING";
+    "SELECT reply, (extract(epoch from now() - created_at) * 1000)::int8 "
+    "FROM command_replies WHERE service = $1 AND request_id = $2";
+/* the claim: an earlier attempt of this very request may have committed
+ * one without its change (a conditional write that found the state had
+ * moved); any other attempt's makes the insert fail with 23505 */
+static const char SQL_UNCLAIM[] =
+    "DELETE FROM command_replies WHERE service = $1 AND request_id = $2 AND owner = $3::uuid "
+    "AND reply IS NULL";
+static const char SQL_CLAIM[] =
+    "INSERT INTO command_replies (service, request_id, owner) VALUES ($1, $2, $3::uuid)";
+/* our claim gets its reply; without one (no change was written) the reply is stored anew;
+ * another attempt's row is left alone */
+static const char SQL_STORE[] =
+    "INSERT INTO command_replies (service, request_id, owner, reply) VALUES ($1, $2, $3::uuid, $4) "
+    "ON CONFLICT (service, request_id) DO UPDATE SET reply = EXCLUDED.reply "
+    "WHERE command_replies.owner = EXCLUDED.owner";
+static const char SQL_PRUNE[] =
+    "DELETE FROM command_replies WHERE service = $1 AND "
+    "created_at < now() - $2::bigint * interval '1 millisecond'";
+// clang-format on
+
+#define CODE_LIST(X)                                                                               \
+    X(CMS__V1__ERROR_CODE__UNSPECIFIED, "OK")                                                      \
+    X(CMS__V1__ERROR_CODE__INVALID_ARGUMENT, "INVALID_ARGUMENT")                                   \
+    X(CMS__V1__ERROR_CODE__NOT_FOUND, "NOT_FOUND")                                                 \
+    X(CMS__V1__ERROR_CODE__ALREADY_EXISTS, "ALREADY_EXISTS")                                       \
+    X(CMS__V1__ERROR_CODE__PERMISSION_DENIED, "PERMISSION_DENIED")                                 \
+    X(CMS__V1__ERROR_CODE__FAILED_PRECONDITION, "FAILED_PRECONDITION")                             \
+    X(CMS__V1__ERROR_CODE__INTERNAL, "INTERNAL")                                                   \
+    X(CMS__V1__ERROR_CODE__UNAVAILABLE, "UNAVAILABLE")
+#define CODE_COUNT_ITEM(code, text) +1
+enum { NCODES = 0 CODE_LIST(CODE_COUNT_ITEM) };
 
 typedef struct verb {
-    char name[40];
+    char name[VERB_MAX];
     const ProtobufCMessageDescriptor *desc;
     cms_cmd_handler fn;
     void *arg;
     bool open; /* no caller needed */
+    cms_counter *m_answers[NCODES];
+    cms_histogram *m_duration;
 } verb;
 
-typedef enum {
-    REQ_RECEIVED,
-    REQ_AUTH,
-    REQ_LOOKUP,
-    REQ_HANDLING,
-    REQ_EXPIRED,
-    REQ_STORING
-} req_state;
+/*   REQ_RECEIVED   just arrived
+ *   REQ_AUTH       the caller is being resolved
+ *   REQ_LOOKUP     a stored reply of its request_id is being looked up
+ *   REQ_WAITING    another attempt claimed the request_id: its reply is
+ *                  looked for again when the timer fires
+ *   REQ_HANDLING   the handler holds it
+ *   REQ_FOLLOWING  the handler holds it, but another attempt claimed the
+ *                  request_id: the handler's answer is replaced by that one
+ *   REQ_LATE       the handler holds it past the deadline (answered for);
+ *                  its reply is kept for retries that joined meanwhile
+ *   REQ_ABANDONED  answered; a callback that names it is still to come
+ *   REQ_STORING    its reply is being stored, then sent
+ *   REQ_DONE       answered; the timer is closing, then it is freed */
+#define REQ_STATES(X)                                                                              \
+    X(REQ_RECEIVED, "received")                                                                    \
+    X(REQ_AUTH, "auth")                                                                            \
+    X(REQ_LOOKUP, "lookup")                                                                        \
+    X(REQ_WAITING, "waiting")                                                                      \
+    X(REQ_HANDLING, "handling")                                                                    \
+    X(REQ_FOLLOWING, "following")                                                                  \
+    X(REQ_LATE, "late")                                                                            \
+    X(REQ_ABANDONED, "abandoned")                                                                  \
+    X(REQ_STORING, "storing")                                                                      \
+    X(REQ_DONE, "done")
+typedef enum { REQ_STATES(CMS_ENUM_ITEM) REQ_NSTATES } req_state;
+static const char *const req_names[] = {REQ_STATES(CMS_ENUM_TEXT)};
+static const bool req_moves[REQ_NSTATES][REQ_NSTATES] = {
+    [REQ_RECEIVED] =
+        {[REQ_AUTH] = true, [REQ_LOOKUP] = true, [REQ_HANDLING] = true, [REQ_DONE] = true},
+    [REQ_AUTH] =
+        {[REQ_LOOKUP] = true, [REQ_HANDLING] = true, [REQ_ABANDONED] = true, [REQ_DONE] = true},
+    [REQ_LOOKUP] =
+        {[REQ_WAITING] = true, [REQ_HANDLING] = true, [REQ_ABANDONED] = true, [REQ_DONE] = true},
+    [REQ_WAITING] = {[REQ_LOOKUP] = true, [REQ_DONE] = true},
+    [REQ_HANDLING] =
+        {[REQ_FOLLOWING] = true, [REQ_LATE] = true, [REQ_STORING] = true, [REQ_DONE] = true},
+    [REQ_FOLLOWING] = {[REQ_WAITING] = true, [REQ_ABANDONED] = true},
+    [REQ_LATE] = {[REQ_FOLLOWING] = true, [REQ_STORING] = true, [REQ_DONE] = true},
+    [REQ_ABANDONED] = {[REQ_DONE] = true},
+    [REQ_STORING] = {[REQ_DONE] = true},
+};
+static const cms_fsm req_fsm = CMS_FSM_INIT("command request", CMS_LOG_DEBUG, req_names, req_moves);
+
+#define CMD_STATES(X)                                                                              \
+    X(CMD_NEW, "new") X(CMD_RUNNING, "running") X(CMD_CLOSING, "closing") X(CMD_CLOSED, "closed")
+typedef enum { CMD_STATES(CMS_ENUM_ITEM) CMD_NSTATES } cmd_state;
+static const char *const cmd_names[] = {CMD_STATES(CMS_ENUM_TEXT)};
+static const bool cmd_moves[CMD_NSTATES][CMD_NSTATES] = {
+    [CMD_NEW] = {[CMD_RUNNING] = true, [CMD_CLOSING] = true},
+    [CMD_RUNNING] = {[CMD_CLOSING] = true},
+    [CMD_CLOSING] = {[CMD_CLOSED] = true},
+};
+static const cms_fsm cmd_fsm = CMS_FSM_INIT("command server", CMS_LOG_INFO, cmd_names, cmd_moves);
+
+static const char *const err_names[] = {CMS_CMD_ERRORS(CMS_ENUM_TEXT)};
 
 struct cms_cmd_req {
     cms_cmd *c;
     req_state state;
     cms_nats_msg *msg;
     const verb *v;
+    cms_pbarena *arena; /* the decoded body's */
     ProtobufCMessage *body;
     char request_id[CMS_CMD_REQUEST_ID_MAX + 1];
-    /* the stored key: "<caller's identity id>/<request_id>", or the
-     * request_id alone without a caller */
-    char reply_key[CMS_UUID_STRLEN + 2 + CMS_CMD_REQUEST_ID_MAX];
-    bool has_request_id;
+    char reply_key[REPLY_KEY_MAX];
+    char owner[CMS_UUID_STRLEN + 1]; /* this attempt's claim */
+    bool has_request_id;             /* and a database to keep replies in */
+    claim_state claim;
     cms_principal principal;
     bool has_principal;
-    char *waiters[MAX_WAITERS]; /* reply subjects: the request's and its repeats' */
-    size_t nwaiters;
+    char **waiters; /* reply subjects: the request's and its repeats' */
+    size_t nwaiters, cap_waiters;
     size_t nanswered; /* waiters the deadline already answered */
-    bool handler_ran; /* so its reply is the command's outcome, even past the deadline */
-    uv_timer_t deadline;
+    uv_timer_t timer;
+    uint64_t deadline_at; /* loop time */
+    uint64_t wait_ms;     /* the next pause between look-ups */
     uint64_t received_ns;
     void *data;      /* the handler's */
     uint8_t *packed; /* the reply, kept while it is being stored */
     size_t packed_len;
+    cms_cmd_code code; /* of the reply being stored */
     struct cms_cmd_req *prev, *next;
 };
-
-typedef enum { CMD_NEW, CMD_RUNNING, CMD_CLOSING, CMD_CLOSED } cmd_state;
 
 struct cms_cmd {
     uv_loop_t *loop;
@@ -86,13 +187,12 @@ struct cms_cmd {
     cmd_state state;
     verb verbs[MAX_VERBS];
     size_t nverbs;
+    verb unknown; /* the metrics of requests for no verb */
     cms_nats_sub *sub;
     cms_cmd_req *reqs; /* every live request */
     size_t live;
     void (*closed)(void *arg);
     void *closed_arg;
-    cms_counter *m_requests, *m_errors;
-    cms_histogram *m_latency;
     uint8_t seal_key[crypto_secretbox_KEYBYTES];
     bool seal;
     uv_timer_t prune;
@@ -100,36 +200,46 @@ struct cms_cmd {
     int prunes_running; /* prune jobs not yet answered */
 };
 
+static void lookup(cms_cmd_req *r);
+static void release_claim(cms_cmd_req *r);
+
+const char *cms_cmd_strerror(cms_cmd_err e)
+{
+    return cms_enum_text(err_names, CMS_CMD_NERRORS, e);
+}
+
 const char *cms_cmd_code_name(cms_cmd_code code)
 {
+#define CODE_CASE(value, text)                                                                     \
+    case value:                                                                                    \
+        return text;
     switch (code) {
-    case CMS__V1__ERROR_CODE__OK:
-        return "OK";
-    case CMS__V1__ERROR_CODE__INVALID_ARGUMENT:
-        return "INVALID_ARGUMENT";
-    case CMS__V1__ERROR_CODE__NOT_FOUND:
-        return "NOT_FOUND";
-    case CMS__V1__ERROR_CODE__ALREADY_EXISTS:
-        return "ALREADY_EXISTS";
-    case CMS__V1__ERROR_CODE__FAILED_PRECONDITION:
-        return "FAILED_PRECONDITION";
-    case CMS__V1__ERROR_CODE__PERMISSION_DENIED:
-        return "PERMISSION_DENIED";
-    case CMS__V1__ERROR_CODE__UNAVAILABLE:
-        return "UNAVAILABLE";
-    case CMS__V1__ERROR_CODE__INTERNAL:
-        return "INTERNAL";
+        CODE_LIST(CODE_CASE)
     case _CMS__V1__ERROR_CODE_IS_INT_SIZE:
         break;
     }
+#undef CODE_CASE
     return "INTERNAL";
+}
+
+/* The code's slot in a verb's counters. */
+static int code_slot(cms_cmd_code code)
+{
+    int i = 0;
+#define CODE_SLOT(value, text)                                                                     \
+    if (code == (value))                                                                           \
+        return i;                                                                                  \
+    i++;
+    CODE_LIST(CODE_SLOT)
+#undef CODE_SLOT
+    return code_slot(CMS__V1__ERROR_CODE__INTERNAL);
 }
 
 cms_cmd_code cms_cmd_code_for_pg(cms_pg_err err, const char *sqlstate)
 {
     switch (err) {
     case CMS_PG_OK:
-        return CMS__V1__ERROR_CODE__OK;
+        return CMS_CMD_NO_ERROR;
     case CMS_PG_EBUSY:
     case CMS_PG_EUNAVAILABLE:
     case CMS_PG_ECONN:
@@ -158,13 +268,29 @@ cms_cmd_code cms_cmd_code_for_pg(cms_pg_err err, const char *sqlstate)
     return CMS__V1__ERROR_CODE__INTERNAL;
 }
 
-/* ---- requests ---- */
+/* ---- states ---- */
+
+static void set_state(cms_cmd_req *r, req_state to)
+{
+    r->state = (req_state)cms_fsm_step(&req_fsm, r->state, to, r->request_id);
+}
+
+static void set_server_state(cms_cmd *c, cmd_state to)
+{
+    c->state = (cmd_state)cms_fsm_step(&cmd_fsm, c->state, to, c->service);
+}
+
+static bool holds_handler(const cms_cmd_req *r)
+{
+    return r->state == REQ_HANDLING || r->state == REQ_FOLLOWING || r->state == REQ_LATE;
+}
+
+/* ---- freeing ---- */
 
 static void maybe_closed(cms_cmd *c)
 {
     if (c->state == CMD_CLOSING && c->live == 0 && !c->prune_open && c->prunes_running == 0) {
-        c->state = CMD_CLOSED;
-        cms_log_info("command server closed", "{s:s}", "service", c->service);
+        set_server_state(c, CMD_CLOSED);
         if (c->closed)
             c->closed(c->closed_arg);
     }
@@ -174,22 +300,24 @@ static void req_closed(uv_handle_t *h)
 {
     cms_cmd_req *r = h->data;
     cms_cmd *c = r->c;
-    if (r->body)
-        protobuf_c_message_free_unpacked(r->body, NULL);
+    cms_pbarena_destroy(r->arena);
     cms_nats_msg_destroy(r->msg);
     if (r->packed && c->seal)
         sodium_memzero(r->packed, r->packed_len);
     free(r->packed);
     for (size_t i = 0; i < r->nwaiters; i++)
         free(r->waiters[i]);
+    free(r->waiters);
     free(r);
     c->live--;
     maybe_closed(c);
 }
 
+/* The end: unlinked at once (no one finds it), freed once its timer closed. */
 static void req_free(cms_cmd_req *r)
 {
     cms_cmd *c = r->c;
+    set_state(r, REQ_DONE);
     if (r->prev)
         r->prev->next = r->next;
     else
@@ -197,17 +325,22 @@ static void req_free(cms_cmd_req *r)
     if (r->next)
         r->next->prev = r->prev;
     r->prev = r->next = NULL;
-    uv_close((uv_handle_t *)&r->deadline, req_closed);
+    uv_timer_stop(&r->timer);
+    uv_close((uv_handle_t *)&r->timer, req_closed);
 }
+
+/* ---- answering ---- */
 
 static void send_to_waiters(cms_cmd_req *r, const uint8_t *buf, size_t len)
 {
     for (size_t i = r->nanswered; i < r->nwaiters; i++) {
         cms_nats_err e = cms_nats_publish(r->c->nats, r->waiters[i], NULL, buf, len);
         if (e != CMS_NATS_OK)
-            cms_log_warn("command reply not sent", "{s:s, s:s}", "verb", r->v ? r->v->name : "",
-                         "error", cms_nats_strerror(e));
+            cms_log_warn("command reply not sent", "{s:s, s:s, s:s}", "verb",
+                         r->v ? r->v->name : "", "request_id", r->request_id, "error",
+                         cms_nats_strerror(e));
     }
+    r->nanswered = r->nwaiters;
 }
 
 static uint8_t *pack_reply(const Cms__V1__Reply *rep, size_t *len)
@@ -219,76 +352,90 @@ static uint8_t *pack_reply(const Cms__V1__Reply *rep, size_t *len)
     return buf;
 }
 
+static void count_answer(cms_cmd_req *r, cms_cmd_code code)
+{
+    const verb *v = r->v ? r->v : &r->c->unknown;
+    cms_counter_add(v->m_answers[code_slot(code)], 1);
+    cms_histogram_observe(v->m_duration, (double)(uv_hrtime() - r->received_ns) / 1e9);
+}
+
+/* Only what a handler answered is the outcome of a request_id. */
+static bool should_store(const cms_cmd_req *r, cms_cmd_code code)
+{
+    return r->has_request_id && (r->state == REQ_HANDLING || r->state == REQ_LATE) &&
+           code != CMS__V1__ERROR_CODE__UNAVAILABLE && code != CMS__V1__ERROR_CODE__INTERNAL;
+}
+
 static void stored(void *arg, cms_pg_err err, const cms_pg_result *res)
 {
     cms_cmd_req *r = arg;
     if (err != CMS_PG_OK)
-        cms_log_warn("command reply not stored", "{s:s, s:s, s:s}", "verb", r->v->name, "error",
-                     cms_pg_strerror(err), "detail", res ? cms_pg_result_message(res) : "");
+        cms_log_warn("command reply not stored", "{s:s, s:s, s:s, s:s}", "verb", r->v->name,
+                     "request_id", r->request_id, "error", cms_pg_strerror(err), "detail",
+                     res ? cms_pg_result_message(res) : "");
     send_to_waiters(r, r->packed, r->packed_len);
     req_free(r);
 }
 
-static bool should_store(const cms_cmd_req *r, cms_cmd_code code)
-{
-    return r->has_request_id && r->c->o.pg && code != CMS__V1__ERROR_CODE__UNAVAILABLE &&
-           code != CMS__V1__ERROR_CODE__INTERNAL;
-}
-
-/* Sends (and, for a request_id, first stores) a packed Reply; frees r. */
-static void finish(cms_cmd_req *r, uint8_t *buf, size_t len, cms_cmd_code code)
+/* Stores (sealed, when the server seals) and then sends buf; false when the
+ * store could not even be submitted (the caller sends at once). */
+static bool store_then_send(cms_cmd_req *r, uint8_t *buf, size_t len)
 {
     cms_cmd *c = r->c;
-    uv_timer_stop(&r->deadline);
-    cms_counter_add(c->m_requests, 1);
-    cms_histogram_observe(c->m_latency, (double)(uv_hrtime() - r->received_ns) / 1e9);
-    if (code != CMS__V1__ERROR_CODE__OK)
-        cms_counter_add(c->m_errors, 1);
     uint8_t *sealed = NULL;
     size_t slen = len;
-    if (buf && should_store(r, code) && c->seal) {
+    if (c->seal) {
         /* nonce, then the box */
         slen = crypto_secretbox_NONCEBYTES + crypto_secretbox_MACBYTES + len;
-        sealed = malloc(slen);
-        if (sealed) {
-            randombytes_buf(sealed, crypto_secretbox_NONCEBYTES);
-            crypto_secretbox_easy(sealed + crypto_secretbox_NONCEBYTES, buf, len, sealed,
-                                  c->seal_key);
-        }
+        if ((sealed = malloc(slen)) == NULL)
+            return false;
+        randombytes_buf(sealed, crypto_secretbox_NONCEBYTES);
+        crypto_secretbox_easy(sealed + crypto_secretbox_NONCEBYTES, buf, len, sealed, c->seal_key);
     }
-    if (buf && should_store(r, code) && (!c->seal || sealed)) {
-        cms_pg_job *job = cms_pg_job_new();
-        const char *v[] = {c->service, r->reply_key, (const char *)(sealed ? sealed : buf)};
-        int lengths[] = {0, 0, (int)slen}, formats[] = {0, 0, 1};
-        /* answered only once stored, so a retry after the answer finds it */
-        if (job && cms_pg_job_sql(job, SQL_STORE, 3, v, lengths, formats) == CMS_PG_OK) {
-            r->packed = buf;
-            r->packed_len = len;
-            r->state = REQ_STORING;
-            if (cms_pg_submit(c->o.pg, &job, stored, r) == CMS_PG_OK) {
-                free(sealed);
-                return;
-            }
-            r->packed = NULL;
-        }
-        cms_pg_job_free(job);
-        cms_log_warn("command reply not stored", "{s:s}", "verb", r->v->name);
-    }
+    cms_pg_job *job = cms_pg_job_new();
+    const char *v[] = {c->service, r->reply_key, r->owner, (const char *)(sealed ? sealed : buf)};
+    int lengths[] = {0, 0, 0, (int)slen}, formats[] = {0, 0, 0, 1};
+    bool ok = job && cms_pg_job_sql(job, SQL_STORE, 4, v, lengths, formats) == CMS_PG_OK;
     free(sealed);
+    if (!ok) {
+        cms_pg_job_free(job);
+        return false;
+    }
+    /* sent only once stored, so that a retry after the answer finds it */
+    r->packed = buf;
+    r->packed_len = len;
+    if (cms_pg_submit(c->o.pg, &job, stored, r) == CMS_PG_OK) {
+        set_state(r, REQ_STORING);
+        return true;
+    }
+    r->packed = NULL;
+    cms_log_warn("command reply not stored: database busy", "{s:s, s:s}", "verb", r->v->name,
+                 "request_id", r->request_id);
+    return false;
+}
+
+/* Sends (and, for a request_id, first stores) a packed Reply, takes buf,
+ * and ends r. */
+static void finish(cms_cmd_req *r, uint8_t *buf, size_t len, cms_cmd_code code)
+{
+    bool store = buf && should_store(r, code);
+    if (r->state != REQ_LATE) /* the deadline counted a late one already */
+        count_answer(r, code);
+    if (store && store_then_send(r, buf, len))
+        return;
+    if (!store && r->has_request_id && r->claim == CLAIM_COMMITTED)
+        release_claim(r); /* committed without a reply kept: let a retry run */
     if (buf)
         send_to_waiters(r, buf, len);
-    if (buf && c->seal)
-        sodium_memzero(buf, len); /* it may hold a secret shown once */
     free(buf);
     req_free(r);
 }
 
-/* A packed Reply carrying an error (malloc'd; NULL when out of memory). */
-static uint8_t *pack_error(cms_cmd_code code, const char *field, const char *msg, size_t *len)
+static uint8_t *pack_error(cms_cmd_code code, const char *field, const char *message, size_t *len)
 {
     Cms__V1__Error e = CMS__V1__ERROR__INIT;
     e.code = code;
-    e.message = (char *)msg;
+    e.message = (char *)message;
     e.field = (char *)(field ? field : "");
     Cms__V1__Reply rep = CMS__V1__REPLY__INIT;
     rep.outcome_case = CMS__V1__REPLY__OUTCOME_ERROR;
@@ -296,46 +443,43 @@ static uint8_t *pack_error(cms_cmd_code code, const char *field, const char *msg
     return pack_reply(&rep, len);
 }
 
-static void reply_error(cms_cmd_req *r, cms_cmd_code code, const char *field, const char *msg)
+static void reply_error(cms_cmd_req *r, cms_cmd_code code, const char *field, const char *message)
 {
     size_t len;
-    uint8_t *buf = pack_error(code, field, msg, &len);
-    cms_log(code == CMS__V1__ERROR_CODE__INTERNAL ? CMS_LOG_ERROR : CMS_LOG_INFO, "command failed",
-            "{s:s, s:s, s:s, s:s, s:s}", "service", r->c->service, "verb", r->v ? r->v->name : "",
-            "code", cms_cmd_code_name(code), "field", field ? field : "", "message", msg);
+    uint8_t *buf = pack_error(code, field, message, &len);
     finish(r, buf, len, code);
 }
 
-void cms_cmd_fail(cms_cmd_req *r, cms_cmd_code code, const char *field, const char *fmt, ...)
+/* The handler let go of r. True when the answer is no longer its to give:
+ * another attempt claimed the request_id (its reply is answered, once
+ * stored), or the request was answered by the deadline before the handler
+ * began (nothing is left to do). */
+static bool handler_let_go(cms_cmd_req *r)
 {
-    char msg[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    if (code == CMS__V1__ERROR_CODE__OK)
-        code = CMS__V1__ERROR_CODE__INTERNAL;
-    if (r->state == REQ_EXPIRED && !r->has_request_id) {
-        req_free(r); /* the deadline already answered, and nobody can ask again */
-        return;
+    if (r->state == REQ_FOLLOWING) {
+        set_state(r, REQ_WAITING);
+        r->wait_ms = WAIT_FIRST_MS;
+        lookup(r);
+        return true;
     }
-    reply_error(r, code, field, msg);
+    if (r->state == REQ_ABANDONED) {
+        req_free(r);
+        return true;
+    }
+    return false;
 }
 
 void cms_cmd_reply(cms_cmd_req *r, const ProtobufCMessage *result)
 {
-    if (r->state == REQ_EXPIRED && !r->has_request_id) {
-        req_free(r); /* the deadline already answered, and nobody can ask again */
+    if (handler_let_go(r))
         return;
-    }
-    size_t rlen = result ? protobuf_c_message_get_packed_size(result) : 0;
+    size_t rlen = protobuf_c_message_get_packed_size(result);
     uint8_t *rbuf = malloc(rlen ? rlen : 1);
     if (rbuf == NULL) {
         reply_error(r, CMS__V1__ERROR_CODE__INTERNAL, NULL, "out of memory");
         return;
     }
-    if (result)
-        protobuf_c_message_pack(result, rbuf);
+    protobuf_c_message_pack(result, rbuf);
     Cms__V1__Reply rep = CMS__V1__REPLY__INIT;
     rep.outcome_case = CMS__V1__REPLY__OUTCOME_RESULT;
     rep.result.data = rbuf;
@@ -345,44 +489,203 @@ void cms_cmd_reply(cms_cmd_req *r, const ProtobufCMessage *result)
     if (r->c->seal)
         sodium_memzero(rbuf, rlen);
     free(rbuf);
-    finish(r, buf, len, CMS__V1__ERROR_CODE__OK);
+    if (buf == NULL) {
+        reply_error(r, CMS__V1__ERROR_CODE__INTERNAL, NULL, "out of memory");
+        return;
+    }
+    finish(r, buf, len, CMS_CMD_NO_ERROR);
 }
 
-static void deadline_passed(uv_timer_t *t)
+void cms_cmd_fail(cms_cmd_req *r, cms_cmd_code code, const char *field, const char *fmt, ...)
 {
-    cms_cmd_req *r = t->data;
-    if (r->state != REQ_HANDLING && r->state != REQ_LOOKUP && r->state != REQ_AUTH)
+    if (handler_let_go(r))
         return;
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (code == CMS__V1__ERROR_CODE__INTERNAL)
+        cms_log_warn("command failed", "{s:s, s:s, s:s}", "verb", r->v ? r->v->name : "",
+                     "request_id", r->request_id, "message", msg);
+    reply_error(r, code, field, msg);
+}
+
+void cms_cmd_fail_pg(cms_cmd_req *r, cms_pg_err err, const cms_pg_result *res, const char *what)
+{
+    const char *state = res ? cms_pg_result_sqlstate(res) : NULL;
+    cms_cmd_code code = cms_cmd_code_for_pg(err, state);
+    if (code == CMS_CMD_NO_ERROR)
+        code = CMS__V1__ERROR_CODE__INTERNAL; /* not a failure: a caller's mistake */
+    if (code == CMS__V1__ERROR_CODE__INTERNAL)
+        cms_log_error("command statement failed", "{s:s, s:s, s:s, s:s, s:s}", "verb",
+                      r->v ? r->v->name : "", "what", what, "sqlstate", state ? state : "", "error",
+                      cms_pg_strerror(err), "detail", res ? cms_pg_result_message(res) : "");
+    cms_cmd_fail(r, code, NULL, "%s failed%s", what,
+                 code == CMS__V1__ERROR_CODE__UNAVAILABLE ? ": the database is unavailable; retry"
+                                                          : "");
+}
+
+/* ---- the deadline, and waiting for another attempt ---- */
+
+static void timer_fired(uv_timer_t *t);
+
+static void arm_timer(cms_cmd_req *r, uint64_t ms)
+{
+    uv_timer_start(&r->timer, timer_fired, ms, 0);
+}
+
+/* The deadline passed: the callers get UNAVAILABLE now. */
+static void expire(cms_cmd_req *r)
+{
+    cms_cmd_code code = CMS__V1__ERROR_CODE__UNAVAILABLE;
+    if (r->state == REQ_WAITING) { /* nothing else holds it */
+        reply_error(r, code, NULL,
+                    "the first attempt with this request_id is still running; retry");
+        return;
+    }
     size_t len;
-    uint8_t *buf = pack_error(CMS__V1__ERROR_CODE__UNAVAILABLE, NULL,
-                              "the service did not answer in time; retry (with the same "
-                              "request_id)",
-                              &len);
+    uint8_t *buf = pack_error(
+        code, NULL, "not answered within the deadline; retry with the same request_id", &len);
     if (buf)
         send_to_waiters(r, buf, len);
     free(buf);
-    r->nanswered = r->nwaiters;
-    cms_counter_add(r->c->m_errors, 1);
-    cms_log_warn("command deadline passed", "{s:s, s:s}", "service", r->c->service, "verb",
-                 r->v ? r->v->name : "");
-    /* the handler (or the lookup or authentication) still holds r. A
-     * handler's late answer is still the command's outcome: it is stored
-     * for the request_id and sent to retries that joined meanwhile, so a
-     * retry never runs the command twice. */
-    r->state = REQ_EXPIRED;
+    count_answer(r, code);
+    cms_log_warn("command not answered within the deadline", "{s:s, s:s, s:s}", "verb",
+                 r->v ? r->v->name : "", "request_id", r->request_id, "state",
+                 cms_fsm_name(&req_fsm, r->state));
+    /* whoever holds it frees it: a handler's reply is still the outcome */
+    set_state(r, r->state == REQ_HANDLING ? REQ_LATE : REQ_ABANDONED);
+}
+
+static void timer_fired(uv_timer_t *t)
+{
+    cms_cmd_req *r = t->data;
+    uint64_t now = uv_now(r->c->loop);
+    /* storing: answered in a moment; late, abandoned: answered already */
+    if (r->state == REQ_STORING || r->state == REQ_LATE || r->state == REQ_ABANDONED)
+        return;
+    if (now >= r->deadline_at) {
+        expire(r);
+        return;
+    }
+    if (r->state == REQ_WAITING) {
+        lookup(r);
+        return;
+    }
+    arm_timer(r, r->deadline_at - now);
+}
+
+/* ---- request_id: claims, stored replies, other attempts ---- */
+
+static void release_claim(cms_cmd_req *r)
+{
+    cms_pg_job *job = cms_pg_job_new();
+    const char *v[] = {r->c->service, r->reply_key, r->owner};
+    if (job == NULL || cms_pg_job_sql(job, SQL_UNCLAIM, 3, v, NULL, NULL) != CMS_PG_OK ||
+        cms_pg_submit(r->c->o.pg, &job, NULL, NULL) != CMS_PG_OK) {
+        cms_pg_job_free(job);
+        cms_log_warn("command claim not released: retries will wait for it", "{s:s, s:s}", "verb",
+                     r->v->name, "request_id", r->request_id);
+    }
+    r->claim = CLAIM_NONE;
+}
+
+cms_pg_job *cms_cmd_job_new(cms_cmd_req *r)
+{
+    cms_pg_job *job = cms_pg_job_new();
+    if (job == NULL || !r->has_request_id)
+        return job;
+    const char *v[] = {r->c->service, r->reply_key, r->owner};
+    if (cms_pg_job_lead_sql(job, SQL_UNCLAIM, 3, v, NULL, NULL) != CMS_PG_OK ||
+        cms_pg_job_lead_sql(job, SQL_CLAIM, 3, v, NULL, NULL) != CMS_PG_OK) {
+        cms_pg_job_free(job);
+        return NULL;
+    }
+    return job;
+}
+
+typedef struct claimed_job {
+    cms_cmd_req *r;
+    cms_pg_done_cb done;
+    void *arg;
+} claimed_job;
+
+static void submitted(void *arg, cms_pg_err err, const cms_pg_result *res)
+{
+    claimed_job *cj = arg;
+    cms_cmd_req *r = cj->r;
+    cms_pg_done_cb done = cj->done;
+    void *done_arg = cj->arg;
+    free(cj);
+    if (r->has_request_id) {
+        r->claim = err == CMS_PG_OK      ? CLAIM_COMMITTED
+                   : err == CMS_PG_ECONN ? CLAIM_UNKNOWN
+                                         : CLAIM_NONE;
+        /* the claim is the second lead statement */
+        if (err == CMS_PG_ESQL && cms_pg_result_lead_failed(res) == 1 &&
+            strcmp(cms_pg_result_sqlstate(res), "23505") == 0) {
+            cms_log_info("request_id claimed by another attempt: answering its reply", "{s:s, s:s}",
+                         "verb", r->v->name, "request_id", r->request_id);
+            if (r->state == REQ_HANDLING || r->state == REQ_LATE)
+                set_state(r, REQ_FOLLOWING);
+        }
+    }
+    done(done_arg, err, res);
+}
+
+cms_pg_err cms_cmd_submit(cms_cmd_req *r, cms_pg_job **job, cms_pg_done_cb done, void *arg)
+{
+    claimed_job *cj = calloc(1, sizeof *cj);
+    if (cj == NULL) {
+        cms_pg_job_free(*job);
+        *job = NULL;
+        return CMS_PG_ENOMEM;
+    }
+    *cj = (claimed_job){.r = r, .done = done, .arg = arg};
+    cms_pg_err err = cms_pg_submit(r->c->o.pg, job, submitted, cj);
+    if (err != CMS_PG_OK)
+        free(cj);
+    return err;
 }
 
 static void run_handler(cms_cmd_req *r)
 {
-    r->state = REQ_HANDLING;
-    r->handler_ran = true;
+    set_state(r, REQ_HANDLING);
     r->v->fn(r->v->arg, r);
+}
+
+/* A stored reply: opened (when sealed) and answered without a second run. */
+static void answer_stored(cms_cmd_req *r, const uint8_t *stored_reply, size_t len)
+{
+    uint8_t *buf = malloc(len + 1);
+    if (buf == NULL) {
+        reply_error(r, CMS__V1__ERROR_CODE__INTERNAL, NULL, "out of memory");
+        return;
+    }
+    if (r->c->seal) {
+        size_t over = crypto_secretbox_NONCEBYTES + crypto_secretbox_MACBYTES;
+        if (len < over ||
+            crypto_secretbox_open_easy(buf, stored_reply + crypto_secretbox_NONCEBYTES,
+                                       len - crypto_secretbox_NONCEBYTES, stored_reply,
+                                       r->c->seal_key) != 0) {
+            free(buf);
+            reply_error(r, CMS__V1__ERROR_CODE__INTERNAL, NULL,
+                        "the stored reply of this request_id cannot be opened");
+            return;
+        }
+        len -= over;
+    } else {
+        memcpy(buf, stored_reply, len);
+    }
+    r->has_request_id = false; /* already stored */
+    finish(r, buf, len, CMS_CMD_NO_ERROR);
 }
 
 static void looked_up(void *arg, cms_pg_err err, const cms_pg_result *res)
 {
     cms_cmd_req *r = arg;
-    if (r->state == REQ_EXPIRED) {
+    if (r->state == REQ_ABANDONED) {
         req_free(r);
         return;
     }
@@ -392,52 +695,76 @@ static void looked_up(void *arg, cms_pg_err err, const cms_pg_result *res)
         return;
     }
     const PGresult *pr = cms_pg_result_get(res, 0);
-    if (pr && PQntuples(pr) == 1) {
-        /* answered before: the stored reply, and no second run */
-        const uint8_t *stored_reply = (const uint8_t *)PQgetvalue(pr, 0, 0);
-        size_t len = (size_t)PQgetlength(pr, 0, 0);
-        uint8_t *buf = malloc(len + 1);
-        if (buf && r->c->seal) {
-            size_t over = crypto_secretbox_NONCEBYTES + crypto_secretbox_MACBYTES;
-            if (len < over ||
-                crypto_secretbox_open_easy(buf, stored_reply + crypto_secretbox_NONCEBYTES,
-                                           len - crypto_secretbox_NONCEBYTES, stored_reply,
-                                           r->c->seal_key) != 0) {
-                free(buf);
-                reply_error(r, CMS__V1__ERROR_CODE__INTERNAL, NULL,
-                            "the stored reply of this request_id cannot be opened");
-                return;
-            }
-            len -= over;
-        } else if (buf) {
-            memcpy(buf, stored_reply, len);
-        }
-        if (buf == NULL) {
-            reply_error(r, CMS__V1__ERROR_CODE__INTERNAL, NULL, "out of memory");
-            return;
-        }
-        r->has_request_id = false; /* already stored */
-        finish(r, buf, len, CMS__V1__ERROR_CODE__OK);
+    if (pr == NULL || PQntuples(pr) == 0) {
+        if (r->state == REQ_WAITING) /* the claim went (released): this attempt runs */
+            set_state(r, REQ_LOOKUP);
+        run_handler(r);
         return;
     }
-    run_handler(r);
+    if (!PQgetisnull(pr, 0, 0)) {
+        answer_stored(r, (const uint8_t *)PQgetvalue(pr, 0, 0), (size_t)PQgetlength(pr, 0, 0));
+        return;
+    }
+    /* claimed by an attempt that has not stored its reply yet */
+    uint64_t be;
+    int64_t age_ms = 0;
+    if (PQgetlength(pr, 0, 1) == 8) {
+        memcpy(&be, PQgetvalue(pr, 0, 1), 8);
+        age_ms = (int64_t)be64toh(be);
+    }
+    if (age_ms > 2 * r->c->o.deadline_ms) {
+        reply_error(r, CMS__V1__ERROR_CODE__FAILED_PRECONDITION, CMS_CMD_REQUEST_ID_HEADER,
+                    "the first attempt with this request_id stopped before its outcome was "
+                    "recorded: check the result, then retry with a new request_id");
+        return;
+    }
+    if (r->state == REQ_LOOKUP)
+        set_state(r, REQ_WAITING);
+    uint64_t now = uv_now(r->c->loop), left = r->deadline_at > now ? r->deadline_at - now : 0;
+    arm_timer(r, r->wait_ms < left ? r->wait_ms : left);
+    r->wait_ms = r->wait_ms * 2 > WAIT_MAX_MS ? WAIT_MAX_MS : r->wait_ms * 2;
 }
 
-static cms_cmd_req *find_running(cms_cmd *c, const char *reply_key)
+static void lookup(cms_cmd_req *r)
+{
+    cms_cmd *c = r->c;
+    cms_pg_job *job = cms_pg_job_new();
+    const char *v[] = {c->service, r->reply_key};
+    if (job == NULL || cms_pg_job_sql(job, SQL_LOOKUP, 2, v, NULL, NULL) != CMS_PG_OK) {
+        cms_pg_job_free(job);
+        reply_error(r, CMS__V1__ERROR_CODE__INTERNAL, NULL, "out of memory");
+        return;
+    }
+    cms_pg_job_binary_results(job);
+    if (r->state != REQ_WAITING)
+        set_state(r, REQ_LOOKUP);
+    cms_pg_err err = cms_pg_submit(c->o.pg, &job, looked_up, r);
+    if (err != CMS_PG_OK)
+        reply_error(r, cms_cmd_code_for_pg(err, NULL), NULL, "database busy; retry");
+}
+
+static cms_cmd_req *find_running(cms_cmd *c, const cms_cmd_req *self)
 {
     for (cms_cmd_req *r = c->reqs; r; r = r->next)
-        if (r->has_request_id && (r->state != REQ_EXPIRED || r->handler_ran) &&
-            strcmp(r->reply_key, reply_key) == 0)
+        if (r != self && r->has_request_id && strcmp(r->reply_key, self->reply_key) == 0 &&
+            (r->state == REQ_LOOKUP || r->state == REQ_WAITING || holds_handler(r) ||
+             r->state == REQ_STORING))
             return r;
     return NULL;
 }
 
-static const verb *find_verb(const cms_cmd *c, const char *name)
+static bool add_waiter(cms_cmd_req *r, char *reply)
 {
-    for (size_t i = 0; i < c->nverbs; i++)
-        if (strcmp(c->verbs[i].name, name) == 0)
-            return &c->verbs[i];
-    return NULL;
+    if (r->nwaiters == r->cap_waiters) {
+        size_t cap = r->cap_waiters ? r->cap_waiters * 2 : 2;
+        char **w = cap <= MAX_WAITERS ? realloc(r->waiters, cap * sizeof *w) : NULL;
+        if (w == NULL)
+            return false;
+        r->waiters = w;
+        r->cap_waiters = cap;
+    }
+    r->waiters[r->nwaiters++] = reply;
+    return true;
 }
 
 static bool valid_request_id(const char *s)
@@ -451,11 +778,26 @@ static bool valid_request_id(const char *s)
     return true;
 }
 
-/* The request's caller is known (or none is needed): its request_id, then
- * its handler. */
+/* ---- arrival ---- */
+
+/* The caller is known (or none is needed): decode, then the request_id,
+ * then the handler. */
 static void after_auth(cms_cmd_req *r)
 {
     cms_cmd *c = r->c;
+    if (cms_pbarena_create(ARENA_FIRST, c->o.max_decoded_bytes, &r->arena) != 0) {
+        reply_error(r, CMS__V1__ERROR_CODE__UNAVAILABLE, NULL, "out of memory; retry");
+        return;
+    }
+    r->body = protobuf_c_message_unpack(r->v->desc, cms_pbarena_allocator(r->arena),
+                                        cms_nats_msg_len(r->msg), cms_nats_msg_data(r->msg));
+    if (r->body == NULL) {
+        char msg[200];
+        snprintf(msg, sizeof msg, "the request body is not a valid %s within %zu bytes decoded",
+                 r->v->desc->name, c->o.max_decoded_bytes);
+        reply_error(r, CMS__V1__ERROR_CODE__INVALID_ARGUMENT, "body", msg);
+        return;
+    }
     const char *rid = cms_nats_msg_header(r->msg, CMS_CMD_REQUEST_ID_HEADER);
     /* With authentication, replies are kept per caller: a request without
      * one (an open verb) neither stores nor finds a reply, or anyone could
@@ -470,46 +812,40 @@ static void after_auth(cms_cmd_req *r)
         return;
     }
     snprintf(r->request_id, sizeof r->request_id, "%s", rid);
-    snprintf(r->reply_key, sizeof r->reply_key, "%s%s%s",
-             r->has_principal ? r->principal.identity_id : "", r->has_principal ? "/" : "", rid);
-    cms_cmd_req *first = find_running(c, r->reply_key);
-    if (first && first->nwaiters < MAX_WAITERS) {
-        /* a retry while the first is running: answer both with one reply */
-        first->waiters[first->nwaiters++] = r->waiters[0];
-        r->waiters[0] = NULL;
-        r->nwaiters = 0;
-        req_free(r);
-        return;
-    }
-    r->has_request_id = true;
+    snprintf(r->reply_key, sizeof r->reply_key, "%s/%s/%s",
+             r->has_principal ? r->principal.identity_id : "", r->v->name, rid);
     if (c->o.pg == NULL) {
         run_handler(r);
         return;
     }
-    cms_pg_job *job = cms_pg_job_new();
-    const char *v[] = {c->service, r->reply_key};
-    if (job == NULL || cms_pg_job_sql(job, SQL_LOOKUP, 2, v, NULL, NULL) != CMS_PG_OK) {
-        cms_pg_job_free(job);
-        reply_error(r, CMS__V1__ERROR_CODE__INTERNAL, NULL, "out of memory");
-        return;
-    }
-    cms_pg_job_binary_results(job);
-    r->state = REQ_LOOKUP;
-    cms_pg_err err = cms_pg_submit(c->o.pg, &job, looked_up, r);
-    if (err != CMS_PG_OK)
-        reply_error(r, cms_cmd_code_for_pg(err, NULL), NULL, "database busy; retry");
-}
-
-static void authenticated(void *arg, Cms__V1__ErrorCode code, const cms_principal *p)
-{
-    cms_cmd_req *r = arg;
-    if (r->state == REQ_EXPIRED) {
+    r->has_request_id = true;
+    cms_cmd_req *first = find_running(c, r);
+    if (first && add_waiter(first, r->waiters[0])) {
+        /* a retry while the first runs here: one reply answers both */
+        r->waiters[0] = NULL;
+        r->nwaiters = 0;
+        r->has_request_id = false;
         req_free(r);
         return;
     }
-    if (code != CMS__V1__ERROR_CODE__OK || p == NULL) {
-        if (code == CMS__V1__ERROR_CODE__UNAVAILABLE)
-            reply_error(r, code, NULL, "the caller could not be authenticated now; retry");
+    cms_uuid u;
+    cms_uuid_v7(&u);
+    cms_uuid_format(&u, r->owner);
+    r->wait_ms = WAIT_FIRST_MS;
+    lookup(r);
+}
+
+static void authenticated(void *arg, cms_auth_err res, const cms_principal *p)
+{
+    cms_cmd_req *r = arg;
+    if (r->state == REQ_ABANDONED) {
+        req_free(r);
+        return;
+    }
+    if (res != CMS_AUTH_OK || p == NULL) {
+        if (res == CMS_AUTH_UNAVAILABLE)
+            reply_error(r, CMS__V1__ERROR_CODE__UNAVAILABLE, NULL,
+                        "the caller could not be authenticated now; retry");
         else
             reply_error(r, CMS__V1__ERROR_CODE__PERMISSION_DENIED, "Authorization",
                         "the API key is not accepted");
@@ -530,19 +866,23 @@ static void on_request(void *arg, cms_nats_msg *m)
         cms_nats_msg_destroy(m);
         return;
     }
-    cms_cmd_req *r = calloc(1, sizeof *r);
-    if (r == NULL || (r->waiters[0] = strdup(reply)) == NULL) {
+    cms_cmd_req *r = calloc(1, sizeof *r); /* REQ_RECEIVED */
+    char *w = strdup(reply);
+    if (r == NULL || w == NULL || !add_waiter(r, w)) {
+        free(w);
+        if (r)
+            free(r->waiters);
         free(r);
         cms_nats_msg_destroy(m);
         return;
     }
-    r->nwaiters = 1;
     r->received_ns = uv_hrtime();
     r->c = c;
     r->msg = m;
-    r->state = REQ_RECEIVED;
-    uv_timer_init(c->loop, &r->deadline);
-    r->deadline.data = r;
+    uv_timer_init(c->loop, &r->timer);
+    r->timer.data = r;
+    r->deadline_at = uv_now(c->loop) + (uint64_t)c->o.deadline_ms;
+    arm_timer(r, (uint64_t)c->o.deadline_ms);
     r->next = c->reqs;
     if (c->reqs)
         c->reqs->prev = r;
@@ -552,7 +892,9 @@ static void on_request(void *arg, cms_nats_msg *m)
     const char *subject = cms_nats_msg_subject(m);
     size_t plen = strlen(c->prefix);
     const char *vname = strncmp(subject, c->prefix, plen) == 0 ? subject + plen : "";
-    r->v = find_verb(c, vname);
+    for (size_t i = 0; i < c->nverbs && r->v == NULL; i++)
+        if (strcmp(c->verbs[i].name, vname) == 0)
+            r->v = &c->verbs[i];
     if (c->state != CMD_RUNNING) {
         reply_error(r, CMS__V1__ERROR_CODE__UNAVAILABLE, NULL, "the service is shutting down");
         return;
@@ -569,18 +911,11 @@ static void on_request(void *arg, cms_nats_msg *m)
         return;
     }
     if (cms_nats_msg_len(m) > c->o.max_request_bytes) {
-        reply_error(r, CMS__V1__ERROR_CODE__INVALID_ARGUMENT, "body", "request is too large");
-        return;
-    }
-    r->body =
-        protobuf_c_message_unpack(r->v->desc, NULL, cms_nats_msg_len(m), cms_nats_msg_data(m));
-    if (r->body == NULL) {
-        char msg[160];
-        snprintf(msg, sizeof msg, "the request body is not a valid %s", r->v->desc->name);
+        char msg[96];
+        snprintf(msg, sizeof msg, "the request is larger than %zu bytes", c->o.max_request_bytes);
         reply_error(r, CMS__V1__ERROR_CODE__INVALID_ARGUMENT, "body", msg);
         return;
     }
-    uv_timer_start(&r->deadline, deadline_passed, (uint64_t)c->o.deadline_ms, 0);
     if (c->o.auth == NULL || r->v->open) {
         after_auth(r);
         return;
@@ -591,7 +926,7 @@ static void on_request(void *arg, cms_nats_msg *m)
                     "no API key: send the header \"Authorization: Bearer <key>\"");
         return;
     }
-    r->state = REQ_AUTH;
+    set_state(r, REQ_AUTH);
     cms_auth_resolve(c->o.auth, key, authenticated, r);
 }
 
@@ -655,15 +990,38 @@ size_t cms_cmd_inflight(const cms_cmd *c)
 
 /* ---- server ---- */
 
-int cms_cmd_create(uv_loop_t *loop, cms_nats *nats, const cms_cmd_options *o, cms_cmd **out)
+static void make_verb_metrics(verb *v)
+{
+    static const double bounds[] = {0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025,
+                                    0.005,   0.01,   0.025,   0.05,   0.1,   0.25,
+                                    0.5,     1,      2.5,     5,      10};
+    static const char *const codes[] = {
+#define CODE_TEXT(value, text) text,
+        CODE_LIST(CODE_TEXT)
+#undef CODE_TEXT
+    };
+    cms_metrics *m = cms_metrics_default();
+    char labels[128];
+    for (int i = 0; i < NCODES; i++) {
+        snprintf(labels, sizeof labels, "verb=\"%s\",code=\"%s\"", v->name, codes[i]);
+        v->m_answers[i] =
+            cms_metrics_counter(m, "cms_commands_total", "commands answered, by code", labels);
+    }
+    snprintf(labels, sizeof labels, "verb=\"%s\"", v->name);
+    v->m_duration = cms_metrics_histogram(m, "cms_command_duration_seconds",
+                                          "time from a request's arrival to its answer", labels,
+                                          bounds, sizeof bounds / sizeof bounds[0]);
+}
+
+cms_cmd_err cms_cmd_create(uv_loop_t *loop, cms_nats *nats, const cms_cmd_options *o, cms_cmd **out)
 {
     if (loop == NULL || nats == NULL || o == NULL || o->service == NULL || out == NULL ||
         strlen(o->service) == 0 || strlen(o->service) >= 64 || strpbrk(o->service, ".*> ") ||
         (o->prefix && (strlen(o->prefix) >= 96 || strpbrk(o->prefix, "*> "))))
-        return CMS_NATS_EINVAL;
-    cms_cmd *c = calloc(1, sizeof *c);
+        return CMS_CMD_EINVAL;
+    cms_cmd *c = calloc(1, sizeof *c); /* CMD_NEW */
     if (c == NULL)
-        return CMS_NATS_ENOMEM;
+        return CMS_CMD_ENOMEM;
     c->loop = loop;
     c->nats = nats;
     c->o = *o;
@@ -674,7 +1032,8 @@ int cms_cmd_create(uv_loop_t *loop, cms_nats *nats, const cms_cmd_options *o, cm
         c->seal = true;
         c->o.reply_seal_key = c->seal_key;
     }
-    snprintf(c->root, sizeof c->root, "%s", o->prefix && *o->prefix ? o->prefix : "cms.cmd");
+    snprintf(c->root, sizeof c->root, "%s",
+             o->prefix && *o->prefix ? o->prefix : CMS_BUS_COMMAND_PREFIX);
     c->o.prefix = c->root;
     snprintf(c->prefix, sizeof c->prefix, "%s.%s.", c->root, c->service);
     if (c->o.deadline_ms <= 0)
@@ -683,48 +1042,52 @@ int cms_cmd_create(uv_loop_t *loop, cms_nats *nats, const cms_cmd_options *o, cm
         c->o.max_inflight = DEFAULT_MAX_INFLIGHT;
     if (c->o.max_request_bytes == 0)
         c->o.max_request_bytes = DEFAULT_MAX_REQUEST;
+    if (c->o.max_decoded_bytes == 0)
+        c->o.max_decoded_bytes = 4 * c->o.max_request_bytes;
     if (c->o.reply_retention_ms <= 0)
         c->o.reply_retention_ms = DEFAULT_RETENTION_MS;
     if (c->o.prune_interval_ms <= 0)
         c->o.prune_interval_ms = DEFAULT_PRUNE_MS;
-    char labels[96];
-    snprintf(labels, sizeof labels, "service=\"%s\"", c->service);
-    cms_metrics *m = cms_metrics_default();
-    c->m_requests = cms_metrics_counter(m, "cms_commands_total", "commands answered", labels);
-    c->m_errors = cms_metrics_counter(m, "cms_command_errors_total",
-                                      "commands answered with an error", labels);
-    c->m_latency = cms_metrics_histogram(
-        m, "cms_command_seconds", "time from a request's arrival to its answer", labels, NULL, 0);
+    snprintf(c->unknown.name, sizeof c->unknown.name, "unknown");
+    make_verb_metrics(&c->unknown);
     *out = c;
-    return CMS_NATS_OK;
+    return CMS_CMD_OK;
 }
 
-static int add_verb(cms_cmd *c, const char *verb_name, const ProtobufCMessageDescriptor *request,
-                    cms_cmd_handler fn, void *arg, bool open)
+static cms_cmd_err add_verb(cms_cmd *c, const char *verb_name,
+                            const ProtobufCMessageDescriptor *request, cms_cmd_handler fn,
+                            void *arg, bool open)
 {
     if (c == NULL || verb_name == NULL || request == NULL || fn == NULL || c->nverbs == MAX_VERBS ||
-        strlen(verb_name) == 0 || strlen(verb_name) >= 40 || find_verb(c, verb_name))
-        return CMS_NATS_EINVAL;
+        strlen(verb_name) == 0 || strlen(verb_name) >= VERB_MAX ||
+        strcmp(verb_name, "unknown") == 0)
+        return CMS_CMD_EINVAL;
+    for (size_t i = 0; i < c->nverbs; i++)
+        if (strcmp(c->verbs[i].name, verb_name) == 0)
+            return CMS_CMD_EINVAL;
     for (const char *p = verb_name; *p; p++)
         if (!(islower((unsigned char)*p) || *p == '_'))
-            return CMS_NATS_EINVAL;
+            return CMS_CMD_EINVAL;
     verb *v = &c->verbs[c->nverbs++];
     snprintf(v->name, sizeof v->name, "%s", verb_name);
     v->desc = request;
     v->fn = fn;
     v->arg = arg;
     v->open = open;
-    return CMS_NATS_OK;
+    make_verb_metrics(v);
+    return CMS_CMD_OK;
 }
 
-int cms_cmd_register(cms_cmd *c, const char *verb_name, const ProtobufCMessageDescriptor *request,
-                     cms_cmd_handler fn, void *arg)
+cms_cmd_err cms_cmd_register(cms_cmd *c, const char *verb_name,
+                             const ProtobufCMessageDescriptor *request, cms_cmd_handler fn,
+                             void *arg)
 {
     return add_verb(c, verb_name, request, fn, arg, false);
 }
 
-int cms_cmd_register_open(cms_cmd *c, const char *verb_name,
-                          const ProtobufCMessageDescriptor *request, cms_cmd_handler fn, void *arg)
+cms_cmd_err cms_cmd_register_open(cms_cmd *c, const char *verb_name,
+                                  const ProtobufCMessageDescriptor *request, cms_cmd_handler fn,
+                                  void *arg)
 {
     return add_verb(c, verb_name, request, fn, arg, true);
 }
@@ -792,26 +1155,26 @@ static void prune_closed(uv_handle_t *h)
     maybe_closed(c);
 }
 
-int cms_cmd_start(cms_cmd *c)
+cms_cmd_err cms_cmd_start(cms_cmd *c)
 {
     if (c == NULL || c->state != CMD_NEW)
-        return CMS_NATS_EINVAL;
-    char subject[200];
-    snprintf(subject, sizeof subject, "%s*", c->prefix);
-    int rc = cms_nats_subscribe(c->nats, subject, c->service, on_request, c, &c->sub);
-    if (rc == 0 && c->o.pg) {
+        return CMS_CMD_ESTATE;
+    char subject[CMS_BUS_SUBJECT_MAX];
+    if (cms_bus_command_subject(subject, sizeof subject, c->root, c->service, "*") != CMS_BUS_OK)
+        return CMS_CMD_EINVAL;
+    if (cms_nats_subscribe(c->nats, subject, c->service, on_request, c, &c->sub) != 0)
+        return CMS_CMD_ENATS;
+    if (c->o.pg) {
         uv_timer_init(c->loop, &c->prune);
         c->prune.data = c;
         c->prune_open = true;
         uv_timer_start(&c->prune, prune_fired, (uint64_t)c->o.prune_interval_ms,
                        (uint64_t)c->o.prune_interval_ms);
     }
-    if (rc == 0) {
-        c->state = CMD_RUNNING;
-        cms_log_info("command server listening", "{s:s, s:i}", "subject", subject, "verbs",
-                     (int)c->nverbs);
-    }
-    return rc;
+    set_server_state(c, CMD_RUNNING);
+    cms_log_info("command server listening", "{s:s, s:i}", "subject", subject, "verbs",
+                 (int)c->nverbs);
+    return CMS_CMD_OK;
 }
 
 void cms_cmd_close(cms_cmd *c, void (*closed)(void *arg), void *arg)
@@ -820,7 +1183,7 @@ void cms_cmd_close(cms_cmd *c, void (*closed)(void *arg), void *arg)
         return;
     c->closed = closed;
     c->closed_arg = arg;
-    c->state = CMD_CLOSING;
+    set_server_state(c, CMD_CLOSING);
     cms_nats_unsubscribe(c->sub);
     c->sub = NULL;
     if (c->prune_open)

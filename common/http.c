@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fsm.h"
 #include "log.h"
 
 #define MAX_HEAD 8192 /* request line + headers */
@@ -31,14 +32,33 @@
 #define LINGER_MS 2000
 #define READ_BUF 8192
 
-typedef enum { SRV_OPEN, SRV_CLOSING, SRV_CLOSED } srv_state;
+#define SRV_STATES(X) X(SRV_OPEN, "open") X(SRV_CLOSING, "closing") X(SRV_CLOSED, "closed")
+typedef enum { SRV_STATES(CMS_ENUM_ITEM) SRV_NSTATES } srv_state;
+static const char *const srv_names[] = {SRV_STATES(CMS_ENUM_TEXT)};
+static const bool srv_moves[SRV_NSTATES][SRV_NSTATES] = {
+    [SRV_OPEN] = {[SRV_CLOSING] = true, [SRV_CLOSED] = true}, /* closed: a failed create */
+    [SRV_CLOSING] = {[SRV_CLOSED] = true},
+};
+static const cms_fsm srv_fsm = CMS_FSM_INIT("http server", CMS_LOG_DEBUG, srv_names, srv_moves);
 
-typedef enum {
-    CONN_READING,   /* parsing requests */
-    CONN_FLUSHING,  /* no more requests: replies draining, then shutdown */
-    CONN_LINGERING, /* shut down; discarding input until EOF or LINGER_MS */
-    CONN_CLOSING,   /* uv_close called; freed when both handles are closed */
-} conn_state;
+/*   CONN_READING    parsing requests
+ *   CONN_FLUSHING   no more requests: replies draining, then shutdown
+ *   CONN_LINGERING  shut down; discarding input until EOF or LINGER_MS
+ *   CONN_CLOSING    uv_close called; freed when both handles are closed */
+#define CONN_STATES(X)                                                                             \
+    X(CONN_READING, "reading")                                                                     \
+    X(CONN_FLUSHING, "flushing")                                                                   \
+    X(CONN_LINGERING, "lingering")                                                                 \
+    X(CONN_CLOSING, "closing")
+typedef enum { CONN_STATES(CMS_ENUM_ITEM) CONN_NSTATES } conn_state;
+static const char *const conn_names[] = {CONN_STATES(CMS_ENUM_TEXT)};
+static const bool conn_moves[CONN_NSTATES][CONN_NSTATES] = {
+    [CONN_READING] = {[CONN_FLUSHING] = true, [CONN_CLOSING] = true},
+    [CONN_FLUSHING] = {[CONN_LINGERING] = true, [CONN_CLOSING] = true},
+    [CONN_LINGERING] = {[CONN_CLOSING] = true},
+};
+static const cms_fsm conn_fsm =
+    CMS_FSM_INIT("http connection", CMS_LOG_DEBUG, conn_names, conn_moves);
 
 typedef struct route {
     char *path;
@@ -106,32 +126,15 @@ static void conn_close(conn *c);
 static void process_input(conn *c);
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 
-static const char *conn_state_name(conn_state s)
-{
-    switch (s) {
-    case CONN_READING:
-        return "reading";
-    case CONN_FLUSHING:
-        return "flushing";
-    case CONN_LINGERING:
-        return "lingering";
-    case CONN_CLOSING:
-        return "closing";
-    }
-    return "unknown";
-}
-
-/* The one place a connection's state changes; states only move forward. */
+/* The one place a connection's state changes. */
 static void conn_set_state(conn *c, conn_state to)
 {
-    if (to <= c->state) {
-        cms_log_error("http: invalid connection state transition", "{s:s, s:s}", "from",
-                      conn_state_name(c->state), "to", conn_state_name(to));
-        return;
-    }
-    cms_log_debug("http connection state", "{s:s, s:s}", "from", conn_state_name(c->state), "to",
-                  conn_state_name(to));
-    c->state = to;
+    c->state = (conn_state)cms_fsm_step(&conn_fsm, c->state, to, NULL);
+}
+
+static void srv_set_state(cms_http *h, srv_state to)
+{
+    h->state = (srv_state)cms_fsm_step(&srv_fsm, h->state, to, NULL);
 }
 
 static void count_reply(int status)
@@ -234,7 +237,7 @@ static int send_reply(conn *c, int status, const char *ctype, const char *body, 
 static void srv_maybe_closed(cms_http *h)
 {
     if (h->state == SRV_CLOSING && !h->listener_open && h->conns == NULL) {
-        h->state = SRV_CLOSED;
+        srv_set_state(h, SRV_CLOSED);
         if (h->closed)
             h->closed(h->closed_arg);
     }
@@ -271,7 +274,8 @@ static void on_conn_timer(uv_timer_t *t)
 {
     conn *c = t->data;
     if (c->state != CONN_LINGERING)
-        cms_log_debug("http connection timed out", "{s:s}", "state", conn_state_name(c->state));
+        cms_log_debug("http connection timed out", "{s:s}", "state",
+                      cms_fsm_name(&conn_fsm, c->state));
     conn_close(c);
 }
 
@@ -525,8 +529,7 @@ static void on_connection(uv_stream_t *server, int status)
     conn *c = calloc(1, sizeof *c);
     if (c == NULL)
         return; /* the pending connection stays in the backlog */
-    c->srv = h;
-    c->state = CONN_READING;
+    c->srv = h; /* calloc: CONN_READING */
     uv_tcp_init(h->loop, &c->tcp);
     uv_timer_init(h->loop, &c->timer);
     c->tcp.data = c->timer.data = c;
@@ -619,8 +622,7 @@ int cms_http_create(uv_loop_t *loop, const char *addr, cms_http **out)
         rc = UV_ENOMEM;
         goto out;
     }
-    h->loop = loop;
-    h->state = SRV_OPEN;
+    h->loop = loop; /* calloc: SRV_OPEN */
     h->idle_timeout_ms = IDLE_TIMEOUT_MS;
     h->settings.on_message_begin = on_message_begin;
     h->settings.on_url = on_url;
@@ -654,7 +656,7 @@ int cms_http_create(uv_loop_t *loop, const char *addr, cms_http **out)
 out:
     if (h && h->listener_open) {
         /* an initialised handle is freed by its close callback, next loop turn */
-        h->state = SRV_CLOSED;
+        srv_set_state(h, SRV_CLOSED);
         uv_close((uv_handle_t *)&h->listener, free_on_close);
     } else {
         cms_http_destroy(h);
@@ -747,7 +749,7 @@ void cms_http_close(cms_http *h, void (*closed)(void *arg), void *arg)
 {
     if (h == NULL || h->state != SRV_OPEN)
         return;
-    h->state = SRV_CLOSING;
+    srv_set_state(h, SRV_CLOSING);
     h->closed = closed;
     h->closed_arg = arg;
     uv_close((uv_handle_t *)&h->listener, on_listener_closed);

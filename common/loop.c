@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fsm.h"
 #include "log.h"
 #include "metrics.h"
 
@@ -53,33 +54,22 @@ struct cms_proc {
     cms_gauge *lag_gauge;
 };
 
+static const char *const proc_names[] = {CMS_PROC_STATES(CMS_ENUM_TEXT)};
+static const bool proc_moves[CMS_PROC_NSTATES][CMS_PROC_NSTATES] = {
+    [CMS_PROC_RUNNING] = {[CMS_PROC_DRAINING] = true},
+    [CMS_PROC_DRAINING] = {[CMS_PROC_CLOSED] = true},
+};
+static const cms_fsm proc_fsm = CMS_FSM_INIT("process", CMS_LOG_INFO, proc_names, proc_moves);
+
 const char *cms_proc_state_name(cms_proc_state s)
 {
-    switch (s) {
-    case CMS_PROC_RUNNING:
-        return "running";
-    case CMS_PROC_DRAINING:
-        return "draining";
-    case CMS_PROC_CLOSED:
-        return "closed";
-    }
-    return "unknown";
+    return cms_fsm_name(&proc_fsm, s);
 }
 
 /* The only place the state changes: running -> draining -> closed. */
-static bool set_state(cms_proc *p, cms_proc_state to)
+static void set_state(cms_proc *p, cms_proc_state to)
 {
-    bool ok = (p->state == CMS_PROC_RUNNING && to == CMS_PROC_DRAINING) ||
-              (p->state == CMS_PROC_DRAINING && to == CMS_PROC_CLOSED);
-    if (!ok) {
-        cms_log_error("process: invalid state transition", "{s:s, s:s}", "from",
-                      cms_proc_state_name(p->state), "to", cms_proc_state_name(to));
-        return false;
-    }
-    cms_log_info("process state", "{s:s, s:s}", "from", cms_proc_state_name(p->state), "to",
-                 cms_proc_state_name(to));
-    p->state = to;
-    return true;
+    p->state = (cms_proc_state)cms_fsm_step(&proc_fsm, p->state, to, NULL);
 }
 
 static void on_handle_closed(uv_handle_t *h)
@@ -116,8 +106,9 @@ static void log_pending(cms_proc *p, const char *why)
 /* Leaves draining for closed: close hooks newest first, then our handles. */
 static void finish(cms_proc *p, const char *forced_why)
 {
-    if (p->state != CMS_PROC_DRAINING || !set_state(p, CMS_PROC_CLOSED))
+    if (p->state != CMS_PROC_DRAINING)
         return;
+    set_state(p, CMS_PROC_CLOSED);
     if (forced_why) {
         p->exit_code = 1;
         log_pending(p, forced_why);
@@ -148,8 +139,9 @@ static void maybe_finish(cms_proc *p)
 
 static void start_drain(cms_proc *p, const char *why)
 {
-    if (p->state != CMS_PROC_RUNNING || !set_state(p, CMS_PROC_DRAINING))
+    if (p->state != CMS_PROC_RUNNING)
         return;
+    set_state(p, CMS_PROC_DRAINING);
     cms_log_info("draining", "{s:s, s:i, s:I}", "cause", why, "hooks", (int)p->nhooks,
                  "drain_timeout_ms", (json_int_t)p->drain_timeout_ms);
     uv_timer_start(&p->drain_timer, on_drain_timer, p->drain_timeout_ms, 0);
@@ -199,8 +191,7 @@ int cms_proc_create(uv_loop_t *loop, uint64_t drain_timeout_ms, cms_proc **out)
     cms_proc *p = calloc(1, sizeof *p);
     if (p == NULL)
         return UV_ENOMEM;
-    p->loop = loop;
-    p->state = CMS_PROC_RUNNING;
+    p->loop = loop; /* calloc: CMS_PROC_RUNNING */
     p->drain_timeout_ms = drain_timeout_ms;
 
     /* A peer that goes away mid-write must give EPIPE, not kill the process. */

@@ -13,10 +13,17 @@
 #ifndef CMS_LOOP_H
 #define CMS_LOOP_H
 
+#include "fsm.h"
+
 #include <stdint.h>
 #include <uv.h>
 
-typedef enum { CMS_PROC_RUNNING, CMS_PROC_DRAINING, CMS_PROC_CLOSED } cms_proc_state;
+#define CMS_PROC_STATES(X)                                                                         \
+    X(CMS_PROC_RUNNING, "running")                                                                 \
+    X(CMS_PROC_DRAINING, "draining")                                                               \
+    X(CMS_PROC_CLOSED, "closed")
+
+typedef enum { CMS_PROC_STATES(CMS_ENUM_ITEM) CMS_PROC_NSTATES } cms_proc_state;
 
 typedef struct cms_proc cms_proc;
 

@@ -1,4 +1,6 @@
 /* NATS for one service: core subjects, JetStream publish, pull consumers.
+ * A transport: it knows no subject or stream of this system (those are in
+ * bus.h).
  *
  * One connection per process. nats.c runs its socket I/O, its callbacks and
  * its locks on threads of its own, so nothing here lets the loop touch it:
@@ -51,6 +53,8 @@ typedef enum {
     CMS_NATS_EIO,      /* nats.c or the server refused or failed it (details in the log) */
     CMS_NATS_ETIMEOUT, /* no answer within the deadline */
     CMS_NATS_ENOMEM,
+    CMS_NATS_ETOOBIG,   /* larger than the server or the stream takes: never published */
+    CMS_NATS_ENOSTREAM, /* no stream takes the subject (maybe not yet) */
 } cms_nats_err;
 
 const char *cms_nats_strerror(cms_nats_err e);
@@ -87,16 +91,16 @@ bool cms_nats_is_connected(const cms_nats *n);
  * between looks. Any thread. */
 uint64_t cms_nats_dropped(const cms_nats *n);
 
-/* Provisions CMS_EVENTS ("cms.events.>", file, Duplicates 2 min, MaxAge 30
- * days) and CMS_DLQ ("cms.dlq.>", file, MaxAge 90 days): creates what is
- * missing; a stream that exists with other settings is used as it is, each
- * difference logged as a warning. Retries (with backoff) until it succeeds or
- * cms_nats_close; done(arg, err) runs once, on the loop. Returns 0 or a
- * cms_nats_err. */
-int cms_nats_provision_streams(cms_nats *n, void (*done)(void *arg, cms_nats_err err), void *arg);
+/* The largest message (headers and payload) the server takes, from its
+ * INFO; nats-server's default of 1 MiB before the first connection. */
+size_t cms_nats_max_payload(const cms_nats *n);
 
-/* The same for any stream (tests, tools). Durations in milliseconds; 0 means
- * unlimited / server default. The spec's strings are copied. */
+/* Provisions streams: creates what is missing; a stream that exists with
+ * other settings is used as it is, each difference logged as a warning.
+ * Retries (with backoff) until it succeeds or cms_nats_close; done(arg,
+ * err) runs once, on the loop. Durations in milliseconds; 0 means
+ * unlimited / server default. The spec's strings are copied. Returns 0 or
+ * a cms_nats_err. */
 typedef struct cms_nats_stream_spec {
     const char *name;
     const char *subject; /* one subject filter, e.g. "cms.events.>" */
@@ -142,8 +146,12 @@ const char *cms_nats_msg_reply(const cms_nats_msg *m);
 const void *cms_nats_msg_data(const cms_nats_msg *m);
 size_t cms_nats_msg_len(const cms_nats_msg *m);
 /* First value of the header; exact key match first, then case-insensitive.
- * NULL if absent. */
+ * NULL if absent. Headers are parsed on first use, on the loop. */
 const char *cms_nats_msg_header(const cms_nats_msg *m, const char *key);
+/* Every header value: count, then the i-th (key, value) pair. */
+size_t cms_nats_msg_header_count(const cms_nats_msg *m);
+bool cms_nats_msg_header_at(const cms_nats_msg *m, size_t i, const char **key, const char **value);
+const char *cms_nats_msg_stream(const cms_nats_msg *m);  /* NULL for core messages */
 uint64_t cms_nats_msg_stream_seq(const cms_nats_msg *m); /* 0 for core messages */
 uint64_t cms_nats_msg_num_delivered(const cms_nats_msg *m);
 uint64_t cms_nats_msg_num_pending(const cms_nats_msg *m); /* consumer lag as of this message */
@@ -152,10 +160,11 @@ uint64_t cms_nats_msg_num_pending(const cms_nats_msg *m); /* consumer lag as of 
  * non-blocking). A message is settled once: later calls give EINVAL.
  * in_progress (extend AckWait) may be repeated before settling. After
  * cms_nats_close: ECLOSED (the server redelivers after AckWait). */
-cms_nats_err cms_nats_msg_ack(cms_nats_msg *m);
-cms_nats_err cms_nats_msg_nak(cms_nats_msg *m, int64_t delay_ms); /* delay 0: redeliver now */
-cms_nats_err cms_nats_msg_term(cms_nats_msg *m);
-cms_nats_err cms_nats_msg_in_progress(cms_nats_msg *m);
+#define CMS_NATS_WUR __attribute__((warn_unused_result))
+cms_nats_err cms_nats_msg_ack(cms_nats_msg *m) CMS_NATS_WUR;
+cms_nats_err cms_nats_msg_nak(cms_nats_msg *m, int64_t delay_ms) CMS_NATS_WUR; /* 0: now */
+cms_nats_err cms_nats_msg_term(cms_nats_msg *m) CMS_NATS_WUR;
+cms_nats_err cms_nats_msg_in_progress(cms_nats_msg *m) CMS_NATS_WUR;
 /* NULL-safe; destroying an unsettled JS message returns its credit (the
  * server redelivers after AckWait). Every message must be destroyed before
  * cms_nats_destroy. */
@@ -181,20 +190,8 @@ cms_nats_err cms_nats_respond(cms_nats *n, const cms_nats_msg *req, const char *
 typedef void (*cms_nats_pub_cb)(void *arg, cms_nats_err err, bool duplicate, uint64_t seq);
 cms_nats_err cms_nats_js_publish(cms_nats *n, const char *subject, const char *msg_id,
                                  const char *const *headers, const void *data, size_t len,
-                                 cms_nats_pub_cb done, void *arg);
+                                 cms_nats_pub_cb done, void *arg) CMS_NATS_WUR;
 int cms_nats_publish_inflight(const cms_nats *n);
-
-/* Republishes orig unchanged (bytes and headers, less any Nats-Expected-*
- * header) to "cms.dlq.<service>" with the added headers Cms-Dlq-Reason,
- * Cms-Dlq-Subject and (for a JetStream message) Cms-Dlq-Stream-Seq, through
- * cms_nats_js_publish. CMS_DLQ dedupes ids across all its subjects, so the
- * original Nats-Msg-Id travels as Cms-Dlq-Msg-Id and the dead letter's own
- * id is "dlq:<service>:<stream>:<seq>" (or "dlq:<service>:<original id>"):
- * a redelivered message dead-lettered twice by one service is stored once,
- * and two services' dead letters of one event are both kept. Ack the
- * original only once done reports CMS_NATS_OK (a duplicate is OK too). */
-cms_nats_err cms_nats_dead_letter(cms_nats *n, const char *service, const cms_nats_msg *orig,
-                                  const char *reason, cms_nats_pub_cb done, void *arg);
 
 /* Graceful close, in the background: refuses new work at once; stops the
  * consumers (joins their threads), waits for in-flight publishes (at most

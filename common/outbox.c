@@ -1,17 +1,21 @@
 /* Outbox relay; see outbox.h.
  *
- * One batch at a time: read the oldest rows of this source, publish them
- * (up to the NATS module's in-flight cap), and once every publish of the
- * batch has completed, delete the acknowledged rows and read the next batch
- * in the same job. Only one job of the relay is ever in flight. */
+ * One batch at a time: read the oldest rows of this source (taking or
+ * renewing the lease in the same job), publish them one by one in order,
+ * and once the batch is through, delete the published rows and read the
+ * next batch in one job. Only one job or publish of the relay is ever in
+ * flight, so the relay's activity is one state. */
 #include "outbox.h"
 
 #include "backoff.h"
+#include "fsm.h"
+#include "lease.h"
 #include "log.h"
 #include "metrics.h"
-#include "uuid.h"
 
 #include <endian.h>
+#include <jansson.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,31 +23,83 @@
 #define DEFAULT_POLL_MS 1000
 #define DEFAULT_BACKOFF_MAX_MS 5000
 #define BACKOFF_MIN_MS 100
+#define ROOM_RETRY_MS 5 /* the NATS module's publish window is full of others' */
+#define BACKLOG_COUNT_MAX "1000000"
+/* "Nats-Msg-Id: <uuid>\r\n" and the header block around it */
+#define MSG_ID_HEADER_BYTES (strlen("NATS/1.0\r\n\r\n") + strlen("Nats-Msg-Id: \r\n") + 36)
 
-static const char SQL_INSERT[] =
+/* SQL reads best as written */
+// clang-format off
+const char cms_outbox_sql_insert[] =
     "INSERT INTO outbox (source, event_id, subject, payload) VALUES ($1, $2::uuid, $3, $4)";
 static const char SQL_DELETE[] = "DELETE FROM outbox WHERE seq = ANY($1::bigint[])";
-/* Takes or renews the lease of this source unless another live relay holds it. */
-static const char SQL_LEASE[] =
-    "INSERT INTO outbox_leases (source, holder, expires_at) "
-    "VALUES ($1, $2::uuid, now() + $3::int * interval '1 millisecond') "
-    "ON CONFLICT (source) DO UPDATE SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at "
-    "WHERE outbox_leases.holder = EXCLUDED.holder OR outbox_leases.expires_at < now()";
-/* Reads only for the lease holder (the lease statement ran just before, in
- * the same transaction). */
 static const char SQL_READ[] =
-    "SELECT seq, event_id::text, subject, payload FROM outbox WHERE source = $1 AND EXISTS "
-    "(SELECT 1 FROM outbox_leases l WHERE l.source = $1 AND l.holder = $2::uuid) "
-    "ORDER BY seq LIMIT $3";
-static const char SQL_RELEASE[] =
-    "DELETE FROM outbox_leases WHERE source = $1 AND holder = $2::uuid";
+    "SELECT seq, event_id::text, subject, payload, "
+    "(extract(epoch from now() - created_at) * 1000000)::int8 "
+    "FROM outbox WHERE source = $1 ORDER BY seq LIMIT $2";
+static const char SQL_BACKLOG[] =
+    "SELECT count(*) FROM (SELECT 1 FROM outbox WHERE source = $1 LIMIT " BACKLOG_COUNT_MAX ") b";
+static const char SQL_BURY[] =
+    "WITH d AS (DELETE FROM outbox WHERE seq = $1::bigint RETURNING *) "
+    "INSERT INTO outbox_dead (seq, source, event_id, subject, payload, created_at, reason) "
+    "SELECT seq, source, event_id, subject, payload, created_at, $2 FROM d";
+// clang-format on
 
-typedef enum {
-    ROW_PENDING,   /* not sent yet */
-    ROW_INFLIGHT,  /* sent, no answer yet */
-    ROW_PUBLISHED, /* the stream has it */
-    ROW_FAILED,
-} row_state;
+/* Why a row is moved to outbox_dead (the metric's reason label). */
+#define DEAD_REASONS(X)                                                                            \
+    X(DEAD_NONE, "")                                                                               \
+    X(DEAD_TOO_LARGE, "too_large")                                                                 \
+    X(DEAD_REFUSED, "refused")
+typedef enum { DEAD_REASONS(CMS_ENUM_ITEM) NDEAD } dead_reason;
+static const char *const dead_names[] = {DEAD_REASONS(CMS_ENUM_TEXT)};
+
+/* The relay's life: running; draining (relay until a read finds nothing,
+ * then close); closed (nothing more is sent; late completions are ignored). */
+#define LIFE_STATES(X)                                                                             \
+    X(RELAY_RUNNING, "running") X(RELAY_DRAINING, "draining") X(RELAY_CLOSED, "closed")
+typedef enum { LIFE_STATES(CMS_ENUM_ITEM) RELAY_NLIFE } relay_life;
+static const char *const life_names[] = {LIFE_STATES(CMS_ENUM_TEXT)};
+static const bool life_moves[RELAY_NLIFE][RELAY_NLIFE] = {
+    [RELAY_RUNNING] = {[RELAY_DRAINING] = true, [RELAY_CLOSED] = true},
+    [RELAY_DRAINING] = {[RELAY_CLOSED] = true},
+};
+static const cms_fsm life_fsm = CMS_FSM_INIT("outbox relay", CMS_LOG_INFO, life_names, life_moves);
+
+/* What the relay is doing:
+ *   ACT_IDLE        nothing in flight; the timer reads next (poll or backoff)
+ *   ACT_READING     the delete-and-read job is in flight
+ *   ACT_PUBLISHING  the publish of rows[next] is in flight
+ *   ACT_HELD        rows[next] waits for the timer (backoff, or a full window)
+ *   ACT_BURYING     rows[next] is being moved to outbox_dead */
+#define ACT_STATES(X)                                                                              \
+    X(ACT_IDLE, "idle")                                                                            \
+    X(ACT_READING, "reading")                                                                      \
+    X(ACT_PUBLISHING, "publishing")                                                                \
+    X(ACT_HELD, "held")                                                                            \
+    X(ACT_BURYING, "burying")
+typedef enum { ACT_STATES(CMS_ENUM_ITEM) ACT_NSTATES } relay_act;
+static const char *const act_names[] = {ACT_STATES(CMS_ENUM_TEXT)};
+static const bool act_moves[ACT_NSTATES][ACT_NSTATES] = {
+    [ACT_IDLE] = {[ACT_READING] = true},
+    [ACT_READING] =
+        {[ACT_IDLE] = true, [ACT_PUBLISHING] = true, [ACT_BURYING] = true, [ACT_HELD] = true},
+    [ACT_PUBLISHING] = {[ACT_PUBLISHING] = true,
+                        [ACT_HELD] = true,
+                        [ACT_BURYING] = true,
+                        [ACT_READING] = true,
+                        [ACT_IDLE] = true},
+    [ACT_HELD] =
+        {[ACT_PUBLISHING] = true, [ACT_BURYING] = true, [ACT_READING] = true, [ACT_IDLE] = true},
+    [ACT_BURYING] = {[ACT_PUBLISHING] = true,
+                     [ACT_HELD] = true,
+                     [ACT_BURYING] = true,
+                     [ACT_READING] = true,
+                     [ACT_IDLE] = true},
+};
+static const cms_fsm act_fsm =
+    CMS_FSM_INIT("outbox relay activity", CMS_LOG_DEBUG, act_names, act_moves);
+
+static const char *const err_names[] = {CMS_OUTBOX_ERRORS(CMS_ENUM_TEXT)};
 
 typedef struct row {
     int64_t seq;
@@ -51,21 +107,9 @@ typedef struct row {
     char *subject;
     void *payload;
     size_t len;
-    row_state state;
+    int64_t age_us;
+    dead_reason dead; /* it can never be published: to be moved to outbox_dead */
 } row;
-
-typedef enum {
-    RELAY_IDLE,       /* waiting for a kick or the poll timer */
-    RELAY_READING,    /* the delete+read job is in flight */
-    RELAY_PUBLISHING, /* rows of a batch are being published */
-    RELAY_BACKOFF,    /* after a failure, waiting for the timer */
-    RELAY_CLOSED,     /* nothing more is sent; late completions are ignored */
-} relay_state;
-
-typedef struct pub_ctx {
-    struct cms_outbox *ob;
-    size_t index;
-} pub_ctx;
 
 struct cms_outbox {
     uv_loop_t *loop;
@@ -73,68 +117,123 @@ struct cms_outbox {
     cms_nats *nats;
     char *source;
     cms_outbox_options o;
-    char holder[40];  /* this relay's lease id: a UUIDv7 made at start */
-    int64_t lease_ms; /* outlives several polls, so a live holder keeps it */
-    relay_state state;
-    bool job_inflight;
-    bool kicked;   /* a kick arrived since the last read was sent */
-    bool draining; /* closing: relay until a read finds nothing, then close */
-    bool failed;   /* a publish of the current batch failed */
-    bool hold;     /* it did: publish the rows read next after a backoff */
+    cms_lease lease;
+    int ix_take, ix_read, ix_count; /* the read job's statements (-1: none) */
+    relay_life life;
+    relay_act act;
+    bool kicked; /* a kick arrived since the last read was sent */
     row *rows;
-    pub_ctx *ctx;
-    size_t nrows, next, inflight;
+    size_t nrows, next;  /* rows[0..next) are published (or buried) */
     cms_backoff backoff; /* failures in a row */
     uv_timer_t timer;
+    uint64_t last_count_ms; /* when the backlog was last counted (loop time) */
     uint64_t published;
     void (*closed)(void *arg);
     void *closed_arg;
-    cms_counter *m_published, *m_failed;
-    cms_gauge *m_batch;
+    cms_counter *m_published, *m_failed, *m_dead[NDEAD];
+    cms_gauge *m_backlog, *m_oldest;
 };
 
 static void read_batch(cms_outbox *ob);
-static void publish_more(cms_outbox *ob);
-static void backoff(cms_outbox *ob);
-static void release_lease(cms_outbox *ob);
+static void publish_next(cms_outbox *ob);
 
-static const char *state_name(relay_state s)
+const char *cms_outbox_strerror(cms_outbox_err e)
 {
-    switch (s) {
-    case RELAY_IDLE:
-        return "idle";
-    case RELAY_READING:
-        return "reading";
-    case RELAY_PUBLISHING:
-        return "publishing";
-    case RELAY_BACKOFF:
-        return "backoff";
-    case RELAY_CLOSED:
-        return "closed";
+    return cms_enum_text(err_names, CMS_OUTBOX_NERRORS, e);
+}
+
+static void set_life(cms_outbox *ob, relay_life to)
+{
+    ob->life = (relay_life)cms_fsm_step(&life_fsm, ob->life, to, ob->source);
+}
+
+static void set_act(cms_outbox *ob, relay_act to)
+{
+    ob->act = (relay_act)cms_fsm_step(&act_fsm, ob->act, to, ob->source);
+}
+
+/* ---- writing events ---- */
+
+void cms_outbox_params(const char *source, const cms_bus_event *ev, const char *values[4],
+                       int lengths[4], int formats[4])
+{
+    values[0] = source;
+    values[1] = ev->id;
+    values[2] = ev->subject;
+    values[3] = ev->buf ? (const char *)ev->buf : "";
+    for (int i = 0; i < 4; i++)
+        lengths[i] = formats[i] = 0;
+    lengths[3] = (int)ev->len;
+    formats[3] = 1;
+}
+
+enum { MAX_OWN = 60 };
+
+/* The event's four parameters, then the statement's own: false if they do
+ * not fit. */
+static bool event_params(const char *source, const cms_bus_event *ev, int nparams,
+                         const char *const *values, const char **v, int *lengths, int *formats)
+{
+    if (source == NULL || ev == NULL || nparams < 0 || nparams > MAX_OWN ||
+        (nparams > 0 && values == NULL) || ev->len > INT32_MAX)
+        return false;
+    cms_outbox_params(source, ev, v, lengths, formats);
+    for (int i = 0; i < nparams; i++) {
+        v[4 + i] = values[i];
+        lengths[4 + i] = formats[4 + i] = 0;
     }
-    return "?";
+    return true;
 }
 
-static void set_state(cms_outbox *ob, relay_state to)
+static cms_outbox_err from_pg(int rc)
 {
-    if (ob->state == to || ob->state == RELAY_CLOSED)
-        return; /* closed is final */
-    cms_log_debug("outbox relay state", "{s:s, s:s, s:s}", "source", ob->source, "from",
-                  state_name(ob->state), "to", state_name(to));
-    ob->state = to;
+    return rc == CMS_PG_OK       ? CMS_OUTBOX_OK
+           : rc == CMS_PG_ENOMEM ? CMS_OUTBOX_ENOMEM
+                                 : CMS_OUTBOX_EINVAL;
 }
 
-int cms_outbox_add(cms_pg_job *job, const char *source, const char *event_id, const char *subject,
-                   const void *payload, size_t len)
+cms_outbox_err cms_outbox_add_sql(cms_pg_job *job, const char *sql, const char *source,
+                                  const cms_bus_event *ev, int nparams, const char *const *values)
+{
+    const char *v[4 + MAX_OWN];
+    int lengths[4 + MAX_OWN], formats[4 + MAX_OWN];
+    if (job == NULL || sql == NULL ||
+        !event_params(source, ev, nparams, values, v, lengths, formats))
+        return CMS_OUTBOX_EINVAL;
+    return from_pg(cms_pg_job_sql(job, sql, 4 + nparams, v, lengths, formats));
+}
+
+cms_outbox_err cms_outbox_add_exec(cms_pg_job *job, const cms_pg_stmt *stmt, const char *source,
+                                   const cms_bus_event *ev, int nparams, const char *const *values)
+{
+    const char *v[4 + MAX_OWN];
+    int lengths[4 + MAX_OWN], formats[4 + MAX_OWN];
+    if (job == NULL || stmt == NULL ||
+        !event_params(source, ev, nparams, values, v, lengths, formats))
+        return CMS_OUTBOX_EINVAL;
+    return from_pg(cms_pg_job_exec(job, stmt, v, lengths, formats));
+}
+
+cms_outbox_err cms_outbox_add_raw(cms_pg_job *job, const char *source, const char *event_id,
+                                  const char *subject, const void *payload, size_t len)
 {
     if (job == NULL || source == NULL || event_id == NULL || subject == NULL ||
         (payload == NULL && len) || len > INT32_MAX)
-        return CMS_PG_EINVAL;
+        return CMS_OUTBOX_EINVAL;
     const char *v[] = {source, event_id, subject, payload ? payload : ""};
     int lengths[] = {0, 0, 0, (int)len};
     int formats[] = {0, 0, 0, 1};
-    return cms_pg_job_sql(job, SQL_INSERT, 4, v, lengths, formats);
+    return from_pg(cms_pg_job_sql(job, cms_outbox_sql_insert, 4, v, lengths, formats));
 }
+
+cms_outbox_err cms_outbox_add(cms_pg_job *job, const char *source, const cms_bus_event *ev)
+{
+    if (ev == NULL)
+        return CMS_OUTBOX_EINVAL;
+    return cms_outbox_add_raw(job, source, ev->id, ev->subject, ev->buf, ev->len);
+}
+
+/* ---- the batch in memory ---- */
 
 static void rows_clear(cms_outbox *ob)
 {
@@ -143,12 +242,41 @@ static void rows_clear(cms_outbox *ob)
         free(ob->rows[i].payload);
     }
     free(ob->rows);
-    free(ob->ctx);
     ob->rows = NULL;
-    ob->ctx = NULL;
     ob->nrows = ob->next = 0;
-    ob->failed = false;
 }
+
+/* Copies the rows of a read out of the result before it is freed. */
+static bool take_rows(cms_outbox *ob, const PGresult *r)
+{
+    int n = PQntuples(r);
+    if (n == 0)
+        return true;
+    if ((ob->rows = calloc((size_t)n, sizeof *ob->rows)) == NULL)
+        return false;
+    for (int i = 0; i < n; i++) {
+        row *w = &ob->rows[i];
+        uint64_t be;
+        if (PQgetlength(r, i, 0) != 8 || PQgetlength(r, i, 4) != 8)
+            return false;
+        memcpy(&be, PQgetvalue(r, i, 0), 8);
+        w->seq = (int64_t)be64toh(be);
+        memcpy(&be, PQgetvalue(r, i, 4), 8);
+        w->age_us = (int64_t)be64toh(be);
+        snprintf(w->event_id, sizeof w->event_id, "%.*s", PQgetlength(r, i, 1),
+                 PQgetvalue(r, i, 1));
+        w->subject = strndup(PQgetvalue(r, i, 2), (size_t)PQgetlength(r, i, 2));
+        w->len = (size_t)PQgetlength(r, i, 3);
+        w->payload = malloc(w->len ? w->len : 1);
+        ob->nrows++;
+        if (w->subject == NULL || w->payload == NULL)
+            return false;
+        memcpy(w->payload, PQgetvalue(r, i, 3), w->len);
+    }
+    return true;
+}
+
+/* ---- the timer and closing ---- */
 
 static void closed_timer(uv_handle_t *h)
 {
@@ -159,268 +287,312 @@ static void closed_timer(uv_handle_t *h)
 
 static void finish_close(cms_outbox *ob)
 {
-    if (ob->state == RELAY_CLOSED)
+    if (ob->life == RELAY_CLOSED)
         return;
-    set_state(ob, RELAY_CLOSED);
+    set_life(ob, RELAY_CLOSED);
     uv_timer_stop(&ob->timer);
     uv_close((uv_handle_t *)&ob->timer, closed_timer);
-}
-
-static bool has_pending(const cms_outbox *ob)
-{
-    for (size_t i = 0; i < ob->nrows; i++)
-        if (ob->rows[i].state == ROW_PENDING)
-            return true;
-    return false;
 }
 
 static void timer_fired(uv_timer_t *t)
 {
     cms_outbox *ob = t->data;
-    if (ob->state == RELAY_BACKOFF && has_pending(ob)) {
-        set_state(ob, RELAY_PUBLISHING);
-        publish_more(ob);
-    } else if (ob->state == RELAY_IDLE || ob->state == RELAY_BACKOFF) {
+    if (ob->act == ACT_HELD)
+        publish_next(ob);
+    else if (ob->act == ACT_IDLE)
         read_batch(ob);
-    }
 }
 
-static void backoff(cms_outbox *ob)
+/* A failure: no progress now. Draining ends (what is left waits in the
+ * table); otherwise what failed is tried again after a backoff: the held
+ * row (to), or the read (ACT_IDLE). */
+static void failed(cms_outbox *ob, relay_act to)
 {
-    if (ob->draining) {
-        /* no progress possible now: what is left waits in the table */
+    if (ob->life == RELAY_DRAINING) {
         finish_close(ob);
         return;
     }
-    set_state(ob, RELAY_BACKOFF);
+    set_act(ob, to);
     uv_timer_start(&ob->timer, timer_fired, cms_backoff_next(&ob->backoff), 0);
-}
-
-/* A failure: the delay doubles with each in a row. */
-static void failed_backoff(cms_outbox *ob)
-{
-    backoff(ob);
 }
 
 static void go_idle(cms_outbox *ob)
 {
-    set_state(ob, RELAY_IDLE);
+    set_act(ob, ACT_IDLE);
     uv_timer_start(&ob->timer, timer_fired, (uint64_t)ob->o.poll_ms, 0);
 }
 
-/* Copies the rows of a read out of the result before it is freed. */
-static bool take_rows(cms_outbox *ob, const PGresult *r)
-{
-    int n = PQntuples(r);
-    if (n == 0)
-        return true;
-    ob->rows = calloc((size_t)n, sizeof *ob->rows);
-    ob->ctx = calloc((size_t)n, sizeof *ob->ctx);
-    if (ob->rows == NULL || ob->ctx == NULL)
-        return false;
-    for (int i = 0; i < n; i++) {
-        row *w = &ob->rows[i];
-        uint64_t be;
-        if (PQgetlength(r, i, 0) != 8)
-            return false;
-        memcpy(&be, PQgetvalue(r, i, 0), 8);
-        w->seq = (int64_t)be64toh(be);
-        snprintf(w->event_id, sizeof w->event_id, "%.*s", PQgetlength(r, i, 1),
-                 PQgetvalue(r, i, 1));
-        w->subject = strndup(PQgetvalue(r, i, 2), (size_t)PQgetlength(r, i, 2));
-        w->len = (size_t)PQgetlength(r, i, 3);
-        w->payload = malloc(w->len ? w->len : 1);
-        if (w->subject == NULL || w->payload == NULL)
-            return false;
-        memcpy(w->payload, PQgetvalue(r, i, 3), w->len);
-        ob->ctx[i] = (pub_ctx){ob, (size_t)i};
-        ob->nrows++;
-    }
-    return true;
-}
-
-static void read_done(void *arg, cms_pg_err err, const cms_pg_result *res)
-{
-    cms_outbox *ob = arg;
-    ob->job_inflight = false;
-    if (ob->state == RELAY_CLOSED)
-        return;
-    if (err == CMS_PG_OK) {
-        /* the delete (if any) committed with the read */
-        rows_clear(ob);
-        const PGresult *r = cms_pg_result_get(res, cms_pg_result_count(res) - 1);
-        if (!take_rows(ob, r)) {
-            cms_log_error("outbox: could not take rows (out of memory or bad row)", NULL);
-            rows_clear(ob);
-            err = CMS_PG_ENOMEM;
-        }
-    } else {
-        cms_log_warn("outbox read failed", "{s:s, s:s, s:s}", "source", ob->source, "error",
-                     cms_pg_strerror(err), "detail", res ? cms_pg_result_message(res) : "");
-    }
-    if (err != CMS_PG_OK) {
-        /* rows of the batch stay as they were: published ones are deleted next time */
-        failed_backoff(ob);
-        return;
-    }
-    if (ob->m_batch)
-        cms_gauge_set(ob->m_batch, (double)ob->nrows);
-    if (ob->nrows == 0) {
-        if (ob->draining) {
-            release_lease(ob);
-            finish_close(ob); /* everything committed so far is published */
-        } else if (ob->kicked)
-            read_batch(ob);
-        else
-            go_idle(ob);
-        return;
-    }
-    if (ob->hold) {
-        /* the last batch failed to publish: give NATS time before these */
-        ob->hold = false;
-        backoff(ob);
-        return;
-    }
-    set_state(ob, RELAY_PUBLISHING);
-    publish_more(ob);
-}
+/* ---- reading ---- */
 
 /* Hands the lease over at once instead of letting it expire (best effort:
  * the job completes while the pool closes, or the lease simply expires). */
 static void release_lease(cms_outbox *ob)
 {
     cms_pg_job *job = cms_pg_job_new();
-    const char *v[] = {ob->source, ob->holder};
-    if (job == NULL || cms_pg_job_sql(job, SQL_RELEASE, 2, v, NULL, NULL) != CMS_PG_OK ||
+    if (job == NULL || cms_lease_add_release(&ob->lease, job) != CMS_PG_OK ||
         cms_pg_submit(ob->pg, &job, NULL, NULL) != CMS_PG_OK)
         cms_pg_job_free(job);
 }
 
-/* One job: delete what the last batch published, then read the next one. */
+static void read_done(void *arg, cms_pg_err err, const cms_pg_result *res)
+{
+    cms_outbox *ob = arg;
+    if (ob->life == RELAY_CLOSED)
+        return;
+    if (err != CMS_PG_OK) {
+        /* the rows stay as they were: the published ones are deleted next time */
+        cms_log_warn("outbox read failed", "{s:s, s:s, s:s}", "source", ob->source, "error",
+                     cms_pg_strerror(err), "detail", res ? cms_pg_result_message(res) : "");
+        failed(ob, ACT_IDLE);
+        return;
+    }
+    /* the delete (if any) committed with the read */
+    rows_clear(ob);
+    const PGresult *lease = cms_pg_result_get(res, (size_t)ob->ix_take);
+    const PGresult *rows = cms_pg_result_get(res, (size_t)ob->ix_read);
+    if (ob->ix_count >= 0) {
+        const PGresult *c = cms_pg_result_get(res, (size_t)ob->ix_count);
+        uint64_t be;
+        if (PQntuples(c) == 1 && PQgetlength(c, 0, 0) == 8) {
+            memcpy(&be, PQgetvalue(c, 0, 0), 8);
+            cms_gauge_set(ob->m_backlog, (double)(int64_t)be64toh(be));
+        }
+    }
+    if (cms_lease_took(&ob->lease, lease) == CMS_LEASE_NOT_HELD) {
+        /* another replica's relay publishes this source: stand by */
+        cms_gauge_set(ob->m_oldest, 0);
+        if (ob->life == RELAY_DRAINING)
+            finish_close(ob);
+        else
+            go_idle(ob);
+        return;
+    }
+    if (!take_rows(ob, rows)) {
+        cms_log_error("outbox: could not take rows (out of memory or bad row)", NULL);
+        rows_clear(ob);
+        failed(ob, ACT_IDLE);
+        return;
+    }
+    cms_gauge_set(ob->m_oldest, ob->nrows ? (double)ob->rows[0].age_us / 1e6 : 0.0);
+    if (ob->nrows == 0) {
+        cms_gauge_set(ob->m_backlog, 0);
+        if (ob->life == RELAY_DRAINING) {
+            release_lease(ob);
+            finish_close(ob); /* everything committed so far is published */
+        } else if (ob->kicked) {
+            set_act(ob, ACT_IDLE);
+            read_batch(ob);
+        } else {
+            go_idle(ob);
+        }
+        return;
+    }
+    set_act(ob, ACT_PUBLISHING);
+    publish_next(ob);
+}
+
+/* The published (and buried) rows of the batch, as a bigint[] literal:
+ * "{1,2,3}", digits and commas only. NULL for none, or no memory. */
+static char *published_ids(const cms_outbox *ob)
+{
+    if (ob->next == 0)
+        return NULL;
+    size_t cap = ob->next * 21 + 3, len = 0;
+    char *ids = malloc(cap);
+    if (ids == NULL)
+        return NULL;
+    ids[len++] = '{';
+    for (size_t i = 0; i < ob->next; i++)
+        len += (size_t)snprintf(ids + len, cap - len, "%s%lld", i ? "," : "",
+                                (long long)ob->rows[i].seq);
+    snprintf(ids + len, cap - len, "}");
+    return ids;
+}
+
+/* One job: take or renew the lease, delete what the last batch published
+ * (before the read, which must not see it), read the next batch, and once
+ * a poll count what waits. Called when nothing else is in flight. */
 static void read_batch(cms_outbox *ob)
 {
-    if (ob->job_inflight || ob->state == RELAY_CLOSED)
+    if (ob->life == RELAY_CLOSED)
         return;
     uv_timer_stop(&ob->timer);
-    char *ids = NULL;
+    char *ids = published_ids(ob);
     cms_pg_job *job = cms_pg_job_new();
-    if (job == NULL)
+    char limit[16];
+    snprintf(limit, sizeof limit, "%d", ob->o.batch);
+    const char *d[] = {ids};
+    const char *rv[] = {ob->source, limit};
+    bool count = uv_now(ob->loop) - ob->last_count_ms >= (uint64_t)ob->o.poll_ms;
+    int k = 0;
+    if (job == NULL || (ob->next > 0 && ids == NULL))
         goto fail;
-    size_t npub = 0;
-    for (size_t i = 0; i < ob->nrows; i++)
-        npub += ob->rows[i].state == ROW_PUBLISHED;
-    if (npub) {
-        /* a bigint[] literal: "{1,2,3}" — digits and commas only */
-        size_t cap = npub * 21 + 3, len = 0;
-        ids = malloc(cap);
-        if (ids == NULL)
-            goto fail;
-        ids[len++] = '{';
-        for (size_t i = 0; i < ob->nrows; i++)
-            if (ob->rows[i].state == ROW_PUBLISHED)
-                len += (size_t)snprintf(ids + len, cap - len, "%s%lld", len > 1 ? "," : "",
-                                        (long long)ob->rows[i].seq);
-        snprintf(ids + len, cap - len, "}");
-        const char *v[] = {ids};
-        if (cms_pg_job_sql(job, SQL_DELETE, 1, v, NULL, NULL) != CMS_PG_OK)
+    ob->ix_take = k++;
+    if (cms_lease_add_take(&ob->lease, job) != CMS_PG_OK)
+        goto fail;
+    if (ids != NULL) {
+        k++;
+        if (cms_pg_job_sql(job, SQL_DELETE, 1, d, NULL, NULL) != CMS_PG_OK)
             goto fail;
     }
-    char limit[16], lease_ms[24];
-    snprintf(limit, sizeof limit, "%d", ob->o.batch);
-    snprintf(lease_ms, sizeof lease_ms, "%lld", (long long)ob->lease_ms);
-    const char *lv[] = {ob->source, ob->holder, lease_ms};
-    const char *rv[] = {ob->source, ob->holder, limit};
-    if (cms_pg_job_sql(job, SQL_LEASE, 3, lv, NULL, NULL) != CMS_PG_OK ||
-        cms_pg_job_sql(job, SQL_READ, 3, rv, NULL, NULL) != CMS_PG_OK)
+    ob->ix_read = k++;
+    if (cms_pg_job_sql(job, SQL_READ, 2, rv, NULL, NULL) != CMS_PG_OK)
         goto fail;
+    ob->ix_count = -1;
+    if (count) {
+        ob->ix_count = k++;
+        if (cms_pg_job_sql(job, SQL_BACKLOG, 1, rv, NULL, NULL) != CMS_PG_OK)
+            goto fail;
+    }
+    free(ids);
+    ids = NULL;
     cms_pg_job_binary_results(job);
-    set_state(ob, RELAY_READING);
-    ob->kicked = false;
     cms_pg_err err = cms_pg_submit(ob->pg, &job, read_done, ob);
     if (err != CMS_PG_OK) {
         cms_log_warn("outbox read not submitted", "{s:s}", "error", cms_pg_strerror(err));
         goto fail;
     }
-    ob->job_inflight = true;
-    free(ids);
+    if (count)
+        ob->last_count_ms = uv_now(ob->loop);
+    set_act(ob, ACT_READING);
+    ob->kicked = false;
     return;
 fail:
     cms_pg_job_free(job);
     free(ids);
-    failed_backoff(ob);
+    failed(ob, ACT_IDLE);
+}
+
+/* ---- burying a row that can never be published ---- */
+
+static void buried(void *arg, cms_pg_err err, const cms_pg_result *res)
+{
+    cms_outbox *ob = arg;
+    if (ob->life == RELAY_CLOSED)
+        return;
+    row *w = &ob->rows[ob->next];
+    if (err != CMS_PG_OK) {
+        cms_log_warn("outbox row not moved to outbox_dead; retrying", "{s:s, s:s, s:s}", "source",
+                     ob->source, "error", cms_pg_strerror(err), "detail",
+                     res ? cms_pg_result_message(res) : "");
+        failed(ob, ACT_HELD);
+        return;
+    }
+    cms_counter_add(ob->m_dead[w->dead], 1);
+    cms_log_error("outbox row can never be published: moved to outbox_dead",
+                  "{s:s, s:s, s:s, s:s, s:I}", "source", ob->source, "event_id", w->event_id,
+                  "subject", w->subject, "reason", dead_names[w->dead], "bytes",
+                  (json_int_t)w->len);
+    cms_backoff_reset(&ob->backoff);
+    ob->next++;
+    publish_next(ob);
+}
+
+static void bury(cms_outbox *ob, row *w)
+{
+    char seq[24];
+    snprintf(seq, sizeof seq, "%lld", (long long)w->seq);
+    const char *v[] = {seq, dead_names[w->dead]};
+    cms_pg_job *job = cms_pg_job_new();
+    if (job == NULL || cms_pg_job_sql(job, SQL_BURY, 2, v, NULL, NULL) != CMS_PG_OK) {
+        cms_pg_job_free(job);
+        failed(ob, ACT_HELD);
+        return;
+    }
+    set_act(ob, ACT_BURYING);
+    if (cms_pg_submit(ob->pg, &job, buried, ob) != CMS_PG_OK)
+        failed(ob, ACT_HELD);
+}
+
+/* ---- publishing ---- */
+
+/* Whether a failed publish can never succeed. */
+static dead_reason permanent(cms_nats_err err)
+{
+    switch (err) {
+    case CMS_NATS_ETOOBIG:
+        return DEAD_TOO_LARGE;
+    case CMS_NATS_EINVAL:
+        return DEAD_REFUSED;
+    case CMS_NATS_OK:
+    case CMS_NATS_EBUSY:
+    case CMS_NATS_ECLOSED:
+    case CMS_NATS_EIO:
+    case CMS_NATS_ETIMEOUT:
+    case CMS_NATS_ENOMEM:
+    case CMS_NATS_ENOSTREAM:
+        break;
+    }
+    return DEAD_NONE;
 }
 
 static void published(void *arg, cms_nats_err err, bool duplicate, uint64_t seq)
 {
-    (void)duplicate;
+    (void)duplicate; /* already in the stream: published all the same */
     (void)seq;
-    pub_ctx *ctx = arg;
-    cms_outbox *ob = ctx->ob;
-    row *w = &ob->rows[ctx->index];
-    ob->inflight--;
-    if (ob->state == RELAY_CLOSED)
+    cms_outbox *ob = arg;
+    if (ob->life == RELAY_CLOSED)
         return;
+    row *w = &ob->rows[ob->next];
     if (err == CMS_NATS_OK) {
-        w->state = ROW_PUBLISHED;
         ob->published++;
         cms_counter_add(ob->m_published, 1);
-    } else {
-        w->state = ROW_FAILED;
-        ob->failed = true;
-        cms_counter_add(ob->m_failed, 1);
-        cms_log_warn("outbox publish failed", "{s:s, s:s, s:s}", "event_id", w->event_id, "subject",
-                     w->subject, "error", cms_nats_strerror(err));
-    }
-    publish_more(ob);
-}
-
-static void publish_retry(uv_timer_t *t)
-{
-    publish_more(t->data);
-}
-
-/* Sends rows in order while the NATS module takes them; stops after a
- * failure. Once nothing of the batch is in flight, the batch is settled:
- * the next job deletes what was published and reads on. */
-static void publish_more(cms_outbox *ob)
-{
-    while (!ob->failed && ob->state == RELAY_PUBLISHING && ob->next < ob->nrows) {
-        row *w = &ob->rows[ob->next];
-        cms_nats_err err = cms_nats_js_publish(ob->nats, w->subject, w->event_id, NULL, w->payload,
-                                               w->len, published, &ob->ctx[ob->next]);
-        if (err == CMS_NATS_EBUSY)
-            break;
+        cms_backoff_reset(&ob->backoff);
         ob->next++;
-        if (err != CMS_NATS_OK) {
-            w->state = ROW_FAILED;
-            ob->failed = true;
-            cms_log_warn("outbox publish refused", "{s:s, s:s}", "event_id", w->event_id, "error",
-                         cms_nats_strerror(err));
-            break;
-        }
-        w->state = ROW_INFLIGHT;
-        ob->inflight++;
-    }
-    if (ob->inflight > 0)
-        return; /* a completion calls again */
-    if (!ob->failed && ob->state == RELAY_PUBLISHING && ob->next < ob->nrows) {
-        /* full with other publishers' messages: look again shortly */
-        uv_timer_start(&ob->timer, publish_retry, 5, 0);
+        publish_next(ob);
         return;
     }
-    if (ob->failed)
-        ob->hold = true; /* the rows read next wait out a backoff */
+    cms_counter_add(ob->m_failed, 1);
+    w->dead = permanent(err);
+    cms_log_warn("outbox publish failed", "{s:s, s:s, s:s, s:s}", "event_id", w->event_id,
+                 "subject", w->subject, "error", cms_nats_strerror(err), "then",
+                 w->dead ? "moved to outbox_dead" : "retried before anything behind it");
+    if (w->dead)
+        bury(ob, w);
     else
-        cms_backoff_reset(&ob->backoff);
-    read_batch(ob);
+        failed(ob, ACT_HELD);
 }
+
+/* The next row of the batch, alone and in order: published, or buried if
+ * it can never be; once the batch is through, the next read. */
+static void publish_next(cms_outbox *ob)
+{
+    if (ob->next == ob->nrows) {
+        set_act(ob, ACT_IDLE);
+        read_batch(ob); /* deletes what was published */
+        return;
+    }
+    row *w = &ob->rows[ob->next];
+    if (w->dead == DEAD_NONE &&
+        w->len + strlen(w->subject) + MSG_ID_HEADER_BYTES > cms_nats_max_payload(ob->nats))
+        w->dead = DEAD_TOO_LARGE;
+    if (w->dead) {
+        bury(ob, w);
+        return;
+    }
+    cms_nats_err err = cms_nats_js_publish(ob->nats, w->subject, w->event_id, NULL, w->payload,
+                                           w->len, published, ob);
+    if (err == CMS_NATS_OK) {
+        set_act(ob, ACT_PUBLISHING);
+        return;
+    }
+    if (err == CMS_NATS_EBUSY) {
+        /* the window is full of other publishers' messages: look again shortly */
+        set_act(ob, ACT_HELD);
+        uv_timer_start(&ob->timer, timer_fired, ROOM_RETRY_MS, 0);
+        return;
+    }
+    published(ob, err, false, 0); /* refused at once: the same as a failed answer */
+}
+
+/* ---- life ---- */
 
 void cms_outbox_kick(cms_outbox *ob)
 {
     if (ob == NULL)
         return;
     ob->kicked = true;
-    if (ob->state == RELAY_IDLE)
+    if (ob->act == ACT_IDLE)
         read_batch(ob);
 }
 
@@ -429,15 +601,15 @@ uint64_t cms_outbox_published(const cms_outbox *ob)
     return ob->published;
 }
 
-int cms_outbox_create(uv_loop_t *loop, cms_pg *pg, cms_nats *nats, const cms_outbox_options *o,
-                      cms_outbox **out)
+cms_outbox_err cms_outbox_create(uv_loop_t *loop, cms_pg *pg, cms_nats *nats,
+                                 const cms_outbox_options *o, cms_outbox **out)
 {
     if (loop == NULL || pg == NULL || nats == NULL || o == NULL || o->source == NULL || out == NULL)
-        return CMS_PG_EINVAL;
-    cms_outbox *ob = calloc(1, sizeof *ob);
+        return CMS_OUTBOX_EINVAL;
+    cms_outbox *ob = calloc(1, sizeof *ob); /* RELAY_RUNNING, ACT_IDLE */
     if (ob == NULL || (ob->source = strdup(o->source)) == NULL) {
         free(ob);
-        return CMS_PG_ENOMEM;
+        return CMS_OUTBOX_ENOMEM;
     }
     ob->loop = loop;
     ob->pg = pg;
@@ -450,10 +622,14 @@ int cms_outbox_create(uv_loop_t *loop, cms_pg *pg, cms_nats *nats, const cms_out
         ob->o.poll_ms = DEFAULT_POLL_MS;
     if (ob->o.backoff_max_ms <= 0)
         ob->o.backoff_max_ms = DEFAULT_BACKOFF_MAX_MS;
-    cms_uuid holder;
-    cms_uuid_v7(&holder);
-    cms_uuid_format(&holder, ob->holder);
-    ob->lease_ms = 10 * ob->o.poll_ms < 10000 ? 10000 : 10 * ob->o.poll_ms;
+    char name[CMS_LEASE_NAME_MAX];
+    int64_t lease_ms = 10 * ob->o.poll_ms < 10000 ? 10000 : 10 * ob->o.poll_ms;
+    snprintf(name, sizeof name, "outbox:%s", ob->source);
+    if (!cms_lease_init(&ob->lease, name, lease_ms)) {
+        free(ob->source);
+        free(ob);
+        return CMS_OUTBOX_EINVAL;
+    }
     cms_backoff_init(&ob->backoff, BACKOFF_MIN_MS, (uint64_t)ob->o.backoff_max_ms);
     uv_timer_init(loop, &ob->timer);
     ob->timer.data = ob;
@@ -461,24 +637,38 @@ int cms_outbox_create(uv_loop_t *loop, cms_pg *pg, cms_nats *nats, const cms_out
     ob->m_published = cms_metrics_counter(m, "cms_outbox_published_total",
                                           "outbox rows acknowledged by the stream", NULL);
     ob->m_failed = cms_metrics_counter(m, "cms_outbox_publish_failures_total",
-                                       "outbox publishes that failed and will be retried", NULL);
-    ob->m_batch =
-        cms_metrics_gauge(m, "cms_outbox_batch_rows", "rows in the last outbox read", NULL);
-    ob->state = RELAY_IDLE;
+                                       "outbox publishes that failed", NULL);
+    for (int r = 1; r < NDEAD; r++) {
+        char labels[64];
+        snprintf(labels, sizeof labels, "reason=\"%s\"", dead_names[r]);
+        ob->m_dead[r] = cms_metrics_counter(m, "cms_outbox_dead_rows_total",
+                                            "outbox rows that can never be published, moved "
+                                            "to outbox_dead",
+                                            labels);
+    }
+    ob->m_backlog = cms_metrics_gauge(m, "cms_outbox_backlog_rows",
+                                      "outbox rows of this source waiting, at the last read", NULL);
+    ob->m_oldest =
+        cms_metrics_gauge(m, "cms_outbox_oldest_age_seconds",
+                          "age of the oldest waiting outbox row, at the last read", NULL);
     read_batch(ob);
     *out = ob;
-    return CMS_PG_OK;
+    return CMS_OUTBOX_OK;
 }
 
 void cms_outbox_close(cms_outbox *ob, void (*closed)(void *arg), void *arg)
 {
-    if (ob == NULL || ob->draining || ob->state == RELAY_CLOSED)
+    if (ob == NULL || ob->life != RELAY_RUNNING)
         return;
     ob->closed = closed;
     ob->closed_arg = arg;
-    ob->draining = true;
-    if (ob->state == RELAY_IDLE)
-        read_batch(ob); /* rows committed just now, or an empty read that closes */
+    set_life(ob, RELAY_DRAINING);
+    /* idle: rows committed just now, or an empty read that closes; held:
+     * try the held row now (a failure then ends the drain) */
+    if (ob->act == ACT_IDLE)
+        read_batch(ob);
+    else if (ob->act == ACT_HELD)
+        publish_next(ob);
 }
 
 void cms_outbox_abort(cms_outbox *ob)

@@ -6,26 +6,90 @@
  *
  * Delivery is at least once into the stream and exactly once as the stream
  * stores it: a crash after a publish and before its delete re-publishes the
- * row, and the stream's duplicate window drops the copy. Rows are read
- * oldest first and never skipped, so a transaction that commits late is
- * still published. With several replicas of a service, one relay per
- * source holds a lease (table outbox_leases, taken and renewed in the same
- * transaction as each read, released on a graceful close, expiring after
- * ten polls otherwise); the others stand by, so rows reach the stream in
- * commit order. After a failed publish the relay backs off and starts
- * again from the oldest undeleted row; events that were already in flight
- * behind the failed one may then precede it in the stream. */
+ * row, and the stream's duplicate window drops the copy.
+ *
+ * Order: rows are published strictly one after the other, oldest first,
+ * each only once the one before it is in the stream, and never skipped
+ * for a failure that may pass: a publish that fails for a while (NATS away,
+ * the stream missing) is retried, with backoff, before anything behind it,
+ * so the stream follows the order in which the rows were written (which
+ * consumers rely on, event by event of one resource). A row that can never
+ * be published (larger than the server takes, a subject it refuses) is
+ * moved to the table outbox_dead with the reason, in one transaction, and
+ * counted (cms_outbox_dead_rows_total): its neighbours go on.
+ *
+ * With several replicas of a service, one relay per source holds the lease
+ * "outbox:<source>" (common/lease, taken and renewed in each read job,
+ * released on a graceful close, expiring after ten polls otherwise); the
+ * others stand by.
+ *
+ * Metrics: cms_outbox_published_total, cms_outbox_publish_failures_total,
+ * cms_outbox_dead_rows_total{reason}, cms_outbox_backlog_rows (rows of this
+ * source waiting, as of the last read), cms_outbox_oldest_age_seconds. */
 #ifndef CMS_OUTBOX_H
 #define CMS_OUTBOX_H
 
+#include "bus.h"
 #include "nats.h"
 #include "pg.h"
+#include "xenum.h"
 
 #include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
 
 typedef struct cms_outbox cms_outbox;
+
+#define CMS_OUTBOX_ERRORS(X)                                                                       \
+    X(CMS_OUTBOX_OK, "ok")                                                                         \
+    X(CMS_OUTBOX_EINVAL, "invalid argument")                                                       \
+    X(CMS_OUTBOX_ENOMEM, "out of memory")
+
+typedef enum { CMS_OUTBOX_ERRORS(CMS_ENUM_ITEM) CMS_OUTBOX_NERRORS } cms_outbox_err;
+const char *cms_outbox_strerror(cms_outbox_err e);
+
+/* ---- writing a change and its event ---- */
+
+/* The outbox row of an event, as its own statement of a job. */
+cms_outbox_err cms_outbox_add(cms_pg_job *job, const char *source, const cms_bus_event *ev)
+    __attribute__((warn_unused_result));
+/* The same for bytes that are not a built event (tools and tests). */
+cms_outbox_err cms_outbox_add_raw(cms_pg_job *job, const char *source, const char *event_id,
+                                  const char *subject, const void *payload, size_t len)
+    __attribute__((warn_unused_result));
+
+/* A change and its event in one statement: a data-modifying CTE makes the
+ * change, and CMS_OUTBOX_SQL_FROM(cte) inserts the event once per row the
+ * CTE returns, so a change that did not happen writes no event:
+ *
+ *     "WITH u AS (UPDATE t SET status = $6 WHERE id = $5 AND status = $7 RETURNING id), "
+ *     "o AS (" CMS_OUTBOX_SQL_FROM("u") ") SELECT * FROM u"
+ *
+ * The event's parameters are the statement's first four ($1..$4: source,
+ * event id, subject, payload); its own start at $5 (CMS_OUTBOX_PARAM0). */
+#define CMS_OUTBOX_SQL_FROM(cte)                                                                   \
+    "INSERT INTO outbox (source, event_id, subject, payload) SELECT $1, $2::uuid, $3, $4 "         \
+    "FROM " cte
+#define CMS_OUTBOX_PARAM0 5
+
+/* Adds such a statement: the event's four parameters, then the statement's
+ * own nparams text values (NULL: SQL NULL). */
+cms_outbox_err cms_outbox_add_sql(cms_pg_job *job, const char *sql, const char *source,
+                                  const cms_bus_event *ev, int nparams, const char *const *values)
+    __attribute__((warn_unused_result));
+
+/* The same with a prepared statement (its parameter count: 4 + nparams). */
+cms_outbox_err cms_outbox_add_exec(cms_pg_job *job, const cms_pg_stmt *stmt, const char *source,
+                                   const cms_bus_event *ev, int nparams, const char *const *values)
+    __attribute__((warn_unused_result));
+
+/* For a client that writes with libpq itself (cms-migrate): the insert of
+ * one event, and its four parameters (text, text, text, binary). */
+extern const char cms_outbox_sql_insert[];
+void cms_outbox_params(const char *source, const cms_bus_event *ev, const char *values[4],
+                       int lengths[4], int formats[4]);
+
+/* ---- the relay ---- */
 
 typedef struct cms_outbox_options {
     const char *source;     /* the service whose rows this relay publishes (required) */
@@ -34,15 +98,10 @@ typedef struct cms_outbox_options {
     int64_t backoff_max_ms; /* after failures; default 5000 */
 } cms_outbox_options;
 
-/* Adds "INSERT INTO outbox ..." for one event to job. subject is the full
- * subject (cms.events.<type>.<verb>); payload is the serialized Envelope.
- * Returns a cms_pg_err. */
-int cms_outbox_add(cms_pg_job *job, const char *source, const char *event_id, const char *subject,
-                   const void *payload, size_t len) __attribute__((warn_unused_result));
-
 /* Starts the relay; it reads at once, then on every kick and poll. */
-int cms_outbox_create(uv_loop_t *loop, cms_pg *pg, cms_nats *nats, const cms_outbox_options *o,
-                      cms_outbox **out) __attribute__((warn_unused_result));
+cms_outbox_err cms_outbox_create(uv_loop_t *loop, cms_pg *pg, cms_nats *nats,
+                                 const cms_outbox_options *o, cms_outbox **out)
+    __attribute__((warn_unused_result));
 
 /* Call after a job that added events has committed: the relay looks now
  * instead of at the next poll. */

@@ -10,6 +10,7 @@
 #include "pg.h"
 
 #include "backoff.h"
+#include "fsm.h"
 #include "log.h"
 #include "metrics.h"
 
@@ -59,6 +60,7 @@ typedef struct call {
 struct cms_pg_job {
     call *calls;
     size_t ncalls, cap;
+    size_t nlead; /* the first nlead calls are the job's lead statements */
     bool binary;
     bool idempotent;
     bool internal; /* the connection's own setup: no callback, not counted */
@@ -77,7 +79,8 @@ struct cms_pg_job {
 
 struct cms_pg_result {
     cms_pg_job *job;
-    int failed; /* user-visible index of the failing statement, -1 if none */
+    int failed;      /* index of the failing statement (after the lead ones), -1 if none */
+    int lead_failed; /* index of the failing lead statement, -1 if none */
 };
 
 typedef struct {
@@ -85,7 +88,27 @@ typedef struct {
     size_t len;
 } job_fifo;
 
-typedef enum { CONN_BACKOFF, CONN_CONNECTING, CONN_SETUP, CONN_READY, CONN_CLOSED } conn_state;
+/*   CONN_BACKOFF     no connection; the timer starts the next attempt
+ *   CONN_CONNECTING  PQconnectPoll steps
+ *   CONN_SETUP       connected; the session setup (statement_timeout) is in flight
+ *   CONN_READY       takes jobs
+ *   CONN_CLOSED      the pool closed it; final */
+#define CONN_STATES(X)                                                                             \
+    X(CONN_BACKOFF, "backoff")                                                                     \
+    X(CONN_CONNECTING, "connecting")                                                               \
+    X(CONN_SETUP, "setup")                                                                         \
+    X(CONN_READY, "ready")                                                                         \
+    X(CONN_CLOSED, "closed")
+typedef enum { CONN_STATES(CMS_ENUM_ITEM) CONN_NSTATES } conn_state;
+static const char *const conn_names[] = {CONN_STATES(CMS_ENUM_TEXT)};
+static const bool conn_moves[CONN_NSTATES][CONN_NSTATES] = {
+    [CONN_BACKOFF] = {[CONN_CONNECTING] = true, [CONN_CLOSED] = true},
+    [CONN_CONNECTING] = {[CONN_SETUP] = true, [CONN_BACKOFF] = true, [CONN_CLOSED] = true},
+    [CONN_SETUP] = {[CONN_READY] = true, [CONN_BACKOFF] = true, [CONN_CLOSED] = true},
+    [CONN_READY] = {[CONN_BACKOFF] = true, [CONN_CLOSED] = true},
+};
+static const cms_fsm conn_fsm =
+    CMS_FSM_INIT("pg connection", CMS_LOG_DEBUG, conn_names, conn_moves);
 
 typedef enum { PREP_NONE, PREP_SENT, PREP_DONE } prep_state;
 
@@ -111,7 +134,15 @@ struct conn {
     job_fifo inflight;
 };
 
-typedef enum { POOL_RUNNING, POOL_CLOSING, POOL_CLOSED } pool_state;
+#define POOL_STATES(X)                                                                             \
+    X(POOL_RUNNING, "running") X(POOL_CLOSING, "closing") X(POOL_CLOSED, "closed")
+typedef enum { POOL_STATES(CMS_ENUM_ITEM) POOL_NSTATES } pool_state;
+static const char *const pool_names[] = {POOL_STATES(CMS_ENUM_TEXT)};
+static const bool pool_moves[POOL_NSTATES][POOL_NSTATES] = {
+    [POOL_RUNNING] = {[POOL_CLOSING] = true},
+    [POOL_CLOSING] = {[POOL_CLOSED] = true},
+};
+static const cms_fsm pool_fsm = CMS_FSM_INIT("pg pool", CMS_LOG_INFO, pool_names, pool_moves);
 
 struct cms_pg {
     uv_loop_t *loop;
@@ -183,23 +214,6 @@ static void fifo_prepend(job_fifo *dst, job_fifo *src)
     *src = (job_fifo){0};
 }
 
-static const char *conn_state_name(conn_state s)
-{
-    switch (s) {
-    case CONN_BACKOFF:
-        return "backoff";
-    case CONN_CONNECTING:
-        return "connecting";
-    case CONN_SETUP:
-        return "setup";
-    case CONN_READY:
-        return "ready";
-    case CONN_CLOSED:
-        return "closed";
-    }
-    return "?";
-}
-
 static void update_gauges(cms_pg *pg)
 {
     if (pg->m_queue)
@@ -212,18 +226,21 @@ static void update_gauges(cms_pg *pg)
 static void conn_set_state(conn *c, conn_state to)
 {
     conn_state from = c->state;
-    if (from == to)
-        return;
-    c->state = to;
-    cms_log_debug("pg connection state", "{s:i, s:s, s:s}", "conn", c->id, "from",
-                  conn_state_name(from), "to", conn_state_name(to));
-    int delta = (to == CONN_READY) - (from == CONN_READY);
+    char id[16];
+    snprintf(id, sizeof id, "%d", c->id);
+    c->state = (conn_state)cms_fsm_step(&conn_fsm, from, to, id);
+    int delta = (c->state == CONN_READY) - (from == CONN_READY);
     if (delta != 0) {
         c->pg->nready += delta;
         update_gauges(c->pg);
         if (c->pg->o.on_state)
             c->pg->o.on_state(c->pg->o.state_arg, c->pg->nready);
     }
+}
+
+static void pool_set_state(cms_pg *pg, pool_state to)
+{
+    pg->state = (pool_state)cms_fsm_step(&pool_fsm, pg->state, to, pg->appname);
 }
 
 static void kick(cms_pg *pg)
@@ -340,6 +357,17 @@ int cms_pg_job_sql(cms_pg_job *job, const char *sql, int nparams, const char *co
     return job_add(job, NULL, sql, nparams, values, lengths, formats);
 }
 
+int cms_pg_job_lead_sql(cms_pg_job *job, const char *sql, int nparams, const char *const *values,
+                        const int *lengths, const int *formats)
+{
+    if (sql == NULL || job == NULL || job->ncalls != job->nlead)
+        return CMS_PG_EINVAL;
+    int rc = job_add(job, NULL, sql, nparams, values, lengths, formats);
+    if (rc == CMS_PG_OK)
+        job->nlead++;
+    return rc;
+}
+
 int cms_pg_job_exec(cms_pg_job *job, const cms_pg_stmt *stmt, const char *const *values,
                     const int *lengths, const int *formats)
 {
@@ -352,21 +380,26 @@ int cms_pg_job_exec(cms_pg_job *job, const cms_pg_stmt *stmt, const char *const 
 
 size_t cms_pg_result_count(const cms_pg_result *res)
 {
-    return res->job->ncalls;
+    return res->job->ncalls - res->job->nlead;
 }
 
 const PGresult *cms_pg_result_get(const cms_pg_result *res, size_t i)
 {
     const cms_pg_job *j = res->job;
-    if (i >= j->ncalls)
+    if (i >= j->ncalls - j->nlead)
         return NULL;
-    PGresult *r = j->results[j->nprep + i];
+    PGresult *r = j->results[j->nprep + j->nlead + i];
     return (r && PQresultStatus(r) == PGRES_PIPELINE_ABORTED) ? NULL : r;
 }
 
 int cms_pg_result_failed(const cms_pg_result *res)
 {
     return res->failed;
+}
+
+int cms_pg_result_lead_failed(const cms_pg_result *res)
+{
+    return res->lead_failed;
 }
 
 /* The first error result: a failed prepare counts against the job too. */
@@ -395,13 +428,16 @@ const char *cms_pg_result_message(const cms_pg_result *res)
 /* Ends a job: the callback runs once, then the job is freed. */
 static void finish_job(cms_pg *pg, cms_pg_job *j, cms_pg_err err)
 {
-    cms_pg_result res = {.job = j, .failed = -1};
+    cms_pg_result res = {.job = j, .failed = -1, .lead_failed = -1};
     if (err == CMS_PG_OK && first_error(j) != NULL) {
         err = CMS_PG_ESQL;
         for (size_t i = 0; i < j->ncalls; i++) {
             PGresult *r = j->results ? j->results[j->nprep + i] : NULL;
             if (r && PQresultStatus(r) == PGRES_FATAL_ERROR) {
-                res.failed = (int)i;
+                if (i < j->nlead)
+                    res.lead_failed = (int)i;
+                else
+                    res.failed = (int)(i - j->nlead);
                 break;
             }
         }
@@ -705,11 +741,11 @@ static void conn_start(conn *c)
     const char *kw[] = {"dbname", "fallback_application_name", NULL};
     const char *val[] = {pg->conninfo, pg->appname, NULL};
     c->pq = PQconnectStartParams(kw, val, 1);
+    conn_set_state(c, CONN_CONNECTING);
     if (c->pq == NULL) {
         conn_fail(c, "out of memory");
         return;
     }
-    conn_set_state(c, CONN_CONNECTING);
     if (PQstatus(c->pq) == CONNECTION_BAD) {
         conn_fail(c, "connect");
         return;
@@ -887,8 +923,7 @@ static void maybe_finish_close(cms_pg *pg)
     for (int i = 0; i < pg->nconns; i++)
         if (pg->conns[i].inflight.len)
             return;
-    pg->state = POOL_CLOSED;
-    cms_log_info("pg pool closed", NULL);
+    pool_set_state(pg, POOL_CLOSED);
     for (int i = 0; i < pg->nconns; i++) {
         conn *c = &pg->conns[i];
         poll_detach(c);
@@ -905,7 +940,7 @@ void cms_pg_close(cms_pg *pg, void (*closed)(void *arg), void *arg)
 {
     if (pg == NULL || pg->state != POOL_RUNNING)
         return;
-    pg->state = POOL_CLOSING;
+    pool_set_state(pg, POOL_CLOSING);
     pg->closed = closed;
     pg->closed_arg = arg;
     kick(pg);
@@ -1016,8 +1051,7 @@ int cms_pg_create(uv_loop_t *loop, const cms_pg_options *opts, cms_pg **out)
         conn *c = &pg->conns[i];
         c->pg = pg;
         c->id = i;
-        c->sock = -1;
-        c->state = CONN_BACKOFF;
+        c->sock = -1; /* calloc: CONN_BACKOFF */
         cms_backoff_init(&c->backoff, (uint64_t)pg->o.backoff_min_ms,
                          (uint64_t)pg->o.backoff_max_ms);
         uv_timer_init(loop, &c->timer);

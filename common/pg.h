@@ -91,6 +91,13 @@ int cms_pg_job_sql(cms_pg_job *job, const char *sql, int nparams, const char *co
                    const int *lengths, const int *formats) CMS_PG_WUR;
 int cms_pg_job_exec(cms_pg_job *job, const cms_pg_stmt *stmt, const char *const *values,
                     const int *lengths, const int *formats) CMS_PG_WUR;
+/* A lead statement: runs before the others, in the same transaction, but
+ * its result is not one of the job's results (count, get and failed speak
+ * of the statements after the lead ones only). For what a module adds to
+ * its callers' jobs, e.g. the claim of a request_id or the record of a
+ * processed event. Only before any other statement: EINVAL after. */
+int cms_pg_job_lead_sql(cms_pg_job *job, const char *sql, int nparams, const char *const *values,
+                        const int *lengths, const int *formats) CMS_PG_WUR;
 /* Results of this job come back in binary format (default: text). */
 void cms_pg_job_binary_results(cms_pg_job *job);
 /* Safe to run twice (e.g. INSERT ... ON CONFLICT DO NOTHING): if the
@@ -113,9 +120,12 @@ cms_pg_err cms_pg_submit(cms_pg *pg, cms_pg_job **job, cms_pg_done_cb done, void
 size_t cms_pg_result_count(const cms_pg_result *res);
 /* The i-th statement's result; NULL for a statement skipped after an error. */
 const PGresult *cms_pg_result_get(const cms_pg_result *res, size_t i);
-/* For CMS_PG_ESQL: the failing statement's index, SQLSTATE and message
- * (for logs; callers map SQLSTATEs to their own errors). */
+/* For CMS_PG_ESQL: the failing statement's index (-1 when a lead
+ * statement failed), the failing lead statement's index (-1 when none
+ * did), SQLSTATE and message (for logs; callers map SQLSTATEs to their own
+ * errors). */
 int cms_pg_result_failed(const cms_pg_result *res);
+int cms_pg_result_lead_failed(const cms_pg_result *res);
 const char *cms_pg_result_sqlstate(const cms_pg_result *res);
 const char *cms_pg_result_message(const cms_pg_result *res);
 

@@ -6,6 +6,7 @@
  * callback ran, so nothing up the stack holds it. */
 #include "request.h"
 
+#include "fsm.h"
 #include "log.h"
 #include "uuid.h"
 
@@ -16,7 +17,15 @@
 #include <string.h>
 #include <uthash.h>
 
-typedef enum { RQ_OPEN, RQ_CLOSING, RQ_CLOSED } rq_state;
+#define RQ_STATES(X) X(RQ_OPEN, "open") X(RQ_CLOSING, "closing") X(RQ_CLOSED, "closed")
+typedef enum { RQ_STATES(CMS_ENUM_ITEM) RQ_NSTATES } rq_state;
+static const char *const rq_names[] = {RQ_STATES(CMS_ENUM_TEXT)};
+static const bool rq_moves[RQ_NSTATES][RQ_NSTATES] = {
+    [RQ_OPEN] = {[RQ_CLOSING] = true},
+    [RQ_CLOSING] = {[RQ_CLOSED] = true},
+};
+static const cms_fsm rq_fsm = CMS_FSM_INIT("requester", CMS_LOG_DEBUG, rq_names, rq_moves);
+static const char *const err_names[] = {CMS_REQUEST_ERRORS(CMS_ENUM_TEXT)};
 
 typedef struct pending {
     uint64_t token;
@@ -42,10 +51,20 @@ struct cms_request {
     void *closed_arg;
 };
 
+const char *cms_request_strerror(cms_request_err e)
+{
+    return cms_enum_text(err_names, CMS_REQUEST_NERRORS, e);
+}
+
+static void set_state(cms_request *r, rq_state to)
+{
+    r->state = (rq_state)cms_fsm_step(&rq_fsm, r->state, to, r->inbox);
+}
+
 static void maybe_closed(cms_request *r)
 {
     if (r->state == RQ_CLOSING && r->npending == 0 && r->open_handles == 0) {
-        r->state = RQ_CLOSED;
+        set_state(r, RQ_CLOSED);
         if (r->closed)
             r->closed(r->closed_arg);
     }
@@ -61,7 +80,7 @@ static void pending_closed(uv_handle_t *h)
 }
 
 /* Removes p, then answers it: the callback may send new requests. */
-static void finish(pending *p, cms_nats_err err, const void *data, size_t len)
+static void finish(pending *p, cms_request_err err, const void *data, size_t len)
 {
     cms_request *r = p->r;
     HASH_DEL(r->table, p);
@@ -74,7 +93,7 @@ static void finish(pending *p, cms_nats_err err, const void *data, size_t len)
 
 static void timed_out(uv_timer_t *t)
 {
-    finish(t->data, CMS_NATS_ETIMEOUT, NULL, 0);
+    finish(t->data, CMS_REQUEST_ETIMEOUT, NULL, 0);
 }
 
 static void on_reply(void *arg, cms_nats_msg *m)
@@ -93,18 +112,18 @@ static void on_reply(void *arg, cms_nats_msg *m)
         size_t len = cms_nats_msg_len(m);
         /* an empty reply is the server's "no responders" status: a reply
          * of ours always has bytes */
-        finish(p, len == 0 ? CMS_NATS_EIO : CMS_NATS_OK, cms_nats_msg_data(m), len);
+        finish(p, len == 0 ? CMS_REQUEST_ENORESPONDERS : CMS_REQUEST_OK, cms_nats_msg_data(m), len);
     }
     cms_nats_msg_destroy(m);
 }
 
-int cms_request_create(uv_loop_t *loop, cms_nats *nats, cms_request **out)
+cms_request_err cms_request_create(uv_loop_t *loop, cms_nats *nats, cms_request **out)
 {
     if (loop == NULL || nats == NULL || out == NULL)
-        return CMS_NATS_EINVAL;
-    cms_request *r = calloc(1, sizeof *r);
+        return CMS_REQUEST_EINVAL;
+    cms_request *r = calloc(1, sizeof *r); /* RQ_OPEN */
     if (r == NULL)
-        return CMS_NATS_ENOMEM;
+        return CMS_REQUEST_ENOMEM;
     r->loop = loop;
     r->nats = nats;
     cms_uuid u;
@@ -114,35 +133,38 @@ int cms_request_create(uv_loop_t *loop, cms_nats *nats, cms_request **out)
         k += snprintf(r->inbox + k, sizeof r->inbox - (size_t)k, "%02x", u.b[i]);
     char subject[80];
     snprintf(subject, sizeof subject, "%s.*", r->inbox);
-    int rc = cms_nats_subscribe(nats, subject, NULL, on_reply, r, &r->sub);
-    if (rc != 0) {
+    if (cms_nats_subscribe(nats, subject, NULL, on_reply, r, &r->sub) != 0) {
         free(r);
-        return rc;
+        return CMS_REQUEST_ENATS;
     }
     uv_idle_init(loop, &r->fail_all);
     r->fail_all.data = r;
     r->open_handles = 1;
     *out = r;
-    return 0;
+    return CMS_REQUEST_OK;
 }
 
-int cms_request_send(cms_request *r, const char *subject, const char *const *headers,
-                     const void *data, size_t len, int64_t timeout_ms, cms_request_cb cb, void *arg)
+cms_request_err cms_request_send(cms_request *r, const char *subject, const char *const *headers,
+                                 const void *data, size_t len, int64_t timeout_ms,
+                                 cms_request_cb cb, void *arg)
 {
     if (r == NULL || subject == NULL || cb == NULL || timeout_ms <= 0)
-        return CMS_NATS_EINVAL;
+        return CMS_REQUEST_EINVAL;
     if (r->state != RQ_OPEN)
-        return CMS_NATS_ECLOSED;
+        return CMS_REQUEST_ECLOSED;
     pending *p = calloc(1, sizeof *p);
     if (p == NULL)
-        return CMS_NATS_ENOMEM;
+        return CMS_REQUEST_ENOMEM;
     p->token = ++r->next_token;
     char reply[96];
     snprintf(reply, sizeof reply, "%s.%" PRIx64, r->inbox, p->token);
     cms_nats_err err = cms_nats_publish_request(r->nats, subject, reply, headers, data, len);
     if (err != CMS_NATS_OK) {
         free(p);
-        return err;
+        return err == CMS_NATS_EBUSY     ? CMS_REQUEST_EBUSY
+               : err == CMS_NATS_ECLOSED ? CMS_REQUEST_ECLOSED
+               : err == CMS_NATS_ENOMEM  ? CMS_REQUEST_ENOMEM
+                                         : CMS_REQUEST_EINVAL;
     }
     p->r = r;
     p->cb = cb;
@@ -152,7 +174,7 @@ int cms_request_send(cms_request *r, const char *subject, const char *const *hea
     uv_timer_start(&p->timer, timed_out, (uint64_t)timeout_ms, 0);
     HASH_ADD(hh, r->table, token, sizeof p->token, p);
     r->npending++;
-    return 0;
+    return CMS_REQUEST_OK;
 }
 
 size_t cms_request_pending(const cms_request *r)
@@ -171,7 +193,7 @@ static void fail_pending(uv_idle_t *h)
 {
     cms_request *r = h->data;
     while (r->table)
-        finish(r->table, CMS_NATS_ECLOSED, NULL, 0);
+        finish(r->table, CMS_REQUEST_ECLOSED, NULL, 0);
     uv_idle_stop(h);
     uv_close((uv_handle_t *)h, idle_closed);
 }
@@ -180,7 +202,7 @@ void cms_request_close(cms_request *r, void (*closed)(void *arg), void *arg)
 {
     if (r == NULL || r->state != RQ_OPEN)
         return;
-    r->state = RQ_CLOSING;
+    set_state(r, RQ_CLOSING);
     r->closed = closed;
     r->closed_arg = arg;
     cms_nats_unsubscribe(r->sub);

@@ -1,6 +1,7 @@
 /* The service runtime; see service.h. */
 #include "service.h"
 
+#include "bus.h"
 #include "http.h"
 #include "log.h"
 
@@ -294,7 +295,7 @@ static int start(cms_service *s)
                       no.url);
         return 1;
     }
-    if (cms_nats_provision_streams(s->nats, streams_done, s) != 0)
+    if (cms_bus_provision(s->nats, streams_done, s) != 0)
         return 1;
     const char *addr = cms_config_str(c, "http-addr");
     if (cms_http_create(&s->loop, addr, &s->http) != 0 ||
@@ -317,10 +318,20 @@ static int start(cms_service *s)
             cms_log_error("bad option: auth-cache-ms must be 1..600000", NULL);
             return 1;
         }
+        /* cms-identity's contract with every authenticating service (bus.h) */
+        char authenticate[CMS_BUS_SUBJECT_MAX];
+        if (cms_bus_command_subject(authenticate, sizeof authenticate,
+                                    cms_config_str(c, "command-prefix"), CMS_BUS_IDENTITY_SERVICE,
+                                    CMS_BUS_AUTHENTICATE_VERB) != CMS_BUS_OK) {
+            cms_log_error("bad option: command-prefix is too long", NULL);
+            return 1;
+        }
         cms_auth_options ao = {.ttl_ms = ttl,
-                               .command_prefix = cms_config_str(c, "command-prefix"),
+                               .authenticate_subject = authenticate,
                                .resolver = s->spec->auth_resolver,
-                               .resolver_arg = s->spec->arg};
+                               .resolver_arg = s->spec->arg,
+                               .event_subjects = cms_bus_auth_event_subjects,
+                               .event_types = cms_bus_auth_event_types};
         if (cms_auth_create(&s->loop, s->nats, &ao, &s->auth) != 0)
             return 1;
         cms_cmd_options co = {.service = s->name,

@@ -11,6 +11,7 @@
 
 #include "actors.h"
 #include "backoff.h"
+#include "bus.h"
 #include "json.h"
 #include "log.h"
 #include "metrics.h"
@@ -28,8 +29,6 @@
 #define RETRY_MIN_MS 50
 #define RETRY_MAX_MS 2000
 #define NCOLS 7
-
-static const uint8_t SYSTEM_ACTOR[16] = {0, 0, 0, 0, 0, 0, 0x70, 0, 0x80, 0, 0, 0, 0, 0, 0, 1};
 
 static const char SQL_INSERT[] =
     "INSERT INTO audit_logs (id, event_type, resource_type, resource_id, actor_id, details, "
@@ -157,12 +156,15 @@ static void set_state(audit_ingest *in, ingest_state to)
     in->state = to;
 }
 
+/* An ack or nak that cannot be sent (closing, no memory) leaves the message
+ * to the server's redelivery after AckWait: nothing is lost, so it is only
+ * counted. */
 static void settle(cms_nats_msg *m, bool ack)
 {
-    if (ack)
-        (void)cms_nats_msg_ack(m);
-    else
-        (void)cms_nats_msg_nak(m, 0);
+    cms_nats_err e = ack ? cms_nats_msg_ack(m) : cms_nats_msg_nak(m, 0);
+    if (e != CMS_NATS_OK)
+        cms_log_debug("audit: settle not sent; the server redelivers", "{s:s, s:s}", "what",
+                      ack ? "ack" : "nak", "error", cms_nats_strerror(e));
     cms_nats_msg_destroy(m);
 }
 
@@ -461,25 +463,23 @@ static void pump(audit_ingest *in)
 
 /* ---- dead letters ---- */
 
-static void dead_done(void *arg, cms_nats_err err, bool duplicate, uint64_t seq)
+static void dead_done(void *arg, bool stored)
 {
-    (void)duplicate;
-    (void)seq;
     dead *d = arg;
     audit_ingest *in = d->in;
     in->dead_inflight--;
     if (in->state == INGEST_CLOSED) {
-        settle(d->msg, err == CMS_NATS_OK);
+        settle(d->msg, stored);
         free(d);
         return;
     }
-    if (err == CMS_NATS_OK) {
+    if (stored) {
         cms_counter_add(in->m_dead[d->reason], 1);
         settle(d->msg, true); /* kept in CMS_DLQ: now it may go */
         free(d);
     } else {
-        cms_log_warn("audit dead letter not stored, will retry", "{s:s, s:s}", "reason",
-                     audit_reason_name(d->reason), "error", cms_nats_strerror(err));
+        cms_log_warn("audit dead letter not stored, will retry", "{s:s}", "reason",
+                     audit_reason_name(d->reason));
         d->next = in->dead_wait;
         in->dead_wait = d;
         schedule_retry(in);
@@ -489,9 +489,9 @@ static void dead_done(void *arg, cms_nats_err err, bool duplicate, uint64_t seq)
 
 static void dead_send(audit_ingest *in, dead *d)
 {
-    cms_nats_err err =
-        cms_nats_dead_letter(in->nats, "audit", d->msg, audit_reason_name(d->reason), dead_done, d);
-    if (err == CMS_NATS_OK) {
+    cms_bus_err err =
+        cms_bus_dead_letter(in->nats, "audit", d->msg, audit_reason_name(d->reason), dead_done, d);
+    if (err == CMS_BUS_OK) {
         in->dead_inflight++;
         return;
     }
@@ -560,7 +560,9 @@ static void looked_up(void *arg, cms_pg_err err, const cms_pg_result *res)
             accept_row(in, h->msg, &h->ev, h->details, h->len);
         } else if (cms_nats_msg_num_delivered(h->msg) < (uint64_t)in->o.unknown_actor_tries) {
             /* the identity may be committed but not yet visible to us: later */
-            (void)cms_nats_msg_nak(h->msg, 1000 * (int64_t)cms_nats_msg_num_delivered(h->msg));
+            if (cms_nats_msg_nak(h->msg, 1000 * (int64_t)cms_nats_msg_num_delivered(h->msg)) !=
+                CMS_NATS_OK)
+                cms_log_debug("audit: nak not sent; the server redelivers", NULL);
             cms_nats_msg_destroy(h->msg);
         } else {
             dead_letter(in, h->msg, AUDIT_UNKNOWN_ACTOR);
@@ -637,7 +639,7 @@ static void on_event(void *arg, cms_nats_msg *msg)
         return;
     }
     /* an identity's creation makes it a known actor for what follows */
-    if (ev.resource_type_len == 8 && memcmp(ev.event_type, "identity.created", 17) == 0)
+    if (strcmp(ev.event_type, "identity.created") == 0)
         audit_actors_add(in->actors, ev.resource_id);
     if (audit_actors_has(in->actors, ev.actor_id))
         accept_row(in, msg, &ev, in->details.data, in->details.len);
@@ -728,7 +730,7 @@ int audit_ingest_create(uv_loop_t *loop, cms_pg *pg, cms_nats *nats, const audit
         free(in);
         return -1;
     }
-    audit_actors_add(in->actors, SYSTEM_ACTOR);
+    audit_actors_add(in->actors, cms_bus_system_actor);
     cms_json_buf_init(&in->details, AUDIT_DETAILS_MAX);
     static const uint32_t elem[NCOLS] = {CMS_PG_OID_UUID,       CMS_PG_OID_TEXT, CMS_PG_OID_TEXT,
                                          CMS_PG_OID_UUID,       CMS_PG_OID_UUID, CMS_PG_OID_JSONB,

@@ -1,117 +1,55 @@
 /* Event validation; see validate.h. */
 #include "validate.h"
 
+#include "bus.h"
 #include "cms/v1/envelope.pb-c.h"
+#include "pbarena.h"
 #include "uuid.h"
 
 #include <stdlib.h>
 #include <string.h>
 
 #define FIRST_BODY_FIELD 16
-#define MIN_OCCURRED_US INT64_C(946684800000000)  /* 2000-01-01 */
-#define MAX_OCCURRED_US INT64_C(4102444800000000) /* 2100-01-01 */
+/* decoding never costs more than this, whatever the message */
+#define ARENA_FIRST (32 * 1024)
+#define ARENA_CAP (4 * 1024 * 1024)
+
+static const char *const own_names[] = {AUDIT_REASONS(CMS_ENUM_TEXT)};
 
 const char *audit_reason_name(audit_reason r)
 {
-    switch (r) {
-#define AUDIT_TEXT(name, text)                                                                     \
-    case name:                                                                                     \
-        return text;
-        AUDIT_REASONS(AUDIT_TEXT)
-#undef AUDIT_TEXT
-    case AUDIT_NREASONS:
-        break;
-    }
-    return "unknown";
+    if ((int)r < AUDIT_NENVELOPE)
+        return cms_bus_reason_name((cms_bus_reason)r);
+    return cms_enum_text(own_names, AUDIT_NREASONS, r);
 }
 
-/* protobuf-c allocates every string of a message; a bump arena that is
- * reset per message makes decoding allocation-free in the common case.
- * The loop thread is the only user. */
-typedef struct arena {
-    uint8_t buf[32 * 1024];
-    size_t used;
-    void *spill[16]; /* heap blocks for what does not fit, freed at reset */
-    size_t nspill;
-} arena;
-
-static arena g_arena;
-
-static void arena_reset(arena *a)
-{
-    for (size_t i = 0; i < a->nspill; i++)
-        free(a->spill[i]);
-    a->nspill = 0;
-    a->used = 0;
-}
-
-static void *arena_alloc(void *data, size_t size)
-{
-    arena *a = data;
-    size = (size + 15) & ~(size_t)15;
-    if (a->used + size <= sizeof a->buf) {
-        void *p = a->buf + a->used;
-        a->used += size;
-        return p;
-    }
-    if (a->nspill == sizeof a->spill / sizeof a->spill[0])
-        return NULL; /* an absurd message: decoding fails */
-    void *p = malloc(size);
-    if (p)
-        a->spill[a->nspill++] = p;
-    return p;
-}
-
-static void arena_free(void *data, void *p)
-{
-    (void)data;
-    (void)p;
-}
-
-static bool type_chars(const char *s, size_t n)
-{
-    if (n == 0)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '_' || c == '-'))
-            return false;
-    }
-    return true;
-}
-
-static bool uuid_field(const char *s, uint8_t out[16])
+static bool uuid_bytes(const char *s, uint8_t out[16])
 {
     cms_uuid u;
-    if (s == NULL || !cms_uuid_parse(s, strlen(s), &u))
+    if (!cms_uuid_parse(s, strlen(s), &u))
         return false;
     memcpy(out, u.b, 16);
     return true;
 }
 
+/* protobuf-c allocates every string of a message; an arena that is reset
+ * per message makes decoding allocation-free in the common case and
+ * bounded always. The loop thread is the only user. */
+static cms_pbarena *g_arena;
+
 audit_reason audit_validate(const uint8_t *data, size_t len, audit_event *ev, cms_json_buf *details)
 {
-    arena_reset(&g_arena);
-    ProtobufCAllocator alloc = {arena_alloc, arena_free, &g_arena};
-    Cms__V1__Envelope *e = cms__v1__envelope__unpack(&alloc, len, data);
-    if (e == NULL)
+    if (g_arena == NULL && cms_pbarena_create(ARENA_FIRST, ARENA_CAP, &g_arena) != 0)
         return AUDIT_UNDECODABLE;
-    if (!uuid_field(e->event_id, ev->id))
-        return AUDIT_BAD_EVENT_ID;
-    if (!uuid_field(e->resource_id, ev->resource_id))
-        return AUDIT_BAD_RESOURCE_ID;
-    if (!uuid_field(e->actor_id, ev->actor_id))
-        return AUDIT_BAD_ACTOR_ID;
+    Cms__V1__Envelope *e = NULL;
+    cms_bus_reason why = cms_bus_envelope_decode(data, len, g_arena, &e);
+    if (why != CMS_BUS_VALID)
+        return (audit_reason)why;
+    /* checked by cms_bus_envelope_check: parsed again for their bytes */
+    if (!uuid_bytes(e->event_id, ev->id) || !uuid_bytes(e->resource_id, ev->resource_id) ||
+        !uuid_bytes(e->actor_id, ev->actor_id))
+        return AUDIT_UNDECODABLE;
     size_t rt = strlen(e->resource_type), et = strlen(e->event_type);
-    if (rt > AUDIT_TYPE_MAX || !type_chars(e->resource_type, rt))
-        return AUDIT_BAD_RESOURCE_TYPE;
-    /* "<resource_type>.<verb>" */
-    if (et > AUDIT_TYPE_MAX || et < rt + 2 || memcmp(e->event_type, e->resource_type, rt) != 0 ||
-        e->event_type[rt] != '.' || !type_chars(e->event_type + rt + 1, et - rt - 1))
-        return AUDIT_BAD_EVENT_TYPE;
-    if (e->occurred_at_us < MIN_OCCURRED_US || e->occurred_at_us >= MAX_OCCURRED_US)
-        return AUDIT_BAD_OCCURRED_AT;
     memcpy(ev->event_type, e->event_type, et + 1);
     memcpy(ev->resource_type, e->resource_type, rt + 1);
     ev->event_type_len = (uint8_t)et;

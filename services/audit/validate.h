@@ -5,35 +5,39 @@
 #ifndef AUDIT_VALIDATE_H
 #define AUDIT_VALIDATE_H
 
+#include "bus.h"
 #include "json.h"
+#include "xenum.h"
 
 #include <stddef.h>
 #include <stdint.h>
 
+/* The envelope's own reasons come first, with bus.h's values and names
+ * (undecodable, invalid_event_id, ... invalid_occurred_at); then the audit
+ * service's. */
 #define AUDIT_REASONS(X)                                                                           \
-    X(AUDIT_OK, "ok")                                                                              \
-    X(AUDIT_UNDECODABLE, "undecodable")                                                            \
-    X(AUDIT_BAD_EVENT_ID, "invalid_event_id")                                                      \
-    X(AUDIT_BAD_RESOURCE_ID, "invalid_resource_id")                                                \
-    X(AUDIT_BAD_ACTOR_ID, "invalid_actor_id")                                                      \
-    X(AUDIT_BAD_EVENT_TYPE, "invalid_event_type")                                                  \
-    X(AUDIT_BAD_RESOURCE_TYPE, "invalid_resource_type")                                            \
     X(AUDIT_BAD_DETAILS, "invalid_details")                                                        \
-    X(AUDIT_BAD_OCCURRED_AT, "invalid_occurred_at")                                                \
     X(AUDIT_UNKNOWN_ACTOR, "unknown_actor")                                                        \
     X(AUDIT_INSERT_FAILED, "insert_failed")
 
 typedef enum audit_reason {
-#define AUDIT_ENUM(name, text) name,
-    AUDIT_REASONS(AUDIT_ENUM)
-#undef AUDIT_ENUM
-        AUDIT_NREASONS
+    AUDIT_OK = CMS_BUS_VALID,
+    AUDIT_UNDECODABLE = CMS_BUS_UNDECODABLE,
+    AUDIT_BAD_EVENT_ID = CMS_BUS_BAD_EVENT_ID,
+    AUDIT_BAD_RESOURCE_ID = CMS_BUS_BAD_RESOURCE_ID,
+    AUDIT_BAD_ACTOR_ID = CMS_BUS_BAD_ACTOR_ID,
+    AUDIT_BAD_EVENT_TYPE = CMS_BUS_BAD_EVENT_TYPE,
+    AUDIT_BAD_RESOURCE_TYPE = CMS_BUS_BAD_RESOURCE_TYPE,
+    AUDIT_BAD_OCCURRED_AT = CMS_BUS_BAD_OCCURRED_AT,
+    AUDIT_NENVELOPE = CMS_BUS_NREASONS,
+    AUDIT_NENVELOPE_ = AUDIT_NENVELOPE - 1, /* the next starts at AUDIT_NENVELOPE */
+    AUDIT_REASONS(CMS_ENUM_ITEM) AUDIT_NREASONS
 } audit_reason;
 
 const char *audit_reason_name(audit_reason r);
 
 /* audit_logs.event_type and resource_type are VARCHAR(50) */
-#define AUDIT_TYPE_MAX 50
+#define AUDIT_TYPE_MAX CMS_BUS_TYPE_MAX
 /* details larger than this are refused rather than stored */
 #define AUDIT_DETAILS_MAX (64 * 1024)
 

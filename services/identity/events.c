@@ -1,20 +1,21 @@
 /* Events of cms-identity; see events.h. */
-#include "events.h"
+#include "identity/events.h"
 
-static int build(Cms__V1__Envelope *env, const char *type, const char *rtype, const char *rid,
-                 const char *actor, const char *corr, cms_event *out)
+static cms_bus_err build(Cms__V1__Envelope *env, const char *type, const char *rtype,
+                         const char *rid, const char *actor, const char *corr, cms_bus_event *out)
 {
-    cms_event_header h = {.event_type = type,
-                          .resource_type = rtype,
-                          .resource_id = rid,
-                          .actor_id = actor,
-                          .correlation_id = corr,
-                          .source = IDEV_SOURCE};
-    return cms_event_build(env, &h, out);
+    cms_bus_event_header h = {.event_type = type,
+                              .resource_type = rtype,
+                              .resource_id = rid,
+                              .actor_id = actor,
+                              .correlation_id = corr,
+                              .source = IDEV_SOURCE};
+    return cms_bus_event_build(env, &h, out);
 }
 
-int idev_identity_created(const char *id, const char *name, const char *type, const char *status,
-                          const char *actor, const char *corr, cms_event *out)
+cms_bus_err idev_identity_created(const char *id, const char *name, const char *type,
+                                  const char *status, const char *actor, const char *corr,
+                                  cms_bus_event *out)
 {
     Cms__V1__Envelope env = CMS__V1__ENVELOPE__INIT;
     Cms__V1__IdentityCreated b = CMS__V1__IDENTITY_CREATED__INIT;
@@ -27,8 +28,9 @@ int idev_identity_created(const char *id, const char *name, const char *type, co
     return build(&env, "identity.created", "identity", id, actor, corr, out);
 }
 
-int idev_status_changed(const char *id, const char *old_status, const char *new_status,
-                        const char *reason, const char *actor, const char *corr, cms_event *out)
+cms_bus_err idev_status_changed(const char *id, const char *old_status, const char *new_status,
+                                const char *reason, const char *actor, const char *corr,
+                                cms_bus_event *out)
 {
     Cms__V1__Envelope env = CMS__V1__ENVELOPE__INIT;
     Cms__V1__IdentityStatusChanged b = CMS__V1__IDENTITY_STATUS_CHANGED__INIT;
@@ -41,9 +43,9 @@ int idev_status_changed(const char *id, const char *old_status, const char *new_
     return build(&env, "identity.status_changed", "identity", id, actor, corr, out);
 }
 
-int idev_credential_issued(const char *cred_id, const char *identity_id, const char *type,
-                           int64_t expires_at_us, const char *actor, const char *corr,
-                           cms_event *out)
+cms_bus_err idev_credential_issued(const char *cred_id, const char *identity_id, const char *type,
+                                   int64_t expires_at_us, const char *actor, const char *corr,
+                                   cms_bus_event *out)
 {
     Cms__V1__Envelope env = CMS__V1__ENVELOPE__INIT;
     Cms__V1__CredentialIssued b = CMS__V1__CREDENTIAL_ISSUED__INIT;
@@ -56,8 +58,9 @@ int idev_credential_issued(const char *cred_id, const char *identity_id, const c
     return build(&env, "credential.issued", "credential", cred_id, actor, corr, out);
 }
 
-int idev_credential_revoked(const char *cred_id, const char *identity_id, const char *reason,
-                            const char *actor, const char *corr, cms_event *out)
+cms_bus_err idev_credential_revoked(const char *cred_id, const char *identity_id,
+                                    const char *reason, const char *actor, const char *corr,
+                                    cms_bus_event *out)
 {
     Cms__V1__Envelope env = CMS__V1__ENVELOPE__INIT;
     Cms__V1__CredentialRevoked b = CMS__V1__CREDENTIAL_REVOKED__INIT;
@@ -69,8 +72,8 @@ int idev_credential_revoked(const char *cred_id, const char *identity_id, const 
     return build(&env, "credential.revoked", "credential", cred_id, actor, corr, out);
 }
 
-int idev_credential_expired(const char *cred_id, const char *identity_id, int64_t expires_at_us,
-                            cms_event *out)
+cms_bus_err idev_credential_expired(const char *cred_id, const char *identity_id,
+                                    int64_t expires_at_us, cms_bus_event *out)
 {
     Cms__V1__Envelope env = CMS__V1__ENVELOPE__INIT;
     Cms__V1__CredentialExpired b = CMS__V1__CREDENTIAL_EXPIRED__INIT;
@@ -79,5 +82,6 @@ int idev_credential_expired(const char *cred_id, const char *identity_id, int64_
     b.expires_at_us = expires_at_us;
     env.body_case = CMS__V1__ENVELOPE__BODY_CREDENTIAL_EXPIRED;
     env.credential_expired = &b;
-    return build(&env, "credential.expired", "credential", cred_id, IDEV_SYSTEM_ACTOR, NULL, out);
+    return build(&env, "credential.expired", "credential", cred_id, CMS_BUS_SYSTEM_ACTOR, NULL,
+                 out);
 }

@@ -1,12 +1,13 @@
 /* The expiry timer of cms-identity; see expiry.h.
  *
- * States: IDLE (timer set for next_us, or for the longest wait when none is
- * known), READING (the next expiry is being read), EXPIRING (a round is
- * being written), CLOSING. A note that arrives while reading or expiring is
- * kept in pending_us and honoured when the state returns to IDLE. */
+ * One job at a time: the state says which (X_STATES below). A note that
+ * arrives while a job is out is kept in pending_us and honoured when the
+ * state returns to X_IDLE. */
 #include "expiry.h"
 
-#include "events.h"
+#include "fsm.h"
+#include "identity/events.h"
+#include "identity/store.h"
 #include "log.h"
 #include "metrics.h"
 
@@ -27,14 +28,37 @@ static const char SQL_DUE[] =
     "SELECT id::text, identity_id::text, type::text, " IDSQL_US("expires_at") " FROM credentials "
     "WHERE revoked_at IS NULL AND expired_at IS NULL AND expires_at <= now() "
     "ORDER BY expires_at LIMIT 256";
-/* $1 credential, $2..$4 the event */
+/* $5 the credential */
 static const char SQL_EXPIRE[] =
-    "WITH u AS (UPDATE credentials SET expired_at = now() WHERE id = $1 AND revoked_at IS NULL "
-    "AND expired_at IS NULL AND expires_at <= now() RETURNING id), "
-    "o AS (" IDSQL_OUTBOX_FROM("u", "$2", "$3", "$4") ") SELECT count(*) FROM u";
+    "WITH u AS (UPDATE credentials SET expired_at = now() WHERE id = $5::uuid "
+    "AND revoked_at IS NULL AND expired_at IS NULL AND expires_at <= now() RETURNING id), "
+    "o AS (" CMS_OUTBOX_SQL_FROM("u") ") SELECT count(*) FROM u";
 // clang-format on
 
-typedef enum { X_IDLE, X_READING, X_EXPIRING, X_CLOSING, X_CLOSED } x_state;
+/*   X_IDLE      the timer is set for next_us, or for the longest wait when
+ *               none is known
+ *   X_READING   the next expiry is being read
+ *   X_DUE       the credentials now due are being read
+ *   X_EXPIRING  a round of expiries is being written
+ *   X_CLOSING   closed while a job was out: closed when it comes back
+ *   X_CLOSED    final */
+#define X_STATES(X)                                                                                \
+    X(X_IDLE, "idle")                                                                              \
+    X(X_READING, "reading")                                                                        \
+    X(X_DUE, "due")                                                                                \
+    X(X_EXPIRING, "expiring")                                                                      \
+    X(X_CLOSING, "closing")                                                                        \
+    X(X_CLOSED, "closed")
+typedef enum { X_STATES(CMS_ENUM_ITEM) X_NSTATES } x_state;
+static const char *const x_names[] = {X_STATES(CMS_ENUM_TEXT)};
+static const bool x_moves[X_NSTATES][X_NSTATES] = {
+    [X_IDLE] = {[X_READING] = true, [X_DUE] = true, [X_CLOSED] = true},
+    [X_READING] = {[X_IDLE] = true, [X_CLOSING] = true},
+    [X_DUE] = {[X_IDLE] = true, [X_READING] = true, [X_EXPIRING] = true, [X_CLOSING] = true},
+    [X_EXPIRING] = {[X_IDLE] = true, [X_READING] = true, [X_DUE] = true, [X_CLOSING] = true},
+    [X_CLOSING] = {[X_CLOSED] = true},
+};
+static const cms_fsm x_fsm = CMS_FSM_INIT("expiry timer", CMS_LOG_DEBUG, x_names, x_moves);
 
 struct idexp {
     uv_loop_t *loop;
@@ -44,8 +68,7 @@ struct idexp {
     x_state state;
     uv_timer_t timer;
     int64_t next_us;    /* what the timer is set for; 0: nothing known */
-    int64_t pending_us; /* a note that came while busy; 0: none */
-    bool busy;          /* a job is out */
+    int64_t pending_us; /* a note that came while a job was out; 0: none */
     bool nothing_due;   /* the last round found nothing due yet */
     void (*closed)(void *arg);
     void *closed_arg;
@@ -55,12 +78,9 @@ struct idexp {
     cms_counter *m_expired;
 };
 
-static void set_state(idexp *x, x_state s)
+static void set_state(idexp *x, x_state to)
 {
-    static const char *const names[] = {"idle", "reading", "expiring", "closing", "closed"};
-    if (x->state != s)
-        cms_log_debug("expiry timer", "{s:s, s:s}", "from", names[x->state], "to", names[s]);
-    x->state = s;
+    x->state = (x_state)cms_fsm_step(&x_fsm, x->state, to, NULL);
 }
 
 static void read_next(idexp *x);
@@ -82,7 +102,7 @@ static void arm(idexp *x, int64_t at_us)
 {
     int64_t wait_ms = LONGEST_WAIT_MS;
     if (at_us > 0) {
-        int64_t d = at_us - cms_event_now_us();
+        int64_t d = at_us - cms_bus_now_us();
         /* round up, so the timer never fires just before the instant */
         wait_ms = d <= 0 ? 0 : (d + 999) / 1000 + 1;
         if (wait_ms > LONGEST_WAIT_MS)
@@ -92,24 +112,28 @@ static void arm(idexp *x, int64_t at_us)
     uv_timer_start(&x->timer, fired, (uint64_t)wait_ms, 0);
 }
 
-static void maybe_closed(idexp *x)
+static void timer_closed(uv_handle_t *h)
 {
-    if (x->state == X_CLOSING && !x->busy) {
-        set_state(x, X_CLOSED);
-        uv_close((uv_handle_t *)&x->timer, NULL);
-        if (x->closed)
-            x->closed(x->closed_arg);
-    }
+    idexp *x = h->data;
+    if (x->closed)
+        x->closed(x->closed_arg);
+}
+
+/* A job came back: true if it was the last thing a close waited for. */
+static bool closed_now(idexp *x)
+{
+    if (x->state != X_CLOSING)
+        return false;
+    set_state(x, X_CLOSED);
+    uv_close((uv_handle_t *)&x->timer, timer_closed);
+    return true;
 }
 
 /* back to IDLE with the timer at at_us, or earlier for a note kept meanwhile */
 static void idle_at(idexp *x, int64_t at_us)
 {
-    x->busy = false;
-    if (x->state == X_CLOSING) {
-        maybe_closed(x);
+    if (closed_now(x))
         return;
-    }
     set_state(x, X_IDLE);
     if (x->pending_us && (at_us == 0 || x->pending_us < at_us))
         at_us = x->pending_us;
@@ -119,13 +143,10 @@ static void idle_at(idexp *x, int64_t at_us)
 
 static void retry_later(idexp *x)
 {
-    x->busy = false;
-    if (x->state == X_CLOSING) {
-        maybe_closed(x);
+    if (closed_now(x))
         return;
-    }
     set_state(x, X_IDLE);
-    x->next_us = cms_event_now_us() + RETRY_MS * 1000;
+    x->next_us = cms_bus_now_us() + RETRY_MS * 1000;
     uv_timer_start(&x->timer, fired, RETRY_MS, 0);
 }
 
@@ -145,8 +166,8 @@ static void next_read(void *arg, cms_pg_err err, const cms_pg_result *res)
         at = 1; /* before 1970: due now */
     /* due by our clock, yet the database said not yet: its clock is behind
      * ours; look again a little later rather than at once */
-    if (x->nothing_due && at <= cms_event_now_us())
-        at = cms_event_now_us() + RETRY_MS * 1000;
+    if (x->nothing_due && at <= cms_bus_now_us())
+        at = cms_bus_now_us() + RETRY_MS * 1000;
     x->nothing_due = false;
     idle_at(x, at);
 }
@@ -159,10 +180,11 @@ static void read_next(idexp *x)
         retry_later(x);
         return;
     }
-    set_state(x, X_READING);
-    x->busy = true;
-    if (cms_pg_submit(x->pg, &job, next_read, x) != CMS_PG_OK)
+    if (cms_pg_submit(x->pg, &job, next_read, x) != CMS_PG_OK) {
         retry_later(x);
+        return;
+    }
+    set_state(x, X_READING);
 }
 
 static void round_written(void *arg, cms_pg_err err, const cms_pg_result *res)
@@ -191,11 +213,8 @@ static void round_written(void *arg, cms_pg_err err, const cms_pg_result *res)
         cms_log_info("credentials expired", "{s:i}", "count", expired);
     }
     bool full = x->nround == ROUND_MAX;
-    x->busy = false;
-    if (x->state == X_CLOSING) {
-        maybe_closed(x);
+    if (closed_now(x))
         return;
-    }
     if (full)
         expire_due(x); /* more may be due */
     else
@@ -210,26 +229,20 @@ static int add_round(idexp *x, cms_pg_job *job, const PGresult *due)
     for (int i = 0; i < PQntuples(due) && i < ROUND_MAX; i++) {
         const char *cid = PQgetvalue(due, i, 0), *iid = PQgetvalue(due, i, 1);
         int64_t exp = strtoll(PQgetvalue(due, i, 3), NULL, 10);
-        cms_event ev = {0}, lapse = {0};
-        int rc = -1;
-        if (idev_credential_expired(cid, iid, exp, &ev) != 0 ||
-            idev_status_changed(iid, "active", "inactive", "attestation expired", IDEV_SYSTEM_ACTOR,
-                                NULL, &lapse) != 0)
-            goto next;
-        const char *v1[] = {cid, ev.id, ev.subject, (const char *)ev.buf};
-        const char *v2[] = {iid, lapse.id, lapse.subject, (const char *)lapse.buf};
-        int l1[] = {0, 0, 0, (int)ev.len}, l2[] = {0, 0, 0, (int)lapse.len};
-        int f[] = {0, 0, 0, 1};
-        if (cms_pg_job_sql(job, SQL_EXPIRE, 4, v1, l1, f) != CMS_PG_OK)
-            goto next;
-        if (strcmp(PQgetvalue(due, i, 2), "attestation") == 0)
-            rc = cms_pg_job_sql(job, IDSQL_ENCLAVE_LAPSE, 4, v2, l2, f);
-        else
-            rc = cms_pg_job_sql(job, "SELECT 0", 0, NULL, NULL, NULL);
-    next:
-        cms_event_release(&ev);
-        cms_event_release(&lapse);
-        if (rc != CMS_PG_OK)
+        cms_bus_event ev = {0}, lapse = {0};
+        const char *v1[] = {cid}, *v2[] = {iid};
+        bool ok = idev_credential_expired(cid, iid, exp, &ev) == CMS_BUS_OK &&
+                  idev_status_changed(iid, "active", "inactive", "attestation expired",
+                                      CMS_BUS_SYSTEM_ACTOR, NULL, &lapse) == CMS_BUS_OK &&
+                  cms_outbox_add_sql(job, SQL_EXPIRE, IDEV_SOURCE, &ev, 1, v1) == CMS_OUTBOX_OK;
+        if (ok && strcmp(PQgetvalue(due, i, 2), "attestation") == 0)
+            ok = cms_outbox_add_sql(job, IDSQL_ENCLAVE_LAPSE, IDEV_SOURCE, &lapse, 1, v2) ==
+                 CMS_OUTBOX_OK;
+        else if (ok)
+            ok = cms_pg_job_sql(job, "SELECT 0", 0, NULL, NULL, NULL) == CMS_PG_OK;
+        cms_bus_event_release(&ev);
+        cms_bus_event_release(&lapse);
+        if (!ok)
             return -1;
         snprintf(x->round_ids[i][0], 37, "%s", cid);
         snprintf(x->round_ids[i][1], 37, "%s", iid);
@@ -248,13 +261,14 @@ static void due_read(void *arg, cms_pg_err err, const cms_pg_result *res)
     }
     const PGresult *due = cms_pg_result_get(res, 0);
     if (due == NULL || PQntuples(due) == 0) {
-        x->busy = false;
         x->nothing_due = true;
-        if (x->state == X_CLOSING) {
-            maybe_closed(x);
+        if (closed_now(x))
             return;
-        }
         read_next(x);
+        return;
+    }
+    if (x->state == X_CLOSING) {
+        (void)closed_now(x); /* nothing of the round was written: the next start does it */
         return;
     }
     cms_pg_job *job = cms_pg_job_new();
@@ -263,8 +277,11 @@ static void due_read(void *arg, cms_pg_err err, const cms_pg_result *res)
         retry_later(x);
         return;
     }
-    if (cms_pg_submit(x->pg, &job, round_written, x) != CMS_PG_OK)
+    if (cms_pg_submit(x->pg, &job, round_written, x) != CMS_PG_OK) {
         retry_later(x);
+        return;
+    }
+    set_state(x, X_EXPIRING);
 }
 
 static void expire_due(idexp *x)
@@ -275,10 +292,11 @@ static void expire_due(idexp *x)
         retry_later(x);
         return;
     }
-    set_state(x, X_EXPIRING);
-    x->busy = true;
-    if (cms_pg_submit(x->pg, &job, due_read, x) != CMS_PG_OK)
+    if (cms_pg_submit(x->pg, &job, due_read, x) != CMS_PG_OK) {
         retry_later(x);
+        return;
+    }
+    set_state(x, X_DUE);
 }
 
 int idexp_create(uv_loop_t *loop, cms_pg *pg, cms_outbox *outbox, cms_auth *auth, idexp **out)
@@ -300,7 +318,7 @@ int idexp_create(uv_loop_t *loop, cms_pg *pg, cms_outbox *outbox, cms_auth *auth
 
 void idexp_start(idexp *x)
 {
-    if (x->state == X_IDLE && !x->busy)
+    if (x->state == X_IDLE)
         read_next(x);
 }
 
@@ -308,7 +326,7 @@ void idexp_note(idexp *x, int64_t expires_at_us)
 {
     if (x == NULL || x->state >= X_CLOSING)
         return;
-    if (x->state != X_IDLE || x->busy) {
+    if (x->state != X_IDLE) {
         if (x->pending_us == 0 || expires_at_us < x->pending_us)
             x->pending_us = expires_at_us;
         return;
@@ -324,8 +342,12 @@ void idexp_close(idexp *x, void (*closed)(void *arg), void *arg)
     x->closed = closed;
     x->closed_arg = arg;
     uv_timer_stop(&x->timer);
-    set_state(x, X_CLOSING);
-    maybe_closed(x);
+    if (x->state == X_IDLE) {
+        set_state(x, X_CLOSED);
+        uv_close((uv_handle_t *)&x->timer, timer_closed);
+    } else {
+        set_state(x, X_CLOSING); /* the job out comes back, then it closes */
+    }
 }
 
 void idexp_destroy(idexp *x)

@@ -5,13 +5,22 @@
 
 #include "apikey.h"
 #include "auth.h"
+#include "identity/validate.h"
 #include "service.h"
-#include "validate.h"
+#include "xenum.h"
 
 #include <stdbool.h>
 #include <stdint.h>
 
 #define IDSVC_MAX_MEASUREMENTS 64
+
+#define IDSVC_ERRORS(X)                                                                            \
+    X(IDSVC_OK, "ok")                                                                              \
+    X(IDSVC_ENOMEM, "out of memory")                                                               \
+    X(IDSVC_ESETUP, "a statement or verb could not be set up")
+
+typedef enum { IDSVC_ERRORS(CMS_ENUM_ITEM) IDSVC_NERRORS } idsvc_err;
+const char *idsvc_strerror(idsvc_err e);
 
 typedef struct idsvc_options {
     uint8_t server_key[CMS_APIKEY_SERVER_KEY_BYTES];
@@ -24,12 +33,12 @@ typedef struct idsvc_options {
 
 typedef struct idsvc idsvc;
 
-/* Before cms_service_main: the options are copied (and the caller's copy
- * of the server key may then be wiped). */
-int idsvc_create(const idsvc_options *o, idsvc **out) __attribute__((warn_unused_result));
+/* The options are copied (and the caller's copy of the server key may then
+ * be wiped). */
+idsvc_err idsvc_create(const idsvc_options *o, idsvc **out) __attribute__((warn_unused_result));
 /* From the spec's start: registers the verbs, prepares statements, starts
  * the expiry timer. */
-int idsvc_start(idsvc *s, cms_service *svc) __attribute__((warn_unused_result));
+idsvc_err idsvc_start(idsvc *s, cms_service *svc) __attribute__((warn_unused_result));
 /* The spec's auth_resolver (arg: the idsvc). */
 void idsvc_resolve(void *arg, const char *key, cms_auth_cb done, void *done_arg);
 /* Drain: waits for the expiry round under way. */

@@ -1,8 +1,8 @@
 /* cms-identity: identities, their credentials, and who is acting. */
 #include "identity.h"
+#include "identity/validate.h"
 #include "log.h"
 #include "service.h"
-#include "validate.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,7 +21,10 @@ static const cms_option options[] = {
      "longest life of an attestation", false, false},
 };
 
-static idsvc *g_svc;
+/* The service, made at start (spec.arg points here). */
+typedef struct app {
+    idsvc *svc;
+} app;
 
 /* "a1b2..,C3D4.." -> lowercase entries, each checked as an attestation's
  * measurement is; false with a reason for the operator. */
@@ -59,7 +62,7 @@ static bool parse_measurements(const char *list, idsvc_options *o)
 
 static int start(cms_service *s, void *arg)
 {
-    (void)arg;
+    app *a = arg;
     const cms_config *c = cms_service_config(s);
     idsvc_options o;
     memset(&o, 0, sizeof o);
@@ -80,20 +83,21 @@ static int start(cms_service *s, void *arg)
     }
     int rc = -1;
     if (parse_measurements(cms_config_str(c, "enclave-measurements"), &o) &&
-        idsvc_create(&o, &g_svc) == 0)
-        rc = idsvc_start(g_svc, s);
+        idsvc_create(&o, &a->svc) == IDSVC_OK) {
+        idsvc_err err = idsvc_start(a->svc, s);
+        if (err != IDSVC_OK)
+            cms_log_error("cms-identity cannot start", "{s:s}", "error", idsvc_strerror(err));
+        rc = err == IDSVC_OK ? 0 : -1;
+    }
     cms_apikey_wipe(o.server_key, sizeof o.server_key);
     return rc;
 }
 
 static void resolve(void *arg, const char *key, cms_auth_cb done, void *done_arg)
 {
-    (void)arg;
-    if (g_svc == NULL) {
-        done(done_arg, CMS__V1__ERROR_CODE__UNAVAILABLE, NULL);
-        return;
-    }
-    idsvc_resolve(g_svc, key, done, done_arg);
+    app *a = arg;
+    /* NULL until started: idsvc_resolve answers UNAVAILABLE */
+    idsvc_resolve(a->svc, key, done, done_arg);
 }
 
 static void drained(void *arg)
@@ -103,15 +107,16 @@ static void drained(void *arg)
 
 static void drain(cms_service *s, void *arg)
 {
-    (void)arg;
-    if (g_svc)
-        idsvc_drain(g_svc, drained, s);
+    app *a = arg;
+    if (a->svc)
+        idsvc_drain(a->svc, drained, s);
     else
         cms_service_drained(s);
 }
 
 int main(int argc, char **argv)
 {
+    static app a;
     static const cms_service_spec spec = {
         .name = "identity",
         .summary = "identities, their credentials, and who is acting",
@@ -122,8 +127,9 @@ int main(int argc, char **argv)
         .start = start,
         .drain = drain,
         .auth_resolver = resolve,
+        .arg = &a,
     };
     int code = cms_service_main(argc, argv, &spec);
-    idsvc_destroy(g_svc);
+    idsvc_destroy(a.svc);
     return code;
 }

@@ -1,5 +1,5 @@
 /* Input checks of cms-identity; see validate.h. */
-#include "validate.h"
+#include "identity/validate.h"
 
 #include "uuid.h"
 

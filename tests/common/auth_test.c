@@ -28,6 +28,7 @@
 
 #include "apikey.h"
 #include "auth.h"
+#include "bus.h"
 #include "cms/v1/command.pb-c.h"
 #include "cms/v1/envelope.pb-c.h"
 #include "cms/v1/identity.pb-c.h"
@@ -37,9 +38,9 @@
 #include "testenv.h"
 #include "uuid.h"
 
-#define OK CMS__V1__ERROR_CODE__OK
-#define DENIED CMS__V1__ERROR_CODE__PERMISSION_DENIED
-#define UNAVAILABLE CMS__V1__ERROR_CODE__UNAVAILABLE
+#define OK CMS_AUTH_OK
+#define DENIED CMS_AUTH_DENIED
+#define UNAVAILABLE CMS_AUTH_UNAVAILABLE
 
 #define MAX_ROWS 16
 #define MAX_PENDING 64
@@ -73,7 +74,7 @@ typedef void (*step_fn)(fx *f);
 typedef struct result {
     fx *f;
     int n; /* callback calls */
-    Cms__V1__ErrorCode code;
+    cms_auth_err code;
     cms_principal p;
     int seq;           /* order among the test's callbacks */
     uint64_t asked_ms; /* loop time of the cms_auth_resolve call */
@@ -120,7 +121,8 @@ struct fx {
     bool seen_identity, seen_credential, live;
     step_fn after_live;
 
-    char prefix[64]; /* command prefix of the default resolver's tests */
+    char prefix[64];   /* command prefix of the default resolver's tests */
+    char subject[128]; /* <prefix>.identity.authenticate */
 
     bool ending;
     int auth_closed, nats_closed, auth_closed_seq;
@@ -234,7 +236,7 @@ static void resolver(void *arg, const char *key, cms_auth_cb done, void *done_ar
         cr_assert_eq(uv_timer_start(&f->answer, on_answer_timer, (uint64_t)f->answer_ms, 0), 0);
 }
 
-static void on_result(void *arg, Cms__V1__ErrorCode code, const cms_principal *p)
+static void on_result(void *arg, cms_auth_err code, const cms_principal *p)
 {
     result *r = arg;
     r->n++;
@@ -278,7 +280,7 @@ static void expect_principal(const result *r, const row *w)
     cr_assert_not(cms_principal_has_role(&r->p, "admin"));
 }
 
-static void expect_code(const result *r, Cms__V1__ErrorCode code)
+static void expect_code(const result *r, cms_auth_err code)
 {
     cr_assert_eq(r->n, 1, "answered %d times", r->n);
     cr_assert_eq(r->code, code, "code %d, want %d", (int)r->code, (int)code);
@@ -589,7 +591,7 @@ static void settle_start(fx *f)
 Test(auth, nothing_is_cached_for_settle_ms_after_an_invalidation)
 {
     fx *f = fx_new();
-    cms_auth_options ao = {.settle_ms = 200, .no_events = true};
+    cms_auth_options ao = {.settle_ms = 200};
     fx_run(f, &ao, false, settle_start, 10000);
     free(f);
 }
@@ -597,7 +599,7 @@ Test(auth, nothing_is_cached_for_settle_ms_after_an_invalidation)
 Test(auth, cached_for_ttl_ms_then_resolved_again)
 {
     fx *f = fx_new();
-    cms_auth_options ao = {.settle_ms = -1, .ttl_ms = 200, .no_events = true};
+    cms_auth_options ao = {.settle_ms = -1, .ttl_ms = 200};
     fx_run(f, &ao, false, ttl_start, 10000);
     cr_assert_eq(f->calls, 2);
     free(f);
@@ -612,7 +614,7 @@ static void expiry_after(fx *f)
     result *r = resolve(f, g_a->key);
     cr_assert_eq(g_a->calls, 2, "an entry never outlives its credential");
     cr_assert_eq(r->n, 1);
-    cr_assert_eq(r->code, CMS__V1__ERROR_CODE__PERMISSION_DENIED, "an expired answer is refused");
+    cr_assert_eq(r->code, DENIED, "an expired answer is refused");
     fx_end(f);
 }
 
@@ -633,7 +635,7 @@ static void expiry_start(fx *f)
     result *g1 = resolve(f, gone->key);
     resolve(f, gone->key);
     cr_assert_eq(gone->calls, 2, "an answer past its expiry was cached");
-    cr_assert_eq(g1->code, CMS__V1__ERROR_CODE__PERMISSION_DENIED, "and it is a refusal");
+    cr_assert_eq(g1->code, DENIED, "and it is a refusal");
     cr_assert_eq(cms_auth_cached(f->a), 2);
     after_ms(f, 200, expiry_after); /* past the 150 ms, whatever the loop time lags */
 }
@@ -641,7 +643,7 @@ static void expiry_start(fx *f)
 Test(auth, an_entry_never_outlives_its_credential)
 {
     fx *f = fx_new();
-    cms_auth_options ao = {.settle_ms = -1, .ttl_ms = 10000, .no_events = true};
+    cms_auth_options ao = {.settle_ms = -1, .ttl_ms = 10000};
     fx_run(f, &ao, false, expiry_start, 10000);
     free(f);
 }
@@ -673,7 +675,7 @@ static void evict_start(fx *f)
 Test(auth, at_most_max_entries_the_oldest_go_first)
 {
     fx *f = fx_new();
-    cms_auth_options ao = {.settle_ms = -1, .max_entries = 2, .no_events = true};
+    cms_auth_options ao = {.settle_ms = -1, .max_entries = 2};
     fx_run(f, &ao, false, evict_start, 10000);
     free(f);
 }
@@ -727,7 +729,7 @@ static void shared_start(fx *f)
 Test(auth, concurrent_lookups_of_a_key_share_one_resolution)
 {
     fx *f = fx_new();
-    cms_auth_options ao = {.settle_ms = -1, .no_events = true};
+    cms_auth_options ao = {.settle_ms = -1};
     f->async = true;
     f->answer_ms = 30;
     fx_run(f, &ao, false, shared_start, 10000);
@@ -805,7 +807,7 @@ static void refuse_start(fx *f)
 Test(auth, refusals_and_failures_are_not_cached)
 {
     fx *f = fx_new();
-    cms_auth_options ao = {.settle_ms = -1, .no_events = true};
+    cms_auth_options ao = {.settle_ms = -1};
     fx_run(f, &ao, false, refuse_start, 10000);
     free(f);
 }
@@ -905,7 +907,10 @@ static void ev_start(fx *f)
 Test(auth, events_invalidate_what_they_name)
 {
     fx *f = fx_new();
-    cms_auth_options ao = {.settle_ms = -1, .ttl_ms = 60000};
+    cms_auth_options ao = {.settle_ms = -1,
+                           .ttl_ms = 60000,
+                           .event_subjects = cms_bus_auth_event_subjects,
+                           .event_types = cms_bus_auth_event_types};
     fx_run(f, &ao, false, ev_start, 20000);
     free(f);
 }
@@ -987,7 +992,10 @@ static void inflight_start(fx *f)
 Test(auth, an_invalidation_during_a_lookup_keeps_its_answer_out_of_the_cache)
 {
     fx *f = fx_new();
-    cms_auth_options ao = {.settle_ms = -1, .ttl_ms = 60000};
+    cms_auth_options ao = {.settle_ms = -1,
+                           .ttl_ms = 60000,
+                           .event_subjects = cms_bus_auth_event_subjects,
+                           .event_types = cms_bus_auth_event_types};
     f->async = true;
     f->answer_ms = -1;
     fx_run(f, &ao, false, inflight_start, 20000);
@@ -1022,7 +1030,7 @@ static void clear_start(fx *f)
 Test(auth, a_clear_or_disconnection_during_a_lookup_keeps_its_answer_out)
 {
     fx *f = fx_new();
-    cms_auth_options ao = {.settle_ms = -1, .no_events = true};
+    cms_auth_options ao = {.settle_ms = -1};
     f->async = true;
     f->answer_ms = -1;
     fx_run(f, &ao, false, clear_start, 10000);
@@ -1075,7 +1083,7 @@ static void state_start(fx *f)
 Test(auth, disconnected_nothing_is_cached)
 {
     fx *f = fx_new();
-    cms_auth_options ao = {.settle_ms = -1, .no_events = true};
+    cms_auth_options ao = {.settle_ms = -1};
     fx_run(f, &ao, false, state_start, 10000);
     free(f);
 }
@@ -1110,7 +1118,7 @@ static void close_start(fx *f)
 Test(auth, close_completes_the_lookups_under_way_then_calls_closed)
 {
     fx *f = fx_new();
-    cms_auth_options ao = {.settle_ms = -1, .no_events = true};
+    cms_auth_options ao = {.settle_ms = -1};
     f->answer_ms = 50;
     fx_run(f, &ao, false, close_start, 10000);
     /* the two shared the pending lookup, answered as it completed */
@@ -1133,7 +1141,9 @@ static void close_idle_start(fx *f)
 Test(auth, close_with_nothing_under_way_is_immediate)
 {
     fx *f = fx_new();
-    cms_auth_options ao = {.settle_ms = -1};
+    cms_auth_options ao = {.settle_ms = -1,
+                           .event_subjects = cms_bus_auth_event_subjects,
+                           .event_types = cms_bus_auth_event_types};
     fx_run(f, &ao, false, close_idle_start, 10000);
     free(f);
 }
@@ -1148,7 +1158,7 @@ static void on_closed_destroy(void *arg)
     on_auth_closed(f);
 }
 
-static void on_result_close(void *arg, Cms__V1__ErrorCode code, const cms_principal *p)
+static void on_result_close(void *arg, cms_auth_err code, const cms_principal *p)
 {
     result *r = arg;
     fx *f = r->f;
@@ -1173,7 +1183,7 @@ static void close_in_cb_start(fx *f)
 Test(auth, a_lookups_callback_may_close_and_destroy_auth)
 {
     fx *f = fx_new();
-    cms_auth_options ao = {.settle_ms = -1, .no_events = true};
+    cms_auth_options ao = {.settle_ms = -1};
     f->async = true;
     f->answer_ms = 10;
     fx_run(f, &ao, false, close_in_cb_start, 10000);
@@ -1219,9 +1229,9 @@ static void on_authenticate(void *arg, cms_nats_msg *m)
     case ANS_DENIED:
     case ANS_INTERNAL:
     case ANS_UNAVAILABLE:
-        err.code = r->kind == ANS_DENIED     ? DENIED
+        err.code = r->kind == ANS_DENIED     ? CMS__V1__ERROR_CODE__PERMISSION_DENIED
                    : r->kind == ANS_INTERNAL ? CMS__V1__ERROR_CODE__INTERNAL
-                                             : UNAVAILABLE;
+                                             : CMS__V1__ERROR_CODE__UNAVAILABLE;
         err.message = (char *)"no";
         rep.outcome_case = CMS__V1__REPLY__OUTCOME_ERROR;
         rep.error = &err;
@@ -1307,8 +1317,8 @@ Test(auth, default_resolver_asks_identity_authenticate)
 {
     fx *f = fx_new();
     snprintf(f->prefix, sizeof f->prefix, "authtest%d.cmd", (int)getpid());
-    cms_auth_options ao = {
-        .settle_ms = -1, .command_prefix = f->prefix, .timeout_ms = 300, .no_events = true};
+    snprintf(f->subject, sizeof f->subject, "%s.identity.authenticate", f->prefix);
+    cms_auth_options ao = {.settle_ms = -1, .authenticate_subject = f->subject, .timeout_ms = 300};
     fx_run(f, &ao, true, remote_start, 10000);
     free(f);
 }
@@ -1334,8 +1344,8 @@ Test(auth, default_resolver_without_identity_is_unavailable_at_once)
 {
     fx *f = fx_new();
     snprintf(f->prefix, sizeof f->prefix, "authtest%d.nobody.cmd", (int)getpid());
-    cms_auth_options ao = {
-        .settle_ms = -1, .command_prefix = f->prefix, .timeout_ms = 5000, .no_events = true};
+    snprintf(f->subject, sizeof f->subject, "%s.identity.authenticate", f->prefix);
+    cms_auth_options ao = {.settle_ms = -1, .authenticate_subject = f->subject, .timeout_ms = 5000};
     fx_run(f, &ao, true, noresp_start, 10000);
     free(f);
 }
@@ -1367,8 +1377,8 @@ Test(auth, default_resolver_close_answers_pending_requests)
 {
     fx *f = fx_new();
     snprintf(f->prefix, sizeof f->prefix, "authtest%d.close.cmd", (int)getpid());
-    cms_auth_options ao = {
-        .settle_ms = -1, .command_prefix = f->prefix, .timeout_ms = 5000, .no_events = true};
+    snprintf(f->subject, sizeof f->subject, "%s.identity.authenticate", f->prefix);
+    cms_auth_options ao = {.settle_ms = -1, .authenticate_subject = f->subject, .timeout_ms = 5000};
     fx_run(f, &ao, true, remote_close_start, 10000);
     expect_code(&f->res[0], UNAVAILABLE);
     cr_assert_lt(f->res[0].seq, f->auth_closed_seq, "closed before the lookup was answered");

@@ -13,6 +13,7 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "bus.h"
 #include "log.h"
 #include "metrics.h"
 #include "nats.h"
@@ -460,7 +461,7 @@ Test(nats, provision_streams_idempotent)
 {
     prov_ctx *c = calloc(1, sizeof *c);
     fx_init(&c->f, 30000, NULL);
-    cr_assert_eq(cms_nats_provision_streams(c->f.n, on_provisioned, c), 0);
+    cr_assert_eq(cms_bus_provision(c->f.n, on_provisioned, c), 0);
     prov_run(c);
 
     side s;
@@ -480,7 +481,7 @@ Test(nats, provision_streams_idempotent)
     jsStreamInfo_Destroy(dlq);
 
     /* second run: nothing to do, the stream is the same one */
-    cr_assert_eq(cms_nats_provision_streams(c->f.n, on_provisioned, c), 0);
+    cr_assert_eq(cms_bus_provision(c->f.n, on_provisioned, c), 0);
     prov_run(c);
     ev = side_info(&s, "CMS_EVENTS");
     cr_assert_eq(ev->Created, created, "the second run re-created the stream");
@@ -919,12 +920,10 @@ static void on_dlq_msg(void *arg, cms_nats_msg *m)
     fx_close(&c->f);
 }
 
-static void on_dl_published(void *arg, cms_nats_err err, bool duplicate, uint64_t seq)
+static void on_dl_published(void *arg, bool stored)
 {
-    (void)seq;
     cms_nats_msg *m = arg;
-    cr_assert_eq(err, CMS_NATS_OK);
-    cr_assert(!duplicate);
+    cr_assert(stored);
     cr_assert_eq(cms_nats_msg_ack(m), CMS_NATS_OK); /* only now */
     cms_nats_msg_destroy(m);
 }
@@ -934,8 +933,8 @@ static void on_orig_msg(void *arg, cms_nats_msg *m)
     dl_ctx *c = arg;
     check_thread(&c->f);
     c->originals++;
-    cr_assert_eq(cms_nats_dead_letter(c->f.n, c->service, m, "undecodable", on_dl_published, m),
-                 CMS_NATS_OK);
+    cr_assert_eq(cms_bus_dead_letter(c->f.n, c->service, m, "undecodable", on_dl_published, m),
+                 CMS_BUS_OK);
     if (c->originals == 1) {
         cms_nats_consumer_options co = {
             .stream = "CMS_DLQ", .durable = c->durable, .filter_subject = c->dlq_subj};
@@ -977,7 +976,7 @@ Test(nats, dead_letter_keeps_bytes_and_headers)
     cr_assert_eq(js_PublishMsg(NULL, s.js, m, NULL, NULL), NATS_OK);
     natsMsg_Destroy(m);
 
-    cr_assert_eq(cms_nats_provision_streams(c->f.n, on_dl_provisioned, c), 0);
+    cr_assert_eq(cms_bus_provision(c->f.n, on_dl_provisioned, c), 0);
     fx_finish(&c->f);
     cr_assert_eq(c->letters, 1);
     cr_assert_eq(c->originals, 1, "the original was acked once its dead letter was stored");
@@ -1025,7 +1024,7 @@ Test(nats, close_right_after_create_and_bad_arguments)
     cr_assert_eq(cms_nats_publish(c->f.n, "", NULL, "x", 1), CMS_NATS_EINVAL);
     cr_assert_eq(cms_nats_js_publish(c->f.n, NULL, NULL, NULL, "x", 1, on_early_pub, c),
                  CMS_NATS_EINVAL);
-    cr_assert_eq(cms_nats_provision_streams(c->f.n, on_early_prov, c), 0);
+    cr_assert_eq(cms_bus_provision(c->f.n, on_early_prov, c), 0);
     /* an unknown subject: no stream answers; the publish must still complete */
     char subj[64];
     snprintf(subj, sizeof subj, "%s.nostream", c->f.tag);

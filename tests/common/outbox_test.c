@@ -1,6 +1,7 @@
 /* The outbox relay against the real PostgreSQL and nats-server: every
  * committed row reaches the stream exactly once, in commit order, also when
  * the writing process is killed between commit and publish. */
+#include "bus.h"
 #include "nats.h"
 #include "outbox.h"
 #include "pg.h"
@@ -60,7 +61,7 @@ static void open_runtime(fx *f, int pool_size)
     cr_assert_eq(cms_pg_create(&f->loop, &po, &f->pg), CMS_PG_OK);
     cms_nats_options no = {.url = cms_test_env("CMS_TEST_NATS_URL"), .name = "outbox_test"};
     cr_assert_eq(cms_nats_create(&f->loop, &no, &f->nats), 0);
-    cr_assert_eq(cms_nats_provision_streams(f->nats, provisioned, f), 0);
+    cr_assert_eq(cms_bus_provision(f->nats, provisioned, f), 0);
     while (!f->provisioned && uv_run(&f->loop, UV_RUN_ONCE))
         ;
 }
@@ -116,7 +117,8 @@ static void write_event(fx *f, int i)
     cms_pg_job *j = cms_pg_job_new();
     const char *v[] = {f->ids[i]};
     cr_assert_eq(cms_pg_job_sql(j, "INSERT INTO changes VALUES ($1::uuid)", 1, v, NULL, NULL), 0);
-    cr_assert_eq(cms_outbox_add(j, "outbox_test", f->ids[i], f->subject, payload, (size_t)len), 0);
+    cr_assert_eq(cms_outbox_add_raw(j, "outbox_test", f->ids[i], f->subject, payload, (size_t)len),
+                 0);
     cr_assert_eq(cms_pg_submit(f->pg, &j, committed, f), CMS_PG_OK);
 }
 
@@ -341,7 +343,7 @@ Test(outbox, a_killed_writer_loses_and_duplicates_nothing, .timeout = 120)
             cms_pg_job *j = cms_pg_job_new();
             const char *v[] = {f.ids[i]};
             if (cms_pg_job_sql(j, "INSERT INTO changes VALUES ($1::uuid)", 1, v, NULL, NULL) ||
-                cms_outbox_add(j, "outbox_test", f.ids[i], f.subject, payload, (size_t)len) ||
+                cms_outbox_add_raw(j, "outbox_test", f.ids[i], f.subject, payload, (size_t)len) ||
                 cms_pg_submit(f.pg, &j, committed, &f))
                 _exit(2);
         }

@@ -20,23 +20,15 @@
 #include <time.h>
 #include <unistd.h>
 
+/* cms-testsvc on db, answering HTTP on port; killed if this test dies. */
 static pid_t spawn_service(const char *db, int port)
 {
-    char bin[512], addr[64];
-    snprintf(bin, sizeof bin, "%s/cms-testsvc", cms_test_env("CMS_TEST_BIN_DIR"));
-    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
-    const char *nats = cms_test_env("CMS_TEST_NATS_URL");
-    fflush(NULL);
-    pid_t pid = fork();
-    cr_assert_neq(pid, -1);
-    if (pid == 0) {
-        setenv("CMS_DATABASE_URL", db, 1);
-        setenv("CMS_NATS_URL", nats, 1);
-        setenv("CMS_HTTP_ADDR", addr, 1);
-        setenv("CMS_DRAIN_TIMEOUT_MS", "5000", 1);
-        execl(bin, bin, (char *)NULL);
-        _exit(127);
-    }
+    char dburl[600], addr[64];
+    snprintf(dburl, sizeof dburl, "CMS_DATABASE_URL=%s", db);
+    snprintf(addr, sizeof addr, "CMS_HTTP_ADDR=127.0.0.1:%d", port);
+    const char *set[] = {dburl, addr, "CMS_DRAIN_TIMEOUT_MS=5000", "CMS_LOG_LEVEL=info", NULL};
+    pid_t pid = cms_test_spawn_service("cms-testsvc", NULL, set, NULL);
+    cr_assert_gt(pid, 0, "cms-testsvc started");
     return pid;
 }
 
@@ -86,7 +78,7 @@ static Cms__V1__Reply *request(natsConnection *nc, const char *verb, const char 
 
 Test(service, ready_serves_probes_and_commands_then_drains_on_sigterm, .timeout = 90)
 {
-    char db[512], body[8192];
+    char db[512], body[65536];
     cr_assert_eq(cms_test_db_create("svc_test", 1, db, sizeof db), 0);
     int port = cms_test_free_port();
     pid_t pid = spawn_service(db, port);
@@ -123,10 +115,15 @@ Test(service, ready_serves_probes_and_commands_then_drains_on_sigterm, .timeout 
     cr_assert(strcmp(rows, "0") == 0 || strcmp(rows, "1") == 0, "%s rows", rows);
     free(rows);
     cr_assert_eq(cms_test_http_get(port, "/metrics", body, sizeof body), 200);
-    cr_assert_not_null(strstr(body, "cms_command_seconds_count{service=\"testsvc\"} 5"),
-                       "every command timed:\n%s", body);
-    cr_assert_not_null(strstr(body, "cms_command_errors_total{service=\"testsvc\"} 3"),
-                       "the three refusals are errors:\n%s", body);
+    cr_assert_not_null(strstr(body, "cms_command_duration_seconds_count{verb=\"echo\"} 1"),
+                       "every command timed, by verb:\n%s", body);
+    cr_assert_not_null(strstr(body, "cms_command_duration_seconds_count{verb=\"emit\"} 4"),
+                       "every command timed, by verb:\n%s", body);
+    cr_assert_not_null(
+        strstr(body, "cms_commands_total{verb=\"emit\",code=\"PERMISSION_DENIED\"} 3"),
+        "the three refusals counted by their code:\n%s", body);
+    cr_assert_not_null(strstr(body, "cms_commands_total{verb=\"emit\",code=\"OK\"} 1"),
+                       "and the answer:\n%s", body);
     cr_assert_null(strstr(body, "cms_outbox_published_total 2"), "one event at most");
 
     double took;
@@ -142,7 +139,7 @@ Test(service, ready_serves_probes_and_commands_then_drains_on_sigterm, .timeout 
 
 Test(service, not_ready_on_an_unmigrated_database, .timeout = 60)
 {
-    char db[512], body[8192];
+    char db[512], body[65536];
     cr_assert_eq(cms_test_db_create("svc_empty", 0, db, sizeof db), 0);
     int port = cms_test_free_port();
     pid_t pid = spawn_service(db, port);

@@ -1,6 +1,7 @@
 /* cms-testsvc: the smallest service on the runtime, for the service tests.
  * Verbs: echo (replies with the request), emit (records an event through
- * the outbox in one transaction, replies once committed). Callers are
+ * the outbox in one transaction, replies once committed), record (a row of
+ * testsvc_records per run, for the tests of request_id). Callers are
  * authenticated like everywhere: by a resolver of its own that accepts any
  * key of the API key form whose secret is 32 zero bytes ("AAAA...A"), as
  * the identity named by the key's id (the wiring is tested, not
@@ -27,8 +28,7 @@ static void emitted(void *arg, cms_pg_err err, const cms_pg_result *res)
 {
     cms_cmd_req *req = arg;
     if (err != CMS_PG_OK) {
-        cms_cmd_fail(req, cms_cmd_code_for_pg(err, res ? cms_pg_result_sqlstate(res) : NULL), NULL,
-                     "not recorded");
+        cms_cmd_fail_pg(req, err, res, "emit");
         return;
     }
     cms_outbox_kick(cms_service_outbox(g_svc));
@@ -48,13 +48,54 @@ static void h_emit(void *arg, cms_cmd_req *req)
     uint8_t *buf = malloc(len + 1);
     cms__v1__envelope__pack(e, buf);
     e->event_id = (char *)protobuf_c_empty_string;
-    cms_pg_job *job = cms_pg_job_new();
-    int rc = cms_outbox_add(job, "testsvc", id, "cms.events.testsvc.emitted", buf, len);
+    cms_pg_job *job = cms_cmd_job_new(req);
+    cms_outbox_err rc =
+        job ? cms_outbox_add_raw(job, "testsvc", id, "cms.events.testsvc.emitted", buf, len)
+            : CMS_OUTBOX_ENOMEM;
     free(buf);
-    if (rc != 0 || cms_pg_submit(cms_service_pg(g_svc), &job, emitted, req) != CMS_PG_OK) {
+    if (rc != CMS_OUTBOX_OK) {
         cms_pg_job_free(job);
-        cms_cmd_fail(req, CMS__V1__ERROR_CODE__UNAVAILABLE, NULL, "database busy");
+        cms_cmd_fail(req, CMS__V1__ERROR_CODE__INTERNAL, NULL, "out of memory");
+        return;
     }
+    if (cms_cmd_submit(req, &job, emitted, req) != CMS_PG_OK)
+        cms_cmd_fail(req, CMS__V1__ERROR_CODE__UNAVAILABLE, NULL, "database busy");
+}
+
+/* record: one row of testsvc_records (a table the test makes) per run,
+ * keyed by the body's event_id, in a command's job: what a change with a
+ * request_id is, for the tests of request_id across processes. The reply
+ * carries the row's id, so every answer to one request_id can be compared. */
+static void recorded(void *arg, cms_pg_err err, const cms_pg_result *res)
+{
+    cms_cmd_req *req = arg;
+    if (err != CMS_PG_OK) {
+        cms_cmd_fail_pg(req, err, res, "record");
+        return;
+    }
+    const PGresult *r = cms_pg_result_get(res, 0);
+    Cms__V1__Envelope reply = CMS__V1__ENVELOPE__INIT;
+    reply.event_id = PQgetvalue(r, 0, 0);
+    cms_cmd_reply(req, &reply.base);
+}
+
+static void h_record(void *arg, cms_cmd_req *req)
+{
+    (void)arg;
+    const Cms__V1__Envelope *e = (const void *)cms_cmd_req_body(req);
+    cms_pg_job *job = cms_cmd_job_new(req);
+    const char *v[] = {e->event_id};
+    if (job == NULL ||
+        cms_pg_job_sql(job,
+                       "INSERT INTO testsvc_records (key) SELECT $1 FROM pg_sleep(0.02) "
+                       "RETURNING id::text",
+                       1, v, NULL, NULL) != CMS_PG_OK) {
+        cms_pg_job_free(job);
+        cms_cmd_fail(req, CMS__V1__ERROR_CODE__INTERNAL, NULL, "out of memory");
+        return;
+    }
+    if (cms_cmd_submit(req, &job, recorded, req) != CMS_PG_OK)
+        cms_cmd_fail(req, CMS__V1__ERROR_CODE__UNAVAILABLE, NULL, "database busy");
 }
 
 static void resolve(void *arg, const char *key, cms_auth_cb done, void *done_arg)
@@ -63,7 +104,7 @@ static void resolve(void *arg, const char *key, cms_auth_cb done, void *done_arg
     cms_uuid id;
     uint8_t secret[CMS_APIKEY_SECRET_BYTES], zero[CMS_APIKEY_SECRET_BYTES] = {0};
     if (!cms_apikey_parse(key, strlen(key), &id, secret) || memcmp(secret, zero, sizeof zero)) {
-        done(done_arg, CMS__V1__ERROR_CODE__PERMISSION_DENIED, NULL);
+        done(done_arg, CMS_AUTH_DENIED, NULL);
         return;
     }
     cms_principal p = {.nroles = 0, .expires_at_us = INT64_MAX};
@@ -72,7 +113,7 @@ static void resolve(void *arg, const char *key, cms_auth_cb done, void *done_arg
     snprintf(p.name, sizeof p.name, "tester");
     snprintf(p.type, sizeof p.type, "user");
     snprintf(p.status, sizeof p.status, "active");
-    done(done_arg, CMS__V1__ERROR_CODE__OK, &p);
+    done(done_arg, CMS_AUTH_OK, &p);
 }
 
 static int start(cms_service *s, void *arg)
@@ -81,7 +122,8 @@ static int start(cms_service *s, void *arg)
     g_svc = s;
     cms_cmd *c = cms_service_cmd(s);
     if (cms_cmd_register(c, "echo", &cms__v1__envelope__descriptor, h_echo, NULL) != 0 ||
-        cms_cmd_register(c, "emit", &cms__v1__envelope__descriptor, h_emit, NULL) != 0)
+        cms_cmd_register(c, "emit", &cms__v1__envelope__descriptor, h_emit, NULL) != 0 ||
+        cms_cmd_register(c, "record", &cms__v1__envelope__descriptor, h_record, NULL) != 0)
         return -1;
     return 0;
 }

@@ -20,10 +20,12 @@
 #include <unistd.h>
 
 #include "apikey.h"
-#include "event.h"
-#include "events.h" /* cms-identity's events: the admin's are the same */
+#include "bus.h"
+#include "identity/events.h"   /* cms-identity's events: the admin's are the same */
+#include "identity/store.h"    /* and its statements: the admin is made as any identity */
+#include "identity/validate.h" /* and its checks: the admin's name is a name like any */
+#include "outbox.h"
 #include "uuid.h"
-#include "validate.h" /* cms-identity's checks: the admin's name is a name like any */
 
 #define PROG "cms-migrate"
 #define US_PER_DAY INT64_C(86400000000)
@@ -55,8 +57,8 @@ typedef struct admin {
     char hash[CMS_APIKEY_HASH_LEN + 1];
     int64_t expires_us;
     char expires_text[32]; /* RFC 3339, UTC */
-    cms_event created;     /* identity.created */
-    cms_event issued;      /* credential.issued */
+    cms_bus_event created; /* identity.created */
+    cms_bus_event issued;  /* credential.issued */
 } admin;
 
 static const char SQL_ADMIN_EXISTS[] =
@@ -66,16 +68,7 @@ static const char SQL_TABLES[] =
     "SELECT to_regclass('identities') IS NOT NULL, to_regclass('credentials') IS NOT NULL, "
     "to_regclass('outbox') IS NOT NULL";
 static const char SQL_LOCK[] = "SELECT pg_advisory_xact_lock($1::bigint)";
-static const char SQL_IDENTITY[] =
-    "INSERT INTO identities (id, name, type, status, metadata) "
-    "VALUES ($1::uuid, $2, 'user', 'active', '{\"roles\": [\"admin\"]}'::jsonb)";
-static const char SQL_CREDENTIAL[] =
-    "INSERT INTO credentials (id, identity_id, type, value, expires_at) "
-    "VALUES ($1::uuid, $2::uuid, 'api_key', $3, "
-    "'epoch'::timestamptz + $4::bigint * interval '1 microsecond')";
-/* as common/outbox.c adds an event to a job */
-static const char SQL_OUTBOX[] =
-    "INSERT INTO outbox (source, event_id, subject, payload) VALUES ($1, $2::uuid, $3, $4)";
+#define ADMIN_METADATA "{\"roles\": [\"admin\"]}"
 
 const char *cms_bootstrap_strerror(cms_bootstrap_err e)
 {
@@ -269,12 +262,37 @@ static cms_bootstrap_err exec_bools(cms_bootstrap *b, const char *what, const ch
     return rc;
 }
 
-static cms_bootstrap_err exec_command(cms_bootstrap *b, const char *what, const char *sql, int n,
-                                      const char *const *values, const int *lengths,
-                                      const int *formats)
+/* A statement without parameters or rows (BEGIN). */
+static cms_bootstrap_err exec_command(cms_bootstrap *b, const char *what, const char *sql)
 {
     cms_bootstrap_err rc = CMS_BOOTSTRAP_OK;
-    PGresult *r = exec(b, what, sql, n, values, lengths, formats, PGRES_COMMAND_OK, &rc);
+    PGresult *r = exec(b, what, sql, 0, NULL, NULL, NULL, PGRES_COMMAND_OK, &rc);
+    PQclear(r);
+    return rc;
+}
+
+/* One of cms-identity's statements that writes a row and its event
+ * (identity/store.h): the event's four parameters, then own[0..n). It must
+ * return exactly one row. */
+static cms_bootstrap_err exec_with_event(cms_bootstrap *b, const char *what, const char *sql,
+                                         const cms_bus_event *ev, int n, const char *const *own)
+{
+    enum { MAX_OWN = 8 };
+    const char *v[4 + MAX_OWN];
+    int lengths[4 + MAX_OWN], formats[4 + MAX_OWN];
+    if (n > MAX_OWN || ev->len > INT32_MAX)
+        return CMS_BOOTSTRAP_NOMEM;
+    cms_outbox_params(IDEV_SOURCE, ev, v, lengths, formats);
+    for (int i = 0; i < n; i++) {
+        v[4 + i] = own[i];
+        lengths[4 + i] = formats[4 + i] = 0;
+    }
+    cms_bootstrap_err rc = CMS_BOOTSTRAP_OK;
+    PGresult *r = exec(b, what, sql, 4 + n, v, lengths, formats, PGRES_TUPLES_OK, &rc);
+    if (r != NULL && PQntuples(r) != 1) {
+        say_err("bootstrap: %s: no row written\n", what);
+        rc = CMS_BOOTSTRAP_QUERY;
+    }
     PQclear(r);
     return rc;
 }
@@ -297,17 +315,17 @@ static cms_bootstrap_err admin_make(const cms_bootstrap *b, admin *a)
     /* the secret is in a->key; nothing below needs its bytes */
     cms_apikey_wipe(a->secret, sizeof a->secret);
 
-    a->expires_us = cms_event_now_us() + b->o.ttl_days * US_PER_DAY;
+    a->expires_us = cms_bus_now_us() + b->o.ttl_days * US_PER_DAY;
     time_t secs = (time_t)(a->expires_us / 1000000);
     struct tm tm;
     if (gmtime_r(&secs, &tm) == NULL ||
         strftime(a->expires_text, sizeof a->expires_text, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
         snprintf(a->expires_text, sizeof a->expires_text, "in %" PRId64 " days", b->o.ttl_days);
 
-    if (idev_identity_created(a->identity_id, b->o.admin_name, "user", "active", IDEV_SYSTEM_ACTOR,
-                              a->correlation_id, &a->created) != 0 ||
+    if (idev_identity_created(a->identity_id, b->o.admin_name, "user", "active",
+                              CMS_BUS_SYSTEM_ACTOR, a->correlation_id, &a->created) != CMS_BUS_OK ||
         idev_credential_issued(a->credential_id, a->identity_id, "api_key", a->expires_us,
-                               IDEV_SYSTEM_ACTOR, a->correlation_id, &a->issued) != 0) {
+                               CMS_BUS_SYSTEM_ACTOR, a->correlation_id, &a->issued) != CMS_BUS_OK) {
         say_err("out of memory\n");
         return CMS_BOOTSTRAP_NOMEM;
     }
@@ -318,37 +336,22 @@ static void admin_wipe(admin *a)
 {
     cms_apikey_wipe(a->key, sizeof a->key);
     cms_apikey_wipe(a->secret, sizeof a->secret);
-    cms_event_release(&a->created);
-    cms_event_release(&a->issued);
-}
-
-static cms_bootstrap_err insert_event(cms_bootstrap *b, const char *what, const cms_event *ev)
-{
-    if (ev->len > INT32_MAX)
-        return CMS_BOOTSTRAP_NOMEM;
-    const char *v[] = {IDEV_SOURCE, ev->id, ev->subject, (const char *)ev->buf};
-    const int lengths[] = {0, 0, 0, (int)ev->len};
-    const int formats[] = {0, 0, 0, 1};
-    return exec_command(b, what, SQL_OUTBOX, 4, v, lengths, formats);
+    cms_bus_event_release(&a->created);
+    cms_bus_event_release(&a->issued);
 }
 
 static cms_bootstrap_err admin_insert(cms_bootstrap *b, const admin *a)
 {
-    const char *vi[] = {a->identity_id, b->o.admin_name};
-    cms_bootstrap_err rc =
-        exec_command(b, "inserting the identity", SQL_IDENTITY, 2, vi, NULL, NULL);
+    const char *vi[] = {a->identity_id, b->o.admin_name, "user", "active", ADMIN_METADATA};
+    cms_bootstrap_err rc = exec_with_event(b, "inserting the identity and identity.created",
+                                           IDSQL_CREATE, &a->created, 5, vi);
     if (rc != CMS_BOOTSTRAP_OK)
         return rc;
     char expires[32];
     snprintf(expires, sizeof expires, "%" PRId64, a->expires_us);
-    const char *vc[] = {a->credential_id, a->identity_id, a->hash, expires};
-    rc = exec_command(b, "inserting the credential (its hash only)", SQL_CREDENTIAL, 4, vc, NULL,
-                      NULL);
-    if (rc == CMS_BOOTSTRAP_OK)
-        rc = insert_event(b, "inserting identity.created into the outbox", &a->created);
-    if (rc == CMS_BOOTSTRAP_OK)
-        rc = insert_event(b, "inserting credential.issued into the outbox", &a->issued);
-    return rc;
+    const char *vc[] = {a->credential_id, a->identity_id, "api_key", a->hash, expires, "{}", NULL};
+    return exec_with_event(b, "inserting the credential (its hash only) and credential.issued",
+                           IDSQL_ISSUE, &a->issued, 7, vc);
 }
 
 static bool write_all(int fd, const char *p, size_t n)
@@ -502,7 +505,7 @@ cms_bootstrap_err cms_bootstrap_run(cms_bootstrap *b, PGconn *conn)
         goto out;
     }
 
-    rc = exec_command(b, "starting a transaction", "BEGIN", 0, NULL, NULL, NULL);
+    rc = exec_command(b, "starting a transaction", "BEGIN");
     if (rc != CMS_BOOTSTRAP_OK)
         goto out;
     set_state(b, BS_IN_TXN);

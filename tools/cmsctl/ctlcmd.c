@@ -282,7 +282,7 @@ cmsctl_cmd_reply_err cmsctl_cmd_reply_decode(const uint8_t *data, size_t len,
         break;
     }
     case CMS__V1__REPLY__OUTCOME_ERROR:
-        if (r->error == NULL || r->error->code == CMS__V1__ERROR_CODE__OK)
+        if (r->error == NULL || r->error->code == CMS__V1__ERROR_CODE__UNSPECIFIED)
             goto out;
         error->code = (int)r->error->code;
         copy_printable(error->field, sizeof error->field, r->error->field);
@@ -301,8 +301,11 @@ out:
 
 const char *cmsctl_cmd_code_name(int code, char buf[24])
 {
-    if (code > CMS__V1__ERROR_CODE__OK && code <= CMS__V1__ERROR_CODE__INTERNAL)
-        return cms_cmd_code_name((cms_cmd_code)code);
+    /* the names of command.proto; a code this build does not know, by number */
+    const ProtobufCEnumValue *v =
+        protobuf_c_enum_descriptor_get_value(&cms__v1__error_code__descriptor, code);
+    if (v != NULL && code != CMS__V1__ERROR_CODE__UNSPECIFIED)
+        return v->name;
     snprintf(buf, 24, "ERROR_%d", code);
     return buf;
 }

@@ -1,6 +1,8 @@
 /* NATS connection and stream provisioning for cmsctl; see ctlnats.h. */
 #include "ctlnats.h"
 
+#include "bus.h"
+
 #include <stdbool.h>
 #include <stdio.h>
 #include <uv.h>
@@ -118,7 +120,7 @@ static int provision(const char *prog, const char *url, int64_t timeout_ms)
     uv_timer_init(&loop, &p.timer);
     p.timer.data = &p;
     uv_timer_start(&p.timer, prov_timeout, (uint64_t)timeout_ms, 0);
-    rc = cms_nats_provision_streams(p.n, prov_done, &p);
+    rc = cms_bus_provision(p.n, prov_done, &p);
     if (rc != 0) {
         p.answered = true;
         p.result = (cms_nats_err)rc;

@@ -1,5 +1,5 @@
 /* The migrated schema, read back from the catalogs, against the facts of
- * SCHEMA.md (and the runtime tables of 0002_runtime) written out below: every
+ * SCHEMA.md (and the runtime tables of 0002_runtime and later) written out below: every
  * table's columns with type, nullability and default; every enum's values in
  * order; every foreign key; every index by name with its definition; every
  * primary key and unique constraint. A missing or different fact fails the
@@ -84,8 +84,25 @@ static const column_fact columns[] = {
 
     {"command_replies", "service", "text", true, ""},
     {"command_replies", "request_id", "text", true, ""},
-    {"command_replies", "reply", "bytea", true, ""},
+    /* 0005_command_claims: NULL while a claim waits for its reply */
+    {"command_replies", "reply", "bytea", false, ""},
     {"command_replies", "created_at", "timestamp with time zone", true, "now()"},
+    {"command_replies", "owner", "uuid", false, ""},
+
+    /* 0006_leases */
+    {"leases", "name", "text", true, ""},
+    {"leases", "holder", "uuid", true, ""},
+    {"leases", "expires_at", "timestamp with time zone", true, ""},
+
+    /* 0007_outbox_dead */
+    {"outbox_dead", "seq", "bigint", true, ""},
+    {"outbox_dead", "source", "text", true, ""},
+    {"outbox_dead", "event_id", "uuid", true, ""},
+    {"outbox_dead", "subject", "text", true, ""},
+    {"outbox_dead", "payload", "bytea", true, ""},
+    {"outbox_dead", "created_at", "timestamp with time zone", true, ""},
+    {"outbox_dead", "reason", "text", true, ""},
+    {"outbox_dead", "dead_at", "timestamp with time zone", true, "now()"},
 
     /* cms-migrate's bookkeeping */
     {"schema_migrations", "version", "integer", true, ""},
@@ -168,6 +185,11 @@ static const pair_fact indexes[] = {
                              "USING btree (service, request_id)"},
     {"idx_command_replies_created",
      "CREATE INDEX idx_command_replies_created ON public.command_replies USING btree (created_at)"},
+    {"leases_pkey", "CREATE UNIQUE INDEX leases_pkey ON public.leases USING btree (name)"},
+    {"outbox_dead_pkey",
+     "CREATE UNIQUE INDEX outbox_dead_pkey ON public.outbox_dead USING btree (seq)"},
+    {"idx_outbox_dead_source",
+     "CREATE INDEX idx_outbox_dead_source ON public.outbox_dead USING btree (source, seq)"},
     {"schema_migrations_pkey", "CREATE UNIQUE INDEX schema_migrations_pkey ON "
                                "public.schema_migrations USING btree (version)"},
 };
@@ -184,6 +206,8 @@ static const pair_fact keys[] = {
     {"outbox.outbox_event_id_key", "UNIQUE (event_id)"},
     {"processed_events.processed_events_pkey", "PRIMARY KEY (consumer, event_id)"},
     {"command_replies.command_replies_pkey", "PRIMARY KEY (service, request_id)"},
+    {"leases.leases_pkey", "PRIMARY KEY (name)"},
+    {"outbox_dead.outbox_dead_pkey", "PRIMARY KEY (seq)"},
     {"schema_migrations.schema_migrations_pkey", "PRIMARY KEY (version)"},
 };
 

@@ -360,8 +360,11 @@ Test(ctlcmd_reply, garbage_and_empty_replies_are_refused)
 Test(ctlcmd_reply, unknown_code_has_a_name)
 {
     char buf[24];
-    cr_assert_str_eq(cmsctl_cmd_code_name(5, buf), "PERMISSION_DENIED");
+    /* google.rpc.Code's numbers */
+    cr_assert_str_eq(cmsctl_cmd_code_name(7, buf), "PERMISSION_DENIED");
+    cr_assert_str_eq(cmsctl_cmd_code_name(14, buf), "UNAVAILABLE");
     cr_assert_str_eq(cmsctl_cmd_code_name(42, buf), "ERROR_42");
+    cr_assert_str_eq(cmsctl_cmd_code_name(0, buf), "ERROR_0", "UNSPECIFIED is never an error");
 }
 
 /* ------------------------------------------------------------------------ */

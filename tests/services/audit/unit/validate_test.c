@@ -99,8 +99,8 @@ Test(audit_validate, reason_names_are_the_dead_letter_header_values)
         "invalid_actor_id",
         "invalid_event_type",
         "invalid_resource_type",
-        "invalid_details",
         "invalid_occurred_at",
+        "invalid_details",
         "unknown_actor",
         "insert_failed",
     };

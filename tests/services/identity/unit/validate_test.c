@@ -1,7 +1,7 @@
 /* The input checks of cms-identity (services/identity/validate.h): for each
  * check the inputs just inside and just outside its bounds, and the request
  * field a refusal names. */
-#include "validate.h"
+#include "identity/validate.h"
 
 #include <criterion/criterion.h>
 #include <sodium.h>

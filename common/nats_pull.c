@@ -1,0 +1,366 @@
+/* JetStream pull consumers: a fetch thread each; see nats_int.h.
+ *
+ * The pull protocol is spoken here rather than through natsSubscription_Fetch:
+ * in nats.c 3.4.1 a Fetch that starts with messages already queued (answers
+ * to an earlier request that arrived late, as after a frozen server thaws)
+ * can write past its array. So: one plain subscription on an inbox, at most
+ * one pull request of ours at a time, and messages taken off the inbox one
+ * by one and only while there is credit. Whatever arrives beyond that waits
+ * in nats.c's queue, bounded by the consumer's MaxAckPending on the server.
+ * Acks are then plain publishes to the message's reply subject (natsMsg_Ack
+ * needs a JetStream subscription). */
+#include "nats_int.h"
+
+#include "backoff.h"
+#include "log.h"
+
+#include <inttypes.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define DEFAULT_MAX_ACK_PENDING 1024
+#define DEFAULT_FETCH_BATCH 256
+#define DEFAULT_ACK_WAIT_MS 30000
+#define FETCH_TIMEOUT_MS 1000 /* lifetime of one pull request */
+#define REBIND_AFTER_ERRORS 3 /* consecutive fetch errors before re-creating the binding */
+#define PULL_SLICE_MS 250     /* longest wait before re-checking stop/pause/credit */
+
+/* Sleeps up to ms unless stopped. Returns false once stopped. */
+static bool consumer_pause_for(cms_nats_consumer *c, int64_t ms)
+{
+    uv_mutex_lock(&c->mu);
+    uint64_t deadline = uv_hrtime() + (uint64_t)ms * NS_PER_MS;
+    while (!c->stop && nats_wait_until(&c->cond, &c->mu, deadline)) {
+    }
+    bool go_on = !c->stop;
+    uv_mutex_unlock(&c->mu);
+    return go_on;
+}
+
+static void warn_consumer_diff(const cms_nats_consumer *c, const char *setting, int64_t want,
+                               int64_t have)
+{
+    if (want != have)
+        cms_log_warn("nats: consumer differs from the expected settings; using it as it is",
+                     "{s:s, s:s, s:s, s:I, s:I}", "stream", c->stream, "durable", c->durable,
+                     "setting", setting, "expected", (json_int_t)want, "actual", (json_int_t)have);
+}
+
+/* Logs how an existing durable differs from what this process would have
+ * made; it is used as it is (operators may manage consumers themselves). */
+static void consumer_compare(cms_nats_consumer *c, const jsConsumerConfig *h)
+{
+    warn_consumer_diff(c, "max_ack_pending", c->max_ack_pending, h->MaxAckPending);
+    warn_consumer_diff(c, "ack_wait_ms", c->ack_wait_ms, h->AckWait / NS_PER_MS);
+    warn_consumer_diff(c, "max_deliver", c->max_deliver, h->MaxDeliver);
+    warn_consumer_diff(c, "ack_explicit", 1, h->AckPolicy == js_AckExplicit);
+    if ((h->FilterSubject == NULL || *h->FilterSubject == '\0') != (c->filter == NULL) ||
+        (c->filter != NULL && h->FilterSubject != NULL && strcmp(h->FilterSubject, c->filter) != 0))
+        cms_log_warn("nats: consumer differs from the expected settings; using it as it is",
+                     "{s:s, s:s, s:s, s:s, s:s}", "stream", c->stream, "durable", c->durable,
+                     "setting", "filter_subject", "expected", c->filter ? c->filter : "", "actual",
+                     h->FilterSubject ? h->FilterSubject : "");
+}
+
+/* Binds the durable if it exists, creates it only if it does not: adding a
+ * consumer that exists would update it (nats-server 2.9), overwriting
+ * settings an operator chose. */
+static natsStatus consumer_ensure(cms_nats_consumer *c, jsCtx *js)
+{
+    jsConsumerInfo *ci = NULL;
+    jsErrCode jerr = 0;
+    natsStatus st = js_GetConsumerInfo(&ci, js, c->stream, c->durable, NULL, &jerr);
+    if (st == NATS_OK) {
+        consumer_compare(c, ci->Config);
+        jsConsumerInfo_Destroy(ci);
+        return NATS_OK;
+    }
+    if (st != NATS_NOT_FOUND && jerr != JSConsumerNotFoundErr)
+        goto out; /* the server did not answer: retried by the caller */
+    jsConsumerConfig cfg;
+    jsConsumerConfig_Init(&cfg);
+    cfg.Durable = c->durable;
+    cfg.AckPolicy = js_AckExplicit;
+    cfg.DeliverPolicy = js_DeliverAll;
+    cfg.AckWait = c->ack_wait_ms * NS_PER_MS;
+    cfg.MaxDeliver = c->max_deliver;
+    cfg.MaxAckPending = c->max_ack_pending;
+    cfg.FilterSubject = c->filter;
+    jerr = 0;
+    st = js_AddConsumer(&ci, js, c->stream, &cfg, NULL, &jerr);
+    jsConsumerInfo_Destroy(ci);
+    ci = NULL;
+    if (st != NATS_OK && jerr != 0) {
+        /* another replica created it in between: bind that one */
+        jsErrCode jerr2 = 0;
+        if (js_GetConsumerInfo(&ci, js, c->stream, c->durable, NULL, &jerr2) == NATS_OK) {
+            consumer_compare(c, ci->Config);
+            st = NATS_OK;
+        }
+        jsConsumerInfo_Destroy(ci);
+    }
+out:
+    if (st != NATS_OK)
+        cms_log_warn("nats: cannot create consumer; retrying", "{s:s, s:s, s:s, s:i, s:s}",
+                     "stream", c->stream, "durable", c->durable, "error", natsStatus_GetText(st),
+                     "js_error", (int)jerr, "detail",
+                     nats_GetLastError(NULL) ? nats_GetLastError(NULL) : "");
+    return st;
+}
+
+static void consumer_unbind(cms_nats_consumer *c)
+{
+    /* a plain subscription: destroying it never touches the durable */
+    natsSubscription_Destroy(c->ns);
+    c->ns = NULL;
+    natsInbox_Destroy(c->inbox);
+    c->inbox = NULL;
+}
+
+static natsStatus consumer_bind(cms_nats_consumer *c, natsConnection *nc, jsCtx *js)
+{
+    natsStatus st = consumer_ensure(c, js);
+    if (st == NATS_OK)
+        st = natsInbox_Create(&c->inbox);
+    if (st == NATS_OK)
+        st = natsConnection_SubscribeSync(&c->ns, nc, c->inbox);
+    if (st == NATS_OK)
+        st = natsSubscription_SetPendingLimits(c->ns, -1, -1);
+    if (st != NATS_OK) {
+        consumer_unbind(c);
+        return st;
+    }
+    c->req_left = 0;
+    cms_log_info("nats: consumer bound", "{s:s, s:s}", "stream", c->stream, "durable", c->durable);
+    return NATS_OK;
+}
+
+static natsStatus consumer_request(cms_nats_consumer *c, natsConnection *nc, int batch)
+{
+    char body[96];
+    /* the server ends the request a little before we stop waiting for it */
+    int len = snprintf(body, sizeof body, "{\"batch\":%d,\"expires\":%" PRId64 "}", batch,
+                       (int64_t)(FETCH_TIMEOUT_MS - 50) * NS_PER_MS);
+    natsStatus st = natsConnection_PublishRequest(nc, c->next_subj, c->inbox, body, len);
+    if (st == NATS_OK) {
+        c->req_left = batch;
+        c->req_deadline = uv_hrtime() + (uint64_t)FETCH_TIMEOUT_MS * NS_PER_MS;
+    }
+    return st;
+}
+
+/* Hands one message to the loop, taking one credit first (so the loop can
+ * never return more than was taken). */
+static void consumer_deliver(cms_nats_consumer *c, natsMsg *nm)
+{
+    cms_nats *n = c->n;
+    jsMsgMetaData *meta = NULL;
+    cms_nats_msg *m = NULL;
+    if (natsMsg_GetMetaData(&meta, nm) != NATS_OK || (m = nats_msg_wrap(n, nm)) == NULL) {
+        /* unreadable or no memory: left unacked, the server redelivers it */
+        jsMsgMetaData_Destroy(meta);
+        natsMsg_Destroy(nm);
+        return;
+    }
+    m->consumer = c;
+    m->stream_seq = meta->Sequence.Stream;
+    m->num_delivered = meta->NumDelivered;
+    m->num_pending = meta->NumPending;
+    m->stream = nats_dupstr(meta->Stream);
+    jsMsgMetaData_Destroy(meta);
+    uv_mutex_lock(&c->mu);
+    c->credit--;
+    uv_mutex_unlock(&c->mu);
+    if (!nats_push_ev(n, &m->ev))
+        nats_msg_free_raw(m); /* past close */
+}
+
+/* A message with a status header and no body is about the pull request
+ * itself. Returns false for a user message. */
+static bool consumer_status(cms_nats_consumer *c, natsMsg *nm, bool *rebind)
+{
+    const char *status = NULL, *desc = NULL;
+    const char *reply = natsMsg_GetReply(nm);
+    /* stream messages always carry their ack subject as reply; status messages none */
+    if ((reply != NULL && *reply != '\0') || natsMsg_GetDataLength(nm) > 0 ||
+        natsMsgHeader_Get(nm, "Status", &status) != NATS_OK)
+        return false;
+    if (strcmp(status, "100") == 0) /* idle heartbeat */
+        return true;
+    c->req_left = 0; /* 404 no messages, 408 expired, 409 refused: the request is over */
+    if (strcmp(status, "404") != 0 && strcmp(status, "408") != 0) {
+        (void)natsMsgHeader_Get(nm, "Description", &desc);
+        cms_log_warn("nats: pull request refused", "{s:s, s:s, s:s, s:s}", "stream", c->stream,
+                     "durable", c->durable, "status", status, "description", desc ? desc : "");
+        if (desc != NULL && strstr(desc, "Deleted") != NULL)
+            *rebind = true;
+    }
+    return true;
+}
+
+static void consumer_main(void *arg)
+{
+    cms_nats_consumer *c = arg;
+    natsConnection *nc = NULL;
+    jsCtx *js = nats_wait_ready(c->n, &nc);
+    cms_backoff b;
+    cms_backoff_init(&b, BACKOFF_MIN_MS, BACKOFF_MAX_MS);
+    int errors = 0;
+    while (js != NULL) {
+        if (c->ns == NULL) {
+            if (consumer_bind(c, nc, js) != NATS_OK) {
+                if (!consumer_pause_for(c, (int64_t)cms_backoff_next(&b)))
+                    break;
+                continue;
+            }
+            cms_backoff_reset(&b);
+            errors = 0;
+        }
+        uv_mutex_lock(&c->mu);
+        while (!c->stop && (c->paused || c->credit <= 0))
+            uv_cond_wait(&c->cond, &c->mu);
+        bool stop = c->stop;
+        int credit = c->credit;
+        uv_mutex_unlock(&c->mu);
+        if (stop)
+            break;
+
+        int queued = 0, bytes = 0;
+        (void)natsSubscription_GetPending(c->ns, &queued, &bytes);
+        uint64_t now = uv_hrtime();
+        natsStatus st = NATS_OK;
+        if (c->req_left > 0 && now >= c->req_deadline)
+            c->req_left = 0; /* no answer in time (lost with a connection) */
+        if (c->req_left <= 0 && queued == 0)
+            st = consumer_request(c, nc, credit < c->fetch_batch ? credit : c->fetch_batch);
+        natsMsg *nm = NULL;
+        if (st == NATS_OK) {
+            int64_t wait = PULL_SLICE_MS;
+            if (c->req_left > 0 && (int64_t)((c->req_deadline - now) / NS_PER_MS) < wait)
+                wait = (int64_t)((c->req_deadline - now) / NS_PER_MS);
+            st = natsSubscription_NextMsg(&nm, c->ns, wait > 0 ? wait : 1);
+        }
+        if (st == NATS_TIMEOUT)
+            continue;
+        if (st != NATS_OK) {
+            cms_log_warn("nats: pull failed", "{s:s, s:s, s:s}", "stream", c->stream, "durable",
+                         c->durable, "error", natsStatus_GetText(st));
+            c->req_left = 0;
+            if (++errors >= REBIND_AFTER_ERRORS)
+                consumer_unbind(c);
+            if (!consumer_pause_for(c, (int64_t)cms_backoff_next(&b)))
+                break;
+            continue;
+        }
+        bool rebind = false;
+        if (consumer_status(c, nm, &rebind)) {
+            natsMsg_Destroy(nm);
+            if (rebind)
+                consumer_unbind(c);
+            continue;
+        }
+        errors = 0;
+        cms_backoff_reset(&b);
+        if (c->req_left > 0)
+            c->req_left--;
+        consumer_deliver(c, nm);
+    }
+    consumer_unbind(c);
+}
+
+int cms_nats_consume(cms_nats *n, const cms_nats_consumer_options *o, cms_nats_msg_cb cb, void *arg,
+                     cms_nats_consumer **out)
+{
+    int rc = CMS_NATS_OK;
+    cms_nats_consumer *c = NULL;
+    bool sync_init = false;
+    if (n == NULL || o == NULL || cb == NULL || out == NULL || o->stream == NULL ||
+        o->durable == NULL || o->max_ack_pending < 0 || o->fetch_batch < 0 || o->ack_wait_ms < 0) {
+        rc = CMS_NATS_EINVAL;
+        goto out;
+    }
+    if (n->state >= N_CLOSING) {
+        rc = CMS_NATS_ECLOSED;
+        goto out;
+    }
+    c = calloc(1, sizeof *c);
+    if (c == NULL) {
+        rc = CMS_NATS_ENOMEM;
+        goto out;
+    }
+    c->n = n;
+    c->cb = cb;
+    c->arg = arg;
+    c->stream = nats_dupstr(o->stream);
+    c->durable = nats_dupstr(o->durable);
+    c->filter = nats_dupstr(o->filter_subject);
+    c->max_ack_pending = o->max_ack_pending > 0 ? o->max_ack_pending : DEFAULT_MAX_ACK_PENDING;
+    c->fetch_batch = o->fetch_batch > 0 ? o->fetch_batch : DEFAULT_FETCH_BATCH;
+    c->ack_wait_ms = o->ack_wait_ms > 0 ? o->ack_wait_ms : DEFAULT_ACK_WAIT_MS;
+    c->max_deliver = o->max_deliver != 0 ? o->max_deliver : -1;
+    c->credit = c->max_ack_pending;
+    size_t nl = strlen("$JS.API.CONSUMER.MSG.NEXT..") + strlen(o->stream) + strlen(o->durable) + 1;
+    c->next_subj = malloc(nl);
+    if (c->next_subj != NULL)
+        snprintf(c->next_subj, nl, "$JS.API.CONSUMER.MSG.NEXT.%s.%s", o->stream, o->durable);
+    if (c->stream == NULL || c->durable == NULL || c->next_subj == NULL ||
+        (o->filter_subject != NULL && c->filter == NULL)) {
+        rc = CMS_NATS_ENOMEM;
+        goto out;
+    }
+    if (uv_mutex_init(&c->mu) != 0) {
+        rc = CMS_NATS_ENOMEM;
+        goto out;
+    }
+    if (uv_cond_init(&c->cond) != 0) {
+        uv_mutex_destroy(&c->mu);
+        rc = CMS_NATS_ENOMEM;
+        goto out;
+    }
+    sync_init = true;
+    if (uv_thread_create(&c->thread, consumer_main, c) != 0) {
+        rc = CMS_NATS_ENOMEM;
+        goto out;
+    }
+    c->thread_started = true;
+    c->next = n->consumers;
+    n->consumers = c;
+    *out = c;
+    c = NULL;
+out:
+    if (c != NULL) {
+        if (sync_init) {
+            uv_cond_destroy(&c->cond);
+            uv_mutex_destroy(&c->mu);
+        }
+        free(c->stream);
+        free(c->durable);
+        free(c->filter);
+        free(c->next_subj);
+        free(c);
+    }
+    return rc;
+}
+
+void cms_nats_consumer_pause(cms_nats_consumer *c, bool paused)
+{
+    if (c == NULL)
+        return;
+    uv_mutex_lock(&c->mu);
+    c->paused = paused;
+    uv_cond_signal(&c->cond);
+    uv_mutex_unlock(&c->mu);
+}
+
+void nats_consumer_free(cms_nats_consumer *c)
+{
+    uv_cond_destroy(&c->cond);
+    uv_mutex_destroy(&c->mu);
+    free(c->stream);
+    free(c->durable);
+    free(c->filter);
+    free(c->next_subj);
+    free(c);
+}

@@ -1,0 +1,55 @@
+/* What the command files of cms-identity share (identity.c: identities;
+ * credentials.c: credentials; authn.c: who is acting). */
+#ifndef IDENTITY_INT_H
+#define IDENTITY_INT_H
+
+#include "expiry.h"
+#include "identity.h"
+#include "identity/events.h"
+#include "identity/store.h"
+
+#include <stdbool.h>
+
+struct idsvc {
+    idsvc_options o;
+    cms_service *svc;
+    cms_pg *pg;
+    cms_outbox *outbox;
+    cms_auth *auth;
+    idexp *expiry;
+    const cms_pg_stmt *st_auth, *st_create;
+    /* compared with when a key's credential is unknown, so that every
+     * refusal costs one hash */
+    char dummy_hash[CMS_APIKEY_HASH_LEN + 1];
+    void (*drained)(void *arg);
+    void *drained_arg;
+};
+
+/* who acts, and what they may */
+const char *idsvc_actor(cms_cmd_req *req);
+const char *idsvc_correlation(cms_cmd_req *req);
+bool idsvc_is_admin(cms_cmd_req *req);
+bool idsvc_is_self(cms_cmd_req *req, const char *identity_id);
+
+void idsvc_fail_invalid(cms_cmd_req *req, const idv_err *e);
+void idsvc_fail_oom(cms_cmd_req *req);
+
+/* Rows as protobuf messages (strings point into r, valid while r is). */
+int64_t idsvc_i64(const PGresult *r, int row, int col);
+void idsvc_row_identity(const PGresult *r, int row, Cms__V1__Identity *out);
+/* Never the stored value of an api_key: it is a hash, and of no use to anyone. */
+void idsvc_row_credential(const PGresult *r, int row, Cms__V1__Credential *out);
+
+/* A read of one statement with one parameter, submitted; false after
+ * answering req (the caller then frees what it passed as arg). */
+bool idsvc_read_one(idsvc *s, cms_cmd_req *req, const char *sql, const char *param,
+                    cms_pg_done_cb done, void *arg);
+/* Submits a read job (taken in every case); false as for idsvc_read_one. */
+bool idsvc_run_read(idsvc *s, cms_cmd_req *req, cms_pg_job *job, cms_pg_done_cb done, void *arg);
+
+/* The verbs of each file. */
+idsvc_err idsvc_register_identities(idsvc *s, cms_cmd *c);
+idsvc_err idsvc_register_credentials(idsvc *s, cms_cmd *c);
+idsvc_err idsvc_register_authn(idsvc *s, cms_cmd *c);
+
+#endif
