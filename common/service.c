@@ -266,7 +266,8 @@ static int start(cms_service *s)
     const cms_config *c = s->cfg;
     char nats_name[96];
     snprintf(nats_name, sizeof nats_name, "cms-%s", s->name);
-    int rc = cms_proc_create(&s->loop, (uint64_t)cms_config_int(c, "drain-timeout-ms"), &s->proc);
+    int rc =
+        cms_proc_create(&s->loop, (uint64_t)cms_config_duration_ms(c, "drain-timeout"), &s->proc);
     if (rc != 0) {
         cms_log_error("cannot set up signal handling", NULL);
         return 1;
@@ -313,9 +314,9 @@ static int start(cms_service *s)
             return 1;
     }
     if (s->spec->commands) {
-        int64_t ttl = cms_config_int(c, "auth-cache-ms");
+        int64_t ttl = cms_config_duration_ms(c, "auth-cache");
         if (ttl < 1 || ttl > 600000) {
-            cms_log_error("bad option: auth-cache-ms must be 1..600000", NULL);
+            cms_log_error("bad option: auth-cache must be 1ms to 10m", NULL);
             return 1;
         }
         /* cms-identity's contract with every authenticating service (bus.h) */

@@ -26,7 +26,7 @@ static pid_t spawn_service(const char *db, int port)
     char dburl[600], addr[64];
     snprintf(dburl, sizeof dburl, "CMS_DATABASE_URL=%s", db);
     snprintf(addr, sizeof addr, "CMS_HTTP_ADDR=127.0.0.1:%d", port);
-    const char *set[] = {dburl, addr, "CMS_DRAIN_TIMEOUT_MS=5000", "CMS_LOG_LEVEL=info", NULL};
+    const char *set[] = {dburl, addr, "CMS_DRAIN_TIMEOUT=5s", "CMS_LOG_LEVEL=info", NULL};
     pid_t pid = cms_test_spawn_service("cms-testsvc", NULL, set, NULL);
     cr_assert_gt(pid, 0, "cms-testsvc started");
     return pid;
@@ -165,8 +165,8 @@ Test(service, help_lists_every_option_and_bad_usage_exits_2)
     size_t n = fread(out, 1, sizeof out - 1, p);
     out[n] = '\0';
     cr_assert_eq(pclose(p), 0);
-    const char *want[] = {"--database-url", "CMS_DATABASE_URL", "--nats-url",        "--http-addr",
-                          "--log-level",    "--pg-pool-size",   "--drain-timeout-ms"};
+    const char *want[] = {"--database-url", "CMS_DATABASE_URL", "--nats-url",     "--http-addr",
+                          "--log-level",    "--pg-pool-size",   "--drain-timeout"};
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
         cr_assert_not_null(strstr(out, want[i]), "--help mentions %s", want[i]);
     snprintf(cmd, sizeof cmd, "%s/cms-testsvc --no-such-flag 2>/dev/null",

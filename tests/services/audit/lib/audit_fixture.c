@@ -373,7 +373,7 @@ pid_t audfx_start(audfx *f, const char *durable, int *port, const char *const *e
         cr_assert_lt(argc, 31);
         args[argc++] = extra[i];
     }
-    const char *set[] = {db, addr, "CMS_DRAIN_TIMEOUT_MS=10000", NULL};
+    const char *set[] = {db, addr, "CMS_DRAIN_TIMEOUT=10s", NULL};
     pid_t pid = cms_test_spawn_service("cms-audit", args, set, NULL);
     cr_assert_gt(pid, 0, "cms-audit started");
     f->pids[slot] = pid;
@@ -393,7 +393,7 @@ int audfx_stop(audfx *f, pid_t pid, double *took_ms)
     kill(pid, SIGTERM);
     int st = 0;
     pid_t r = 0;
-    /* the drain is bounded (CMS_DRAIN_TIMEOUT_MS): give it that and more */
+    /* the drain is bounded (CMS_DRAIN_TIMEOUT): give it that and more */
     while ((r = waitpid(pid, &st, WNOHANG)) == 0 && audfx_now_ms() - t0 < 30000)
         audfx_pause_ms(10);
     if (took_ms)

@@ -26,7 +26,7 @@ static char g_field[256], g_msg[256];
 static void setup(void)
 {
     svcfx_setup(&F, "identity_fault");
-    const char *set[] = {"CMS_AUTH_CACHE_MS=60000", NULL};
+    const char *set[] = {"CMS_AUTH_CACHE=60s", NULL};
     svcfx_start(&F, "cms-identity", set);
 }
 

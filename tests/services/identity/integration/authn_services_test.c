@@ -29,7 +29,7 @@ static void setup(void)
     g_port = cms_test_free_port();
     snprintf(addr, sizeof addr, "CMS_HTTP_ADDR=127.0.0.1:%d", g_port);
     const char *set[] = {
-        F.dburl, addr, F.prefix_env, "CMS_TESTSVC_REMOTE_AUTH=1", "CMS_AUTH_CACHE_MS=30000", NULL};
+        F.dburl, addr, F.prefix_env, "CMS_TESTSVC_REMOTE_AUTH=1", "CMS_AUTH_CACHE=30s", NULL};
     g_svc = cms_test_spawn_service("cms-testsvc", NULL, set, NULL);
     cr_assert_gt(g_svc, 0);
     double t0 = cms_test_now_ms();

@@ -31,7 +31,7 @@ static void setup(void)
     svcfx_setup(&F, "identity_test");
     static char meas[160];
     snprintf(meas, sizeof meas, "CMS_ENCLAVE_MEASUREMENTS=%s", MEASUREMENT);
-    const char *set[] = {meas, "CMS_AUTH_CACHE_MS=2000", NULL};
+    const char *set[] = {meas, "CMS_AUTH_CACHE=2s", NULL};
     svcfx_start(&F, "cms-identity", set);
 }
 
@@ -128,7 +128,7 @@ static Cms__V1__Envelope *wait_event(const char *type, const char *resource_id)
     return e;
 }
 
-/* Polls until the key is refused (the cache is bounded by CMS_AUTH_CACHE_MS
+/* Polls until the key is refused (the cache is bounded by CMS_AUTH_CACHE
  * = 2 s here, and events invalidate it at once); fails after 3 s. */
 static void assert_refused_within_bound(const char *key, const char *what)
 {
