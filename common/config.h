@@ -148,7 +148,11 @@ bool cms_config_redact(const char *value, char *out, size_t len);
   {"http-addr", "CMS_HTTP_ADDR", CMS_OPT_STRING, "127.0.0.1:8080", "address of /healthz, /readyz, /metrics (numeric HOST:PORT)", CMS_OPT_PUBLIC, false}, \
   {"log-level", "CMS_LOG_LEVEL", CMS_OPT_STRING, "info", "debug, info, warn or error", CMS_OPT_PUBLIC, false}, \
   {"pg-pool-size", "CMS_PG_POOL_SIZE", CMS_OPT_INT, "2", "PostgreSQL connections", CMS_OPT_PUBLIC, false}, \
-  {"drain-timeout", "CMS_DRAIN_TIMEOUT", CMS_OPT_DURATION, "10s", "longest graceful shutdown before forcing", CMS_OPT_PUBLIC, false}, \
+  {"drain-timeout", "CMS_DRAIN_TIMEOUT", CMS_OPT_DURATION, "10s", "longest graceful shutdown before forcing", CMS_OPT_PUBLIC, false}
+
+/* What a service that serves commands adds (common/service.c adds them only
+ * then, so that no binary offers an option it does not use). */
+#define CMS_OPTIONS_COMMANDS \
   {"command-prefix", "CMS_COMMAND_PREFIX", CMS_OPT_STRING, "cms.cmd", "subject root of commands: <prefix>.<service>.<verb>", CMS_OPT_PUBLIC, false}, \
   {"auth-cache", "CMS_AUTH_CACHE", CMS_OPT_DURATION, "5s", "longest a resolved API key is trusted without asking cms-identity again (1ms to 10m)", CMS_OPT_PUBLIC, false}
 // clang-format on

@@ -17,6 +17,7 @@
 #define SCHEMA_RECHECK_MS 5000
 
 static const cms_option common_options[] = {CMS_OPTIONS_COMMON};
+static const cms_option command_options[] = {CMS_OPTIONS_COMMANDS};
 
 /* Draining goes through these stages in order; each ends in a callback. */
 typedef enum {
@@ -248,16 +249,21 @@ static void on_close(cms_proc *p, void *arg)
 
 /* ---- start ---- */
 
+/* The common options, the command server's when the spec serves commands
+ * (a service offers no option it does not use), then the spec's own. */
 static cms_option *merge_options(const cms_service_spec *spec, size_t *n)
 {
     size_t nc = sizeof common_options / sizeof common_options[0];
-    cms_option *o = calloc(nc + spec->noptions, sizeof *o);
+    size_t nk = spec->commands ? sizeof command_options / sizeof command_options[0] : 0;
+    cms_option *o = calloc(nc + nk + spec->noptions, sizeof *o);
     if (o == NULL)
         return NULL;
     memcpy(o, common_options, sizeof common_options);
+    if (nk)
+        memcpy(o + nc, command_options, sizeof command_options);
     if (spec->noptions)
-        memcpy(o + nc, spec->options, spec->noptions * sizeof *o);
-    *n = nc + spec->noptions;
+        memcpy(o + nc + nk, spec->options, spec->noptions * sizeof *o);
+    *n = nc + nk + spec->noptions;
     return o;
 }
 
