@@ -6,20 +6,23 @@
 #include <stdlib.h>
 
 static const cms_option options[] = {
-    {"batch-size", "CMS_AUDIT_BATCH_SIZE", CMS_OPT_INT, "1000", "rows per insert", false, false},
-    {"batch-age-ms", "CMS_AUDIT_BATCH_AGE_MS", CMS_OPT_INT, "5",
-     "longest an event waits for its batch to fill", false, false},
-    {"inflight", "CMS_AUDIT_INFLIGHT", CMS_OPT_INT, "2", "batches being written at once", false,
+    {"audit-batch-size", "CMS_AUDIT_BATCH_SIZE", CMS_OPT_INT, "1000",
+     "rows per insert (1 to 100000)", CMS_OPT_PUBLIC, false},
+    {"audit-batch-age", "CMS_AUDIT_BATCH_AGE", CMS_OPT_DURATION, "5ms",
+     "longest an event waits for its batch to fill (1ms to 1m)", CMS_OPT_PUBLIC, false},
+    {"audit-inflight", "CMS_AUDIT_INFLIGHT", CMS_OPT_INT, "2",
+     "batches being written at once (1 to 64)", CMS_OPT_PUBLIC, false},
+    {"audit-max-ack-pending", "CMS_AUDIT_MAX_ACK_PENDING", CMS_OPT_INT, "0",
+     "events held unacknowledged (0: 4 x audit-batch-size; at most 1000000)", CMS_OPT_PUBLIC,
      false},
-    {"max-ack-pending", "CMS_AUDIT_MAX_ACK_PENDING", CMS_OPT_INT, "0",
-     "events held unacknowledged (0: 4 x batch-size)", false, false},
-    {"durable", "CMS_AUDIT_DURABLE", CMS_OPT_STRING, "audit", "JetStream durable consumer name",
-     false, false},
-    {"ack-wait-ms", "CMS_AUDIT_ACK_WAIT_MS", CMS_OPT_INT, "30000",
-     "redelivery of an unacknowledged event after this long (when the durable is created)", false,
-     false},
-    {"subject", "CMS_AUDIT_SUBJECT", CMS_OPT_STRING, "cms.events.>",
-     "events to record (a subject filter within CMS_EVENTS)", false, false},
+    {"audit-durable", "CMS_AUDIT_DURABLE", CMS_OPT_STRING, "audit",
+     "JetStream durable consumer name", CMS_OPT_PUBLIC, false},
+    {"audit-ack-wait", "CMS_AUDIT_ACK_WAIT", CMS_OPT_DURATION, "30s",
+     "redelivery of an unacknowledged event after this long, when the durable is created (at "
+     "least 1s)",
+     CMS_OPT_PUBLIC, false},
+    {"audit-subject", "CMS_AUDIT_SUBJECT", CMS_OPT_STRING, "cms.events.>",
+     "events to record (a subject filter within CMS_EVENTS)", CMS_OPT_PUBLIC, false},
 };
 
 typedef struct {
@@ -30,23 +33,26 @@ static int start(cms_service *s, void *arg)
 {
     app *a = arg;
     const cms_config *c = cms_service_config(s);
-    int64_t batch = cms_config_int(c, "batch-size"), age = cms_config_int(c, "batch-age-ms"),
-            inflight = cms_config_int(c, "inflight"),
-            pending = cms_config_int(c, "max-ack-pending");
+    int64_t batch = cms_config_int(c, "audit-batch-size"),
+            age = cms_config_duration_ms(c, "audit-batch-age"),
+            inflight = cms_config_int(c, "audit-inflight"),
+            pending = cms_config_int(c, "audit-max-ack-pending"),
+            ack_wait = cms_config_duration_ms(c, "audit-ack-wait");
     if (batch < 1 || batch > 100000 || age < 1 || age > 60000 || inflight < 1 || inflight > 64 ||
-        pending < 0 || pending > 1000000 || cms_config_int(c, "ack-wait-ms") < 1000) {
-        cms_log_error("bad option: batch-size 1..100000, batch-age-ms 1..60000, inflight 1..64, "
-                      "max-ack-pending 0..1000000, ack-wait-ms >= 1000",
-                      NULL);
+        pending < 0 || pending > 1000000 || ack_wait < 1000) {
+        cms_log_error(
+            "bad option: audit-batch-size 1..100000, audit-batch-age 1ms..1m, "
+            "audit-inflight 1..64, audit-max-ack-pending 0..1000000, audit-ack-wait >= 1s",
+            NULL);
         return -1;
     }
     audit_options o = {.batch_size = (int)batch,
                        .batch_age_ms = age,
                        .max_inflight = (int)inflight,
                        .max_ack_pending = (int)pending,
-                       .durable = cms_config_str(c, "durable"),
-                       .subject = cms_config_str(c, "subject"),
-                       .ack_wait_ms = cms_config_int(c, "ack-wait-ms")};
+                       .durable = cms_config_str(c, "audit-durable"),
+                       .subject = cms_config_str(c, "audit-subject"),
+                       .ack_wait_ms = ack_wait};
     if (audit_ingest_create(cms_service_loop(s), cms_service_pg(s), cms_service_nats(s), &o,
                             &a->in) != 0)
         return -1;

@@ -4,21 +4,22 @@
 #include "log.h"
 #include "service.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 static const cms_option options[] = {
-    {"key-file", "CMS_IDENTITY_KEY_FILE", CMS_OPT_STRING, NULL,
-     "file of 64 hex digits (mode 600): the key API keys are hashed with", true, false},
+    {"identity-key-file", "CMS_IDENTITY_KEY_FILE", CMS_OPT_STRING, NULL,
+     "file of 64 hex digits (mode 600): the key API keys are hashed with", CMS_OPT_PUBLIC, true},
     {"enclave-measurements", "CMS_ENCLAVE_MEASUREMENTS", CMS_OPT_STRING, "",
-     "comma-separated hex measurements an enclave's attestation must match", false, false},
-    {"max-api-key-days", "CMS_MAX_API_KEY_DAYS", CMS_OPT_INT, "365", "longest life of an API key",
-     false, false},
-    {"max-public-key-days", "CMS_MAX_PUBLIC_KEY_DAYS", CMS_OPT_INT, "730",
-     "longest life of a public key", false, false},
-    {"max-attestation-days", "CMS_MAX_ATTESTATION_DAYS", CMS_OPT_INT, "30",
-     "longest life of an attestation", false, false},
+     "comma-separated hex measurements an enclave's attestation must match", CMS_OPT_PUBLIC, false},
+    {"max-api-key-life", "CMS_MAX_API_KEY_LIFE", CMS_OPT_DURATION, "365d",
+     "longest life of an API key (1d to 3650d)", CMS_OPT_PUBLIC, false},
+    {"max-public-key-life", "CMS_MAX_PUBLIC_KEY_LIFE", CMS_OPT_DURATION, "730d",
+     "longest life of a public key (1d to 3650d)", CMS_OPT_PUBLIC, false},
+    {"max-attestation-life", "CMS_MAX_ATTESTATION_LIFE", CMS_OPT_DURATION, "30d",
+     "longest life of an attestation (1d to 3650d)", CMS_OPT_PUBLIC, false},
 };
 
 /* The service, made at start (spec.arg points here). */
@@ -67,17 +68,21 @@ static int start(cms_service *s, void *arg)
     idsvc_options o;
     memset(&o, 0, sizeof o);
     char why[256];
-    int64_t d1 = cms_config_int(c, "max-api-key-days"),
-            d2 = cms_config_int(c, "max-public-key-days"),
-            d3 = cms_config_int(c, "max-attestation-days");
-    if (d1 < 1 || d2 < 1 || d3 < 1 || d1 > 3650 || d2 > 3650 || d3 > 3650) {
-        cms_log_error("bad option: max-*-days must be 1..3650", NULL);
+    int64_t l1 = cms_config_duration_ms(c, "max-api-key-life"),
+            l2 = cms_config_duration_ms(c, "max-public-key-life"),
+            l3 = cms_config_duration_ms(c, "max-attestation-life");
+    const int64_t day_ms = INT64_C(86400) * 1000, max_ms = 3650 * day_ms;
+    if (l1 < day_ms || l2 < day_ms || l3 < day_ms || l1 > max_ms || l2 > max_ms || l3 > max_ms) {
+        cms_log_error("bad option: max-api-key-life, max-public-key-life and max-attestation-life "
+                      "must be 1d to 3650d",
+                      NULL);
         return -1;
     }
-    o.max_api_key_s = d1 * 86400;
-    o.max_public_key_s = d2 * 86400;
-    o.max_attestation_s = d3 * 86400;
-    if (!cms_apikey_server_key_load(cms_config_str(c, "key-file"), o.server_key, why, sizeof why)) {
+    o.max_api_key_s = l1 / 1000;
+    o.max_public_key_s = l2 / 1000;
+    o.max_attestation_s = l3 / 1000;
+    if (!cms_apikey_server_key_load(cms_config_str(c, "identity-key-file"), o.server_key, why,
+                                    sizeof why)) {
         cms_log_error("the identity key cannot be used", "{s:s}", "why", why);
         return -1;
     }

@@ -15,7 +15,7 @@
  * Replies come on one wildcard inbox per connection, the request's number in
  * the last token. Prints "key: value" lines: counts, throughput, latency
  * percentiles, the generator's own CPU. Any reply that is not a result, and
- * any request unanswered within --timeout-ms, is an error; the exit status
+ * any request unanswered within --timeout, is an error; the exit status
  * is 1 if there was any.
  *
  * respond: the baseline, a trivial nats.c responder on <prefix>.identity.*
@@ -80,9 +80,9 @@ static const cms_option options[] = {
      "due time, and its latency counts from that tick",
      false, false},
     {"seconds", NULL, CMS_OPT_INT, "10", "run: length of the measured window", false, false},
-    {"warmup-ms", NULL, CMS_OPT_INT, "1000",
+    {"warmup", NULL, CMS_OPT_DURATION, "1s",
      "run: load before the measured window, not counted in the figures", false, false},
-    {"timeout-ms", NULL, CMS_OPT_INT, "5000",
+    {"timeout", NULL, CMS_OPT_DURATION, "5s",
      "run, setup: a request unanswered this long is an error", false, false},
     {"admin-key-file", NULL, CMS_OPT_STRING, NULL,
      "run --op create, setup: file holding the admin API key", false, false},
@@ -937,8 +937,8 @@ static int cmd_run(const cms_config *cfg)
     int64_t nconns = cms_config_int(cfg, "connections");
     int64_t seconds = cms_config_int(cfg, "seconds");
     int64_t tick_us = cms_config_int(cfg, "tick-us");
-    int64_t warmup_ms = cms_config_int(cfg, "warmup-ms");
-    int64_t timeout_ms = cms_config_int(cfg, "timeout-ms");
+    int64_t warmup_ms = cms_config_duration_ms(cfg, "warmup");
+    int64_t timeout_ms = cms_config_duration_ms(cfg, "timeout");
     const char *keys_file = cms_config_str(cfg, "keys-file");
     const char *admin_file = cms_config_str(cfg, "admin-key-file");
 
@@ -951,7 +951,7 @@ static int cmd_run(const cms_config *cfg)
         nconns > 64 || seconds < 1 || seconds > 86400 || warmup_ms < 0 || timeout_ms < 1 ||
         tick_us < 1 || tick_us > 1000000) {
         fprintf(stderr, PROG ": --rate 0..10000000, --concurrency 1..1000000, --connections "
-                             "1..64, --seconds 1..86400, --warmup-ms >= 0, --timeout-ms >= 1, "
+                             "1..64, --seconds 1..86400, --warmup >= 0, --timeout >= 1ms, "
                              "--tick-us 1..1000000\n");
         status = EXIT_USAGE;
         goto out;
@@ -1293,7 +1293,7 @@ static int cmd_setup(const cms_config *cfg)
     const char *admin_file = cms_config_str(cfg, "admin-key-file");
     const char *keys_out = cms_config_str(cfg, "keys-out");
     int64_t n = cms_config_int(cfg, "identities");
-    int64_t timeout_ms = cms_config_int(cfg, "timeout-ms");
+    int64_t timeout_ms = cms_config_duration_ms(cfg, "timeout");
     snprintf(default_prefix, sizeof default_prefix, "bench-%d-%" PRId64, (int)getpid(), unix_us());
     const char *name_prefix =
         cms_config_str(cfg, "name-prefix") ? cms_config_str(cfg, "name-prefix") : default_prefix;

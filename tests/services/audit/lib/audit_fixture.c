@@ -365,8 +365,8 @@ pid_t audfx_start(audfx *f, const char *durable, int *port, const char *const *e
     *port = cms_test_free_port();
     snprintf(addr, sizeof addr, "CMS_HTTP_ADDR=127.0.0.1:%d", *port);
     snprintf(db, sizeof db, "CMS_DATABASE_URL=%s", f->db);
-    snprintf(subject, sizeof subject, "--subject=%s", f->subject);
-    snprintf(dur, sizeof dur, "--durable=%s", durable);
+    snprintf(subject, sizeof subject, "--audit-subject=%s", f->subject);
+    snprintf(dur, sizeof dur, "--audit-durable=%s", durable);
     const char *args[32] = {subject, dur};
     int argc = 2;
     for (size_t i = 0; extra && extra[i]; i++) {
