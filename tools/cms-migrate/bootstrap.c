@@ -21,6 +21,7 @@
 
 #include "apikey.h"
 #include "bus.h"
+#include "config.h"
 #include "identity/events.h"   /* cms-identity's events: the admin's are the same */
 #include "identity/store.h"    /* and its statements: the admin is made as any identity */
 #include "identity/validate.h" /* and its checks: the admin's name is a name like any */
@@ -28,7 +29,6 @@
 #include "uuid.h"
 
 #define PROG "cms-migrate"
-#define US_PER_DAY INT64_C(86400000000)
 
 /* How far a run got; the cleanup at its end follows from it. */
 typedef enum run_state {
@@ -193,10 +193,10 @@ cms_bootstrap_err cms_bootstrap_create(const cms_bootstrap_opts *o, cms_bootstra
         rc = CMS_BOOTSTRAP_BAD_OPTION;
         goto out;
     }
-    if (b->o.ttl_days < CMS_BOOTSTRAP_TTL_DAYS_MIN || b->o.ttl_days > CMS_BOOTSTRAP_TTL_DAYS_MAX) {
-        say_err("--admin-key-ttl-days (CMS_ADMIN_KEY_TTL_DAYS) must be %d to %d, not %" PRId64
-                "; try --help\n",
-                CMS_BOOTSTRAP_TTL_DAYS_MIN, CMS_BOOTSTRAP_TTL_DAYS_MAX, b->o.ttl_days);
+    if (b->o.ttl_ms < CMS_BOOTSTRAP_TTL_MS_MIN || b->o.ttl_ms > CMS_BOOTSTRAP_TTL_MS_MAX) {
+        char ttl[32];
+        say_err("--admin-key-ttl (CMS_ADMIN_KEY_TTL) must be 1d to 365d, not %s; try --help\n",
+                cms_config_duration_format(b->o.ttl_ms, ttl, sizeof ttl));
         rc = CMS_BOOTSTRAP_BAD_OPTION;
         goto out;
     }
@@ -301,6 +301,7 @@ static cms_bootstrap_err exec_with_event(cms_bootstrap *b, const char *what, con
 static cms_bootstrap_err admin_make(const cms_bootstrap *b, admin *a)
 {
     cms_uuid iid, cid, corr;
+    char ttl[32];
     cms_uuid_v7(&iid);
     cms_uuid_v7(&cid);
     cms_uuid_v7(&corr);
@@ -315,12 +316,13 @@ static cms_bootstrap_err admin_make(const cms_bootstrap *b, admin *a)
     /* the secret is in a->key; nothing below needs its bytes */
     cms_apikey_wipe(a->secret, sizeof a->secret);
 
-    a->expires_us = cms_bus_now_us() + b->o.ttl_days * US_PER_DAY;
+    a->expires_us = cms_bus_now_us() + b->o.ttl_ms * 1000;
     time_t secs = (time_t)(a->expires_us / 1000000);
     struct tm tm;
     if (gmtime_r(&secs, &tm) == NULL ||
         strftime(a->expires_text, sizeof a->expires_text, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
-        snprintf(a->expires_text, sizeof a->expires_text, "in %" PRId64 " days", b->o.ttl_days);
+        snprintf(a->expires_text, sizeof a->expires_text, "in %s",
+                 cms_config_duration_format(b->o.ttl_ms, ttl, sizeof ttl));
 
     if (idev_identity_created(a->identity_id, b->o.admin_name, "user", "active",
                               CMS_BUS_SYSTEM_ACTOR, a->correlation_id, &a->created) != CMS_BUS_OK ||

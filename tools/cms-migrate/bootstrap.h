@@ -29,14 +29,14 @@
 
 /* "cms-boot" in ASCII; held with pg_advisory_xact_lock. */
 #define CMS_BOOTSTRAP_LOCK_KEY INT64_C(0x636d732d626f6f74)
-#define CMS_BOOTSTRAP_TTL_DAYS_MIN 1
-#define CMS_BOOTSTRAP_TTL_DAYS_MAX 365
+#define CMS_BOOTSTRAP_TTL_MS_MIN INT64_C(86400000)         /* 1d */
+#define CMS_BOOTSTRAP_TTL_MS_MAX (365 * INT64_C(86400000)) /* 365d */
 
 typedef struct cms_bootstrap_opts {
     const char *key_file; /* the server key file; NULL or "": no bootstrap, only a hint */
     const char *
         admin_name; /* a name cms-identity accepts (1..255 bytes of UTF-8, no control characters) */
-    int64_t ttl_days;    /* the key's lifetime, CMS_BOOTSTRAP_TTL_DAYS_MIN..MAX */
+    int64_t ttl_ms; /* the key's lifetime, CMS_BOOTSTRAP_TTL_MS_MIN..MAX */
     const char *key_out; /* a new file for the key; NULL: stdout */
     cms_migrate_verbosity verbosity;
 } cms_bootstrap_opts;

@@ -1,6 +1,6 @@
 /* cms-migrate: applies, reverts and reports the schema migrations of the
  * system's database, and creates new ones. Its migrations are compiled in,
- * so a deployed binary needs no files; --dir reads a folder instead. Given
+ * so a deployed binary needs no files; --migrations-dir reads a folder instead. Given
  * cms-identity's key file, `up` also creates the first admin (bootstrap.h).
  *
  * Exit status: 0 done, 1 failed (the database stays at its last good
@@ -25,34 +25,33 @@ enum { EXIT_DONE = 0, EXIT_FAILED = 1, EXIT_USAGE = 2 };
 
 static const cms_option options[] = {
     {"database-url", "CMS_DATABASE_URL", CMS_OPT_STRING, "host=127.0.0.1 dbname=cms",
-     "libpq connection string or URI of the database to migrate", true, false},
-    {"dir", "CMS_MIGRATIONS_DIR", CMS_OPT_STRING, NULL,
+     "libpq connection string or URI of the database to migrate", CMS_OPT_PASSWORD, false},
+    {"migrations-dir", "CMS_MIGRATIONS_DIR", CMS_OPT_STRING, NULL,
      "read migrations from this folder instead of the built-in ones (new: default ./migrations)",
-     false, false},
-    {"lock-timeout-ms", "CMS_MIGRATE_LOCK_TIMEOUT_MS", CMS_OPT_INT, "10000",
+     CMS_OPT_PUBLIC, false},
+    {"migrate-lock-timeout", "CMS_MIGRATE_LOCK_TIMEOUT", CMS_OPT_DURATION, "10s",
      "longest wait of a migration statement for a table lock, so it never queues long in front of "
-     "traffic "
-     "(0: no limit)",
-     false, false},
-    {"statement-timeout-ms", "CMS_MIGRATE_STATEMENT_TIMEOUT_MS", CMS_OPT_INT, "600000",
-     "longest single migration statement (0: no limit)", false, false},
-    {"wait-timeout-ms", "CMS_MIGRATE_WAIT_TIMEOUT_MS", CMS_OPT_INT, "120000",
-     "longest wait for another cms-migrate working on the same database (0: no limit)", false,
-     false},
+     "traffic (0: no limit)",
+     CMS_OPT_PUBLIC, false},
+    {"migrate-statement-timeout", "CMS_MIGRATE_STATEMENT_TIMEOUT", CMS_OPT_DURATION, "10m",
+     "longest single migration statement (0: no limit)", CMS_OPT_PUBLIC, false},
+    {"migrate-wait-timeout", "CMS_MIGRATE_WAIT_TIMEOUT", CMS_OPT_DURATION, "2m",
+     "longest wait for another cms-migrate working on the same database (0: no limit)",
+     CMS_OPT_PUBLIC, false},
     {"log-level", "CMS_LOG_LEVEL", CMS_OPT_STRING, "info",
-     "debug (every statement), info (every migration), warn or error", false, false},
+     "debug (every statement), info (every migration), warn or error", CMS_OPT_PUBLIC, false},
     {"identity-key-file", "CMS_IDENTITY_KEY_FILE", CMS_OPT_STRING, NULL,
      "up: cms-identity's server key file (64 hex digits, mode 0600); with it, up creates the "
      "first admin when no identity has the role admin",
-     false, false},
-    {"admin-name", "CMS_ADMIN_NAME", CMS_OPT_STRING, "admin", "up: name of the first admin", false,
-     false},
-    {"admin-key-ttl-days", "CMS_ADMIN_KEY_TTL_DAYS", CMS_OPT_INT, "90",
-     "up: days the first admin's API key is valid (1 to 365)", false, false},
+     CMS_OPT_PUBLIC, false},
+    {"admin-name", "CMS_ADMIN_NAME", CMS_OPT_STRING, "admin", "up: name of the first admin",
+     CMS_OPT_PUBLIC, false},
+    {"admin-key-ttl", "CMS_ADMIN_KEY_TTL", CMS_OPT_DURATION, "90d",
+     "up: how long the first admin's API key is valid (1d to 365d)", CMS_OPT_PUBLIC, false},
     {"admin-key-out", "CMS_ADMIN_KEY_OUT", CMS_OPT_STRING, NULL,
      "up: write the first admin's API key to this new file (mode 0600, never over an existing "
      "one) instead of stdout",
-     false, false},
+     CMS_OPT_PUBLIC, false},
 };
 
 static const char usage_tail[] =
@@ -65,8 +64,8 @@ static const char usage_tail[] =
     "  status        list every migration (version, name, applied or pending, applied_at)\n"
     "                and the current version\n"
     "  version       print the current version number only (0 when none is applied)\n"
-    "  new NAME      create the next-numbered NNNN_NAME.up.sql and .down.sql in --dir\n"
-    "                (default ./migrations); NAME is [a-z0-9_]+\n"
+    "  new NAME      create the next-numbered NNNN_NAME.up.sql and .down.sql in\n"
+    "                --migrations-dir (default ./migrations); NAME is [a-z0-9_]+\n"
     "\n"
     "Each migration runs in its own transaction with its schema_migrations row; a failure\n"
     "leaves the database at the previous version. Concurrent runs on one database wait\n"
@@ -74,7 +73,7 @@ static const char usage_tail[] =
     "\n"
     "First admin: given --identity-key-file, the key file cms-identity uses, up creates\n"
     "the identity --admin-name with the role admin and an API key valid for\n"
-    "--admin-key-ttl-days, when no identity has the role admin yet; otherwise it changes\n"
+    "--admin-key-ttl, when no identity has the role admin yet; otherwise it changes\n"
     "nothing. The key is shown that once: on stdout, or in the new file --admin-key-out;\n"
     "the database keeps only its keyed hash. Concurrent runs create one admin. A key file\n"
     "that others can read, or a malformed one, stops up before it migrates anything.\n"
@@ -114,7 +113,7 @@ static int exit_for(cms_migrate_err rc)
 
 static int cmd_new(const cms_config *cfg, const char *name)
 {
-    const char *dir = cms_config_str(cfg, "dir");
+    const char *dir = cms_config_str(cfg, "migrations-dir");
     char up[4200], down[4200], err[1024] = "";
     if (!cms_migset_valid_name(name))
         return usage("NAME \"%s\" must be 1 to 63 of a-z, 0-9 and _ (like add_contract_index)",
@@ -237,13 +236,15 @@ int main(int argc, char **argv)
 
     cms_migrate_opts o = {
         .conninfo = cms_config_str(cfg, "database-url"),
-        .lock_timeout_ms = cms_config_int(cfg, "lock-timeout-ms"),
-        .statement_timeout_ms = cms_config_int(cfg, "statement-timeout-ms"),
-        .wait_timeout_ms = cms_config_int(cfg, "wait-timeout-ms"),
+        .lock_timeout_ms = cms_config_duration_ms(cfg, "migrate-lock-timeout"),
+        .statement_timeout_ms = cms_config_duration_ms(cfg, "migrate-statement-timeout"),
+        .wait_timeout_ms = cms_config_duration_ms(cfg, "migrate-wait-timeout"),
         .verbosity = verbosity_for(level),
     };
-    if (o.lock_timeout_ms < 0 || o.statement_timeout_ms < 0 || o.wait_timeout_ms < 0) {
-        status = usage("%s", "timeouts cannot be negative (0 means no limit)");
+    /* PostgreSQL takes lock_timeout and statement_timeout as an int of milliseconds */
+    if (o.lock_timeout_ms > INT32_MAX || o.statement_timeout_ms > INT32_MAX ||
+        o.wait_timeout_ms > INT32_MAX) {
+        status = usage("%s", "the timeouts can be at most 24d (0 means no limit)");
         goto out;
     }
 
@@ -252,7 +253,7 @@ int main(int argc, char **argv)
         cms_bootstrap_opts bo = {
             .key_file = cms_config_str(cfg, "identity-key-file"),
             .admin_name = cms_config_str(cfg, "admin-name"),
-            .ttl_days = cms_config_int(cfg, "admin-key-ttl-days"),
+            .ttl_ms = cms_config_duration_ms(cfg, "admin-key-ttl"),
             .key_out = cms_config_str(cfg, "admin-key-out"),
             .verbosity = o.verbosity,
         };
@@ -264,7 +265,7 @@ int main(int argc, char **argv)
     }
 
     if (strcmp(verb, "version") != 0) {
-        const char *dir = cms_config_str(cfg, "dir");
+        const char *dir = cms_config_str(cfg, "migrations-dir");
         cms_migset_err lrc = dir ? cms_migset_load_dir(dir, &set, err, sizeof err)
                                  : cms_migset_load_embedded(&set, err, sizeof err);
         if (lrc != CMS_MIGSET_OK) {

@@ -406,13 +406,12 @@ static cms_migrate_err lock_acquire(cms_migrate *m)
             const char *code = PQresultErrorField(r, PG_DIAG_SQLSTATE);
             if (code && strcmp(code, "55P03") == 0) {
                 describe_holder(m, holder, sizeof holder);
-                say_err(
-                    m,
-                    PROG
-                    ": %s has held the migration lock for longer than --wait-timeout-ms (%" PRId64
-                    " ms). Let it finish and run again; if it is stuck, end it with "
-                    "pg_terminate_backend(pid) first.\n",
-                    holder, m->o.wait_timeout_ms);
+                say_err(m,
+                        PROG ": %s has held the migration lock for longer than "
+                             "--migrate-wait-timeout (%" PRId64
+                             " ms). Let it finish and run again; if it is stuck, end it with "
+                             "pg_terminate_backend(pid) first.\n",
+                        holder, m->o.wait_timeout_ms);
                 rc = CMS_MIGRATE_LOCK_TIMEOUT;
             } else {
                 say_err(m, PROG ": taking the migration lock failed:\n");
@@ -567,12 +566,11 @@ static cms_migrate_err check_applied(cms_migrate *m, const applied *a)
     }
     if (unknown == 0)
         return CMS_MIGRATE_OK;
-    say_err(
-        m,
-        PROG
-        ": the database is newer than %s. Use the cms-migrate (or the --dir) that applied those "
-        "migrations.\n",
-        source_phrase(m, src, sizeof src));
+    say_err(m,
+            PROG ": the database is newer than %s. Use the cms-migrate (or the --migrations-dir) "
+                 "that applied those "
+                 "migrations.\n",
+            source_phrase(m, src, sizeof src));
     return CMS_MIGRATE_UNKNOWN_APPLIED;
 }
 
@@ -677,18 +675,18 @@ static void report_statement_error(cms_migrate *m, const char *path, const char 
     if (code && strcmp(code, "55P03") == 0)
         fprintf(stderr,
                 "  what to do: another session held a lock this statement needs for longer than "
-                "--lock-timeout-ms (%" PRId64
+                "--migrate-lock-timeout (%" PRId64
                 " ms); run again when it is quieter, or raise the limit\n",
                 m->o.lock_timeout_ms);
     else if (code && strcmp(code, "57014") == 0)
         fprintf(stderr,
-                "  what to do: the statement ran longer than --statement-timeout-ms (%" PRId64
+                "  what to do: the statement ran longer than --migrate-statement-timeout (%" PRId64
                 " ms); raise the limit for this run\n",
                 m->o.statement_timeout_ms);
 }
 
 /* A migration file as the user knows it: its name when embedded, else its
- * path in --dir. */
+ * path in --migrations-dir. */
 static void file_path(const cms_migrate *m, const char *file, char *buf, size_t n)
 {
     const char *src = cms_migset_source(m->set);

@@ -75,10 +75,9 @@ static void in_dir(char *out, size_t n, const char *name)
 static void init(void)
 {
     /* the children see only the flags each test gives them */
-    const char *vars[] = {"CMS_DATABASE_URL",  "CMS_MIGRATIONS_DIR",
-                          "CMS_LOG_LEVEL",     "CMS_IDENTITY_KEY_FILE",
-                          "CMS_ADMIN_NAME",    "CMS_ADMIN_KEY_TTL_DAYS",
-                          "CMS_ADMIN_KEY_OUT", "CMS_MIGRATE_LOCK_TIMEOUT_MS"};
+    const char *vars[] = {"CMS_DATABASE_URL",      "CMS_MIGRATIONS_DIR",      "CMS_LOG_LEVEL",
+                          "CMS_IDENTITY_KEY_FILE", "CMS_ADMIN_NAME",          "CMS_ADMIN_KEY_TTL",
+                          "CMS_ADMIN_KEY_OUT",     "CMS_MIGRATE_LOCK_TIMEOUT"};
     for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++)
         unsetenv(vars[i]);
     snprintf(g_bin, sizeof g_bin, "%s/cms-migrate", cms_test_env("CMS_TEST_BIN_DIR"));
@@ -327,7 +326,7 @@ static Cms__V1__Envelope *envelope_of(const char *hex)
 Test(bootstrap, outbox_rows_are_the_two_identity_events)
 {
     proc *p = up(g_db, "--identity-key-file", g_key_file, "--admin-name", "first-admin",
-                 "--admin-key-ttl-days", "7", NULL);
+                 "--admin-key-ttl", "7d", NULL);
     assert_exit(p, 0);
     char key[CMS_APIKEY_LEN + 1];
     cr_assert_eq(keys_in(p->out, key), 1, "%s", p->out);
@@ -452,8 +451,8 @@ Test(bootstrap, two_concurrent_runs_create_one_admin)
     cms_test_runner runner;
     cms_test_runner_init(&runner, WATCHDOG_MS);
     rc.runner = &runner;
-    const char *argv[] = {g_bin,      "--database-url",    g_db,    "up", "--identity-key-file",
-                          g_key_file, "--lock-timeout-ms", "30000", NULL};
+    const char *argv[] = {g_bin,      "--database-url",         g_db,  "up", "--identity-key-file",
+                          g_key_file, "--migrate-lock-timeout", "30s", NULL};
     proc *a = cms_test_spawn(&runner, argv);
     proc *b = cms_test_spawn(&runner, argv);
     cr_assert_eq(uv_timer_init(&runner.loop, &rc.poll), 0);
@@ -582,11 +581,11 @@ Test(bootstrap, unsafe_or_malformed_key_file_stops_up_before_it_migrates)
 
 Test(bootstrap, options_out_of_range_are_usage_errors)
 {
-    const char *ttl[] = {"0", "366", "-1"};
+    const char *ttl[] = {"0", "23h", "366d", "366", "-1d"};
     for (size_t i = 0; i < sizeof ttl / sizeof ttl[0]; i++) {
-        proc *p = up(g_db, "--identity-key-file", g_key_file, "--admin-key-ttl-days", ttl[i], NULL);
+        proc *p = up(g_db, "--identity-key-file", g_key_file, "--admin-key-ttl", ttl[i], NULL);
         assert_exit(p, 2);
-        cr_assert_not_null(strstr(p->err, "--admin-key-ttl-days"), "%s", p->err);
+        cr_assert_not_null(strstr(p->err, "--admin-key-ttl"), "%s", p->err);
         cms_test_proc_free(p);
     }
     char long_name[300];

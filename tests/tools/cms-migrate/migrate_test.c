@@ -55,7 +55,7 @@ static char *slurp(const char *path)
     return buf;
 }
 
-/* argv for cms-migrate [--database-url db] [--dir dir] ARGS… */
+/* argv for cms-migrate [--database-url db] [--migrations-dir dir] ARGS… */
 static void migrate_argv(char **argv, size_t cap, const char *db, const char *dir, va_list ap)
 {
     size_t k = 0;
@@ -65,7 +65,7 @@ static void migrate_argv(char **argv, size_t cap, const char *db, const char *di
         argv[k++] = (char *)db;
     }
     if (dir) {
-        argv[k++] = (char *)"--dir";
+        argv[k++] = (char *)"--migrations-dir";
         argv[k++] = (char *)dir;
     }
     const char *a;
@@ -221,9 +221,9 @@ static void suite_init(void)
     const char *vars[] = {"CMS_DATABASE_URL",
                           "CMS_MIGRATIONS_DIR",
                           "CMS_LOG_LEVEL",
-                          "CMS_MIGRATE_LOCK_TIMEOUT_MS",
-                          "CMS_MIGRATE_STATEMENT_TIMEOUT_MS",
-                          "CMS_MIGRATE_WAIT_TIMEOUT_MS"};
+                          "CMS_MIGRATE_LOCK_TIMEOUT",
+                          "CMS_MIGRATE_STATEMENT_TIMEOUT",
+                          "CMS_MIGRATE_WAIT_TIMEOUT"};
     for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++)
         unsetenv(vars[i]);
     cms_test_env("CMS_TEST_PG_URL");
@@ -743,11 +743,11 @@ Test(migrate, help_lists_verbs_options_and_env)
                           "new NAME",
                           "--database-url",
                           "CMS_DATABASE_URL",
-                          "--dir",
+                          "--migrations-dir",
                           "CMS_MIGRATIONS_DIR",
-                          "--lock-timeout-ms",
-                          "--statement-timeout-ms",
-                          "--wait-timeout-ms",
+                          "--migrate-lock-timeout",
+                          "--migrate-statement-timeout",
+                          "--migrate-wait-timeout",
                           "--log-level",
                           "CMS_LOG_LEVEL"};
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
