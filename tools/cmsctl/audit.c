@@ -5,7 +5,11 @@
  * deep it is and rows inserted meanwhile do not shift it. The cursor is
  * opaque to users: base64url (no padding) of "<created_at in Unix
  * microseconds>:<id>". Every value reaches PostgreSQL as a parameter; the
- * statement text is assembled only from the fixed fragments below. */
+ * statement text is assembled only from the fixed fragments below.
+ *
+ * Output (ctlout.h): a table, or each row as an object with id, event_type,
+ * resource_type, resource_id, actor_id, details (the JSON stored) and
+ * created_at / created_at_us. */
 #include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
@@ -19,6 +23,7 @@
 
 #include "cli.h"
 #include "ctldb.h"
+#include "ctlout.h"
 #include "uuid.h"
 #include "verbs.h"
 
@@ -41,18 +46,20 @@ static const cms_option options[] = {
     {"limit", NULL, CMS_OPT_INT, "50", "rows per page (1 to 1000)", false, false},
     {"after", NULL, CMS_OPT_STRING, NULL,
      "the cursor printed after the previous page (next: --after CURSOR)", false, false},
-    {"json", NULL, CMS_OPT_BOOL, "false",
-     "one JSON object per row on stdout (the next-page line then goes to stderr)", false, false},
     {"database-url", "CMS_DATABASE_URL", CMS_OPT_STRING, "host=127.0.0.1 dbname=cms",
-     "libpq connection string", true, false},
-    {"timeout-ms", NULL, CMS_OPT_INT, "10000", "longest connect or query", false, false},
+     "libpq connection string or URI", CMS_OPT_PASSWORD, false},
+    {"timeout", NULL, CMS_OPT_DURATION, "10s", "longest connect or query (1ms to 24d)",
+     CMS_OPT_PUBLIC, false},
+    CMSCTL_OUT_OPTIONS,
 };
 
 static const char usage_tail[] =
     "\n\n"
     "Lists audit_logs rows oldest first (by created_at, then id), --limit at a time. When\n"
-    "more rows may follow it ends with \"next: --after CURSOR\": run the same command with\n"
-    "that flag added for the next page. Exit status: 0 done, 1 failed, 2 usage error.";
+    "more rows may follow it ends with \"next: --after CURSOR\" (on stderr with -o json or\n"
+    "ndjson): run the same command with that flag added for the next page. No rows: nothing\n"
+    "on stdout (\"[]\" with -o json) and \"(no audit records match)\" on stderr.\n"
+    "Exit status: 0 done, 1 failed, 2 usage error.";
 
 static const char audit_help[] =
     "cmsctl audit - the audit log\n"
@@ -151,21 +158,30 @@ static void q_add(query *q, const char *fragment, const char *value)
 /* ------------------------------------------------------------------------ */
 /* output */
 
-static void print_json_row(const PGresult *r, int i)
+/* Row i as the object of -o json and ndjson. */
+static json_t *row_json(const PGresult *r, int i)
 {
-    json_error_t jerr;
-    json_t *details = json_loads(PQgetvalue(r, i, 5), JSON_DECODE_ANY, &jerr);
+    json_t *details = json_loads(PQgetvalue(r, i, 5), JSON_DECODE_ANY, NULL);
     if (details == NULL)
-        details = json_string(PQgetvalue(r, i, 5));
-    json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:o}", "id", PQgetvalue(r, i, 0),
-                          "created_at", PQgetvalue(r, i, 6), "event_type", PQgetvalue(r, i, 1),
-                          "resource_type", PQgetvalue(r, i, 2), "resource_id", PQgetvalue(r, i, 3),
-                          "actor_id", PQgetvalue(r, i, 4), "details", details);
-    if (o != NULL) {
-        json_dumpf(o, stdout, JSON_COMPACT);
-        fputc('\n', stdout);
+        details = cmsctl_out_str(PQgetvalue(r, i, 5));
+    errno = 0;
+    char *end = NULL;
+    long long us = strtoll(PQgetvalue(r, i, 7), &end, 10);
+    if (errno != 0 || *end != '\0')
+        us = 0;
+    json_t *o = json_object();
+    if (o == NULL) {
+        json_decref(details);
+        return NULL;
     }
-    json_decref(o);
+    json_object_set_new(o, "id", cmsctl_out_str(PQgetvalue(r, i, 0)));
+    json_object_set_new(o, "event_type", cmsctl_out_str(PQgetvalue(r, i, 1)));
+    json_object_set_new(o, "resource_type", cmsctl_out_str(PQgetvalue(r, i, 2)));
+    json_object_set_new(o, "resource_id", cmsctl_out_str(PQgetvalue(r, i, 3)));
+    json_object_set_new(o, "actor_id", cmsctl_out_str(PQgetvalue(r, i, 4)));
+    json_object_set_new(o, "details", details);
+    cmsctl_out_time(o, "created_at", (int64_t)us);
+    return o;
 }
 
 static void print_table_row(const PGresult *r, int i)
@@ -211,6 +227,7 @@ static int query_main(int argc, char **argv)
     PGconn *c = NULL;
     PGresult *r = NULL;
     int64_t limit = 0, timeout_ms = 0;
+    cmsctl_out_format fmt = CMSCTL_OUT_TABLE;
     char resource_id[CMS_UUID_STRLEN + 1], actor[CMS_UUID_STRLEN + 1];
     char after_id[CMS_UUID_STRLEN + 1], after_ts[64], limit_text[24];
     const char *resource_v = NULL, *actor_v = NULL;
@@ -222,8 +239,10 @@ static int query_main(int argc, char **argv)
         status = cmsctl_usage(PROG, "unexpected argument \"%s\"", cms_config_positional(cfg, 0));
         goto out;
     }
+    if ((status = cmsctl_out_format_get(PROG, cfg, &fmt)) != CMSCTL_EXIT_OK)
+        goto out;
     if (!cmsctl_int_arg(PROG, cfg, "limit", 1, LIMIT_MAX, &limit) ||
-        !cmsctl_int_arg(PROG, cfg, "timeout-ms", 1, INT32_MAX, &timeout_ms) ||
+        !cmsctl_duration_arg(PROG, cfg, "timeout", 1, CMSCTL_TIMEOUT_MAX_MS, &timeout_ms) ||
         !uuid_arg(cfg, "resource-id", resource_id, &resource_v) ||
         !uuid_arg(cfg, "actor", actor, &actor_v)) {
         status = CMSCTL_EXIT_USAGE;
@@ -286,21 +305,28 @@ static int query_main(int argc, char **argv)
             status = cmsctl_db_fail(PROG, r, "reading audit_logs");
         goto out;
     }
-    bool json = cms_config_bool(cfg, "json");
     int rows = PQntuples(r);
     bool more = rows > limit;
     int shown = more ? (int)limit : rows;
-    if (!json && shown > 0)
-        printf("%-27s  %-26s  %-49s  %-36s  %s\n", "CREATED_AT", "EVENT_TYPE", "RESOURCE", "ACTOR",
-               "DETAILS");
-    for (int i = 0; i < shown; i++) {
-        if (json)
-            print_json_row(r, i);
-        else
+    if (fmt == CMSCTL_OUT_TABLE) {
+        if (shown > 0)
+            printf("%-27s  %-26s  %-49s  %-36s  %s\n", "CREATED_AT", "EVENT_TYPE", "RESOURCE",
+                   "ACTOR", "DETAILS");
+        for (int i = 0; i < shown; i++)
             print_table_row(r, i);
+    } else {
+        json_t *arr = json_array();
+        for (int i = 0; arr != NULL && i < shown; i++) {
+            if (json_array_append_new(arr, row_json(r, i)) != 0) {
+                json_decref(arr);
+                arr = NULL;
+            }
+        }
+        if ((status = cmsctl_out_emit(PROG, fmt, arr, NULL)) != CMSCTL_EXIT_OK)
+            goto out;
     }
-    if (!json && shown == 0)
-        printf("(no audit records match)\n");
+    if (shown == 0)
+        cmsctl_out_none(fmt, "no audit records match");
     if (more) {
         char cursor[CURSOR_MAX];
         errno = 0;
@@ -311,7 +337,8 @@ static int query_main(int argc, char **argv)
             status = cmsctl_fail(PROG, "cannot make a cursor from the last row");
             goto out;
         }
-        fprintf(json ? stderr : stdout, "next: --after %s\n", cursor);
+        fflush(stdout);
+        fprintf(fmt == CMSCTL_OUT_TABLE ? stdout : stderr, "next: --after %s\n", cursor);
     }
     status = CMSCTL_EXIT_OK;
 out:

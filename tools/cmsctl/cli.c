@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -31,18 +32,75 @@ int cmsctl_fail(const char *prog, const char *fmt, ...)
     return CMSCTL_EXIT_FAILED;
 }
 
+/* "--name" (without "=") of an option that is not a bool: the next argument
+ * is its value. */
+static bool takes_next(const cms_option *opts, size_t nopts, const char *arg)
+{
+    if (strncmp(arg, "--", 2) != 0 || strchr(arg, '=') != NULL)
+        return false;
+    for (size_t i = 0; i < nopts; i++) {
+        if (strcmp(opts[i].name, arg + 2) == 0)
+            return opts[i].type != CMS_OPT_BOOL;
+    }
+    return false;
+}
+
 int cmsctl_parse(const cms_option *opts, size_t nopts, int argc, char **argv, const char *prog,
                  const char *summary, const char *usage_tail, cms_config **out)
 {
-    switch (cms_config_parse(opts, nopts, argc, argv, prog, summary, usage_tail, out)) {
-    case CMS_CONFIG_OK:
-        return CMSCTL_EXIT_OK;
-    case CMS_CONFIG_EXIT_OK:
-        return CMSCTL_PARSE_DONE;
-    case CMS_CONFIG_EXIT_USAGE:
-        return CMSCTL_EXIT_USAGE;
+    int status = CMSCTL_EXIT_USAGE;
+    char **args = calloc((size_t)argc + 1, sizeof *args);
+    char **owned = calloc((size_t)argc + 1, sizeof *owned); /* the "--output=" strings made here */
+    int n = 0, nowned = 0;
+    if (args == NULL || owned == NULL) {
+        status = cmsctl_fail(prog, "out of memory");
+        goto out;
     }
-    return CMSCTL_EXIT_USAGE;
+    bool flags_done = false;
+    for (int a = 0; a < argc; a++) {
+        const char *arg = argv[a];
+        flags_done = flags_done || strcmp(arg, "--") == 0;
+        if (a == 0 || flags_done || strncmp(arg, "-o", 2) != 0) {
+            args[n++] = argv[a];
+            /* "--flag VALUE": the value is passed on as it is, even "-o..." */
+            if (a > 0 && !flags_done && takes_next(opts, nopts, arg) && a + 1 < argc)
+                args[n++] = argv[++a];
+            continue;
+        }
+        const char *val = arg[2] != '\0' ? arg + 2 + (arg[2] == '=') : NULL;
+        if (val == NULL && a + 1 < argc)
+            val = argv[++a];
+        if (val == NULL) {
+            status = cmsctl_usage(prog, "-o needs a value: table, json or ndjson");
+            goto out;
+        }
+        size_t len = strlen(val) + sizeof "--output=";
+        char *o = malloc(len);
+        if (o == NULL) {
+            status = cmsctl_fail(prog, "out of memory");
+            goto out;
+        }
+        snprintf(o, len, "--output=%s", val);
+        owned[nowned++] = o;
+        args[n++] = o;
+    }
+    switch (cms_config_parse(opts, nopts, n, args, prog, summary, usage_tail, out)) {
+    case CMS_CONFIG_OK:
+        status = CMSCTL_EXIT_OK;
+        break;
+    case CMS_CONFIG_EXIT_OK:
+        status = CMSCTL_PARSE_DONE;
+        break;
+    case CMS_CONFIG_EXIT_USAGE:
+        status = CMSCTL_EXIT_USAGE;
+        break;
+    }
+out:
+    for (int i = 0; owned != NULL && i < nowned; i++)
+        free(owned[i]);
+    free(owned);
+    free(args);
+    return status;
 }
 
 bool cmsctl_int_arg(const char *prog, const cms_config *cfg, const char *name, int64_t min,
@@ -52,6 +110,22 @@ bool cmsctl_int_arg(const char *prog, const cms_config *cfg, const char *name, i
     if (v < min || v > max) {
         cmsctl_usage(prog, "--%s %lld is out of range: want %lld to %lld", name, (long long)v,
                      (long long)min, (long long)max);
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+bool cmsctl_duration_arg(const char *prog, const cms_config *cfg, const char *name, int64_t min_ms,
+                         int64_t max_ms, int64_t *out)
+{
+    int64_t v = cms_config_duration_ms(cfg, name);
+    if (v < min_ms || v > max_ms) {
+        char b1[32], b2[32], b3[32];
+        cmsctl_usage(prog, "--%s %s is out of range: want %s to %s", name,
+                     cms_config_duration_format(v, b1, sizeof b1),
+                     cms_config_duration_format(min_ms, b2, sizeof b2),
+                     cms_config_duration_format(max_ms, b3, sizeof b3));
         return false;
     }
     *out = v;

@@ -19,7 +19,8 @@ int cmsctl_usage(const char *prog, const char *fmt, ...) __attribute__((format(p
 /* Prints "PROG: MESSAGE" and returns CMSCTL_EXIT_FAILED. */
 int cmsctl_fail(const char *prog, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* cms_config_parse for one verb: argv[0] is the verb's name. Returns
+/* cms_config_parse for one verb: argv[0] is the verb's name. "-o VALUE" and
+ * "-oVALUE" (before any "--") are read as --output=VALUE. Returns
  * CMSCTL_EXIT_OK with *out set, or the exit status to return at once
  * (-1 meaning "exit 0": --help or --version was answered). */
 int cmsctl_parse(const cms_option *opts, size_t nopts, int argc, char **argv, const char *prog,
@@ -31,6 +32,14 @@ int cmsctl_parse(const cms_option *opts, size_t nopts, int argc, char **argv, co
  * prints the usage error and returns false. */
 bool cmsctl_int_arg(const char *prog, const cms_config *cfg, const char *name, int64_t min,
                     int64_t max, int64_t *out) __attribute__((warn_unused_result));
+
+/* The value of a DURATION option in milliseconds, checked to lie in [min_ms,
+ * max_ms]; otherwise prints the usage error and returns false. */
+bool cmsctl_duration_arg(const char *prog, const cms_config *cfg, const char *name, int64_t min_ms,
+                         int64_t max_ms, int64_t *out) __attribute__((warn_unused_result));
+
+/* The longest --timeout: nats.c and libpq take an int of milliseconds. */
+#define CMSCTL_TIMEOUT_MAX_MS (INT64_C(24) * 86400 * 1000)
 
 /* SIGINT and SIGTERM set a flag instead of killing the process, so a verb
  * can stop cleanly and still print its summary. A second signal restores the

@@ -355,7 +355,7 @@ int cmsctl_cmd_open(const char *prog, const cms_config *cfg, const char *service
     char why[1024];
     int64_t timeout_ms = 0;
     const char *prefix = cms_config_str(cfg, "command-prefix");
-    if (!cmsctl_int_arg(prog, cfg, "timeout-ms", 1, INT32_MAX, &timeout_ms)) {
+    if (!cmsctl_duration_arg(prog, cfg, "timeout", 1, CMSCTL_TIMEOUT_MAX_MS, &timeout_ms)) {
         status = CMSCTL_EXIT_USAGE;
         goto out;
     }
@@ -439,6 +439,7 @@ int cmsctl_cmd_call(cmsctl_cmd *c, const char *verb, cmsctl_cmd_kind kind,
 {
     int status = CMSCTL_EXIT_FAILED;
     uint8_t *body = NULL;
+    size_t len = 0;
     natsMsg *rep = NULL;
     char subject[SUBJECT_MAX];
     char request_id[CMS_UUID_STRLEN + 1];
@@ -448,7 +449,7 @@ int cmsctl_cmd_call(cmsctl_cmd *c, const char *verb, cmsctl_cmd_kind kind,
         status = cmsctl_fail(c->prog, "subject for %s.%s is too long", c->service, verb);
         goto out;
     }
-    size_t len = protobuf_c_message_get_packed_size(req);
+    len = protobuf_c_message_get_packed_size(req);
     if (len > INT32_MAX) {
         status = cmsctl_fail(c->prog, "request too large (%zu bytes)", len);
         goto out;
@@ -483,9 +484,12 @@ int cmsctl_cmd_call(cmsctl_cmd *c, const char *verb, cmsctl_cmd_kind kind,
     if (tried > 1)
         snprintf(times, sizeof times, " (%d attempts with request id %s)", tried, rid);
     if (st == NATS_TIMEOUT) {
+        char wait[32];
         status = cmsctl_fail(c->prog,
-                             "no reply on %s within %lld ms%s: is cms-%s running and healthy?%s",
-                             subject, (long long)c->timeout_ms, times, c->service,
+                             "no reply on %s within %s (--timeout)%s: is cms-%s running and "
+                             "healthy?%s",
+                             subject, cms_config_duration_format(c->timeout_ms, wait, sizeof wait),
+                             times, c->service,
                              kind == CMSCTL_CMD_WRITE
                                  ? " The command may have been done: check before running it again"
                                  : "");
@@ -529,6 +533,8 @@ int cmsctl_cmd_call(cmsctl_cmd *c, const char *verb, cmsctl_cmd_kind kind,
     }
 out:
     natsMsg_Destroy(rep);
+    if (body != NULL) /* it may hold a secret */
+        sodium_memzero(body, len > 0 ? len : 1);
     free(body);
     return status;
 }
@@ -651,39 +657,5 @@ bool cmsctl_cmd_time_parse(const char *text, int64_t *us)
     /* a leap second (:60) is taken as the next second, as the wire has none */
     int64_t secs = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + s - offset_s;
     *us = secs * 1000000 + frac;
-    return true;
-}
-
-bool cmsctl_cmd_duration_parse(const char *text, int64_t *us)
-{
-    const char *p = text;
-    int64_t n = 0;
-    if (*p < '0' || *p > '9')
-        return false;
-    for (; *p >= '0' && *p <= '9'; p++) {
-        if (n > (INT64_MAX - 9) / 10)
-            return false;
-        n = n * 10 + (*p - '0');
-    }
-    int64_t unit;
-    switch (*p) {
-    case 's':
-        unit = 1000000;
-        break;
-    case 'm':
-        unit = 60 * (int64_t)1000000;
-        break;
-    case 'h':
-        unit = 3600 * (int64_t)1000000;
-        break;
-    case 'd':
-        unit = 86400 * (int64_t)1000000;
-        break;
-    default:
-        return false;
-    }
-    if (p[1] != '\0' || n == 0 || n > INT64_MAX / unit)
-        return false;
-    *us = n * unit;
     return true;
 }

@@ -3,7 +3,7 @@
  * (cms.v1.Reply, Unix-microsecond times) turned into what a person reads.
  *
  * A command-line tool has no loop to protect, so a call simply waits for its
- * reply (bounded by --timeout-ms). A call that changes something carries a
+ * reply (bounded by --timeout). A call that changes something carries a
  * fresh Cms-Request-Id and is sent again with the same id when no reply came
  * (timeout, or nobody subscribed yet): the service answers a repeated id with
  * its first reply, so a retry never does the work twice.
@@ -24,14 +24,15 @@
 
 #include "cms/v1/command.pb-c.h"
 #include "config.h"
+#include "ctlout.h"
 
 /* The options every command verb takes (put them in the verb's table). */
 // clang-format off
 #define CMSCTL_CMD_OPTIONS \
-  {"nats-url", "CMS_NATS_URL", CMS_OPT_STRING, "nats://127.0.0.1:4222", "NATS server URL(s), comma-separated", false, false}, \
-  {"command-prefix", "CMS_COMMAND_PREFIX", CMS_OPT_STRING, "cms.cmd", "subject root of commands: <prefix>.<service>.<verb>", false, false}, \
-  {"timeout-ms", NULL, CMS_OPT_INT, "10000", "longest wait to connect, and for each reply", false, false}, \
-  {"json", NULL, CMS_OPT_BOOL, "false", "print JSON (an object, or an array for lists) instead of a table", false, false}
+  {"nats-url", "CMS_NATS_URL", CMS_OPT_STRING, "nats://127.0.0.1:4222", "NATS server URL(s), comma-separated", CMS_OPT_PASSWORD, false}, \
+  {"command-prefix", "CMS_COMMAND_PREFIX", CMS_OPT_STRING, "cms.cmd", "subject root of commands: <prefix>.<service>.<verb>", CMS_OPT_PUBLIC, false}, \
+  {"timeout", NULL, CMS_OPT_DURATION, "10s", "longest wait to connect, and for each reply (1ms to 24d)", CMS_OPT_PUBLIC, false}, \
+  CMSCTL_OUT_OPTIONS
 // clang-format on
 
 /* What the --help of a command verb says about the key (append to its usage tail). */
@@ -144,7 +145,7 @@ typedef enum {
 #define CMSCTL_CMD_RETRIES 3 /* resends of a write after the first attempt */
 
 /* Loads the key (a missing or refused key is a usage error: printed, exit
- * 2), reads nats-url, command-prefix and timeout-ms from cfg (a table with
+ * 2), reads nats-url, command-prefix and timeout from cfg (a table with
  * CMSCTL_CMD_OPTIONS) and connects. service: e.g. "identity". prog is kept
  * for messages and must outlive the client. Returns CMSCTL_EXIT_OK with
  * *out set, or the exit status after printing why not. */
@@ -153,7 +154,7 @@ int cmsctl_cmd_open(const char *prog, const cms_config *cfg, const char *service
 void cmsctl_cmd_destroy(cmsctl_cmd *c); /* wipes the key; NULL-safe */
 
 /* Sends req to <prefix>.<service>.<verb> with "Authorization: Bearer <key>"
- * and waits up to timeout-ms for the reply. On CMSCTL_EXIT_OK, *out is the
+ * and waits up to timeout for the reply. On CMSCTL_EXIT_OK, *out is the
  * result unpacked as rdesc (caller frees with
  * protobuf_c_message_free_unpacked). Otherwise prints why ("PROG: CODE
  * (field): message" for a service's error) and returns CMSCTL_EXIT_FAILED. */
@@ -174,9 +175,5 @@ const char *cmsctl_cmd_time_format(int64_t us, bool micro, char out[CMSCTL_CMD_T
 /* RFC 3339 ("2025-01-31T12:00:00Z", "2025-01-31T12:00:00.5+02:00"; 'T'
  * and 'Z' in either case) to Unix microseconds. False if it is not one. */
 bool cmsctl_cmd_time_parse(const char *text, int64_t *us) __attribute__((warn_unused_result));
-
-/* A duration "<n><unit>", unit s, m, h or d (e.g. 90d, 12h, 30m), n > 0, to
- * microseconds. False if it is not one or overflows. */
-bool cmsctl_cmd_duration_parse(const char *text, int64_t *us) __attribute__((warn_unused_result));
 
 #endif

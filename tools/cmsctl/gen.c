@@ -29,6 +29,7 @@
 #include "cli.h"
 #include "cms/v1/envelope.pb-c.h"
 #include "ctldb.h"
+#include "ctlout.h"
 #include "pbs.h"
 #include "uuid.h"
 #include "verbs.h"
@@ -626,7 +627,8 @@ static char *array_literal(const gen *g, const char *prefix)
     return s;
 }
 
-static int seed_actors(const gen *g, const char *conninfo, int64_t timeout_ms, FILE *sum)
+/* Inserts the actors; *seeded gets how many were new. */
+static int seed_actors(const gen *g, const char *conninfo, int64_t timeout_ms, int64_t *seeded)
 {
     int status = CMSCTL_EXIT_FAILED;
     PGconn *c = NULL;
@@ -649,7 +651,10 @@ static int seed_actors(const gen *g, const char *conninfo, int64_t timeout_ms, F
         status = cmsctl_db_fail(PROG, r, "inserting the actor identities");
         goto out;
     }
-    fprintf(sum, "seeded: %s new of %zu actors (the others existed)\n", PQcmdTuples(r), g->nactors);
+    errno = 0;
+    char *end = NULL;
+    long long n = strtoll(PQcmdTuples(r), &end, 10);
+    *seeded = errno == 0 && *end == '\0' ? (int64_t)n : 0;
     status = CMSCTL_EXIT_OK;
 out:
     PQclear(r);
@@ -692,9 +697,10 @@ static const cms_option options[] = {
     {"seed-actors", NULL, CMS_OPT_BOOL, "false",
      "insert the actor identities into the database (ON CONFLICT DO NOTHING)", false, false},
     {"database-url", "CMS_DATABASE_URL", CMS_OPT_STRING, "host=127.0.0.1 dbname=cms",
-     "libpq connection string, for --seed-actors", true, false},
-    {"timeout-ms", NULL, CMS_OPT_INT, "10000", "longest database connect or statement", false,
-     false},
+     "libpq connection string or URI, for --seed-actors", CMS_OPT_PASSWORD, false},
+    {"timeout", NULL, CMS_OPT_DURATION, "10s", "longest database connect or statement (1ms to 24d)",
+     CMS_OPT_PUBLIC, false},
+    CMSCTL_OUT_OPTIONS,
 };
 
 static const char usage_tail[] =
@@ -702,7 +708,9 @@ static const char usage_tail[] =
     "Writes synthetic cms.v1.Envelope events as a .pbs stream (varint-delimited protobuf),\n"
     "then a summary: total, valid, and poison entries per kind (undecodable,\n"
     "invalid_event_id, invalid_resource_id, invalid_actor_id, invalid_event_type,\n"
-    "invalid_details, unknown_actor). Exit status: 0 done, 1 failed, 2 usage error.";
+    "invalid_details, unknown_actor); with -o json or ndjson the summary is one object.\n"
+    "The summary goes to stdout, or to stderr when the events do (--out -).\n"
+    "Exit status: 0 done, 1 failed, 2 usage error.";
 
 static bool parse_fraction(const char *s, double *out)
 {
@@ -723,6 +731,7 @@ int cmsctl_gen_main(int argc, char **argv)
     gen *g = NULL;
     int64_t count = 0, nactors = 0, timeout_ms = 0;
     double fraction = 0;
+    cmsctl_out_format fmt = CMSCTL_OUT_TABLE;
     int rc = cmsctl_parse(options, sizeof options / sizeof options[0], argc, argv, PROG,
                           "write synthetic events to a .pbs file", usage_tail, &cfg);
     if (rc != CMSCTL_EXIT_OK)
@@ -731,9 +740,12 @@ int cmsctl_gen_main(int argc, char **argv)
         status = cmsctl_usage(PROG, "unexpected argument \"%s\"", cms_config_positional(cfg, 0));
         goto out;
     }
+    if ((status = cmsctl_out_format_get(PROG, cfg, &fmt)) != CMSCTL_EXIT_OK)
+        goto out;
+    status = CMSCTL_EXIT_FAILED;
     if (!cmsctl_int_arg(PROG, cfg, "count", 0, MAX_COUNT, &count) ||
         !cmsctl_int_arg(PROG, cfg, "actors", 1, MAX_ACTORS, &nactors) ||
-        !cmsctl_int_arg(PROG, cfg, "timeout-ms", 1, INT32_MAX, &timeout_ms)) {
+        !cmsctl_duration_arg(PROG, cfg, "timeout", 1, CMSCTL_TIMEOUT_MAX_MS, &timeout_ms)) {
         status = CMSCTL_EXIT_USAGE;
         goto out;
     }
@@ -815,22 +827,48 @@ int cmsctl_gen_main(int argc, char **argv)
         out = NULL;
     double secs = (double)(cmsctl_mono_us() - start) / 1e6;
 
-    fprintf(sum, "wrote %lld events to %s (%llu bytes) in %.3f s (%.0f events/s)\n",
-            (long long)count, path, (unsigned long long)bytes, secs,
-            secs > 0 ? (double)count / secs : 0.0);
-    fprintf(sum, "total: %lld\n", (long long)count);
-    fprintf(sum, "valid: %llu\n", (unsigned long long)g->valid);
-    for (int r = 0; r < R_COUNT; r++)
-        fprintf(sum, "%s: %llu\n", report_name((report)r), (unsigned long long)g->counts[r]);
-    fprintf(sum, "actors: %zu\n", g->nactors);
-    if (seeded)
-        fprintf(sum, "seed: %" PRIu64 "\n", seed);
+    int64_t new_actors = -1; /* -1: --seed-actors not given */
     if (cms_config_bool(cfg, "seed-actors"))
-        status = seed_actors(g, cms_config_str(cfg, "database-url"), timeout_ms, sum);
-    else {
-        print_hint(g, sum);
+        status = seed_actors(g, cms_config_str(cfg, "database-url"), timeout_ms, &new_actors);
+    else
         status = CMSCTL_EXIT_OK;
+    if (fmt == CMSCTL_OUT_TABLE) {
+        fprintf(sum, "wrote %lld events to %s (%llu bytes) in %.3f s (%.0f events/s)\n",
+                (long long)count, path, (unsigned long long)bytes, secs,
+                secs > 0 ? (double)count / secs : 0.0);
+        fprintf(sum, "total: %lld\n", (long long)count);
+        fprintf(sum, "valid: %llu\n", (unsigned long long)g->valid);
+        for (int r = 0; r < R_COUNT; r++)
+            fprintf(sum, "%s: %llu\n", report_name((report)r), (unsigned long long)g->counts[r]);
+        fprintf(sum, "actors: %zu\n", g->nactors);
+        if (seeded)
+            fprintf(sum, "seed: %" PRIu64 "\n", seed);
+        if (new_actors >= 0)
+            fprintf(sum, "seeded: %lld new of %zu actors (the others existed)\n",
+                    (long long)new_actors, g->nactors);
+    } else {
+        json_t *o = json_object();
+        if (o != NULL) {
+            json_object_set_new(o, "out", cmsctl_out_str(path));
+            json_object_set_new(o, "bytes", json_integer((json_int_t)bytes));
+            json_object_set_new(o, "elapsed_seconds", json_real(secs));
+            json_object_set_new(o, "total", json_integer(count));
+            json_object_set_new(o, "valid", json_integer((json_int_t)g->valid));
+            for (int r = 0; r < R_COUNT; r++)
+                json_object_set_new(o, report_name((report)r),
+                                    json_integer((json_int_t)g->counts[r]));
+            json_object_set_new(o, "actors", json_integer((json_int_t)g->nactors));
+            json_object_set_new(o, "seed", seeded ? json_integer((json_int_t)seed) : json_null());
+            json_object_set_new(o, "seeded_actors",
+                                new_actors >= 0 ? json_integer(new_actors) : json_null());
+        }
+        int erc = cmsctl_out_emit_to(PROG, fmt, sum, o, NULL);
+        if (status == CMSCTL_EXIT_OK)
+            status = erc;
     }
+    /* the SQL that --seed-actors would run: advice, so on stderr beside JSON */
+    if (new_actors < 0)
+        print_hint(g, fmt == CMSCTL_OUT_TABLE ? sum : stderr);
 out:
     if (out != NULL && !to_stdout)
         fclose(out);

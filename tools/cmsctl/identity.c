@@ -9,9 +9,10 @@
  * file checks only what it must understand itself (JSON it merges roles
  * into, times and durations it converts, the shape of the command line).
  *
- * Output: "key: value" lines for one object and a table for lists, or with
- * --json one JSON object (an array for lists). Times are RFC 3339 in UTC:
- * to the second in tables, to the microsecond in JSON, where each "*_at"
+ * Output (ctlout.h): "key: value" lines for one object and a table for
+ * lists; or with -o json one JSON document (an object, an array for lists),
+ * with -o ndjson one compact object per line. Times are RFC 3339 in UTC: to
+ * the second in tables, to the microsecond in JSON, where each "*_at"
  * string comes with its "*_at_us" (Unix microseconds, as on the wire). An
  * issued API key is printed once, to stdout only. */
 #include <inttypes.h>
@@ -25,6 +26,7 @@
 #include "cli.h"
 #include "cms/v1/identity.pb-c.h"
 #include "ctlcmd.h"
+#include "ctlout.h"
 #include "uuid.h"
 #include "verbs.h"
 
@@ -39,10 +41,12 @@
 
 static const cms_option create_options[] = {
     CMSCTL_CMD_OPTIONS,
-    {"type", NULL, CMS_OPT_STRING, NULL, "user, machine or enclave", false, true},
-    {"metadata", NULL, CMS_OPT_STRING, NULL, "a JSON object kept with the identity", false, false},
+    {"type", NULL, CMS_OPT_STRING, NULL, "user, machine or enclave", CMS_OPT_PUBLIC, true},
+    {"metadata", NULL, CMS_OPT_STRING, NULL, "a JSON object kept with the identity", CMS_OPT_PUBLIC,
+     false},
     {"roles", NULL, CMS_OPT_STRING, NULL,
-     "comma-separated roles, merged into the metadata's \"roles\" (e.g. admin)", false, false},
+     "comma-separated roles, merged into the metadata's \"roles\" (e.g. admin)", CMS_OPT_PUBLIC,
+     false},
 };
 
 static const cms_option get_options[] = {
@@ -51,41 +55,44 @@ static const cms_option get_options[] = {
 
 static const cms_option list_options[] = {
     CMSCTL_CMD_OPTIONS,
-    {"type", NULL, CMS_OPT_STRING, NULL, "only this type (user, machine, enclave)", false, false},
-    {"status", NULL, CMS_OPT_STRING, NULL, "only this status (active, inactive, suspended)", false,
+    {"type", NULL, CMS_OPT_STRING, NULL, "only this type (user, machine, enclave)", CMS_OPT_PUBLIC,
      false},
-    {"limit", NULL, CMS_OPT_INT, "100", "identities per page (1 to 1000)", false, false},
+    {"status", NULL, CMS_OPT_STRING, NULL, "only this status (active, inactive, suspended)",
+     CMS_OPT_PUBLIC, false},
+    {"limit", NULL, CMS_OPT_INT, "100", "identities per page (1 to 1000)", CMS_OPT_PUBLIC, false},
     {"after", NULL, CMS_OPT_STRING, NULL,
-     "the cursor printed after the previous page (next: --after CURSOR)", false, false},
-    {"all", NULL, CMS_OPT_BOOL, "false", "follow every page to the end", false, false},
+     "the cursor printed after the previous page (next: --after CURSOR)", CMS_OPT_PUBLIC, false},
+    {"all", NULL, CMS_OPT_BOOL, "false", "follow every page to the end", CMS_OPT_PUBLIC, false},
 };
 
 static const cms_option status_options[] = {
     CMSCTL_CMD_OPTIONS,
-    {"reason", NULL, CMS_OPT_STRING, NULL, "why (kept with the change and in its event)", false,
-     false},
+    {"reason", NULL, CMS_OPT_STRING, NULL, "why (kept with the change and in its event)",
+     CMS_OPT_PUBLIC, false},
 };
 
 static const cms_option issue_options[] = {
     CMSCTL_CMD_OPTIONS,
-    {"type", NULL, CMS_OPT_STRING, NULL, "api_key, public_key or attestation", false, true},
-    {"expires-in", NULL, CMS_OPT_STRING, NULL, "lifetime from now: 90d, 12h, 30m or 45s", false,
-     false},
+    {"type", NULL, CMS_OPT_STRING, NULL, "api_key, public_key or attestation", CMS_OPT_PUBLIC,
+     true},
+    {"expires-in", NULL, CMS_OPT_DURATION, NULL, "lifetime from now, like 90d, 12h, 30m or 45s",
+     CMS_OPT_PUBLIC, false},
     {"expires-at", NULL, CMS_OPT_STRING, NULL, "end of life, RFC 3339 (e.g. 2026-01-31T00:00:00Z)",
-     false, false},
-    {"public-key", NULL, CMS_OPT_STRING, NULL, "public_key: the Ed25519 public key, base64", false,
-     false},
+     CMS_OPT_PUBLIC, false},
+    {"public-key", NULL, CMS_OPT_STRING, NULL, "public_key: the Ed25519 public key, base64",
+     CMS_OPT_PUBLIC, false},
     {"measurement", NULL, CMS_OPT_STRING, NULL, "attestation: the enclave's measurement, hex",
-     false, false},
-    {"signer", NULL, CMS_OPT_STRING, NULL, "attestation: the enclave's signer", false, false},
-    {"metadata", NULL, CMS_OPT_STRING, NULL, "a JSON object kept with the credential", false,
+     CMS_OPT_PUBLIC, false},
+    {"signer", NULL, CMS_OPT_STRING, NULL, "attestation: the enclave's signer", CMS_OPT_PUBLIC,
      false},
+    {"metadata", NULL, CMS_OPT_STRING, NULL, "a JSON object kept with the credential",
+     CMS_OPT_PUBLIC, false},
 };
 
 static const cms_option revoke_options[] = {
     CMSCTL_CMD_OPTIONS,
-    {"reason", NULL, CMS_OPT_STRING, NULL, "why (kept with the revocation and in its event)", false,
-     false},
+    {"reason", NULL, CMS_OPT_STRING, NULL, "why (kept with the revocation and in its event)",
+     CMS_OPT_PUBLIC, false},
 };
 
 static const cms_option clist_options[] = {
@@ -254,25 +261,6 @@ static const char *clean(const char *s, char *buf, size_t len)
     return buf;
 }
 
-/* A JSON string of s; bytes that are not UTF-8 become '?' (jansson takes
- * only valid UTF-8, protobuf-c does not check). */
-static json_t *jstr(const char *s)
-{
-    json_t *v = json_string(s);
-    if (v != NULL)
-        return v;
-    char *copy = strdup(s);
-    if (copy == NULL)
-        return NULL;
-    for (char *p = copy; *p != '\0'; p++) {
-        if ((unsigned char)*p >= 0x80)
-            *p = '?';
-    }
-    v = json_string(copy);
-    free(copy);
-    return v;
-}
-
 /* The metadata as JSON: the object the service sent, or its text as a
  * string should it not parse. */
 static json_t *jmetadata(const char *text)
@@ -280,17 +268,7 @@ static json_t *jmetadata(const char *text)
     if (text[0] == '\0')
         return json_object();
     json_t *v = json_loads(text, JSON_DECODE_ANY, NULL);
-    return v != NULL ? v : jstr(text);
-}
-
-/* "name": RFC 3339 (null when unset) and "name_us": the microseconds. */
-static void jtime(json_t *o, const char *name, int64_t us)
-{
-    char t[CMSCTL_CMD_TIME_MAX], key[64];
-    cmsctl_cmd_time_format(us, true, t);
-    json_object_set_new(o, name, t[0] != '\0' ? json_string(t) : json_null());
-    snprintf(key, sizeof key, "%s_us", name);
-    json_object_set_new(o, key, json_integer(us));
+    return v != NULL ? v : cmsctl_out_str(text);
 }
 
 static const char *table_time(int64_t us, char out[CMSCTL_CMD_TIME_MAX])
@@ -332,13 +310,13 @@ static json_t *identity_json(const Cms__V1__Identity *id)
     json_t *o = json_object();
     if (o == NULL)
         return NULL;
-    json_object_set_new(o, "id", jstr(id->id));
-    json_object_set_new(o, "name", jstr(id->name));
-    json_object_set_new(o, "type", jstr(id->type));
-    json_object_set_new(o, "status", jstr(id->status));
+    json_object_set_new(o, "id", cmsctl_out_str(id->id));
+    json_object_set_new(o, "name", cmsctl_out_str(id->name));
+    json_object_set_new(o, "type", cmsctl_out_str(id->type));
+    json_object_set_new(o, "status", cmsctl_out_str(id->status));
     json_object_set_new(o, "metadata", jmetadata(id->metadata_json));
-    jtime(o, "created_at", id->created_at_us);
-    jtime(o, "updated_at", id->updated_at_us);
+    cmsctl_out_time(o, "created_at", id->created_at_us);
+    cmsctl_out_time(o, "updated_at", id->updated_at_us);
     return o;
 }
 
@@ -357,35 +335,21 @@ static json_t *credential_json(const Cms__V1__Credential *c, bool with_secret)
     json_t *o = json_object();
     if (o == NULL)
         return NULL;
-    json_object_set_new(o, "id", jstr(c->id));
-    json_object_set_new(o, "identity_id", jstr(c->identity_id));
-    json_object_set_new(o, "type", jstr(c->type));
+    json_object_set_new(o, "id", cmsctl_out_str(c->id));
+    json_object_set_new(o, "identity_id", cmsctl_out_str(c->identity_id));
+    json_object_set_new(o, "type", cmsctl_out_str(c->type));
     json_object_set_new(o, "status", json_string(credential_status(c, cmsctl_wall_us())));
-    jtime(o, "expires_at", c->expires_at_us);
-    jtime(o, "created_at", c->created_at_us);
-    jtime(o, "revoked_at", c->revoked_at_us);
+    cmsctl_out_time(o, "expires_at", c->expires_at_us);
+    cmsctl_out_time(o, "created_at", c->created_at_us);
+    cmsctl_out_time(o, "revoked_at", c->revoked_at_us);
     json_object_set_new(o, "metadata", jmetadata(c->metadata_json));
     if (c->public_key[0] != '\0')
-        json_object_set_new(o, "public_key", jstr(c->public_key));
+        json_object_set_new(o, "public_key", cmsctl_out_str(c->public_key));
     if (c->measurement[0] != '\0')
-        json_object_set_new(o, "measurement", jstr(c->measurement));
+        json_object_set_new(o, "measurement", cmsctl_out_str(c->measurement));
     if (with_secret && c->api_key[0] != '\0')
-        json_object_set_new(o, "api_key", jstr(c->api_key));
+        json_object_set_new(o, "api_key", cmsctl_out_str(c->api_key));
     return o;
-}
-
-/* Prints v (taken) on stdout. A secret in it is wiped before it is freed. */
-static int print_json(const char *prog, json_t *v, const char *secret_key)
-{
-    if (v == NULL)
-        return cmsctl_fail(prog, "out of memory rendering JSON");
-    int rc = json_dumpf(v, stdout, JSON_INDENT(2));
-    fputc('\n', stdout);
-    json_t *s = secret_key != NULL ? json_object_get(v, secret_key) : NULL;
-    if (json_is_string(s))
-        sodium_memzero((char *)json_string_value(s), json_string_length(s));
-    json_decref(v);
-    return rc == 0 ? CMSCTL_EXIT_OK : cmsctl_fail(prog, "cannot write to stdout");
 }
 
 static void identity_table(const Cms__V1__Identity *id)
@@ -422,10 +386,10 @@ static void credential_table(const Cms__V1__Credential *c, bool with_secret)
     }
 }
 
-static int print_identity(const char *prog, const cms_config *cfg, const Cms__V1__Identity *id)
+static int print_identity(const char *prog, cmsctl_out_format fmt, const Cms__V1__Identity *id)
 {
-    if (cms_config_bool(cfg, "json"))
-        return print_json(prog, identity_json(id), NULL);
+    if (fmt != CMSCTL_OUT_TABLE)
+        return cmsctl_out_emit(prog, fmt, identity_json(id), NULL);
     identity_table(id);
     return CMSCTL_EXIT_OK;
 }
@@ -470,6 +434,7 @@ out:
 typedef struct verb {
     const char *prog;
     cms_config *cfg;
+    cmsctl_out_format fmt;
     cmsctl_cmd *c;
     const char *arg;       /* the one positional argument */
     ProtobufCMessage *got; /* the reply */
@@ -485,6 +450,8 @@ static int verb_begin(verb *v, const char *prog, const cms_option *opts, size_t 
     v->prog = prog;
     int status = cmsctl_parse(opts, nopts, argc, argv, prog, summary, usage, &v->cfg);
     if (status != CMSCTL_EXIT_OK)
+        return status;
+    if ((status = cmsctl_out_format_get(prog, v->cfg, &v->fmt)) != CMSCTL_EXIT_OK)
         return status;
     if (what != NULL)
         return one_arg(prog, v->cfg, what, &v->arg);
@@ -539,7 +506,7 @@ static int create_main(int argc, char **argv)
     req.metadata_json = metadata;
     status = verb_call(&v, "create", CMSCTL_CMD_WRITE, &req.base, &cms__v1__identity__descriptor);
     if (status == CMSCTL_EXIT_OK)
-        status = print_identity(v.prog, v.cfg, (const Cms__V1__Identity *)v.got);
+        status = print_identity(v.prog, v.fmt, (const Cms__V1__Identity *)v.got);
 out:
     free(metadata);
     return verb_end(&v, status);
@@ -556,7 +523,7 @@ static int get_main(int argc, char **argv)
                             "an identity's ID or NAME");
     if (status == CMSCTL_EXIT_OK && (status = verb_open(&v)) == CMSCTL_EXIT_OK &&
         (status = get_identity(v.c, v.arg, &v.got)) == CMSCTL_EXIT_OK)
-        status = print_identity(v.prog, v.cfg, (const Cms__V1__Identity *)v.got);
+        status = print_identity(v.prog, v.fmt, (const Cms__V1__Identity *)v.got);
     return verb_end(&v, status);
 }
 
@@ -587,9 +554,9 @@ static void pages_free(pages *p)
     free(p->v);
 }
 
-static int print_identities(const char *prog, const cms_config *cfg, const pages *p)
+static int print_identities(const char *prog, cmsctl_out_format fmt, const pages *p)
 {
-    if (cms_config_bool(cfg, "json")) {
+    if (fmt != CMSCTL_OUT_TABLE) {
         json_t *arr = json_array();
         for (size_t i = 0; arr != NULL && i < p->n; i++) {
             for (size_t j = 0; j < p->v[i]->n_identities; j++) {
@@ -600,7 +567,9 @@ static int print_identities(const char *prog, const cms_config *cfg, const pages
                 }
             }
         }
-        return print_json(prog, arr, NULL);
+        if (arr != NULL && json_array_size(arr) == 0)
+            cmsctl_out_none(fmt, "no identities match");
+        return cmsctl_out_emit(prog, fmt, arr, NULL);
     }
     int width = 4;
     size_t rows = 0;
@@ -613,7 +582,7 @@ static int print_identities(const char *prog, const cms_config *cfg, const pages
         }
     }
     if (rows == 0) {
-        printf("(no identities match)\n");
+        cmsctl_out_none(fmt, "no identities match");
         return CMSCTL_EXIT_OK;
     }
     printf("%-36s  %-*s  %-8s  %-9s  %-20s  %s\n", "ID", width, "NAME", "TYPE", "STATUS",
@@ -642,9 +611,10 @@ static int list_main(int argc, char **argv)
                    "list identities",
                    "\n\n"
                    "Lists identities in the service's order, --limit at a time. When more may\n"
-                   "follow it ends with \"next: --after CURSOR\" (on stderr with --json): run the\n"
-                   "same command with that flag added for the next page, or use --all to follow\n"
-                   "every page.\n\n" CMSCTL_CMD_KEY_HELP,
+                   "follow it ends with \"next: --after CURSOR\" (on stderr with -o json or\n"
+                   "ndjson): run the same command with that flag added for the next page, or use\n"
+                   "--all to follow every page. No identities: nothing on stdout (\"[]\" with -o\n"
+                   "json) and \"(no identities match)\" on stderr.\n\n" CMSCTL_CMD_KEY_HELP,
                    NULL);
     if (status != CMSCTL_EXIT_OK)
         goto out;
@@ -693,12 +663,13 @@ static int list_main(int argc, char **argv)
         }
         after = page->next;
     }
-    if ((status = print_identities(prog, cfg, &p)) != CMSCTL_EXIT_OK)
+    if ((status = print_identities(prog, v.fmt, &p)) != CMSCTL_EXIT_OK)
         goto out;
     const char *next = p.v[p.n - 1]->next;
     if (!all && next[0] != '\0') {
         char b[TEXT_MAX];
-        fprintf(cms_config_bool(cfg, "json") ? stderr : stdout, "next: --after %s\n",
+        fflush(stdout);
+        fprintf(v.fmt == CMSCTL_OUT_TABLE ? stdout : stderr, "next: --after %s\n",
                 clean(next, b, sizeof b));
     }
 out:
@@ -729,7 +700,7 @@ static int status_main(int argc, char **argv, const char *prog, const char *summ
     status =
         verb_call(&v, "set_status", CMSCTL_CMD_WRITE, &req.base, &cms__v1__identity__descriptor);
     if (status == CMSCTL_EXIT_OK)
-        status = print_identity(v.prog, v.cfg, (const Cms__V1__Identity *)v.got);
+        status = print_identity(v.prog, v.fmt, (const Cms__V1__Identity *)v.got);
 out:
     return verb_end(&v, status);
 }
@@ -775,21 +746,22 @@ int cmsctl_identity_main(int argc, char **argv)
 /* expires_at_us from exactly one of --expires-in and --expires-at. */
 static int expiry_arg(const char *prog, const cms_config *cfg, int64_t *out)
 {
-    const char *in = cms_config_str(cfg, "expires-in");
+    bool in = cms_config_is_set(cfg, "expires-in");
     const char *at = cms_config_str(cfg, "expires-at");
     int64_t us = 0;
-    if (in != NULL && at != NULL)
+    if (in && at != NULL)
         return cmsctl_usage(prog, "give --expires-in or --expires-at, not both");
-    if (in == NULL && at == NULL)
+    if (!in && at == NULL)
         return cmsctl_usage(prog, "a lifetime is needed: --expires-in (e.g. 90d) or --expires-at "
                                   "(e.g. 2026-01-31T00:00:00Z)");
-    if (in != NULL) {
-        if (!cmsctl_cmd_duration_parse(in, &us) || us > INT64_MAX - cmsctl_wall_us())
-            return cmsctl_usage(prog,
-                                "--expires-in \"%s\" is not a duration: want a whole number and "
-                                "a unit, s, m, h or d (e.g. 90d, 12h, 30m)",
-                                in);
-        *out = cmsctl_wall_us() + us;
+    if (in) {
+        int64_t ms = cms_config_duration_ms(cfg, "expires-in");
+        int64_t now = cmsctl_wall_us();
+        if (ms <= 0)
+            return cmsctl_usage(prog, "--expires-in must be longer than 0 (e.g. 90d, 12h, 30m)");
+        if (ms > (INT64_MAX - now) / 1000)
+            return cmsctl_usage(prog, "--expires-in is too long: it ends after the year 292277");
+        *out = now + ms * 1000;
         return CMSCTL_EXIT_OK;
     }
     if (!cmsctl_cmd_time_parse(at, &us))
@@ -807,11 +779,12 @@ static void wipe_key(Cms__V1__Credential *c)
         sodium_memzero(c->api_key, strlen(c->api_key));
 }
 
-static int print_credential(const char *prog, const cms_config *cfg, const Cms__V1__Credential *c,
+static int print_credential(const char *prog, cmsctl_out_format fmt, const Cms__V1__Credential *c,
                             bool with_secret)
 {
-    if (cms_config_bool(cfg, "json"))
-        return print_json(prog, credential_json(c, with_secret), with_secret ? "api_key" : NULL);
+    if (fmt != CMSCTL_OUT_TABLE)
+        return cmsctl_out_emit(prog, fmt, credential_json(c, with_secret),
+                               with_secret ? "api_key" : NULL);
     credential_table(c, with_secret);
     return CMSCTL_EXIT_OK;
 }
@@ -829,7 +802,7 @@ static int issue_main(int argc, char **argv)
         "Issues a credential to the identity (an admin, or the identity itself) and\n"
         "prints it. public_key needs --public-key; attestation needs --measurement and\n"
         "--signer. An api_key's whole key is printed once, here (\"api_key: cms_...\", or\n"
-        "\"api_key\" in --json); it cannot be shown again.\n\n" CMSCTL_CMD_KEY_HELP,
+        "\"api_key\" in -o json); it cannot be shown again.\n\n" CMSCTL_CMD_KEY_HELP,
         "the identity's ID or NAME");
     if (status != CMSCTL_EXIT_OK ||
         (status = expiry_arg(v.prog, v.cfg, &expires_at_us)) != CMSCTL_EXIT_OK ||
@@ -854,7 +827,7 @@ static int issue_main(int argc, char **argv)
     if (status != CMSCTL_EXIT_OK)
         goto out;
     const Cms__V1__Credential *got = (const Cms__V1__Credential *)v.got;
-    status = print_credential(v.prog, v.cfg, got, true);
+    status = print_credential(v.prog, v.fmt, got, true);
     fflush(stdout);
     if (got->api_key[0] != '\0')
         fprintf(stderr,
@@ -896,15 +869,15 @@ static int revoke_main(int argc, char **argv)
     status = verb_call(&v, "revoke_credential", CMSCTL_CMD_WRITE, &req.base,
                        &cms__v1__credential__descriptor);
     if (status == CMSCTL_EXIT_OK)
-        status = print_credential(v.prog, v.cfg, (const Cms__V1__Credential *)v.got, false);
+        status = print_credential(v.prog, v.fmt, (const Cms__V1__Credential *)v.got, false);
 out:
     return verb_end(&v, status);
 }
 
-static int print_credentials(const char *prog, const cms_config *cfg,
+static int print_credentials(const char *prog, cmsctl_out_format fmt,
                              const Cms__V1__CredentialList *l)
 {
-    if (cms_config_bool(cfg, "json")) {
+    if (fmt != CMSCTL_OUT_TABLE) {
         json_t *arr = json_array();
         for (size_t i = 0; arr != NULL && i < l->n_credentials; i++) {
             if (json_array_append_new(arr, credential_json(l->credentials[i], false)) != 0) {
@@ -912,10 +885,12 @@ static int print_credentials(const char *prog, const cms_config *cfg,
                 arr = NULL;
             }
         }
-        return print_json(prog, arr, NULL);
+        if (l->n_credentials == 0)
+            cmsctl_out_none(fmt, "no credentials");
+        return cmsctl_out_emit(prog, fmt, arr, NULL);
     }
     if (l->n_credentials == 0) {
-        printf("(no credentials)\n");
+        cmsctl_out_none(fmt, "no credentials");
         return CMSCTL_EXIT_OK;
     }
     int64_t now = cmsctl_wall_us();
@@ -951,7 +926,7 @@ static int clist_main(int argc, char **argv)
     status = verb_call(&v, "list_credentials", CMSCTL_CMD_READ, &req.base,
                        &cms__v1__credential_list__descriptor);
     if (status == CMSCTL_EXIT_OK)
-        status = print_credentials(v.prog, v.cfg, (const Cms__V1__CredentialList *)v.got);
+        status = print_credentials(v.prog, v.fmt, (const Cms__V1__CredentialList *)v.got);
 out:
     return verb_end(&v, status);
 }

@@ -1,7 +1,7 @@
 /* cmsctl record: captures live messages from a core NATS subscription into
  * a .pbs file, one record per message payload (headers are not kept).
  *
- * It stops after --count messages, after --timeout-ms, or on SIGINT/SIGTERM,
+ * It stops after --count messages, after --duration, or on SIGINT/SIGTERM,
  * and then reports how many it wrote. Once the subscription is in place on
  * the server it says so on stderr ("recording ..."), so a script can start
  * publishing from that moment without losing the first messages. */
@@ -13,6 +13,7 @@
 
 #include "cli.h"
 #include "ctlnats.h"
+#include "ctlout.h"
 #include "pbs.h"
 #include "verbs.h"
 
@@ -26,19 +27,21 @@ static const cms_option options[] = {
     {"subject", NULL, CMS_OPT_STRING, "cms.events.>", "subject to subscribe to (wildcards allowed)",
      false, false},
     {"count", NULL, CMS_OPT_INT, "0", "stop after this many messages (0: no limit)", false, false},
-    {"timeout-ms", NULL, CMS_OPT_INT, "0", "stop after this long in all (0: no limit)", false,
-     false},
+    {"duration", NULL, CMS_OPT_DURATION, "0", "stop after recording this long in all (0: no limit)",
+     CMS_OPT_PUBLIC, false},
     {"nats-url", "CMS_NATS_URL", CMS_OPT_STRING, "nats://127.0.0.1:4222",
-     "NATS server URL(s), comma-separated", false, false},
-    {"connect-timeout-ms", NULL, CMS_OPT_INT, "5000", "longest wait to connect to NATS", false,
-     false},
+     "NATS server URL(s), comma-separated", CMS_OPT_PASSWORD, false},
+    {"timeout", NULL, CMS_OPT_DURATION, "5s", "longest wait to connect to NATS (1ms to 24d)",
+     CMS_OPT_PUBLIC, false},
+    CMSCTL_OUT_OPTIONS,
 };
 
 static const char usage_tail[] =
     "\n\n"
     "Subscribes (core NATS) and appends each message's payload to --out as a .pbs record.\n"
-    "Stops after --count messages, after --timeout-ms, or on Ctrl-C, then prints how many\n"
-    "it recorded. \"recording ...\" on stderr means the subscription is active.\n"
+    "Stops after --count messages, after --duration, or on Ctrl-C, then prints how many\n"
+    "it recorded (one object with -o json or ndjson; on stderr when the records go to\n"
+    "stdout). \"recording ...\" on stderr means the subscription is active.\n"
     "Exit status: 0 done, 1 failed (or messages were dropped), 2 usage error.";
 
 int cmsctl_record_main(int argc, char **argv)
@@ -50,6 +53,7 @@ int cmsctl_record_main(int argc, char **argv)
     FILE *out = NULL;
     bool to_stdout = false;
     int64_t count = 0, timeout_ms = 0, connect_ms = 0;
+    cmsctl_out_format fmt = CMSCTL_OUT_TABLE;
     int rc = cmsctl_parse(options, sizeof options / sizeof options[0], argc, argv, PROG,
                           "capture live events into a .pbs file", usage_tail, &cfg);
     if (rc != CMSCTL_EXIT_OK)
@@ -58,9 +62,12 @@ int cmsctl_record_main(int argc, char **argv)
         status = cmsctl_usage(PROG, "unexpected argument \"%s\"", cms_config_positional(cfg, 0));
         goto out;
     }
+    if ((status = cmsctl_out_format_get(PROG, cfg, &fmt)) != CMSCTL_EXIT_OK)
+        goto out;
+    status = CMSCTL_EXIT_FAILED;
     if (!cmsctl_int_arg(PROG, cfg, "count", 0, INT64_MAX, &count) ||
-        !cmsctl_int_arg(PROG, cfg, "timeout-ms", 0, INT64_MAX / 1000, &timeout_ms) ||
-        !cmsctl_int_arg(PROG, cfg, "connect-timeout-ms", 1, INT32_MAX, &connect_ms)) {
+        !cmsctl_duration_arg(PROG, cfg, "duration", 0, INT64_MAX / 1000, &timeout_ms) ||
+        !cmsctl_duration_arg(PROG, cfg, "timeout", 1, CMSCTL_TIMEOUT_MAX_MS, &connect_ms)) {
         status = CMSCTL_EXIT_USAGE;
         goto out;
     }
@@ -141,11 +148,27 @@ int cmsctl_record_main(int argc, char **argv)
     int64_t dropped = 0;
     (void)natsSubscription_GetDropped(sub, &dropped);
     FILE *sum = to_stdout ? stderr : stdout;
-    fprintf(sum, "recorded %lld messages from %s to %s in %.3f s (%s)\n", (long long)n, subject,
-            path, (double)(cmsctl_mono_us() - start) / 1e6,
-            cmsctl_interrupted() ? "interrupted"
-            : stopped_by_time    ? "timeout"
-                                 : "count reached");
+    double secs = (double)(cmsctl_mono_us() - start) / 1e6;
+    const char *why = cmsctl_interrupted() ? "interrupted"
+                      : stopped_by_time    ? "duration"
+                                           : "count reached";
+    if (fmt == CMSCTL_OUT_TABLE) {
+        fprintf(sum, "recorded %lld messages from %s to %s in %.3f s (%s)\n", (long long)n, subject,
+                path, secs, why);
+    } else {
+        json_t *o = json_object();
+        if (o != NULL) {
+            json_object_set_new(o, "recorded", json_integer(n));
+            json_object_set_new(o, "subject", cmsctl_out_str(subject));
+            json_object_set_new(o, "out", cmsctl_out_str(path));
+            json_object_set_new(o, "elapsed_seconds", json_real(secs));
+            json_object_set_new(o, "stopped_by", json_string(why));
+            json_object_set_new(o, "dropped", json_integer(dropped));
+        }
+        if ((status = cmsctl_out_emit_to(PROG, fmt, sum, o, NULL)) != CMSCTL_EXIT_OK)
+            goto out;
+        status = CMSCTL_EXIT_FAILED;
+    }
     if (dropped > 0) {
         status = cmsctl_fail(PROG,
                              "%lld messages were dropped because writing fell behind; record "

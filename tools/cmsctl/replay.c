@@ -35,6 +35,7 @@
 #include "cli.h"
 #include "cms/v1/envelope.pb-c.h"
 #include "ctlnats.h"
+#include "ctlout.h"
 #include "pbs.h"
 #include "uuid.h"
 #include "verbs.h"
@@ -49,7 +50,7 @@
 #define ERRORS_SHOWN 10
 #define BACKOFF_MIN_US 100000
 #define BACKOFF_MAX_US 2000000
-#define DRAIN_GRACE_US 5000000 /* beyond --ack-timeout-ms, before giving up on answers */
+#define DRAIN_GRACE_US 5000000 /* beyond --ack-timeout, before giving up on answers */
 
 /* ------------------------------------------------------------------------ */
 /* ack latency: log-linear histogram (32 steps per power of two, ~3%) */
@@ -549,14 +550,16 @@ static const cms_option options[] = {
     {"subject-prefix", NULL, CMS_OPT_STRING, EVENTS_PREFIX,
      "publish to <prefix>.<event_type>; must lie under cms.events", false, false},
     {"retries", NULL, CMS_OPT_INT, "3", "further attempts after a failed publish", false, false},
-    {"ack-timeout-ms", NULL, CMS_OPT_INT, "5000", "longest wait for one publish's ack", false,
-     false},
+    {"ack-timeout", NULL, CMS_OPT_DURATION, "5s", "longest wait for one publish's ack (1ms to 1h)",
+     CMS_OPT_PUBLIC, false},
     {"max-message", NULL, CMS_OPT_INT, "1048576", "largest record accepted from the file", false,
      false},
     {"nats-url", "CMS_NATS_URL", CMS_OPT_STRING, "nats://127.0.0.1:4222",
-     "NATS server URL(s), comma-separated", false, false},
-    {"connect-timeout-ms", NULL, CMS_OPT_INT, "5000",
-     "longest wait to connect, and to create CMS_EVENTS if it is missing", false, false},
+     "NATS server URL(s), comma-separated", CMS_OPT_PASSWORD, false},
+    {"timeout", NULL, CMS_OPT_DURATION, "5s",
+     "longest wait to connect, and to create CMS_EVENTS if it is missing (1ms to 24d)",
+     CMS_OPT_PUBLIC, false},
+    CMSCTL_OUT_OPTIONS,
 };
 
 static const char usage_tail[] =
@@ -567,7 +570,8 @@ static const char usage_tail[] =
     "services do) if it is missing. Within the stream's 2-minute dedupe window a\n"
     "second replay of the same file is dropped by the stream (counted as duplicates);\n"
     "--loop K makes the ids of passes 1..K-1 distinct (\"<event_id>-<k>\").\n"
-    "Prints progress every second on stderr, then totals, rate and ack latency.\n"
+    "Prints progress every second on stderr, then totals, rate and ack latency (one\n"
+    "object with -o json or ndjson).\n"
     "Exit status: 0 all acked, 1 a publish failed after its retries (or interrupted,\n"
     "or the file is damaged), 2 usage error.";
 
@@ -597,6 +601,7 @@ int cmsctl_replay_main(int argc, char **argv)
     replay *rp = NULL;
     bool rp_ready = false;
     int64_t rate = 0, window = 0, loops = 0, retries = 0, ack_ms = 0, max_msg = 0, connect_ms = 0;
+    cmsctl_out_format fmt = CMSCTL_OUT_TABLE;
     int rc = cmsctl_parse(options, sizeof options / sizeof options[0], argc, argv, PROG,
                           "publish a .pbs file to JetStream", usage_tail, &cfg);
     if (rc != CMSCTL_EXIT_OK)
@@ -608,13 +613,16 @@ int cmsctl_replay_main(int argc, char **argv)
                                   : "give exactly one FILE.pbs");
         goto out;
     }
+    if ((status = cmsctl_out_format_get(PROG, cfg, &fmt)) != CMSCTL_EXIT_OK)
+        goto out;
+    status = CMSCTL_EXIT_FAILED;
     if (!cmsctl_int_arg(PROG, cfg, "rate", 0, 100000000, &rate) ||
         !cmsctl_int_arg(PROG, cfg, "window", 1, WINDOW_MAX, &window) ||
         !cmsctl_int_arg(PROG, cfg, "loop", 1, INT32_MAX, &loops) ||
         !cmsctl_int_arg(PROG, cfg, "retries", 0, 100, &retries) ||
-        !cmsctl_int_arg(PROG, cfg, "ack-timeout-ms", 1, 3600000, &ack_ms) ||
+        !cmsctl_duration_arg(PROG, cfg, "ack-timeout", 1, 3600000, &ack_ms) ||
         !cmsctl_int_arg(PROG, cfg, "max-message", 1, 64 * 1024 * 1024, &max_msg) ||
-        !cmsctl_int_arg(PROG, cfg, "connect-timeout-ms", 1, INT32_MAX, &connect_ms)) {
+        !cmsctl_duration_arg(PROG, cfg, "timeout", 1, CMSCTL_TIMEOUT_MAX_MS, &connect_ms)) {
         status = CMSCTL_EXIT_USAGE;
         goto out;
     }
@@ -745,7 +753,7 @@ int cmsctl_replay_main(int argc, char **argv)
         }
         if ((exhausted || stopping) && rp->busy == 0)
             break;
-        /* nats.c answers every publish within --ack-timeout-ms; this only
+        /* nats.c answers every publish within --ack-timeout; this only
          * bounds the run should that promise ever fail */
         if ((exhausted || stopping) && rp->backoff_head < 0 &&
             now - last_answer > (uint64_t)ack_ms * 1000 + DRAIN_GRACE_US) {
@@ -760,16 +768,33 @@ int cmsctl_replay_main(int argc, char **argv)
         fputc('\n', stderr);
     double secs = (double)(cmsctl_mono_us() - start) / 1e6;
     uint64_t unanswered = (uint64_t)rp->busy;
-    printf("total: %llu\n", (unsigned long long)rp->sent);
-    printf("acked: %llu\n", (unsigned long long)rp->acked);
-    printf("duplicates: %llu\n", (unsigned long long)rp->duplicates);
-    printf("errors: %llu\n", (unsigned long long)(rp->errors + unanswered));
-    printf("retries: %llu\n", (unsigned long long)rp->retries);
-    printf("elapsed: %.3f s\n", secs);
-    printf("rate: %.0f msgs/s\n", secs > 0 ? (double)rp->acked / secs : 0.0);
-    printf("ack latency: p50 %.3f ms, p99 %.3f ms\n", h_quantile(&rp->lat, 0.50) / 1000.0,
-           h_quantile(&rp->lat, 0.99) / 1000.0);
-    fflush(stdout);
+    double p50 = h_quantile(&rp->lat, 0.50) / 1000.0, p99 = h_quantile(&rp->lat, 0.99) / 1000.0;
+    double msgs_s = secs > 0 ? (double)rp->acked / secs : 0.0;
+    if (fmt == CMSCTL_OUT_TABLE) {
+        printf("total: %llu\n", (unsigned long long)rp->sent);
+        printf("acked: %llu\n", (unsigned long long)rp->acked);
+        printf("duplicates: %llu\n", (unsigned long long)rp->duplicates);
+        printf("errors: %llu\n", (unsigned long long)(rp->errors + unanswered));
+        printf("retries: %llu\n", (unsigned long long)rp->retries);
+        printf("elapsed: %.3f s\n", secs);
+        printf("rate: %.0f msgs/s\n", msgs_s);
+        printf("ack latency: p50 %.3f ms, p99 %.3f ms\n", p50, p99);
+        fflush(stdout);
+    } else {
+        json_t *o = json_object();
+        if (o != NULL) {
+            json_object_set_new(o, "total", json_integer((json_int_t)rp->sent));
+            json_object_set_new(o, "acked", json_integer((json_int_t)rp->acked));
+            json_object_set_new(o, "duplicates", json_integer((json_int_t)rp->duplicates));
+            json_object_set_new(o, "errors", json_integer((json_int_t)(rp->errors + unanswered)));
+            json_object_set_new(o, "retries", json_integer((json_int_t)rp->retries));
+            json_object_set_new(o, "elapsed_seconds", json_real(secs));
+            json_object_set_new(o, "msgs_per_second", json_real(msgs_s));
+            json_object_set_new(o, "ack_latency_p50_ms", json_real(p50));
+            json_object_set_new(o, "ack_latency_p99_ms", json_real(p99));
+        }
+        (void)cmsctl_out_emit(PROG, fmt, o, NULL); /* the exit status is the publishes' */
+    }
     if (rp->errors + unanswered > 0)
         status = cmsctl_fail(PROG, "%llu of %llu publishes failed (see above)",
                              (unsigned long long)(rp->errors + unanswered),

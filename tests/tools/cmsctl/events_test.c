@@ -4,7 +4,10 @@
  * replay puts every record in CMS_EVENTS on the right subjects with
  * Nats-Msg-Id dedupe and --loop ids; record captures what a replay
  * publishes; audit query filters, pages with its cursor through every row
- * exactly once in order, and refuses bad arguments with exit 2.
+ * exactly once in order, prints the same rows as a table, one JSON array or
+ * NDJSON lines with created_at and created_at_us, says "no results" on
+ * stderr only, and refuses bad arguments with exit 2. The summaries of gen,
+ * record and replay come as one JSON object with -o json.
  *
  * Subjects carry the pid and seeds the pid and time, so runs of other tests
  * on the same servers (and earlier runs inside the stream's dedupe window)
@@ -425,10 +428,17 @@ Test(cmsctl, replay_publishes_every_record_with_dedupe_ids)
     cr_assert_eq(stream_count(prefix, undecodable, &on_undecodable), 450);
     cr_assert_eq(on_undecodable, (uint64_t)n_undecodable, "undecodable records have their subject");
 
-    /* the same file again: the stream knows every id but the fresh ones */
-    proc *again = RUN("replay", file, "--subject-prefix", prefix, "--nats-url", url);
+    /* the same file again: the stream knows every id but the fresh ones (summary as JSON) */
+    proc *again = RUN("replay", file, "--subject-prefix", prefix, "--nats-url", url, "-o", "json");
     assert_exit(again, 0);
-    cr_assert_eq(field(again->out, "duplicates"), 450 - n_fresh, "%s", again->out);
+    json_t *sum = json_loads(again->out, 0, NULL);
+    cr_assert(json_is_object(sum), "one object:\n%s", again->out);
+    cr_assert_eq(json_integer_value(json_object_get(sum, "total")), 450);
+    cr_assert_eq(json_integer_value(json_object_get(sum, "duplicates")), 450 - n_fresh, "%s",
+                 again->out);
+    cr_assert_eq(json_integer_value(json_object_get(sum, "errors")), 0);
+    cr_assert(json_is_number(json_object_get(sum, "ack_latency_p99_ms")), "%s", again->out);
+    json_decref(sum);
     cr_assert_eq(stream_count(prefix, NULL, NULL), 450 + (uint64_t)n_fresh);
 
     /* --loop 3: pass 0 is a duplicate again, passes 1 and 2 carry -1 and -2 ids */
@@ -490,7 +500,7 @@ Test(cmsctl, replay_refuses_bad_arguments_and_reports_failures)
     snprintf(gen, sizeof gen, "/tmp/cmsctl-nosrv-%d.pbs", (int)getpid());
     proc *g = RUN("gen", "--count", "3", "--out", gen);
     assert_exit(g, 0);
-    p = RUN("replay", gen, "--nats-url", "nats://127.0.0.1:1", "--connect-timeout-ms", "500");
+    p = RUN("replay", gen, "--nats-url", "nats://127.0.0.1:1", "--timeout", "500ms");
     assert_exit(p, 1);
     cr_assert_not_null(strstr(p->err, "cannot connect to NATS"), "%s", p->err);
     cr_assert_not_null(strstr(p->err, "CMS_NATS_URL"));
@@ -531,8 +541,8 @@ Test(cmsctl, record_captures_what_replay_publishes)
         .r = &r,
         .replay_args = {"replay", gen, "--subject-prefix", prefix, "--nats-url", url, NULL}};
     proc *recp = runner_spawn(&r, (const char *const[]){"record", "--out", rec, "--subject",
-                                                        subject, "--count", "200", "--timeout-ms",
-                                                        "30000", "--nats-url", url, NULL});
+                                                        subject, "--count", "200", "--duration",
+                                                        "30s", "--nats-url", url, NULL});
     recp->on_err = on_record_stderr;
     recp->on_err_arg = &rr;
     runner_finish(&r);
@@ -559,10 +569,20 @@ Test(cmsctl, record_captures_what_replay_publishes)
     cms_pbs_reader_close(b);
 
     /* nothing to hear: the timeout ends it, and that is not an error */
-    proc *idle = RUN("record", "--out", rec, "--subject", "cms.events.clinothing.>", "--timeout-ms",
-                     "300", "--nats-url", url);
+    proc *idle = RUN("record", "--out", rec, "--subject", "cms.events.clinothing.>", "--duration",
+                     "300ms", "--nats-url", url);
     assert_exit(idle, 0);
     cr_assert_not_null(strstr(idle->out, "recorded 0 messages"), "%s", idle->out);
+    /* the summary as one object */
+    proc *idle_json = RUN("record", "--out", rec, "--subject", "cms.events.clinothing.>",
+                          "--duration", "100ms", "--nats-url", url, "-o", "json");
+    assert_exit(idle_json, 0);
+    json_t *sum = json_loads(idle_json->out, 0, NULL);
+    cr_assert(json_is_object(sum), "%s", idle_json->out);
+    cr_assert_eq(json_integer_value(json_object_get(sum, "recorded")), 0);
+    cr_assert_str_eq(json_string_value(json_object_get(sum, "stopped_by")), "duration");
+    json_decref(sum);
+    proc_free(idle_json);
 
     proc_free(g);
     proc_free(recp);
@@ -587,7 +607,23 @@ static void exec_sql(const char *db, const char *q)
     free(v);
 }
 
-/* Runs audit query --json with args and returns the ids in order; *next gets the cursor or "". */
+/* created_at (RFC 3339, UTC, microseconds) and created_at_us name the same instant. */
+static void assert_created_pair(const json_t *o)
+{
+    json_t *us = json_object_get(o, "created_at_us");
+    const char *at = json_string_value(json_object_get(o, "created_at"));
+    cr_assert(json_is_integer(us) && at != NULL, "created_at and created_at_us");
+    time_t secs = (time_t)(json_integer_value(us) / 1000000);
+    struct tm tm;
+    char want[64], date[32];
+    cr_assert_not_null(gmtime_r(&secs, &tm));
+    strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(want, sizeof want, "%s.%06lldZ", date, (long long)(json_integer_value(us) % 1000000));
+    cr_assert_str_eq(at, want);
+}
+
+/* Runs audit query -o ndjson with args and returns the ids in order; *next gets the cursor or "".
+ */
 static size_t query_ids(const char *db, const char *const *args, char ids[][40], size_t cap,
                         char next[256])
 {
@@ -595,7 +631,8 @@ static size_t query_ids(const char *db, const char *const *args, char ids[][40],
     size_t k = 0;
     argv[k++] = "audit";
     argv[k++] = "query";
-    argv[k++] = "--json";
+    argv[k++] = "-o";
+    argv[k++] = "ndjson";
     argv[k++] = "--database-url";
     argv[k++] = db;
     for (size_t i = 0; args[i] != NULL; i++)
@@ -612,6 +649,7 @@ static size_t query_ids(const char *db, const char *const *args, char ids[][40],
         json_t *o = json_loads(line, 0, &jerr);
         cr_assert_not_null(o, "not JSON: %s", line);
         cr_assert(json_is_object(json_object_get(o, "details")), "details is an object: %s", line);
+        assert_created_pair(o);
         cr_assert_lt(n, cap);
         snprintf(ids[n++], 40, "%s", json_string_value(json_object_get(o, "id")));
         json_decref(o);
@@ -624,6 +662,8 @@ static size_t query_ids(const char *db, const char *const *args, char ids[][40],
     proc_free(p);
     return n;
 }
+
+/* ------------------------------------------------------------------------ */
 
 /* The ids a SQL WHERE clause selects, ordered as the tool orders them. */
 static size_t sql_ids(const char *db, const char *where, char ids[][40], size_t cap)
@@ -747,11 +787,51 @@ Test(cmsctl, audit_query_filters_and_pages_through_every_row_once)
     cr_assert_not_null(strstr(t->out, "identity.created"), "%s", t->out);
     cr_assert_not_null(strstr(t->out, "\nnext: --after "), "%s", t->out);
     proc_free(t);
-    t = RUN("audit", "query", "--database-url", db, "--event-type", "nothing.like.this");
+    /* json: one array, pretty-printed, the same rows as ndjson; the cursor on stderr */
+    t = RUN("audit", "query", "--database-url", db, "--limit", "3", "-o", "json");
     assert_exit(t, 0);
-    cr_assert_not_null(strstr(t->out, "no audit records match"), "%s", t->out);
+    json_t *arr = json_loads(t->out, 0, NULL);
+    cr_assert(json_is_array(arr), "one JSON array:\n%s", t->out);
+    cr_assert_eq(json_array_size(arr), 3);
+    cr_assert_not_null(strstr(t->out, "\n  {"), "pretty-printed: %s", t->out);
+    nw = sql_ids(db, "true", want, 32);
+    for (size_t i = 0; i < 3; i++) {
+        json_t *o = json_array_get(arr, i);
+        cr_assert_str_eq(json_string_value(json_object_get(o, "id")), want[i]);
+        assert_created_pair(o);
+        const char *keys[] = {"event_type", "resource_type", "resource_id", "actor_id"};
+        for (size_t k = 0; k < 4; k++)
+            cr_assert(json_is_string(json_object_get(o, keys[k])), "%s", keys[k]);
+    }
+    json_decref(arr);
+    cr_assert_null(strstr(t->out, "next:"), "%s", t->out);
+    cr_assert_not_null(strstr(t->err, "next: --after "), "%s", t->err);
+    proc_free(t);
+    /* --json is -o json */
+    t = RUN("audit", "query", "--database-url", db, "--limit", "1", "--json");
+    assert_exit(t, 0);
+    arr = json_loads(t->out, 0, NULL);
+    cr_assert(json_is_array(arr) && json_array_size(arr) == 1, "%s", t->out);
+    json_decref(arr);
     proc_free(t);
 
+    /* no rows: nothing on stdout (an empty array in json), the note on stderr */
+    t = RUN("audit", "query", "--database-url", db, "--event-type", "nothing.like.this");
+    assert_exit(t, 0);
+    cr_assert_str_eq(t->out, "", "stdout stays empty");
+    cr_assert_not_null(strstr(t->err, "(no audit records match)"), "%s", t->err);
+    proc_free(t);
+    t = RUN("audit", "query", "--database-url", db, "--event-type", "nothing.like.this", "-o",
+            "ndjson");
+    assert_exit(t, 0);
+    cr_assert_str_eq(t->out, "");
+    cr_assert_not_null(strstr(t->err, "(no audit records match)"), "%s", t->err);
+    proc_free(t);
+    t = RUN("audit", "query", "--database-url", db, "--event-type", "nothing.like.this", "-o",
+            "json");
+    assert_exit(t, 0);
+    cr_assert_str_eq(t->out, "[]\n");
+    proc_free(t);
     /* usage errors: exit 2, saying what is wrong */
     proc *bad = RUN("audit", "query", "--database-url", db, "--actor", "not-a-uuid");
     assert_exit(bad, 2);
@@ -775,6 +855,17 @@ Test(cmsctl, audit_query_filters_and_pages_through_every_row_once)
     bad = RUN("audit", "frobnicate");
     assert_exit(bad, 2);
     proc_free(bad);
+    bad = RUN("audit", "query", "--database-url", db, "-o", "yaml");
+    assert_exit(bad, 2);
+    cr_assert_not_null(strstr(bad->err, "want table, json or ndjson"), "%s", bad->err);
+    proc_free(bad);
+    bad = RUN("audit", "query", "--database-url", db, "--json", "-o", "ndjson");
+    assert_exit(bad, 2);
+    proc_free(bad);
+    bad = RUN("audit", "query", "--database-url", db, "--timeout", "10");
+    assert_exit(bad, 2);
+    cr_assert_not_null(strstr(bad->err, "'10' needs a unit"), "%s", bad->err);
+    proc_free(bad);
 
     cms_test_db_drop(db);
 }
@@ -792,11 +883,29 @@ Test(cmsctl, verbs_and_help)
     assert_exit(p, 2);
     cr_assert_not_null(strstr(p->err, "unknown verb"), "%s", p->err);
     proc_free(p);
+
+    /* gen's summary as one object (on stdout, the events in their file) */
+    char out[64];
+    snprintf(out, sizeof out, "/tmp/cmsctl-genjson-%d.pbs", (int)getpid());
+    p = RUN("gen", "--count", "10", "--bad-fraction", "0.2", "--seed", "7", "--out", out, "-o",
+            "json");
+    assert_exit(p, 0);
+    json_t *o = json_loads(p->out, 0, NULL);
+    cr_assert(json_is_object(o), "one object:\n%s", p->out);
+    cr_assert_eq(json_integer_value(json_object_get(o, "total")), 10);
+    cr_assert_eq(json_integer_value(json_object_get(o, "valid")), 8);
+    cr_assert_eq(json_integer_value(json_object_get(o, "seed")), 7);
+    cr_assert(json_is_null(json_object_get(o, "seeded_actors")));
+    cr_assert_not_null(strstr(p->err, "INSERT INTO identities"), "the SQL hint on stderr: %s",
+                       p->err);
+    json_decref(o);
+    proc_free(p);
+    unlink(out);
     static const char *const verbs[][3] = {{"gen", "--help", NULL},
                                            {"record", "--help", NULL},
                                            {"replay", "--help", NULL},
                                            {"audit", "query", "--help"}};
-    for (size_t i = 0; i < 4; i++) {
+    for (size_t i = 0; i < sizeof verbs / sizeof verbs[0]; i++) {
         const char *args[4] = {verbs[i][0], verbs[i][1], verbs[i][2], NULL};
         p = run_argv(args);
         assert_exit(p, 0);

@@ -1,10 +1,11 @@
 /* cmsctl identity and cmsctl credential, run as a program against a real
  * cms-identity (tests/lib/svcfx) on the throwaway PostgreSQL and
- * nats-server: create and get (table and --json), list pages with the
- * cursor and --all, status changes with a reason, an API key issued once,
- * usable, listed without its secret, then revoked and refused; the
- * service's errors printed with their code and field; where the key comes
- * from and what happens when it is missing or exposed.
+ * nats-server: create and get (table, -o json, --json, -o ndjson), list
+ * pages with the cursor and --all, status changes with a reason, an API key
+ * issued once, usable, listed without its secret, then revoked and refused;
+ * "no results" on stderr with stdout empty; the service's errors printed
+ * with their code and field; where the key comes from and what happens when
+ * it is missing or exposed.
  *
  * The suite cmsctl_wire needs no cms-identity: a responder of the test's
  * own on a subject root of its own checks what cmsctl puts on the wire (the
@@ -93,7 +94,7 @@ static const char *jget_str(const json_t *o, const char *key)
     return json_string_value(v);
 }
 
-/* "2024-03-20T15:00:00.123456Z" for us, as cmsctl's --json renders times. */
+/* "2024-03-20T15:00:00.123456Z" for us, as cmsctl's -o json renders times. */
 static void rfc3339_us(int64_t us, char out[64])
 {
     time_t s = (time_t)(us / 1000000);
@@ -181,8 +182,8 @@ Test(cmsctl_identity, create_then_get_as_table_and_json)
     cr_assert_eq(created[strlen(created) - 1], 'Z');
     cms_test_proc_free(p);
 
-    /* by name, --json */
-    p = RUN("identity", "get", "alice", "--json");
+    /* by name, -o json */
+    p = RUN("identity", "get", "alice", "-o", "json");
     assert_exit(p, 0);
     json_t *o = parse_json(p);
     cr_assert(json_is_object(o));
@@ -547,6 +548,127 @@ Test(cmsctl_identity, issue_json_with_expires_at_and_errors)
 }
 
 /* ------------------------------------------------------------------------ */
+/* output shapes, "no results" */
+
+/* The lines of text, each parsed as one JSON object; their count. */
+static size_t ndjson_objects(const char *text, json_t **out, size_t cap)
+{
+    size_t n = 0;
+    for (const char *l = text; *l != '\0';) {
+        const char *nl = strchr(l, '\n');
+        cr_assert_not_null(nl, "every line ends with a newline: %s", text);
+        char *line = strndup(l, (size_t)(nl - l));
+        json_t *o = json_loads(line, 0, NULL);
+        cr_assert(json_is_object(o), "not one compact object a line: %s", line);
+        cr_assert_null(strchr(line, '\n'));
+        free(line);
+        cr_assert_lt(n, cap);
+        out[n++] = o;
+        l = nl + 1;
+    }
+    return n;
+}
+
+Test(cmsctl_identity, json_is_one_document_and_ndjson_one_object_a_line)
+{
+    char a[37], b[37];
+    create("nd-one", "machine", a);
+    create("nd-two", "machine", b);
+
+    /* one item: json is a pretty object, ndjson one compact line */
+    cms_test_proc *p = RUN("identity", "get", "nd-one", "-o", "ndjson");
+    assert_exit(p, 0);
+    json_t *objs[8];
+    cr_assert_eq(ndjson_objects(p->out, objs, 8), 1, "%s", p->out);
+    cr_assert_str_eq(jget_str(objs[0], "id"), a);
+    assert_time_pair(objs[0], "created_at");
+    json_decref(objs[0]);
+    cms_test_proc_free(p);
+    p = RUN("identity", "get", "nd-one", "--output=json");
+    assert_exit(p, 0);
+    cr_assert_eq(strncmp(p->out, "{\n  \"", 5), 0, "pretty-printed: %s", p->out);
+    cms_test_proc_free(p);
+
+    /* a list: json is one array, ndjson one object per line, the same rows */
+    p = RUN("identity", "list", "--type", "machine", "-ojson");
+    assert_exit(p, 0);
+    json_t *arr = parse_json(p);
+    cr_assert(json_is_array(arr), "%s", p->out);
+    size_t n = json_array_size(arr);
+    cr_assert_geq(n, 2);
+    cms_test_proc_free(p);
+    p = RUN("identity", "list", "--type", "machine", "-o", "ndjson");
+    assert_exit(p, 0);
+    json_t *rows[16];
+    cr_assert_eq(ndjson_objects(p->out, rows, 16), n, "%s", p->out);
+    for (size_t i = 0; i < n; i++) {
+        cr_assert_str_eq(jget_str(rows[i], "id"), jget_str(json_array_get(arr, i), "id"));
+        json_decref(rows[i]);
+    }
+    json_decref(arr);
+    cms_test_proc_free(p);
+
+    /* the cursor goes to stderr in ndjson too, never between the objects */
+    p = RUN("identity", "list", "--type", "machine", "--limit", "1", "-o", "ndjson");
+    assert_exit(p, 0);
+    cr_assert_eq(ndjson_objects(p->out, rows, 16), 1, "%s", p->out);
+    json_decref(rows[0]);
+    cr_assert_not_null(strstr(p->err, "next: --after "), "%s", p->err);
+    cms_test_proc_free(p);
+
+    /* an issued key in ndjson: one line, the key in it once */
+    p = RUN("credential", "issue", "nd-two", "--type", "api_key", "--expires-in", "1h", "-o",
+            "ndjson");
+    assert_exit(p, 0);
+    cr_assert_eq(ndjson_objects(p->out, rows, 16), 1, "%s", p->out);
+    const char *key = jget_str(rows[0], "api_key");
+    cr_assert_eq(strlen(key), CMS_APIKEY_LEN);
+    assert_time_pair(rows[0], "expires_at");
+    json_decref(rows[0]);
+    cms_test_proc_free(p);
+
+    /* -o and --json must agree; a format that does not exist is a usage error */
+    p = RUN("identity", "get", "nd-one", "--json", "-o", "table");
+    assert_exit(p, 2);
+    cms_test_proc_free(p);
+    p = RUN("identity", "get", "nd-one", "-o", "xml");
+    assert_exit(p, 2);
+    cr_assert_not_null(strstr(p->err, "table, json or ndjson"), "%s", p->err);
+    cms_test_proc_free(p);
+}
+
+Test(cmsctl_identity, no_results_go_to_stderr_and_stdout_stays_empty)
+{
+    /* no identity is a suspended enclave here */
+    cms_test_proc *p = RUN("identity", "list", "--type", "enclave", "--status", "suspended");
+    assert_exit(p, 0);
+    cr_assert_str_eq(p->out, "", "stdout: %s", p->out);
+    cr_assert_not_null(strstr(p->err, "(no identities match)"), "%s", p->err);
+    cms_test_proc_free(p);
+    p = RUN("identity", "list", "--type", "enclave", "--status", "suspended", "-o", "ndjson");
+    assert_exit(p, 0);
+    cr_assert_str_eq(p->out, "");
+    cr_assert_not_null(strstr(p->err, "(no identities match)"), "%s", p->err);
+    cms_test_proc_free(p);
+    p = RUN("identity", "list", "--type", "enclave", "--status", "suspended", "-o", "json");
+    assert_exit(p, 0);
+    cr_assert_str_eq(p->out, "[]\n", "an empty array says it in json");
+    cms_test_proc_free(p);
+
+    char id[37];
+    create("frank", "user", id);
+    p = RUN("credential", "list", "frank");
+    assert_exit(p, 0);
+    cr_assert_str_eq(p->out, "", "stdout: %s", p->out);
+    cr_assert_not_null(strstr(p->err, "(no credentials)"), "%s", p->err);
+    cms_test_proc_free(p);
+    p = RUN("credential", "list", id, "--json");
+    assert_exit(p, 0);
+    cr_assert_str_eq(p->out, "[]\n");
+    cms_test_proc_free(p);
+}
+
+/* ------------------------------------------------------------------------ */
 /* where the key comes from */
 
 static void write_file(const char *path, const char *text, mode_t mode)
@@ -729,7 +851,7 @@ TestSuite(cmsctl_wire, .init = wire_setup, .fini = wire_teardown);
 Test(cmsctl_wire, a_write_is_resent_with_the_same_request_id_until_answered)
 {
     wire_listen(2);
-    cms_test_proc *p = RUN("identity", "create", "wired", "--type", "user", "--timeout-ms", "300");
+    cms_test_proc *p = RUN("identity", "create", "wired", "--type", "user", "--timeout", "300ms");
     assert_exit(p, 0);
     cr_assert_not_null(strstr(p->out, "name: wired"), "%s", p->out);
     wait_seen(&g_w, 3);
@@ -765,7 +887,7 @@ Test(cmsctl_wire, a_write_is_resent_with_the_same_request_id_until_answered)
 Test(cmsctl_wire, a_write_gives_up_after_three_resends)
 {
     wire_listen(-1);
-    cms_test_proc *p = RUN("identity", "create", "wired", "--type", "user", "--timeout-ms", "200");
+    cms_test_proc *p = RUN("identity", "create", "wired", "--type", "user", "--timeout", "200ms");
     assert_exit(p, 1);
     cr_assert_not_null(strstr(p->err, "no reply on"), "%s", p->err);
     cr_assert_not_null(strstr(p->err, "4 attempts"), "%s", p->err);
@@ -780,7 +902,7 @@ Test(cmsctl_wire, a_write_gives_up_after_three_resends)
 Test(cmsctl_wire, a_read_is_sent_once_without_request_id)
 {
     wire_listen(-1);
-    cms_test_proc *p = RUN("identity", "get", "wired", "--timeout-ms", "200");
+    cms_test_proc *p = RUN("identity", "get", "wired", "--timeout", "200ms");
     assert_exit(p, 1);
     cr_assert_not_null(strstr(p->err, "no reply on"), "%s", p->err);
     wait_seen(&g_w, 1);
@@ -792,7 +914,7 @@ Test(cmsctl_wire, a_read_is_sent_once_without_request_id)
 Test(cmsctl_wire, nothing_listening_is_retried_then_named)
 {
     /* no subscription on this prefix at all */
-    cms_test_proc *p = RUN("identity", "create", "wired", "--type", "user", "--timeout-ms", "2000");
+    cms_test_proc *p = RUN("identity", "create", "wired", "--type", "user", "--timeout", "2s");
     assert_exit(p, 1);
     cr_assert_not_null(strstr(p->err, "nothing answers on"), "%s", p->err);
     cr_assert_not_null(strstr(p->err, "4 attempts"), "%s", p->err);

@@ -3,7 +3,7 @@
  * comments and blank lines, the bare and the "api_key = " forms, refusal of
  * files others may read or write, and clear reasons that never carry the
  * key. Also the pure parts of the same module: decoding cms.v1.Reply, and
- * RFC 3339 times and durations. */
+ * RFC 3339 times (durations are common/config's: tests/common/config_test.c). */
 #include <criterion/criterion.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -414,31 +414,4 @@ Test(ctlcmd_time, parse_refuses_what_is_not_rfc3339)
         cr_assert_not(cmsctl_cmd_time_parse(bad[i], &us), "accepted \"%s\"", bad[i]);
         cr_assert_eq(us, 7, "output touched for \"%s\"", bad[i]);
     }
-}
-
-Test(ctlcmd_time, durations)
-{
-    int64_t us = 0;
-    cr_assert(cmsctl_cmd_duration_parse("90d", &us));
-    cr_assert_eq(us, 90LL * 86400 * 1000000);
-    cr_assert(cmsctl_cmd_duration_parse("12h", &us));
-    cr_assert_eq(us, 12LL * 3600 * 1000000);
-    cr_assert(cmsctl_cmd_duration_parse("30m", &us));
-    cr_assert_eq(us, 30LL * 60 * 1000000);
-    cr_assert(cmsctl_cmd_duration_parse("45s", &us));
-    cr_assert_eq(us, 45LL * 1000000);
-    const char *bad[] = {"",
-                         "d",
-                         "0d",
-                         "-1d",
-                         "+1d",
-                         "1",
-                         "1w",
-                         "1dd",
-                         "1 d",
-                         "1.5h",
-                         "99999999999999999999d",
-                         "200000000d"};
-    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
-        cr_assert_not(cmsctl_cmd_duration_parse(bad[i], &us), "accepted \"%s\"", bad[i]);
 }
