@@ -832,6 +832,16 @@ Test(cmsctl, audit_query_filters_and_pages_through_every_row_once)
     assert_exit(t, 0);
     cr_assert_str_eq(t->out, "[]\n");
     proc_free(t);
+    /* the shared options may come before the verb */
+    t = RUN("--database-url", db, "-o", "ndjson", "audit", "query", "--limit", "2");
+    assert_exit(t, 0);
+    size_t lines = 0;
+    for (const char *c = t->out; *c != '\0'; c++)
+        lines += *c == '\n';
+    cr_assert_eq(lines, 2, "two lines: %s", t->out);
+    cr_assert_not_null(strstr(t->err, "next: --after "), "%s", t->err);
+    proc_free(t);
+
     /* usage errors: exit 2, saying what is wrong */
     proc *bad = RUN("audit", "query", "--database-url", db, "--actor", "not-a-uuid");
     assert_exit(bad, 2);
@@ -884,11 +894,17 @@ Test(cmsctl, verbs_and_help)
     cr_assert_not_null(strstr(p->err, "unknown verb"), "%s", p->err);
     proc_free(p);
 
+    /* an option before the verb that is not shared by the verbs is refused, naming it */
+    p = RUN("--count", "3", "gen");
+    assert_exit(p, 2);
+    cr_assert_not_null(strstr(p->err, "--count is not a shared option"), "%s", p->err);
+    proc_free(p);
+
     /* gen's summary as one object (on stdout, the events in their file) */
     char out[64];
     snprintf(out, sizeof out, "/tmp/cmsctl-genjson-%d.pbs", (int)getpid());
-    p = RUN("gen", "--count", "10", "--bad-fraction", "0.2", "--seed", "7", "--out", out, "-o",
-            "json");
+    p = RUN("-o", "json", "gen", "--count", "10", "--bad-fraction", "0.2", "--seed", "7", "--out",
+            out);
     assert_exit(p, 0);
     json_t *o = json_loads(p->out, 0, NULL);
     cr_assert(json_is_object(o), "one object:\n%s", p->out);

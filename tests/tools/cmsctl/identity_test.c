@@ -3,9 +3,9 @@
  * nats-server: create and get (table, -o json, --json, -o ndjson), list
  * pages with the cursor and --all, status changes with a reason, an API key
  * issued once, usable, listed without its secret, then revoked and refused;
- * "no results" on stderr with stdout empty; the service's errors printed
- * with their code and field; where the key comes from and what happens when
- * it is missing or exposed.
+ * the shared options before the verb; "no results" on stderr with stdout
+ * empty; the service's errors printed with their code and field; where the
+ * key comes from and what happens when it is missing or exposed.
  *
  * The suite cmsctl_wire needs no cms-identity: a responder of the test's
  * own on a subject root of its own checks what cmsctl puts on the wire (the
@@ -548,7 +548,7 @@ Test(cmsctl_identity, issue_json_with_expires_at_and_errors)
 }
 
 /* ------------------------------------------------------------------------ */
-/* output shapes, "no results" */
+/* output shapes, "no results", shared options */
 
 /* The lines of text, each parsed as one JSON object; their count. */
 static size_t ndjson_objects(const char *text, json_t **out, size_t cap)
@@ -665,6 +665,57 @@ Test(cmsctl_identity, no_results_go_to_stderr_and_stdout_stays_empty)
     p = RUN("credential", "list", id, "--json");
     assert_exit(p, 0);
     cr_assert_str_eq(p->out, "[]\n");
+    cms_test_proc_free(p);
+}
+
+Test(cmsctl_identity, shared_options_may_come_before_the_verb)
+{
+    /* the variable points nowhere: only the option before the verb reaches NATS */
+    const char *url = cms_test_env("CMS_TEST_NATS_URL");
+    cr_assert_eq(setenv("CMS_NATS_URL", "nats://127.0.0.1:1", 1), 0);
+    cms_test_proc *p = RUN("--nats-url", url, "identity", "get", "admin");
+    assert_exit(p, 0);
+    char *name = line_value(p->out, "name");
+    cr_assert_str_eq(name, "admin");
+    free(name);
+    cms_test_proc_free(p);
+
+    /* several, with = or apart, and -o */
+    char flag[300];
+    snprintf(flag, sizeof flag, "--nats-url=%s", url);
+    p = RUN(flag, "--timeout", "5s", "-o", "json", "credential", "list", "admin");
+    assert_exit(p, 0);
+    json_t *a = parse_json(p);
+    cr_assert(json_is_array(a), "%s", p->out);
+    json_decref(a);
+    cms_test_proc_free(p);
+    p = RUN("--json", "--command-prefix", g_f.prefix, flag, "identity", "get", "admin");
+    assert_exit(p, 0);
+    json_t *o = parse_json(p);
+    cr_assert_str_eq(jget_str(o, "id"), g_f.admin_id);
+    json_decref(o);
+    cms_test_proc_free(p);
+
+    /* the same option after the verb wins */
+    p = RUN("--nats-url", "nats://127.0.0.1:1", "identity", "get", "admin", "--nats-url", url);
+    assert_exit(p, 0);
+    cms_test_proc_free(p);
+    /* and the one before it is really used */
+    p = RUN("--nats-url", "nats://127.0.0.1:1", "--timeout", "1s", "identity", "get", "admin");
+    assert_exit(p, 1);
+    cr_assert_not_null(strstr(p->err, "cannot connect to NATS at nats://127.0.0.1:1"), "%s",
+                       p->err);
+    cms_test_proc_free(p);
+
+    /* a bad value before the verb is the verb's usage error */
+    p = RUN("--timeout", "5", flag, "identity", "list");
+    assert_exit(p, 2);
+    cr_assert_not_null(strstr(p->err, "--timeout (from flag): '5' needs a unit"), "%s", p->err);
+    cms_test_proc_free(p);
+    /* an option only some verb has is not shared */
+    p = RUN("--limit", "5", "identity", "list");
+    assert_exit(p, 2);
+    cr_assert_not_null(strstr(p->err, "--limit is not a shared option"), "%s", p->err);
     cms_test_proc_free(p);
 }
 
