@@ -533,10 +533,18 @@ int cmsctl_cmd_call(cmsctl_cmd *c, const char *verb, cmsctl_cmd_kind kind,
     }
 out:
     natsMsg_Destroy(rep);
-    if (body != NULL) /* it may hold a secret */
+    if (body != NULL) /* it may hold a key (whoami) */
         sodium_memzero(body, len > 0 ? len : 1);
     free(body);
     return status;
+}
+
+int cmsctl_cmd_whoami(cmsctl_cmd *c, Cms__V1__Principal **out)
+{
+    Cms__V1__Authenticate req = CMS__V1__AUTHENTICATE__INIT;
+    req.api_key = c->auth + strlen("Bearer ");
+    return cmsctl_cmd_call(c, "authenticate", CMSCTL_CMD_READ, &req.base,
+                           &cms__v1__principal__descriptor, (ProtobufCMessage **)out);
 }
 
 /* ------------------------------------------------------------------------ */

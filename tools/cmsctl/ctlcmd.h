@@ -23,6 +23,7 @@
 #include <stdint.h>
 
 #include "cms/v1/command.pb-c.h"
+#include "cms/v1/identity.pb-c.h"
 #include "config.h"
 #include "ctlout.h"
 
@@ -161,6 +162,12 @@ void cmsctl_cmd_destroy(cmsctl_cmd *c); /* wipes the key; NULL-safe */
 int cmsctl_cmd_call(cmsctl_cmd *c, const char *verb, cmsctl_cmd_kind kind,
                     const ProtobufCMessage *req, const ProtobufCMessageDescriptor *rdesc,
                     ProtobufCMessage **out) __attribute__((warn_unused_result));
+
+/* Asks cms-identity who the client's own key belongs to: "authenticate"
+ * with the key as its body. *out is the Principal (caller frees with
+ * cms__v1__principal__free_unpacked); a refused key is the service's
+ * PERMISSION_DENIED, printed, CMSCTL_EXIT_FAILED. */
+int cmsctl_cmd_whoami(cmsctl_cmd *c, Cms__V1__Principal **out) __attribute__((warn_unused_result));
 
 /* ------------------------------------------------------------------------ */
 /* times */

@@ -14,7 +14,10 @@
  * with -o ndjson one compact object per line. Times are RFC 3339 in UTC: to
  * the second in tables, to the microsecond in JSON, where each "*_at"
  * string comes with its "*_at_us" (Unix microseconds, as on the wire). An
- * issued API key is printed once, to stdout only. */
+ * issued API key is printed once, to stdout only.
+ *
+ * cmsctl whoami is here too: it is cms-identity's authenticate, asked about
+ * the caller's own key. */
 #include <inttypes.h>
 #include <jansson.h>
 #include <sodium.h>
@@ -96,6 +99,10 @@ static const cms_option revoke_options[] = {
 };
 
 static const cms_option clist_options[] = {
+    CMSCTL_CMD_OPTIONS,
+};
+
+static const cms_option whoami_options[] = {
     CMSCTL_CMD_OPTIONS,
 };
 
@@ -950,4 +957,77 @@ int cmsctl_credential_main(int argc, char **argv)
     if (strcmp(sub, "list") == 0)
         return clist_main(argc - 1, argv + 1);
     return cmsctl_usage(prog, "unknown sub-verb \"%s\": want issue, revoke or list", sub);
+}
+
+/* ------------------------------------------------------------------------ */
+/* cmsctl whoami */
+
+static json_t *principal_json(const Cms__V1__Principal *p)
+{
+    json_t *o = json_object(), *roles = json_array();
+    if (o == NULL || roles == NULL) {
+        json_decref(o);
+        json_decref(roles);
+        return NULL;
+    }
+    json_object_set_new(o, "identity_id", cmsctl_out_str(p->identity_id));
+    json_object_set_new(o, "name", cmsctl_out_str(p->name));
+    json_object_set_new(o, "type", cmsctl_out_str(p->type));
+    json_object_set_new(o, "status", cmsctl_out_str(p->status));
+    for (size_t i = 0; i < p->n_roles; i++)
+        json_array_append_new(roles, cmsctl_out_str(p->roles[i]));
+    json_object_set_new(o, "roles", roles);
+    json_object_set_new(o, "credential_id", cmsctl_out_str(p->credential_id));
+    cmsctl_out_time(o, "expires_at", p->expires_at_us);
+    return o;
+}
+
+static void principal_table(const Cms__V1__Principal *p)
+{
+    char b[TEXT_MAX], t[CMSCTL_CMD_TIME_MAX], roles[ROLES_TEXT_MAX];
+    size_t len = 0;
+    roles[0] = '\0';
+    for (size_t i = 0; i < p->n_roles; i++) {
+        int n = snprintf(roles + len, sizeof roles - len, "%s%s", i > 0 ? "," : "", p->roles[i]);
+        if (n < 0 || (size_t)n >= sizeof roles - len) {
+            roles[len] = '\0';
+            break;
+        }
+        len += (size_t)n;
+    }
+    printf("identity_id: %s\n", clean(p->identity_id, b, sizeof b));
+    printf("name: %s\n", clean(p->name, b, sizeof b));
+    printf("type: %s\n", clean(p->type, b, sizeof b));
+    printf("status: %s\n", clean(p->status, b, sizeof b));
+    printf("roles: %s\n", len > 0 ? clean(roles, b, sizeof b) : "-");
+    printf("credential_id: %s\n", clean(p->credential_id, b, sizeof b));
+    printf("expires_at: %s\n", table_time(p->expires_at_us, t));
+}
+
+int cmsctl_whoami_main(int argc, char **argv)
+{
+    verb v;
+    Cms__V1__Principal *who = NULL;
+    int status =
+        verb_begin(&v, "cmsctl whoami", whoami_options, NOPTS(whoami_options), argc, argv,
+                   "who the API key belongs to",
+                   "\n\n"
+                   "Asks cms-identity (authenticate) whom the configured API key belongs\n"
+                   "to and prints it: the identity's id, name, type, status and roles, the\n"
+                   "credential's id and when it expires. A key the service refuses\n"
+                   "(unknown, revoked, expired, or its identity not active) is an error,\n"
+                   "exit status 1.\n\n" CMSCTL_CMD_KEY_HELP,
+                   NULL);
+    if (status != CMSCTL_EXIT_OK || (status = verb_open(&v)) != CMSCTL_EXIT_OK)
+        goto out;
+    if ((status = cmsctl_cmd_whoami(v.c, &who)) != CMSCTL_EXIT_OK)
+        goto out;
+    if (v.fmt != CMSCTL_OUT_TABLE)
+        status = cmsctl_out_emit(v.prog, v.fmt, principal_json(who), NULL);
+    else
+        principal_table(who);
+out:
+    if (who != NULL)
+        cms__v1__principal__free_unpacked(who, NULL);
+    return verb_end(&v, status);
 }

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "ctlout.h"
 #include "log.h"
 #include "verbs.h"
 
@@ -33,6 +34,8 @@ static const char overall_help[] =
     "  audit query   read the audit log, filtered, with keyset pagination\n"
     "  identity      create, get, list, suspend, activate, deactivate identities\n"
     "  credential    issue, revoke, list the credentials of identities\n"
+    "  whoami        who the API key belongs to (asks cms-identity)\n"
+    "  version       print the version\n"
     "\n"
     "shared options (before or after the verb; a verb takes those it uses):\n"
     "  -o, --output table|json|ndjson\n"
@@ -50,8 +53,8 @@ static const char overall_help[] =
     "A .pbs file is a sequence of protobuf messages (cms.v1.Envelope), each preceded by\n"
     "its length as a varint, as protobuf's writeDelimitedTo writes them.\n"
     "\n"
-    "The identity and credential verbs send commands to cms-identity with the API key\n"
-    "from CMS_API_KEY, else the file CMS_CREDENTIALS_FILE names, else\n"
+    "The identity, credential and whoami verbs send commands to cms-identity with the\n"
+    "API key from CMS_API_KEY, else the file CMS_CREDENTIALS_FILE names, else\n"
     "~/.config/cms/credentials. Exit status: 0 done, 1 failed, 2 usage error.\n";
 
 /* The options the verbs share, accepted before the verb. */
@@ -74,6 +77,40 @@ static const shared_option *find_shared(const char *name, size_t len)
     return NULL;
 }
 
+static const cms_option version_options[] = {
+    CMSCTL_OUT_OPTIONS,
+};
+
+int cmsctl_version_main(int argc, char **argv)
+{
+    static const char prog[] = "cmsctl version";
+    cms_config *cfg = NULL;
+    cmsctl_out_format fmt = CMSCTL_OUT_TABLE;
+    int status =
+        cmsctl_parse(version_options, sizeof version_options / sizeof version_options[0], argc,
+                     argv, prog, "print the version of cmsctl",
+                     "\n\nPrints \"cmsctl VERSION\", as cmsctl --version does, or with -o json "
+                     "{\"name\": \"cmsctl\", \"version\": VERSION}.",
+                     &cfg);
+    if (status != CMSCTL_EXIT_OK)
+        goto out;
+    if (cms_config_npositional(cfg) > 0) {
+        status = cmsctl_usage(prog, "unexpected argument \"%s\"", cms_config_positional(cfg, 0));
+        goto out;
+    }
+    if ((status = cmsctl_out_format_get(prog, cfg, &fmt)) != CMSCTL_EXIT_OK)
+        goto out;
+    if (fmt == CMSCTL_OUT_TABLE) {
+        printf("%s %s\n", PROG, CMS_VERSION);
+    } else {
+        json_t *o = json_pack("{s:s, s:s}", "name", PROG, "version", CMS_VERSION);
+        status = cmsctl_out_emit(prog, fmt, o, NULL);
+    }
+out:
+    cms_config_destroy(cfg);
+    return status == CMSCTL_PARSE_DONE ? CMSCTL_EXIT_OK : status;
+}
+
 /* Runs the verb argv[0] with argc/argv (argv[0] is the verb). */
 static int run_verb(int argc, char **argv)
 {
@@ -90,9 +127,13 @@ static int run_verb(int argc, char **argv)
         return cmsctl_identity_main(argc, argv);
     if (strcmp(verb, "credential") == 0)
         return cmsctl_credential_main(argc, argv);
+    if (strcmp(verb, "whoami") == 0)
+        return cmsctl_whoami_main(argc, argv);
+    if (strcmp(verb, "version") == 0)
+        return cmsctl_version_main(argc, argv);
     return cmsctl_usage(PROG,
-                        "unknown verb \"%s\": want gen, record, replay, audit, identity or "
-                        "credential",
+                        "unknown verb \"%s\": want gen, record, replay, audit, identity, "
+                        "credential, whoami or version",
                         verb);
 }
 

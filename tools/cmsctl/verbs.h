@@ -11,5 +11,7 @@ int cmsctl_audit_main(int argc, char **argv); /* argv[0] is "audit", argv[1] the
 /* argv[0] is "identity" / "credential", argv[1] the sub-verb (identity.c) */
 int cmsctl_identity_main(int argc, char **argv);
 int cmsctl_credential_main(int argc, char **argv);
+int cmsctl_whoami_main(int argc, char **argv);  /* identity.c: who the API key belongs to */
+int cmsctl_version_main(int argc, char **argv); /* main.c */
 
 #endif

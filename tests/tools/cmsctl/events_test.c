@@ -894,6 +894,26 @@ Test(cmsctl, verbs_and_help)
     cr_assert_not_null(strstr(p->err, "unknown verb"), "%s", p->err);
     proc_free(p);
 
+    /* version: the verb and the flag say the same */
+    p = RUN("--version");
+    assert_exit(p, 0);
+    proc *v = RUN("version");
+    assert_exit(v, 0);
+    cr_assert_str_eq(v->out, p->out);
+    cr_assert_eq(strncmp(v->out, "cmsctl ", 7), 0, "%s", v->out);
+    proc_free(v);
+    v = RUN("version", "-o", "json");
+    assert_exit(v, 0);
+    json_t *o = json_loads(v->out, 0, NULL);
+    cr_assert(json_is_object(o), "%s", v->out);
+    cr_assert_str_eq(json_string_value(json_object_get(o, "name")), "cmsctl");
+    cr_assert_eq(strncmp(p->out + 7, json_string_value(json_object_get(o, "version")),
+                         strlen(json_string_value(json_object_get(o, "version")))),
+                 0);
+    json_decref(o);
+    proc_free(v);
+    proc_free(p);
+
     /* an option before the verb that is not shared by the verbs is refused, naming it */
     p = RUN("--count", "3", "gen");
     assert_exit(p, 2);
@@ -906,7 +926,7 @@ Test(cmsctl, verbs_and_help)
     p = RUN("-o", "json", "gen", "--count", "10", "--bad-fraction", "0.2", "--seed", "7", "--out",
             out);
     assert_exit(p, 0);
-    json_t *o = json_loads(p->out, 0, NULL);
+    o = json_loads(p->out, 0, NULL);
     cr_assert(json_is_object(o), "one object:\n%s", p->out);
     cr_assert_eq(json_integer_value(json_object_get(o, "total")), 10);
     cr_assert_eq(json_integer_value(json_object_get(o, "valid")), 8);
@@ -917,10 +937,9 @@ Test(cmsctl, verbs_and_help)
     json_decref(o);
     proc_free(p);
     unlink(out);
-    static const char *const verbs[][3] = {{"gen", "--help", NULL},
-                                           {"record", "--help", NULL},
-                                           {"replay", "--help", NULL},
-                                           {"audit", "query", "--help"}};
+    static const char *const verbs[][3] = {{"gen", "--help", NULL},    {"record", "--help", NULL},
+                                           {"replay", "--help", NULL}, {"audit", "query", "--help"},
+                                           {"whoami", "--help", NULL}, {"version", "--help", NULL}};
     for (size_t i = 0; i < sizeof verbs / sizeof verbs[0]; i++) {
         const char *args[4] = {verbs[i][0], verbs[i][1], verbs[i][2], NULL};
         p = run_argv(args);

@@ -1,11 +1,12 @@
-/* cmsctl identity and cmsctl credential, run as a program against a real
- * cms-identity (tests/lib/svcfx) on the throwaway PostgreSQL and
- * nats-server: create and get (table, -o json, --json, -o ndjson), list
+/* cmsctl identity, cmsctl credential and cmsctl whoami, run as a program
+ * against a real cms-identity (tests/lib/svcfx) on the throwaway PostgreSQL
+ * and nats-server: create and get (table, -o json, --json, -o ndjson), list
  * pages with the cursor and --all, status changes with a reason, an API key
  * issued once, usable, listed without its secret, then revoked and refused;
- * the shared options before the verb; "no results" on stderr with stdout
- * empty; the service's errors printed with their code and field; where the
- * key comes from and what happens when it is missing or exposed.
+ * whoami for a key and for a refused one; the shared options before the
+ * verb; "no results" on stderr with stdout empty; the service's errors
+ * printed with their code and field; where the key comes from and what
+ * happens when it is missing or exposed.
  *
  * The suite cmsctl_wire needs no cms-identity: a responder of the test's
  * own on a subject root of its own checks what cmsctl puts on the wire (the
@@ -250,7 +251,8 @@ Test(cmsctl_identity, bad_type_is_invalid_argument_naming_the_field)
     cr_assert_str_eq(n, "0");
     free(n);
 
-    /* what cmsctl itself must understand is a usage error (exit 2), sent nowhere */
+    /* what cmsctl itself must understand is a usage error (exit 2), sent nowhere
+     */
     p = RUN("identity", "create", "robbie", "--type", "user", "--metadata", "{not json");
     assert_exit(p, 2);
     cr_assert_not_null(strstr(p->err, "--metadata is not JSON"), "%s", p->err);
@@ -670,7 +672,8 @@ Test(cmsctl_identity, no_results_go_to_stderr_and_stdout_stays_empty)
 
 Test(cmsctl_identity, shared_options_may_come_before_the_verb)
 {
-    /* the variable points nowhere: only the option before the verb reaches NATS */
+    /* the variable points nowhere: only the option before the verb reaches NATS
+     */
     const char *url = cms_test_env("CMS_TEST_NATS_URL");
     cr_assert_eq(setenv("CMS_NATS_URL", "nats://127.0.0.1:1", 1), 0);
     cms_test_proc *p = RUN("--nats-url", url, "identity", "get", "admin");
@@ -689,10 +692,10 @@ Test(cmsctl_identity, shared_options_may_come_before_the_verb)
     cr_assert(json_is_array(a), "%s", p->out);
     json_decref(a);
     cms_test_proc_free(p);
-    p = RUN("--json", "--command-prefix", g_f.prefix, flag, "identity", "get", "admin");
+    p = RUN("--json", "--command-prefix", g_f.prefix, flag, "whoami");
     assert_exit(p, 0);
     json_t *o = parse_json(p);
-    cr_assert_str_eq(jget_str(o, "id"), g_f.admin_id);
+    cr_assert_str_eq(jget_str(o, "identity_id"), g_f.admin_id);
     json_decref(o);
     cms_test_proc_free(p);
 
@@ -716,6 +719,96 @@ Test(cmsctl_identity, shared_options_may_come_before_the_verb)
     p = RUN("--limit", "5", "identity", "list");
     assert_exit(p, 2);
     cr_assert_not_null(strstr(p->err, "--limit is not a shared option"), "%s", p->err);
+    cms_test_proc_free(p);
+}
+
+/* ------------------------------------------------------------------------ */
+/* whoami */
+
+Test(cmsctl_identity, whoami_names_the_key_owner)
+{
+    cms_test_proc *p = RUN("whoami");
+    assert_exit(p, 0);
+    char *iid = line_value(p->out, "identity_id"), *name = line_value(p->out, "name"),
+         *roles = line_value(p->out, "roles"), *type = line_value(p->out, "type"),
+         *cid = line_value(p->out, "credential_id"), *exp = line_value(p->out, "expires_at");
+    cr_assert_str_eq(iid, g_f.admin_id, "%s", p->out);
+    cr_assert_str_eq(name, "admin");
+    cr_assert_str_eq(type, "user");
+    cr_assert_str_eq(roles, "admin");
+    cms_uuid u;
+    cr_assert(cid != NULL && cms_uuid_parse(cid, strlen(cid), &u), "%s", p->out);
+    cr_assert(exp != NULL && strlen(exp) == strlen("2024-03-20T15:00:00Z"), "%s", p->out);
+    cr_assert_null(strstr(p->out, g_f.admin_key), "the key is not printed");
+    cr_assert_null(strstr(p->err, g_f.admin_key), "the key is not printed");
+    cms_test_proc_free(p);
+
+    /* json: the same, roles an array, the expiry as a time pair; the credential
+     * is the key's */
+    p = RUN("whoami", "-o", "json");
+    assert_exit(p, 0);
+    json_t *o = parse_json(p);
+    cr_assert_str_eq(jget_str(o, "identity_id"), g_f.admin_id);
+    cr_assert_str_eq(jget_str(o, "credential_id"), cid);
+    cr_assert_str_eq(jget_str(o, "status"), "active");
+    json_t *r = json_object_get(o, "roles");
+    cr_assert(json_is_array(r) && json_array_size(r) == 1, "%s", p->out);
+    cr_assert_str_eq(json_string_value(json_array_get(r, 0)), "admin");
+    assert_time_pair(o, "expires_at");
+    char q[256];
+    snprintf(q, sizeof q,
+             "SELECT (extract(epoch FROM expires_at) * 1000000)::bigint FROM "
+             "credentials WHERE "
+             "id = '%s'",
+             cid);
+    char *want = svcfx_sql(&g_f, q);
+    cr_assert_eq(json_integer_value(json_object_get(o, "expires_at_us")), strtoll(want, NULL, 10));
+    free(want);
+    json_decref(o);
+    cms_test_proc_free(p);
+    free(iid);
+    free(name);
+    free(roles);
+    free(type);
+    free(cid);
+    free(exp);
+
+    /* another identity's key names that identity */
+    char gid[37];
+    create("grace", "machine", gid);
+    p = RUN("credential", "issue", "grace", "--type", "api_key", "--expires-in", "2h");
+    assert_exit(p, 0);
+    char *key = line_value(p->out, "api_key");
+    cms_test_proc_free(p);
+    use_key(key);
+    p = RUN("whoami");
+    assert_exit(p, 0);
+    char *who = line_value(p->out, "name"), *none = line_value(p->out, "roles");
+    cr_assert_str_eq(who, "grace");
+    cr_assert_str_eq(none, "-", "no roles");
+    free(who);
+    free(none);
+    cms_test_proc_free(p);
+    free(key);
+}
+
+Test(cmsctl_identity, whoami_with_a_refused_key_fails_clearly)
+{
+    use_key("cms_00000000000000000000000000000000_"
+            "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
+    cms_test_proc *p = RUN("whoami");
+    assert_exit(p, 1);
+    cr_assert_str_eq(p->out, "", "nothing on stdout: %s", p->out);
+    cr_assert_not_null(strstr(p->err, "cmsctl whoami: PERMISSION_DENIED (api_key): "), "%s",
+                       p->err);
+    cr_assert_null(strstr(p->err, "AAAAAAAA"), "the key is not echoed: %s", p->err);
+    cms_test_proc_free(p);
+    /* no key at all is a usage error that says where it looked */
+    unsetenv("CMS_API_KEY");
+    cr_assert_eq(setenv("HOME", "/nonexistent", 1), 0);
+    p = RUN("whoami");
+    assert_exit(p, 2);
+    cr_assert_not_null(strstr(p->err, "CMS_API_KEY"), "%s", p->err);
     cms_test_proc_free(p);
 }
 
@@ -783,7 +876,8 @@ Test(cmsctl_identity, key_from_files_or_a_clear_error)
 
     /* a wrong key is the service's PERMISSION_DENIED */
     write_file(other,
-               "cms_00000000000000000000000000000000_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\n",
+               "cms_00000000000000000000000000000000_"
+               "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\n",
                0600);
     p = RUN("identity", "get", "admin");
     assert_exit(p, 1);
@@ -805,7 +899,8 @@ typedef struct wire {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     int seen;         /* requests received */
-    int answer_after; /* requests left unanswered before the first reply; -1: never */
+    int answer_after; /* requests left unanswered before the first reply; -1:
+                         never */
     char request_ids[8][160];
     char auth[8][160];
     char subjects[8][160];
