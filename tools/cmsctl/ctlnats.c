@@ -5,20 +5,48 @@
 
 #include <stdbool.h>
 #include <stdio.h>
+#include <string.h>
 #include <uv.h>
 
 #include "cli.h"
+#include "config.h"
 #include "nats.h"
 
 #define RECONNECTS 10
 #define RECONNECT_WAIT_MS 250
 #define STREAM_NAME "CMS_EVENTS"
 
+/* nats.c's last error without the places in its own source it names:
+ * "(conn.c:2088): No server available for connection" -> "No server
+ * available for connection". NULL if nothing is left. */
+static const char *human_part(const char *last)
+{
+    if (last == NULL)
+        return NULL;
+    for (;;) {
+        while (*last == ' ' || *last == '-' || *last == ':')
+            last++;
+        if (*last != '(')
+            break;
+        const char *close = strchr(last, ')');
+        const char *colon = strchr(last, ':');
+        /* "(file.c:123)": a source location, not a message */
+        if (close == NULL || colon == NULL || colon > close ||
+            strspn(colon + 1, "0123456789") != (size_t)(close - colon - 1) || close == colon + 1)
+            break;
+        last = close + 1;
+    }
+    return *last != '\0' ? last : NULL;
+}
+
 int cmsctl_nats_fail(const char *prog, const char *what, natsStatus st)
 {
-    const char *last = nats_GetLastError(NULL);
-    return cmsctl_fail(prog, "%s: %s%s%s", what, natsStatus_GetText(st), last && *last ? " - " : "",
-                       last && *last ? last : "");
+    const char *text = natsStatus_GetText(st);
+    const char *detail = human_part(nats_GetLastError(NULL));
+    /* the detail often repeats the status; then once is enough */
+    if (detail == NULL || strcmp(detail, text) == 0)
+        return cmsctl_fail(prog, "%s: %s", what, text);
+    return cmsctl_fail(prog, "%s: %s: %s", what, text, detail);
 }
 
 int cmsctl_nats_connect(const char *prog, const char *url, int64_t timeout_ms, natsConnection **out)
@@ -43,11 +71,12 @@ int cmsctl_nats_connect(const char *prog, const char *url, int64_t timeout_ms, n
     }
     st = natsConnection_Connect(&nc, o);
     if (st != NATS_OK) {
-        char what[600];
+        char what[600], shown[400];
+        (void)cms_config_redact(url, shown, sizeof shown); /* a URL may carry a password */
         snprintf(what, sizeof what,
                  "cannot connect to NATS at %s (is nats-server running? set --nats-url or "
                  "CMS_NATS_URL)",
-                 url);
+                 shown);
         status = cmsctl_nats_fail(prog, what, st);
         goto out;
     }
@@ -128,9 +157,10 @@ static int provision(const char *prog, const char *url, int64_t timeout_ms)
     }
     uv_run(&loop, UV_RUN_DEFAULT);
     if (p.result != CMS_NATS_OK) {
-        status = cmsctl_fail(
-            prog, "stream %s is missing and could not be created within %lld ms: %s", STREAM_NAME,
-            (long long)timeout_ms, p.answered ? cms_nats_strerror(p.result) : "timed out");
+        char wait[32];
+        status = cmsctl_fail(prog, "stream %s is missing and could not be created within %s: %s",
+                             STREAM_NAME, cms_config_duration_format(timeout_ms, wait, sizeof wait),
+                             p.answered ? cms_nats_strerror(p.result) : "timed out");
         goto out;
     }
     fprintf(stderr, "%s: created stream %s (cms.events.>)\n", prog, STREAM_NAME);
