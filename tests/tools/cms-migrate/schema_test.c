@@ -1,9 +1,10 @@
 /* The migrated schema, read back from the catalogs, against the facts of
- * SCHEMA.md (and the runtime tables of 0002_runtime and later) written out below: every
- * table's columns with type, nullability and default; every enum's values in
- * order; every foreign key; every index by name with its definition; every
- * primary key and unique constraint. A missing or different fact fails the
- * test and is named. Additions the list does not know are allowed (the
+ * docs/schema.md written out below (the reference schema of 0001, the
+ * runtime tables of 0002 and later, and schema_migrations): every table's
+ * columns with type, nullability and default; every enum's values in order;
+ * every foreign key; every index by name with its definition; every primary
+ * key and unique constraint. A missing or different fact fails the test and
+ * is named. Additions the list does not know (0004) are allowed (the
  * design permits additions) and only reported. */
 #include <criterion/criterion.h>
 #include <criterion/logging.h>
@@ -273,8 +274,8 @@ static void report_check(report *rp, const char *what)
     char msg[16384];
     snprintf(msg, sizeof msg, "%s", rp->text);
     free(rp->text);
-    cr_assert_eq(rp->problems, 0, "%s: %zu difference(s) from SCHEMA.md:\n%s", what, rp->problems,
-                 msg);
+    cr_assert_eq(rp->problems, 0, "%s: %zu difference(s) from docs/schema.md:\n%s", what,
+                 rp->problems, msg);
 }
 
 /* Compares name -> value facts with a two-column query result. Rows with
@@ -301,8 +302,8 @@ static void compare_pairs(const char *what, const pair_fact *facts, size_t n, co
         for (size_t i = 0; i < n && !known; i++)
             known = strcmp(PQgetvalue(r, k, 0), facts[i].name) == 0;
         if (!known)
-            cr_log_info("addition beyond SCHEMA.md: %s %s = %s", what, PQgetvalue(r, k, 0),
-                        PQgetvalue(r, k, 1));
+            cr_log_info("addition beyond the reference schema (docs/schema.md): %s %s = %s", what,
+                        PQgetvalue(r, k, 0), PQgetvalue(r, k, 1));
     }
     PQclear(r);
     report_check(&rp, what);
@@ -347,8 +348,8 @@ Test(schema, every_column_has_its_type_nullability_and_default)
             known = strcmp(PQgetvalue(r, k, 0), columns[i].table) == 0 &&
                     strcmp(PQgetvalue(r, k, 1), columns[i].column) == 0;
         if (!known)
-            cr_log_info("addition beyond SCHEMA.md: column %s.%s %s", PQgetvalue(r, k, 0),
-                        PQgetvalue(r, k, 1), PQgetvalue(r, k, 2));
+            cr_log_info("addition beyond the reference schema (docs/schema.md): column %s.%s %s",
+                        PQgetvalue(r, k, 0), PQgetvalue(r, k, 1), PQgetvalue(r, k, 2));
     }
     PQclear(r);
     report_check(&rp, "columns");
