@@ -2,6 +2,7 @@
  * dispatch; see nats.h for the contract and nats_int.h for the threads. */
 #include "nats_int.h"
 
+#include "config.h"
 #include "log.h"
 
 #include <jansson.h>
@@ -231,6 +232,10 @@ static bool dispatch(cms_nats *n, ev *e)
     case EV_UNSUB_DONE:
         nats_sub_unref(n, (cms_nats_sub *)(void *)((char *)e - offsetof(cms_nats_sub, unsub_ev)));
         break;
+    case EV_PULL_IDLE:
+        nats_dispatch_pull_idle(
+            (cms_nats_consumer *)(void *)((char *)e - offsetof(cms_nats_consumer, idle_ev)));
+        break;
     case EV_WRITER_DONE:
         return true;
     }
@@ -412,6 +417,7 @@ int cms_nats_create(uv_loop_t *loop, const cms_nats_options *o, cms_nats **out)
     }
     n->loop = loop;
     n->url = nats_dupstr(o->url);
+    (void)cms_config_redact(o->url, n->url_shown, sizeof n->url_shown);
     n->name = nats_dupstr(o->name != NULL ? o->name : "cms");
     n->queue_cap = o->queue_cap > 0 ? o->queue_cap : DEFAULT_QUEUE_CAP;
     n->send_asap = o->send_asap;
@@ -432,7 +438,7 @@ int cms_nats_create(uv_loop_t *loop, const cms_nats_options *o, cms_nats **out)
     }
     natsStatus st = nats_set_options(n);
     if (st != NATS_OK) {
-        cms_log_error("nats: bad options", "{s:s, s:s}", "url", n->url, "error",
+        cms_log_error("nats: bad options", "{s:s, s:s}", "url", n->url_shown, "error",
                       natsStatus_GetText(st));
         rc = st == NATS_NO_MEMORY ? CMS_NATS_ENOMEM : CMS_NATS_EINVAL;
         goto out;

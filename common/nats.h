@@ -139,6 +139,11 @@ int cms_nats_consume(cms_nats *n, const cms_nats_consumer_options *o, cms_nats_m
                      cms_nats_consumer **out);
 /* paused: no new fetches (a fetch already under way still delivers). */
 void cms_nats_consumer_pause(cms_nats_consumer *c, bool paused);
+/* Pauses, then idle(arg) on the loop once the fetch under way has ended and
+ * every message it brought has been handed to the callback: from then on
+ * nothing comes until unpaused. One at a time (a second call while one is
+ * pending is ignored); never called once the connection closes. */
+void cms_nats_consumer_quiesce(cms_nats_consumer *c, void (*idle)(void *arg), void *arg);
 
 /* accessors (valid until cms_nats_msg_destroy) */
 const char *cms_nats_msg_subject(const cms_nats_msg *m);

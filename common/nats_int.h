@@ -85,7 +85,15 @@ typedef enum { W_STATES(CMS_ENUM_ITEM) W_NSTATES } w_state;
 
 /* ---- queue items ---- */
 
-typedef enum { EV_MSG, EV_PUB, EV_PROVISIONED, EV_SUB_DONE, EV_UNSUB_DONE, EV_WRITER_DONE } ev_kind;
+typedef enum {
+    EV_MSG,
+    EV_PUB,
+    EV_PROVISIONED,
+    EV_SUB_DONE,
+    EV_UNSUB_DONE,
+    EV_PULL_IDLE,
+    EV_WRITER_DONE
+} ev_kind;
 
 /* An item of the event queue (nats.c threads, writer, helpers -> loop). */
 typedef struct ev {
@@ -162,10 +170,16 @@ struct cms_nats_consumer {
     void *arg;
     uv_thread_t thread;
     bool thread_started; /* loop until closing, then writer */
-    uv_mutex_t mu;       /* guards the four below */
+    uv_mutex_t mu;       /* guards the six below */
     uv_cond_t cond;
     int credit;
     bool paused, stop;
+    bool bound;       /* the fetch thread has an inbox */
+    bool idle_wanted; /* cms_nats_consumer_quiesce: push idle_ev once idle */
+    /* loop: the quiesce in progress (idle_ev is queued at most once) */
+    ev idle_ev;
+    void (*idle_cb)(void *arg);
+    void *idle_arg;
     /* fetch thread */
     natsSubscription *ns; /* plain subscription on inbox */
     natsInbox *inbox;
@@ -190,6 +204,7 @@ struct cms_nats {
     uv_async_t async;
     n_state state;
     char *url, *name;
+    char url_shown[512]; /* url without its password, for logs */
     size_t queue_cap;
     bool send_asap;
     int max_inflight;
@@ -317,5 +332,6 @@ void nats_prov_free(prov *p);
 /* ---- nats_pull.c ---- */
 
 void nats_consumer_free(cms_nats_consumer *c);
+void nats_dispatch_pull_idle(cms_nats_consumer *c);
 
 #endif

@@ -110,13 +110,22 @@ out:
     return st;
 }
 
+static void set_bound(cms_nats_consumer *c, bool bound)
+{
+    uv_mutex_lock(&c->mu);
+    c->bound = bound;
+    uv_mutex_unlock(&c->mu);
+}
+
 static void consumer_unbind(cms_nats_consumer *c)
 {
+    set_bound(c, false);
     /* a plain subscription: destroying it never touches the durable */
     natsSubscription_Destroy(c->ns);
     c->ns = NULL;
     natsInbox_Destroy(c->inbox);
     c->inbox = NULL;
+    c->req_left = 0; /* an open request's messages went with the inbox */
 }
 
 static natsStatus consumer_bind(cms_nats_consumer *c, natsConnection *nc, jsCtx *js)
@@ -133,6 +142,7 @@ static natsStatus consumer_bind(cms_nats_consumer *c, natsConnection *nc, jsCtx 
         return st;
     }
     c->req_left = 0;
+    set_bound(c, true);
     cms_log_info("nats: consumer bound", "{s:s, s:s}", "stream", c->stream, "durable", c->durable);
     return NATS_OK;
 }
@@ -209,6 +219,35 @@ static void consumer_main(void *arg)
     cms_backoff_init(&b, BACKOFF_MIN_MS, BACKOFF_MAX_MS);
     int errors = 0;
     while (js != NULL) {
+        int queued = 0, bytes = 0;
+        if (c->ns != NULL)
+            (void)natsSubscription_GetPending(c->ns, &queued, &bytes);
+        uint64_t now = uv_hrtime();
+        if (c->req_left > 0 && now >= c->req_deadline)
+            c->req_left = 0; /* no answer in time (lost with a connection) */
+        /* paused: no new request, but what the open one still brings and
+         * what is queued are handed over; idle once neither is left */
+        bool owed = c->ns != NULL && (c->req_left > 0 || queued > 0);
+        bool idle = false;
+        uv_mutex_lock(&c->mu);
+        while (!c->stop && (c->credit <= 0 || (c->paused && !owed))) {
+            if (c->paused && !owed && c->idle_wanted) {
+                c->idle_wanted = false;
+                idle = true;
+                break;
+            }
+            uv_cond_wait(&c->cond, &c->mu);
+        }
+        bool stop = c->stop, paused = c->paused;
+        int credit = c->credit;
+        uv_mutex_unlock(&c->mu);
+        if (stop)
+            break;
+        if (idle) {
+            /* after every message handed over: the queue keeps their order */
+            (void)nats_push_ev(c->n, &c->idle_ev);
+            continue;
+        }
         if (c->ns == NULL) {
             if (consumer_bind(c, nc, js) != NATS_OK) {
                 if (!consumer_pause_for(c, (int64_t)cms_backoff_next(&b)))
@@ -217,23 +256,10 @@ static void consumer_main(void *arg)
             }
             cms_backoff_reset(&b);
             errors = 0;
+            continue;
         }
-        uv_mutex_lock(&c->mu);
-        while (!c->stop && (c->paused || c->credit <= 0))
-            uv_cond_wait(&c->cond, &c->mu);
-        bool stop = c->stop;
-        int credit = c->credit;
-        uv_mutex_unlock(&c->mu);
-        if (stop)
-            break;
-
-        int queued = 0, bytes = 0;
-        (void)natsSubscription_GetPending(c->ns, &queued, &bytes);
-        uint64_t now = uv_hrtime();
         natsStatus st = NATS_OK;
-        if (c->req_left > 0 && now >= c->req_deadline)
-            c->req_left = 0; /* no answer in time (lost with a connection) */
-        if (c->req_left <= 0 && queued == 0)
+        if (!paused && c->req_left <= 0 && queued == 0)
             st = consumer_request(c, nc, credit < c->fetch_batch ? credit : c->fetch_batch);
         natsMsg *nm = NULL;
         if (st == NATS_OK) {
@@ -301,6 +327,7 @@ int cms_nats_consume(cms_nats *n, const cms_nats_consumer_options *o, cms_nats_m
     c->ack_wait_ms = o->ack_wait_ms > 0 ? o->ack_wait_ms : DEFAULT_ACK_WAIT_MS;
     c->max_deliver = o->max_deliver != 0 ? o->max_deliver : -1;
     c->credit = c->max_ack_pending;
+    c->idle_ev.kind = EV_PULL_IDLE;
     size_t nl = strlen("$JS.API.CONSUMER.MSG.NEXT..") + strlen(o->stream) + strlen(o->durable) + 1;
     c->next_subj = malloc(nl);
     if (c->next_subj != NULL)
@@ -352,6 +379,31 @@ void cms_nats_consumer_pause(cms_nats_consumer *c, bool paused)
     c->paused = paused;
     uv_cond_signal(&c->cond);
     uv_mutex_unlock(&c->mu);
+}
+
+void cms_nats_consumer_quiesce(cms_nats_consumer *c, void (*idle)(void *arg), void *arg)
+{
+    if (c == NULL || c->idle_cb != NULL)
+        return; /* one at a time: the first one's callback answers */
+    c->idle_cb = idle;
+    c->idle_arg = arg;
+    uv_mutex_lock(&c->mu);
+    c->paused = true;
+    bool bound = c->bound;
+    if (bound)
+        c->idle_wanted = true;
+    uv_cond_signal(&c->cond);
+    uv_mutex_unlock(&c->mu);
+    if (!bound) /* no inbox: nothing more can come */
+        (void)nats_push_ev(c->n, &c->idle_ev);
+}
+
+void nats_dispatch_pull_idle(cms_nats_consumer *c)
+{
+    void (*idle)(void *) = c->idle_cb;
+    c->idle_cb = NULL;
+    if (idle != NULL)
+        idle(c->idle_arg);
 }
 
 void nats_consumer_free(cms_nats_consumer *c)

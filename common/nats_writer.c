@@ -329,7 +329,7 @@ static natsConnection *writer_connect(cms_nats *n)
             return nc;
         }
         uint64_t delay = cms_backoff_next(&b);
-        cms_log_error("nats: cannot connect", "{s:s, s:s, s:I}", "url", n->url, "error",
+        cms_log_error("nats: cannot connect", "{s:s, s:s, s:I}", "url", n->url_shown, "error",
                       natsStatus_GetText(st), "retry_ms", (json_int_t)delay);
         uv_mutex_lock(&n->wmu);
         uint64_t deadline = uv_hrtime() + delay * NS_PER_MS;
