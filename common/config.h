@@ -155,6 +155,14 @@ bool cms_config_redact(const char *value, char *out, size_t len);
 #define CMS_OPTIONS_COMMANDS \
   {"command-prefix", "CMS_COMMAND_PREFIX", CMS_OPT_STRING, "cms.cmd", "subject root of commands: <prefix>.<service>.<verb>", CMS_OPT_PUBLIC, false}, \
   {"auth-cache", "CMS_AUTH_CACHE", CMS_OPT_DURATION, "5s", "longest a resolved API key is trusted without asking cms-identity again (1ms to 10m)", CMS_OPT_PUBLIC, false}
+
+/* What a service that consumes events adds (common/consumer.h). */
+#define CMS_OPTIONS_CONSUMERS \
+  {"consumer-ack-wait", "CMS_CONSUMER_ACK_WAIT", CMS_OPT_DURATION, "30s", "how long JetStream waits for an event's ack before redelivering it (set when the durable is created)", CMS_OPT_PUBLIC, false}, \
+  {"consumer-lease", "CMS_CONSUMER_LEASE", CMS_OPT_DURATION, "10s", "how long a replica's hold on a consumer lasts unrenewed; a standby takes over after it", CMS_OPT_PUBLIC, false}, \
+  {"consumer-max-inflight", "CMS_CONSUMER_MAX_INFLIGHT", CMS_OPT_INT, "256", "events a consumer holds unacked at most", CMS_OPT_PUBLIC, false}, \
+  {"consumer-concurrency", "CMS_CONSUMER_CONCURRENCY", CMS_OPT_INT, "8", "events (of different resources) a consumer applies at once", CMS_OPT_PUBLIC, false}, \
+  {"processed-events-retention", "CMS_PROCESSED_EVENTS_RETENTION", CMS_OPT_DURATION, "7d", "how long an applied event is remembered against a second delivery (at least 1h, 10 ack waits and twice the dedupe window)", CMS_OPT_PUBLIC, false}
 // clang-format on
 
 #endif

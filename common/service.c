@@ -5,6 +5,7 @@
 #include "http.h"
 #include "log.h"
 
+#include <jansson.h>
 #include <nats/nats.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,13 +19,22 @@
 
 static const cms_option common_options[] = {CMS_OPTIONS_COMMON};
 static const cms_option command_options[] = {CMS_OPTIONS_COMMANDS};
+static const cms_option consumer_options[] = {CMS_OPTIONS_CONSUMERS};
+
+/* One of the spec's consumers, and how its callbacks reach the spec. */
+typedef struct service_consumer {
+    struct cms_service *s;
+    const cms_service_consumer *def;
+    cms_consumer *c;
+} service_consumer;
 
 /* Draining goes through these stages in order; each ends in a callback. */
 typedef enum {
     DRAIN_NONE,
-    DRAIN_COMMANDS, /* the command server answers what it holds */
-    DRAIN_SERVICE,  /* the spec's own in-flight work */
-    DRAIN_OUTBOX,   /* the relay settles its publishes */
+    DRAIN_COMMANDS,  /* the command server answers what it holds */
+    DRAIN_CONSUMERS, /* the consumers settle what they hold, release their leases */
+    DRAIN_SERVICE,   /* the spec's own in-flight work */
+    DRAIN_OUTBOX,    /* the relay settles its publishes */
     DRAIN_DONE,
 } drain_stage;
 
@@ -41,6 +51,8 @@ struct cms_service {
     cms_outbox *outbox;
     cms_cmd *cmd;
     cms_auth *auth;
+    service_consumer *consumers; /* spec->nconsumers */
+    size_t consumers_draining;
     uv_timer_t schema_timer;
     bool streams_ready;
     bool schema_checking;
@@ -79,6 +91,10 @@ cms_outbox *cms_service_outbox(const cms_service *s)
 cms_auth *cms_service_auth(const cms_service *s)
 {
     return s->auth;
+}
+cms_consumer *cms_service_consumer_at(const cms_service *s, size_t i)
+{
+    return s->consumers && i < s->spec->nconsumers ? s->consumers[i].c : NULL;
 }
 cms_proc *cms_service_proc(const cms_service *s)
 {
@@ -168,8 +184,12 @@ static bool ready(void *arg, char *why, size_t len)
         snprintf(why, len, "JetStream streams not provisioned yet\n");
     else if (s->spec->ready && !s->spec->ready(s, s->spec->arg, why, len))
         return false;
-    else
+    else {
+        for (size_t i = 0; s->consumers && i < s->spec->nconsumers; i++)
+            if (s->consumers[i].c && !cms_consumer_ready(s->consumers[i].c, why, len))
+                return false;
         return true;
+    }
     return false;
 }
 
@@ -178,6 +198,13 @@ static bool ready(void *arg, char *why, size_t len)
 static void stage_closed(void *arg)
 {
     drain_next(arg);
+}
+
+static void consumer_drained(void *arg)
+{
+    cms_service *s = arg;
+    if (--s->consumers_draining == 0)
+        drain_next(s);
 }
 
 void cms_service_drained(cms_service *s)
@@ -199,6 +226,17 @@ static void drain_next(cms_service *s)
                 cms_cmd_close(s->cmd, stage_closed, s);
                 return;
             }
+            break;
+        case DRAIN_CONSUMERS:
+            s->consumers_draining = 1; /* until every drain has begun */
+            for (size_t i = 0; s->consumers && i < s->spec->nconsumers; i++) {
+                if (s->consumers[i].c) {
+                    s->consumers_draining++;
+                    cms_consumer_drain(s->consumers[i].c, consumer_drained, s);
+                }
+            }
+            if (--s->consumers_draining > 0)
+                return;
             break;
         case DRAIN_SERVICE:
             if (s->started && s->spec->drain) {
@@ -237,6 +275,8 @@ static void on_close(cms_proc *p, void *arg)
         s->spec->close(s, s->spec->arg);
     if (s->schema_timer.data)
         uv_close((uv_handle_t *)&s->schema_timer, NULL);
+    for (size_t i = 0; s->consumers && i < s->spec->nconsumers; i++)
+        cms_consumer_close(s->consumers[i].c, NULL, NULL);
     cms_outbox_abort(s->outbox); /* a no-op after a clean drain */
     cms_auth_close(s->auth, NULL, NULL);
     if (s->nats)
@@ -249,22 +289,92 @@ static void on_close(cms_proc *p, void *arg)
 
 /* ---- start ---- */
 
-/* The common options, the command server's when the spec serves commands
- * (a service offers no option it does not use), then the spec's own. */
+/* The common options, the command server's when the spec serves commands,
+ * the consumers' when it consumes (a service offers no option it does not
+ * use), then the spec's own. */
 static cms_option *merge_options(const cms_service_spec *spec, size_t *n)
 {
     size_t nc = sizeof common_options / sizeof common_options[0];
     size_t nk = spec->commands ? sizeof command_options / sizeof command_options[0] : 0;
-    cms_option *o = calloc(nc + nk + spec->noptions, sizeof *o);
+    size_t ne = spec->nconsumers ? sizeof consumer_options / sizeof consumer_options[0] : 0;
+    cms_option *o = calloc(nc + nk + ne + spec->noptions, sizeof *o);
     if (o == NULL)
         return NULL;
     memcpy(o, common_options, sizeof common_options);
     if (nk)
         memcpy(o + nc, command_options, sizeof command_options);
+    if (ne)
+        memcpy(o + nc + nk, consumer_options, sizeof consumer_options);
     if (spec->noptions)
-        memcpy(o + nc + nk, spec->options, spec->noptions * sizeof *o);
-    *n = nc + nk + spec->noptions;
+        memcpy(o + nc + nk + ne, spec->options, spec->noptions * sizeof *o);
+    *n = nc + nk + ne + spec->noptions;
     return o;
+}
+
+/* ---- consumers ---- */
+
+static cms_consumer_verdict consumer_handle(void *arg, const Cms__V1__Envelope *env,
+                                            cms_pg_job *job, const char **reason)
+{
+    service_consumer *sc = arg;
+    return sc->def->handle(sc->s->spec->arg, env, job, reason);
+}
+
+static void consumer_committed(void *arg, const Cms__V1__Envelope *env)
+{
+    service_consumer *sc = arg;
+    if (sc->s->outbox)
+        cms_outbox_kick(sc->s->outbox); /* the handler's statements may have added events */
+    if (sc->def->committed)
+        sc->def->committed(sc->s->spec->arg, env);
+}
+
+static int start_consumers(cms_service *s)
+{
+    const cms_config *c = s->cfg;
+    int64_t ack_wait = cms_config_duration_ms(c, "consumer-ack-wait");
+    int64_t lease = cms_config_duration_ms(c, "consumer-lease");
+    int64_t retention = cms_config_duration_ms(c, "processed-events-retention");
+    int64_t inflight = cms_config_int(c, "consumer-max-inflight");
+    int64_t concurrency = cms_config_int(c, "consumer-concurrency");
+    if (ack_wait < 1000 || lease < 1000 || inflight < 1 || inflight > 65536 || concurrency < 1 ||
+        concurrency > 1024) {
+        cms_log_error("bad option: consumer-ack-wait and consumer-lease must be at least 1s, "
+                      "consumer-max-inflight 1 to 65536, consumer-concurrency 1 to 1024",
+                      NULL);
+        return 1;
+    }
+    if (retention < cms_consumer_min_retention_ms(ack_wait)) {
+        cms_log_error("bad option: processed-events-retention is shorter than an applied event "
+                      "can come again (at least 1h, 10 ack waits and twice the dedupe window)",
+                      "{s:I}", "least_ms", (json_int_t)cms_consumer_min_retention_ms(ack_wait));
+        return 1;
+    }
+    s->consumers = calloc(s->spec->nconsumers, sizeof *s->consumers);
+    if (s->consumers == NULL)
+        return 1;
+    for (size_t i = 0; i < s->spec->nconsumers; i++) {
+        service_consumer *sc = &s->consumers[i];
+        sc->s = s;
+        sc->def = &s->spec->consumers[i];
+        cms_consumer_options o = {.name = sc->def->name,
+                                  .filter_subject = sc->def->filter_subject,
+                                  .max_inflight = (int)inflight,
+                                  .max_concurrent = (int)concurrency,
+                                  .ack_wait_ms = ack_wait,
+                                  .lease_ms = lease,
+                                  .retention_ms = retention,
+                                  .handle = consumer_handle,
+                                  .committed = consumer_committed,
+                                  .arg = sc};
+        cms_consumer_err err = cms_consumer_create(&s->loop, s->pg, s->nats, &o, &sc->c);
+        if (err != CMS_CONSUMER_OK) {
+            cms_log_error("cannot start the event consumer", "{s:s, s:s}", "consumer",
+                          sc->def->name ? sc->def->name : "", "error", cms_consumer_strerror(err));
+            return 1;
+        }
+    }
+    return 0;
 }
 
 static int start(cms_service *s)
@@ -298,8 +408,9 @@ static int start(cms_service *s)
                            /* callers wait on every command reply */
                            .send_asap = s->spec->commands};
     if (cms_nats_create(&s->loop, &no, &s->nats) != 0) {
-        cms_log_error("cannot create the NATS connection: check --nats-url", "{s:s}", "url",
-                      no.url);
+        char shown[512];
+        (void)cms_config_redact(no.url, shown, sizeof shown);
+        cms_log_error("cannot create the NATS connection: check --nats-url", "{s:s}", "url", shown);
         return 1;
     }
     if (cms_bus_provision(s->nats, streams_done, s) != 0)
@@ -355,6 +466,8 @@ static int start(cms_service *s)
         return 1;
     }
     s->started = true;
+    if (s->spec->nconsumers && start_consumers(s) != 0)
+        return 1;
     if (s->cmd && cms_cmd_start(s->cmd) != 0)
         return 1;
     cms_log_info("started", "{s:s, s:i, s:s}", "http", addr, "schema_version", CMS_SCHEMA_VERSION,
@@ -410,6 +523,9 @@ out_loop:
         cms_log_warn("loop closed with handles open", NULL);
 out:
     cms_proc_destroy(s->proc);
+    for (size_t i = 0; s->consumers && i < spec->nconsumers; i++)
+        cms_consumer_destroy(s->consumers[i].c);
+    free(s->consumers);
     cms_cmd_destroy(s->cmd);
     cms_auth_destroy(s->auth);
     cms_outbox_destroy(s->outbox);

@@ -4,22 +4,26 @@
  * (environment, then flags; --help lists them all), sets up JSON logging,
  * the process lifecycle, the PostgreSQL pool, the NATS connection and the
  * JetStream streams, the /healthz /readyz /metrics endpoint, and — when the
- * spec asks — the outbox relay and the command server with authentication
- * of every caller (auth.h), then runs the loop.
+ * spec asks — the outbox relay, the command server with authentication of
+ * every caller (auth.h) and the event consumers (consumer.h), then runs
+ * the loop.
  *
  * /readyz is 200 only while the database has a ready connection, NATS is
  * connected, the streams are provisioned, the schema is at least at the
- * version this build expects, and the spec's own ready() agrees.
+ * version this build expects, every consumer can work, and the spec's own
+ * ready() agrees.
  *
- * SIGTERM/SIGINT: the command server stops taking requests, the spec's
- * drain() finishes in-flight work, the outbox relay settles, then NATS,
- * the pool and the HTTP endpoint close — all within drain-timeout-ms. */
+ * SIGTERM/SIGINT: the command server stops taking requests, the consumers
+ * finish and ack what they hold and release their leases, the spec's
+ * drain() finishes its own in-flight work, the outbox relay settles, then
+ * NATS, the pool and the HTTP endpoint close — all within --drain-timeout. */
 #ifndef CMS_SERVICE_H
 #define CMS_SERVICE_H
 
 #include "auth.h"
 #include "cmd.h"
 #include "config.h"
+#include "consumer.h"
 #include "loop.h"
 #include "metrics.h"
 #include "nats.h"
@@ -32,6 +36,17 @@
 
 typedef struct cms_service cms_service;
 
+/* An event consumer of the service: a durable of its own, shared by the
+ * service's replicas (consumer.h). Its handler and committed callback are
+ * called with the spec's arg; after every commit the service's outbox is
+ * kicked (a handler's statements may add events). */
+typedef struct cms_service_consumer {
+    const char *name;           /* [a-z0-9_-]: its durable, records, lease and dead letters */
+    const char *filter_subject; /* NULL: every event (cms.events.>) */
+    cms_consumer_handler handle;
+    cms_consumer_committed_cb committed; /* optional */
+} cms_service_consumer;
+
 typedef struct cms_service_spec {
     const char *name;          /* "audit": process cms-audit, queue group and outbox source */
     const char *summary;       /* one line for --help */
@@ -39,8 +54,11 @@ typedef struct cms_service_spec {
     size_t noptions;
     bool outbox;   /* run an outbox relay for rows with source = name */
     bool commands; /* serve cms.cmd.<name>.<verb> */
+    /* Consumers started once start() succeeded (adds the consumer options). */
+    const cms_service_consumer *consumers;
+    size_t nconsumers;
     /* On the loop, once everything exists (maybe not yet connected): register
-     * verbs, prepare statements, start consumers. Non-zero aborts the start. */
+     * verbs, prepare statements. Non-zero aborts the start. */
     int (*start)(cms_service *s, void *arg);
     /* Draining began: stop taking work, finish what is in flight, then call
      * cms_service_drained(s). NULL: nothing to finish. */
@@ -66,6 +84,8 @@ cms_nats *cms_service_nats(const cms_service *s);
 cms_cmd *cms_service_cmd(const cms_service *s);       /* NULL unless spec.commands */
 cms_outbox *cms_service_outbox(const cms_service *s); /* NULL unless spec.outbox */
 cms_auth *cms_service_auth(const cms_service *s);     /* NULL unless spec.commands */
+/* The spec's i-th consumer; NULL before the start succeeded or past the end. */
+cms_consumer *cms_service_consumer_at(const cms_service *s, size_t i);
 cms_proc *cms_service_proc(const cms_service *s);
 void cms_service_drained(cms_service *s);
 

@@ -182,6 +182,9 @@ static const pair_fact indexes[] = {
      "CREATE INDEX idx_outbox_source_seq ON public.outbox USING btree (source, seq)"},
     {"processed_events_pkey", "CREATE UNIQUE INDEX processed_events_pkey ON "
                               "public.processed_events USING btree (consumer, event_id)"},
+    /* 0008: the consumers' pruning by age */
+    {"idx_processed_events_age", "CREATE INDEX idx_processed_events_age ON "
+                                 "public.processed_events USING btree (consumer, processed_at)"},
     {"command_replies_pkey", "CREATE UNIQUE INDEX command_replies_pkey ON public.command_replies "
                              "USING btree (service, request_id)"},
     {"idx_command_replies_created",
