@@ -6,12 +6,23 @@
  * key of the API key form whose secret is 32 zero bytes ("AAAA...A"), as
  * the identity named by the key's id (the wiring is tested, not
  * cms-identity); or, with CMS_TESTSVC_REMOTE_AUTH=1, through cms-identity
- * like every real service. */
+ * like every real service.
+ *
+ * With CMS_TESTSVC_CONSUMER=<name> (and CMS_TESTSVC_CONSUME_SUBJECT=<filter>)
+ * it also consumes events through common/consumer, for the consumer's
+ * tests. By the verb of the event type: "poison" is dead-lettered (reason
+ * "poison"); "bad" writes a row the database refuses (a NULL in a NOT NULL
+ * column: dead-lettered as rejected_by_database); "crash" is applied, then
+ * the process kills itself (SIGKILL) between the commit and the ack; any
+ * other is applied. Applying one is a row of testsvc_effects (a table the
+ * test makes: resource_id, event_id, details NOT NULL, id in commit order),
+ * committed with the event's record. */
 #include "apikey.h"
 #include "cms/v1/envelope.pb-c.h"
 #include "service.h"
 #include "uuid.h"
 
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -116,6 +127,40 @@ static void resolve(void *arg, const char *key, cms_auth_cb done, void *done_arg
     done(done_arg, CMS_AUTH_OK, &p);
 }
 
+/* ---- consuming ---- */
+
+static const char *event_verb(const Cms__V1__Envelope *env)
+{
+    const char *dot = strrchr(env->event_type, '.');
+    return dot ? dot + 1 : "";
+}
+
+static cms_consumer_verdict consume(void *arg, const Cms__V1__Envelope *env, cms_pg_job *job,
+                                    const char **reason)
+{
+    (void)arg;
+    const char *verb = event_verb(env);
+    if (strcmp(verb, "poison") == 0) {
+        *reason = "poison";
+        return CMS_CONSUMER_DEAD;
+    }
+    const char *v[] = {env->resource_id, env->event_id,
+                       strcmp(verb, "bad") == 0 ? NULL : env->details_json};
+    if (cms_pg_job_sql(job,
+                       "INSERT INTO testsvc_effects (resource_id, event_id, details) "
+                       "VALUES ($1, $2, $3)",
+                       3, v, NULL, NULL) != CMS_PG_OK)
+        return CMS_CONSUMER_RETRY;
+    return CMS_CONSUMER_APPLY;
+}
+
+static void consumed(void *arg, const Cms__V1__Envelope *env)
+{
+    (void)arg;
+    if (strcmp(event_verb(env), "crash") == 0)
+        raise(SIGKILL); /* committed, not acked */
+}
+
 static int start(cms_service *s, void *arg)
 {
     (void)arg;
@@ -141,5 +186,12 @@ int main(int argc, char **argv)
     const char *remote = getenv("CMS_TESTSVC_REMOTE_AUTH");
     if (remote && strcmp(remote, "1") == 0)
         spec.auth_resolver = NULL;
+    static cms_service_consumer consumer = {.handle = consume, .committed = consumed};
+    consumer.name = getenv("CMS_TESTSVC_CONSUMER");
+    consumer.filter_subject = getenv("CMS_TESTSVC_CONSUME_SUBJECT");
+    if (consumer.name && *consumer.name) {
+        spec.consumers = &consumer;
+        spec.nconsumers = 1;
+    }
     return cms_service_main(argc, argv, &spec);
 }

@@ -10,6 +10,7 @@
 #include <criterion/criterion.h>
 #include <fcntl.h>
 #include <libpq-fe.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -115,10 +116,16 @@ Cms__V1__Envelope *svcfx_wait_event(svcfx *f, const char *type, const char *reso
 
 void svcfx_teardown(svcfx *f)
 {
-    if (f->pid > 0)
-        svcfx_kill9(f);
+    for (int i = 0; i < SVCFX_PROCS; i++)
+        if (f->pids[i] > 0)
+            svcfx_kill9_at(f, i);
+    if (f->listen)
+        PQfinish(f->listen);
+    f->listen = NULL;
     natsSubscription_Destroy(f->events);
     f->events = NULL;
+    jsCtx_Destroy(f->js);
+    f->js = NULL;
     if (f->nc)
         natsConnection_Destroy(f->nc);
     f->nc = NULL;
@@ -131,48 +138,168 @@ void svcfx_teardown(svcfx *f)
         unlink(f->log_file);
 }
 
-pid_t svcfx_start(svcfx *f, const char *binary, const char *const *set)
+pid_t svcfx_start_at(svcfx *f, int i, const char *binary, const char *const *set)
 {
-    cr_assert_eq(f->pid, 0, "%s is already running", binary);
+    cr_assert(i >= 0 && i < SVCFX_PROCS, "process %d of %d", i, SVCFX_PROCS);
+    cr_assert_eq(f->pids[i], 0, "%s %d is already running", binary, i);
     char addr[64];
-    f->port = cms_test_free_port();
-    snprintf(addr, sizeof addr, "CMS_HTTP_ADDR=127.0.0.1:%d", f->port);
+    f->ports[i] = cms_test_free_port();
+    snprintf(addr, sizeof addr, "CMS_HTTP_ADDR=127.0.0.1:%d", f->ports[i]);
     const char *all[32] = {f->dburl, addr, f->prefix_env, f->key_env};
     int n = 4;
-    for (size_t i = 0; set && set[i]; i++) {
+    for (size_t k = 0; set && set[k]; k++) {
         cr_assert_lt(n, 31);
-        all[n++] = set[i];
+        all[n++] = set[k];
     }
     all[n] = NULL;
-    f->pid = cms_test_spawn_service(binary, NULL, all, f->log_file);
-    cr_assert_gt(f->pid, 0, "%s started", binary);
+    f->pids[i] = cms_test_spawn_service(binary, NULL, all, f->log_file);
+    cr_assert_gt(f->pids[i], 0, "%s started", binary);
     double deadline = cms_test_now_ms() + 20000;
     int st;
-    while (cms_test_http_get(f->port, "/readyz", NULL, 0) != 200) {
-        cr_assert_eq(waitpid(f->pid, &st, WNOHANG), 0, "%s exited while starting:\n%s", binary,
+    while (cms_test_http_get(f->ports[i], "/readyz", NULL, 0) != 200) {
+        cr_assert_eq(waitpid(f->pids[i], &st, WNOHANG), 0, "%s exited while starting:\n%s", binary,
                      svcfx_log(f));
         cr_assert_lt(cms_test_now_ms(), deadline, "%s not ready in 20 s", binary);
         cms_test_pause_ms(20);
     }
-    return f->pid;
+    return f->pids[i];
+}
+
+pid_t svcfx_start(svcfx *f, const char *binary, const char *const *set)
+{
+    return svcfx_start_at(f, 0, binary, set);
+}
+
+int svcfx_stop_at(svcfx *f, int i)
+{
+    cr_assert_gt(f->pids[i], 0);
+    kill(f->pids[i], SIGTERM);
+    int st = 0;
+    cr_assert_eq(waitpid(f->pids[i], &st, 0), f->pids[i]);
+    f->pids[i] = 0;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
 int svcfx_stop(svcfx *f)
 {
-    cr_assert_gt(f->pid, 0);
-    kill(f->pid, SIGTERM);
-    int st = 0;
-    cr_assert_eq(waitpid(f->pid, &st, 0), f->pid);
-    f->pid = 0;
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    return svcfx_stop_at(f, 0);
+}
+
+void svcfx_kill9_at(svcfx *f, int i)
+{
+    int st;
+    kill(f->pids[i], SIGKILL);
+    (void)waitpid(f->pids[i], &st, 0);
+    f->pids[i] = 0;
 }
 
 void svcfx_kill9(svcfx *f)
 {
-    int st;
-    kill(f->pid, SIGKILL);
-    (void)waitpid(f->pid, &st, 0);
-    f->pid = 0;
+    svcfx_kill9_at(f, 0);
+}
+
+int svcfx_wait_exit_at(svcfx *f, int i, double timeout_ms)
+{
+    cr_assert_gt(f->pids[i], 0);
+    double deadline = cms_test_now_ms() + timeout_ms;
+    int st = 0;
+    pid_t got;
+    /* a child's end is no event a test can wait on with a timeout but by polling */
+    while ((got = waitpid(f->pids[i], &st, WNOHANG)) == 0) {
+        cr_assert_lt(cms_test_now_ms(), deadline, "process %d still running after %.0f ms", i,
+                     timeout_ms);
+        cms_test_pause_ms(10);
+    }
+    cr_assert_eq(got, f->pids[i]);
+    f->pids[i] = 0;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -WTERMSIG(st);
+}
+
+double svcfx_metric(const svcfx *f, int i, const char *series)
+{
+    static char body[1 << 20];
+    cr_assert_eq(cms_test_http_get(f->ports[i], "/metrics", body, sizeof body), 200);
+    size_t n = strlen(series);
+    for (const char *line = body; *line;) {
+        if (strncmp(line, series, n) == 0 && line[n] == ' ')
+            return strtod(line + n + 1, NULL);
+        const char *nl = strchr(line, '\n');
+        if (nl == NULL)
+            break;
+        line = nl + 1;
+    }
+    return -1;
+}
+
+void svcfx_publish(svcfx *f, const Cms__V1__Envelope *e, const char *msg_id)
+{
+    if (f->js == NULL)
+        cr_assert_eq(natsConnection_JetStream(&f->js, f->nc, NULL), NATS_OK);
+    size_t len = cms__v1__envelope__get_packed_size(e);
+    uint8_t *buf = malloc(len ? len : 1);
+    cr_assert_not_null(buf);
+    cms__v1__envelope__pack(e, buf);
+    char subject[256];
+    snprintf(subject, sizeof subject, "cms.events.%s", e->event_type);
+    natsMsg *m = NULL;
+    cr_assert_eq(natsMsg_Create(&m, subject, NULL, (const char *)buf, (int)len), NATS_OK);
+    cr_assert_eq(natsMsgHeader_Set(m, "Nats-Msg-Id", msg_id ? msg_id : e->event_id), NATS_OK);
+    jsPubAck *ack = NULL;
+    jsErrCode jerr = 0;
+    natsStatus st = js_PublishMsg(&ack, f->js, m, NULL, &jerr);
+    cr_assert_eq(st, NATS_OK, "publish to %s: %s (%d)", subject, natsStatus_GetText(st), (int)jerr);
+    cr_assert(!ack->Duplicate, "Nats-Msg-Id %s was published before: the stream dropped it",
+              msg_id ? msg_id : e->event_id);
+    jsPubAck_Destroy(ack);
+    natsMsg_Destroy(m);
+    free(buf);
+}
+
+/* LISTEN channel on f->listen, connecting again if the server restarted
+ * since its last use. */
+static void listen_on(svcfx *f, const char *channel)
+{
+    for (int attempt = 0;; attempt++) {
+        if (f->listen == NULL) {
+            f->listen = PQconnectdb(f->db);
+            cr_assert_eq(PQstatus(f->listen), CONNECTION_OK, "%s", PQerrorMessage(f->listen));
+        }
+        char *ident = PQescapeIdentifier(f->listen, channel, strlen(channel)), sql[300];
+        cr_assert_not_null(ident);
+        snprintf(sql, sizeof sql, "LISTEN %s", ident);
+        PQfreemem(ident);
+        PGresult *r = PQexec(f->listen, sql);
+        bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+        PQclear(r);
+        if (ok)
+            return;
+        cr_assert_eq(attempt, 0, "LISTEN %s: %s", channel, PQerrorMessage(f->listen));
+        PQfinish(f->listen); /* a connection from before a restart */
+        f->listen = NULL;
+    }
+}
+
+char *svcfx_wait_sql(svcfx *f, const char *channel, const char *sql, const char *want,
+                     double timeout_ms)
+{
+    listen_on(f, channel);
+    double deadline = cms_test_now_ms() + timeout_ms;
+    for (;;) {
+        /* after LISTEN: a change committed from now on also notifies */
+        char *v = svcfx_sql(f, sql);
+        cr_assert_not_null(v, "%s", sql);
+        if (strcmp(v, want) == 0 || cms_test_now_ms() >= deadline)
+            return v;
+        free(v);
+        PGnotify *note;
+        int fd = PQsocket(f->listen);
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        int left = (int)(deadline - cms_test_now_ms());
+        if (poll(&p, 1, left > 0 ? left : 0) > 0)
+            cr_assert_eq(PQconsumeInput(f->listen), 1, "%s", PQerrorMessage(f->listen));
+        while ((note = PQnotifies(f->listen)) != NULL)
+            PQfreemem(note);
+    }
 }
 
 int svcfx_call(svcfx *f, const char *service, const char *key, const char *request_id,

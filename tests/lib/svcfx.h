@@ -1,8 +1,10 @@
 /* A service process under test: a scratch database with an admin identity
  * and its API key, the server key file API keys are hashed with, a command
  * subject root of the test's own (so several tests can run services beside
- * each other on one nats-server), spawning the service with its output in a
- * log file, blocking request-reply calls, and a watcher of every event.
+ * each other on one nats-server), spawning the service (or several
+ * replicas of it) with their output in a log file, blocking request-reply
+ * calls, a watcher of every event, JetStream publishing, /metrics values,
+ * and waiting for a table to change (LISTEN/NOTIFY, no polling).
  *
  * Everything here blocks and asserts (Criterion): test code only. */
 #ifndef CMS_SVCFX_H
@@ -17,6 +19,9 @@
 #include <sys/types.h>
 
 struct Cms__V1__Envelope;
+typedef struct pg_conn PGconn;
+
+#define SVCFX_PROCS 4
 
 typedef struct svcfx {
     char db[512];    /* conninfo of the scratch database */
@@ -29,10 +34,13 @@ typedef struct svcfx {
     uint8_t server_key[CMS_APIKEY_SERVER_KEY_BYTES];
     char admin_id[37];
     char admin_key[CMS_APIKEY_LEN + 1];
-    pid_t pid; /* the running service, 0 if none */
-    int port;  /* its HTTP port */
+    /* the running processes (replicas), 0 where none; [0] is svcfx_start's */
+    pid_t pids[SVCFX_PROCS];
+    int ports[SVCFX_PROCS]; /* their HTTP ports */
     natsConnection *nc;
     natsSubscription *events; /* every cms.events.<type>.<verb>, from setup on */
+    jsCtx *js;
+    PGconn *listen; /* svcfx_wait_sql's, once used */
 } svcfx;
 
 /* Scratch database from the template, server key file, an identity "admin"
@@ -43,13 +51,25 @@ void svcfx_setup(svcfx *f, const char *dbprefix);
  * the files. Safe after a failed assertion (call it from .fini). */
 void svcfx_teardown(svcfx *f);
 
-/* Spawns binary (e.g. "cms-identity") on the scratch database, with the
- * fixture's key file and command prefix and set: NULL or more "KEY=VALUE"
- * settings (NULL-terminated), and waits until /readyz is 200. */
-pid_t svcfx_start(svcfx *f, const char *binary, const char *const *set);
+/* Spawns binary (e.g. "cms-identity") as process i (0 .. SVCFX_PROCS-1) on
+ * the scratch database, with the fixture's key file and command prefix and
+ * set: NULL or more "KEY=VALUE" settings (NULL-terminated), and waits until
+ * its /readyz is 200. */
+pid_t svcfx_start_at(svcfx *f, int i, const char *binary, const char *const *set);
 /* SIGTERM and wait; returns the exit code (-1: killed by a signal). */
+int svcfx_stop_at(svcfx *f, int i);
+void svcfx_kill9_at(svcfx *f, int i);
+/* Waits (at most timeout_ms) for process i to end by itself: its exit
+ * code, or minus the signal that killed it. */
+int svcfx_wait_exit_at(svcfx *f, int i, double timeout_ms);
+/* Process 0. */
+pid_t svcfx_start(svcfx *f, const char *binary, const char *const *set);
 int svcfx_stop(svcfx *f);
 void svcfx_kill9(svcfx *f);
+
+/* The value of one series of process i's /metrics, e.g.
+ * "cms_consumer_active{consumer=\"x\"}"; -1 if it is not there. */
+double svcfx_metric(const svcfx *f, int i, const char *series);
 
 /* Inserts an identity with an API key directly (as the bootstrap does):
  * id and key out; key_ttl_s from now (may be negative: already expired). */
@@ -72,6 +92,16 @@ int svcfx_call(svcfx *f, const char *service, const char *key, const char *reque
  * Free with cms__v1__envelope__free_unpacked. */
 struct Cms__V1__Envelope *svcfx_wait_event(svcfx *f, const char *type, const char *resource_id,
                                            double timeout_ms);
+
+/* Publishes e (packed) to JetStream on cms.events.<event_type>, with
+ * Nats-Msg-Id msg_id (NULL: the event id), and waits for the stream's ack. */
+void svcfx_publish(svcfx *f, const struct Cms__V1__Envelope *e, const char *msg_id);
+
+/* Waits until sql's first column is want, running it again each time a
+ * notification comes on channel (the test's trigger sends them), at most
+ * timeout_ms. Returns the last value (malloc'd). */
+char *svcfx_wait_sql(svcfx *f, const char *channel, const char *sql, const char *want,
+                     double timeout_ms);
 
 /* The whole log of the service so far (malloc'd). */
 char *svcfx_log(const svcfx *f);
