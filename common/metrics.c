@@ -54,8 +54,9 @@ struct cms_metrics {
     family *families; /* sorted by name */
 };
 
-static const double default_bounds[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
-                                        0.1,    0.25,  0.5,    1,     2.5,  5,     10};
+static const double default_bounds[] = {0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025,
+                                        0.005,   0.01,   0.025,   0.05,   0.1,   0.25,
+                                        0.5,     1,      2.5,     5,      10};
 
 int cms_metrics_create(cms_metrics **out)
 {

@@ -42,8 +42,8 @@ void cms_gauge_add(cms_gauge *g, double d); /* atomic: any thread */
 double cms_gauge_get(const cms_gauge *g);
 
 /* bounds: strictly ascending finite upper bounds (+Inf is implied); NULL or 0
- * gives the default latency buckets in seconds, 0.0005 .. 10. A second call
- * for an existing series returns it and ignores bounds. */
+ * gives the default latency buckets in seconds, 0.00005 (50 µs) .. 10. A
+ * second call for an existing series returns it and ignores bounds. */
 cms_histogram *cms_metrics_histogram(cms_metrics *m, const char *name, const char *help,
                                      const char *labels, const double *bounds, size_t nbounds);
 /* For one thread at a time (the loop's): updates are not atomic as a whole,

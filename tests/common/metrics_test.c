@@ -140,17 +140,29 @@ Test(metrics, histogram_default_buckets)
 {
     cms_histogram *h = cms_metrics_histogram(m, "lat_seconds", "Latency.", NULL, NULL, 0);
     cr_assert_not_null(h);
-    cms_histogram_observe(h, 0.0001);
+    cms_histogram_observe(h, 0.00003);
+    cms_histogram_observe(h, 0.00005); /* inclusive */
+    cms_histogram_observe(h, 0.00008);
+    cms_histogram_observe(h, 0.0002);
+    cms_histogram_observe(h, 0.0004);
     cms_histogram_observe(h, 0.003);
     cms_histogram_observe(h, 11);
     char *out = NULL;
     size_t len;
     cr_assert_eq(cms_metrics_render(m, &out, &len), 0);
+    /* sub-millisecond bounds first: 50, 100 and 250 µs */
     const char *want[] = {
-        "lat_seconds_bucket{le=\"0.0005\"} 1\n", "lat_seconds_bucket{le=\"0.001\"} 1\n",
-        "lat_seconds_bucket{le=\"0.0025\"} 1\n", "lat_seconds_bucket{le=\"0.005\"} 2\n",
-        "lat_seconds_bucket{le=\"2.5\"} 2\n",    "lat_seconds_bucket{le=\"10\"} 2\n",
-        "lat_seconds_bucket{le=\"+Inf\"} 3\n",   "lat_seconds_count 3\n",
+        "lat_seconds_bucket{le=\"5e-05\"} 2\n",
+        "lat_seconds_bucket{le=\"0.0001\"} 3\n",
+        "lat_seconds_bucket{le=\"0.00025\"} 4\n",
+        "lat_seconds_bucket{le=\"0.0005\"} 5\n",
+        "lat_seconds_bucket{le=\"0.001\"} 5\n",
+        "lat_seconds_bucket{le=\"0.0025\"} 5\n",
+        "lat_seconds_bucket{le=\"0.005\"} 6\n",
+        "lat_seconds_bucket{le=\"2.5\"} 6\n",
+        "lat_seconds_bucket{le=\"10\"} 6\n",
+        "lat_seconds_bucket{le=\"+Inf\"} 7\n",
+        "lat_seconds_count 7\n",
     };
     const char *at = out;
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
@@ -158,10 +170,13 @@ Test(metrics, histogram_default_buckets)
         cr_assert_not_null(p, "missing or out of order: %s in\n%s", want[i], out);
         at = p;
     }
+    cr_assert(strncmp(out + strlen("# HELP lat_seconds Latency.\n# TYPE lat_seconds histogram\n"),
+                      "lat_seconds_bucket{le=\"5e-05\"}", 30) == 0,
+              "50 µs is the first bound:\n%s", out);
     size_t buckets = 0;
     for (const char *p = out; (p = strstr(p, "_bucket{")); p++)
         buckets++;
-    cr_assert_eq(buckets, 15, "14 bounds and +Inf");
+    cr_assert_eq(buckets, 18, "17 bounds and +Inf");
     free(out);
 }
 
