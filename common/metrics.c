@@ -1,11 +1,16 @@
-/* Prometheus registry and text exposition; see metrics.h.
+/* Prometheus registry and text exposition, and the standard process
+ * metrics read from /proc; see metrics.h.
  *
  * Families are kept in a list sorted by name, so render needs no sort; the
  * series of a family in creation order. The registry mutex guards the lists
  * (creation and render); values are atomics so that the hot paths take no
- * lock. */
+ * lock. Render hooks are appended under the mutex and published by their
+ * count, so render reads them without it. */
 #include "metrics.h"
 
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -14,8 +19,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
-typedef enum { FAM_COUNTER, FAM_GAUGE, FAM_HISTOGRAM } family_type;
+/* FAM_FLOAT_COUNTER renders as TYPE counter; a name has one type. */
+typedef enum { FAM_COUNTER, FAM_GAUGE, FAM_HISTOGRAM, FAM_FLOAT_COUNTER } family_type;
 
 /* First member of every series type, so a family can list them together. */
 typedef struct series {
@@ -31,6 +39,11 @@ struct cms_counter {
 struct cms_gauge {
     series s;
     _Atomic uint64_t bits; /* a double's bit pattern: C11 has no atomic double add */
+};
+
+struct cms_float_counter {
+    series s;
+    _Atomic uint64_t bits; /* a double's bit pattern */
 };
 
 struct cms_histogram {
@@ -49,9 +62,26 @@ typedef struct family {
     struct family *next;
 } family;
 
+typedef struct hook {
+    cms_metrics_hook_fn fn;
+    void *arg;
+} hook;
+
+/* The series of cms_metrics_add_process and what reading /proc needs. */
+typedef struct process_series {
+    cms_float_counter *cpu;
+    cms_gauge *rss, *vsize, *open_fds, *max_fds, *start_time;
+    double ticks_per_s; /* sysconf(_SC_CLK_TCK); 0 if unknown */
+    double page_size;
+} process_series;
+
 struct cms_metrics {
     pthread_mutex_t lock;
     family *families; /* sorted by name */
+    hook hooks[CMS_METRICS_MAX_HOOKS];
+    _Atomic size_t nhooks; /* hooks[0 .. nhooks) are set and never change */
+    bool process_added;    /* under lock */
+    process_series process;
 };
 
 static const double default_bounds[] = {0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025,
@@ -289,6 +319,22 @@ cms_gauge *cms_metrics_gauge(cms_metrics *m, const char *name, const char *help,
     return (cms_gauge *)s;
 }
 
+cms_float_counter *cms_metrics_float_counter(cms_metrics *m, const char *name, const char *help,
+                                             const char *labels)
+{
+    if (m == NULL)
+        return NULL;
+    family *f = NULL;
+    bool created;
+    pthread_mutex_lock(&m->lock);
+    series *s = series_get(m, name, help, labels, FAM_FLOAT_COUNTER, sizeof(cms_float_counter), &f,
+                           &created);
+    if (created)
+        series_append(f, s); /* all-zero bits are 0.0 */
+    pthread_mutex_unlock(&m->lock);
+    return (cms_float_counter *)s;
+}
+
 cms_histogram *cms_metrics_histogram(cms_metrics *m, const char *name, const char *help,
                                      const char *labels, const double *bounds, size_t nbounds)
 {
@@ -402,6 +448,24 @@ void cms_histogram_observe(cms_histogram *h, double v)
     atomic_store_explicit(&h->sum_bits, dbits(bitsd(sum) + v), memory_order_relaxed);
 }
 
+void cms_float_counter_set(cms_float_counter *c, double total)
+{
+    if (c == NULL)
+        return;
+    /* the largest value wins; NaN compares false and is never stored */
+    uint64_t old = atomic_load_explicit(&c->bits, memory_order_relaxed);
+    while (total > bitsd(old) &&
+           !atomic_compare_exchange_weak_explicit(&c->bits, &old, dbits(total),
+                                                  memory_order_relaxed, memory_order_relaxed)) {
+    }
+}
+
+double cms_float_counter_get(const cms_float_counter *c)
+{
+    return c ? bitsd(atomic_load_explicit(&((cms_float_counter *)c)->bits, memory_order_relaxed))
+             : 0.0;
+}
+
 uint64_t cms_histogram_count(const cms_histogram *h)
 {
     uint64_t n = 0;
@@ -475,7 +539,12 @@ static void render_help(buf *b, const family *f)
         else
             buf_printf(b, "%c", *p);
     }
-    static const char *const types[] = {"counter", "gauge", "histogram"};
+    static const char *const types[] = {
+        [FAM_COUNTER] = "counter",
+        [FAM_GAUGE] = "gauge",
+        [FAM_HISTOGRAM] = "histogram",
+        [FAM_FLOAT_COUNTER] = "counter",
+    };
     buf_printf(b, "\n# TYPE %s %s\n", f->name, types[f->type]);
 }
 
@@ -512,11 +581,15 @@ static void render_histogram(buf *b, const char *name, cms_histogram *h)
 
 int cms_metrics_render(cms_metrics *m, char **out, size_t *len)
 {
-    buf b = {.p = malloc(4096), .len = 0, .cap = 4096, .failed = false};
-    if (b.p == NULL || m == NULL) {
-        free(b.p);
+    if (m == NULL)
         return -1;
-    }
+    /* before the lock: a hook may create series */
+    size_t nhooks = atomic_load_explicit(&m->nhooks, memory_order_acquire);
+    for (size_t i = 0; i < nhooks; i++)
+        m->hooks[i].fn(m, m->hooks[i].arg);
+    buf b = {.p = malloc(4096), .len = 0, .cap = 4096, .failed = false};
+    if (b.p == NULL)
+        return -1;
     b.p[0] = '\0';
     pthread_mutex_lock(&m->lock);
     for (const family *f = m->families; f; f = f->next) {
@@ -532,7 +605,10 @@ int cms_metrics_render(cms_metrics *m, char **out, size_t *len)
                 buf_printf(&b, " %llu\n", (unsigned long long)cms_counter_get((cms_counter *)s));
                 break;
             case FAM_GAUGE:
-                fmt_double(num, cms_gauge_get((cms_gauge *)s));
+            case FAM_FLOAT_COUNTER:
+                fmt_double(num, f->type == FAM_GAUGE
+                                    ? cms_gauge_get((cms_gauge *)s)
+                                    : cms_float_counter_get((cms_float_counter *)s));
                 buf_printf(&b, "%s", f->name);
                 render_labels(&b, s->labels);
                 buf_printf(&b, " %s\n", num);
@@ -550,5 +626,202 @@ int cms_metrics_render(cms_metrics *m, char **out, size_t *len)
     }
     *out = b.p;
     *len = b.len;
+    return 0;
+}
+
+/* ---- render hooks ---- */
+
+int cms_metrics_on_render(cms_metrics *m, cms_metrics_hook_fn fn, void *arg)
+{
+    int rc = -1;
+    if (m == NULL || fn == NULL)
+        return -1;
+    pthread_mutex_lock(&m->lock);
+    size_t n = atomic_load_explicit(&m->nhooks, memory_order_relaxed);
+    if (n < CMS_METRICS_MAX_HOOKS) {
+        m->hooks[n] = (hook){.fn = fn, .arg = arg};
+        /* release: a render that sees the count sees the hook */
+        atomic_store_explicit(&m->nhooks, n + 1, memory_order_release);
+        rc = 0;
+    }
+    pthread_mutex_unlock(&m->lock);
+    return rc;
+}
+
+/* ---- process metrics (Linux /proc, see proc(5)) ---- */
+
+/* The whole of a small /proc file, NUL-terminated, at most cap - 1 bytes:
+ * true if it was read to its end. */
+static bool read_small(const char *path, char *out, size_t cap)
+{
+    bool ok = false;
+    size_t len = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        goto out;
+    for (;;) {
+        if (len == cap - 1)
+            goto out; /* longer than expected: do not parse a truncated line */
+        ssize_t n = read(fd, out + len, cap - 1 - len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            goto out;
+        if (n == 0)
+            break;
+        len += (size_t)n;
+    }
+    ok = true;
+out:
+    out[len] = '\0';
+    if (fd >= 0)
+        close(fd);
+    return ok;
+}
+
+/* The fields of /proc/self/stat that the metrics use. */
+typedef struct proc_stat {
+    unsigned long long utime, stime; /* clock ticks */
+    unsigned long long starttime;    /* clock ticks after boot */
+    unsigned long long vsize;        /* bytes */
+    unsigned long long rss;          /* pages */
+} proc_stat;
+
+static bool stat_parse(const char *text, proc_stat *st)
+{
+    /* field 2, the command name, may hold spaces and parentheses: the
+     * fields that follow start after its last ')' */
+    const char *p = strrchr(text, ')');
+    if (p == NULL)
+        return false;
+    p++;
+    for (int field = 3; field <= 24; field++) {
+        while (*p == ' ')
+            p++;
+        const char *tok = p;
+        while (*p != '\0' && *p != ' ' && *p != '\n')
+            p++;
+        if (p == tok)
+            return false;
+        unsigned long long *dst = field == 14   ? &st->utime
+                                  : field == 15 ? &st->stime
+                                  : field == 22 ? &st->starttime
+                                  : field == 23 ? &st->vsize
+                                  : field == 24 ? &st->rss
+                                                : NULL;
+        if (dst == NULL)
+            continue;
+        if (*tok < '0' || *tok > '9')
+            return false;
+        char *end;
+        errno = 0;
+        *dst = strtoull(tok, &end, 10);
+        if (errno != 0 || end != p)
+            return false;
+    }
+    return true;
+}
+
+/* The "btime" line of /proc/stat: the boot time in Unix seconds. The file
+ * grows with the number of CPUs and interrupts, so it is read line by line
+ * through a small buffer, pieces of long lines skipped. */
+static bool boot_time(unsigned long long *out)
+{
+    bool found = false;
+    FILE *f = fopen("/proc/stat", "re");
+    if (f == NULL)
+        return false;
+    char line[128];
+    bool line_start = true;
+    while (!found && fgets(line, sizeof line, f) != NULL) {
+        if (line_start && strncmp(line, "btime ", 6) == 0) {
+            char *end;
+            errno = 0;
+            *out = strtoull(line + 6, &end, 10);
+            found = errno == 0 && end != line + 6 && (*end == '\n' || *end == '\0');
+        }
+        line_start = strchr(line, '\n') != NULL;
+    }
+    fclose(f);
+    return found;
+}
+
+static void process_start_time(process_series *ps, const proc_stat *st)
+{
+    unsigned long long btime;
+    if (ps->ticks_per_s > 0 && boot_time(&btime))
+        cms_gauge_set(ps->start_time, (double)btime + (double)st->starttime / ps->ticks_per_s);
+}
+
+static void process_collect(cms_metrics *m, void *arg)
+{
+    (void)m;
+    process_series *ps = arg;
+    char text[2048]; /* 52 numeric fields and a command name of at most 64 bytes */
+    proc_stat st;
+    if (read_small("/proc/self/stat", text, sizeof text) && stat_parse(text, &st)) {
+        if (ps->ticks_per_s > 0)
+            cms_float_counter_set(ps->cpu, (double)(st.utime + st.stime) / ps->ticks_per_s);
+        cms_gauge_set(ps->vsize, (double)st.vsize);
+        cms_gauge_set(ps->rss, (double)st.rss * ps->page_size);
+        /* fixed for the life of the process: read until it is known */
+        if (cms_gauge_get(ps->start_time) == 0)
+            process_start_time(ps, &st);
+    }
+    DIR *d = opendir("/proc/self/fd");
+    if (d != NULL) {
+        /* the directory's own descriptor counts, as in the client libraries */
+        size_t n = 0;
+        const struct dirent *e;
+        while ((e = readdir(d)) != NULL) {
+            if (e->d_name[0] != '.')
+                n++;
+        }
+        closedir(d);
+        cms_gauge_set(ps->open_fds, (double)n);
+    }
+    /* the soft limit, the "Max open files" of /proc/self/limits, without
+     * parsing that file */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+        cms_gauge_set(ps->max_fds, (double)rl.rlim_cur);
+}
+
+int cms_metrics_add_process(cms_metrics *m)
+{
+    if (m == NULL)
+        return -1;
+    pthread_mutex_lock(&m->lock);
+    bool added = m->process_added;
+    m->process_added = true;
+    pthread_mutex_unlock(&m->lock);
+    if (added)
+        return 0;
+    process_series *ps = &m->process;
+    long tck = sysconf(_SC_CLK_TCK), page = sysconf(_SC_PAGESIZE);
+    ps->ticks_per_s = tck > 0 ? (double)tck : 0;
+    ps->page_size = page > 0 ? (double)page : 4096;
+    /* the HELP texts of the official client libraries, word for word */
+    ps->cpu = cms_metrics_float_counter(m, "process_cpu_seconds_total",
+                                        "Total user and system CPU time spent in seconds.", NULL);
+    ps->open_fds =
+        cms_metrics_gauge(m, "process_open_fds", "Number of open file descriptors.", NULL);
+    ps->max_fds =
+        cms_metrics_gauge(m, "process_max_fds", "Maximum number of open file descriptors.", NULL);
+    ps->vsize =
+        cms_metrics_gauge(m, "process_virtual_memory_bytes", "Virtual memory size in bytes.", NULL);
+    ps->rss = cms_metrics_gauge(m, "process_resident_memory_bytes",
+                                "Resident memory size in bytes.", NULL);
+    ps->start_time =
+        cms_metrics_gauge(m, "process_start_time_seconds",
+                          "Start time of the process since unix epoch in seconds.", NULL);
+    if (ps->cpu == NULL || ps->open_fds == NULL || ps->max_fds == NULL || ps->vsize == NULL ||
+        ps->rss == NULL || ps->start_time == NULL ||
+        cms_metrics_on_render(m, process_collect, ps) != 0) {
+        pthread_mutex_lock(&m->lock);
+        m->process_added = false;
+        pthread_mutex_unlock(&m->lock);
+        return -1;
+    }
     return 0;
 }

@@ -5,7 +5,9 @@
  * returned stay valid until cms_metrics_destroy. Creating series takes a
  * lock and may be done from any thread; counters and gauges are updated with
  * atomics from any thread; histograms are updated from one thread (the loop)
- * and only read atomically by render. */
+ * and only read atomically by render. Render hooks refresh series whose
+ * values live elsewhere (the kernel's, for the process metrics) just before
+ * each render. */
 #ifndef CMS_METRICS_H
 #define CMS_METRICS_H
 
@@ -16,6 +18,7 @@ typedef struct cms_metrics cms_metrics;
 typedef struct cms_counter cms_counter;
 typedef struct cms_gauge cms_gauge;
 typedef struct cms_histogram cms_histogram;
+typedef struct cms_float_counter cms_float_counter;
 
 int cms_metrics_create(cms_metrics **out) __attribute__((warn_unused_result)); /* 0 or -1 */
 void cms_metrics_destroy(cms_metrics *m);                                      /* NULL-safe */
@@ -51,7 +54,37 @@ cms_histogram *cms_metrics_histogram(cms_metrics *m, const char *name, const cha
 void cms_histogram_observe(cms_histogram *h, double v);
 uint64_t cms_histogram_count(const cms_histogram *h);
 
-/* Renders every family, sorted by name, series in creation order.
+/* A counter of a total that is kept elsewhere and read whole, with a
+ * fraction (the CPU seconds of the process): TYPE counter, set to the latest
+ * total. A value below the current one is ignored, so it never goes down
+ * even when two renders on different threads read the source out of order.
+ * One name, one type: NULL if the name is an integer counter's. */
+cms_float_counter *cms_metrics_float_counter(cms_metrics *m, const char *name, const char *help,
+                                             const char *labels);
+void cms_float_counter_set(cms_float_counter *c, double total); /* atomic: any thread */
+double cms_float_counter_get(const cms_float_counter *c);
+
+/* A render hook runs at the start of every cms_metrics_render of m, on the
+ * rendering thread, without the registry's lock (it may create and update
+ * series), in registration order. Renders run on the loop: a hook must not
+ * block beyond reading a small /proc file. Hooks stay for the registry's
+ * life. Returns 0, or -1 when m is NULL or already has CMS_METRICS_MAX_HOOKS. */
+#define CMS_METRICS_MAX_HOOKS 8
+typedef void (*cms_metrics_hook_fn)(cms_metrics *m, void *arg);
+int cms_metrics_on_render(cms_metrics *m, cms_metrics_hook_fn fn, void *arg)
+    __attribute__((warn_unused_result));
+
+/* The process metrics of the official Prometheus client libraries, with
+ * their names, types and HELP texts, refreshed from /proc by a render hook:
+ * process_cpu_seconds_total, process_resident_memory_bytes,
+ * process_virtual_memory_bytes, process_open_fds, process_max_fds and
+ * process_start_time_seconds. A value that cannot be read keeps the one of
+ * the previous render (0 before the first). Once per registry: a second call
+ * does nothing. Returns 0 or -1 (out of memory, no hook left). */
+int cms_metrics_add_process(cms_metrics *m) __attribute__((warn_unused_result));
+
+/* Runs the render hooks, then renders every family, sorted by name, series
+ * in creation order.
  * *out is malloc'd and NUL-terminated, caller frees; *len excludes the NUL.
  * Returns 0 or -1 (out of memory). */
 int cms_metrics_render(cms_metrics *m, char **out, size_t *len) __attribute__((warn_unused_result));

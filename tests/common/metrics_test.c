@@ -1,11 +1,14 @@
 /* metrics: exact exposition text, families and label series, validation,
- * and counters/gauges updated from several threads. */
+ * counters/gauges updated from several threads, render hooks and the
+ * process metrics. */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "metrics.h"
 
@@ -178,6 +181,153 @@ Test(metrics, histogram_default_buckets)
         buckets++;
     cr_assert_eq(buckets, 18, "17 bounds and +Inf");
     free(out);
+}
+
+Test(metrics, float_counter_never_goes_down)
+{
+    cms_float_counter *c = cms_metrics_float_counter(m, "cpu_seconds_total", "CPU time", NULL);
+    cr_assert_not_null(c);
+    cr_assert_eq(cms_metrics_float_counter(m, "cpu_seconds_total", "", NULL), c);
+    cms_float_counter_set(c, 1.25);
+    cms_float_counter_set(c, 0.5); /* an out-of-order read: ignored */
+    cms_float_counter_set(c, NAN);
+    cr_assert_float_eq(cms_float_counter_get(c), 1.25, 0);
+    assert_render("# HELP cpu_seconds_total CPU time\n"
+                  "# TYPE cpu_seconds_total counter\n"
+                  "cpu_seconds_total 1.25\n");
+    cms_float_counter_set(c, 2);
+    assert_render("# HELP cpu_seconds_total CPU time\n"
+                  "# TYPE cpu_seconds_total counter\n"
+                  "cpu_seconds_total 2\n");
+    cr_assert_null(cms_metrics_counter(m, "cpu_seconds_total", "", NULL), "one name, one type");
+    cr_assert_not_null(cms_metrics_counter(m, "int_total", "", NULL));
+    cr_assert_null(cms_metrics_float_counter(m, "int_total", "", NULL));
+    cms_float_counter_set(NULL, 1);
+    cr_assert_float_eq(cms_float_counter_get(NULL), 0, 0);
+}
+
+typedef struct hook_ctx {
+    int calls;
+    cms_gauge *g;
+} hook_ctx;
+
+/* Counts its calls into a gauge it creates on the first: series creation
+ * inside a hook must not deadlock on the registry lock. */
+static void count_renders(cms_metrics *reg, void *arg)
+{
+    hook_ctx *c = arg;
+    if (c->g == NULL)
+        c->g = cms_metrics_gauge(reg, "renders", "Renders so far", NULL);
+    cms_gauge_set(c->g, ++c->calls);
+}
+
+Test(metrics, render_hooks_run_before_every_render)
+{
+    hook_ctx c = {0};
+    cr_assert_eq(cms_metrics_on_render(m, count_renders, &c), 0);
+    cr_assert_eq(c.calls, 0, "not at registration");
+    assert_render("# HELP renders Renders so far\n# TYPE renders gauge\nrenders 1\n");
+    assert_render("# HELP renders Renders so far\n# TYPE renders gauge\nrenders 2\n");
+    cr_assert_eq(c.calls, 2);
+
+    hook_ctx more[CMS_METRICS_MAX_HOOKS] = {0};
+    for (int i = 1; i < CMS_METRICS_MAX_HOOKS; i++)
+        cr_assert_eq(cms_metrics_on_render(m, count_renders, &more[i]), 0);
+    cr_assert_eq(cms_metrics_on_render(m, count_renders, &more[0]), -1, "bounded");
+    cr_assert_eq(cms_metrics_on_render(NULL, count_renders, &c), -1);
+    cr_assert_eq(cms_metrics_on_render(m, NULL, &c), -1);
+    char *out = NULL;
+    size_t len;
+    cr_assert_eq(cms_metrics_render(m, &out, &len), 0);
+    free(out);
+    cr_assert_eq(c.calls, 3);
+    for (int i = 1; i < CMS_METRICS_MAX_HOOKS; i++)
+        cr_assert_eq(more[i].calls, 1, "hook %d", i);
+    cr_assert_eq(more[0].calls, 0);
+}
+
+/* The value of one series of a render, or NAN if absent. */
+static double value_of(const char *text, const char *series)
+{
+    size_t n = strlen(series);
+    for (const char *p = text; (p = strstr(p, series)) != NULL; p += n) {
+        if ((p == text || p[-1] == '\n') && p[n] == ' ')
+            return strtod(p + n + 1, NULL);
+    }
+    return NAN;
+}
+
+static char *render_text(void)
+{
+    char *out = NULL;
+    size_t len;
+    cr_assert_eq(cms_metrics_render(m, &out, &len), 0);
+    return out;
+}
+
+Test(metrics, process_metrics_are_the_standard_ones_and_plausible)
+{
+    cr_assert_eq(cms_metrics_add_process(m), 0);
+    cr_assert_eq(cms_metrics_add_process(m), 0, "a second call does nothing");
+    cr_assert_eq(cms_metrics_add_process(NULL), -1);
+    char *a = render_text();
+    /* names, types and HELP of the official client libraries */
+    const char *meta[] = {
+        "# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.\n"
+        "# TYPE process_cpu_seconds_total counter\n",
+        "# HELP process_max_fds Maximum number of open file descriptors.\n"
+        "# TYPE process_max_fds gauge\n",
+        "# HELP process_open_fds Number of open file descriptors.\n"
+        "# TYPE process_open_fds gauge\n",
+        "# HELP process_resident_memory_bytes Resident memory size in bytes.\n"
+        "# TYPE process_resident_memory_bytes gauge\n",
+        "# HELP process_start_time_seconds Start time of the process since unix epoch in "
+        "seconds.\n"
+        "# TYPE process_start_time_seconds gauge\n",
+        "# HELP process_virtual_memory_bytes Virtual memory size in bytes.\n"
+        "# TYPE process_virtual_memory_bytes gauge\n",
+    };
+    for (size_t i = 0; i < sizeof meta / sizeof meta[0]; i++) {
+        const char *p = strstr(a, meta[i]);
+        cr_assert_not_null(p, "missing:\n%s\nin:\n%s", meta[i], a);
+        cr_assert_null(strstr(p + 1, meta[i]), "once: %s", meta[i]);
+    }
+    double rss = value_of(a, "process_resident_memory_bytes");
+    double vsz = value_of(a, "process_virtual_memory_bytes");
+    double fds = value_of(a, "process_open_fds");
+    double max_fds = value_of(a, "process_max_fds");
+    double start = value_of(a, "process_start_time_seconds");
+    double cpu = value_of(a, "process_cpu_seconds_total");
+    double now = (double)time(NULL);
+    cr_assert_gt(rss, 1 << 20, "resident %.0f bytes", rss);
+    cr_assert_geq(vsz, rss, "virtual %.0f, resident %.0f", vsz, rss);
+    cr_assert_geq(fds, 3, "stdin, stdout, stderr at least: %.0f", fds);
+    cr_assert_geq(max_fds, fds);
+    /* /proc/stat's boot time is whole seconds: allow one */
+    cr_assert_leq(start, now + 1, "start %.2f is in the future (now %.0f)", start, now);
+    cr_assert_gt(start, now - 3600, "start %.2f is over an hour ago (now %.0f)", start, now);
+    cr_assert_geq(cpu, 0);
+
+    /* a descriptor more, and 200 ms of CPU: the next render sees both */
+    int fd = dup(2);
+    cr_assert_geq(fd, 0);
+    struct timespec t0, t;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t0);
+    do
+        clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+    while ((double)(t.tv_sec - t0.tv_sec) + (double)(t.tv_nsec - t0.tv_nsec) / 1e9 < 0.2);
+    char *b = render_text();
+    close(fd);
+    cr_assert_float_eq(value_of(b, "process_open_fds"), fds + 1, 0, "%s", b);
+    cr_assert_geq(value_of(b, "process_cpu_seconds_total"), cpu + 0.1, "%s", b);
+    cr_assert_float_eq(value_of(b, "process_start_time_seconds"), start, 0, "fixed");
+    char *c = render_text();
+    cr_assert_geq(value_of(c, "process_cpu_seconds_total"),
+                  value_of(b, "process_cpu_seconds_total"), "never down");
+    cr_assert_float_eq(value_of(c, "process_open_fds"), fds, 0, "%s", c);
+    free(a);
+    free(b);
+    free(c);
 }
 
 Test(metrics, invalid_names_labels_and_types)
