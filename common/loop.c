@@ -19,6 +19,11 @@
 
 #define LAG_INTERVAL_MS 10
 
+/* Lateness of the probe, in seconds: from the usual jitter of a timer
+ * (well under a millisecond) to a stall that a liveness probe would notice. */
+static const double lag_bounds[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                                    0.05,   0.1,     0.25,   0.5,   1,      2.5,   5};
+
 typedef struct drain_hook {
     char *name;
     cms_proc_hook_cb cb;
@@ -50,8 +55,8 @@ struct cms_proc {
 
     int exit_code;
     uint64_t lag_prev_ns; /* 0 until the probe first fires */
-    double lag_max_ms, lag_last_ms;
-    cms_gauge *lag_gauge;
+    double lag_last_ms;
+    cms_histogram *lag_hist; /* shared by every cms_proc of the process */
 };
 
 static const char *const proc_names[] = {CMS_PROC_STATES(CMS_ENUM_TEXT)};
@@ -179,10 +184,7 @@ static void on_lag_timer(uv_timer_t *t)
         late = 0;
     p->lag_prev_ns = now;
     p->lag_last_ms = late;
-    if (late > p->lag_max_ms) {
-        p->lag_max_ms = late;
-        cms_gauge_set(p->lag_gauge, late / 1000.0);
-    }
+    cms_histogram_observe(p->lag_hist, late / 1000.0);
 }
 
 int cms_proc_create(uv_loop_t *loop, uint64_t drain_timeout_ms, cms_proc **out)
@@ -227,8 +229,9 @@ int cms_proc_create(uv_loop_t *loop, uint64_t drain_timeout_ms, cms_proc **out)
     /* the lag probe alone must not keep the loop alive */
     uv_timer_start(&p->lag_timer, on_lag_timer, LAG_INTERVAL_MS, LAG_INTERVAL_MS);
     uv_unref((uv_handle_t *)&p->lag_timer);
-    p->lag_gauge = cms_metrics_gauge(cms_metrics_default(), "cms_loop_lag_max_seconds",
-                                     "Largest delay of the event loop's 10 ms probe timer", NULL);
+    p->lag_hist = cms_metrics_histogram(cms_metrics_default(), "cms_loop_lag_seconds",
+                                        "Lateness of the event loop's 10 ms probe timer", NULL,
+                                        lag_bounds, sizeof lag_bounds / sizeof lag_bounds[0]);
     *out = p;
     p = NULL;
 out:
@@ -349,11 +352,6 @@ void cms_proc_destroy(cms_proc *p)
     free(p->hooks);
     free(p->closers);
     free(p);
-}
-
-double cms_proc_lag_max_ms(const cms_proc *p)
-{
-    return p->lag_max_ms;
 }
 
 double cms_proc_lag_last_ms(const cms_proc *p)

@@ -62,9 +62,9 @@ uv_loop_t *cms_proc_loop(const cms_proc *p);
 int cms_proc_run(cms_proc *p);
 void cms_proc_destroy(cms_proc *p); /* after cms_proc_run returned; NULL-safe */
 
-/* Loop lag: a repeating 10 ms timer measures how late it fires. Also exported
- * as the gauge cms_loop_lag_max_seconds in cms_metrics_default(). */
-double cms_proc_lag_max_ms(const cms_proc *p);
+/* Loop lag: a repeating 10 ms timer measures how late it fires. Every
+ * measurement goes into the histogram cms_loop_lag_seconds of
+ * cms_metrics_default() (100 µs to 5 s buckets); this is the latest one. */
 double cms_proc_lag_last_ms(const cms_proc *p);
 
 #endif

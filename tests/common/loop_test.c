@@ -1,7 +1,9 @@
 /* loop: the running -> draining -> closed lifecycle, hook order, the drain
  * timeout, signals, loop lag. Every test ends with uv_loop_close() == 0. */
 #include <criterion/criterion.h>
+#include <math.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -279,36 +281,91 @@ static void block_loop(uv_timer_t *t)
     uv_timer_start(&f->later, stop_soon, 30, 0); /* let the lag probe fire again */
 }
 
-Test(loop, lag_is_measured_and_exported)
+/* The value of one series in rendered text, or NAN if absent. */
+static double series_value(const char *text, const char *series)
+{
+    size_t n = strlen(series);
+    for (const char *p = text; (p = strstr(p, series)) != NULL; p += n) {
+        if ((p == text || p[-1] == '\n') && p[n] == ' ')
+            return strtod(p + n + 1, NULL);
+    }
+    return NAN;
+}
+
+Test(loop, lag_is_a_histogram_of_every_probe)
 {
     fixture f;
     fixture_init(&f, 2000);
     uv_timer_start(&f.later, block_loop, 20, 0);
     cr_assert_eq(fixture_run_and_close(&f), 0);
-    /* destroy freed the proc; the gauge lives in the default registry */
+    /* destroy freed the proc; the histogram lives in the default registry */
     char *text = NULL;
     size_t len;
     cr_assert_eq(cms_metrics_render(cms_metrics_default(), &text, &len), 0);
-    const char *line = strstr(text, "\ncms_loop_lag_max_seconds ");
-    cr_assert_not_null(line, "%s", text);
-    double v = strtod(line + strlen("\ncms_loop_lag_max_seconds "), NULL);
-    cr_assert_geq(v, 0.035, "lag %.4f s after a 60 ms block", v);
-    cr_assert_lt(v, 1.0);
-    cr_assert(strstr(text, "# TYPE cms_loop_lag_max_seconds gauge\n") != NULL);
+    cr_assert(strstr(text, "# TYPE cms_loop_lag_seconds histogram\n") != NULL, "%s", text);
+    cr_assert_null(strstr(text, "cms_loop_lag_max_seconds"), "the old high-water mark is gone");
+    /* 100 µs .. 5 s, then +Inf, in order */
+    const char *bounds[] = {"0.0001", "0.00025", "0.0005", "0.001", "0.0025", "0.005",
+                            "0.01",   "0.025",   "0.05",   "0.1",   "0.25",   "0.5",
+                            "1",      "2.5",     "5",      "+Inf"};
+    const char *at = text;
+    for (size_t i = 0; i < sizeof bounds / sizeof bounds[0]; i++) {
+        char want[64];
+        snprintf(want, sizeof want, "\ncms_loop_lag_seconds_bucket{le=\"%s\"} ", bounds[i]);
+        const char *p = strstr(at, want);
+        cr_assert_not_null(p, "bucket %s missing or out of order:\n%s", bounds[i], text);
+        at = p + 1;
+    }
+    size_t nbuckets = 0;
+    for (const char *p = text; (p = strstr(p, "cms_loop_lag_seconds_bucket{")) != NULL; p++)
+        nbuckets++;
+    cr_assert_eq(nbuckets, sizeof bounds / sizeof bounds[0], "no other bucket");
+    double count = series_value(text, "cms_loop_lag_seconds_count");
+    double sum = series_value(text, "cms_loop_lag_seconds_sum");
+    double fast = series_value(text, "cms_loop_lag_seconds_bucket{le=\"0.025\"}");
+    cr_assert_geq(count - fast, 1, "the 60 ms stall is above 25 ms:\n%s", text);
+    cr_assert_geq(sum, 0.035, "lag sum %.4f s after a 60 ms block", sum);
+    cr_assert_lt(sum, 1.0);
     free(text);
 }
 
-Test(loop, lag_accessors)
+/* Reads the last lag once per loop turn, after the timers. */
+typedef struct lag_watch {
+    uv_check_t check;
+    cms_proc *p;
+    double max_seen_ms;
+} lag_watch;
+
+static void watch_lag(uv_check_t *c)
+{
+    lag_watch *w = c->data;
+    double v = cms_proc_lag_last_ms(w->p);
+    if (v > w->max_seen_ms)
+        w->max_seen_ms = v;
+}
+
+static void close_watch(cms_proc *p, void *arg)
+{
+    (void)p;
+    lag_watch *w = arg;
+    uv_close((uv_handle_t *)&w->check, NULL);
+}
+
+Test(loop, lag_last_is_the_latest_probe)
 {
     fixture f;
     fixture_init(&f, 2000);
+    lag_watch w = {.p = f.p};
+    cr_assert_eq(uv_check_init(&f.loop, &w.check), 0);
+    w.check.data = &w;
+    cr_assert_eq(uv_check_start(&w.check, watch_lag), 0);
+    cr_assert_eq(cms_proc_on_close(f.p, close_watch, &w), 0);
     uv_timer_start(&f.later, block_loop, 20, 0);
-    cr_assert_eq(cms_proc_run(f.p), 0);
-    cr_assert_not(f.watchdog_fired);
-    cr_assert_geq(cms_proc_lag_max_ms(f.p), 35.0);
-    cr_assert_geq(cms_proc_lag_max_ms(f.p), cms_proc_lag_last_ms(f.p));
-    cms_proc_destroy(f.p);
-    cr_assert_eq(uv_loop_close(&f.loop), 0);
+    cr_assert_eq(fixture_run_and_close(&f), 0);
+    /* some turn saw the stall's probe as the latest */
+    cr_assert_geq(w.max_seen_ms, 35.0, "last lag at most %.1f ms around a 60 ms block",
+                  w.max_seen_ms);
+    cr_assert_lt(w.max_seen_ms, 1000.0);
 }
 
 Test(loop, destroy_without_run_closes_handles)
