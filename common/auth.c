@@ -503,7 +503,7 @@ cms_auth_err cms_auth_create(uv_loop_t *loop, cms_nats *nats, const cms_auth_opt
                                       "API keys that had to be resolved", NULL);
     a->m_denied = cms_metrics_counter(mx, "cms_auth_denied_total", "API keys refused", NULL);
     a->m_invalidations = cms_metrics_counter(mx, "cms_auth_invalidations_total",
-                                             "cache invalidations by events", NULL);
+                                             "Cache invalidations by events", NULL);
     for (size_t i = 0; a->o.event_subjects && a->o.event_subjects[i]; i++) {
         if (i == MAX_EVENT_SUBJECTS) {
             rc = CMS_AUTH_EINVAL;

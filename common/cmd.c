@@ -1004,12 +1004,12 @@ static void make_verb_metrics(verb *v)
     char labels[128];
     for (int i = 0; i < NCODES; i++) {
         snprintf(labels, sizeof labels, "verb=\"%s\",code=\"%s\"", v->name, codes[i]);
-        v->m_answers[i] =
-            cms_metrics_counter(m, "cms_commands_total", "commands answered, by code", labels);
+        v->m_answers[i] = cms_metrics_counter(m, "cms_commands_total",
+                                              "Commands answered, by verb and code", labels);
     }
     snprintf(labels, sizeof labels, "verb=\"%s\"", v->name);
     v->m_duration = cms_metrics_histogram(m, "cms_command_duration_seconds",
-                                          "time from a request's arrival to its answer", labels,
+                                          "Time from a request's arrival to its answer", labels,
                                           bounds, sizeof bounds / sizeof bounds[0]);
 }
 

@@ -370,18 +370,18 @@ static void make_metrics(cms_nats *n)
 {
     cms_metrics *mx = cms_metrics_default();
     n->m_reconnects =
-        cms_metrics_counter(mx, "cms_nats_reconnects_total", "NATS reconnections.", NULL);
-    n->m_dropped = cms_metrics_counter(
-        mx, "cms_nats_dropped_total",
-        "Core NATS messages dropped because the hand-off queue was full.", NULL);
+        cms_metrics_counter(mx, "cms_nats_reconnects_total", "NATS reconnections", NULL);
+    n->m_dropped =
+        cms_metrics_counter(mx, "cms_nats_messages_dropped_total",
+                            "Core NATS messages dropped because the hand-off queue was full", NULL);
     n->m_published = cms_metrics_counter(mx, "cms_nats_published_total",
-                                         "JetStream publishes acknowledged by the stream.", NULL);
+                                         "JetStream publishes acknowledged by the stream", NULL);
     n->m_pub_errors = cms_metrics_counter(mx, "cms_nats_publish_errors_total",
-                                          "JetStream publishes that failed or timed out.", NULL);
+                                          "JetStream publishes that failed or timed out", NULL);
     n->m_connected =
-        cms_metrics_gauge(mx, "cms_nats_connected", "1 while connected to NATS.", NULL);
+        cms_metrics_gauge(mx, "cms_nats_connected", "Connected to NATS: 1, else 0", NULL);
     n->m_inflight = cms_metrics_gauge(mx, "cms_nats_publish_inflight",
-                                      "JetStream publishes awaiting their ack.", NULL);
+                                      "JetStream publishes awaiting their ack", NULL);
     cms_gauge_set(n->m_connected, 0.0);
     cms_gauge_set(n->m_inflight, 0.0);
 }

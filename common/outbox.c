@@ -635,22 +635,22 @@ cms_outbox_err cms_outbox_create(uv_loop_t *loop, cms_pg *pg, cms_nats *nats,
     ob->timer.data = ob;
     cms_metrics *m = cms_metrics_default();
     ob->m_published = cms_metrics_counter(m, "cms_outbox_published_total",
-                                          "outbox rows acknowledged by the stream", NULL);
+                                          "Outbox rows acknowledged by the stream", NULL);
     ob->m_failed = cms_metrics_counter(m, "cms_outbox_publish_failures_total",
-                                       "outbox publishes that failed", NULL);
+                                       "Outbox publishes that failed", NULL);
     for (int r = 1; r < NDEAD; r++) {
         char labels[64];
         snprintf(labels, sizeof labels, "reason=\"%s\"", dead_names[r]);
         ob->m_dead[r] = cms_metrics_counter(m, "cms_outbox_dead_rows_total",
-                                            "outbox rows that can never be published, moved "
+                                            "Outbox rows that can never be published, moved "
                                             "to outbox_dead",
                                             labels);
     }
     ob->m_backlog = cms_metrics_gauge(m, "cms_outbox_backlog_rows",
-                                      "outbox rows of this source waiting, at the last read", NULL);
+                                      "Outbox rows of this source waiting, at the last read", NULL);
     ob->m_oldest =
         cms_metrics_gauge(m, "cms_outbox_oldest_age_seconds",
-                          "age of the oldest waiting outbox row, at the last read", NULL);
+                          "Age of the oldest waiting outbox row, at the last read", NULL);
     read_batch(ob);
     *out = ob;
     return CMS_OUTBOX_OK;

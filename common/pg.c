@@ -1044,9 +1044,9 @@ int cms_pg_create(uv_loop_t *loop, const cms_pg_options *opts, cms_pg **out)
         cms_metrics_counter(m, "cms_pg_jobs_failed_total", "PostgreSQL jobs that failed", NULL);
     pg->m_ready = cms_metrics_gauge(m, "cms_pg_ready_connections",
                                     "PostgreSQL connections ready for work", NULL);
-    pg->m_queue = cms_metrics_gauge(m, "cms_pg_queue_depth", "jobs waiting for a connection", NULL);
-    pg->m_latency = cms_metrics_histogram(m, "cms_pg_job_seconds",
-                                          "time from submit to result of a job", NULL, NULL, 0);
+    pg->m_queue = cms_metrics_gauge(m, "cms_pg_queue_depth", "Jobs waiting for a connection", NULL);
+    pg->m_latency = cms_metrics_histogram(m, "cms_pg_job_duration_seconds",
+                                          "Time from submit to result of a job", NULL, NULL, 0);
     for (int i = 0; i < pg->nconns; i++) {
         conn *c = &pg->conns[i];
         c->pg = pg;

@@ -743,25 +743,25 @@ int audit_ingest_create(uv_loop_t *loop, cms_pg *pg, cms_nats *nats, const audit
     in->retry.data = in;
 
     cms_metrics *m = cms_metrics_default();
-    in->m_events = cms_metrics_counter(m, "cms_audit_events_total", "events committed", NULL);
-    in->m_batches = cms_metrics_counter(m, "cms_audit_batches_total", "batches committed", NULL);
+    in->m_events = cms_metrics_counter(m, "cms_audit_events_total", "Events committed", NULL);
+    in->m_batches = cms_metrics_counter(m, "cms_audit_batches_total", "Batches committed", NULL);
     in->m_splits = cms_metrics_counter(m, "cms_audit_batch_splits_total",
-                                       "failed batches split to isolate bad rows", NULL);
+                                       "Failed batches split to isolate bad rows", NULL);
     for (int r = 1; r < AUDIT_NREASONS; r++) {
         char labels[64];
         snprintf(labels, sizeof labels, "reason=\"%s\"", audit_reason_name((audit_reason)r));
         in->m_dead[r] = cms_metrics_counter(m, "cms_audit_dead_letters_total",
-                                            "events sent to cms.dlq.audit", labels);
+                                            "Events sent to cms.dlq.audit", labels);
     }
     static const double sizes[] = {1, 10, 50, 100, 250, 500, 1000, 2000, 5000};
-    in->m_batch_size = cms_metrics_histogram(m, "cms_audit_batch_rows", "rows per insert", NULL,
+    in->m_batch_size = cms_metrics_histogram(m, "cms_audit_batch_rows", "Rows per insert", NULL,
                                              sizes, sizeof sizes / sizeof sizes[0]);
-    in->m_insert_seconds = cms_metrics_histogram(m, "cms_audit_insert_seconds",
-                                                 "time to commit one insert", NULL, NULL, 0);
+    in->m_insert_seconds = cms_metrics_histogram(m, "cms_audit_insert_duration_seconds",
+                                                 "Time to commit one insert", NULL, NULL, 0);
     in->m_pending = cms_metrics_gauge(m, "cms_audit_consumer_pending",
-                                      "messages not yet delivered to the audit consumer", NULL);
+                                      "Messages not yet delivered to the audit consumer", NULL);
     in->m_held = cms_metrics_gauge(m, "cms_audit_held_events",
-                                   "events waiting for their actor to be looked up", NULL);
+                                   "Events waiting for their actor to be looked up", NULL);
     *out = in;
     return 0;
 }

@@ -310,8 +310,9 @@ int idexp_create(uv_loop_t *loop, cms_pg *pg, cms_outbox *outbox, cms_auth *auth
     x->auth = auth;
     uv_timer_init(loop, &x->timer);
     x->timer.data = x;
-    x->m_expired = cms_metrics_counter(cms_metrics_default(), "cms_identity_expired_total",
-                                       "credentials announced expired", NULL);
+    x->m_expired =
+        cms_metrics_counter(cms_metrics_default(), "cms_identity_credentials_expired_total",
+                            "Credentials announced expired", NULL);
     *out = x;
     return 0;
 }

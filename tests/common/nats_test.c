@@ -409,9 +409,9 @@ Test(nats, full_queue_drops_core_messages)
     cms_nats_options o = {.name = "nats-test", .queue_cap = FLOOD_CAP};
     fx_init(&c->f, 20000, &o);
     side_open(&c->s);
-    c->dropped = cms_metrics_counter(
-        cms_metrics_default(), "cms_nats_dropped_total",
-        "Core NATS messages dropped because the hand-off queue was full.", NULL);
+    c->dropped =
+        cms_metrics_counter(cms_metrics_default(), "cms_nats_messages_dropped_total",
+                            "Core NATS messages dropped because the hand-off queue was full", NULL);
     cr_assert_not_null(c->dropped);
     c->dropped0 = cms_counter_get(c->dropped);
     snprintf(c->subj, sizeof c->subj, "%s.flood", c->f.tag);
