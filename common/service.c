@@ -415,6 +415,16 @@ static int start(cms_service *s)
     }
     if (cms_bus_provision(s->nats, streams_done, s) != 0)
         return 1;
+    /* the standard metrics every exporter has, once per process */
+    cms_metrics *mx = cms_metrics_default();
+    cms_gauge_set(cms_metrics_gauge(mx, "cms_build_info",
+                                    "A constant 1, labelled with the version of this build",
+                                    "version=\"" CMS_VERSION "\""),
+                  1);
+    if (cms_metrics_add_process(mx) != 0) {
+        cms_log_error("cannot register the process metrics: out of memory", NULL);
+        return 1;
+    }
     const char *addr = cms_config_str(c, "http-addr");
     if (cms_http_create(&s->loop, addr, &s->http) != 0 ||
         cms_http_serve_probes(s->http, cms_metrics_default(), ready, s) != 0) {

@@ -9,6 +9,7 @@
 
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
+#include <math.h>
 #include <nats/nats.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -57,6 +58,67 @@ static int stop_service(pid_t pid, double *took_ms)
     return WEXITSTATUS(st);
 }
 
+/* The value of one series of /metrics, or NAN if absent. */
+static double metric_value(const char *body, const char *series)
+{
+    size_t n = strlen(series);
+    for (const char *p = body; (p = strstr(p, series)) != NULL; p += n) {
+        if ((p == body || p[-1] == '\n') && p[n] == ' ')
+            return strtod(p + n + 1, NULL);
+    }
+    return NAN;
+}
+
+/* The names dashboards rely on: the standard ones present and plausible,
+ * the renamed ones gone, and one style of HELP for ours. */
+static void check_metric_names(const char *body)
+{
+    cr_assert_lt(strlen(body), 65535, "the whole of /metrics was read");
+    cr_assert_not_null(strstr(body, "# TYPE cms_build_info gauge\n"), "%s", body);
+    cr_assert_not_null(strstr(body, "\ncms_build_info{version=\"" CMS_VERSION "\"} 1\n"), "%s",
+                       body);
+    cr_assert_not_null(strstr(body, "# TYPE cms_loop_lag_seconds histogram\n"), "%s", body);
+    cr_assert_not_null(strstr(body, "# TYPE cms_pg_job_duration_seconds histogram\n"), "%s", body);
+    cr_assert_not_null(strstr(body, "# TYPE cms_nats_messages_dropped_total counter\n"), "%s",
+                       body);
+    cr_assert_not_null(strstr(body, "# TYPE process_cpu_seconds_total counter\n"), "%s", body);
+    const char *gone[] = {"cms_loop_lag_max_seconds", "cms_pg_job_seconds",
+                          "cms_nats_dropped_total", "cms_audit_insert_seconds",
+                          "cms_identity_expired_total"};
+    for (size_t i = 0; i < sizeof gone / sizeof gone[0]; i++)
+        cr_assert_null(strstr(body, gone[i]), "%s is gone:\n%s", gone[i], body);
+
+    double now = (double)time(NULL);
+    double start = metric_value(body, "process_start_time_seconds");
+    cr_assert_gt(metric_value(body, "process_resident_memory_bytes"), 0, "%s", body);
+    cr_assert_gt(metric_value(body, "process_virtual_memory_bytes"), 0, "%s", body);
+    cr_assert_geq(metric_value(body, "process_open_fds"), 3, "%s", body);
+    cr_assert_geq(metric_value(body, "process_max_fds"), metric_value(body, "process_open_fds"));
+    cr_assert_geq(metric_value(body, "process_cpu_seconds_total"), 0, "%s", body);
+    /* boot time is whole seconds: allow one */
+    cr_assert_leq(start, now + 1, "started in the future: %.2f, now %.0f", start, now);
+    cr_assert_gt(start, now - 3600, "started over an hour ago: %.2f, now %.0f", start, now);
+
+    /* HELP: a capital first letter, no final period (process_* keep the
+     * client libraries' own texts); counters end in _total */
+    for (const char *l = body; *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : l + strlen(l)) {
+        const char *eol = strchr(l, '\n');
+        size_t len = eol ? (size_t)(eol - l) : strlen(l);
+        char line[512];
+        snprintf(line, sizeof line, "%.*s", (int)len, l);
+        if (strncmp(line, "# HELP cms_", 11) == 0) {
+            const char *text = strchr(line + 7, ' ');
+            cr_assert_not_null(text, "%s", line);
+            cr_assert(text[1] >= 'A' && text[1] <= 'Z', "HELP starts with a capital: %s", line);
+            cr_assert_neq(line[strlen(line) - 1], '.', "HELP without a final period: %s", line);
+        } else if (strncmp(line, "# TYPE ", 7) == 0 && strstr(line, " counter") != NULL) {
+            const char *name_end = strchr(line + 7, ' ');
+            cr_assert(name_end - line > 7 + 6 && strncmp(name_end - 6, "_total", 6) == 0,
+                      "a counter ends in _total: %s", line);
+        }
+    }
+}
+
 /* A key cms-testsvc accepts: any id, a secret of 32 zero bytes. */
 #define TEST_KEY "cms_0190f0a1b2c37d4e8f9a0b1c2d3e4f50_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
 
@@ -87,6 +149,8 @@ Test(service, ready_serves_probes_and_commands_then_drains_on_sigterm, .timeout 
     cr_assert_eq(cms_test_http_get(port, "/metrics", body, sizeof body), 200);
     cr_assert_not_null(strstr(body, "cms_pg_ready_connections"), "pool metrics exported");
     cr_assert_not_null(strstr(body, "cms_nats_connected"), "nats metrics exported");
+    check_metric_names(body);
+    double cpu_before = metric_value(body, "process_cpu_seconds_total");
 
     natsConnection *nc = NULL;
     cr_assert_eq(natsConnection_ConnectTo(&nc, cms_test_env("CMS_TEST_NATS_URL")), NATS_OK);
@@ -125,6 +189,9 @@ Test(service, ready_serves_probes_and_commands_then_drains_on_sigterm, .timeout 
     cr_assert_not_null(strstr(body, "cms_commands_total{verb=\"emit\",code=\"OK\"} 1"),
                        "and the answer:\n%s", body);
     cr_assert_null(strstr(body, "cms_outbox_published_total 2"), "one event at most");
+    check_metric_names(body);
+    cr_assert_geq(metric_value(body, "process_cpu_seconds_total"), cpu_before,
+                  "CPU seconds never go down:\n%s", body);
 
     double took;
     int code = stop_service(pid, &took);
