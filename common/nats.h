@@ -21,12 +21,13 @@
  *     run on helper threads too; their results come back on the loop.
  *
  * When the queue is full, core messages (commands) are dropped and counted
- * (cms_nats_dropped_total): the requester times out and retries. JetStream
- * messages are bounded by credit, publish acks by the in-flight cap.
+ * (cms_nats_messages_dropped_total): the requester times out and retries.
+ * JetStream messages are bounded by credit, publish acks by the in-flight
+ * cap.
  *
  * Everything below is called on the loop thread, and every callback runs on
  * it. Metrics (cms_metrics_default()): cms_nats_reconnects_total,
- * cms_nats_dropped_total, cms_nats_published_total,
+ * cms_nats_messages_dropped_total, cms_nats_published_total,
  * cms_nats_publish_errors_total, cms_nats_connected, cms_nats_publish_inflight.
  *
  * nats.c keeps library-wide threads alive after the last connection; call
@@ -86,7 +87,7 @@ typedef struct cms_nats_options {
 int cms_nats_create(uv_loop_t *loop, const cms_nats_options *o, cms_nats **out)
     __attribute__((warn_unused_result));
 bool cms_nats_is_connected(const cms_nats *n);
-/* Core messages dropped so far, in this process (cms_nats_dropped_total):
+/* Core messages dropped so far, in this process (cms_nats_messages_dropped_total):
  * a subscriber that must not miss one (cache invalidations) compares it
  * between looks. Any thread. */
 uint64_t cms_nats_dropped(const cms_nats *n);

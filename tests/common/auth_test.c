@@ -955,7 +955,7 @@ static void inflight_live(fx *f)
     char other[CMS_UUID_STRLEN + 1];
     new_id(other);
     f->counter = cms_metrics_counter(cms_metrics_default(), "cms_auth_invalidations_total",
-                                     "cache invalidations by events", NULL);
+                                     "Cache invalidations by events", NULL);
     cr_assert_not_null(f->counter);
     f->counter_floor = cms_counter_get(f->counter);
     publish_event(f, "identity.status_changed", other, NULL);

@@ -333,7 +333,7 @@ static void run(fault_kind kind)
     uv_timer_start(&f->fault_timer, on_start_fault, 300, 0);
 
     f->reconnects = cms_metrics_counter(cms_metrics_default(), "cms_nats_reconnects_total",
-                                        "NATS reconnections.", NULL);
+                                        "NATS reconnections", NULL);
     f->reconnects0 = cms_counter_get(f->reconnects);
     cms_nats_options o = {.url = cms_test_env("CMS_TEST_NATS_URL"),
                           .name = "nats-fault",

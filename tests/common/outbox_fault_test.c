@@ -210,7 +210,7 @@ Test(outbox_fault, events_committed_while_nats_is_down_arrive_once, .timeout = 1
     while (!F.provisioned && uv_run(&F.loop, UV_RUN_ONCE))
         ;
     g_failures = cms_metrics_counter(cms_metrics_default(), "cms_outbox_publish_failures_total",
-                                     "outbox publishes that failed", NULL);
+                                     "Outbox publishes that failed", NULL);
     cr_assert_not_null(g_failures);
     cr_assert_eq(cms_counter_get(g_failures), 0);
     cms_outbox_options oo = {
