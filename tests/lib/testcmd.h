@@ -1,7 +1,7 @@
-/* One blocking command, as a client sends it: the body packed from a
+/* Blocking commands, as a client sends them: the body packed from a
  * protobuf message, "Authorization: Bearer <key>" and Cms-Request-Id
- * headers when given, the cms.v1.Reply back. Test code: failures to send
- * or decode are Criterion assertions. */
+ * headers when given, the cms.v1.Reply back; one at a time, or many at
+ * once. Test code: failures to send or decode are Criterion assertions. */
 #ifndef CMS_TESTCMD_H
 #define CMS_TESTCMD_H
 
@@ -14,6 +14,16 @@
  * cms__v1__reply__free_unpacked. */
 Cms__V1__Reply *cms_test_command(natsConnection *nc, const char *subject, const char *key,
                                  const char *request_id, const ProtobufCMessage *body);
+
+/* The same with a body of raw bytes (for bodies that are not messages). */
+Cms__V1__Reply *cms_test_command_bytes(natsConnection *nc, const char *subject, const char *key,
+                                       const char *request_id, const void *data, size_t len);
+
+/* n copies of one command sent at once, before any reply is read; out[i]
+ * is the reply to the i-th. */
+void cms_test_commands(natsConnection *nc, const char *subject, const char *key,
+                       const char *request_id, const ProtobufCMessage *body, int n,
+                       Cms__V1__Reply **out);
 
 /* The reply's error code, 0 for a result. */
 int cms_test_reply_code(const Cms__V1__Reply *r);
