@@ -91,6 +91,11 @@ cms_bus_err cms_bus_dlq_subject(char *buf, size_t len, const char *service)
 
 /* ---- checks ---- */
 
+const char *cms_bus_event_filter(const char *subject)
+{
+    return subject == NULL || strcmp(subject, CMS_BUS_EVENT_SUBJECTS) == 0 ? NULL : subject;
+}
+
 bool cms_bus_valid_token(const char *s, size_t n)
 {
     if (s == NULL || n == 0 || n > CMS_BUS_TYPE_MAX)

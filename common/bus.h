@@ -48,6 +48,10 @@ const char *cms_bus_strerror(cms_bus_err e);
 /* CMS_EVENTS (file, 30 days, the dedupe window) and CMS_DLQ (file, 90
  * days): count entries. */
 const cms_nats_stream_spec *cms_bus_streams(size_t *count);
+/* The filter a durable on CMS_EVENTS is made with to take the events on
+ * subject: NULL when that is every event (nats-server matches a filter
+ * against every message it delivers, even one that matches them all). */
+const char *cms_bus_event_filter(const char *subject);
 /* Provisions them (cms_nats_provision). */
 int cms_bus_provision(cms_nats *n, void (*done)(void *arg, cms_nats_err err), void *arg);
 

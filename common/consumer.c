@@ -1012,7 +1012,9 @@ cms_consumer_err cms_consumer_create(uv_loop_t *loop, cms_pg *pg, cms_nats *nats
     snprintf(c->retention, sizeof c->retention, "%lld", (long long)c->o.retention_ms);
     cms_nats_consumer_options co = {.stream = c->stream,
                                     .durable = c->name,
-                                    .filter_subject = c->filter,
+                                    .filter_subject = strcmp(c->stream, CMS_BUS_EVENTS_STREAM) == 0
+                                                          ? cms_bus_event_filter(c->filter)
+                                                          : c->filter,
                                     .max_ack_pending = c->o.max_inflight,
                                     .fetch_batch = c->o.max_inflight,
                                     .ack_wait_ms = c->o.ack_wait_ms};

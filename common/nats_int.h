@@ -186,6 +186,7 @@ struct cms_nats_consumer {
     char *next_subj; /* $JS.API.CONSUMER.MSG.NEXT.<stream>.<durable> */
     int req_left;    /* messages our open pull request may still bring */
     uint64_t req_deadline;
+    cms_counter *m_requests, *m_pulled; /* by durable (atomic: any thread) */
 };
 
 typedef struct prov {

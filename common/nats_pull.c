@@ -155,6 +155,7 @@ static natsStatus consumer_request(cms_nats_consumer *c, natsConnection *nc, int
                        (int64_t)(FETCH_TIMEOUT_MS - 50) * NS_PER_MS);
     natsStatus st = natsConnection_PublishRequest(nc, c->next_subj, c->inbox, body, len);
     if (st == NATS_OK) {
+        cms_counter_add(c->m_requests, 1);
         c->req_left = batch;
         c->req_deadline = uv_hrtime() + (uint64_t)FETCH_TIMEOUT_MS * NS_PER_MS;
     }
@@ -183,6 +184,7 @@ static void consumer_deliver(cms_nats_consumer *c, natsMsg *nm)
     uv_mutex_lock(&c->mu);
     c->credit--;
     uv_mutex_unlock(&c->mu);
+    cms_counter_add(c->m_pulled, 1);
     if (!nats_push_ev(n, &m->ev))
         nats_msg_free_raw(m); /* past close */
 }
@@ -328,6 +330,13 @@ int cms_nats_consume(cms_nats *n, const cms_nats_consumer_options *o, cms_nats_m
     c->max_deliver = o->max_deliver != 0 ? o->max_deliver : -1;
     c->credit = c->max_ack_pending;
     c->idle_ev.kind = EV_PULL_IDLE;
+    char labels[160];
+    snprintf(labels, sizeof labels, "durable=\"%s\"", o->durable);
+    c->m_requests = cms_metrics_counter(cms_metrics_default(), "cms_nats_pull_requests_total",
+                                        "Pull requests sent to JetStream, by durable", labels);
+    c->m_pulled = cms_metrics_counter(cms_metrics_default(), "cms_nats_pulled_messages_total",
+                                      "Messages JetStream delivered to pull requests, by durable",
+                                      labels);
     size_t nl = strlen("$JS.API.CONSUMER.MSG.NEXT..") + strlen(o->stream) + strlen(o->durable) + 1;
     c->next_subj = malloc(nl);
     if (c->next_subj != NULL)
