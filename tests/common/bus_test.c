@@ -3,7 +3,8 @@
  * reason an envelope is refused), decoding into a bounded arena, building
  * events (ids unique and in time order, what is refused), the streams and
  * the system actor. Against the real nats-server (CMS_TEST_NATS_URL): dead
- * letters, kept whole when they fit.
+ * letters, kept whole when they fit, and a record of the original when they
+ * do not.
  *
  * The server tests run one loop with a watchdog; streams, durables and
  * dead-letter subjects carry the pid, so other test binaries on the same
@@ -18,6 +19,7 @@
 
 #include <criterion/criterion.h>
 #include <nats/nats.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -731,6 +733,184 @@ Test(bus, dead_letter_keeps_bytes_and_headers)
 
     side_purge_dlq(&s, c->dlq_subj, c->durable);
     side_drop_stream(&s, name);
+    side_close(&s);
+    free(c);
+    (void)nats_CloseAndWait(5000);
+}
+
+/* ------------------------------------------------------------------------ */
+/* a dead letter that does not fit: a record of the original */
+
+enum { BIG_HEADERLESS, BIG_WITH_HEADERS, NBIG };
+
+typedef struct big_ctx {
+    fx f;
+    char service[32], orig_subj[64], dlq_subj[64], stream[64], durable[64];
+    size_t max_payload; /* the server's, as the side connection read it */
+    int originals, stored, refused;
+    cms_nats_consumer *orig;
+} big_ctx;
+
+/* One original on its way to CMS_DLQ: acked once its record is stored. */
+typedef struct big_letter {
+    big_ctx *c;
+    cms_nats_msg *m;
+} big_letter;
+
+static void on_big_stored(void *arg, bool stored)
+{
+    big_letter *l = arg;
+    big_ctx *c = l->c;
+    check_thread(&c->f);
+    if (stored) {
+        c->stored++;
+        cr_assert_eq(cms_nats_msg_ack(l->m), CMS_NATS_OK);
+    } else {
+        c->refused++;
+    }
+    cms_nats_msg_destroy(l->m);
+    free(l);
+    if (c->stored + c->refused == NBIG)
+        fx_close(&c->f);
+}
+
+static void on_big_msg(void *arg, cms_nats_msg *m)
+{
+    big_ctx *c = arg;
+    check_thread(&c->f);
+    c->originals++;
+    cr_assert_eq(cms_nats_max_payload(c->f.n), c->max_payload,
+                 "the module knows the server's max payload");
+    big_letter *l = calloc(1, sizeof *l);
+    cr_assert_not_null(l);
+    *l = (big_letter){.c = c, .m = m};
+    cms_bus_err err = cms_bus_dead_letter(c->f.n, c->service, m, "undecodable", on_big_stored, l);
+    cr_assert_eq(err, CMS_BUS_OK, "an oversized message can be dead-lettered: %s",
+                 cms_bus_strerror(err));
+}
+
+static void on_big_provisioned(void *arg, cms_nats_err err)
+{
+    big_ctx *c = arg;
+    cr_assert_eq(err, CMS_NATS_OK);
+    cms_nats_consumer_options co = {.stream = c->stream, .durable = c->durable};
+    cr_assert_eq(cms_nats_consume(c->f.n, &co, on_big_msg, c, &c->orig), 0);
+}
+
+static const char *hdr(natsMsg *m, const char *key)
+{
+    const char *v = NULL;
+    return natsMsgHeader_Get(m, key, &v) == NATS_OK ? v : NULL;
+}
+
+static void sha256_hex(const uint8_t *data, size_t len, char out[65])
+{
+    unsigned char sha[crypto_hash_sha256_BYTES];
+    crypto_hash_sha256(sha, data, len);
+    sodium_bin2hex(out, 65, sha, sizeof sha);
+}
+
+Test(bus, an_oversized_message_is_dead_lettered_as_a_record, .timeout = 60)
+{
+    cr_assert_geq(sodium_init(), 0);
+    big_ctx *c = calloc(1, sizeof *c);
+    fx_init(&c->f, 45000);
+    char filter[64];
+    snprintf(c->stream, sizeof c->stream, "B%d_BIG", (int)getpid());
+    snprintf(filter, sizeof filter, "%s.big.>", c->f.tag);
+    snprintf(c->orig_subj, sizeof c->orig_subj, "%s.big.x", c->f.tag);
+    snprintf(c->service, sizeof c->service, "btbig%d", (int)getpid());
+    snprintf(c->dlq_subj, sizeof c->dlq_subj, "cms.dlq.%s", c->service);
+    snprintf(c->durable, sizeof c->durable, "big%d", (int)getpid());
+    side s;
+    side_open(&s);
+    int64_t mp = natsConnection_GetMaxPayload(s.nc);
+    cr_assert_gt(mp, 4096, "the server's max payload: %lld", (long long)mp);
+    c->max_payload = (size_t)mp;
+    side_stream(&s, c->stream, filter);
+
+    /* 1: max_payload - 16 bytes and no header, so it fits the stream; its
+     * dead letter, with the headers it adds, cannot fit */
+    size_t len[NBIG];
+    uint8_t *body[NBIG];
+    len[BIG_HEADERLESS] = c->max_payload - 16;
+    /* 2: near the limit with headers of its own, which a record leaves out */
+    const char *x_id = "big-with-headers";
+    size_t own = strlen("NATS/1.0\r\n") + strlen("X-Big: yes\r\n") + strlen("Nats-Msg-Id: \r\n") +
+                 strlen(x_id) + strlen("\r\n");
+    len[BIG_WITH_HEADERS] = c->max_payload - own - 16;
+    for (int i = 0; i < NBIG; i++) {
+        body[i] = malloc(len[i]);
+        cr_assert_not_null(body[i]);
+        randombytes_buf(body[i], len[i]);
+        natsMsg *m = NULL;
+        cr_assert_eq(natsMsg_Create(&m, c->orig_subj, NULL, (const char *)body[i], (int)len[i]),
+                     NATS_OK);
+        if (i == BIG_WITH_HEADERS) {
+            cr_assert_eq(natsMsgHeader_Set(m, "X-Big", "yes"), NATS_OK);
+            cr_assert_eq(natsMsgHeader_Set(m, "Nats-Msg-Id", x_id), NATS_OK);
+        }
+        jsPubAck *pa = NULL;
+        jsErrCode jerr = 0;
+        natsStatus st = js_PublishMsg(&pa, s.js, m, NULL, &jerr);
+        cr_assert_eq(st, NATS_OK, "original %d (%zu bytes) stored: %s (%d)", i, len[i],
+                     natsStatus_GetText(st), (int)jerr);
+        cr_assert_eq(pa->Sequence, (uint64_t)i + 1);
+        jsPubAck_Destroy(pa);
+        natsMsg_Destroy(m);
+    }
+
+    cr_assert_eq(cms_bus_provision(c->f.n, on_big_provisioned, c), 0);
+    fx_finish(&c->f);
+    cr_assert_eq(c->originals, NBIG, "each original delivered once: acked once stored");
+    cr_assert_eq(c->stored, NBIG, "the callback says stored (%d refused)", c->refused);
+
+    /* the records, read back in CMS_DLQ's order */
+    jsSubOptions so;
+    jsSubOptions_Init(&so);
+    so.Stream = "CMS_DLQ";
+    so.Ordered = true;
+    natsSubscription *sub = NULL;
+    jsErrCode jerr = 0;
+    cr_assert_eq(js_SubscribeSync(&sub, s.js, c->dlq_subj, NULL, &so, &jerr), NATS_OK,
+                 "read CMS_DLQ (%d)", (int)jerr);
+    for (int i = 0; i < NBIG; i++) {
+        natsMsg *m = NULL;
+        cr_assert_eq(natsSubscription_NextMsg(&m, sub, 10000), NATS_OK, "record %d", i);
+        char seq[24], size[24], sha[65], id[128];
+        snprintf(seq, sizeof seq, "%d", i + 1);
+        snprintf(size, sizeof size, "%zu", len[i]);
+        snprintf(id, sizeof id, "dlq:%s:%s:%d", c->service, c->stream, i + 1);
+        sha256_hex(body[i], len[i], sha);
+        cr_assert_str_eq(natsMsg_GetSubject(m), c->dlq_subj);
+        cr_assert_str_eq(hdr(m, "Cms-Dlq-Reason"), "undecodable");
+        cr_assert_str_eq(hdr(m, "Cms-Dlq-Subject"), c->orig_subj);
+        cr_assert_str_eq(hdr(m, "Cms-Dlq-Stream-Seq"), seq);
+        cr_assert_str_eq(hdr(m, "Cms-Dlq-Size"), size, "record %d: the original's length", i);
+        cr_assert_str_eq(hdr(m, "Cms-Dlq-Sha256"), sha, "record %d: the hash of its bytes", i);
+        cr_assert_str_eq(hdr(m, "Cms-Dlq-Truncated"), "true");
+        cr_assert_str_eq(hdr(m, "Nats-Msg-Id"), id, "a record has the dead letter's own id");
+        cr_assert_null(hdr(m, "X-Big"), "the original's headers are not in a record");
+        cr_assert_eq(natsMsg_GetDataLength(m), CMS_BUS_DLQ_RECORD_BYTES);
+        cr_assert_eq(memcmp(natsMsg_GetData(m), body[i], CMS_BUS_DLQ_RECORD_BYTES), 0,
+                     "record %d: the first bytes of the original", i);
+        natsMsg_Destroy(m);
+        free(body[i]);
+    }
+    natsSubscription_Unsubscribe(sub);
+    natsSubscription_Destroy(sub);
+    jsOptions jo;
+    jsOptions_Init(&jo);
+    jo.Stream.Info.SubjectsFilter = c->dlq_subj;
+    jsStreamInfo *si = NULL;
+    cr_assert_eq(js_GetStreamInfo(&si, s.js, "CMS_DLQ", &jo, &jerr), NATS_OK);
+    cr_assert(si->State.Subjects && si->State.Subjects->Count == 1 &&
+                  si->State.Subjects->List[0].Msgs == NBIG,
+              "one record of each original in CMS_DLQ");
+    jsStreamInfo_Destroy(si);
+
+    side_purge_dlq(&s, c->dlq_subj, NULL);
+    side_drop_stream(&s, c->stream);
     side_close(&s);
     free(c);
     (void)nats_CloseAndWait(5000);
