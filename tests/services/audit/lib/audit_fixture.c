@@ -633,6 +633,10 @@ size_t audfx_read_dlq(audfx *f, audfx_dead **out)
                 header(m, "Cms-Dlq-Reason", x->reason, sizeof x->reason);
                 header(m, "Cms-Dlq-Msg-Id", x->msg_id, sizeof x->msg_id);
                 header(m, "X-Audfx-Tag", x->custom, sizeof x->custom);
+                header(m, "Cms-Dlq-Stream-Seq", x->stream_seq, sizeof x->stream_seq);
+                header(m, "Cms-Dlq-Size", x->size, sizeof x->size);
+                header(m, "Cms-Dlq-Sha256", x->sha256, sizeof x->sha256);
+                header(m, "Cms-Dlq-Truncated", x->truncated, sizeof x->truncated);
             }
             natsMsg_Destroy(m);
         }

@@ -138,7 +138,13 @@ typedef struct audfx_dead {
     char reason[48];
     char subject[128];
     char msg_id[96];
-    char custom[96]; /* the X-Audfx-Tag header, "" if absent */
+    char custom[96];     /* the X-Audfx-Tag header, "" if absent */
+    char stream_seq[24]; /* Cms-Dlq-Stream-Seq: the original's in CMS_EVENTS */
+    /* Only on a record of an original too large to be dead-lettered whole
+     * ("" otherwise): its length, the hex SHA-256 of its bytes, "true". */
+    char size[24];
+    char sha256[65];
+    char truncated[8];
 } audfx_dead;
 /* Reads the whole of cms.dlq.audit in CMS_DLQ and keeps this test's dead
  * letters. Returns how many; *out is malloc'd (audfx_dead_free). */
