@@ -1,7 +1,9 @@
 /* The outbox relay against the real PostgreSQL and nats-server: every
  * committed row reaches the stream exactly once, in commit order, also when
- * the writing process is killed between commit and publish. */
+ * the writing process is killed between commit and publish, and when a
+ * row's publish fails for a while. */
 #include "bus.h"
+#include "metrics.h"
 #include "nats.h"
 #include "outbox.h"
 #include "pg.h"
@@ -9,6 +11,7 @@
 #include "uuid.h"
 
 #include <criterion/criterion.h>
+#include <nats/nats.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -367,6 +370,183 @@ Test(outbox, a_killed_writer_loses_and_duplicates_nothing, .timeout = 120)
     snprintf(durable, sizeof durable, "outbox_b_%d", (int)getpid());
     verify_stream(&f, durable);
     close_runtime(&f);
+    cms_test_db_drop(f.db);
+    free(f.ids);
+}
+
+/* ---- a stream of the test's own, through a blocking side connection ---- */
+
+typedef struct side {
+    natsConnection *nc;
+    jsCtx *js;
+    char stream[64];
+} side;
+
+static void side_open(side *s, const char *stream)
+{
+    memset(s, 0, sizeof *s);
+    snprintf(s->stream, sizeof s->stream, "%s", stream);
+    cr_assert_eq(natsConnection_ConnectTo(&s->nc, cms_test_env("CMS_TEST_NATS_URL")), NATS_OK);
+    cr_assert_eq(natsConnection_JetStream(&s->js, s->nc, NULL), NATS_OK);
+}
+
+/* Creates (or, once it exists, updates) the stream to take these subjects. */
+static void side_stream(side *s, const char *const *subjects, int n, bool update)
+{
+    jsStreamConfig cfg;
+    jsStreamConfig_Init(&cfg);
+    cfg.Name = s->stream;
+    cfg.Subjects = (const char **)subjects;
+    cfg.SubjectsLen = n;
+    cfg.Storage = js_FileStorage;
+    cfg.Duplicates = CMS_BUS_DEDUPE_WINDOW_MS * INT64_C(1000000);
+    jsErrCode jerr = 0;
+    natsStatus st;
+    if (update) {
+        st = js_UpdateStream(NULL, s->js, &cfg, NULL, &jerr);
+    } else {
+        (void)js_DeleteStream(s->js, s->stream, NULL, NULL);
+        st = js_AddStream(NULL, s->js, &cfg, NULL, &jerr);
+    }
+    cr_assert_eq(st, NATS_OK, "stream %s: %s (%d)", s->stream, natsStatus_GetText(st), (int)jerr);
+}
+
+/* Asserts that the stream holds exactly the rows rows[0..n) (indexes into
+ * ids, of which there are nids), once each and in this order. */
+static void side_expect(side *s, char (*ids)[CMS_UUID_STRLEN + 1], int nids, const int *rows, int n)
+{
+    jsStreamInfo *si = NULL;
+    cr_assert_eq(js_GetStreamInfo(&si, s->js, s->stream, NULL, NULL), NATS_OK);
+    uint64_t msgs = si->State.Msgs;
+    jsStreamInfo_Destroy(si);
+    cr_assert_eq(msgs, (uint64_t)n, "every row once: %llu messages for %d rows",
+                 (unsigned long long)msgs, n);
+    for (int i = 0; i < n; i++) {
+        natsMsg *m = NULL;
+        natsStatus st = js_GetMsg(&m, s->js, s->stream, (uint64_t)i + 1, NULL, NULL);
+        cr_assert_eq(st, NATS_OK, "message %d: %s", i + 1, natsStatus_GetText(st));
+        const char *id = NULL;
+        cr_assert_eq(natsMsgHeader_Get(m, "Nats-Msg-Id", &id), NATS_OK);
+        int row = -1;
+        for (int r = 0; r < nids && row < 0; r++)
+            if (strcmp(id, ids[r]) == 0)
+                row = r;
+        cr_assert_eq(row, rows[i], "stream message %d is row %d, not row %d", i + 1, row + 1,
+                     rows[i] + 1);
+        natsMsg_Destroy(m);
+    }
+}
+
+static void side_close(side *s)
+{
+    (void)js_DeleteStream(s->js, s->stream, NULL, NULL);
+    jsCtx_Destroy(s->js);
+    natsConnection_Destroy(s->nc);
+}
+
+/* The rows of one job, so one transaction: commit order is their order. */
+static void write_rows(fx *f, const char *const *subjects, const uint8_t *const *payloads,
+                       const size_t *lens)
+{
+    cms_pg_job *j = cms_pg_job_new();
+    for (int i = 0; i < f->n; i++) {
+        cms_uuid u;
+        cms_uuid_v7(&u);
+        cms_uuid_format(&u, f->ids[i]);
+        cr_assert_eq(
+            cms_outbox_add_raw(j, "outbox_test", f->ids[i], subjects[i], payloads[i], lens[i]), 0);
+    }
+    cr_assert_eq(cms_pg_submit(f->pg, &j, committed, f), CMS_PG_OK);
+}
+
+static uint64_t counter(const char *name, const char *help, const char *labels)
+{
+    cms_counter *c = cms_metrics_counter(cms_metrics_default(), name, help, labels);
+    cr_assert_not_null(c, "%s exists", name);
+    return cms_counter_get(c);
+}
+
+static uint64_t failures(void)
+{
+    return counter("cms_outbox_publish_failures_total", "outbox publishes that failed", NULL);
+}
+
+/* ---- a failure that passes: held, retried, and nothing overtakes it ---- */
+
+#define NORDER 10
+#define ORDER_HELD 4 /* row 5 (index 4): on a subject no stream takes yet */
+
+typedef struct order_ctx {
+    fx *f;
+    side *s;
+    const char *const *subjects;
+    uint64_t failures0;
+    uint64_t published_while_failing;
+    int fixed;
+} order_ctx;
+
+static void order_check(uv_timer_t *t)
+{
+    order_ctx *c = t->data;
+    if (!c->fixed) {
+        /* no event says the relay failed again: its own metric is the sign */
+        if (failures() - c->failures0 < 3)
+            return;
+        c->published_while_failing = cms_outbox_published(c->f->ob);
+        const char *both[] = {c->subjects[0], c->subjects[ORDER_HELD]};
+        side_stream(c->s, both, 2, true); /* now a stream takes row 5 */
+        c->fixed = 1;
+    } else if (cms_outbox_published(c->f->ob) >= NORDER) {
+        uv_timer_stop(t);
+    }
+}
+
+Test(outbox, a_failure_that_passes_holds_the_rows_behind_it, .timeout = 90)
+{
+    fx f;
+    fixture(&f, "outbox_o", NORDER);
+    side s;
+    char stream[64], a[64], b[64];
+    snprintf(stream, sizeof stream, "OB%d_ORD", (int)getpid());
+    snprintf(a, sizeof a, "ob%d.a", (int)getpid());
+    snprintf(b, sizeof b, "ob%d.b", (int)getpid());
+    side_open(&s, stream);
+    const char *only_a[] = {a};
+    side_stream(&s, only_a, 1, false);
+
+    open_runtime(&f, 1);
+    const char *subjects[NORDER];
+    const uint8_t *payloads[NORDER];
+    size_t lens[NORDER];
+    char bodies[NORDER][16];
+    for (int i = 0; i < NORDER; i++) {
+        subjects[i] = i == ORDER_HELD ? b : a;
+        lens[i] = (size_t)snprintf(bodies[i], sizeof bodies[i], "row %d", i + 1);
+        payloads[i] = (const uint8_t *)bodies[i];
+    }
+    cms_outbox_options oo = {.source = "outbox_test", .poll_ms = 50, .backoff_max_ms = 150};
+    cr_assert_eq(cms_outbox_create(&f.loop, f.pg, f.nats, &oo, &f.ob), 0);
+    order_ctx c = {.f = &f, .s = &s, .subjects = subjects, .failures0 = failures()};
+    write_rows(&f, subjects, payloads, lens);
+    f.check.data = &c;
+    uv_timer_start(&f.check, order_check, 5, 5);
+    while (uv_is_active((uv_handle_t *)&f.check) && uv_run(&f.loop, UV_RUN_ONCE))
+        ;
+    cr_assert_eq(f.committed, 1);
+    cr_assert_eq(c.published_while_failing, ORDER_HELD,
+                 "while row %d failed only the %d rows before it were published, not %llu",
+                 ORDER_HELD + 1, ORDER_HELD, (unsigned long long)c.published_while_failing);
+    cr_assert_eq(cms_outbox_published(f.ob), NORDER);
+    f.check.data = &f;
+    uv_timer_start(&f.check, wait_empty, 20, 20);
+    while (uv_is_active((uv_handle_t *)&f.check) && uv_run(&f.loop, UV_RUN_ONCE))
+        ;
+    int rows[NORDER];
+    for (int i = 0; i < NORDER; i++)
+        rows[i] = i;
+    side_expect(&s, f.ids, NORDER, rows, NORDER); /* every row once, in the order of seq */
+    close_runtime(&f);
+    side_close(&s);
     cms_test_db_drop(f.db);
     free(f.ids);
 }
