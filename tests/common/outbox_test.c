@@ -1,7 +1,8 @@
 /* The outbox relay against the real PostgreSQL and nats-server: every
  * committed row reaches the stream exactly once, in commit order, also when
- * the writing process is killed between commit and publish, and when a
- * row's publish fails for a while. */
+ * the writing process is killed between commit and publish, when a row's
+ * publish fails for a while, and around a row that can never be published
+ * (which is moved to outbox_dead). */
 #include "bus.h"
 #include "metrics.h"
 #include "nats.h"
@@ -13,6 +14,7 @@
 #include <criterion/criterion.h>
 #include <nats/nats.h>
 #include <signal.h>
+#include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -547,6 +549,95 @@ Test(outbox, a_failure_that_passes_holds_the_rows_behind_it, .timeout = 90)
     side_expect(&s, f.ids, NORDER, rows, NORDER); /* every row once, in the order of seq */
     close_runtime(&f);
     side_close(&s);
+    cms_test_db_drop(f.db);
+    free(f.ids);
+}
+
+/* ---- a row that can never be published: moved aside, the rest go on ---- */
+
+#define NDEAD 7
+#define DEAD_ROW 3 /* row 4 (index 3): larger than the server takes */
+
+Test(outbox, a_row_too_large_is_moved_to_outbox_dead_and_the_rest_go_on, .timeout = 90)
+{
+    cr_assert_geq(sodium_init(), 0);
+    fx f;
+    fixture(&f, "outbox_d", NDEAD);
+    side s;
+    char stream[64], a[64];
+    snprintf(stream, sizeof stream, "OB%d_BIG", (int)getpid());
+    snprintf(a, sizeof a, "ob%d.a", (int)getpid());
+    side_open(&s, stream);
+    const char *only_a[] = {a};
+    side_stream(&s, only_a, 1, false);
+    int64_t max = natsConnection_GetMaxPayload(s.nc);
+    cr_assert_gt(max, 0);
+
+    open_runtime(&f, 1);
+    const char *subjects[NDEAD];
+    const uint8_t *payloads[NDEAD];
+    size_t lens[NDEAD];
+    char bodies[NDEAD][16];
+    size_t big_len = (size_t)max + 1;
+    uint8_t *big = malloc(big_len);
+    cr_assert_not_null(big);
+    randombytes_buf(big, big_len);
+    for (int i = 0; i < NDEAD; i++) {
+        subjects[i] = a;
+        lens[i] = (size_t)snprintf(bodies[i], sizeof bodies[i], "row %d", i + 1);
+        payloads[i] = (const uint8_t *)bodies[i];
+    }
+    payloads[DEAD_ROW] = big;
+    lens[DEAD_ROW] = big_len;
+    const char *too_large = "reason=\"too_large\"", *refused = "reason=\"refused\"";
+    const char *help = "outbox rows that can never be published, moved to outbox_dead";
+
+    cms_outbox_options oo = {.source = "outbox_test", .poll_ms = 50};
+    cr_assert_eq(cms_outbox_create(&f.loop, f.pg, f.nats, &oo, &f.ob), 0);
+    uint64_t dead0 = counter("cms_outbox_dead_rows_total", help, too_large);
+    uint64_t refused0 = counter("cms_outbox_dead_rows_total", help, refused);
+    write_rows(&f, subjects, payloads, lens);
+    f.n = NDEAD - 1; /* what wait_published waits for */
+    uv_timer_start(&f.check, wait_published, 10, 10);
+    while (uv_is_active((uv_handle_t *)&f.check) && uv_run(&f.loop, UV_RUN_ONCE))
+        ;
+    f.n = NDEAD;
+    cr_assert_eq(f.committed, 1);
+    uv_timer_start(&f.check, wait_empty, 20, 20);
+    while (uv_is_active((uv_handle_t *)&f.check) && uv_run(&f.loop, UV_RUN_ONCE))
+        ;
+    cr_assert_eq(cms_outbox_published(f.ob), NDEAD - 1);
+    cr_assert_eq(counter("cms_outbox_dead_rows_total", help, too_large) - dead0, 1,
+                 "counted as too_large");
+    cr_assert_eq(counter("cms_outbox_dead_rows_total", help, refused) - refused0, 0);
+
+    /* the row, its reason and its bytes, in outbox_dead */
+    unsigned char sha[crypto_hash_sha256_BYTES];
+    char hex[2 * sizeof sha + 1], sql[512];
+    crypto_hash_sha256(sha, big, big_len);
+    sodium_bin2hex(hex, sizeof hex, sha, sizeof sha);
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) || ' ' || min(reason) || ' ' || min(subject) || ' ' || "
+             "min(length(payload)) || ' ' || min(encode(sha256(payload), 'hex')) "
+             "FROM outbox_dead WHERE source = 'outbox_test' AND event_id = '%s'",
+             f.ids[DEAD_ROW]);
+    char *dead = cms_test_sql(f.db, sql);
+    char want[256];
+    snprintf(want, sizeof want, "1 too_large %s %zu %s", a, big_len, hex);
+    cr_assert_str_eq(dead, want, "the row in outbox_dead, whole");
+    free(dead);
+    char *others = cms_test_sql(f.db, "SELECT count(*) FROM outbox_dead");
+    cr_assert_str_eq(others, "1", "only that row");
+    free(others);
+
+    int rows[NDEAD - 1];
+    for (int i = 0, k = 0; i < NDEAD; i++)
+        if (i != DEAD_ROW)
+            rows[k++] = i;
+    side_expect(&s, f.ids, NDEAD, rows, NDEAD - 1); /* the others once each, in order */
+    close_runtime(&f);
+    side_close(&s);
+    free(big);
     cms_test_db_drop(f.db);
     free(f.ids);
 }
