@@ -18,7 +18,6 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 /* cms-testsvc on db, answering HTTP on port; killed if this test dies. */
@@ -33,18 +32,12 @@ static pid_t spawn_service(const char *db, int port)
     return pid;
 }
 
-/* Polls until /readyz answers want, or fails after 20 s. */
-static void wait_readyz(int port, int want, char *body, size_t len)
+/* Until /readyz answers want (polled: readiness has no event); fails after
+ * 20 s or as soon as the service exits. */
+static void wait_readyz(int port, pid_t pid, int want, char *body, size_t len)
 {
-    struct timespec pause = {0, 20 * 1000 * 1000};
-    int status = -1;
-    for (int i = 0; i < 1000; i++) {
-        status = cms_test_http_get(port, "/readyz", body, len);
-        if (status == want)
-            return;
-        nanosleep(&pause, NULL);
-    }
-    cr_assert_fail("/readyz never answered %d (last %d: %s)", want, status, body);
+    cr_assert(cms_test_wait_http(port, "/readyz", want, NULL, pid, 20000, body, len),
+              "/readyz never answered %d (last: %s)", want, body);
 }
 
 static int stop_service(pid_t pid, double *took_ms)
@@ -144,7 +137,7 @@ Test(service, ready_serves_probes_and_commands_then_drains_on_sigterm, .timeout 
     cr_assert_eq(cms_test_db_create("svc_test", 1, db, sizeof db), 0);
     int port = cms_test_free_port();
     pid_t pid = spawn_service(db, port);
-    wait_readyz(port, 200, body, sizeof body);
+    wait_readyz(port, pid, 200, body, sizeof body);
     cr_assert_eq(cms_test_http_get(port, "/healthz", body, sizeof body), 200);
     cr_assert_eq(cms_test_http_get(port, "/metrics", body, sizeof body), 200);
     cr_assert_not_null(strstr(body, "cms_pg_ready_connections"), "pool metrics exported");
@@ -210,13 +203,9 @@ Test(service, not_ready_on_an_unmigrated_database, .timeout = 60)
     cr_assert_eq(cms_test_db_create("svc_empty", 0, db, sizeof db), 0);
     int port = cms_test_free_port();
     pid_t pid = spawn_service(db, port);
-    wait_readyz(port, 503, body, sizeof body);
+    wait_readyz(port, pid, 503, body, sizeof body);
     /* the first 503 may still be about connecting: wait for the schema verdict */
-    for (int i = 0; i < 200 && strstr(body, "cms-migrate") == NULL; i++) {
-        struct timespec pause = {0, 50 * 1000 * 1000};
-        nanosleep(&pause, NULL);
-        cms_test_http_get(port, "/readyz", body, sizeof body);
-    }
+    (void)cms_test_wait_http(port, "/readyz", 503, "cms-migrate", pid, 10000, body, sizeof body);
     cr_assert_not_null(strstr(body, "cms-migrate up"), "says what to do: %s", body);
     double took;
     cr_assert_eq(stop_service(pid, &took), 0);

@@ -200,6 +200,33 @@ int cms_test_http_get(int port, const char *path, char *body, size_t len)
     return status;
 }
 
+/* Whether pid has exited, without reaping it (its parent still waits for it). */
+static bool exited(int pid)
+{
+    siginfo_t info;
+    memset(&info, 0, sizeof info);
+    return waitid(P_PID, (id_t)pid, &info, WEXITED | WNOHANG | WNOWAIT) == 0 && info.si_pid == pid;
+}
+
+bool cms_test_wait_http(int port, const char *path, int want, const char *body_has, int pid,
+                        double timeout_ms, char *body, size_t len)
+{
+    static char last[1 << 16];
+    double deadline = cms_test_now_ms() + timeout_ms;
+    bool ok = false;
+    for (;;) {
+        last[0] = '\0';
+        int status = cms_test_http_get(port, path, last, sizeof last);
+        ok = status == want && (body_has == NULL || strstr(last, body_has) != NULL);
+        if (ok || cms_test_now_ms() >= deadline || (pid > 0 && exited(pid)))
+            break;
+        cms_test_pause_ms(20);
+    }
+    if (body && len)
+        snprintf(body, len, "%s", last);
+    return ok;
+}
+
 extern char **environ;
 
 static bool env_key_in(const char *kv, const char *const *set)

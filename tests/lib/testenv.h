@@ -12,6 +12,7 @@
 #ifndef CMS_TESTENV_H
 #define CMS_TESTENV_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
@@ -56,6 +57,15 @@ int cms_test_http_get(int port, const char *path, char *body, size_t len);
  * (the caller reaps it); -1 on failure. */
 int cms_test_spawn_service(const char *name, const char *const *args, const char *const *set,
                            const char *log_path);
+
+/* Polls GET path on 127.0.0.1:port until it answers the status want with a
+ * body containing body_has (NULL: any body). Readiness has no event to wait
+ * on: a probe says it only when asked, so this is the one bounded poll of
+ * it, asking every 20 ms. Gives up after timeout_ms, or at once when the
+ * process pid (> 0) has exited (it is not reaped). The last answer's body
+ * goes into body (NULL: not wanted). Returns whether it answered so. */
+bool cms_test_wait_http(int port, const char *path, int want, const char *body_has, int pid,
+                        double timeout_ms, char *body, size_t len);
 
 /* Monotonic milliseconds. */
 double cms_test_now_ms(void);

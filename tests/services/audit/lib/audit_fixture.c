@@ -426,13 +426,7 @@ bool audfx_alive(pid_t pid)
 
 bool audfx_wait_readyz(int port, int want, double timeout_ms)
 {
-    double deadline = audfx_now_ms() + timeout_ms;
-    do {
-        if (cms_test_http_get(port, "/readyz", NULL, 0) == want)
-            return true;
-        audfx_pause_ms(20);
-    } while (audfx_now_ms() < deadline);
-    return false;
+    return cms_test_wait_http(port, "/readyz", want, NULL, 0, timeout_ms, NULL, 0);
 }
 
 double audfx_metric(int port, const char *series)
