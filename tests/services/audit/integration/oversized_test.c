@@ -150,11 +150,16 @@ Test(audit_oversized, events_too_large_to_dead_letter_whole_never_stall_the_cons
     char want_size[24];
     snprintf(want_size, sizeof want_size, "%zu", len);
     for (size_t d = 0; d < ndead; d++) {
+        /* whole dead letters are not judged here: another process consuming
+         * all of cms.events.> would dead-letter this test's valid events (its
+         * database lacks their actors); the metrics above judge this one */
+        if (dead[d].sha256[0] == '\0')
+            continue;
         big *b = NULL;
         for (size_t i = 0; i < B && b == NULL; i++)
             if (strcmp(bigs[i].sha256, dead[d].sha256) == 0)
                 b = &bigs[i];
-        cr_assert_not_null(b, "a dead letter of this test that is no oversized event's: %s %s",
+        cr_assert_not_null(b, "a record of this test that is no oversized event's: %s %s",
                            dead[d].subject, dead[d].reason);
         b->found++;
         cr_expect_str_eq(dead[d].reason, b->reason);
