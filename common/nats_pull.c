@@ -334,9 +334,9 @@ int cms_nats_consume(cms_nats *n, const cms_nats_consumer_options *o, cms_nats_m
     snprintf(labels, sizeof labels, "durable=\"%s\"", o->durable);
     c->m_requests = cms_metrics_counter(cms_metrics_default(), "cms_nats_pull_requests_total",
                                         "Pull requests sent to JetStream, by durable", labels);
-    c->m_pulled = cms_metrics_counter(cms_metrics_default(), "cms_nats_pulled_messages_total",
-                                      "Messages JetStream delivered to pull requests, by durable",
-                                      labels);
+    c->m_pulled =
+        cms_metrics_counter(cms_metrics_default(), "cms_nats_pulled_messages_total",
+                            "Messages JetStream delivered to pull requests, by durable", labels);
     size_t nl = strlen("$JS.API.CONSUMER.MSG.NEXT..") + strlen(o->stream) + strlen(o->durable) + 1;
     c->next_subj = malloc(nl);
     if (c->next_subj != NULL)
