@@ -67,37 +67,30 @@ void cms_uuid_v7(cms_uuid *out)
     memcpy(&out->b[9], &rnd[1], 7);
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
+/* A hex digit's value plus one; zero for anything else. One load a digit. */
+static const uint8_t hex_plus_one[256] = {
+    ['0'] = 1,  ['1'] = 2,  ['2'] = 3,  ['3'] = 4,  ['4'] = 5,  ['5'] = 6,  ['6'] = 7,  ['7'] = 8,
+    ['8'] = 9,  ['9'] = 10, ['a'] = 11, ['b'] = 12, ['c'] = 13, ['d'] = 14, ['e'] = 15, ['f'] = 16,
+    ['A'] = 11, ['B'] = 12, ['C'] = 13, ['D'] = 14, ['E'] = 15, ['F'] = 16};
+
+/* where each byte's two digits start in the text form */
+static const uint8_t byte_at[16] = {0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34};
 
 bool cms_uuid_parse(const char *s, size_t len, cms_uuid *out)
 {
-    if (s == NULL || len != CMS_UUID_STRLEN)
+    if (s == NULL || len != CMS_UUID_STRLEN || s[8] != '-' || s[13] != '-' || s[18] != '-' ||
+        s[23] != '-')
         return false;
+    const unsigned char *p = (const unsigned char *)s;
     cms_uuid u;
-    size_t n = 0;
-    for (size_t i = 0; i < CMS_UUID_STRLEN; i++) {
-        bool dash_here = (i == 8 || i == 13 || i == 18 || i == 23);
-        if (dash_here) {
-            if (s[i] != '-')
-                return false;
-            continue;
-        }
-        int hi = hexval(s[i]);
-        int lo = hexval(s[i + 1]); /* every group has an even length: pairs never span a dash */
-        if (hi < 0 || lo < 0)
-            return false;
-        u.b[n++] = (uint8_t)(hi << 4 | lo);
-        i++;
+    unsigned bad = 0;
+    for (size_t i = 0; i < 16; i++) {
+        unsigned hi = hex_plus_one[p[byte_at[i]]], lo = hex_plus_one[p[byte_at[i] + 1]];
+        bad |= (hi == 0) | (lo == 0);
+        u.b[i] = (uint8_t)((hi - 1) << 4 | ((lo - 1) & 0xF));
     }
+    if (bad)
+        return false;
     *out = u;
     return true;
 }
