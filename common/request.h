@@ -46,7 +46,7 @@ cms_request_err cms_request_send(cms_request *r, const char *subject, const char
 /* Requests waiting for an answer now. */
 size_t cms_request_pending(const cms_request *r);
 
-/* Answers every pending request with CMS_NATS_ECLOSED (on a later loop
+/* Answers every pending request with CMS_REQUEST_ECLOSED (on a later loop
  * turn), unsubscribes, and calls closed(arg) once its handles are closed. */
 void cms_request_close(cms_request *r, void (*closed)(void *arg), void *arg);
 void cms_request_destroy(cms_request *r); /* after closed; NULL-safe */

@@ -149,9 +149,12 @@ static void run_scenario(const char *down_verb)
     char *rows = cms_test_sql(db, "SELECT count(*) FROM t");
     cr_assert_str_eq(rows, "600");
     free(rows);
-    cr_assert_lt(f.max_lag_down_ms, 50.0, "loop lag while the server was down: %.1f ms",
+    /* a blocking connect or a blocking wait for the server would stall the
+     * loop for its whole timeout (seconds); a busy machine's scheduling
+     * delays stay far below this bound */
+    cr_assert_lt(f.max_lag_down_ms, 500.0, "loop lag while the server was down: %.1f ms",
                  f.max_lag_down_ms);
-    cr_assert_lt(f.max_lag_ms, 200.0, "loop lag overall: %.1f ms", f.max_lag_ms);
+    cr_assert_lt(f.max_lag_ms, 1000.0, "loop lag overall: %.1f ms", f.max_lag_ms);
     cms_test_db_drop(db);
 }
 

@@ -154,13 +154,13 @@ pid_t svcfx_start_at(svcfx *f, int i, const char *binary, const char *const *set
     all[n] = NULL;
     f->pids[i] = cms_test_spawn_service(binary, NULL, all, f->log_file);
     cr_assert_gt(f->pids[i], 0, "%s started", binary);
-    double deadline = cms_test_now_ms() + 20000;
-    int st;
-    while (cms_test_http_get(f->ports[i], "/readyz", NULL, 0) != 200) {
-        cr_assert_eq(waitpid(f->pids[i], &st, WNOHANG), 0, "%s exited while starting:\n%s", binary,
-                     svcfx_log(f));
-        cr_assert_lt(cms_test_now_ms(), deadline, "%s not ready in 20 s", binary);
-        cms_test_pause_ms(20);
+    char body[512];
+    if (!cms_test_wait_http(f->ports[i], "/readyz", 200, NULL, f->pids[i], 20000, body,
+                            sizeof body)) {
+        char *log = svcfx_log(f);
+        cr_log_error("%s's log:\n%s", binary, log);
+        free(log);
+        cr_assert_fail("%s not ready in 20 s (or exited): %s", binary, body);
     }
     return f->pids[i];
 }

@@ -10,43 +10,23 @@
 #include "testenv.h"
 
 #include <criterion/criterion.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <time.h>
 
 static svcfx F;
-static pid_t g_svc;
-static int g_port;
-
 static void setup(void)
 {
     svcfx_setup(&F, "authn_test");
     svcfx_start(&F, "cms-identity", NULL);
-    char addr[64];
-    g_port = cms_test_free_port();
-    snprintf(addr, sizeof addr, "CMS_HTTP_ADDR=127.0.0.1:%d", g_port);
-    const char *set[] = {
-        F.dburl, addr, F.prefix_env, "CMS_TESTSVC_REMOTE_AUTH=1", "CMS_AUTH_CACHE=30s", NULL};
-    g_svc = cms_test_spawn_service("cms-testsvc", NULL, set, NULL);
-    cr_assert_gt(g_svc, 0);
-    double t0 = cms_test_now_ms();
-    while (cms_test_http_get(g_port, "/readyz", NULL, 0) != 200) {
-        cr_assert_lt(cms_test_now_ms() - t0, 20000, "cms-testsvc ready");
-        cms_test_pause_ms(20);
-    }
+    /* beside it, cms-testsvc authenticating its callers through it */
+    const char *set[] = {"CMS_TESTSVC_REMOTE_AUTH=1", "CMS_AUTH_CACHE=30s", NULL};
+    svcfx_start_at(&F, 1, "cms-testsvc", set);
 }
 
 static void teardown(void)
 {
-    if (g_svc > 0) {
-        int st;
-        kill(g_svc, SIGKILL);
-        waitpid(g_svc, &st, 0);
-        g_svc = 0;
-    }
     svcfx_teardown(&F);
 }
 
