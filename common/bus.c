@@ -344,6 +344,11 @@ cms_bus_err cms_bus_dead_letter(cms_nats *n, const char *service, const cms_nats
         h[k++] = sha_hex;
         h[k++] = CMS_BUS_DLQ_TRUNCATED;
         h[k++] = "true";
+        /* the event id, to find the record by (a short header: it fits) */
+        if (orig_id != NULL && strlen(orig_id) <= CMS_BUS_DLQ_RECORD_ID_MAX) {
+            h[k++] = CMS_BUS_DLQ_MSG_ID;
+            h[k++] = orig_id;
+        }
         h[k] = NULL;
         len = len < CMS_BUS_DLQ_RECORD_BYTES ? len : CMS_BUS_DLQ_RECORD_BYTES;
     }

@@ -162,6 +162,8 @@ int64_t cms_bus_now_us(void);
 #define CMS_BUS_DLQ_TRUNCATED "Cms-Dlq-Truncated"
 /* A record's body: this many first bytes of the original, at the most. */
 #define CMS_BUS_DLQ_RECORD_BYTES 1024
+/* A record keeps the original's id up to this length. */
+#define CMS_BUS_DLQ_RECORD_ID_MAX 128
 
 /* Called once, on the loop: stored says the dead letter is in CMS_DLQ (a
  * duplicate of one already there counts): the original may be acked. */
@@ -180,9 +182,10 @@ typedef void (*cms_bus_dlq_cb)(void *arg, bool stored);
  * A dead letter can always be published: when the original and the added
  * headers would not fit the server's max_payload, what goes to CMS_DLQ is
  * a record of it instead: the reason, the original subject and stream
- * sequence, Cms-Dlq-Size (its length), Cms-Dlq-Sha256 (hex of its bytes)
- * and Cms-Dlq-Truncated, with its first CMS_BUS_DLQ_RECORD_BYTES bytes as
- * the body.
+ * sequence, its Nats-Msg-Id as Cms-Dlq-Msg-Id (when at most
+ * CMS_BUS_DLQ_RECORD_ID_MAX bytes), Cms-Dlq-Size (its length),
+ * Cms-Dlq-Sha256 (hex of its bytes) and Cms-Dlq-Truncated, with its first
+ * CMS_BUS_DLQ_RECORD_BYTES bytes as the body.
  *
  * done is called only after CMS_BUS_OK; EBUSY asks to retry later. */
 cms_bus_err cms_bus_dead_letter(cms_nats *n, const char *service, const cms_nats_msg *orig,
