@@ -3,8 +3,9 @@
  * applied once; a process killed between the commit and the ack applies
  * nothing twice after its restart; events that can never be applied are
  * dead-lettered with their reason while their neighbours are applied, in
- * order; and 100 events about one resource are applied in stream order by
- * two replicas while the active one is stopped and another takes over. */
+ * order; 100 events about one resource are applied in stream order by two
+ * replicas while the active one is stopped and another takes over; and the
+ * records of events older than the retention are pruned, the others kept. */
 #include "consumerfx.h"
 #include "testenv.h"
 
@@ -186,4 +187,46 @@ Test(consumer, one_resource_is_applied_in_order_by_two_replicas_across_a_handove
     /* the stopped replica acked all it applied: the other saw no duplicate */
     cr_assert_eq(consumerfx_outcome(&C, other, "duplicate"), 0);
     cr_assert_geq(consumerfx_outcome(&C, other, "applied"), 40, "the other took over");
+}
+
+Test(consumer, records_older_than_the_retention_are_pruned_and_the_rest_kept)
+{
+    consumerfx_setup(&C, "30s", "1s");
+    /* records of this consumer from 8 days ago (past the default 7d) and
+     * from an hour ago, and an old one of another consumer */
+    char sql[1024];
+    snprintf(sql, sizeof sql,
+             "INSERT INTO processed_events (consumer, event_id, processed_at) "
+             "SELECT '%s', gen_random_uuid(), now() - interval '8 days' "
+             "FROM generate_series(1, 25000);"
+             "INSERT INTO processed_events (consumer, event_id, processed_at) "
+             "SELECT '%s', gen_random_uuid(), now() - interval '1 hour' "
+             "FROM generate_series(1, 10);"
+             "INSERT INTO processed_events (consumer, event_id, processed_at) "
+             "VALUES ('someone-else', gen_random_uuid(), now() - interval '8 days');"
+             "CREATE FUNCTION processed_events_note() RETURNS trigger LANGUAGE plpgsql AS $$"
+             "BEGIN PERFORM pg_notify('processed_events', 'pruned'); RETURN NULL; END $$;"
+             "CREATE TRIGGER processed_events_note AFTER DELETE ON processed_events "
+             "FOR EACH STATEMENT EXECUTE FUNCTION processed_events_note()",
+             C.name, C.name);
+    char *ok = svcfx_sql(&C.f, sql);
+    cr_assert_not_null(ok);
+    free(ok);
+    consumerfx_start(&C, 0);
+    /* the holder prunes a lease period after it starts, in batches of 10,000 */
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM processed_events WHERE consumer = '%s' "
+             "AND processed_at < now() - interval '7 days'",
+             C.name);
+    char *left = svcfx_wait_sql(&C.f, "processed_events", sql, "0", 30000);
+    cr_assert_str_eq(left, "0", "every record past the retention deleted");
+    free(left);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM processed_events WHERE consumer = '%s'",
+             C.name);
+    char *kept = svcfx_sql(&C.f, sql);
+    cr_assert_str_eq(kept, "10", "the recent ones kept");
+    free(kept);
+    kept = svcfx_sql(&C.f, "SELECT count(*) FROM processed_events WHERE consumer = 'someone-else'");
+    cr_assert_str_eq(kept, "1", "another consumer's records are its own");
+    free(kept);
 }
