@@ -6,13 +6,13 @@
  * letters, kept whole when they fit, and a record of the original when they
  * do not.
  *
- * The server tests run one loop with a watchdog; streams, durables and
- * dead-letter subjects carry the pid, so other test binaries on the same
- * server are not disturbed. A blocking nats.c connection ("side") prepares
- * and reads server state outside the loop. */
+ * The server tests run one loop with a watchdog (tests/lib/natsfx.h);
+ * streams, durables and dead-letter subjects carry the pid, so other test
+ * binaries on the same server are not disturbed. A blocking nats.c
+ * connection ("side") prepares and reads server state outside the loop. */
 #include "bus.h"
-#include "log.h"
 #include "nats.h"
+#include "natsfx.h"
 #include "pbarena.h"
 #include "testenv.h"
 #include "uuid.h"
@@ -24,7 +24,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include <uv.h>
 
 #define NS_PER_MS INT64_C(1000000)
 #define DAY_MS (INT64_C(24) * 3600 * 1000)
@@ -523,108 +522,10 @@ Test(bus, a_dead_letter_needs_its_arguments)
 }
 
 /* ------------------------------------------------------------------------ */
-/* the server tests' fixture */
-
-typedef struct fx {
-    uv_loop_t loop;
-    uv_timer_t watchdog;
-    uv_thread_t loop_thread;
-    cms_nats *n;
-    int closed;
-    int wrong_thread;
-    char tag[32]; /* "b<pid>" */
-} fx;
-
-static void on_watchdog(uv_timer_t *t)
-{
-    (void)t;
-    cr_assert_fail("watchdog: the test did not finish in time");
-}
-
-static void fx_init(fx *f, int64_t timeout_ms)
-{
-    memset(f, 0, sizeof *f);
-    cms_log_init("bus-test", CMS_LOG_WARN, stderr);
-    snprintf(f->tag, sizeof f->tag, "b%d", (int)getpid());
-    cr_assert_eq(uv_loop_init(&f->loop), 0);
-    f->loop_thread = uv_thread_self();
-    cr_assert_eq(uv_timer_init(&f->loop, &f->watchdog), 0);
-    cr_assert_eq(uv_timer_start(&f->watchdog, on_watchdog, (uint64_t)timeout_ms, 0), 0);
-    uv_unref((uv_handle_t *)&f->watchdog);
-    cms_nats_options o = {.url = cms_test_env("CMS_TEST_NATS_URL"), .name = "bus-test"};
-    cr_assert_eq(cms_nats_create(&f->loop, &o, &f->n), 0);
-}
-
-static void check_thread(fx *f)
-{
-    uv_thread_t self = uv_thread_self();
-    if (!uv_thread_equal(&self, &f->loop_thread))
-        f->wrong_thread++;
-}
-
-static void on_closed(void *arg)
-{
-    fx *f = arg;
-    f->closed++;
-}
-
-static void fx_close(fx *f)
-{
-    cms_nats_close(f->n, on_closed, f);
-}
-
-/* Runs the loop until everything is closed; then checks and frees. */
-static void fx_finish(fx *f)
-{
-    uv_run(&f->loop, UV_RUN_DEFAULT);
-    cr_assert_eq(f->closed, 1, "closed callback ran %d times", f->closed);
-    cr_assert_eq(f->wrong_thread, 0, "%d callbacks ran off the loop thread", f->wrong_thread);
-    cms_nats_destroy(f->n);
-    uv_close((uv_handle_t *)&f->watchdog, NULL);
-    uv_run(&f->loop, UV_RUN_DEFAULT);
-    cr_assert_eq(uv_loop_close(&f->loop), 0);
-}
-
-typedef struct side {
-    natsConnection *nc;
-    jsCtx *js;
-} side;
-
-static void side_open(side *s)
-{
-    memset(s, 0, sizeof *s);
-    cr_assert_eq(natsConnection_ConnectTo(&s->nc, cms_test_env("CMS_TEST_NATS_URL")), NATS_OK);
-    cr_assert_eq(natsConnection_JetStream(&s->js, s->nc, NULL), NATS_OK);
-}
-
-static void side_close(side *s)
-{
-    jsCtx_Destroy(s->js);
-    natsConnection_Destroy(s->nc);
-}
-
-static void side_stream(side *s, const char *name, const char *subject)
-{
-    jsStreamConfig cfg;
-    jsStreamConfig_Init(&cfg);
-    const char *subjects[1] = {subject};
-    cfg.Name = name;
-    cfg.Subjects = subjects;
-    cfg.SubjectsLen = 1;
-    cfg.Storage = js_FileStorage;
-    (void)js_DeleteStream(s->js, name, NULL, NULL);
-    jsErrCode jerr = 0;
-    natsStatus st = js_AddStream(NULL, s->js, &cfg, NULL, &jerr);
-    cr_assert_eq(st, NATS_OK, "add stream %s: %s (%d)", name, natsStatus_GetText(st), (int)jerr);
-}
-
-static void side_drop_stream(side *s, const char *name)
-{
-    (void)js_DeleteStream(s->js, name, NULL, NULL);
-}
+/* the server tests' fixture: tests/lib/natsfx.h, and clearing dead letters */
 
 /* Removes this test's dead letters (and its durable on CMS_DLQ, if any). */
-static void side_purge_dlq(side *s, const char *dlq_subject, const char *durable)
+static void side_purge_dlq(natsfx_side *s, const char *dlq_subject, const char *durable)
 {
     if (durable)
         (void)js_DeleteConsumer(s->js, "CMS_DLQ", durable, NULL, NULL);
@@ -640,7 +541,7 @@ static void side_purge_dlq(side *s, const char *dlq_subject, const char *durable
 static const char dl_data[] = {'a', '\0', 'b', '\n', (char)0xff, 'z'};
 
 typedef struct dl_ctx {
-    fx f;
+    natsfx f;
     char service[32], orig_subj[64], dlq_subj[64], durable[64];
     int phase, originals, letters;
     cms_nats_consumer *orig, *dlq;
@@ -649,7 +550,7 @@ typedef struct dl_ctx {
 static void on_dlq_msg(void *arg, cms_nats_msg *m)
 {
     dl_ctx *c = arg;
-    check_thread(&c->f);
+    natsfx_check_thread(&c->f);
     c->letters++;
     cr_assert_str_eq(cms_nats_msg_subject(m), c->dlq_subj);
     cr_assert_eq(cms_nats_msg_len(m), sizeof dl_data);
@@ -667,7 +568,7 @@ static void on_dlq_msg(void *arg, cms_nats_msg *m)
               id ? id : "(none)");
     cr_assert_eq(cms_nats_msg_ack(m), CMS_NATS_OK);
     cms_nats_msg_destroy(m);
-    fx_close(&c->f);
+    natsfx_close(&c->f);
 }
 
 static void on_dl_published(void *arg, bool stored)
@@ -681,7 +582,7 @@ static void on_dl_published(void *arg, bool stored)
 static void on_orig_msg(void *arg, cms_nats_msg *m)
 {
     dl_ctx *c = arg;
-    check_thread(&c->f);
+    natsfx_check_thread(&c->f);
     c->originals++;
     cr_assert_eq(cms_bus_dead_letter(c->f.n, c->service, m, "undecodable", on_dl_published, m),
                  CMS_BUS_OK);
@@ -707,7 +608,7 @@ static void on_dl_provisioned(void *arg, cms_nats_err err)
 Test(bus, dead_letter_keeps_bytes_and_headers)
 {
     dl_ctx *c = calloc(1, sizeof *c);
-    fx_init(&c->f, 30000);
+    natsfx_init(&c->f, "bus-test", "b", 30000, NULL);
     char name[64], filter[64];
     snprintf(name, sizeof name, "B%d_DL", (int)getpid());
     snprintf(filter, sizeof filter, "%s.dl.>", c->f.tag);
@@ -715,9 +616,9 @@ Test(bus, dead_letter_keeps_bytes_and_headers)
     snprintf(c->service, sizeof c->service, "bt%d", (int)getpid());
     snprintf(c->dlq_subj, sizeof c->dlq_subj, "cms.dlq.%s", c->service);
     snprintf(c->durable, sizeof c->durable, "dlq%d", (int)getpid());
-    side s;
-    side_open(&s);
-    side_stream(&s, name, filter);
+    natsfx_side s;
+    natsfx_side_open(&s);
+    natsfx_side_stream(&s, name, filter, 0);
     natsMsg *m = NULL;
     cr_assert_eq(natsMsg_Create(&m, c->orig_subj, NULL, dl_data, (int)sizeof dl_data), NATS_OK);
     natsMsgHeader_Set(m, "X-A", "1");
@@ -727,13 +628,13 @@ Test(bus, dead_letter_keeps_bytes_and_headers)
     natsMsg_Destroy(m);
 
     cr_assert_eq(cms_bus_provision(c->f.n, on_dl_provisioned, c), 0);
-    fx_finish(&c->f);
+    natsfx_finish(&c->f);
     cr_assert_eq(c->letters, 1);
     cr_assert_eq(c->originals, 1, "the original was acked once its dead letter was stored");
 
     side_purge_dlq(&s, c->dlq_subj, c->durable);
-    side_drop_stream(&s, name);
-    side_close(&s);
+    natsfx_side_drop_stream(&s, name);
+    natsfx_side_close(&s);
     free(c);
     (void)nats_CloseAndWait(5000);
 }
@@ -744,7 +645,7 @@ Test(bus, dead_letter_keeps_bytes_and_headers)
 enum { BIG_HEADERLESS, BIG_WITH_HEADERS, NBIG };
 
 typedef struct big_ctx {
-    fx f;
+    natsfx f;
     char service[32], orig_subj[64], dlq_subj[64], stream[64], durable[64];
     size_t max_payload; /* the server's, as the side connection read it */
     int originals, stored, refused;
@@ -761,7 +662,7 @@ static void on_big_stored(void *arg, bool stored)
 {
     big_letter *l = arg;
     big_ctx *c = l->c;
-    check_thread(&c->f);
+    natsfx_check_thread(&c->f);
     if (stored) {
         c->stored++;
         cr_assert_eq(cms_nats_msg_ack(l->m), CMS_NATS_OK);
@@ -771,13 +672,13 @@ static void on_big_stored(void *arg, bool stored)
     cms_nats_msg_destroy(l->m);
     free(l);
     if (c->stored + c->refused == NBIG)
-        fx_close(&c->f);
+        natsfx_close(&c->f);
 }
 
 static void on_big_msg(void *arg, cms_nats_msg *m)
 {
     big_ctx *c = arg;
-    check_thread(&c->f);
+    natsfx_check_thread(&c->f);
     c->originals++;
     cr_assert_eq(cms_nats_max_payload(c->f.n), c->max_payload,
                  "the module knows the server's max payload");
@@ -814,7 +715,7 @@ Test(bus, an_oversized_message_is_dead_lettered_as_a_record, .timeout = 60)
 {
     cr_assert_geq(sodium_init(), 0);
     big_ctx *c = calloc(1, sizeof *c);
-    fx_init(&c->f, 45000);
+    natsfx_init(&c->f, "bus-test", "b", 45000, NULL);
     char filter[64];
     snprintf(c->stream, sizeof c->stream, "B%d_BIG", (int)getpid());
     snprintf(filter, sizeof filter, "%s.big.>", c->f.tag);
@@ -822,12 +723,12 @@ Test(bus, an_oversized_message_is_dead_lettered_as_a_record, .timeout = 60)
     snprintf(c->service, sizeof c->service, "btbig%d", (int)getpid());
     snprintf(c->dlq_subj, sizeof c->dlq_subj, "cms.dlq.%s", c->service);
     snprintf(c->durable, sizeof c->durable, "big%d", (int)getpid());
-    side s;
-    side_open(&s);
+    natsfx_side s;
+    natsfx_side_open(&s);
     int64_t mp = natsConnection_GetMaxPayload(s.nc);
     cr_assert_gt(mp, 4096, "the server's max payload: %lld", (long long)mp);
     c->max_payload = (size_t)mp;
-    side_stream(&s, c->stream, filter);
+    natsfx_side_stream(&s, c->stream, filter, 0);
 
     /* 1: max_payload - 16 bytes and no header, so it fits the stream; its
      * dead letter, with the headers it adds, cannot fit */
@@ -861,7 +762,7 @@ Test(bus, an_oversized_message_is_dead_lettered_as_a_record, .timeout = 60)
     }
 
     cr_assert_eq(cms_bus_provision(c->f.n, on_big_provisioned, c), 0);
-    fx_finish(&c->f);
+    natsfx_finish(&c->f);
     cr_assert_eq(c->originals, NBIG, "each original delivered once: acked once stored");
     cr_assert_eq(c->stored, NBIG, "the callback says stored (%d refused)", c->refused);
 
@@ -914,8 +815,8 @@ Test(bus, an_oversized_message_is_dead_lettered_as_a_record, .timeout = 60)
     jsStreamInfo_Destroy(si);
 
     side_purge_dlq(&s, c->dlq_subj, NULL);
-    side_drop_stream(&s, c->stream);
-    side_close(&s);
+    natsfx_side_drop_stream(&s, c->stream);
+    natsfx_side_close(&s);
     free(c);
     (void)nats_CloseAndWait(5000);
 }

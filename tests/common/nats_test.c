@@ -1,10 +1,10 @@
 /* common/nats against a real nats-server (CMS_TEST_NATS_URL).
  *
- * Every test runs one loop with a watchdog; handlers check that they run on
- * the loop's thread. Streams, consumers and subjects carry the pid, so runs
- * of other test binaries on the same server are not disturbed. A blocking
- * nats.c connection ("side" connection) prepares and checks server state
- * outside the loop. */
+ * Every test runs one loop with a watchdog (tests/lib/natsfx.h); handlers
+ * check that they run on the loop's thread. Streams, consumers and subjects
+ * carry the pid, so runs of other test binaries on the same server are not
+ * disturbed. A blocking nats.c connection ("side" connection) prepares and
+ * checks server state outside the loop. */
 #include <criterion/criterion.h>
 #include <nats/nats.h>
 #include <stdio.h>
@@ -14,151 +14,12 @@
 #include <uv.h>
 
 #include "bus.h"
-#include "log.h"
 #include "metrics.h"
 #include "nats.h"
+#include "natsfx.h"
 #include "testenv.h"
 
 #define NS_PER_MS INT64_C(1000000)
-
-/* ------------------------------------------------------------------------ */
-/* fixture */
-
-typedef struct fx {
-    uv_loop_t loop;
-    uv_timer_t watchdog;
-    uv_thread_t loop_thread;
-    cms_nats *n;
-    int closed;
-    int wrong_thread;
-    char tag[32]; /* "t<pid>" */
-} fx;
-
-static void on_watchdog(uv_timer_t *t)
-{
-    (void)t;
-    cr_assert_fail("watchdog: the test did not finish in time");
-}
-
-static void fx_init(fx *f, int64_t timeout_ms, const cms_nats_options *opts)
-{
-    memset(f, 0, sizeof *f);
-    cms_log_init("nats-test", CMS_LOG_WARN, stderr);
-    snprintf(f->tag, sizeof f->tag, "t%d", (int)getpid());
-    cr_assert_eq(uv_loop_init(&f->loop), 0);
-    f->loop_thread = uv_thread_self();
-    cr_assert_eq(uv_timer_init(&f->loop, &f->watchdog), 0);
-    cr_assert_eq(uv_timer_start(&f->watchdog, on_watchdog, (uint64_t)timeout_ms, 0), 0);
-    uv_unref((uv_handle_t *)&f->watchdog);
-    cms_nats_options o = {.url = cms_test_env("CMS_TEST_NATS_URL"), .name = "nats-test"};
-    if (opts != NULL)
-        o = *opts;
-    o.url = cms_test_env("CMS_TEST_NATS_URL");
-    cr_assert_eq(cms_nats_create(&f->loop, &o, &f->n), 0);
-}
-
-static void check_thread(fx *f)
-{
-    uv_thread_t self = uv_thread_self();
-    if (!uv_thread_equal(&self, &f->loop_thread))
-        f->wrong_thread++;
-}
-
-static void on_closed(void *arg)
-{
-    fx *f = arg;
-    f->closed++;
-}
-
-static void fx_close(fx *f)
-{
-    cms_nats_close(f->n, on_closed, f);
-}
-
-/* Runs the loop until everything is closed; then checks and frees. */
-static void fx_finish(fx *f)
-{
-    uv_run(&f->loop, UV_RUN_DEFAULT);
-    cr_assert_eq(f->closed, 1, "closed callback ran %d times", f->closed);
-    cr_assert_eq(f->wrong_thread, 0, "%d callbacks ran off the loop thread", f->wrong_thread);
-    cms_nats_destroy(f->n);
-    uv_close((uv_handle_t *)&f->watchdog, NULL);
-    uv_run(&f->loop, UV_RUN_DEFAULT);
-    cr_assert_eq(uv_loop_close(&f->loop), 0);
-}
-
-/* ------------------------------------------------------------------------ */
-/* side connection (blocking; never used inside the loop) */
-
-typedef struct side {
-    natsConnection *nc;
-    jsCtx *js;
-} side;
-
-static void side_open(side *s)
-{
-    memset(s, 0, sizeof *s);
-    cr_assert_eq(natsConnection_ConnectTo(&s->nc, cms_test_env("CMS_TEST_NATS_URL")), NATS_OK);
-    cr_assert_eq(natsConnection_JetStream(&s->js, s->nc, NULL), NATS_OK);
-}
-
-static void side_close(side *s)
-{
-    jsCtx_Destroy(s->js);
-    natsConnection_Destroy(s->nc);
-}
-
-static void side_stream(side *s, const char *name, const char *subject, int64_t max_age_ms)
-{
-    jsStreamConfig cfg;
-    jsStreamConfig_Init(&cfg);
-    const char *subjects[1] = {subject};
-    cfg.Name = name;
-    cfg.Subjects = subjects;
-    cfg.SubjectsLen = 1;
-    cfg.Storage = js_FileStorage;
-    cfg.MaxAge = max_age_ms * NS_PER_MS;
-    (void)js_DeleteStream(s->js, name, NULL, NULL);
-    jsErrCode jerr = 0;
-    natsStatus st = js_AddStream(NULL, s->js, &cfg, NULL, &jerr);
-    cr_assert_eq(st, NATS_OK, "add stream %s: %s (%d)", name, natsStatus_GetText(st), (int)jerr);
-}
-
-static jsStreamInfo *side_info(side *s, const char *name)
-{
-    jsStreamInfo *si = NULL;
-    natsStatus st = js_GetStreamInfo(&si, s->js, name, NULL, NULL);
-    cr_assert_eq(st, NATS_OK, "stream info %s: %s", name, natsStatus_GetText(st));
-    return si;
-}
-
-/* Publishes count messages "<i>" (i from 0) with msg ids, waiting for all acks. */
-static void side_fill(side *s, const char *subject, int count, const char *const *headers)
-{
-    for (int i = 0; i < count; i++) {
-        char data[32], id[64];
-        snprintf(data, sizeof data, "%d", i);
-        snprintf(id, sizeof id, "%s-%d", subject, i);
-        natsMsg *m = NULL;
-        cr_assert_eq(natsMsg_Create(&m, subject, NULL, data, (int)strlen(data)), NATS_OK);
-        for (size_t h = 0; headers != NULL && headers[h] != NULL; h += 2)
-            cr_assert_eq(natsMsgHeader_Add(m, headers[h], headers[h + 1]), NATS_OK);
-        jsPubOptions po;
-        jsPubOptions_Init(&po);
-        po.MsgId = id;
-        cr_assert_eq(js_PublishMsgAsync(s->js, &m, &po), NATS_OK);
-        natsMsg_Destroy(m);
-    }
-    jsPubOptions po;
-    jsPubOptions_Init(&po);
-    po.MaxWait = 10000;
-    cr_assert_eq(js_PublishAsyncComplete(s->js, &po), NATS_OK);
-}
-
-static void side_drop_stream(side *s, const char *name)
-{
-    (void)js_DeleteStream(s->js, name, NULL, NULL);
-}
 
 /* ------------------------------------------------------------------------ */
 /* core request / reply */
@@ -166,7 +27,7 @@ static void side_drop_stream(side *s, const char *name)
 #define NREQ 200
 
 typedef struct core_ctx {
-    fx f;
+    natsfx f;
     char svc[64], inbox[64];
     int requests, replies, bad_replies;
     bool seen[NREQ];
@@ -175,7 +36,7 @@ typedef struct core_ctx {
 static void on_request(void *arg, cms_nats_msg *m)
 {
     core_ctx *c = arg;
-    check_thread(&c->f);
+    natsfx_check_thread(&c->f);
     c->requests++;
     char out[64];
     int len = snprintf(out, sizeof out, "pong:%.*s", (int)cms_nats_msg_len(m),
@@ -189,7 +50,7 @@ static void on_request(void *arg, cms_nats_msg *m)
 static void on_reply(void *arg, cms_nats_msg *m)
 {
     core_ctx *c = arg;
-    check_thread(&c->f);
+    natsfx_check_thread(&c->f);
     int i = -1;
     char body[64];
     snprintf(body, sizeof body, "%.*s", (int)cms_nats_msg_len(m),
@@ -204,13 +65,13 @@ static void on_reply(void *arg, cms_nats_msg *m)
     cr_assert_eq(cms_nats_msg_ack(m), CMS_NATS_EINVAL, "a core message cannot be acked");
     cms_nats_msg_destroy(m);
     if (++c->replies == NREQ)
-        fx_close(&c->f);
+        natsfx_close(&c->f);
 }
 
 Test(nats, core_request_reply_on_loop_thread)
 {
     core_ctx *c = calloc(1, sizeof *c);
-    fx_init(&c->f, 20000, NULL);
+    natsfx_init(&c->f, "nats-test", "t", 20000, NULL);
     snprintf(c->svc, sizeof c->svc, "%s.cmd.echo", c->f.tag);
     snprintf(c->inbox, sizeof c->inbox, "%s.inbox", c->f.tag);
     cms_nats_sub *s1 = NULL, *s2 = NULL;
@@ -224,7 +85,7 @@ Test(nats, core_request_reply_on_loop_thread)
         cr_assert_eq(cms_nats_publish_request(c->f.n, c->svc, c->inbox, hdrs, data, strlen(data)),
                      CMS_NATS_OK);
     }
-    fx_finish(&c->f);
+    natsfx_finish(&c->f);
     cr_assert_eq(c->requests, NREQ);
     cr_assert_eq(c->replies, NREQ);
     cr_assert_eq(c->bad_replies, 0);
@@ -238,7 +99,7 @@ Test(nats, core_request_reply_on_loop_thread)
 #define NWORK 400
 
 typedef struct group_ctx {
-    fx f;
+    natsfx f;
     int a, b, other;
     cms_nats_sub *sa, *sb, *so;
 } group_ctx;
@@ -246,13 +107,13 @@ typedef struct group_ctx {
 static void group_check_done(group_ctx *c)
 {
     if (c->a + c->b == NWORK && c->other == NWORK)
-        fx_close(&c->f);
+        natsfx_close(&c->f);
 }
 
 static void on_a(void *arg, cms_nats_msg *m)
 {
     group_ctx *c = arg;
-    check_thread(&c->f);
+    natsfx_check_thread(&c->f);
     c->a++;
     cms_nats_msg_destroy(m);
     group_check_done(c);
@@ -261,7 +122,7 @@ static void on_a(void *arg, cms_nats_msg *m)
 static void on_b(void *arg, cms_nats_msg *m)
 {
     group_ctx *c = arg;
-    check_thread(&c->f);
+    natsfx_check_thread(&c->f);
     c->b++;
     cms_nats_msg_destroy(m);
     group_check_done(c);
@@ -270,7 +131,7 @@ static void on_b(void *arg, cms_nats_msg *m)
 static void on_other(void *arg, cms_nats_msg *m)
 {
     group_ctx *c = arg;
-    check_thread(&c->f);
+    natsfx_check_thread(&c->f);
     c->other++;
     cms_nats_msg_destroy(m);
     group_check_done(c);
@@ -279,7 +140,7 @@ static void on_other(void *arg, cms_nats_msg *m)
 Test(nats, queue_groups_split_work)
 {
     group_ctx *c = calloc(1, sizeof *c);
-    fx_init(&c->f, 20000, NULL);
+    natsfx_init(&c->f, "nats-test", "t", 20000, NULL);
     char subj[64];
     snprintf(subj, sizeof subj, "%s.cmd.work", c->f.tag);
     cr_assert_eq(cms_nats_subscribe(c->f.n, subj, "workers", on_a, c, &c->sa), 0);
@@ -287,7 +148,7 @@ Test(nats, queue_groups_split_work)
     cr_assert_eq(cms_nats_subscribe(c->f.n, subj, "audit", on_other, c, &c->so), 0);
     for (int i = 0; i < NWORK; i++)
         cr_assert_eq(cms_nats_publish(c->f.n, subj, NULL, "w", 1), CMS_NATS_OK);
-    fx_finish(&c->f);
+    natsfx_finish(&c->f);
     cr_assert_eq(c->a + c->b, NWORK);
     cr_assert_gt(c->a, 0, "queue group member a got nothing");
     cr_assert_gt(c->b, 0, "queue group member b got nothing");
@@ -300,7 +161,7 @@ Test(nats, queue_groups_split_work)
 /* unsubscribe: no handler call afterwards, and the subscription is freed */
 
 typedef struct unsub_ctx {
-    fx f;
+    natsfx f;
     char subj[64], probe[64];
     cms_nats_sub *s, *p;
     int got, probes;
@@ -316,14 +177,14 @@ static void unsub_round(unsub_ctx *c)
         cr_assert_eq(cms_nats_publish(c->f.n, c->subj, NULL, "x", 1), CMS_NATS_OK);
         cr_assert_eq(cms_nats_publish(c->f.n, c->probe, NULL, "p", 1), CMS_NATS_OK);
     } else if (c->probes == 2) {
-        fx_close(&c->f);
+        natsfx_close(&c->f);
     }
 }
 
 static void on_unsub_msg(void *arg, cms_nats_msg *m)
 {
     unsub_ctx *c = arg;
-    check_thread(&c->f);
+    natsfx_check_thread(&c->f);
     c->got++;
     cms_nats_msg_destroy(m);
     unsub_round(c);
@@ -332,7 +193,7 @@ static void on_unsub_msg(void *arg, cms_nats_msg *m)
 static void on_probe(void *arg, cms_nats_msg *m)
 {
     unsub_ctx *c = arg;
-    check_thread(&c->f);
+    natsfx_check_thread(&c->f);
     cms_nats_msg_destroy(m);
     c->probes++;
     unsub_round(c);
@@ -341,14 +202,14 @@ static void on_probe(void *arg, cms_nats_msg *m)
 Test(nats, unsubscribe_stops_delivery)
 {
     unsub_ctx *c = calloc(1, sizeof *c);
-    fx_init(&c->f, 20000, NULL);
+    natsfx_init(&c->f, "nats-test", "t", 20000, NULL);
     snprintf(c->subj, sizeof c->subj, "%s.u", c->f.tag);
     snprintf(c->probe, sizeof c->probe, "%s.probe", c->f.tag);
     cr_assert_eq(cms_nats_subscribe(c->f.n, c->subj, NULL, on_unsub_msg, c, &c->s), 0);
     cr_assert_eq(cms_nats_subscribe(c->f.n, c->probe, NULL, on_probe, c, &c->p), 0);
     cr_assert_eq(cms_nats_publish(c->f.n, c->subj, NULL, "x", 1), CMS_NATS_OK);
     cr_assert_eq(cms_nats_publish(c->f.n, c->probe, NULL, "p", 1), CMS_NATS_OK);
-    fx_finish(&c->f);
+    natsfx_finish(&c->f);
     cr_assert_eq(c->got, 1, "only the message before unsubscribe is handled");
     cr_assert_eq(c->probes, 2);
     free(c);
@@ -362,8 +223,8 @@ Test(nats, unsubscribe_stops_delivery)
 #define FLOOD_CAP 8
 
 typedef struct flood_ctx {
-    fx f;
-    side s;
+    natsfx f;
+    natsfx_side s;
     char subj[64];
     int handled;
     uint64_t dropped0;
@@ -399,7 +260,7 @@ static void on_flood_check(uv_timer_t *t)
     if ((uint64_t)c->handled + flood_dropped(c) == NFLOOD) {
         uv_timer_stop(t);
         uv_close((uv_handle_t *)t, NULL);
-        fx_close(&c->f);
+        natsfx_close(&c->f);
     }
 }
 
@@ -407,8 +268,8 @@ Test(nats, full_queue_drops_core_messages)
 {
     flood_ctx *c = calloc(1, sizeof *c);
     cms_nats_options o = {.name = "nats-test", .queue_cap = FLOOD_CAP};
-    fx_init(&c->f, 20000, &o);
-    side_open(&c->s);
+    natsfx_init(&c->f, "nats-test", "t", 20000, &o);
+    natsfx_side_open(&c->s);
     c->dropped =
         cms_metrics_counter(cms_metrics_default(), "cms_nats_messages_dropped_total",
                             "Core NATS messages dropped because the hand-off queue was full", NULL);
@@ -422,11 +283,11 @@ Test(nats, full_queue_drops_core_messages)
     uv_timer_init(&c->f.loop, &check);
     check.data = c;
     uv_timer_start(&check, on_flood_check, 10, 10);
-    fx_finish(&c->f);
+    natsfx_finish(&c->f);
     cr_assert_gt(flood_dropped(c), 0);
     cr_assert_eq((uint64_t)c->handled + flood_dropped(c), NFLOOD);
     cr_assert_eq(c->handled, 1 + FLOOD_CAP);
-    side_close(&c->s);
+    natsfx_side_close(&c->s);
     free(c);
     (void)nats_CloseAndWait(5000);
 }
@@ -435,7 +296,7 @@ Test(nats, full_queue_drops_core_messages)
 /* stream provisioning */
 
 typedef struct prov_ctx {
-    fx f;
+    natsfx f;
     int done;
     cms_nats_err err;
 } prov_ctx;
@@ -443,7 +304,7 @@ typedef struct prov_ctx {
 static void on_provisioned(void *arg, cms_nats_err err)
 {
     prov_ctx *c = arg;
-    check_thread(&c->f);
+    natsfx_check_thread(&c->f);
     c->done++;
     c->err = err;
     uv_stop(&c->f.loop);
@@ -460,13 +321,13 @@ static void prov_run(prov_ctx *c)
 Test(nats, provision_streams_idempotent)
 {
     prov_ctx *c = calloc(1, sizeof *c);
-    fx_init(&c->f, 30000, NULL);
+    natsfx_init(&c->f, "nats-test", "t", 30000, NULL);
     cr_assert_eq(cms_bus_provision(c->f.n, on_provisioned, c), 0);
     prov_run(c);
 
-    side s;
-    side_open(&s);
-    jsStreamInfo *ev = side_info(&s, "CMS_EVENTS");
+    natsfx_side s;
+    natsfx_side_open(&s);
+    jsStreamInfo *ev = natsfx_side_info(&s, "CMS_EVENTS");
     cr_assert_eq(ev->Config->SubjectsLen, 1);
     cr_assert_str_eq(ev->Config->Subjects[0], "cms.events.>");
     cr_assert_eq(ev->Config->Storage, js_FileStorage);
@@ -474,7 +335,7 @@ Test(nats, provision_streams_idempotent)
     cr_assert_eq(ev->Config->MaxAge, INT64_C(30) * 24 * 3600 * 1000 * NS_PER_MS);
     int64_t created = ev->Created;
     jsStreamInfo_Destroy(ev);
-    jsStreamInfo *dlq = side_info(&s, "CMS_DLQ");
+    jsStreamInfo *dlq = natsfx_side_info(&s, "CMS_DLQ");
     cr_assert_str_eq(dlq->Config->Subjects[0], "cms.dlq.>");
     cr_assert_eq(dlq->Config->Storage, js_FileStorage);
     cr_assert_eq(dlq->Config->MaxAge, INT64_C(90) * 24 * 3600 * 1000 * NS_PER_MS);
@@ -483,13 +344,13 @@ Test(nats, provision_streams_idempotent)
     /* second run: nothing to do, the stream is the same one */
     cr_assert_eq(cms_bus_provision(c->f.n, on_provisioned, c), 0);
     prov_run(c);
-    ev = side_info(&s, "CMS_EVENTS");
+    ev = natsfx_side_info(&s, "CMS_EVENTS");
     cr_assert_eq(ev->Created, created, "the second run re-created the stream");
     jsStreamInfo_Destroy(ev);
-    side_close(&s);
+    natsfx_side_close(&s);
 
-    fx_close(&c->f);
-    fx_finish(&c->f);
+    natsfx_close(&c->f);
+    natsfx_finish(&c->f);
     free(c);
     (void)nats_CloseAndWait(5000);
 }
@@ -497,13 +358,13 @@ Test(nats, provision_streams_idempotent)
 Test(nats, provision_uses_existing_stream_with_other_settings)
 {
     prov_ctx *c = calloc(1, sizeof *c);
-    fx_init(&c->f, 30000, NULL);
+    natsfx_init(&c->f, "nats-test", "t", 30000, NULL);
     char name[64], subj[64];
     snprintf(name, sizeof name, "T%d_PRE", (int)getpid());
     snprintf(subj, sizeof subj, "%s.pre.>", c->f.tag);
-    side s;
-    side_open(&s);
-    side_stream(&s, name, subj, 3600 * 1000); /* one hour, not the 30 days asked below */
+    natsfx_side s;
+    natsfx_side_open(&s);
+    natsfx_side_stream(&s, name, subj, 3600 * 1000); /* one hour, not the 30 days asked below */
 
     cms_nats_stream_spec spec = {.name = name,
                                  .subject = subj,
@@ -511,24 +372,24 @@ Test(nats, provision_uses_existing_stream_with_other_settings)
                                  .duplicates_ms = 120000};
     cr_assert_eq(cms_nats_provision(c->f.n, &spec, 1, on_provisioned, c), 0);
     prov_run(c);
-    jsStreamInfo *si = side_info(&s, name);
+    jsStreamInfo *si = natsfx_side_info(&s, name);
     cr_assert_eq(si->Config->MaxAge, INT64_C(3600) * 1000 * NS_PER_MS,
                  "an operator's stream is not changed");
     jsStreamInfo_Destroy(si);
 
     /* and a missing one is created with what was asked */
-    side_drop_stream(&s, name);
+    natsfx_side_drop_stream(&s, name);
     cr_assert_eq(cms_nats_provision(c->f.n, &spec, 1, on_provisioned, c), 0);
     prov_run(c);
-    si = side_info(&s, name);
+    si = natsfx_side_info(&s, name);
     cr_assert_eq(si->Config->MaxAge, spec.max_age_ms * NS_PER_MS);
     cr_assert_eq(si->Config->Duplicates, spec.duplicates_ms * NS_PER_MS);
     jsStreamInfo_Destroy(si);
-    side_drop_stream(&s, name);
-    side_close(&s);
+    natsfx_side_drop_stream(&s, name);
+    natsfx_side_close(&s);
 
-    fx_close(&c->f);
-    fx_finish(&c->f);
+    natsfx_close(&c->f);
+    natsfx_finish(&c->f);
     free(c);
     (void)nats_CloseAndWait(5000);
 }
@@ -540,7 +401,7 @@ Test(nats, provision_uses_existing_stream_with_other_settings)
 #define PUB_CAP 64
 
 typedef struct pub_ctx {
-    fx f;
+    natsfx f;
     char subj[64];
     int next, acked, errors, busy, max_inflight, room_calls;
     bool seq_seen[NPUB + 1];
@@ -554,17 +415,17 @@ static void pub_pump(pub_ctx *c);
 static void on_dup_done(void *arg, cms_nats_err err, bool duplicate, uint64_t seq)
 {
     pub_ctx *c = arg;
-    check_thread(&c->f);
+    natsfx_check_thread(&c->f);
     cr_assert_eq(err, CMS_NATS_OK);
     c->dup_result = duplicate;
     cr_assert_leq(seq, NPUB, "a duplicate reports the original's sequence");
-    fx_close(&c->f);
+    natsfx_close(&c->f);
 }
 
 static void on_pub_done(void *arg, cms_nats_err err, bool duplicate, uint64_t seq)
 {
     pub_ctx *c = arg;
-    check_thread(&c->f);
+    natsfx_check_thread(&c->f);
     if (err != CMS_NATS_OK || duplicate) {
         c->errors++;
     } else {
@@ -604,7 +465,7 @@ static void pub_pump(pub_ctx *c)
 static void on_room(void *arg)
 {
     pub_ctx *c = arg;
-    check_thread(&c->f);
+    natsfx_check_thread(&c->f);
     c->room_calls++;
     pub_pump(c);
 }
@@ -616,17 +477,17 @@ Test(nats, js_publish_all_acked_under_cap_and_dedup)
                           .max_publish_inflight = PUB_CAP,
                           .on_publish_room = on_room,
                           .room_arg = c};
-    fx_init(&c->f, 60000, &o);
+    natsfx_init(&c->f, "nats-test", "t", 60000, &o);
     char name[64], filter[64];
     snprintf(name, sizeof name, "T%d_PUB", (int)getpid());
     snprintf(filter, sizeof filter, "%s.pub.>", c->f.tag);
     snprintf(c->subj, sizeof c->subj, "%s.pub.x", c->f.tag);
-    side s;
-    side_open(&s);
-    side_stream(&s, name, filter, 0);
+    natsfx_side s;
+    natsfx_side_open(&s);
+    natsfx_side_stream(&s, name, filter, 0);
 
     pub_pump(c);
-    fx_finish(&c->f);
+    natsfx_finish(&c->f);
 
     cr_assert_eq(c->acked, NPUB);
     cr_assert_eq(c->errors, 0);
@@ -635,11 +496,11 @@ Test(nats, js_publish_all_acked_under_cap_and_dedup)
     cr_assert_gt(c->room_calls, 0);
     cr_assert_leq(c->max_inflight, PUB_CAP);
     cr_assert(c->dup_result, "the same msg id twice must report duplicate");
-    jsStreamInfo *si = side_info(&s, name);
+    jsStreamInfo *si = natsfx_side_info(&s, name);
     cr_assert_eq(si->State.Msgs, (uint64_t)NPUB);
     jsStreamInfo_Destroy(si);
-    side_drop_stream(&s, name);
-    side_close(&s);
+    natsfx_side_drop_stream(&s, name);
+    natsfx_side_close(&s);
     free(c);
     (void)nats_CloseAndWait(5000);
 }
@@ -652,7 +513,7 @@ Test(nats, js_publish_all_acked_under_cap_and_dedup)
 #define CON_BATCH 32
 
 typedef struct con_ctx {
-    fx f;
+    natsfx f;
     cms_nats_consumer *c;
     cms_nats_msg *held[CON_MAX_ACK * 2];
     int nheld, max_held, delivered, dups, over;
@@ -663,7 +524,7 @@ typedef struct con_ctx {
 static void on_con_msg(void *arg, cms_nats_msg *m)
 {
     con_ctx *c = arg;
-    check_thread(&c->f);
+    natsfx_check_thread(&c->f);
     uint64_t seq = cms_nats_msg_stream_seq(m);
     cr_assert(seq >= 1 && seq <= NCON, "stream seq %llu", (unsigned long long)seq);
     if (c->seen[seq]++)
@@ -693,23 +554,23 @@ static void on_acker(uv_timer_t *t)
     if (c->delivered >= NCON) {
         uv_timer_stop(t);
         uv_close((uv_handle_t *)t, NULL);
-        fx_close(&c->f);
+        natsfx_close(&c->f);
     }
 }
 
 Test(nats, pull_consumer_respects_credit)
 {
     con_ctx *c = calloc(1, sizeof *c);
-    fx_init(&c->f, 60000, NULL);
+    natsfx_init(&c->f, "nats-test", "t", 60000, NULL);
     char name[64], filter[64], subj[64], durable[64];
     snprintf(name, sizeof name, "T%d_CON", (int)getpid());
     snprintf(filter, sizeof filter, "%s.con.>", c->f.tag);
     snprintf(subj, sizeof subj, "%s.con.x", c->f.tag);
     snprintf(durable, sizeof durable, "d%d", (int)getpid());
-    side s;
-    side_open(&s);
-    side_stream(&s, name, filter, 0);
-    side_fill(&s, subj, NCON, NULL);
+    natsfx_side s;
+    natsfx_side_open(&s);
+    natsfx_side_stream(&s, name, filter, 0);
+    natsfx_side_fill(&s, subj, NCON, NULL);
 
     cms_nats_consumer_options co = {.stream = name,
                                     .durable = durable,
@@ -720,7 +581,7 @@ Test(nats, pull_consumer_respects_credit)
     uv_timer_init(&c->f.loop, &c->acker);
     c->acker.data = c;
     uv_timer_start(&c->acker, on_acker, 3, 3);
-    fx_finish(&c->f);
+    natsfx_finish(&c->f);
 
     cr_assert_eq(c->delivered, NCON);
     cr_assert_eq(c->dups, 0);
@@ -733,8 +594,8 @@ Test(nats, pull_consumer_respects_credit)
                  "the durable survives close");
     cr_assert_eq(ci->NumPending, 0);
     jsConsumerInfo_Destroy(ci);
-    side_drop_stream(&s, name);
-    side_close(&s);
+    natsfx_side_drop_stream(&s, name);
+    natsfx_side_close(&s);
     free(c);
     (void)nats_CloseAndWait(5000);
 }
@@ -745,7 +606,7 @@ Test(nats, pull_consumer_respects_credit)
 #define NPAUSE 200
 
 typedef struct pause_ctx {
-    fx f;
+    natsfx f;
     cms_nats_consumer *c;
     int delivered, at_pause, at_check;
     uv_timer_t t;
@@ -772,7 +633,7 @@ static void on_pause_timer(uv_timer_t *t)
 static void on_pause_msg(void *arg, cms_nats_msg *m)
 {
     pause_ctx *c = arg;
-    check_thread(&c->f);
+    natsfx_check_thread(&c->f);
     cr_assert_eq(cms_nats_msg_ack(m), CMS_NATS_OK);
     cms_nats_msg_destroy(m);
     c->delivered++;
@@ -783,33 +644,33 @@ static void on_pause_msg(void *arg, cms_nats_msg *m)
         uv_timer_start(&c->t, on_pause_timer, 1500, 0);
     }
     if (c->delivered == NPAUSE)
-        fx_close(&c->f);
+        natsfx_close(&c->f);
 }
 
 Test(nats, pull_consumer_pause_resume)
 {
     pause_ctx *c = calloc(1, sizeof *c);
-    fx_init(&c->f, 30000, NULL);
+    natsfx_init(&c->f, "nats-test", "t", 30000, NULL);
     char name[64], filter[64], subj[64], durable[64];
     snprintf(name, sizeof name, "T%d_PAU", (int)getpid());
     snprintf(filter, sizeof filter, "%s.pau.>", c->f.tag);
     snprintf(subj, sizeof subj, "%s.pau.x", c->f.tag);
     snprintf(durable, sizeof durable, "p%d", (int)getpid());
-    side s;
-    side_open(&s);
-    side_stream(&s, name, filter, 0);
-    side_fill(&s, subj, NPAUSE, NULL);
+    natsfx_side s;
+    natsfx_side_open(&s);
+    natsfx_side_stream(&s, name, filter, 0);
+    natsfx_side_fill(&s, subj, NPAUSE, NULL);
     uv_timer_init(&c->f.loop, &c->t);
     c->t.data = c;
 
     cms_nats_consumer_options co = {
         .stream = name, .durable = durable, .max_ack_pending = 50, .fetch_batch = 10};
     cr_assert_eq(cms_nats_consume(c->f.n, &co, on_pause_msg, c, &c->c), 0);
-    fx_finish(&c->f);
+    natsfx_finish(&c->f);
     cr_assert_eq(c->phase, 3);
     cr_assert_eq(c->delivered, NPAUSE);
-    side_drop_stream(&s, name);
-    side_close(&s);
+    natsfx_side_drop_stream(&s, name);
+    natsfx_side_close(&s);
     free(c);
     (void)nats_CloseAndWait(5000);
 }
@@ -818,7 +679,7 @@ Test(nats, pull_consumer_pause_resume)
 /* redelivery: destroyed unacked, nak, term */
 
 typedef struct redo_ctx {
-    fx f;
+    natsfx f;
     int deliveries;
     uint64_t seq;
     double first_ms, second_ms;
@@ -829,13 +690,13 @@ static void on_quiet(uv_timer_t *t)
 {
     redo_ctx *c = t->data;
     uv_close((uv_handle_t *)t, NULL);
-    fx_close(&c->f);
+    natsfx_close(&c->f);
 }
 
 static void on_redo_msg(void *arg, cms_nats_msg *m)
 {
     redo_ctx *c = arg;
-    check_thread(&c->f);
+    natsfx_check_thread(&c->f);
     c->deliveries++;
     cr_assert_eq(cms_nats_msg_num_delivered(m), (uint64_t)c->deliveries);
     if (c->deliveries == 1) {
@@ -859,27 +720,27 @@ static void on_redo_msg(void *arg, cms_nats_msg *m)
 Test(nats, pull_consumer_redelivers_unacked)
 {
     redo_ctx *c = calloc(1, sizeof *c);
-    fx_init(&c->f, 30000, NULL);
+    natsfx_init(&c->f, "nats-test", "t", 30000, NULL);
     char name[64], filter[64], subj[64], durable[64];
     snprintf(name, sizeof name, "T%d_RED", (int)getpid());
     snprintf(filter, sizeof filter, "%s.red.>", c->f.tag);
     snprintf(subj, sizeof subj, "%s.red.x", c->f.tag);
     snprintf(durable, sizeof durable, "r%d", (int)getpid());
-    side s;
-    side_open(&s);
-    side_stream(&s, name, filter, 0);
-    side_fill(&s, subj, 1, NULL);
+    natsfx_side s;
+    natsfx_side_open(&s);
+    natsfx_side_stream(&s, name, filter, 0);
+    natsfx_side_fill(&s, subj, 1, NULL);
     uv_timer_init(&c->f.loop, &c->quiet);
     c->quiet.data = c;
 
     cms_nats_consumer_options co = {.stream = name, .durable = durable, .ack_wait_ms = 1000};
     cms_nats_consumer *con = NULL;
     cr_assert_eq(cms_nats_consume(c->f.n, &co, on_redo_msg, c, &con), 0);
-    fx_finish(&c->f);
+    natsfx_finish(&c->f);
     cr_assert_eq(c->deliveries, 3);
     cr_assert_geq(c->second_ms - c->first_ms, 800, "redelivered before AckWait");
-    side_drop_stream(&s, name);
-    side_close(&s);
+    natsfx_side_drop_stream(&s, name);
+    natsfx_side_close(&s);
     free(c);
     (void)nats_CloseAndWait(5000);
 }
@@ -888,7 +749,7 @@ Test(nats, pull_consumer_redelivers_unacked)
 /* close with nothing connected yet, and arguments */
 
 typedef struct early_ctx {
-    fx f;
+    natsfx f;
     int provisioned;
     cms_nats_err err;
 } early_ctx;
@@ -912,7 +773,7 @@ static void on_early_pub(void *arg, cms_nats_err err, bool duplicate, uint64_t s
 Test(nats, close_right_after_create_and_bad_arguments)
 {
     early_ctx *c = calloc(1, sizeof *c);
-    fx_init(&c->f, 30000, NULL);
+    natsfx_init(&c->f, "nats-test", "t", 30000, NULL);
     cr_assert_eq(cms_nats_publish(c->f.n, "", NULL, "x", 1), CMS_NATS_EINVAL);
     cr_assert_eq(cms_nats_js_publish(c->f.n, NULL, NULL, NULL, "x", 1, on_early_pub, c),
                  CMS_NATS_EINVAL);
@@ -922,9 +783,9 @@ Test(nats, close_right_after_create_and_bad_arguments)
     snprintf(subj, sizeof subj, "%s.nostream", c->f.tag);
     cr_assert_eq(cms_nats_js_publish(c->f.n, subj, NULL, NULL, "x", 1, on_early_pub, c),
                  CMS_NATS_OK);
-    fx_close(&c->f);
+    natsfx_close(&c->f);
     cr_assert_eq(cms_nats_publish(c->f.n, subj, NULL, "x", 1), CMS_NATS_ECLOSED);
-    fx_finish(&c->f);
+    natsfx_finish(&c->f);
     cr_assert_eq(c->provisioned, 11, "provisioning and the publish each complete once");
     free(c);
     (void)nats_CloseAndWait(5000);
