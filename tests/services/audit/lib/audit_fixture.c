@@ -2,6 +2,7 @@
 #include "audit_fixture.h"
 
 #include "cms/v1/envelope.pb-c.h"
+#include "natsfx.h"
 #include "pgarray.h"
 #include "testenv.h"
 #include "uuid.h"
@@ -72,34 +73,6 @@ static void pub_error(jsCtx *js, jsPubAckErr *pae, void *closure)
     atomic_fetch_add(&g_pub_errors, 1);
 }
 
-/* The streams as cms_nats_provision_streams makes them. */
-static void ensure_stream(jsCtx *js, const char *name, const char *subject, int64_t max_age_ms,
-                          int64_t dup_ms)
-{
-    jsStreamInfo *si = NULL;
-    jsErrCode jerr = 0;
-    natsStatus st = js_GetStreamInfo(&si, js, name, NULL, &jerr);
-    if (st == NATS_OK) {
-        jsStreamInfo_Destroy(si);
-        return;
-    }
-    jsStreamConfig cfg;
-    jsStreamConfig_Init(&cfg);
-    const char *subjects[1] = {subject};
-    cfg.Name = name;
-    cfg.Subjects = subjects;
-    cfg.SubjectsLen = 1;
-    cfg.Storage = js_FileStorage;
-    cfg.MaxAge = max_age_ms * NS_PER_MS;
-    cfg.Duplicates = dup_ms * NS_PER_MS;
-    jerr = 0;
-    st = js_AddStream(&si, js, &cfg, NULL, &jerr);
-    jsStreamInfo_Destroy(si);
-    if (st != NATS_OK && jerr == JSStreamNameExistErr)
-        st = NATS_OK; /* someone else made it meanwhile */
-    cr_assert_eq(st, NATS_OK, "stream %s: %s (%d)", name, natsStatus_GetText(st), (int)jerr);
-}
-
 void audfx_setup(audfx *f, const char *dbprefix, int nactors)
 {
     memset(f, 0, sizeof *f);
@@ -138,8 +111,9 @@ void audfx_setup(audfx *f, const char *dbprefix, int nactors)
     jo.PublishAsync.StallWait = 10000;
     jo.PublishAsync.ErrHandler = pub_error;
     cr_assert_eq(natsConnection_JetStream(&f->js, f->nc, &jo), NATS_OK);
-    ensure_stream(f->js, "CMS_EVENTS", "cms.events.>", 30 * DAY_MS, 2 * 60 * 1000);
-    ensure_stream(f->js, "CMS_DLQ", "cms.dlq.>", 90 * DAY_MS, 0);
+    /* as the services provision them */
+    natsfx_stream_ensure(f->js, "CMS_EVENTS", "cms.events.>", 30 * DAY_MS, 2 * 60 * 1000);
+    natsfx_stream_ensure(f->js, "CMS_DLQ", "cms.dlq.>", 90 * DAY_MS, 0);
     atomic_store(&g_pub_errors, 0);
 }
 
