@@ -217,18 +217,9 @@ int svcfx_wait_exit_at(svcfx *f, int i, double timeout_ms)
 
 double svcfx_metric(const svcfx *f, int i, const char *series)
 {
-    static char body[1 << 20];
-    cr_assert_eq(cms_test_http_get(f->ports[i], "/metrics", body, sizeof body), 200);
-    size_t n = strlen(series);
-    for (const char *line = body; *line;) {
-        if (strncmp(line, series, n) == 0 && line[n] == ' ')
-            return strtod(line + n + 1, NULL);
-        const char *nl = strchr(line, '\n');
-        if (nl == NULL)
-            break;
-        line = nl + 1;
-    }
-    return -1;
+    double v;
+    cr_assert_eq(cms_test_metric(f->ports[i], series, &v), 200);
+    return v;
 }
 
 void svcfx_publish(svcfx *f, const Cms__V1__Envelope *e, const char *msg_id)

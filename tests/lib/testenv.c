@@ -305,6 +305,27 @@ int cms_test_spawn_service(const char *name, const char *const *args, const char
     return pid;
 }
 
+int cms_test_metric(int port, const char *series, double *value)
+{
+    static char body[1 << 20];
+    *value = -1;
+    int status = cms_test_http_get(port, "/metrics", body, sizeof body);
+    if (status != 200)
+        return status;
+    size_t n = strlen(series);
+    for (const char *line = body; *line;) {
+        if (strncmp(line, series, n) == 0 && line[n] == ' ') {
+            *value = strtod(line + n + 1, NULL);
+            break;
+        }
+        const char *nl = strchr(line, '\n');
+        if (nl == NULL)
+            break;
+        line = nl + 1;
+    }
+    return status;
+}
+
 int64_t cms_test_wall_us(void)
 {
     struct timespec ts;

@@ -58,6 +58,11 @@ int cms_test_http_get(int port, const char *path, char *body, size_t len);
 int cms_test_spawn_service(const char *name, const char *const *args, const char *const *set,
                            const char *log_path);
 
+/* GET /metrics on 127.0.0.1:port: returns the status (-1: no answer), and
+ * writes into *value the value of one series, e.g. "cms_audit_events_total"
+ * or "cms_consumer_active{consumer=\"x\"}"; -1 if it is not there. */
+int cms_test_metric(int port, const char *series, double *value);
+
 /* Polls GET path on 127.0.0.1:port until it answers the status want with a
  * body containing body_has (NULL: any body). Readiness has no event to wait
  * on: a probe says it only when asked, so this is the one bounded poll of

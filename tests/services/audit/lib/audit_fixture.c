@@ -405,20 +405,8 @@ bool audfx_wait_readyz(int port, int want, double timeout_ms)
 
 double audfx_metric(int port, const char *series)
 {
-    static char body[1 << 20];
-    if (cms_test_http_get(port, "/metrics", body, sizeof body) != 200)
-        return -1;
-    size_t n = strlen(series);
-    const char *line = body;
-    while (*line) {
-        if (strncmp(line, series, n) == 0 && line[n] == ' ')
-            return strtod(line + n + 1, NULL);
-        const char *nl = strchr(line, '\n');
-        if (nl == NULL)
-            break;
-        line = nl + 1;
-    }
-    return -1;
+    double v;
+    return cms_test_metric(port, series, &v) == 200 ? v : -1;
 }
 
 /* ---- the database ---- */
