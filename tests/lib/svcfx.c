@@ -142,17 +142,14 @@ pid_t svcfx_start_at(svcfx *f, int i, const char *binary, const char *const *set
 {
     cr_assert(i >= 0 && i < SVCFX_PROCS, "process %d of %d", i, SVCFX_PROCS);
     cr_assert_eq(f->pids[i], 0, "%s %d is already running", binary, i);
-    char addr[64];
-    f->ports[i] = cms_test_free_port();
-    snprintf(addr, sizeof addr, "CMS_HTTP_ADDR=127.0.0.1:%d", f->ports[i]);
-    const char *all[32] = {f->dburl, addr, f->prefix_env, f->key_env};
-    int n = 4;
+    const char *all[32] = {f->dburl, f->prefix_env, f->key_env};
+    int n = 3;
     for (size_t k = 0; set && set[k]; k++) {
         cr_assert_lt(n, 31);
         all[n++] = set[k];
     }
     all[n] = NULL;
-    f->pids[i] = cms_test_spawn_service(binary, NULL, all, f->log_file);
+    f->pids[i] = cms_test_spawn_http_service(binary, NULL, all, f->log_file, &f->ports[i]);
     cr_assert_gt(f->pids[i], 0, "%s started", binary);
     char body[512];
     if (!cms_test_wait_http(f->ports[i], "/readyz", 200, NULL, f->pids[i], 20000, body,
@@ -187,9 +184,7 @@ int svcfx_stop(svcfx *f)
 
 void svcfx_kill9_at(svcfx *f, int i)
 {
-    int st;
-    kill(f->pids[i], SIGKILL);
-    (void)waitpid(f->pids[i], &st, 0);
+    cms_test_kill9(f->pids[i]);
     f->pids[i] = 0;
 }
 
@@ -201,15 +196,9 @@ void svcfx_kill9(svcfx *f)
 int svcfx_wait_exit_at(svcfx *f, int i, double timeout_ms)
 {
     cr_assert_gt(f->pids[i], 0);
-    double deadline = cms_test_now_ms() + timeout_ms;
     int st = 0;
-    pid_t got;
-    /* a child's end is no event a test can wait on with a timeout but by polling */
-    while ((got = waitpid(f->pids[i], &st, WNOHANG)) == 0) {
-        cr_assert_lt(cms_test_now_ms(), deadline, "process %d still running after %.0f ms", i,
-                     timeout_ms);
-        cms_test_pause_ms(10);
-    }
+    int got = cms_test_wait_exit(f->pids[i], timeout_ms, &st);
+    cr_assert_neq(got, 0, "process %d still running after %.0f ms", i, timeout_ms);
     cr_assert_eq(got, f->pids[i]);
     f->pids[i] = 0;
     return WIFEXITED(st) ? WEXITSTATUS(st) : -WTERMSIG(st);

@@ -305,6 +305,42 @@ int cms_test_spawn_service(const char *name, const char *const *args, const char
     return pid;
 }
 
+int cms_test_spawn_http_service(const char *name, const char *const *args, const char *const *set,
+                                const char *log_path, int *port)
+{
+    char addr[64];
+    *port = cms_test_free_port();
+    snprintf(addr, sizeof addr, "CMS_HTTP_ADDR=127.0.0.1:%d", *port);
+    size_t nset = 0;
+    while (set && set[nset])
+        nset++;
+    const char **all = calloc(nset + 2, sizeof *all);
+    if (all == NULL)
+        return -1;
+    all[0] = addr;
+    for (size_t j = 0; j < nset; j++)
+        all[j + 1] = set[j];
+    int pid = cms_test_spawn_service(name, args, all, log_path);
+    free(all);
+    return pid;
+}
+
+int cms_test_wait_exit(int pid, double timeout_ms, int *status)
+{
+    double deadline = cms_test_now_ms() + timeout_ms;
+    pid_t got;
+    while ((got = waitpid(pid, status, WNOHANG)) == 0 && cms_test_now_ms() < deadline)
+        cms_test_pause_ms(10);
+    return (int)got;
+}
+
+void cms_test_kill9(int pid)
+{
+    int st;
+    kill(pid, SIGKILL);
+    (void)waitpid(pid, &st, 0);
+}
+
 int cms_test_metric(int port, const char *series, double *value)
 {
     static char body[1 << 20];

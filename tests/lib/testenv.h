@@ -58,6 +58,19 @@ int cms_test_http_get(int port, const char *path, char *body, size_t len);
 int cms_test_spawn_service(const char *name, const char *const *args, const char *const *set,
                            const char *log_path);
 
+/* cms_test_spawn_service serving HTTP on a free port of 127.0.0.1: its
+ * CMS_HTTP_ADDR comes before set, and the port goes into *port. */
+int cms_test_spawn_http_service(const char *name, const char *const *args, const char *const *set,
+                                const char *log_path, int *port);
+
+/* Waits at most timeout_ms for the child pid to exit, and reaps it: returns
+ * pid (its wait status in *status), 0 if it is still running, -1 on error.
+ * A child's end is no event a test can wait on with a timeout but by
+ * polling: this is the one poll of it. */
+int cms_test_wait_exit(int pid, double timeout_ms, int *status);
+/* SIGKILL and reap the child pid. */
+void cms_test_kill9(int pid);
+
 /* GET /metrics on 127.0.0.1:port: returns the status (-1: no answer), and
  * writes into *value the value of one series, e.g. "cms_audit_events_total"
  * or "cms_consumer_active{consumer=\"x\"}"; -1 if it is not there. */

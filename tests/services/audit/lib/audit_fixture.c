@@ -335,9 +335,7 @@ pid_t audfx_start(audfx *f, const char *durable, int *port, const char *const *e
             slot = i;
     cr_assert_geq(slot, 0, "too many cms-audit processes");
     audfx_own_durable(f, durable);
-    char addr[96], db[600], subject[96], dur[96];
-    *port = cms_test_free_port();
-    snprintf(addr, sizeof addr, "CMS_HTTP_ADDR=127.0.0.1:%d", *port);
+    char db[600], subject[96], dur[96];
     snprintf(db, sizeof db, "CMS_DATABASE_URL=%s", f->db);
     snprintf(subject, sizeof subject, "--audit-subject=%s", f->subject);
     snprintf(dur, sizeof dur, "--audit-durable=%s", durable);
@@ -347,8 +345,8 @@ pid_t audfx_start(audfx *f, const char *durable, int *port, const char *const *e
         cr_assert_lt(argc, 31);
         args[argc++] = extra[i];
     }
-    const char *set[] = {db, addr, "CMS_DRAIN_TIMEOUT=10s", NULL};
-    pid_t pid = cms_test_spawn_service("cms-audit", args, set, NULL);
+    const char *set[] = {db, "CMS_DRAIN_TIMEOUT=10s", NULL};
+    pid_t pid = cms_test_spawn_http_service("cms-audit", args, set, NULL, port);
     cr_assert_gt(pid, 0, "cms-audit started");
     f->pids[slot] = pid;
     return pid;
@@ -366,10 +364,8 @@ int audfx_stop(audfx *f, pid_t pid, double *took_ms)
     double t0 = audfx_now_ms();
     kill(pid, SIGTERM);
     int st = 0;
-    pid_t r = 0;
     /* the drain is bounded (CMS_DRAIN_TIMEOUT): give it that and more */
-    while ((r = waitpid(pid, &st, WNOHANG)) == 0 && audfx_now_ms() - t0 < 30000)
-        audfx_pause_ms(10);
+    pid_t r = cms_test_wait_exit(pid, 30000, &st);
     if (took_ms)
         *took_ms = audfx_now_ms() - t0;
     if (r == 0) {
@@ -384,9 +380,7 @@ int audfx_stop(audfx *f, pid_t pid, double *took_ms)
 
 void audfx_kill9(audfx *f, pid_t pid)
 {
-    kill(pid, SIGKILL);
-    int st;
-    (void)waitpid(pid, &st, 0);
+    cms_test_kill9(pid);
     forget(f, pid);
 }
 
