@@ -19,6 +19,7 @@
 #include "metrics.h"
 #include "nats.h"
 #include "testenv.h"
+#include "testpub.h"
 
 #define NMSG 3000
 #define PER_TICK 10 /* publishes per 5 ms tick: spread over ~1.5 s plus retries */
@@ -40,12 +41,8 @@ typedef struct ft {
     fault_kind kind;
     char stream[64], subj[64], durable[64];
 
-    /* publishing */
-    int next;   /* next never-published index */
-    int *retry; /* indexes to publish again */
-    int nretry;
-    bool acked[NMSG];
-    int nacked, pub_errors;
+    /* publishing (tests/lib/testpub.h) */
+    cms_test_pub pub;
 
     /* consuming */
     int delivered[NMSG];
@@ -72,7 +69,7 @@ static void on_watchdog(uv_timer_t *t)
     ft *f = t->data;
     cr_assert_fail(
         "watchdog: acked %d/%d, distinct %d/%d, fault step %d, ack pending %llu, pending %llu",
-        f->nacked, NMSG, f->ndistinct, NMSG, f->fault_step, (unsigned long long)f->ack_pending,
+        f->pub.nstored, NMSG, f->ndistinct, NMSG, f->fault_step, (unsigned long long)f->ack_pending,
         (unsigned long long)f->pending);
 }
 
@@ -90,66 +87,11 @@ static void on_lag(uv_timer_t *t)
 
 /* ---- publishing ---- */
 
-typedef struct pub_arg {
-    ft *f;
-    int i;
-} pub_arg;
-
-static void on_published(void *arg, cms_nats_err err, bool duplicate, uint64_t seq)
-{
-    (void)duplicate;
-    (void)seq;
-    pub_arg *pa = arg;
-    ft *f = pa->f;
-    int i = pa->i;
-    free(pa);
-    if (err != CMS_NATS_OK) {
-        f->pub_errors++;
-        f->retry[f->nretry++] = i;
-        return;
-    }
-    if (!f->acked[i]) {
-        f->acked[i] = true;
-        f->nacked++;
-    }
-}
-
-/* Returns false when the cap is reached (try again next tick). */
-static bool try_publish(ft *f, int i)
-{
-    char id[96], data[32];
-    snprintf(id, sizeof id, "%s-%d", f->subj, i);
-    int len = snprintf(data, sizeof data, "%d", i);
-    pub_arg *arg = malloc(sizeof *arg);
-    cr_assert_not_null(arg);
-    arg->f = f;
-    arg->i = i;
-    cms_nats_err err =
-        cms_nats_js_publish(f->n, f->subj, id, NULL, data, (size_t)len, on_published, arg);
-    if (err == CMS_NATS_EBUSY) {
-        free(arg);
-        return false;
-    }
-    cr_assert_eq(err, CMS_NATS_OK, "publish: %s", cms_nats_strerror(err));
-    return true;
-}
-
 static void on_pub_tick(uv_timer_t *t)
 {
     ft *f = t->data;
-    int budget = PER_TICK;
-    while (budget > 0 && f->nretry > 0) {
-        if (!try_publish(f, f->retry[f->nretry - 1]))
-            return;
-        f->nretry--;
-        budget--;
-    }
-    while (budget > 0 && f->next < NMSG) {
-        if (!try_publish(f, f->next))
-            return;
-        f->next++;
-        budget--;
-    }
+    cms_nats_err err = cms_test_pub_pump(&f->pub, PER_TICK);
+    cr_assert(err == CMS_NATS_OK || err == CMS_NATS_EBUSY, "publish: %s", cms_nats_strerror(err));
 }
 
 /* ---- consuming ---- */
@@ -268,7 +210,8 @@ static void side_done(uv_work_t *w, int status)
 static void on_check(uv_timer_t *t)
 {
     ft *f = t->data;
-    if (f->fault_step < 4 || f->nacked < NMSG || f->ndistinct < NMSG || f->work_busy || f->quiet)
+    if (f->fault_step < 4 || f->pub.nstored < NMSG || f->ndistinct < NMSG || f->work_busy ||
+        f->quiet)
         return;
     f->work_busy = true;
     f->work.data = f;
@@ -284,7 +227,6 @@ static void run(fault_kind kind)
 {
     ft *f = calloc(1, sizeof *f);
     cr_assert_not_null(f);
-    f->retry = calloc(NMSG, sizeof *f->retry);
     f->kind = kind;
     cms_log_init("nats-fault", CMS_LOG_ERROR, stderr);
     int pid = (int)getpid();
@@ -340,6 +282,7 @@ static void run(fault_kind kind)
                           .max_publish_inflight = 128,
                           .publish_timeout_ms = 2000};
     cr_assert_eq(cms_nats_create(&f->loop, &o, &f->n), 0);
+    cr_assert_eq(cms_test_pub_init(&f->pub, f->n, f->subj, NMSG), 0);
     cms_nats_consumer_options co = {.stream = f->stream,
                                     .durable = f->durable,
                                     .filter_subject = filter,
@@ -354,7 +297,7 @@ static void run(fault_kind kind)
     cr_assert(f->quiet);
     cr_assert_eq(f->ctl_failures, 0, "tests/lib/ctl failed");
     cr_assert_eq(f->bad, 0);
-    cr_assert_eq(f->nacked, NMSG);
+    cr_assert_eq(f->pub.nstored, NMSG);
     cr_assert_eq(f->ndistinct, NMSG);
     cr_assert_lt(f->lag_max_ms, MAX_LAG_MS, "the loop stalled for %.1f ms", f->lag_max_ms);
     if (kind != FAULT_FREEZE)
@@ -364,7 +307,7 @@ static void run(fault_kind kind)
         kind == FAULT_FREEZE    ? "freeze"
         : kind == FAULT_RESTART ? "restart"
                                 : "long freeze",
-        f->lag_max_ms, f->pub_errors, f->nredelivered,
+        f->lag_max_ms, f->pub.errors, f->nredelivered,
         (unsigned long long)(cms_counter_get(f->reconnects) - f->reconnects0));
 
     cms_nats_destroy(f->n);
@@ -375,7 +318,7 @@ static void run(fault_kind kind)
     (void)js_DeleteStream(f->side_js, f->stream, NULL, NULL);
     jsCtx_Destroy(f->side_js);
     natsConnection_Destroy(f->side_nc);
-    free(f->retry);
+    cms_test_pub_free(&f->pub);
     free(f);
     (void)nats_CloseAndWait(5000);
 }

@@ -16,6 +16,7 @@
 #include "log.h"
 #include "nats.h"
 #include "testenv.h"
+#include "testpub.h"
 
 enum { NREQ = 100, NPUB = 1000, CAP = 32 };
 
@@ -27,10 +28,9 @@ typedef struct ctx {
     cms_nats_consumer *consumer;
     char svc[64], inbox[64], subj[64], stream[64], durable[64];
     int replies, wrong_thread;
-    int next, acked, pub_errors;
-    int *retry, nretry;
-    bool *stored, *seen;
-    int nstored, nseen, naks, drops;
+    cms_test_pub pub; /* the JetStream publishes (tests/lib/testpub.h) */
+    bool *seen;
+    int nseen, naks, drops;
     int restart_state; /* 0 not yet, 1 running, 2 done */
     int closed;
 } ctx;
@@ -45,7 +45,7 @@ static void on_thread(ctx *c)
 static void on_watchdog(uv_timer_t *t)
 {
     ctx *c = t->data;
-    CHECK(0, "watchdog: replies %d, stored %d, seen %d, restart %d", c->replies, c->nstored,
+    CHECK(0, "watchdog: replies %d, stored %d, seen %d, restart %d", c->replies, c->pub.nstored,
           c->nseen, c->restart_state);
 }
 
@@ -64,47 +64,6 @@ static void on_reply(void *arg, cms_nats_msg *m)
     on_thread(c);
     c->replies++;
     cms_nats_msg_destroy(m);
-}
-
-typedef struct pub_arg {
-    ctx *c;
-    int i;
-} pub_arg;
-
-static void on_published(void *arg, cms_nats_err err, bool duplicate, uint64_t seq)
-{
-    (void)duplicate;
-    (void)seq;
-    pub_arg *pa = arg;
-    ctx *c = pa->c;
-    on_thread(c);
-    if (err != CMS_NATS_OK) {
-        c->pub_errors++;
-        c->retry[c->nretry++] = pa->i;
-    } else if (!c->stored[pa->i]) {
-        c->stored[pa->i] = true;
-        c->nstored++;
-    }
-    free(pa);
-}
-
-static bool publish(ctx *c, int i)
-{
-    char id[96], data[16];
-    snprintf(id, sizeof id, "%s-%d", c->subj, i);
-    int len = snprintf(data, sizeof data, "%d", i);
-    pub_arg *pa = malloc(sizeof *pa);
-    CHECK(pa != NULL, "malloc");
-    pa->c = c;
-    pa->i = i;
-    cms_nats_err err =
-        cms_nats_js_publish(c->n, c->subj, id, NULL, data, (size_t)len, on_published, pa);
-    if (err == CMS_NATS_EBUSY) {
-        free(pa);
-        return false;
-    }
-    CHECK(err == CMS_NATS_OK, "publish: %s", cms_nats_strerror(err));
-    return true;
 }
 
 static void on_msg(void *arg, cms_nats_msg *m)
@@ -146,15 +105,13 @@ static void on_restarted(int status, void *arg)
 static void on_tick(uv_timer_t *t)
 {
     ctx *c = t->data;
-    while (c->nretry > 0 && publish(c, c->retry[c->nretry - 1]))
-        c->nretry--;
-    for (int k = 0; k < 20 && c->next < NPUB && publish(c, c->next); k++)
-        c->next++;
-    if (c->restart_state == 0 && c->nstored >= NPUB / 3) {
+    cms_nats_err err = cms_test_pub_pump(&c->pub, 20);
+    CHECK(err == CMS_NATS_OK || err == CMS_NATS_EBUSY, "publish: %s", cms_nats_strerror(err));
+    if (c->restart_state == 0 && c->pub.nstored >= NPUB / 3) {
         c->restart_state = 1;
         CHECK(cms_test_ctl_spawn(&c->loop, "nats-restart", on_restarted, c) == 0, "spawn");
     }
-    if (c->restart_state == 2 && c->nstored == NPUB && c->nseen == NPUB && c->replies == NREQ) {
+    if (c->restart_state == 2 && c->pub.nstored == NPUB && c->nseen == NPUB && c->replies == NREQ) {
         uv_close((uv_handle_t *)&c->tick, NULL);
         cms_nats_close(c->n, on_closed, c);
     }
@@ -164,8 +121,6 @@ int main(void)
 {
     ctx *c = calloc(1, sizeof *c);
     CHECK(c != NULL, "calloc");
-    c->retry = calloc(NPUB, sizeof *c->retry);
-    c->stored = calloc(NPUB, sizeof *c->stored);
     c->seen = calloc(NPUB, sizeof *c->seen);
     cms_log_init("nats-tsan", CMS_LOG_ERROR, stderr);
     int pid = (int)getpid();
@@ -207,6 +162,7 @@ int main(void)
     cms_nats_options o = {
         .url = url, .name = "nats-tsan", .max_publish_inflight = CAP, .publish_timeout_ms = 2000};
     CHECK(cms_nats_create(&c->loop, &o, &c->n) == 0, "create");
+    CHECK(cms_test_pub_init(&c->pub, c->n, c->subj, NPUB) == 0, "publishes");
     cms_nats_sub *s1 = NULL, *s2 = NULL;
     CHECK(cms_nats_subscribe(c->n, c->svc, "svc", on_request, c, &s1) == 0, "subscribe");
     CHECK(cms_nats_subscribe(c->n, c->inbox, NULL, on_reply, c, &s2) == 0, "subscribe");
@@ -222,8 +178,10 @@ int main(void)
 
     uv_run(&c->loop, UV_RUN_DEFAULT);
     CHECK(c->closed == 1, "closed %d", c->closed);
-    CHECK(c->wrong_thread == 0, "%d callbacks off the loop thread", c->wrong_thread);
-    CHECK(c->nseen == NPUB && c->nstored == NPUB, "seen %d stored %d", c->nseen, c->nstored);
+    int off_loop = c->wrong_thread + c->pub.wrong_thread;
+    CHECK(off_loop == 0, "%d callbacks off the loop thread", off_loop);
+    CHECK(c->nseen == NPUB && c->pub.nstored == NPUB, "seen %d stored %d", c->nseen,
+          c->pub.nstored);
     CHECK(c->naks > 0 && c->drops > 0, "naks %d drops %d", c->naks, c->drops);
     cms_nats_destroy(c->n);
     uv_close((uv_handle_t *)&c->watchdog, NULL);
@@ -236,9 +194,8 @@ int main(void)
     jsCtx_Destroy(js);
     natsConnection_Destroy(nc);
     printf("nats tsan: replies %d, published %d (errors %d), consumed %d (naks %d, drops %d)\n",
-           c->replies, c->nstored, c->pub_errors, c->nseen, c->naks, c->drops);
-    free(c->retry);
-    free(c->stored);
+           c->replies, c->pub.nstored, c->pub.errors, c->nseen, c->naks, c->drops);
+    cms_test_pub_free(&c->pub);
     free(c->seen);
     free(c);
     (void)nats_CloseAndWait(5000);
