@@ -348,6 +348,9 @@ static void close_watch(cms_proc *p, void *arg)
 {
     (void)p;
     lag_watch *w = arg;
+    /* the turn that runs the stall's probe may also be the one that stops
+     * the loop, before any check phase: look once more */
+    watch_lag(&w->check);
     uv_close((uv_handle_t *)&w->check, NULL);
 }
 
