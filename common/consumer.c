@@ -147,6 +147,7 @@ struct cms_consumer {
     uint64_t held_until;
     bool pulled;     /* draining from active: what it pulled must all come in ... */
     bool pull_quiet; /* ... before the lease goes: the last fetch has ended */
+    bool releasing;  /* draining: the lease's release is sent (nothing is taken after) */
     kq *queues;      /* by key */
     kq *ready_head, *ready_tail;
     item *retry_head; /* by retry_at */
@@ -603,11 +604,16 @@ static void pump(cms_consumer *c)
 static void on_msg(void *arg, cms_nats_msg *m)
 {
     cms_consumer *c = arg;
-    /* draining, the fetch under way still delivers: the lease is kept for it */
-    bool ours = (c->state == CONS_ACTIVE && lease_sure(c)) ||
-                (c->state == CONS_DRAINING && c->pulled && !c->pull_quiet);
+    /* Taken while the lease may still be ours, even unsure of it: each job
+     * checks the lease first, so nothing is applied once it is lost, and
+     * what is held goes back in order then. A message given back here while
+     * later ones of its resource are taken would come back after them.
+     * Draining, the fetch under way still delivers: the lease is kept for it. */
+    bool ours =
+        c->state == CONS_ACTIVE || (c->state == CONS_DRAINING && c->pulled && !c->releasing);
     if (!ours) {
-        /* a fetch that was under way when pulling stopped: for whoever pulls next */
+        /* the lease went before this fetch ended: for whoever pulls next, who
+         * waits one ack_wait after taking an expired lease */
         if (cms_nats_msg_nak(m, 0) != CMS_NATS_OK)
             cms_log_debug("consumer: nak not sent", NULL);
         cms_nats_msg_destroy(m);
@@ -688,6 +694,11 @@ static void lease_done(void *arg, cms_pg_err err, const cms_pg_result *res)
     cms_consumer *c = arg;
     c->side_jobs--;
     c->lease_asking = false;
+    cms_lease_take_result took = err == CMS_PG_OK
+                                     ? cms_lease_took(&c->lease, cms_pg_result_get(res, 0))
+                                     : CMS_LEASE_NOT_HELD;
+    if (err == CMS_PG_OK && took != CMS_LEASE_NOT_HELD)
+        c->held_until = c->lease_asked_at + (uint64_t)c->o.lease_ms;
     if (c->state == CONS_CLOSED || c->state == CONS_DRAINING) {
         maybe_drained(c);
         return;
@@ -698,9 +709,6 @@ static void lease_done(void *arg, cms_pg_err err, const cms_pg_result *res)
                       cms_pg_strerror(err));
         return;
     }
-    cms_lease_take_result took = cms_lease_took(&c->lease, cms_pg_result_get(res, 0));
-    if (took != CMS_LEASE_NOT_HELD)
-        c->held_until = c->lease_asked_at + (uint64_t)c->o.lease_ms;
     switch (took) {
     case CMS_LEASE_NOT_HELD:
         if (c->state == CONS_ACTIVE || c->state == CONS_WAITING) {
@@ -756,7 +764,8 @@ static void lease_fired(uv_timer_t *t)
         return;
     }
     update_pulling(c); /* stops pulling if renewals stopped answering */
-    ask_lease(c);
+    if (!c->releasing) /* released: not taken again before it closes */
+        ask_lease(c);
 }
 
 /* ---- keeping held events from redelivery, pruning records ---- */
@@ -764,6 +773,9 @@ static void lease_fired(uv_timer_t *t)
 static void touch_fired(uv_timer_t *t)
 {
     cms_consumer *c = t->data;
+    /* a holder frozen past its lease must not keep what the next one waits for */
+    if (!lease_sure(c))
+        return;
     uint64_t now = uv_now(c->loop), half = (uint64_t)c->o.ack_wait_ms / 2;
     kq *q, *tmp;
     HASH_ITER(hh, c->queues, q, tmp)
@@ -838,6 +850,7 @@ static void maybe_drained(cms_consumer *c)
         c->side_jobs > 0 || (c->pulled && !c->pull_quiet))
         return;
     /* nothing is held: the next holder may start at once */
+    c->releasing = true;
     cms_pg_job *job = cms_pg_job_new();
     if (job != NULL && cms_lease_add_release(&c->lease, job) == CMS_PG_OK &&
         cms_pg_submit(c->pg, &job, release_done, c) == CMS_PG_OK) {
@@ -1017,13 +1030,13 @@ cms_consumer_err cms_consumer_create(uv_loop_t *loop, cms_pg *pg, cms_nats *nats
                                                           : c->filter,
                                     .max_ack_pending = c->o.max_inflight,
                                     .fetch_batch = c->o.max_inflight,
-                                    .ack_wait_ms = c->o.ack_wait_ms};
-    /* paused until the lease is ours; it delivers only on the loop, later */
+                                    .ack_wait_ms = c->o.ack_wait_ms,
+                                    /* until the lease is ours */
+                                    .start_paused = true};
     if (cms_nats_consume(nats, &co, on_msg, c, &c->nc) != 0) {
         free(c);
         return CMS_CONSUMER_ENATS;
     }
-    cms_nats_consumer_pause(c->nc, true);
     make_metrics(c);
     uv_timer_t *timers[] = {&c->lease_timer, &c->retry_timer, &c->touch_timer, &c->prune_timer,
                             &c->wait_timer};

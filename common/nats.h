@@ -130,6 +130,9 @@ typedef struct cms_nats_consumer_options {
     int fetch_batch;     /* default 256 */
     int64_t ack_wait_ms; /* default 30000 */
     int max_deliver;     /* default -1 (unlimited) */
+    /* starts paused (cms_nats_consumer_pause(c, false) to pull): no request
+     * is sent before the owner decides it may take messages */
+    bool start_paused;
 } cms_nats_consumer_options;
 
 /* Durable pull consumer (explicit ack, deliver all). Created if missing; an

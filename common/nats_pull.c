@@ -23,7 +23,12 @@
 #define DEFAULT_MAX_ACK_PENDING 1024
 #define DEFAULT_FETCH_BATCH 256
 #define DEFAULT_ACK_WAIT_MS 30000
-#define FETCH_TIMEOUT_MS 1000 /* lifetime of one pull request */
+#define FETCH_TIMEOUT_MS 1000 /* lifetime of one pull request on the server */
+/* how long past that its end (a 408, or its last message) may still come: a
+ * request counts as open until then, so that a quiesce never declares idle
+ * while the server may still deliver to it (it may have received the
+ * request late, under load) */
+#define FETCH_ANSWER_GRACE_MS 2000
 #define REBIND_AFTER_ERRORS 3 /* consecutive fetch errors before re-creating the binding */
 #define PULL_SLICE_MS 250     /* longest wait before re-checking stop/pause/credit */
 
@@ -150,14 +155,14 @@ static natsStatus consumer_bind(cms_nats_consumer *c, natsConnection *nc, jsCtx 
 static natsStatus consumer_request(cms_nats_consumer *c, natsConnection *nc, int batch)
 {
     char body[96];
-    /* the server ends the request a little before we stop waiting for it */
     int len = snprintf(body, sizeof body, "{\"batch\":%d,\"expires\":%" PRId64 "}", batch,
-                       (int64_t)(FETCH_TIMEOUT_MS - 50) * NS_PER_MS);
+                       (int64_t)FETCH_TIMEOUT_MS * NS_PER_MS);
     natsStatus st = natsConnection_PublishRequest(nc, c->next_subj, c->inbox, body, len);
     if (st == NATS_OK) {
         cms_counter_add(c->m_requests, 1);
         c->req_left = batch;
-        c->req_deadline = uv_hrtime() + (uint64_t)FETCH_TIMEOUT_MS * NS_PER_MS;
+        c->req_deadline =
+            uv_hrtime() + (uint64_t)(FETCH_TIMEOUT_MS + FETCH_ANSWER_GRACE_MS) * NS_PER_MS;
     }
     return st;
 }
@@ -329,6 +334,7 @@ int cms_nats_consume(cms_nats *n, const cms_nats_consumer_options *o, cms_nats_m
     c->ack_wait_ms = o->ack_wait_ms > 0 ? o->ack_wait_ms : DEFAULT_ACK_WAIT_MS;
     c->max_deliver = o->max_deliver != 0 ? o->max_deliver : -1;
     c->credit = c->max_ack_pending;
+    c->paused = o->start_paused;
     c->idle_ev.kind = EV_PULL_IDLE;
     char labels[160];
     snprintf(labels, sizeof labels, "durable=\"%s\"", o->durable);
