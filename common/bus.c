@@ -8,6 +8,7 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <uv.h>
 
 #define MIN_OCCURRED_US INT64_C(946684800000000)  /* 2000-01-01 */
 #define MAX_OCCURRED_US INT64_C(4102444800000000) /* 2100-01-01 */
@@ -56,6 +57,90 @@ const cms_nats_stream_spec *cms_bus_streams(size_t *count)
 int cms_bus_provision(cms_nats *n, void (*done)(void *arg, cms_nats_err err), void *arg)
 {
     return cms_nats_provision(n, streams, sizeof streams / sizeof streams[0], done, arg);
+}
+
+/* ---- durables ---- */
+
+/* cms-audit's defaults: 4 x its batch of 1000 held, 30 s to ack, every event */
+static const cms_nats_durable_spec durables[] = {
+    {.stream = CMS_BUS_EVENTS_STREAM,
+     .durable = "audit",
+     .max_ack_pending = 4000,
+     .ack_wait_ms = 30000},
+};
+
+const cms_nats_durable_spec *cms_bus_durables(size_t *count)
+{
+    *count = sizeof durables / sizeof durables[0];
+    return durables;
+}
+
+int cms_bus_provision_all(cms_nats *n, void (*done)(void *arg, cms_nats_err err), void *arg)
+{
+    return cms_nats_provision_all(n, streams, sizeof streams / sizeof streams[0], durables,
+                                  sizeof durables / sizeof durables[0], done, arg);
+}
+
+typedef struct {
+    uv_timer_t timer;
+    cms_nats *n;
+    cms_nats_err result;
+    bool closing;
+} prov_wait;
+
+static void prov_closed(void *arg)
+{
+    prov_wait *p = arg;
+    uv_close((uv_handle_t *)&p->timer, NULL);
+}
+
+static void prov_close(prov_wait *p)
+{
+    if (p->closing)
+        return;
+    p->closing = true;
+    uv_timer_stop(&p->timer);
+    cms_nats_close(p->n, prov_closed, p);
+}
+
+static void prov_done(void *arg, cms_nats_err err)
+{
+    prov_wait *p = arg;
+    if (!p->closing)
+        p->result = err;
+    prov_close(p);
+}
+
+static void prov_timeout(uv_timer_t *t)
+{
+    prov_close(t->data);
+}
+
+cms_nats_err cms_bus_provision_wait(const cms_nats_options *o, bool with_durables,
+                                    int64_t timeout_ms)
+{
+    uv_loop_t loop;
+    if (uv_loop_init(&loop) != 0)
+        return CMS_NATS_ENOMEM;
+    prov_wait p = {.result = CMS_NATS_ETIMEOUT};
+    int rc = cms_nats_create(&loop, o, &p.n);
+    if (rc == 0) {
+        uv_timer_init(&loop, &p.timer);
+        p.timer.data = &p;
+        uv_timer_start(&p.timer, prov_timeout, (uint64_t)timeout_ms, 0);
+        rc = with_durables ? cms_bus_provision_all(p.n, prov_done, &p)
+                           : cms_bus_provision(p.n, prov_done, &p);
+        if (rc != 0) {
+            p.result = (cms_nats_err)rc;
+            prov_close(&p);
+        }
+        uv_run(&loop, UV_RUN_DEFAULT);
+    } else {
+        p.result = (cms_nats_err)rc;
+    }
+    cms_nats_destroy(p.n);
+    (void)uv_loop_close(&loop);
+    return p.result;
 }
 
 /* ---- subjects ---- */

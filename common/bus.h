@@ -52,8 +52,20 @@ const cms_nats_stream_spec *cms_bus_streams(size_t *count);
  * subject: NULL when that is every event (nats-server matches a filter
  * against every message it delivers, even one that matches them all). */
 const char *cms_bus_event_filter(const char *subject);
-/* Provisions them (cms_nats_provision). */
+/* Makes them where missing (cms_nats_provision): where NATS permissions
+ * allow it, only the migrator can; a service then waits for them. */
 int cms_bus_provision(cms_nats *n, void (*done)(void *arg, cms_nats_err err), void *arg);
+
+/* The durables the services consume through, as cms-migrate provisions
+ * them: count entries. A service binds its own and may use other settings
+ * (differences are logged). */
+const cms_nats_durable_spec *cms_bus_durables(size_t *count);
+/* The streams, then the durables (cms_nats_provision_all): cms-migrate's. */
+int cms_bus_provision_all(cms_nats *n, void (*done)(void *arg, cms_nats_err err), void *arg);
+/* For command-line tools: connects with o on a loop of its own and
+ * provisions the streams (and the durables too if durables), waiting at
+ * most timeout_ms. CMS_NATS_OK, CMS_NATS_ETIMEOUT, or what failed. */
+cms_nats_err cms_bus_provision_wait(const cms_nats_options *o, bool durables, int64_t timeout_ms);
 
 /* ---- subjects ---- */
 

@@ -892,6 +892,13 @@ void cms_consumer_drain(cms_consumer *c, void (*done)(void *arg), void *arg)
 
 bool cms_consumer_ready(const cms_consumer *c, char *why, size_t len)
 {
+    if (!cms_nats_consumer_bound(c->nc)) {
+        snprintf(why, len,
+                 "consumer %s: durable %s on stream %s not bound (missing? run cms-migrate "
+                 "provision)\n",
+                 c->name, c->name, c->stream);
+        return false;
+    }
     if (c->db_away) {
         snprintf(why, len, "consumer %s: waiting for the database, not pulling\n", c->name);
         return false;

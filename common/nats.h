@@ -112,6 +112,22 @@ typedef struct cms_nats_stream_spec {
 int cms_nats_provision(cms_nats *n, const cms_nats_stream_spec *specs, size_t count,
                        void (*done)(void *arg, cms_nats_err err), void *arg);
 
+/* A durable pull consumer (explicit ack, deliver all) as cms-migrate
+ * provisions it; 0 means the server's default (max_deliver: unlimited). */
+typedef struct cms_nats_durable_spec {
+    const char *stream, *durable;
+    const char *filter_subject; /* NULL: every message of the stream */
+    int max_ack_pending;
+    int64_t ack_wait_ms;
+    int max_deliver;
+} cms_nats_durable_spec;
+/* The streams, then the durables: each created if missing, else compared
+ * (differences logged, the existing one kept). Retries like
+ * cms_nats_provision. */
+int cms_nats_provision_all(cms_nats *n, const cms_nats_stream_spec *streams, size_t nstreams,
+                           const cms_nats_durable_spec *durables, size_t ndurables,
+                           void (*done)(void *arg, cms_nats_err err), void *arg);
+
 /* Handlers run on the loop and own msg: they must eventually call
  * cms_nats_msg_destroy (after ack etc.). Messages are delivered only while
  * not closing. */
@@ -141,6 +157,8 @@ typedef struct cms_nats_consumer_options {
  * The consumer lives until cms_nats_destroy. */
 int cms_nats_consume(cms_nats *n, const cms_nats_consumer_options *o, cms_nats_msg_cb cb, void *arg,
                      cms_nats_consumer **out);
+/* Bound to its durable on the server (false while the durable is missing). */
+bool cms_nats_consumer_bound(cms_nats_consumer *c);
 /* paused: no new fetches (a fetch already under way still delivers). */
 void cms_nats_consumer_pause(cms_nats_consumer *c, bool paused);
 /* Pauses, then idle(arg) on the loop once the fetch under way has ended and

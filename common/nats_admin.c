@@ -36,6 +36,90 @@ static void compare_stream(const cms_nats_stream_spec *sp, const jsStreamConfig 
         warn_diff_i(sp->name, "duplicates_ms", sp->duplicates_ms, cfg->Duplicates / NS_PER_MS);
 }
 
+/* ---- durables ---- */
+
+static void warn_durable_diff(const cms_nats_durable_spec *d, const char *setting, int64_t want,
+                              int64_t have)
+{
+    if (want != have)
+        cms_log_warn("nats: consumer differs from the expected settings; using it as it is",
+                     "{s:s, s:s, s:s, s:I, s:I}", "stream", d->stream, "durable", d->durable,
+                     "setting", setting, "expected", (json_int_t)want, "actual", (json_int_t)have);
+}
+
+/* Logs how an existing durable differs from d; it is used as it is
+ * (operators may manage consumers themselves). */
+static void compare_durable(const cms_nats_durable_spec *d, const jsConsumerConfig *h)
+{
+    const char *f = d->filter_subject;
+    warn_durable_diff(d, "max_ack_pending", d->max_ack_pending, h->MaxAckPending);
+    warn_durable_diff(d, "ack_wait_ms", d->ack_wait_ms, h->AckWait / NS_PER_MS);
+    warn_durable_diff(d, "max_deliver", d->max_deliver != 0 ? d->max_deliver : -1, h->MaxDeliver);
+    warn_durable_diff(d, "ack_explicit", 1, h->AckPolicy == js_AckExplicit);
+    if ((h->FilterSubject == NULL || *h->FilterSubject == '\0') != (f == NULL) ||
+        (f != NULL && h->FilterSubject != NULL && strcmp(h->FilterSubject, f) != 0))
+        cms_log_warn("nats: consumer differs from the expected settings; using it as it is",
+                     "{s:s, s:s, s:s, s:s, s:s}", "stream", d->stream, "durable", d->durable,
+                     "setting", "filter_subject", "expected", f ? f : "", "actual",
+                     h->FilterSubject ? h->FilterSubject : "");
+}
+
+natsStatus nats_durable_ensure(jsCtx *js, const cms_nats_durable_spec *d, bool create)
+{
+    jsConsumerInfo *ci = NULL;
+    jsErrCode jerr = 0;
+    natsStatus st = js_GetConsumerInfo(&ci, js, d->stream, d->durable, NULL, &jerr);
+    if (st == NATS_OK) {
+        compare_durable(d, ci->Config);
+        jsConsumerInfo_Destroy(ci);
+        return NATS_OK;
+    }
+    if (st != NATS_NOT_FOUND && jerr != JSConsumerNotFoundErr)
+        goto out; /* the server did not answer (or this user may not ask): retried */
+    if (!create) {
+        st = NATS_NOT_FOUND;
+        goto out;
+    }
+    jsConsumerConfig cfg;
+    jsConsumerConfig_Init(&cfg);
+    cfg.Durable = d->durable;
+    cfg.AckPolicy = js_AckExplicit;
+    cfg.DeliverPolicy = js_DeliverAll;
+    cfg.AckWait = d->ack_wait_ms * NS_PER_MS;
+    cfg.MaxDeliver = d->max_deliver != 0 ? d->max_deliver : -1;
+    cfg.MaxAckPending = d->max_ack_pending;
+    cfg.FilterSubject = d->filter_subject;
+    jerr = 0;
+    st = js_AddConsumer(&ci, js, d->stream, &cfg, NULL, &jerr);
+    jsConsumerInfo_Destroy(ci);
+    ci = NULL;
+    if (st == NATS_OK) {
+        cms_log_info("nats: consumer created", "{s:s, s:s}", "stream", d->stream, "durable",
+                     d->durable);
+    } else if (jerr != 0) {
+        /* another process created it in between: bind that one */
+        jsErrCode jerr2 = 0;
+        if (js_GetConsumerInfo(&ci, js, d->stream, d->durable, NULL, &jerr2) == NATS_OK) {
+            compare_durable(d, ci->Config);
+            st = NATS_OK;
+        }
+        jsConsumerInfo_Destroy(ci);
+    }
+out:
+    if (st == NATS_NOT_FOUND)
+        cms_log_warn("nats: durable consumer missing: run cms-migrate provision; retrying",
+                     "{s:s, s:s}", "stream", d->stream, "durable", d->durable);
+    else if (st != NATS_OK)
+        cms_log_warn("nats: cannot bind or create the durable consumer (creating one is the "
+                     "migrator's right: run cms-migrate provision); retrying",
+                     "{s:s, s:s, s:s, s:i, s:s}", "stream", d->stream, "durable", d->durable,
+                     "error", natsStatus_GetText(st), "js_error", (int)jerr, "detail",
+                     nats_GetLastError(NULL) ? nats_GetLastError(NULL) : "");
+    return st;
+}
+
+/* ---- streams ---- */
+
 /* One stream: created if missing, else compared. NATS_OK or the failure. */
 static natsStatus provision_one(jsCtx *js, const cms_nats_stream_spec *sp)
 {
@@ -71,8 +155,10 @@ static natsStatus provision_one(jsCtx *js, const cms_nats_stream_spec *sp)
     }
 out:
     if (st != NATS_OK)
-        cms_log_warn("nats: stream provisioning failed; retrying", "{s:s, s:s, s:i, s:s}", "stream",
-                     sp->name, "error", natsStatus_GetText(st), "js_error", (int)jerr, "detail",
+        cms_log_warn("nats: stream missing and not created (creating streams is the migrator's "
+                     "right: run cms-migrate provision); retrying",
+                     "{s:s, s:s, s:i, s:s}", "stream", sp->name, "error", natsStatus_GetText(st),
+                     "js_error", (int)jerr, "detail",
                      nats_GetLastError(NULL) ? nats_GetLastError(NULL) : "");
     jsStreamInfo_Destroy(si);
     return st;
@@ -86,7 +172,13 @@ void nats_prov_free(prov *p)
         free((void *)p->specs[i].name);
         free((void *)p->specs[i].subject);
     }
+    for (size_t i = 0; p->durables != NULL && i < p->ndurables; i++) {
+        free((void *)p->durables[i].stream);
+        free((void *)p->durables[i].durable);
+        free((void *)p->durables[i].filter_subject);
+    }
     free(p->specs);
+    free(p->durables);
     free(p);
 }
 
@@ -102,6 +194,8 @@ static void prov_main(void *arg)
         bool ok = true;
         for (size_t i = 0; i < p->count && ok; i++)
             ok = provision_one(js, &p->specs[i]) == NATS_OK;
+        for (size_t i = 0; i < p->ndurables && ok; i++)
+            ok = nats_durable_ensure(js, &p->durables[i], true) == NATS_OK;
         if (ok) {
             result = CMS_NATS_OK;
             break;
@@ -127,9 +221,17 @@ static void prov_main(void *arg)
 int cms_nats_provision(cms_nats *n, const cms_nats_stream_spec *specs, size_t count,
                        void (*done)(void *arg, cms_nats_err err), void *arg)
 {
+    return cms_nats_provision_all(n, specs, count, NULL, 0, done, arg);
+}
+
+int cms_nats_provision_all(cms_nats *n, const cms_nats_stream_spec *specs, size_t count,
+                           const cms_nats_durable_spec *durables, size_t ndurables,
+                           void (*done)(void *arg, cms_nats_err err), void *arg)
+{
     int rc = CMS_NATS_OK;
     prov *p = NULL;
-    if (n == NULL || specs == NULL || count == 0 || done == NULL) {
+    if (n == NULL || (specs == NULL && count > 0) || (durables == NULL && ndurables > 0) ||
+        count + ndurables == 0 || done == NULL) {
         rc = CMS_NATS_EINVAL;
         goto out;
     }
@@ -140,12 +242,20 @@ int cms_nats_provision(cms_nats *n, const cms_nats_stream_spec *specs, size_t co
             goto out;
         }
     }
+    for (size_t i = 0; i < ndurables; i++) {
+        if (durables[i].stream == NULL || durables[i].durable == NULL ||
+            durables[i].max_ack_pending < 0 || durables[i].ack_wait_ms < 0) {
+            rc = CMS_NATS_EINVAL;
+            goto out;
+        }
+    }
     if (n->state >= N_CLOSING) {
         rc = CMS_NATS_ECLOSED;
         goto out;
     }
     p = calloc(1, sizeof *p);
-    if (p == NULL || (p->specs = calloc(count, sizeof *p->specs)) == NULL) {
+    if (p == NULL || (count > 0 && (p->specs = calloc(count, sizeof *p->specs)) == NULL) ||
+        (ndurables > 0 && (p->durables = calloc(ndurables, sizeof *p->durables)) == NULL)) {
         rc = CMS_NATS_ENOMEM;
         goto out;
     }
@@ -155,6 +265,19 @@ int cms_nats_provision(cms_nats *n, const cms_nats_stream_spec *specs, size_t co
         p->specs[i].name = nats_dupstr(specs[i].name);
         p->specs[i].subject = nats_dupstr(specs[i].subject);
         if (p->specs[i].name == NULL || p->specs[i].subject == NULL) {
+            rc = CMS_NATS_ENOMEM;
+            goto out;
+        }
+    }
+    p->ndurables = ndurables;
+    for (size_t i = 0; i < ndurables; i++) {
+        const cms_nats_durable_spec *d = &durables[i];
+        p->durables[i] = *d;
+        p->durables[i].stream = nats_dupstr(d->stream);
+        p->durables[i].durable = nats_dupstr(d->durable);
+        p->durables[i].filter_subject = d->filter_subject ? nats_dupstr(d->filter_subject) : NULL;
+        if (p->durables[i].stream == NULL || p->durables[i].durable == NULL ||
+            (d->filter_subject != NULL && p->durables[i].filter_subject == NULL)) {
             rc = CMS_NATS_ENOMEM;
             goto out;
         }

@@ -194,6 +194,8 @@ typedef struct prov {
     cms_nats *n;
     cms_nats_stream_spec *specs; /* strings owned */
     size_t count;
+    cms_nats_durable_spec *durables; /* strings owned */
+    size_t ndurables;
     void (*done)(void *arg, cms_nats_err err);
     void *arg;
     cms_nats_err result;
@@ -329,6 +331,11 @@ void nats_writer_unsub_done(cms_nats *n, cms_nats_sub *s);
 /* ---- nats_admin.c ---- */
 
 void nats_prov_free(prov *p);
+/* Binds durable d if it exists (its settings compared, differences logged);
+ * creates it only if it does not and create is set: adding a consumer that
+ * exists would update it (nats-server 2.9), overwriting what an operator
+ * chose. NATS_NOT_FOUND: missing (and not created). Blocking; any thread. */
+natsStatus nats_durable_ensure(jsCtx *js, const cms_nats_durable_spec *d, bool create);
 
 /* ---- nats_pull.c ---- */
 

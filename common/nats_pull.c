@@ -44,75 +44,17 @@ static bool consumer_pause_for(cms_nats_consumer *c, int64_t ms)
     return go_on;
 }
 
-static void warn_consumer_diff(const cms_nats_consumer *c, const char *setting, int64_t want,
-                               int64_t have)
-{
-    if (want != have)
-        cms_log_warn("nats: consumer differs from the expected settings; using it as it is",
-                     "{s:s, s:s, s:s, s:I, s:I}", "stream", c->stream, "durable", c->durable,
-                     "setting", setting, "expected", (json_int_t)want, "actual", (json_int_t)have);
-}
-
-/* Logs how an existing durable differs from what this process would have
- * made; it is used as it is (operators may manage consumers themselves). */
-static void consumer_compare(cms_nats_consumer *c, const jsConsumerConfig *h)
-{
-    warn_consumer_diff(c, "max_ack_pending", c->max_ack_pending, h->MaxAckPending);
-    warn_consumer_diff(c, "ack_wait_ms", c->ack_wait_ms, h->AckWait / NS_PER_MS);
-    warn_consumer_diff(c, "max_deliver", c->max_deliver, h->MaxDeliver);
-    warn_consumer_diff(c, "ack_explicit", 1, h->AckPolicy == js_AckExplicit);
-    if ((h->FilterSubject == NULL || *h->FilterSubject == '\0') != (c->filter == NULL) ||
-        (c->filter != NULL && h->FilterSubject != NULL && strcmp(h->FilterSubject, c->filter) != 0))
-        cms_log_warn("nats: consumer differs from the expected settings; using it as it is",
-                     "{s:s, s:s, s:s, s:s, s:s}", "stream", c->stream, "durable", c->durable,
-                     "setting", "filter_subject", "expected", c->filter ? c->filter : "", "actual",
-                     h->FilterSubject ? h->FilterSubject : "");
-}
-
-/* Binds the durable if it exists, creates it only if it does not: adding a
- * consumer that exists would update it (nats-server 2.9), overwriting
- * settings an operator chose. */
+/* Binds the durable if it exists, else creates it (where this user may:
+ * with the project's NATS permissions only the migrator may). */
 static natsStatus consumer_ensure(cms_nats_consumer *c, jsCtx *js)
 {
-    jsConsumerInfo *ci = NULL;
-    jsErrCode jerr = 0;
-    natsStatus st = js_GetConsumerInfo(&ci, js, c->stream, c->durable, NULL, &jerr);
-    if (st == NATS_OK) {
-        consumer_compare(c, ci->Config);
-        jsConsumerInfo_Destroy(ci);
-        return NATS_OK;
-    }
-    if (st != NATS_NOT_FOUND && jerr != JSConsumerNotFoundErr)
-        goto out; /* the server did not answer: retried by the caller */
-    jsConsumerConfig cfg;
-    jsConsumerConfig_Init(&cfg);
-    cfg.Durable = c->durable;
-    cfg.AckPolicy = js_AckExplicit;
-    cfg.DeliverPolicy = js_DeliverAll;
-    cfg.AckWait = c->ack_wait_ms * NS_PER_MS;
-    cfg.MaxDeliver = c->max_deliver;
-    cfg.MaxAckPending = c->max_ack_pending;
-    cfg.FilterSubject = c->filter;
-    jerr = 0;
-    st = js_AddConsumer(&ci, js, c->stream, &cfg, NULL, &jerr);
-    jsConsumerInfo_Destroy(ci);
-    ci = NULL;
-    if (st != NATS_OK && jerr != 0) {
-        /* another replica created it in between: bind that one */
-        jsErrCode jerr2 = 0;
-        if (js_GetConsumerInfo(&ci, js, c->stream, c->durable, NULL, &jerr2) == NATS_OK) {
-            consumer_compare(c, ci->Config);
-            st = NATS_OK;
-        }
-        jsConsumerInfo_Destroy(ci);
-    }
-out:
-    if (st != NATS_OK)
-        cms_log_warn("nats: cannot create consumer; retrying", "{s:s, s:s, s:s, s:i, s:s}",
-                     "stream", c->stream, "durable", c->durable, "error", natsStatus_GetText(st),
-                     "js_error", (int)jerr, "detail",
-                     nats_GetLastError(NULL) ? nats_GetLastError(NULL) : "");
-    return st;
+    cms_nats_durable_spec d = {.stream = c->stream,
+                               .durable = c->durable,
+                               .filter_subject = c->filter,
+                               .max_ack_pending = c->max_ack_pending,
+                               .ack_wait_ms = c->ack_wait_ms,
+                               .max_deliver = c->max_deliver};
+    return nats_durable_ensure(js, &d, true);
 }
 
 static void set_bound(cms_nats_consumer *c, bool bound)
@@ -384,6 +326,16 @@ out:
         free(c);
     }
     return rc;
+}
+
+bool cms_nats_consumer_bound(cms_nats_consumer *c)
+{
+    if (c == NULL)
+        return false;
+    uv_mutex_lock(&c->mu);
+    bool bound = c->bound;
+    uv_mutex_unlock(&c->mu);
+    return bound;
 }
 
 void cms_nats_consumer_pause(cms_nats_consumer *c, bool paused)

@@ -181,7 +181,7 @@ static bool ready(void *arg, char *why, size_t len)
     else if (!cms_nats_is_connected(s->nats))
         snprintf(why, len, "not connected to NATS\n");
     else if (!s->streams_ready)
-        snprintf(why, len, "JetStream streams not provisioned yet\n");
+        snprintf(why, len, "JetStream streams not found yet: run cms-migrate provision\n");
     else if (s->spec->ready && !s->spec->ready(s, s->spec->arg, why, len))
         return false;
     else {

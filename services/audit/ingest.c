@@ -715,6 +715,13 @@ void audit_ingest_drain(audit_ingest *in, void (*done)(void *arg), void *arg)
 
 bool audit_ingest_ready(const audit_ingest *in, char *why, size_t len)
 {
+    if (in->consumer != NULL && !cms_nats_consumer_bound(in->consumer)) {
+        snprintf(why, len,
+                 "audit: durable %s on stream " CMS_BUS_EVENTS_STREAM
+                 " not bound (missing? run cms-migrate provision)\n",
+                 in->durable);
+        return false;
+    }
     if (in->paused) {
         snprintf(why, len, "audit: waiting for the database, not pulling\n");
         return false;

@@ -242,13 +242,21 @@ static bool env_key_in(const char *kv, const char *const *set)
 int cms_test_spawn_service(const char *name, const char *const *args, const char *const *set,
                            const char *log_path)
 {
-    char bin[512], nats[512];
+    char bin[512], nats[512], creds[600] = "", ca[600] = "";
     snprintf(bin, sizeof bin, "%s/%s", cms_test_env("CMS_TEST_BIN_DIR"), name);
     if (access(bin, X_OK) != 0) {
         fprintf(stderr, "%s is not built\n", bin);
         return -1;
     }
-    snprintf(nats, sizeof nats, "CMS_NATS_URL=%s", cms_test_env("CMS_TEST_NATS_URL"));
+    /* a service connects as its own NATS user: cms-<user> */
+    const char *dir = getenv("CMS_TEST_NATS_CREDS_DIR"), *url = getenv("CMS_TEST_NATS_SERVICE_URL");
+    snprintf(nats, sizeof nats, "CMS_NATS_URL=%s", url ? url : cms_test_env("CMS_TEST_NATS_URL"));
+    if (dir != NULL)
+        snprintf(creds, sizeof creds, "CMS_NATS_CREDS=%s/%s.creds", dir,
+                 strncmp(name, "cms-", 4) == 0 ? name + 4 : name);
+    const char *tls_ca = getenv("CMS_TEST_NATS_CA"); /* the TLS pass: verify the server */
+    if (tls_ca != NULL)
+        snprintf(ca, sizeof ca, "CMS_NATS_CA=%s", tls_ca);
     /* everything is built before fork: between fork and exec the child of a
      * threaded process (nats.c's) may only make async-signal-safe calls */
     size_t n = 0, nset = 0, nargs = 0;
@@ -258,7 +266,7 @@ int cms_test_spawn_service(const char *name, const char *const *args, const char
         nset++;
     while (args && args[nargs])
         nargs++;
-    char **env = calloc(n + nset + 3, sizeof *env);
+    char **env = calloc(n + nset + 5, sizeof *env);
     char **argv = calloc(nargs + 2, sizeof *argv);
     if (env == NULL || argv == NULL) {
         free(env);
@@ -266,14 +274,14 @@ int cms_test_spawn_service(const char *name, const char *const *args, const char
         return -1;
     }
     size_t k = 0;
-    const char *defaults[] = {nats, "CMS_LOG_LEVEL=warn", NULL};
+    const char *defaults[] = {nats, "CMS_LOG_LEVEL=warn", creds, ca, NULL};
     for (size_t i = 0; i < n; i++)
         if (!env_key_in(environ[i], set) && strncmp(environ[i], "CMS_NATS_URL=", 13) != 0)
             env[k++] = environ[i];
     for (size_t j = 0; j < nset; j++)
         env[k++] = (char *)set[j];
     for (size_t j = 0; defaults[j]; j++)
-        if (!env_key_in(defaults[j], (const char *const *)env))
+        if (defaults[j][0] != '\0' && !env_key_in(defaults[j], (const char *const *)env))
             env[k++] = (char *)defaults[j];
     argv[0] = bin;
     for (size_t j = 0; j < nargs; j++)

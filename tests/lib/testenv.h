@@ -5,7 +5,13 @@
  * Environment (exported by tests/run):
  *   CMS_TEST_PG_URL        libpq conninfo of a superuser on the throwaway cluster (db "postgres")
  *   CMS_TEST_TEMPLATE_DB   a database migrated to the latest version, used as a template
- *   CMS_TEST_NATS_URL      nats://127.0.0.1:<port> of the throwaway nats-server (JetStream on)
+ *   CMS_TEST_NATS_URL      nats://test:<password>@127.0.0.1:<port> of the throwaway
+ *                          nats-server (JetStream on; tls:// in the TLS pass), as its user
+ *                          "test", who may do anything (deploy/nats/gen-conf --test-users)
+ *   CMS_TEST_NATS_SERVICE_URL  the same without a user: what spawned services connect to
+ *   CMS_TEST_NATS_CREDS_DIR    <user>.creds of every NATS user; a spawned cms-<user>
+ *                          connects as <user> (CMS_NATS_CREDS)
+ *   CMS_TEST_NATS_CA       the TLS pass only: the CA spawned services verify NATS with
  *   CMS_TEST_CTL           path of tests/lib/ctl, bound to those servers
  *   CMS_TEST_BIN_DIR       the build's binaries (cms-migrate, services, cmsctl)
  * A missing variable fails the test that needs it: nothing is skipped. */

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "bootstrap.h"
+#include "bus.h"
 #include "config.h"
 #include "log.h"
 #include "migrate.h"
@@ -38,6 +39,10 @@ static const cms_option options[] = {
     {"migrate-wait-timeout", "CMS_MIGRATE_WAIT_TIMEOUT", CMS_OPT_DURATION, "2m",
      "longest wait for another cms-migrate working on the same database (0: no limit)",
      CMS_OPT_PUBLIC, false},
+    {"nats-url", "CMS_NATS_URL", CMS_OPT_STRING, "nats://127.0.0.1:4222",
+     "provision: NATS server URL(s), comma-separated", CMS_OPT_PASSWORD, false},
+    {"provision-timeout", "CMS_PROVISION_TIMEOUT", CMS_OPT_DURATION, "1m",
+     "provision: longest wait for NATS to take the streams and durables", CMS_OPT_PUBLIC, false},
     {"log-level", "CMS_LOG_LEVEL", CMS_OPT_STRING, "info",
      "debug (every statement), info (every migration), warn or error", CMS_OPT_PUBLIC, false},
     {"identity-key-file", "CMS_IDENTITY_KEY_FILE", CMS_OPT_STRING, NULL,
@@ -66,6 +71,11 @@ static const char usage_tail[] =
     "  version       print the current version number only (0 when none is applied)\n"
     "  new NAME      create the next-numbered NNNN_NAME.up.sql and .down.sql in\n"
     "                --migrations-dir (default ./migrations); NAME is [a-z0-9_]+\n"
+    "  provision     create the JetStream streams (CMS_EVENTS, CMS_DLQ) and the services'\n"
+    "                durable consumers on --nats-url where missing; existing ones are\n"
+    "                kept as they are (differences logged). Services only bind to them:\n"
+    "                with the NATS permissions of deploy/nats/gen-conf, only the\n"
+    "                migrator's user may create, change or delete streams and consumers\n"
     "\n"
     "Each migration runs in its own transaction with its schema_migrations row; a failure\n"
     "leaves the database at the previous version. Concurrent runs on one database wait\n"
@@ -81,6 +91,7 @@ static const char usage_tail[] =
     "  (umask 077; head -c32 /dev/urandom | od -An -tx1 | tr -d ' \\n' >identity.key)";
 
 static int usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int cmd_provision(const cms_config *cfg);
 static int usage(const char *fmt, ...)
 {
     va_list ap;
@@ -125,6 +136,33 @@ static int cmd_new(const cms_config *cfg, const char *name)
         return EXIT_FAILED;
     }
     printf("created %s\ncreated %s\n", up, down);
+    return EXIT_DONE;
+}
+
+static int cmd_provision(const cms_config *cfg)
+{
+    int64_t timeout_ms = cms_config_duration_ms(cfg, "provision-timeout");
+    if (timeout_ms <= 0)
+        return usage("%s", "--provision-timeout must be more than 0");
+    cms_nats_options o = {.url = cms_config_str(cfg, "nats-url"), .name = PROG};
+    size_t ns = 0, nd = 0;
+    const cms_nats_stream_spec *streams = cms_bus_streams(&ns);
+    const cms_nats_durable_spec *durables = cms_bus_durables(&nd);
+    cms_nats_err err = cms_bus_provision_wait(&o, true, timeout_ms);
+    if (err != CMS_NATS_OK) {
+        char wait[32];
+        fprintf(stderr,
+                PROG ": streams and durables not provisioned within %s: %s; check that "
+                     "nats-server (with JetStream) is reachable at --nats-url and that these are "
+                     "the migrator's credentials (the log above says what the server answered)\n",
+                cms_config_duration_format(timeout_ms, wait, sizeof wait),
+                err == CMS_NATS_ETIMEOUT ? "timed out" : cms_nats_strerror(err));
+        return EXIT_FAILED;
+    }
+    for (size_t i = 0; i < ns; i++)
+        printf("stream %s (%s)\n", streams[i].name, streams[i].subject);
+    for (size_t i = 0; i < nd; i++)
+        printf("durable %s on %s\n", durables[i].durable, durables[i].stream);
     return EXIT_DONE;
 }
 
@@ -199,7 +237,7 @@ int main(int argc, char **argv)
     const char *verb = cms_config_positional(cfg, 0);
     const char *arg = cms_config_positional(cfg, 1);
     if (verb == NULL) {
-        status = usage("%s", "a verb is needed: up, down, status, version or new");
+        status = usage("%s", "a verb is needed: up, down, status, version, new or provision");
         goto out;
     }
     bool takes_arg =
@@ -210,6 +248,10 @@ int main(int argc, char **argv)
     }
     if (strcmp(verb, "new") == 0) {
         status = arg ? cmd_new(cfg, arg) : usage("%s", "new needs a NAME, like add_contract_index");
+        goto out;
+    }
+    if (strcmp(verb, "provision") == 0) {
+        status = cmd_provision(cfg);
         goto out;
     }
 
@@ -230,7 +272,8 @@ int main(int argc, char **argv)
     }
     if (strcmp(verb, "up") != 0 && strcmp(verb, "down") != 0 && strcmp(verb, "status") != 0 &&
         strcmp(verb, "version") != 0) {
-        status = usage("unknown verb \"%s\": want up, down, status, version or new", verb);
+        status =
+            usage("unknown verb \"%s\": want up, down, status, version, new or provision", verb);
         goto out;
     }
 

@@ -89,87 +89,18 @@ out:
     return status;
 }
 
-/* Provisioning through common/nats on a private loop, bounded by a timer. */
-typedef struct prov {
-    uv_timer_t timer;
-    cms_nats *n;
-    cms_nats_err result;
-    bool answered;
-    bool closing;
-} prov;
-
-static void prov_closed(void *arg)
-{
-    prov *p = arg;
-    uv_close((uv_handle_t *)&p->timer, NULL);
-}
-
-static void prov_close(prov *p)
-{
-    if (p->closing)
-        return;
-    p->closing = true;
-    uv_timer_stop(&p->timer);
-    cms_nats_close(p->n, prov_closed, p);
-}
-
-static void prov_done(void *arg, cms_nats_err err)
-{
-    prov *p = arg;
-    if (!p->answered) {
-        p->answered = true;
-        p->result = err;
-    }
-    prov_close(p);
-}
-
-static void prov_timeout(uv_timer_t *t)
-{
-    prov_close(t->data);
-}
-
 static int provision(const char *prog, const char *url, int64_t timeout_ms)
 {
-    int status = CMSCTL_EXIT_FAILED;
-    uv_loop_t loop;
-    bool loop_ok = false;
-    prov p = {.result = CMS_NATS_ETIMEOUT};
-    if (uv_loop_init(&loop) != 0) {
-        status = cmsctl_fail(prog, "cannot create an event loop");
-        goto out;
-    }
-    loop_ok = true;
     cms_nats_options o = {.url = url, .name = "cmsctl-provision"};
-    int rc = cms_nats_create(&loop, &o, &p.n);
-    if (rc != 0) {
-        status = cmsctl_fail(prog, "cannot start provisioning %s: %s", STREAM_NAME,
-                             cms_nats_strerror((cms_nats_err)rc));
-        goto out;
-    }
-    uv_timer_init(&loop, &p.timer);
-    p.timer.data = &p;
-    uv_timer_start(&p.timer, prov_timeout, (uint64_t)timeout_ms, 0);
-    rc = cms_bus_provision(p.n, prov_done, &p);
-    if (rc != 0) {
-        p.answered = true;
-        p.result = (cms_nats_err)rc;
-        prov_close(&p);
-    }
-    uv_run(&loop, UV_RUN_DEFAULT);
-    if (p.result != CMS_NATS_OK) {
+    cms_nats_err err = cms_bus_provision_wait(&o, false, timeout_ms);
+    if (err != CMS_NATS_OK) {
         char wait[32];
-        status = cmsctl_fail(prog, "stream %s is missing and could not be created within %s: %s",
-                             STREAM_NAME, cms_config_duration_format(timeout_ms, wait, sizeof wait),
-                             p.answered ? cms_nats_strerror(p.result) : "timed out");
-        goto out;
+        return cmsctl_fail(prog, "stream %s is missing and could not be created within %s: %s",
+                           STREAM_NAME, cms_config_duration_format(timeout_ms, wait, sizeof wait),
+                           err == CMS_NATS_ETIMEOUT ? "timed out" : cms_nats_strerror(err));
     }
     fprintf(stderr, "%s: created stream %s (cms.events.>)\n", prog, STREAM_NAME);
-    status = CMSCTL_EXIT_OK;
-out:
-    cms_nats_destroy(p.n);
-    if (loop_ok && uv_loop_close(&loop) != 0)
-        fprintf(stderr, "%s: warning: provisioning loop left handles open\n", prog);
-    return status;
+    return CMSCTL_EXIT_OK;
 }
 
 int cmsctl_nats_ensure_events(const char *prog, const char *url, jsCtx *js, int64_t timeout_ms)
