@@ -160,15 +160,24 @@ static bool issue_check(idsvc *s, cms_cmd_req *req, const Cms__V1__IssueCredenti
         idsvc_fail_invalid(req, &e);
         return false;
     }
-    if (!idsvc_is_admin(req) && !(idsvc_is_self(req, m->identity_id) && *type != IDV_ATTESTATION)) {
+    bool admin = idsvc_is_admin(req);
+    if (!admin && !(idsvc_is_self(req, m->identity_id) && *type != IDV_ATTESTATION)) {
         cms_cmd_fail(req, CMS__V1__ERROR_CODE__PERMISSION_DENIED, NULL,
                      "only an admin issues credentials to another identity, or attestations");
+        return false;
+    }
+    /* whoever holds a credential of the system identity acts as the system */
+    if (strcmp(m->identity_id, CMS_BUS_SYSTEM_ACTOR) == 0) {
+        cms_cmd_fail(req, CMS__V1__ERROR_CODE__FAILED_PRECONDITION, "identity_id",
+                     "the system identity holds no credentials");
         return false;
     }
     int64_t max_s = *type == IDV_API_KEY      ? s->o.max_api_key_s
                     : *type == IDV_PUBLIC_KEY ? s->o.max_public_key_s
                                               : s->o.max_attestation_s;
+    const cms_principal *p = cms_cmd_req_principal(req);
     if (!idv_expiry(m->expires_at_us, cms_bus_now_us(), max_s, &e) ||
+        (!admin && !idv_child_expiry(m->expires_at_us, p ? p->expires_at_us : 0, &e)) ||
         !idv_metadata(m->metadata_json, "metadata_json", metadata, &e) ||
         (*type == IDV_PUBLIC_KEY && !idv_public_key(m->public_key, pk, &e)) ||
         (*type == IDV_ATTESTATION && (!idv_measurement(m->measurement, meas, &e) ||
