@@ -130,6 +130,7 @@ static bool issue_written(void *arg, cms_cmd_req *req, const cms_pg_result *res)
     if (PQntuples(r) == 0)
         return false; /* suspended since it was read: the read says so */
     idexp_note(op->s->expiry, op->expires_at_us);
+    idsvc_credential_issued(op->s, op->cred_id);
     cms_outbox_kick(op->s->outbox);
     Cms__V1__Credential c;
     idsvc_row_credential(r, 0, &c);

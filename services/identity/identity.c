@@ -464,6 +464,12 @@ idsvc_err idsvc_create(const idsvc_options *o, idsvc **out)
         return IDSVC_ENOMEM;
     }
     s->o = *o;
+    if (s->o.max_auth_lookups == 0)
+        s->o.max_auth_lookups = IDSVC_DEFAULT_AUTH_LOOKUPS;
+    if (idneg_create(IDSVC_NEGATIVE_MAX, s->o.negative_ttl_ms, &s->unknown) != 0) {
+        free(s);
+        return IDSVC_ENOMEM;
+    }
     uint8_t junk[CMS_APIKEY_SECRET_BYTES];
     randombytes_buf(junk, sizeof junk);
     cms_apikey_hash(s->o.server_key, junk, s->dummy_hash);
@@ -491,6 +497,8 @@ idsvc_err idsvc_start(idsvc *s, cms_service *svc)
         err = idsvc_register_credentials(s, c);
     if (err == IDSVC_OK)
         err = idsvc_register_authn(s, c);
+    if (err == IDSVC_OK && idsvc_authn_start(s) != 0)
+        err = IDSVC_ESETUP;
     if (err != IDSVC_OK)
         return err;
     if (idexp_create(cms_service_loop(svc), s->pg, s->outbox, s->auth, &s->expiry) != 0)
@@ -510,6 +518,7 @@ void idsvc_drain(idsvc *s, void (*drained)(void *arg), void *arg)
 {
     s->drained = drained;
     s->drained_arg = arg;
+    idsvc_authn_stop(s);
     if (s->expiry)
         idexp_close(s->expiry, expiry_closed, s);
     else if (drained)
@@ -521,6 +530,7 @@ void idsvc_destroy(idsvc *s)
     if (s == NULL)
         return;
     idexp_destroy(s->expiry);
+    idneg_destroy(s->unknown);
     sodium_memzero(s->o.server_key, sizeof s->o.server_key);
     free(s);
 }
