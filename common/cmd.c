@@ -193,7 +193,7 @@ struct cms_cmd {
     size_t live;
     void (*closed)(void *arg);
     void *closed_arg;
-    uint8_t seal_key[crypto_secretbox_KEYBYTES];
+    uint8_t seal_key[crypto_aead_xchacha20poly1305_ietf_KEYBYTES];
     bool seal;
     uv_timer_t prune;
     bool prune_open;    /* the prune timer exists and is not closed yet */
@@ -377,6 +377,24 @@ static void stored(void *arg, cms_pg_err err, const cms_pg_result *res)
     req_free(r);
 }
 
+/* What a sealed reply is bound to: the service and its row's key (caller,
+ * verb, request_id), so that a sealed reply copied to another row does
+ * not open there. The NUL keeps "ab" + "c" apart from "a" + "bc". */
+static size_t seal_ad(const cms_cmd_req *r, uint8_t *ad, size_t cap)
+{
+    size_t ns = strlen(r->c->service), nk = strlen(r->reply_key);
+    if (ns + 1 + nk > cap)
+        return 0;
+    memcpy(ad, r->c->service, ns);
+    ad[ns] = '\0';
+    memcpy(ad + ns + 1, r->reply_key, nk);
+    return ns + 1 + nk;
+}
+
+#define SEAL_AD_MAX (64 + 1 + REPLY_KEY_MAX)
+#define SEAL_NONCE crypto_aead_xchacha20poly1305_ietf_NPUBBYTES
+#define SEAL_OVER (SEAL_NONCE + crypto_aead_xchacha20poly1305_ietf_ABYTES)
+
 /* Stores (sealed, when the server seals) and then sends buf; false when the
  * store could not even be submitted (the caller sends at once). */
 static bool store_then_send(cms_cmd_req *r, uint8_t *buf, size_t len)
@@ -385,12 +403,15 @@ static bool store_then_send(cms_cmd_req *r, uint8_t *buf, size_t len)
     uint8_t *sealed = NULL;
     size_t slen = len;
     if (c->seal) {
-        /* nonce, then the box */
-        slen = crypto_secretbox_NONCEBYTES + crypto_secretbox_MACBYTES + len;
-        if ((sealed = malloc(slen)) == NULL)
+        /* nonce, then ciphertext and tag (XChaCha20-Poly1305, bound to its row) */
+        uint8_t ad[SEAL_AD_MAX];
+        size_t adlen = seal_ad(r, ad, sizeof ad);
+        slen = SEAL_OVER + len;
+        if (adlen == 0 || (sealed = malloc(slen)) == NULL)
             return false;
-        randombytes_buf(sealed, crypto_secretbox_NONCEBYTES);
-        crypto_secretbox_easy(sealed + crypto_secretbox_NONCEBYTES, buf, len, sealed, c->seal_key);
+        randombytes_buf(sealed, SEAL_NONCE);
+        crypto_aead_xchacha20poly1305_ietf_encrypt(sealed + SEAL_NONCE, NULL, buf, len, ad, adlen,
+                                                   NULL, sealed, c->seal_key);
     }
     cms_pg_job *job = cms_pg_job_new();
     const char *v[] = {c->service, r->reply_key, r->owner, (const char *)(sealed ? sealed : buf)};
@@ -664,17 +685,23 @@ static void answer_stored(cms_cmd_req *r, const uint8_t *stored_reply, size_t le
         return;
     }
     if (r->c->seal) {
-        size_t over = crypto_secretbox_NONCEBYTES + crypto_secretbox_MACBYTES;
-        if (len < over ||
-            crypto_secretbox_open_easy(buf, stored_reply + crypto_secretbox_NONCEBYTES,
-                                       len - crypto_secretbox_NONCEBYTES, stored_reply,
-                                       r->c->seal_key) != 0) {
+        uint8_t ad[SEAL_AD_MAX];
+        size_t adlen = seal_ad(r, ad, sizeof ad);
+        if (len < SEAL_OVER || adlen == 0 ||
+            crypto_aead_xchacha20poly1305_ietf_decrypt(buf, NULL, NULL, stored_reply + SEAL_NONCE,
+                                                       len - SEAL_NONCE, ad, adlen, stored_reply,
+                                                       r->c->seal_key) != 0) {
             free(buf);
-            reply_error(r, CMS__V1__ERROR_CODE__INTERNAL, NULL,
-                        "the stored reply of this request_id cannot be opened");
+            /* not sealed for this row: written for another caller, verb or
+             * request_id (or tampered with); nothing of it is answered */
+            cms_log_warn("stored command reply does not open for its row: not answered",
+                         "{s:s, s:s}", "verb", r->v->name, "request_id", r->request_id);
+            reply_error(r, CMS__V1__ERROR_CODE__FAILED_PRECONDITION, CMS_CMD_REQUEST_ID_HEADER,
+                        "the stored reply of this request_id cannot be opened: retry with a new "
+                        "request_id");
             return;
         }
-        len -= over;
+        len -= SEAL_OVER;
     } else {
         memcpy(buf, stored_reply, len);
     }

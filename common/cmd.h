@@ -85,8 +85,11 @@ typedef struct cms_cmd_options {
     cms_pg *pg;          /* stores request_id replies; NULL: not stored */
     cms_auth *auth;      /* resolves callers; NULL: no authentication (tests only) */
     /* When set (32 bytes, copied), stored replies are sealed with it
-     * (XSalsa20-Poly1305): for services whose replies may carry a secret
-     * shown once, so that command_replies never holds it in clear. */
+     * (XChaCha20-Poly1305): for services whose replies may carry a secret
+     * shown once, so that command_replies never holds it in clear. The
+     * seal is bound to its row (service, caller, verb, request_id): a
+     * sealed reply copied to another row does not open, and a retry that
+     * finds one is answered FAILED_PRECONDITION (use a new request_id). */
     const uint8_t *reply_seal_key;
     int64_t deadline_ms;      /* default 10000 */
     size_t max_inflight;      /* default 1024 */

@@ -24,12 +24,16 @@ static const char SQL_ACTIVATE_ENCLAVE[] =
     IDSQL_VALID_ATTESTATION("$5::uuid") " RETURNING id), "
     "o AS (" CMS_OUTBOX_SQL_FROM("u") ") SELECT count(*) FROM u";
 static const char SQL_CRED_STATE[] =
-    "SELECT identity_id::text, type::text, revoked_at IS NOT NULL, "
-    "(expired_at IS NOT NULL OR expires_at <= now()) FROM credentials WHERE id = $1::uuid";
-/* $5 the credential, $6 the reason */
+    "SELECT c.identity_id::text, c.type::text, c.revoked_at IS NOT NULL, "
+    "(c.expired_at IS NOT NULL OR c.expires_at <= now()), " IDSQL_IS_ADMIN("i.metadata") ", "
+    IDSQL_LAST_ADMIN_KEY("$1::uuid") " FROM credentials c JOIN identities i "
+    "ON i.id = c.identity_id WHERE c.id = $1::uuid";
+/* $5 the credential, $6 the reason; never the last valid key of the last
+ * admin (under IDSQL_ADMIN_LOCK) */
 static const char SQL_REVOKE[] =
     "WITH u AS (UPDATE credentials SET revoked_at = now(), revoke_reason = $6 "
     "WHERE id = $5::uuid AND revoked_at IS NULL AND expired_at IS NULL "
+    "AND NOT " IDSQL_LAST_ADMIN_KEY("$5::uuid") " "
     "RETURNING " IDSQL_CREDENTIAL_COLS "), o AS (" CMS_OUTBOX_SQL_FROM("u") ") SELECT * FROM u";
 static const char SQL_EXISTS[] = "SELECT EXISTS (SELECT 1 FROM identities WHERE id = $1::uuid)";
 static const char SQL_CREDENTIALS[] =
@@ -126,6 +130,7 @@ static bool issue_written(void *arg, cms_cmd_req *req, const cms_pg_result *res)
     if (PQntuples(r) == 0)
         return false; /* suspended since it was read: the read says so */
     idexp_note(op->s->expiry, op->expires_at_us);
+    idsvc_credential_issued(op->s, op->cred_id);
     cms_outbox_kick(op->s->outbox);
     Cms__V1__Credential c;
     idsvc_row_credential(r, 0, &c);
@@ -160,15 +165,24 @@ static bool issue_check(idsvc *s, cms_cmd_req *req, const Cms__V1__IssueCredenti
         idsvc_fail_invalid(req, &e);
         return false;
     }
-    if (!idsvc_is_admin(req) && !(idsvc_is_self(req, m->identity_id) && *type != IDV_ATTESTATION)) {
+    bool admin = idsvc_is_admin(req);
+    if (!admin && !(idsvc_is_self(req, m->identity_id) && *type != IDV_ATTESTATION)) {
         cms_cmd_fail(req, CMS__V1__ERROR_CODE__PERMISSION_DENIED, NULL,
                      "only an admin issues credentials to another identity, or attestations");
+        return false;
+    }
+    /* whoever holds a credential of the system identity acts as the system */
+    if (strcmp(m->identity_id, CMS_BUS_SYSTEM_ACTOR) == 0) {
+        cms_cmd_fail(req, CMS__V1__ERROR_CODE__FAILED_PRECONDITION, "identity_id",
+                     "the system identity holds no credentials");
         return false;
     }
     int64_t max_s = *type == IDV_API_KEY      ? s->o.max_api_key_s
                     : *type == IDV_PUBLIC_KEY ? s->o.max_public_key_s
                                               : s->o.max_attestation_s;
+    const cms_principal *p = cms_cmd_req_principal(req);
     if (!idv_expiry(m->expires_at_us, cms_bus_now_us(), max_s, &e) ||
+        (!admin && !idv_child_expiry(m->expires_at_us, p ? p->expires_at_us : 0, &e)) ||
         !idv_metadata(m->metadata_json, "metadata_json", metadata, &e) ||
         (*type == IDV_PUBLIC_KEY && !idv_public_key(m->public_key, pk, &e)) ||
         (*type == IDV_ATTESTATION && (!idv_measurement(m->measurement, meas, &e) ||
@@ -277,10 +291,21 @@ static cms_transition_step revoke_decide(void *arg, cms_cmd_req *req, const cms_
                      "the credential has expired");
         return CMS_TRANSITION_ANSWERED;
     }
+    if (strcmp(PQgetvalue(r, 0, 5), "t") == 0) {
+        cms_cmd_fail(req, CMS__V1__ERROR_CODE__FAILED_PRECONDITION, "id",
+                     "the credential is the last valid API key of the last active admin: issue "
+                     "an admin another API key first");
+        return CMS_TRANSITION_ANSWERED;
+    }
     cms_bus_event ev = {0}, lapse = {0};
     const char *v[] = {op->id, op->reason};
     const char *vl[] = {op->identity_id};
-    bool ok = idev_credential_revoked(op->id, op->identity_id, op->reason, idsvc_actor(req),
+    /* an admin's key may be the last: checked under the lock */
+    bool admin_key =
+        strcmp(PQgetvalue(r, 0, 4), "t") == 0 && strcmp(PQgetvalue(r, 0, 1), "api_key") == 0;
+    bool ok = (!admin_key ||
+               cms_pg_job_lead_sql(write, IDSQL_ADMIN_LOCK, 0, NULL, NULL, NULL) == CMS_PG_OK) &&
+              idev_credential_revoked(op->id, op->identity_id, op->reason, idsvc_actor(req),
                                       idsvc_correlation(req), &ev) == CMS_BUS_OK &&
               cms_outbox_add_sql(write, SQL_REVOKE, IDEV_SOURCE, &ev, 2, v) == CMS_OUTBOX_OK;
     if (ok && op->attestation)

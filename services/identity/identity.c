@@ -29,12 +29,15 @@ static const char SQL_LIST[] =
     "AND ($2::identity_status IS NULL OR status = $2) AND ($3::uuid IS NULL OR id > $3) "
     "ORDER BY id LIMIT $4::int";
 static const char SQL_STATE[] = "SELECT status::text, type::text, "
-    IDSQL_VALID_ATTESTATION("$1::uuid") " FROM identities WHERE id = $1::uuid";
-/* $5 id, $6 the new status, $7 the status read */
+    IDSQL_VALID_ATTESTATION("$1::uuid") ", " IDSQL_IS_ADMIN("metadata") ", "
+    IDSQL_LAST_ADMIN("$1::uuid") " FROM identities WHERE id = $1::uuid";
+/* $5 id, $6 the new status, $7 the status read; never the last admin
+ * holding a valid key away from active (under IDSQL_ADMIN_LOCK) */
 static const char SQL_SET_STATUS[] =
     "WITH u AS (UPDATE identities SET status = $6::identity_status, updated_at = now() "
     "WHERE id = $5::uuid AND status = $7::identity_status AND ($6::identity_status <> 'active' "
     "OR type <> 'enclave' OR " IDSQL_VALID_ATTESTATION("$5::uuid") ") "
+    "AND ($6::identity_status = 'active' OR NOT " IDSQL_LAST_ADMIN("$5::uuid") ") "
     "RETURNING " IDSQL_IDENTITY_COLS "), o AS (" CMS_OUTBOX_SQL_FROM("u") ") SELECT * FROM u";
 // clang-format on
 
@@ -370,9 +373,20 @@ static cms_transition_step status_decide(void *arg, cms_cmd_req *req, const cms_
                      "an enclave becomes active only with a valid attestation: issue one");
         return CMS_TRANSITION_ANSWERED;
     }
+    bool admin = strcmp(PQgetvalue(r, 0, 3), "t") == 0;
+    if (op->to != IDV_ACTIVE && strcmp(PQgetvalue(r, 0, 4), "t") == 0) {
+        cms_cmd_fail(req, CMS__V1__ERROR_CODE__FAILED_PRECONDITION, "id",
+                     "the identity is the last active admin with a valid API key: it cannot "
+                     "become %s until another admin can act",
+                     idv_status_name(op->to));
+        return CMS_TRANSITION_ANSWERED;
+    }
     cms_bus_event ev = {0};
     const char *v[] = {op->id, idv_status_name(op->to), idv_status_name(from)};
+    /* an admin leaving active may be the last: checked under the lock */
     bool ok =
+        (!admin || op->to == IDV_ACTIVE ||
+         cms_pg_job_lead_sql(write, IDSQL_ADMIN_LOCK, 0, NULL, NULL, NULL) == CMS_PG_OK) &&
         idev_status_changed(op->id, idv_status_name(from), idv_status_name(op->to), op->reason,
                             idsvc_actor(req), idsvc_correlation(req), &ev) == CMS_BUS_OK &&
         cms_outbox_add_sql(write, SQL_SET_STATUS, IDEV_SOURCE, &ev, 3, v) == CMS_OUTBOX_OK;
@@ -450,6 +464,12 @@ idsvc_err idsvc_create(const idsvc_options *o, idsvc **out)
         return IDSVC_ENOMEM;
     }
     s->o = *o;
+    if (s->o.max_auth_lookups == 0)
+        s->o.max_auth_lookups = IDSVC_DEFAULT_AUTH_LOOKUPS;
+    if (idneg_create(IDSVC_NEGATIVE_MAX, s->o.negative_ttl_ms, &s->unknown) != 0) {
+        free(s);
+        return IDSVC_ENOMEM;
+    }
     uint8_t junk[CMS_APIKEY_SECRET_BYTES];
     randombytes_buf(junk, sizeof junk);
     cms_apikey_hash(s->o.server_key, junk, s->dummy_hash);
@@ -477,6 +497,8 @@ idsvc_err idsvc_start(idsvc *s, cms_service *svc)
         err = idsvc_register_credentials(s, c);
     if (err == IDSVC_OK)
         err = idsvc_register_authn(s, c);
+    if (err == IDSVC_OK && idsvc_authn_start(s) != 0)
+        err = IDSVC_ESETUP;
     if (err != IDSVC_OK)
         return err;
     if (idexp_create(cms_service_loop(svc), s->pg, s->outbox, s->auth, &s->expiry) != 0)
@@ -496,6 +518,7 @@ void idsvc_drain(idsvc *s, void (*drained)(void *arg), void *arg)
 {
     s->drained = drained;
     s->drained_arg = arg;
+    idsvc_authn_stop(s);
     if (s->expiry)
         idexp_close(s->expiry, expiry_closed, s);
     else if (drained)
@@ -507,6 +530,7 @@ void idsvc_destroy(idsvc *s)
     if (s == NULL)
         return;
     idexp_destroy(s->expiry);
+    idneg_destroy(s->unknown);
     sodium_memzero(s->o.server_key, sizeof s->o.server_key);
     free(s);
 }

@@ -13,6 +13,9 @@
 #include <stdint.h>
 
 #define IDSVC_MAX_MEASUREMENTS 64
+#define IDSVC_DEFAULT_AUTH_LOOKUPS 64
+/* unknown credential ids remembered at most */
+#define IDSVC_NEGATIVE_MAX 16384
 
 #define IDSVC_ERRORS(X)                                                                            \
     X(IDSVC_OK, "ok")                                                                              \
@@ -29,6 +32,11 @@ typedef struct idsvc_options {
     /* the enclave measurements accepted (lowercase hex) */
     char measurements[IDSVC_MAX_MEASUREMENTS][IDV_MEASUREMENT_MAX + 1];
     int nmeasurements;
+    /* authentication: look-ups of credentials in flight at most (more are
+     * answered UNAVAILABLE; 0: IDSVC_DEFAULT_AUTH_LOOKUPS), and how long
+     * an id found not to exist is refused without looking again (0: not) */
+    size_t max_auth_lookups;
+    int64_t negative_ttl_ms;
 } idsvc_options;
 
 typedef struct idsvc idsvc;

@@ -7,6 +7,8 @@
 #include "identity.h"
 #include "identity/events.h"
 #include "identity/store.h"
+#include "metrics.h"
+#include "negcache.h"
 
 #include <stdbool.h>
 
@@ -21,6 +23,13 @@ struct idsvc {
     /* compared with when a key's credential is unknown, so that every
      * refusal costs one hash */
     char dummy_hash[CMS_APIKEY_HASH_LEN + 1];
+    /* authentication's look-ups (authn.c): those in flight by credential
+     * id, and the ids found not to exist a moment ago */
+    struct lookup *lookups;
+    size_t nlookups;
+    idneg *unknown;
+    cms_nats_sub *issued_sub; /* credential.issued: forget those ids */
+    cms_counter *m_lookups, *m_negative_hits, *m_lookups_refused;
     void (*drained)(void *arg);
     void *drained_arg;
 };
@@ -46,6 +55,13 @@ bool idsvc_read_one(idsvc *s, cms_cmd_req *req, const char *sql, const char *par
                     cms_pg_done_cb done, void *arg);
 /* Submits a read job (taken in every case); false as for idsvc_read_one. */
 bool idsvc_run_read(idsvc *s, cms_cmd_req *req, cms_pg_job *job, cms_pg_done_cb done, void *arg);
+
+/* A credential with this id exists from now on: it is not unknown. */
+void idsvc_credential_issued(idsvc *s, const char *cred_id);
+/* Subscribes to credential.issued (a credential another replica issued
+ * is not unknown here either) and makes the metrics; 0 or -1. */
+int idsvc_authn_start(idsvc *s);
+void idsvc_authn_stop(idsvc *s);
 
 /* The verbs of each file. */
 idsvc_err idsvc_register_identities(idsvc *s, cms_cmd *c);

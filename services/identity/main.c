@@ -20,6 +20,14 @@ static const cms_option options[] = {
      "longest life of a public key (1d to 3650d)", CMS_OPT_PUBLIC, false},
     {"max-attestation-life", "CMS_MAX_ATTESTATION_LIFE", CMS_OPT_DURATION, "30d",
      "longest life of an attestation (1d to 3650d)", CMS_OPT_PUBLIC, false},
+    {"auth-negative-cache", "CMS_AUTH_NEGATIVE_CACHE", CMS_OPT_DURATION, "2s",
+     "how long an API key's credential id found not to exist is refused without looking it up "
+     "again (0 to 1m; 0: always look)",
+     CMS_OPT_PUBLIC, false},
+    {"auth-lookups-max", "CMS_AUTH_LOOKUPS_MAX", CMS_OPT_INT, "64",
+     "look-ups of API keys' credentials in the database in flight at most; a key beyond them is "
+     "answered UNAVAILABLE at once (1 to 4096)",
+     CMS_OPT_PUBLIC, false},
 };
 
 /* The service, made at start (spec.arg points here). */
@@ -78,6 +86,16 @@ static int start(cms_service *s, void *arg)
                       NULL);
         return -1;
     }
+    int64_t neg = cms_config_duration_ms(c, "auth-negative-cache"),
+            lookups = cms_config_int(c, "auth-lookups-max");
+    if (neg < 0 || neg > 60000 || lookups < 1 || lookups > 4096) {
+        cms_log_error("bad option: auth-negative-cache must be 0 to 1m and auth-lookups-max 1 to "
+                      "4096",
+                      NULL);
+        return -1;
+    }
+    o.negative_ttl_ms = neg;
+    o.max_auth_lookups = (size_t)lookups;
     o.max_api_key_s = l1 / 1000;
     o.max_public_key_s = l2 / 1000;
     o.max_attestation_s = l3 / 1000;

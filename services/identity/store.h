@@ -32,6 +32,37 @@
     " AND c.type = 'attestation' AND c.revoked_at IS NULL AND c.expired_at IS NULL "               \
     "AND c.expires_at > now())"
 
+/* The last way in of the admins. Whatever may take away an admin's last
+ * valid API key, or the last admin holding one (a suspension, a
+ * deactivation, a revocation), first takes this lock ("cms-admn" in ASCII)
+ * in its transaction, then checks in its own statement: a statement of a
+ * READ COMMITTED transaction sees what committed before it began, so the
+ * change that held the lock before is seen, and two admins suspending each
+ * other at once cannot both win. */
+#define IDSQL_ADMIN_LOCK "SELECT pg_advisory_xact_lock(7164509220961021294)"
+
+/* Whether an active admin holds a valid API key, with cond on a (the
+ * identity) and k (the key). */
+#define IDSQL_ADMIN_KEY_WHERE(cond)                                                                \
+    "EXISTS (SELECT 1 FROM identities a JOIN credentials k ON k.identity_id = a.id "              \
+    "WHERE a.status = 'active' AND a.metadata -> 'roles' ? 'admin' AND k.type = 'api_key' "       \
+    "AND k.revoked_at IS NULL AND k.expired_at IS NULL AND k.expires_at > now() AND " cond ")"
+
+/* Whether the identity idparam is the only active admin holding a valid
+ * API key. */
+#define IDSQL_LAST_ADMIN(idparam)                                                                  \
+    "(" IDSQL_ADMIN_KEY_WHERE("a.id = " idparam) " AND NOT "                                      \
+    IDSQL_ADMIN_KEY_WHERE("a.id <> " idparam) ")"
+
+/* Whether the credential credparam is the only valid API key of any active
+ * admin. */
+#define IDSQL_LAST_ADMIN_KEY(credparam)                                                            \
+    "(" IDSQL_ADMIN_KEY_WHERE("k.id = " credparam) " AND NOT "                                    \
+    IDSQL_ADMIN_KEY_WHERE("k.id <> " credparam) ")"
+
+/* Whether the identity of this row (metadata) has the role admin. */
+#define IDSQL_IS_ADMIN(metadata) "coalesce(" metadata " -> 'roles' ? 'admin', false)"
+
 /* A new identity and identity.created: $5 id, $6 name, $7 type, $8 status,
  * $9 metadata. Returns IDSQL_IDENTITY_COLS. */
 #define IDSQL_CREATE                                                                               \

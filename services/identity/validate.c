@@ -8,6 +8,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #define MAX_ROLES 8
 #define ROLE_MAX 31
@@ -239,6 +240,21 @@ bool idv_expiry(int64_t expires_at_us, int64_t now_us, int64_t max_s, idv_err *e
                     "expires_at_us is too far ahead: at most %lld days for this type",
                     (long long)(max_s / 86400));
     return true;
+}
+
+bool idv_child_expiry(int64_t expires_at_us, int64_t parent_expires_at_us, idv_err *e)
+{
+    if (parent_expires_at_us > 0 && expires_at_us <= parent_expires_at_us)
+        return true;
+    char when[32] = "unknown";
+    time_t secs = (time_t)(parent_expires_at_us / 1000000);
+    struct tm tm;
+    if (parent_expires_at_us > 0 && gmtime_r(&secs, &tm) != NULL)
+        strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    return fail(e, "expires_at_us",
+                "expires_at_us is past the expiry of the key this request is made with (%s): "
+                "a credential issued by a non-admin cannot outlive it",
+                when);
 }
 
 bool idv_transition(idv_status from, idv_status to)

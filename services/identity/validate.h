@@ -42,6 +42,11 @@ bool idv_public_key(const char *s, uint8_t out[IDV_PUBLIC_KEY_BYTES], idv_err *e
 bool idv_measurement(const char *s, char out[IDV_MEASUREMENT_MAX + 1], idv_err *e);
 /* expires_at_us in (now, now + max_s]. */
 bool idv_expiry(int64_t expires_at_us, int64_t now_us, int64_t max_s, idv_err *e);
+/* A credential an identity issues itself outlives not the credential it
+ * presented (parent_expires_at_us): expires_at_us <= parent's (as a child
+ * token of Vault's cannot outlive its parent), so that a stolen short key
+ * cannot mint a long one. */
+bool idv_child_expiry(int64_t expires_at_us, int64_t parent_expires_at_us, idv_err *e);
 
 /* Legal status changes (DESIGN.md): active <-> inactive, active <->
  * suspended. A change to the same status is not a change. */

@@ -87,6 +87,8 @@ const char *cms_bootstrap_strerror(cms_bootstrap_err e)
         return "the admin's name belongs to another identity";
     case CMS_BOOTSTRAP_KEY_OUT:
         return "the admin key's file cannot be created";
+    case CMS_BOOTSTRAP_NO_KEY_OUTPUT:
+        return "the admin key has nowhere to go but a stdout that is no terminal";
     case CMS_BOOTSTRAP_QUERY:
         return "a bootstrap statement failed";
     case CMS_BOOTSTRAP_CONNECTION_LOST:
@@ -188,6 +190,12 @@ cms_bootstrap_err cms_bootstrap_create(const cms_bootstrap_opts *o, cms_bootstra
     if (b->o.key_out != NULL && *b->o.key_out == '\0')
         b->o.key_out = NULL;
     idv_err e;
+    if (b->o.key_out != NULL && b->o.key_stdout) {
+        say_err("give --admin-key-out (CMS_ADMIN_KEY_OUT) or --admin-key-stdout "
+                "(CMS_ADMIN_KEY_STDOUT), not both; try --help\n");
+        rc = CMS_BOOTSTRAP_BAD_OPTION;
+        goto out;
+    }
     if (!idv_name(b->o.admin_name, "--admin-name", &e)) {
         say_err("%s (CMS_ADMIN_NAME); try --help\n", e.msg);
         rc = CMS_BOOTSTRAP_BAD_OPTION;
@@ -538,6 +546,15 @@ cms_bootstrap_err cms_bootstrap_run(cms_bootstrap *b, PGconn *conn)
         goto out;
     }
 
+    /* a stdout that is no terminal is a pipe or a file, often a job's log */
+    if (b->o.key_out == NULL && !b->o.key_stdout && !isatty(STDOUT_FILENO)) {
+        say_err("no first admin created: its API key would be shown on stdout, which is not a "
+                "terminal and may be kept in a log. Give --admin-key-out FILE (a new file, mode "
+                "0600) to have it there, or --admin-key-stdout to print it on this stdout "
+                "anyway\n");
+        rc = CMS_BOOTSTRAP_NO_KEY_OUTPUT;
+        goto out;
+    }
     rc = admin_make(b, &a);
     if (rc == CMS_BOOTSTRAP_OK)
         rc = admin_insert(b, &a);

@@ -16,13 +16,17 @@
  *
  * The key is shown once. To a file: created with O_EXCL and mode 0600 and
  * written before the COMMIT, so the key is on disk whenever the admin
- * exists; or else on stdout, after the COMMIT. Lines about the bootstrap go
+ * exists; or else on stdout, after the COMMIT, but only when stdout is a
+ * terminal or key_stdout asks for it: a stdout that is no terminal is a
+ * pipe or a file, often a job's log, so then no admin is created and
+ * stderr says how to get one. Lines about the bootstrap go
  * to stderr; neither the key nor any value sent with the statements is ever
  * printed there, at any log level. Blocking libpq: command-line use only. */
 #ifndef CMS_BOOTSTRAP_H
 #define CMS_BOOTSTRAP_H
 
 #include <libpq-fe.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "migrate.h"
@@ -38,6 +42,7 @@ typedef struct cms_bootstrap_opts {
         admin_name; /* a name cms-identity accepts (1..255 bytes of UTF-8, no control characters) */
     int64_t ttl_ms; /* the key's lifetime, CMS_BOOTSTRAP_TTL_MS_MIN..MAX */
     const char *key_out; /* a new file for the key; NULL: stdout */
+    bool key_stdout;     /* stdout even when it is no terminal (not with key_out) */
     cms_migrate_verbosity verbosity;
 } cms_bootstrap_opts;
 
@@ -49,6 +54,7 @@ typedef enum cms_bootstrap_err {
     CMS_BOOTSTRAP_NO_SCHEMA,       /* identities, credentials or outbox is missing */
     CMS_BOOTSTRAP_NAME_TAKEN,      /* an identity that is no admin has the admin's name */
     CMS_BOOTSTRAP_KEY_OUT,         /* the key's file cannot be created (it exists, ...) */
+    CMS_BOOTSTRAP_NO_KEY_OUTPUT,   /* neither a file nor a terminal to show the key: none made */
     CMS_BOOTSTRAP_QUERY,           /* a statement failed; nothing was created */
     CMS_BOOTSTRAP_CONNECTION_LOST, /* the connection broke before COMMIT; nothing was created */
     CMS_BOOTSTRAP_COMMIT_UNKNOWN,  /* the connection broke during COMMIT */

@@ -57,6 +57,10 @@ static const cms_option options[] = {
      "up: write the first admin's API key to this new file (mode 0600, never over an existing "
      "one) instead of stdout",
      CMS_OPT_PUBLIC, false},
+    {"admin-key-stdout", "CMS_ADMIN_KEY_STDOUT", CMS_OPT_BOOL, "false",
+     "up: print the first admin's API key on stdout even when stdout is not a terminal (a pipe "
+     "or a file: a job's log)",
+     CMS_OPT_PUBLIC, false},
 };
 
 static const char usage_tail[] =
@@ -84,9 +88,11 @@ static const char usage_tail[] =
     "First admin: given --identity-key-file, the key file cms-identity uses, up creates\n"
     "the identity --admin-name with the role admin and an API key valid for\n"
     "--admin-key-ttl, when no identity has the role admin yet; otherwise it changes\n"
-    "nothing. The key is shown that once: on stdout, or in the new file --admin-key-out;\n"
-    "the database keeps only its keyed hash. Concurrent runs create one admin. A key file\n"
-    "that others can read, or a malformed one, stops up before it migrates anything.\n"
+    "nothing. The key is shown that once: in the new file --admin-key-out, or on stdout\n"
+    "when it is a terminal (or --admin-key-stdout: a stdout that is no terminal, often a\n"
+    "log, creates no admin without one of the two); the database keeps only its keyed\n"
+    "hash. Concurrent runs create one admin. A key file that others can read, or a\n"
+    "malformed one, stops up before it migrates anything.\n"
     "Make a key file with\n"
     "  (umask 077; head -c32 /dev/urandom | od -An -tx1 | tr -d ' \\n' >identity.key)";
 
@@ -298,6 +304,7 @@ int main(int argc, char **argv)
             .admin_name = cms_config_str(cfg, "admin-name"),
             .ttl_ms = cms_config_duration_ms(cfg, "admin-key-ttl"),
             .key_out = cms_config_str(cfg, "admin-key-out"),
+            .key_stdout = cms_config_bool(cfg, "admin-key-stdout"),
             .verbosity = o.verbosity,
         };
         cms_bootstrap_err brc = cms_bootstrap_create(&bo, &boot);

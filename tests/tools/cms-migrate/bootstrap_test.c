@@ -4,7 +4,8 @@
  * a second run creates nothing; two runs released together at the
  * bootstrap lock create one admin; --admin-key-out writes a new 0600 file
  * and never overwrites one; a key file others can read stops up before it
- * migrates; the outbox rows are identity.created and credential.issued. */
+ * migrates; the outbox rows are identity.created and credential.issued;
+ * a stdout that is no terminal gets no key unless --admin-key-stdout asks. */
 #include <criterion/criterion.h>
 #include <fcntl.h>
 #include <libpq-fe.h>
@@ -75,9 +76,10 @@ static void in_dir(char *out, size_t n, const char *name)
 static void init(void)
 {
     /* the children see only the flags each test gives them */
-    const char *vars[] = {"CMS_DATABASE_URL",      "CMS_MIGRATIONS_DIR",      "CMS_LOG_LEVEL",
-                          "CMS_IDENTITY_KEY_FILE", "CMS_ADMIN_NAME",          "CMS_ADMIN_KEY_TTL",
-                          "CMS_ADMIN_KEY_OUT",     "CMS_MIGRATE_LOCK_TIMEOUT"};
+    const char *vars[] = {
+        "CMS_DATABASE_URL",      "CMS_MIGRATIONS_DIR",       "CMS_LOG_LEVEL",
+        "CMS_IDENTITY_KEY_FILE", "CMS_ADMIN_NAME",           "CMS_ADMIN_KEY_TTL",
+        "CMS_ADMIN_KEY_OUT",     "CMS_MIGRATE_LOCK_TIMEOUT", "CMS_ADMIN_KEY_STDOUT"};
     for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++)
         unsetenv(vars[i]);
     snprintf(g_bin, sizeof g_bin, "%s/cms-migrate", cms_test_env("CMS_TEST_BIN_DIR"));
@@ -285,7 +287,7 @@ static void assert_secret_nowhere(const char *db, const parsed_key *pk, const ch
 
 Test(bootstrap, first_up_creates_the_admin_and_shows_its_key_once)
 {
-    proc *p = up(g_db, "--identity-key-file", g_key_file, NULL);
+    proc *p = up(g_db, "--identity-key-file", g_key_file, "--admin-key-stdout", NULL);
     assert_exit(p, 0);
     char key[CMS_APIKEY_LEN + 1];
     cr_assert_eq(keys_in(p->out, key), 1, "want the key once on stdout:\n%s", p->out);
@@ -326,7 +328,7 @@ static Cms__V1__Envelope *envelope_of(const char *hex)
 Test(bootstrap, outbox_rows_are_the_two_identity_events)
 {
     proc *p = up(g_db, "--identity-key-file", g_key_file, "--admin-name", "first-admin",
-                 "--admin-key-ttl", "7d", NULL);
+                 "--admin-key-ttl", "7d", "--admin-key-stdout", NULL);
     assert_exit(p, 0);
     char key[CMS_APIKEY_LEN + 1];
     cr_assert_eq(keys_in(p->out, key), 1, "%s", p->out);
@@ -451,8 +453,16 @@ Test(bootstrap, two_concurrent_runs_create_one_admin)
     cms_test_runner runner;
     cms_test_runner_init(&runner, WATCHDOG_MS);
     rc.runner = &runner;
-    const char *argv[] = {g_bin,      "--database-url",         g_db,  "up", "--identity-key-file",
-                          g_key_file, "--migrate-lock-timeout", "30s", NULL};
+    const char *argv[] = {g_bin,
+                          "--database-url",
+                          g_db,
+                          "up",
+                          "--identity-key-file",
+                          g_key_file,
+                          "--migrate-lock-timeout",
+                          "30s",
+                          "--admin-key-stdout",
+                          NULL};
     proc *a = cms_test_spawn(&runner, argv);
     proc *b = cms_test_spawn(&runner, argv);
     cr_assert_eq(uv_timer_init(&runner.loop, &rc.poll), 0);
@@ -546,6 +556,52 @@ Test(bootstrap, key_out_writes_a_new_0600_file_and_never_overwrites)
     cms_apikey_wipe(key, sizeof key);
 }
 
+/* ---- a stdout that is no terminal ---- */
+
+Test(bootstrap, a_key_is_never_printed_on_a_stdout_that_is_no_terminal_unless_asked)
+{
+    /* the test's pipe is what a job's log is: no admin whose key would land there */
+    proc *p = up(g_db, "--identity-key-file", g_key_file, NULL);
+    assert_exit(p, 1);
+    cr_assert_eq(keys_in(p->out, NULL), 0, "%s", p->out);
+    cr_assert_null(strstr(p->out, "cms_"), "%s", p->out);
+    cr_assert_not_null(strstr(p->err, "no first admin created"), "%s", p->err);
+    cr_assert_not_null(strstr(p->err, "--admin-key-out"), "stderr says how:\n%s", p->err);
+    cr_assert_not_null(strstr(p->err, "--admin-key-stdout"), "%s", p->err);
+    cr_assert_null(strstr(p->err, "cms_"), "%s", p->err);
+    assert_sql(g_db, "t", "SELECT to_regclass('identities') IS NOT NULL");
+    assert_counts(g_db, "0", "0", "0");
+    cms_test_proc_free(p);
+
+    /* both ways at once is a usage error */
+    char out[128];
+    in_dir(out, sizeof out, "admin.key");
+    p = up(g_db, "--identity-key-file", g_key_file, "--admin-key-out", out, "--admin-key-stdout",
+           NULL);
+    assert_exit(p, 2);
+    cms_test_proc_free(p);
+
+    /* --admin-key-out: in the file, mode 0600, and stderr says where */
+    p = up(g_db, "--identity-key-file", g_key_file, "--admin-key-out", out, NULL);
+    assert_exit(p, 0);
+    cr_assert_eq(keys_in(p->out, NULL), 0, "%s", p->out);
+    cr_assert_not_null(strstr(p->err, out), "%s", p->err);
+    struct stat st;
+    cr_assert_eq(lstat(out, &st), 0);
+    cr_assert_eq(st.st_mode & 07777, 0600, "mode %o", (unsigned)(st.st_mode & 07777));
+    char *text = slurp(out);
+    const char *line = strstr(text, "\napi_key = ");
+    cr_assert_not_null(line, "%s", text);
+    char key[CMS_APIKEY_LEN + 1];
+    snprintf(key, sizeof key, "%s", line + strlen("\napi_key = "));
+    parsed_key pk;
+    check_key(g_db, key, "admin", 90, &pk);
+    cms_apikey_wipe(text, strlen(text));
+    free(text);
+    cms_apikey_wipe(key, sizeof key);
+    cms_test_proc_free(p);
+}
+
 /* ---- refusals ---- */
 
 Test(bootstrap, unsafe_or_malformed_key_file_stops_up_before_it_migrates)
@@ -635,7 +691,8 @@ Test(bootstrap, a_name_held_by_a_non_admin_is_refused)
     assert_counts(g_db, "0", "0", "0");
     cms_test_proc_free(p);
 
-    p = up(g_db, "--identity-key-file", g_key_file, "--admin-name", "root", NULL);
+    p = up(g_db, "--identity-key-file", g_key_file, "--admin-name", "root", "--admin-key-stdout",
+           NULL);
     assert_exit(p, 0);
     char key[CMS_APIKEY_LEN + 1];
     cr_assert_eq(keys_in(p->out, key), 1, "%s", p->out);
@@ -647,7 +704,8 @@ Test(bootstrap, a_name_held_by_a_non_admin_is_refused)
 
 Test(bootstrap, debug_output_holds_no_value_of_the_bootstrap)
 {
-    proc *p = up(g_db, "--identity-key-file", g_key_file, "--log-level", "debug", NULL);
+    proc *p = up(g_db, "--identity-key-file", g_key_file, "--log-level", "debug",
+                 "--admin-key-stdout", NULL);
     assert_exit(p, 0);
     cr_assert_not_null(strstr(p->err, "bootstrap:"), "debug lines of the bootstrap:\n%s", p->err);
     char key[CMS_APIKEY_LEN + 1];

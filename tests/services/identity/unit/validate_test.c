@@ -664,6 +664,23 @@ Test(expiry, window, .init = reset)
         "expires_at_us", "a year and 1 us");
 }
 
+Test(expiry, a_child_never_outlives_its_parent, .init = reset)
+{
+    const int64_t parent = EXPIRY_NOW + 86400 * INT64_C(1000000);
+    accepted(idv_child_expiry(parent, parent, &e), "equal");
+    accepted(idv_child_expiry(parent - 1, parent, &e), "shorter");
+    accepted(idv_child_expiry(EXPIRY_NOW + 1, parent, &e), "much shorter");
+    refused(idv_child_expiry(parent + 1, parent, &e), "expires_at_us", "1 us longer");
+    cr_assert_not(idv_child_expiry(parent + 365 * 86400 * INT64_C(1000000), parent, &e));
+    cr_assert_not_null(strstr(e.msg, "cannot outlive"), "%s", e.msg);
+    /* the parent's expiry, as a time the caller can read */
+    cr_assert_not_null(strstr(e.msg, "2024-06-11T06:13:20Z"), "%s", e.msg);
+    reset();
+    /* a parent of unknown expiry lets nothing through */
+    refused(idv_child_expiry(EXPIRY_NOW + 1, 0, &e), "expires_at_us", "unknown parent");
+    refused(idv_child_expiry(INT64_MIN, -1, &e), "expires_at_us", "negative parent");
+}
+
 /* ------------------------------------------------------------------------ */
 
 Test(transition, table)
