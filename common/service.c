@@ -329,6 +329,16 @@ static void consumer_committed(void *arg, const Cms__V1__Envelope *env)
         sc->def->committed(sc->s->spec->arg, env);
 }
 
+/* A consumer's rows (processed_events, its lease "consumer:<name>") are
+ * its service's by its name, which the database checks against the
+ * service's role (migrations/0009_roles): the service's name, or
+ * "<service>-<more>". */
+static bool consumer_name_ours(const char *service, const char *name)
+{
+    size_t n = strlen(service);
+    return name != NULL && strncmp(name, service, n) == 0 && (name[n] == '\0' || name[n] == '-');
+}
+
 static int start_consumers(cms_service *s)
 {
     const cms_config *c = s->cfg;
@@ -357,6 +367,13 @@ static int start_consumers(cms_service *s)
         service_consumer *sc = &s->consumers[i];
         sc->s = s;
         sc->def = &s->spec->consumers[i];
+        if (!consumer_name_ours(s->name, sc->def->name)) {
+            cms_log_error("bad consumer name: it must be the service's name or begin with "
+                          "\"<service>-\"",
+                          "{s:s, s:s}", "service", s->name, "consumer",
+                          sc->def->name ? sc->def->name : "");
+            return 1;
+        }
         cms_consumer_options o = {.name = sc->def->name,
                                   .filter_subject = sc->def->filter_subject,
                                   .max_inflight = (int)inflight,

@@ -41,14 +41,19 @@ typedef struct cms_service cms_service;
  * called with the spec's arg; after every commit the service's outbox is
  * kicked (a handler's statements may add events). */
 typedef struct cms_service_consumer {
-    const char *name;           /* [a-z0-9_-]: its durable, records, lease and dead letters */
+    /* [a-z0-9_-]: its durable, records, lease and dead letters; the
+     * service's name or "<service>-<more>", since the database gives a
+     * service's role only the rows of its consumers (0009_roles) */
+    const char *name;
     const char *filter_subject; /* NULL: every event (cms.events.>) */
     cms_consumer_handler handle;
     cms_consumer_committed_cb committed; /* optional */
 } cms_service_consumer;
 
 typedef struct cms_service_spec {
-    const char *name;          /* "audit": process cms-audit, queue group and outbox source */
+    /* "audit": process cms-audit, queue group and outbox source; [a-z0-9_],
+     * its database role's group is cms_<name> */
+    const char *name;
     const char *summary;       /* one line for --help */
     const cms_option *options; /* the service's own options, after the common ones */
     size_t noptions;

@@ -123,6 +123,8 @@ Test(cmd_replicas, a_request_id_runs_once_across_two_replicas_and_fifty_concurre
     char *ok = svcfx_sql(&F, "CREATE TABLE testsvc_records (id bigserial PRIMARY KEY, key text)");
     cr_assert_not_null(ok);
     free(ok);
+    cr_assert_eq(cms_test_db_grant_testsvc(F.db, (const char *const[]){"testsvc_records", NULL}),
+                 0);
     svcfx_start_at(&F, 0, "cms-testsvc", NULL);
     svcfx_start_at(&F, 1, "cms-testsvc", NULL);
     char record[128], echo[128], rid[64];

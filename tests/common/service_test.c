@@ -1,7 +1,8 @@
 /* A whole service process on the runtime (tests/common/testsvc.c): it becomes
  * ready only with a migrated database, NATS and its streams; serves its
  * probes and metrics; answers commands; records events through the outbox;
- * and drains and exits 0 on SIGTERM. */
+ * drains and exits 0 on SIGTERM; and refuses a consumer whose name is not
+ * its service's. It connects as its own role, cms_testsvc's login. */
 #include "cms/v1/command.pb-c.h"
 #include "cms/v1/envelope.pb-c.h"
 #include "testcmd.h"
@@ -20,11 +21,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-/* cms-testsvc on db, answering HTTP on port; killed if this test dies. */
+/* cms-testsvc on db as its role, answering HTTP on port; killed if this
+ * test dies. */
 static pid_t spawn_service(const char *db, int port)
 {
-    char dburl[600], addr[64];
-    snprintf(dburl, sizeof dburl, "CMS_DATABASE_URL=%s", db);
+    char as_testsvc[600], dburl[640], addr[64];
+    cms_test_db_as(db, "testsvc", as_testsvc, sizeof as_testsvc);
+    snprintf(dburl, sizeof dburl, "CMS_DATABASE_URL=%s", as_testsvc);
     snprintf(addr, sizeof addr, "CMS_HTTP_ADDR=127.0.0.1:%d", port);
     const char *set[] = {dburl, addr, "CMS_DRAIN_TIMEOUT=5s", "CMS_LOG_LEVEL=info", NULL};
     pid_t pid = cms_test_spawn_service("cms-testsvc", NULL, set, NULL);
@@ -135,6 +138,7 @@ Test(service, ready_serves_probes_and_commands_then_drains_on_sigterm, .timeout 
 {
     char db[512], body[65536];
     cr_assert_eq(cms_test_db_create("svc_test", 1, db, sizeof db), 0);
+    cr_assert_eq(cms_test_db_grant_testsvc(db, NULL), 0);
     int port = cms_test_free_port();
     pid_t pid = spawn_service(db, port);
     wait_readyz(port, pid, 200, body, sizeof body);
@@ -209,6 +213,35 @@ Test(service, not_ready_on_an_unmigrated_database, .timeout = 60)
     cr_assert_not_null(strstr(body, "cms-migrate up"), "says what to do: %s", body);
     double took;
     cr_assert_eq(stop_service(pid, &took), 0);
+    cms_test_db_drop(db);
+}
+
+Test(service, a_consumer_named_outside_its_service_stops_the_start, .timeout = 60)
+{
+    char db[512], as_testsvc[600], dburl[640], log[128];
+    cr_assert_eq(cms_test_db_create("svc_cname", 1, db, sizeof db), 0);
+    cr_assert_eq(cms_test_db_grant_testsvc(db, NULL), 0);
+    cms_test_db_as(db, "testsvc", as_testsvc, sizeof as_testsvc);
+    snprintf(dburl, sizeof dburl, "CMS_DATABASE_URL=%s", as_testsvc);
+    snprintf(log, sizeof log, "/tmp/cms-svc-cname-%d.log", (int)getpid());
+    unlink(log);
+    /* its rows would be identity's: the database would refuse its lease */
+    const char *set[] = {dburl, "CMS_TESTSVC_CONSUMER=identity-x",
+                         "CMS_TESTSVC_CONSUME_SUBJECT=cms.events.nothing.>", NULL};
+    int port = 0;
+    pid_t pid = cms_test_spawn_http_service("cms-testsvc", NULL, set, log, &port);
+    cr_assert_gt(pid, 0);
+    int st = 0;
+    cr_assert_eq(cms_test_wait_exit(pid, 20000, &st), pid, "cms-testsvc did not stop");
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) != 0, "exit status %d", st);
+    FILE *f = fopen(log, "r");
+    cr_assert_not_null(f);
+    char text[16384];
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    text[n] = '\0';
+    fclose(f);
+    unlink(log);
+    cr_assert_not_null(strstr(text, "bad consumer name"), "%s", text);
     cms_test_db_drop(db);
 }
 

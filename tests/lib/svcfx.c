@@ -58,7 +58,7 @@ void svcfx_setup(svcfx *f, const char *dbprefix)
 {
     memset(f, 0, sizeof *f);
     cr_assert_eq(cms_test_db_create(dbprefix, 1, f->db, sizeof f->db), 0);
-    snprintf(f->dburl, sizeof f->dburl, "CMS_DATABASE_URL=%s", f->db);
+    cr_assert_eq(cms_test_db_grant_testsvc(f->db, NULL), 0, "cms_testsvc's grants");
     cms_uuid u;
     cms_uuid_v7(&u);
     snprintf(f->prefix, sizeof f->prefix, "t%dx%02x%02x.cmd", (int)getpid(), u.b[14], u.b[15]);
@@ -142,7 +142,11 @@ pid_t svcfx_start_at(svcfx *f, int i, const char *binary, const char *const *set
 {
     cr_assert(i >= 0 && i < SVCFX_PROCS, "process %d of %d", i, SVCFX_PROCS);
     cr_assert_eq(f->pids[i], 0, "%s %d is already running", binary, i);
-    const char *all[32] = {f->dburl, f->prefix_env, f->key_env};
+    const char *role = strncmp(binary, "cms-", 4) == 0 ? binary + 4 : binary;
+    char db[600], dburl[640];
+    cms_test_db_as(f->db, role, db, sizeof db);
+    snprintf(dburl, sizeof dburl, "CMS_DATABASE_URL=%s", db);
+    const char *all[32] = {dburl, f->prefix_env, f->key_env};
     int n = 3;
     for (size_t k = 0; set && set[k]; k++) {
         cr_assert_lt(n, 31);

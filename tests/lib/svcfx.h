@@ -24,8 +24,7 @@ typedef struct pg_conn PGconn;
 #define SVCFX_PROCS 4
 
 typedef struct svcfx {
-    char db[512];    /* conninfo of the scratch database */
-    char dburl[600]; /* "CMS_DATABASE_URL=<db>" */
+    char db[512];    /* conninfo of the scratch database (as the superuser) */
     char prefix[48]; /* command subject root: "<prefix>.<service>.<verb>" */
     char prefix_env[80];
     char key_file[128]; /* the server key (mode 600) */
@@ -43,7 +42,8 @@ typedef struct svcfx {
     PGconn *listen; /* svcfx_wait_sql's, once used */
 } svcfx;
 
-/* Scratch database from the template, server key file, an identity "admin"
+/* Scratch database from the template (cms_testsvc granted what a service
+ * on the runtime has, see testenv.h), server key file, an identity "admin"
  * ({"roles":["admin"]}) with an API key valid for a day, inserted directly,
  * and a NATS connection. */
 void svcfx_setup(svcfx *f, const char *dbprefix);
@@ -52,7 +52,9 @@ void svcfx_setup(svcfx *f, const char *dbprefix);
 void svcfx_teardown(svcfx *f);
 
 /* Spawns binary (e.g. "cms-identity") as process i (0 .. SVCFX_PROCS-1) on
- * the scratch database, with the fixture's key file and command prefix and
+ * the scratch database as its service's own role ("cms-<service>" connects
+ * as the login role of cms_<service>), with the fixture's key file and
+ * command prefix and
  * set: NULL or more "KEY=VALUE" settings (NULL-terminated), and waits until
  * its /readyz is 200. */
 pid_t svcfx_start_at(svcfx *f, int i, const char *binary, const char *const *set);

@@ -53,6 +53,15 @@ out:
     return out;
 }
 
+/* The last dbname= of a conninfo (the one cms_test_db_create appended). */
+static const char *last_dbname(const char *conninfo)
+{
+    const char *p = NULL;
+    for (const char *q = conninfo; (q = strstr(q, "dbname=")) != NULL; q++)
+        p = q;
+    return p;
+}
+
 int cms_test_db_create(const char *prefix, int migrated, char *out, size_t outlen)
 {
     const char *admin = cms_test_env("CMS_TEST_PG_URL");
@@ -76,15 +85,63 @@ int cms_test_db_create(const char *prefix, int migrated, char *out, size_t outle
 void cms_test_db_drop(const char *conninfo)
 {
     /* the last dbname= wins in a conninfo, and is the one we appended */
-    const char *p = NULL;
-    for (const char *q = conninfo; (q = strstr(q, "dbname=")) != NULL; q++)
-        p = q;
+    const char *p = last_dbname(conninfo);
     const char *admin = getenv("CMS_TEST_PG_URL");
     if (p == NULL || admin == NULL)
         return;
     char sql[256];
     snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s WITH (FORCE)", p + strlen("dbname="));
     free(cms_test_sql(admin, sql));
+}
+
+void cms_test_db_as(const char *db, const char *role, char *out, size_t outlen)
+{
+    char var[64];
+    int n = snprintf(var, sizeof var, "CMS_TEST_PG_URL_");
+    for (const char *r = role; *r && (size_t)n + 1 < sizeof var; r++)
+        var[n++] = (char)(*r >= 'a' && *r <= 'z' ? *r - 'a' + 'A' : *r);
+    var[n] = '\0';
+    const char *url = cms_test_env(var);
+    const char *name = last_dbname(db);
+    if (name == NULL) {
+        fprintf(stderr, "%s has no dbname\n", db);
+        abort();
+    }
+    /* the last dbname= wins */
+    snprintf(out, outlen, "%s %s", url, name);
+}
+
+int cms_test_db_grant_testsvc(const char *db, const char *const *tables)
+{
+    static const char runtime[] =
+        "GRANT USAGE ON SCHEMA public TO cms_testsvc;"
+        "GRANT SELECT ON schema_migrations TO cms_testsvc;"
+        "GRANT EXECUTE ON FUNCTION cms_current_service(), cms_is_owner(regclass),"
+        "  cms_consumer_service(text), cms_lease_service(text), cms_lease_check(text, uuid)"
+        "  TO cms_testsvc;"
+        "GRANT SELECT, INSERT, DELETE ON outbox TO cms_testsvc;"
+        "GRANT USAGE ON SEQUENCE outbox_seq_seq TO cms_testsvc;"
+        "GRANT INSERT ON outbox_dead TO cms_testsvc;"
+        "GRANT SELECT, INSERT, UPDATE, DELETE ON command_replies, leases TO cms_testsvc;"
+        "GRANT SELECT, INSERT, DELETE ON processed_events TO cms_testsvc";
+    char *r = cms_test_sql(db, runtime);
+    if (r == NULL)
+        return -1;
+    free(r);
+    for (size_t i = 0; tables && tables[i]; i++) {
+        char sql[512];
+        /* a bigserial's sequence, when it has one */
+        snprintf(sql, sizeof sql,
+                 "GRANT SELECT, INSERT ON %s TO cms_testsvc;"
+                 "DO $$ BEGIN IF pg_get_serial_sequence('%s', 'id') IS NOT NULL THEN "
+                 "EXECUTE format('GRANT USAGE ON SEQUENCE %%s TO cms_testsvc', "
+                 "pg_get_serial_sequence('%s', 'id')); END IF; END $$",
+                 tables[i], tables[i], tables[i]);
+        if ((r = cms_test_sql(db, sql)) == NULL)
+            return -1;
+        free(r);
+    }
+    return 0;
 }
 
 int cms_test_ctl(const char *verb)

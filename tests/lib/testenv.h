@@ -4,6 +4,10 @@
  *
  * Environment (exported by tests/run):
  *   CMS_TEST_PG_URL        libpq conninfo of a superuser on the throwaway cluster (db "postgres")
+ *   CMS_TEST_PG_URL_<ROLE> conninfo (db "postgres", with its password) of the login role of
+ *                          the group role cms_<role> of migrations/0009_roles: IDENTITY, AUDIT,
+ *                          CONTRACTS, TRAINING, AUDITOR, and TESTSVC (cms-testsvc's, which
+ *                          the tests grant what a service on the runtime has)
  *   CMS_TEST_TEMPLATE_DB   a database migrated to the latest version, used as a template
  *   CMS_TEST_NATS_URL      nats://test:<password>@127.0.0.1:<port> of the throwaway
  *                          nats-server (JetStream on; tls:// in the TLS pass), as its user
@@ -32,6 +36,18 @@ const char *cms_test_env(const char *name);
 int cms_test_db_create(const char *prefix, int migrated, char *out, size_t outlen);
 /* Drops a database made by cms_test_db_create (by the conninfo it gave). */
 void cms_test_db_drop(const char *conninfo);
+
+/* The conninfo of db (one of cms_test_db_create's) for the login role of
+ * cms_<role> ("identity", "audit", "auditor", "testsvc", ...): its
+ * CMS_TEST_PG_URL_<ROLE> with db's dbname. A service under test connects
+ * so, never as the superuser. */
+void cms_test_db_as(const char *db, const char *role, char *out, size_t outlen);
+/* Grants cms_testsvc in the migrated database db what 0009_roles grants a
+ * service on the runtime (its own rows of outbox, command_replies, leases
+ * and processed_events, by the name "testsvc"), plus SELECT, INSERT and
+ * sequence use on the tables named in tables (NULL-terminated, may be NULL:
+ * the test's own, e.g. testsvc_records). Returns 0 or -1. */
+int cms_test_db_grant_testsvc(const char *db, const char *const *tables);
 
 /* Runs `tests/lib/ctl VERB` and waits; returns its exit status. Blocking:
  * for setup code, never inside a loop callback whose timing is measured. */

@@ -36,10 +36,13 @@ void consumerfx_setup(consumerfx *c, const char *ack_wait, const char *lease)
     char *ok = svcfx_sql(&c->f, SQL_EFFECTS);
     cr_assert_not_null(ok, "testsvc_effects created");
     free(ok);
+    cr_assert_eq(cms_test_db_grant_testsvc(c->f.db, (const char *const[]){"testsvc_effects", NULL}),
+                 0);
     char id[37];
     consumerfx_uuid(id);
-    /* a durable and a resource type no other test run shares */
-    snprintf(c->name, sizeof c->name, "tc%d-%.4s", (int)getpid(), id + 32);
+    /* a durable and a resource type no other test run shares; the name is
+     * cms-testsvc's ("testsvc-..."), as its role's rows must be */
+    snprintf(c->name, sizeof c->name, "testsvc-%d-%.4s", (int)getpid(), id + 32);
     snprintf(c->rtype, sizeof c->rtype, "tc%d_%.4s", (int)getpid(), id + 32);
     snprintf(c->filter, sizeof c->filter, "cms.events.%s.>", c->rtype);
     snprintf(c->env[0], sizeof c->env[0], "CMS_TESTSVC_CONSUMER=%s", c->name);

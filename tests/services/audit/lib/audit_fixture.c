@@ -335,8 +335,9 @@ pid_t audfx_start(audfx *f, const char *durable, int *port, const char *const *e
             slot = i;
     cr_assert_geq(slot, 0, "too many cms-audit processes");
     audfx_own_durable(f, durable);
-    char db[600], subject[96], dur[96];
-    snprintf(db, sizeof db, "CMS_DATABASE_URL=%s", f->db);
+    char as_audit[600], db[640], subject[96], dur[96];
+    cms_test_db_as(f->db, "audit", as_audit, sizeof as_audit);
+    snprintf(db, sizeof db, "CMS_DATABASE_URL=%s", as_audit);
     snprintf(subject, sizeof subject, "--audit-subject=%s", f->subject);
     snprintf(dur, sizeof dur, "--audit-durable=%s", durable);
     const char *args[32] = {subject, dur};
