@@ -120,9 +120,15 @@ static void on_reconnected(natsConnection *nc, void *closure)
 
 static void on_closed(natsConnection *nc, void *closure)
 {
-    (void)nc;
     cms_nats *n = closure;
+    /* nats.c closes by itself after the server refused the same
+     * credentials twice: say so (a close we asked for has no such error) */
+    const char *text = NULL;
+    bool refused =
+        nc != NULL && natsConnection_GetLastError(nc, &text) == NATS_CONNECTION_AUTH_FAILED;
     uv_mutex_lock(&n->mu);
+    if (refused)
+        n->auth_refused = true;
     if (n->ncstate != NC_CLOSED)
         nats_report_locked(n, NC_CLOSED);
     uv_cond_broadcast(&n->cond);
@@ -130,14 +136,26 @@ static void on_closed(natsConnection *nc, void *closure)
     uv_mutex_unlock(&n->mu);
 }
 
+/* nats.c passes the server's text of the error as this thread's last error. */
 static void on_async_error(natsConnection *nc, natsSubscription *ns, natsStatus err, void *closure)
 {
     (void)nc;
     (void)ns;
     cms_nats *n = closure;
+    const char *text = err == NATS_NOT_PERMITTED ? nats_GetLastError(NULL) : NULL;
+    if (err == NATS_NOT_PERMITTED)
+        cms_counter_inc(n->m_perm);
     uv_mutex_lock(&n->mu);
-    n->async_errors++;
-    n->last_async_error = err;
+    if (err == NATS_CONNECTION_AUTH_FAILED) {
+        n->auth_refused = true;
+    } else if (err == NATS_NOT_PERMITTED) {
+        /* only the text: the loop logs each subject once, the rest is counted */
+        if (text != NULL && n->nperm < PERM_PENDING_MAX)
+            snprintf(n->perm_texts[n->nperm++], PERM_TEXT_MAX, "%s", text);
+    } else {
+        n->async_errors++;
+        n->last_async_error = err;
+    }
     nats_poke_locked(n);
     uv_mutex_unlock(&n->mu);
 }
@@ -162,7 +180,8 @@ static void on_pub_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, 
         natsMsg_Destroy(msg);
 }
 
-natsStatus nats_set_options(cms_nats *n)
+cms_natsauth_err nats_set_options(cms_nats *n, const cms_nats_security *sec, char *why,
+                                  size_t whylen)
 {
     natsStatus st = natsOptions_Create(&n->opts);
     if (st == NATS_OK)
@@ -197,7 +216,11 @@ natsStatus nats_set_options(cms_nats *n)
         st = natsOptions_SetErrorHandler(n->opts, on_async_error, n);
     if (st == NATS_OK && n->send_asap)
         st = natsOptions_SetSendAsap(n->opts, true);
-    return st;
+    if (st != NATS_OK) {
+        snprintf(why, whylen, "%s", natsStatus_GetText(st));
+        return st == NATS_NO_MEMORY ? CMS_NATSAUTH_ENOMEM : CMS_NATSAUTH_EINVAL;
+    }
+    return cms_natsauth_apply(n->opts, n->url, sec, &n->auth, why, whylen);
 }
 
 /* ---- running ops ---- */
