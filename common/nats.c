@@ -300,6 +300,8 @@ static void follow_connection(cms_nats *n, nc_state reported)
         want = N_DISCONNECTED; /* down, or closed under us */
     if (want == n->state)
         return;
+    if (want == N_CONNECTED)
+        n->refused = false; /* a later refusal is said again */
     set_state(n, want);
     if (n->on_state != NULL)
         n->on_state(n->state_arg, want == N_CONNECTED);

@@ -33,9 +33,12 @@
  *
  * Credentials, inbox prefix and TLS: see natsauth.h. A refusal of the
  * credentials by the server is logged once with the user, the file and what
- * to do; nats.c then gives up on the connection (on_auth_refused). A
- * permissions violation (a publish or subscription the server's
- * permissions deny) is logged once per subject and counted.
+ * to do (on_auth_refused); a first connection is then asked for again with
+ * backoff, while one refused on reconnecting is given up by nats.c (after
+ * its second refusal) until the process restarts. Other reasons a first
+ * connection fails (TLS) are logged once each. A permissions violation (a
+ * publish or subscription the server's permissions deny) is logged once
+ * per subject and counted.
  *
  * nats.c keeps library-wide threads alive after the last connection; call
  * nats_CloseAndWait() once at process end, after cms_nats_destroy (never earlier:
@@ -94,9 +97,9 @@ typedef struct cms_nats_options {
     int64_t publish_timeout_ms; /* default 5000 */
     void (*on_state)(void *arg, bool connected);
     void *state_arg; /* on the loop */
-    /* Optional, on the loop, with state_arg: called once when the server
-     * refused the credentials (authorization violation, logged). nats.c
-     * then gives up: the connection stays down until the process restarts. */
+    /* Optional, on the loop, with state_arg: called when the server refused
+     * the credentials (authorization violation, logged), once until a
+     * connection is made again. */
     void (*on_auth_refused)(void *arg);
     /* Optional, on the loop: called once after cms_nats_js_publish returned
      * CMS_NATS_EBUSY, as soon as a publish slot is free again. Callers may
@@ -111,7 +114,8 @@ typedef struct cms_nats_options {
 int cms_nats_create(uv_loop_t *loop, const cms_nats_options *o, cms_nats **out)
     __attribute__((warn_unused_result));
 bool cms_nats_is_connected(const cms_nats *n);
-/* True once the server refused the credentials (see on_auth_refused). */
+/* True while the server refuses the credentials (since on_auth_refused,
+ * until connected). */
 bool cms_nats_auth_refused(const cms_nats *n);
 
 /* A new inbox subject of this connection, "<inbox prefix>.<32 random hex>"

@@ -95,6 +95,8 @@ static void conn_event(cms_nats *n, natsConnection *nc, nc_state to, bool reconn
     if (to == NC_UP && nc != NULL)
         note_max_payload(n, nc);
     uv_mutex_lock(&n->mu);
+    if (to == NC_UP)
+        n->auth_refused = false;
     if (n->ncstate != NC_CLOSED)
         nats_report_locked(n, to);
     if (reconnect)
@@ -120,15 +122,9 @@ static void on_reconnected(natsConnection *nc, void *closure)
 
 static void on_closed(natsConnection *nc, void *closure)
 {
+    (void)nc;
     cms_nats *n = closure;
-    /* nats.c closes by itself after the server refused the same
-     * credentials twice: say so (a close we asked for has no such error) */
-    const char *text = NULL;
-    bool refused =
-        nc != NULL && natsConnection_GetLastError(nc, &text) == NATS_CONNECTION_AUTH_FAILED;
     uv_mutex_lock(&n->mu);
-    if (refused)
-        n->auth_refused = true;
     if (n->ncstate != NC_CLOSED)
         nats_report_locked(n, NC_CLOSED);
     uv_cond_broadcast(&n->cond);
@@ -330,15 +326,53 @@ static op *writer_take(cms_nats *n, bool *close_requested)
     return batch;
 }
 
+/* One attempt without nats.c's retrying, to learn why it fails: its
+ * retries in the background say nothing, and it gives up for good after a
+ * second refusal of the credentials. nc is set on NATS_OK only; why gets
+ * nats.c's text of a failure. */
+static natsStatus writer_probe(cms_nats *n, natsConnection **nc, char *why, size_t len)
+{
+    natsStatus st = natsOptions_SetRetryOnFailedConnect(n->opts, false, NULL, NULL);
+    if (st == NATS_OK)
+        st = natsConnection_Connect(nc, n->opts);
+    const char *last = nats_GetLastError(NULL);
+    snprintf(why, len, "%s", last != NULL ? last : natsStatus_GetText(st));
+    /* the connection made keeps the options it was made with */
+    natsStatus back = natsOptions_SetRetryOnFailedConnect(n->opts, true, on_connected, n);
+    if (st == NATS_OK && back != NATS_OK) {
+        natsConnection_Destroy(*nc);
+        *nc = NULL;
+        st = back;
+    }
+    return st;
+}
+
 /* Connects (in the background while the server is down: nats.c retries).
- * Returns NULL only once close was requested. */
+ * While the server refuses the credentials it is asked again here, with
+ * backoff, so that fixing them on either side needs no restart. Returns
+ * NULL only once close was requested. */
 static natsConnection *writer_connect(cms_nats *n)
 {
     natsConnection *nc = NULL;
+    natsStatus said = NATS_OK; /* the last probe failure logged */
     cms_backoff b;
     cms_backoff_init(&b, BACKOFF_MIN_MS * 10, BACKOFF_MAX_MS);
     for (;;) {
-        natsStatus st = natsConnection_Connect(&nc, n->opts);
+        char why[512];
+        natsStatus st = writer_probe(n, &nc, why, sizeof why);
+        if (st == NATS_CONNECTION_AUTH_FAILED) {
+            uv_mutex_lock(&n->mu);
+            n->auth_refused = true; /* the loop says it, once */
+            nats_poke_locked(n);
+            uv_mutex_unlock(&n->mu);
+        } else if (st != NATS_OK) {
+            /* a server that is down is the normal start; TLS failures are not */
+            if (st != NATS_NO_SERVER && st != said)
+                cms_log_error("nats: cannot connect; retrying in the background", "{s:s, s:s, s:s}",
+                              "url", n->url_shown, "error", natsStatus_GetText(st), "detail", why);
+            said = st;
+            st = natsConnection_Connect(&nc, n->opts);
+        }
         if (st == NATS_OK || st == NATS_NOT_YET_CONNECTED) {
             if (st == NATS_OK) {
                 note_max_payload(n, nc);
@@ -346,14 +380,16 @@ static natsConnection *writer_connect(cms_nats *n)
                 /* a callback that already ran knows better */
                 if (n->ncstate == NC_NONE)
                     nats_report_locked(n, NC_UP);
+                n->auth_refused = false;
                 nats_poke_locked(n);
                 uv_mutex_unlock(&n->mu);
             }
             return nc;
         }
         uint64_t delay = cms_backoff_next(&b);
-        cms_log_error("nats: cannot connect", "{s:s, s:s, s:I}", "url", n->url_shown, "error",
-                      natsStatus_GetText(st), "retry_ms", (json_int_t)delay);
+        if (st != NATS_CONNECTION_AUTH_FAILED)
+            cms_log_error("nats: cannot connect", "{s:s, s:s, s:I}", "url", n->url_shown, "error",
+                          natsStatus_GetText(st), "retry_ms", (json_int_t)delay);
         uv_mutex_lock(&n->wmu);
         uint64_t deadline = uv_hrtime() + delay * NS_PER_MS;
         while (n->wstate == W_RUNNING && nats_wait_until(&n->wcond, &n->wmu, deadline)) {

@@ -328,15 +328,17 @@ void cms_natsauth_refused_text(const cms_natsauth_info *info, char *out, size_t 
     case CMS_NATSAUTH_PASSWORD:
         snprintf(out, len,
                  "the NATS server refused user \"%s\" (from %s): check that the password in %s "
-                 "is the one the server's authorization gives \"%s\", or add the user there; "
-                 "then restart this process",
+                 "is the one the server's authorization gives \"%s\", or add the user there "
+                 "(a first connection is retried; restart a process that was refused on "
+                 "reconnecting)",
                  info->user, info->creds_file, info->creds_file, info->user);
         break;
     case CMS_NATSAUTH_JWT:
         snprintf(out, len,
                  "the NATS server refused the user JWT of %s: check that it is signed by an "
                  "account the server trusts and has not expired (nsc describe user), or "
-                 "regenerate it; then restart this process",
+                 "regenerate it (a first connection is retried; restart a process that was "
+                 "refused on reconnecting)",
                  info->creds_file);
         break;
     }

@@ -180,7 +180,7 @@ static bool ready(void *arg, char *why, size_t len)
         snprintf(why, len, "database schema at version %d, need %d: run cms-migrate up\n",
                  s->schema_version < 0 ? 0 : s->schema_version, CMS_SCHEMA_VERSION);
     else if (cms_nats_auth_refused(s->nats))
-        snprintf(why, len, "NATS refused the credentials (see the log): fix them, then restart\n");
+        snprintf(why, len, "NATS refuses the credentials (see the log)\n");
     else if (!cms_nats_is_connected(s->nats))
         snprintf(why, len, "not connected to NATS\n");
     else if (!s->streams_ready)
