@@ -140,11 +140,26 @@ const char *cms_config_duration_format(int64_t ms, char *out, size_t len);
  * nothing is shown that was not understood. */
 bool cms_config_redact(const char *value, char *out, size_t len);
 
+/* Who a process is to NATS and how it trusts the server (common/natsauth.h;
+ * cms_natsauth_from_config reads them): for every binary that connects.
+ * CREDS_ALSO, CA_ALSO: what the help lines add (string literals, "" for
+ * nothing), for a tool that honours more variables. */
+// clang-format off
+#define CMS_OPTIONS_NATS_SECURITY(CREDS_ALSO, CA_ALSO) \
+  {"nats-creds", "CMS_NATS_CREDS", CMS_OPT_STRING, NULL, "file of the NATS credentials, mode 0600: a .creds file (user JWT and NKey seed) or USER:PASSWORD on its first line" CREDS_ALSO, CMS_OPT_PUBLIC, false}, \
+  {"nats-inbox-prefix", "CMS_NATS_INBOX_PREFIX", CMS_OPT_STRING, NULL, "subject prefix of the reply inboxes (default _INBOX.<USER> with a USER:PASSWORD file, else _INBOX)", CMS_OPT_PUBLIC, false}, \
+  {"nats-tls", "CMS_NATS_TLS", CMS_OPT_BOOL, "false", "require TLS, verifying the server's certificate and host name (a tls:// URL, --nats-ca or --nats-cert require it too)", CMS_OPT_PUBLIC, false}, \
+  {"nats-ca", "CMS_NATS_CA", CMS_OPT_STRING, NULL, "PEM file of the CA(s) the NATS server's certificate must chain to, besides the system's (requires TLS)" CA_ALSO, CMS_OPT_PUBLIC, false}, \
+  {"nats-cert", "CMS_NATS_CERT", CMS_OPT_STRING, NULL, "PEM client certificate (chain) for a server that verifies clients; with --nats-key (requires TLS)", CMS_OPT_PUBLIC, false}, \
+  {"nats-key", "CMS_NATS_KEY", CMS_OPT_STRING, NULL, "PEM private key of --nats-cert, mode 0600", CMS_OPT_PUBLIC, false}
+// clang-format on
+
 /* The options every service shares, for use in a service's table. */
 // clang-format off
 #define CMS_OPTIONS_COMMON \
   {"database-url", "CMS_DATABASE_URL", CMS_OPT_STRING, "host=127.0.0.1 dbname=cms", "libpq connection string or URI (a password is better in PGPASSFILE)", CMS_OPT_PASSWORD, false}, \
   {"nats-url", "CMS_NATS_URL", CMS_OPT_STRING, "nats://127.0.0.1:4222", "NATS server URL(s), comma-separated", CMS_OPT_PASSWORD, false}, \
+  CMS_OPTIONS_NATS_SECURITY("", ""), \
   {"http-addr", "CMS_HTTP_ADDR", CMS_OPT_STRING, "127.0.0.1:8080", "address of /healthz, /readyz, /metrics (numeric HOST:PORT)", CMS_OPT_PUBLIC, false}, \
   {"log-level", "CMS_LOG_LEVEL", CMS_OPT_STRING, "info", "debug, info, warn or error", CMS_OPT_PUBLIC, false}, \
   {"pg-pool-size", "CMS_PG_POOL_SIZE", CMS_OPT_INT, "2", "PostgreSQL connections", CMS_OPT_PUBLIC, false}, \

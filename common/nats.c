@@ -6,6 +6,8 @@
 #include "log.h"
 
 #include <jansson.h>
+#include <sodium.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -298,15 +300,68 @@ static void follow_connection(cms_nats *n, nc_state reported)
         want = N_DISCONNECTED; /* down, or closed under us */
     if (want == n->state)
         return;
+    if (want == N_CONNECTED)
+        n->refused = false; /* a later refusal is said again */
     set_state(n, want);
     if (n->on_state != NULL)
         n->on_state(n->state_arg, want == N_CONNECTED);
 }
 
+/* Loop: the server refused the credentials; said once, however often
+ * nats.c reports it. */
+static void note_refused(cms_nats *n)
+{
+    if (n->refused)
+        return;
+    n->refused = true;
+    char text[1024];
+    cms_natsauth_refused_text(&n->auth, text, sizeof text);
+    cms_log_error("nats: the server refused the credentials (authorization violation)",
+                  "{s:s, s:s, s:s, s:s}", "url", n->url_shown, "user", n->auth.user, "creds_file",
+                  n->auth.creds_file, "hint", text);
+    if (n->on_auth_refused != NULL && n->state < N_CLOSING)
+        n->on_auth_refused(n->state_arg);
+}
+
+/* Loop: one permissions violation, logged the first time its operation
+ * and subject are seen (at most PERM_SEEN_MAX of them; it is counted in
+ * cms_nats_permission_violations_total either way). */
+static void note_violation(cms_nats *n, const char *text)
+{
+    const char *what = "?";
+    char subject[PERM_TEXT_MAX - 16], key[PERM_TEXT_MAX]; /* key: "<what> <subject>" */
+    if (!cms_natsauth_violation_parse(text, &what, subject, sizeof subject))
+        snprintf(subject, sizeof subject, "%.*s", (int)sizeof subject - 1, text);
+    snprintf(key, sizeof key, "%s %s", what, subject);
+    for (size_t i = 0; i < n->nperm_seen; i++) {
+        if (strcmp(n->perm_seen[i], key) == 0)
+            return;
+    }
+    if (n->perm_seen == NULL || n->nperm_seen == PERM_SEEN_MAX) {
+        if (!n->perm_seen_full)
+            cms_log_warn("nats: more permissions violations; further subjects are only counted "
+                         "(cms_nats_permission_violations_total)",
+                         "{s:i}", "subjects_logged", (int)n->nperm_seen);
+        n->perm_seen_full = true;
+        return;
+    }
+    snprintf(n->perm_seen[n->nperm_seen++], PERM_TEXT_MAX, "%s", key);
+    cms_log_warn("nats: the server's permissions deny this (permissions violation); logged once "
+                 "per subject",
+                 "{s:s, s:s, s:s, s:s, s:s}", "operation", what, "subject", subject, "user",
+                 n->auth.user, "creds_file", n->auth.creds_file, "hint",
+                 "allow it in the server's permissions for this user, or stop asking for it");
+}
+
 static void on_async(uv_async_t *h)
 {
     cms_nats *n = h->data;
+    char perm[PERM_PENDING_MAX][PERM_TEXT_MAX];
     uv_mutex_lock(&n->mu);
+    bool refused = n->auth_refused;
+    size_t nperm = n->nperm;
+    memcpy(perm, n->perm_texts, nperm * sizeof perm[0]);
+    n->nperm = 0;
     ev *batch = n->head;
     n->head = n->tail = NULL;
     n->core_queued = 0;
@@ -320,6 +375,10 @@ static void on_async(uv_async_t *h)
         cms_counter_add(n->m_reconnects, reconnects - n->reconnects_seen);
         n->reconnects_seen = reconnects;
     }
+    if (refused)
+        note_refused(n);
+    for (size_t i = 0; i < nperm; i++)
+        note_violation(n, perm[i]);
     if (errors > n->errors_seen) {
         cms_log_warn("nats: asynchronous error", "{s:s, s:I}", "error",
                      natsStatus_GetText(last_err), "count", (json_int_t)(errors - n->errors_seen));
@@ -356,6 +415,7 @@ static void hub_free(cms_nats *n)
     uv_cond_destroy(&n->cond);
     uv_mutex_destroy(&n->mu);
     natsOptions_Destroy(n->opts);
+    free(n->perm_seen);
     free(n->url);
     free(n->name);
     free(n);
@@ -378,6 +438,9 @@ static void make_metrics(cms_nats *n)
                                          "JetStream publishes acknowledged by the stream", NULL);
     n->m_pub_errors = cms_metrics_counter(mx, "cms_nats_publish_errors_total",
                                           "JetStream publishes that failed or timed out", NULL);
+    n->m_perm = cms_metrics_counter(
+        mx, "cms_nats_permission_violations_total",
+        "Publishes and subscriptions the NATS server's permissions denied", NULL);
     n->m_connected =
         cms_metrics_gauge(mx, "cms_nats_connected", "Connected to NATS: 1, else 0", NULL);
     n->m_inflight = cms_metrics_gauge(mx, "cms_nats_publish_inflight",
@@ -424,6 +487,7 @@ int cms_nats_create(uv_loop_t *loop, const cms_nats_options *o, cms_nats **out)
     n->max_inflight = o->max_publish_inflight > 0 ? o->max_publish_inflight : DEFAULT_INFLIGHT;
     n->pub_timeout_ms = o->publish_timeout_ms > 0 ? o->publish_timeout_ms : DEFAULT_PUB_TIMEOUT_MS;
     n->on_state = o->on_state;
+    n->on_auth_refused = o->on_auth_refused;
     n->state_arg = o->state_arg;
     n->on_room = o->on_publish_room;
     n->room_arg = o->room_arg;
@@ -436,13 +500,22 @@ int cms_nats_create(uv_loop_t *loop, const cms_nats_options *o, cms_nats **out)
         rc = CMS_NATS_ENOMEM;
         goto out;
     }
-    natsStatus st = nats_set_options(n);
-    if (st != NATS_OK) {
-        cms_log_error("nats: bad options", "{s:s, s:s}", "url", n->url_shown, "error",
-                      natsStatus_GetText(st));
-        rc = st == NATS_NO_MEMORY ? CMS_NATS_ENOMEM : CMS_NATS_EINVAL;
+    n->perm_seen = calloc(PERM_SEEN_MAX, sizeof *n->perm_seen); /* NULL: none logged */
+    char why[1024];
+    cms_natsauth_err aerr = nats_set_options(n, &o->security, why, sizeof why);
+    if (aerr != CMS_NATSAUTH_OK) {
+        cms_log_error("nats: bad options", "{s:s, s:s, s:s}", "url", n->url_shown, "error",
+                      cms_natsauth_strerror(aerr), "detail", why);
+        rc = aerr == CMS_NATSAUTH_ENOMEM ? CMS_NATS_ENOMEM : CMS_NATS_EINVAL;
         goto out;
     }
+    if (sodium_init() < 0) { /* cms_nats_inbox's random bits */
+        rc = CMS_NATS_ENOMEM;
+        goto out;
+    }
+    cms_log_info("nats: connecting", "{s:s, s:s, s:s, s:s, s:b}", "url", n->url_shown, "user",
+                 n->auth.user, "creds_file", n->auth.creds_file, "inbox_prefix",
+                 n->auth.inbox_prefix, "tls", n->auth.tls);
     if (uv_async_init(loop, &n->async, on_async) != 0) {
         rc = CMS_NATS_ENOMEM;
         goto out;
@@ -472,6 +545,32 @@ out:
 bool cms_nats_is_connected(const cms_nats *n)
 {
     return n != NULL && n->state == N_CONNECTED;
+}
+
+bool cms_nats_auth_refused(const cms_nats *n)
+{
+    return n != NULL && n->refused;
+}
+
+cms_nats_err cms_nats_inbox(const cms_nats *n, char *out, size_t len)
+{
+    static const char hex[] = "0123456789abcdef";
+    uint8_t r[16];
+    if (n == NULL || out == NULL)
+        return CMS_NATS_EINVAL;
+    size_t plen = strlen(n->auth.inbox_prefix);
+    if (len < plen + 1 + 2 * sizeof r + 1)
+        return CMS_NATS_EINVAL;
+    randombytes_buf(r, sizeof r);
+    memcpy(out, n->auth.inbox_prefix, plen);
+    char *p = out + plen;
+    *p++ = '.';
+    for (size_t i = 0; i < sizeof r; i++) {
+        *p++ = hex[r[i] >> 4];
+        *p++ = hex[r[i] & 15];
+    }
+    *p = '\0';
+    return CMS_NATS_OK;
 }
 
 size_t cms_nats_max_payload(const cms_nats *n)

@@ -28,7 +28,17 @@
  * Everything below is called on the loop thread, and every callback runs on
  * it. Metrics (cms_metrics_default()): cms_nats_reconnects_total,
  * cms_nats_messages_dropped_total, cms_nats_published_total,
- * cms_nats_publish_errors_total, cms_nats_connected, cms_nats_publish_inflight.
+ * cms_nats_publish_errors_total, cms_nats_connected, cms_nats_publish_inflight,
+ * cms_nats_permission_violations_total.
+ *
+ * Credentials, inbox prefix and TLS: see natsauth.h. A refusal of the
+ * credentials by the server is logged once with the user, the file and what
+ * to do (on_auth_refused); a first connection is then asked for again with
+ * backoff, while one refused on reconnecting is given up by nats.c (after
+ * its second refusal) until the process restarts. Other reasons a first
+ * connection fails (TLS) are logged once each. A permissions violation (a
+ * publish or subscription the server's permissions deny) is logged once
+ * per subject and counted.
  *
  * nats.c keeps library-wide threads alive after the last connection; call
  * nats_CloseAndWait() once at process end, after cms_nats_destroy (never earlier:
@@ -59,10 +69,23 @@ typedef enum {
 } cms_nats_err;
 
 const char *cms_nats_strerror(cms_nats_err e);
+#define CMS_NATS_WUR __attribute__((warn_unused_result))
+
+/* Who we are to the server and how we trust it (natsauth.h says how each is
+ * read and applied). Every field may be NULL / false. */
+typedef struct cms_nats_security {
+    const char *creds_file;   /* a .creds file or USER:PASSWORD on its first line; mode 0600 */
+    const char *inbox_prefix; /* NULL: _INBOX.<USER> with a USER:PASSWORD file, else _INBOX */
+    const char *ca_file;      /* PEM CA(s) the server's certificate must chain to; implies TLS */
+    const char *cert_file;    /* PEM client certificate chain (with key_file); implies TLS */
+    const char *key_file;     /* its private key; mode 0600 */
+    bool tls;                 /* require TLS (so does a tls:// URL) */
+} cms_nats_security;
 
 typedef struct cms_nats_options {
-    const char *url;          /* comma-separated servers */
-    const char *name;         /* connection name, e.g. "cms-audit" */
+    const char *url;  /* comma-separated servers */
+    const char *name; /* connection name, e.g. "cms-audit" */
+    cms_nats_security security;
     size_t queue_cap;         /* hand-off queue capacity for core messages (default 8192);
                                  also caps queued core publishes */
     int max_publish_inflight; /* default 256 */
@@ -74,6 +97,10 @@ typedef struct cms_nats_options {
     int64_t publish_timeout_ms; /* default 5000 */
     void (*on_state)(void *arg, bool connected);
     void *state_arg; /* on the loop */
+    /* Optional, on the loop, with state_arg: called when the server refused
+     * the credentials (authorization violation, logged), once until a
+     * connection is made again. */
+    void (*on_auth_refused)(void *arg);
     /* Optional, on the loop: called once after cms_nats_js_publish returned
      * CMS_NATS_EBUSY, as soon as a publish slot is free again. Callers may
      * instead retry from their own completion callbacks. */
@@ -87,6 +114,17 @@ typedef struct cms_nats_options {
 int cms_nats_create(uv_loop_t *loop, const cms_nats_options *o, cms_nats **out)
     __attribute__((warn_unused_result));
 bool cms_nats_is_connected(const cms_nats *n);
+/* True while the server refuses the credentials (since on_auth_refused,
+ * until connected). */
+bool cms_nats_auth_refused(const cms_nats *n);
+
+/* A new inbox subject of this connection, "<inbox prefix>.<32 random hex>"
+ * (the prefix of natsauth.h: "_INBOX.<user>" with password credentials),
+ * into out. Every inbox this process subscribes to is made here, so that
+ * a server allowing each user only its own inboxes lets it through. Any
+ * thread. CMS_NATS_EINVAL if len is too small. */
+#define CMS_NATS_INBOX_MAX 192 /* bytes, with the NUL: enough for any inbox made here */
+cms_nats_err cms_nats_inbox(const cms_nats *n, char *out, size_t len) CMS_NATS_WUR;
 /* Core messages dropped so far, in this process (cms_nats_messages_dropped_total):
  * a subscriber that must not miss one (cache invalidations) compares it
  * between looks. Any thread. */
@@ -187,7 +225,6 @@ uint64_t cms_nats_msg_num_pending(const cms_nats_msg *m); /* consumer lag as of 
  * non-blocking). A message is settled once: later calls give EINVAL.
  * in_progress (extend AckWait) may be repeated before settling. After
  * cms_nats_close: ECLOSED (the server redelivers after AckWait). */
-#define CMS_NATS_WUR __attribute__((warn_unused_result))
 cms_nats_err cms_nats_msg_ack(cms_nats_msg *m) CMS_NATS_WUR;
 cms_nats_err cms_nats_msg_nak(cms_nats_msg *m, int64_t delay_ms) CMS_NATS_WUR; /* 0: now */
 cms_nats_err cms_nats_msg_term(cms_nats_msg *m) CMS_NATS_WUR;

@@ -41,6 +41,7 @@
 
 #include "fsm.h"
 #include "metrics.h"
+#include "natsauth.h"
 
 #include <nats/nats.h>
 #include <stdatomic.h>
@@ -52,6 +53,11 @@
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
 #define JS_API_WAIT_MS 5000 /* blocking JetStream API calls (helper threads only) */
+/* Permissions violations: texts waiting for the loop (the rest are only
+ * counted), and the subjects logged (past that, counted only). */
+#define PERM_PENDING_MAX 16
+#define PERM_TEXT_MAX 256
+#define PERM_SEEN_MAX 64
 
 /* ---- states, one enum per lock domain ---- */
 
@@ -181,10 +187,10 @@ struct cms_nats_consumer {
     void (*idle_cb)(void *arg);
     void *idle_arg;
     /* fetch thread */
-    natsSubscription *ns; /* plain subscription on inbox */
-    natsInbox *inbox;
-    char *next_subj; /* $JS.API.CONSUMER.MSG.NEXT.<stream>.<durable> */
-    int req_left;    /* messages our open pull request may still bring */
+    natsSubscription *ns;           /* plain subscription on inbox */
+    char inbox[CMS_NATS_INBOX_MAX]; /* "" while unbound */
+    char *next_subj;                /* $JS.API.CONSUMER.MSG.NEXT.<stream>.<durable> */
+    int req_left;                   /* messages our open pull request may still bring */
     uint64_t req_deadline;
     cms_counter *m_requests, *m_pulled; /* by durable (atomic: any thread) */
 };
@@ -213,6 +219,7 @@ struct cms_nats {
     int max_inflight;
     int64_t pub_timeout_ms;
     void (*on_state)(void *arg, bool connected);
+    void (*on_auth_refused)(void *arg);
     void *state_arg;
     void (*on_room)(void *arg);
     void *room_arg;
@@ -227,6 +234,13 @@ struct cms_nats {
     void *closed_arg;
     natsOptions *opts;
     uv_thread_t writer;
+    bool refused;                     /* the refusal was seen (logged once) */
+    char (*perm_seen)[PERM_TEXT_MAX]; /* "<op> <subject>" logged, PERM_SEEN_MAX */
+    size_t nperm_seen;                /* in perm_seen */
+    bool perm_seen_full;              /* and that was said once */
+
+    /* any thread: set in create, then read only */
+    cms_natsauth_info auth;
 
     /* mu: the event queue and what nats.c callbacks report */
     uv_mutex_t mu;
@@ -239,6 +253,9 @@ struct cms_nats {
     nc_state ncstate;
     uint64_t conn_events, reconnects, async_errors;
     natsStatus last_async_error;
+    bool auth_refused; /* the server refused the credentials */
+    char perm_texts[PERM_PENDING_MAX][PERM_TEXT_MAX];
+    size_t nperm;       /* in perm_texts */
     int nats_subs_live; /* core subscriptions whose end nats.c has not reported */
     int prov_running;
     pub *ihead, *itail; /* in flight */
@@ -259,7 +276,7 @@ struct cms_nats {
     atomic_int_least64_t max_payload; /* the server's, from its INFO; 0 before connecting */
 
     /* metrics (atomic; any thread) */
-    cms_counter *m_reconnects, *m_dropped, *m_published, *m_pub_errors;
+    cms_counter *m_reconnects, *m_dropped, *m_published, *m_pub_errors, *m_perm;
     cms_gauge *m_connected, *m_inflight;
 };
 
@@ -295,7 +312,9 @@ bool nats_push_op(cms_nats *n, op *o, bool *busy);
 op *nats_op_new(op_kind kind);
 /* Loop: asks the writer to close (it then tears everything down). */
 void nats_writer_request_close(cms_nats *n);
-natsStatus nats_set_options(cms_nats *n);
+/* nats.c's options for n, with o's security (natsauth.h); why on failure. */
+cms_natsauth_err nats_set_options(cms_nats *n, const cms_nats_security *sec, char *why,
+                                  size_t whylen);
 
 /* ---- nats_publish.c ---- */
 

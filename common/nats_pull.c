@@ -70,16 +70,16 @@ static void consumer_unbind(cms_nats_consumer *c)
     /* a plain subscription: destroying it never touches the durable */
     natsSubscription_Destroy(c->ns);
     c->ns = NULL;
-    natsInbox_Destroy(c->inbox);
-    c->inbox = NULL;
+    c->inbox[0] = '\0';
     c->req_left = 0; /* an open request's messages went with the inbox */
 }
 
 static natsStatus consumer_bind(cms_nats_consumer *c, natsConnection *nc, jsCtx *js)
 {
     natsStatus st = consumer_ensure(c, js);
-    if (st == NATS_OK)
-        st = natsInbox_Create(&c->inbox);
+    /* under the connection's inbox prefix (natsInbox_Create ignores it) */
+    if (st == NATS_OK && cms_nats_inbox(c->n, c->inbox, sizeof c->inbox) != CMS_NATS_OK)
+        st = NATS_INVALID_ARG;
     if (st == NATS_OK)
         st = natsConnection_SubscribeSync(&c->ns, nc, c->inbox);
     if (st == NATS_OK)

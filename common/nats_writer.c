@@ -95,6 +95,8 @@ static void conn_event(cms_nats *n, natsConnection *nc, nc_state to, bool reconn
     if (to == NC_UP && nc != NULL)
         note_max_payload(n, nc);
     uv_mutex_lock(&n->mu);
+    if (to == NC_UP)
+        n->auth_refused = false;
     if (n->ncstate != NC_CLOSED)
         nats_report_locked(n, to);
     if (reconnect)
@@ -130,14 +132,26 @@ static void on_closed(natsConnection *nc, void *closure)
     uv_mutex_unlock(&n->mu);
 }
 
+/* nats.c passes the server's text of the error as this thread's last error. */
 static void on_async_error(natsConnection *nc, natsSubscription *ns, natsStatus err, void *closure)
 {
     (void)nc;
     (void)ns;
     cms_nats *n = closure;
+    const char *text = err == NATS_NOT_PERMITTED ? nats_GetLastError(NULL) : NULL;
+    if (err == NATS_NOT_PERMITTED)
+        cms_counter_inc(n->m_perm);
     uv_mutex_lock(&n->mu);
-    n->async_errors++;
-    n->last_async_error = err;
+    if (err == NATS_CONNECTION_AUTH_FAILED) {
+        n->auth_refused = true;
+    } else if (err == NATS_NOT_PERMITTED) {
+        /* only the text: the loop logs each subject once, the rest is counted */
+        if (text != NULL && n->nperm < PERM_PENDING_MAX)
+            snprintf(n->perm_texts[n->nperm++], PERM_TEXT_MAX, "%s", text);
+    } else {
+        n->async_errors++;
+        n->last_async_error = err;
+    }
     nats_poke_locked(n);
     uv_mutex_unlock(&n->mu);
 }
@@ -162,7 +176,8 @@ static void on_pub_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, 
         natsMsg_Destroy(msg);
 }
 
-natsStatus nats_set_options(cms_nats *n)
+cms_natsauth_err nats_set_options(cms_nats *n, const cms_nats_security *sec, char *why,
+                                  size_t whylen)
 {
     natsStatus st = natsOptions_Create(&n->opts);
     if (st == NATS_OK)
@@ -197,7 +212,11 @@ natsStatus nats_set_options(cms_nats *n)
         st = natsOptions_SetErrorHandler(n->opts, on_async_error, n);
     if (st == NATS_OK && n->send_asap)
         st = natsOptions_SetSendAsap(n->opts, true);
-    return st;
+    if (st != NATS_OK) {
+        snprintf(why, whylen, "%s", natsStatus_GetText(st));
+        return st == NATS_NO_MEMORY ? CMS_NATSAUTH_ENOMEM : CMS_NATSAUTH_EINVAL;
+    }
+    return cms_natsauth_apply(n->opts, n->url, sec, &n->auth, why, whylen);
 }
 
 /* ---- running ops ---- */
@@ -307,15 +326,53 @@ static op *writer_take(cms_nats *n, bool *close_requested)
     return batch;
 }
 
+/* One attempt without nats.c's retrying, to learn why it fails: its
+ * retries in the background say nothing, and it gives up for good after a
+ * second refusal of the credentials. nc is set on NATS_OK only; why gets
+ * nats.c's text of a failure. */
+static natsStatus writer_probe(cms_nats *n, natsConnection **nc, char *why, size_t len)
+{
+    natsStatus st = natsOptions_SetRetryOnFailedConnect(n->opts, false, NULL, NULL);
+    if (st == NATS_OK)
+        st = natsConnection_Connect(nc, n->opts);
+    const char *last = nats_GetLastError(NULL);
+    snprintf(why, len, "%s", last != NULL ? last : natsStatus_GetText(st));
+    /* the connection made keeps the options it was made with */
+    natsStatus back = natsOptions_SetRetryOnFailedConnect(n->opts, true, on_connected, n);
+    if (st == NATS_OK && back != NATS_OK) {
+        natsConnection_Destroy(*nc);
+        *nc = NULL;
+        st = back;
+    }
+    return st;
+}
+
 /* Connects (in the background while the server is down: nats.c retries).
- * Returns NULL only once close was requested. */
+ * While the server refuses the credentials it is asked again here, with
+ * backoff, so that fixing them on either side needs no restart. Returns
+ * NULL only once close was requested. */
 static natsConnection *writer_connect(cms_nats *n)
 {
     natsConnection *nc = NULL;
+    natsStatus said = NATS_OK; /* the last probe failure logged */
     cms_backoff b;
     cms_backoff_init(&b, BACKOFF_MIN_MS * 10, BACKOFF_MAX_MS);
     for (;;) {
-        natsStatus st = natsConnection_Connect(&nc, n->opts);
+        char why[512];
+        natsStatus st = writer_probe(n, &nc, why, sizeof why);
+        if (st == NATS_CONNECTION_AUTH_FAILED) {
+            uv_mutex_lock(&n->mu);
+            n->auth_refused = true; /* the loop says it, once */
+            nats_poke_locked(n);
+            uv_mutex_unlock(&n->mu);
+        } else if (st != NATS_OK) {
+            /* a server that is down is the normal start; TLS failures are not */
+            if (st != NATS_NO_SERVER && st != said)
+                cms_log_error("nats: cannot connect; retrying in the background", "{s:s, s:s, s:s}",
+                              "url", n->url_shown, "error", natsStatus_GetText(st), "detail", why);
+            said = st;
+            st = natsConnection_Connect(&nc, n->opts);
+        }
         if (st == NATS_OK || st == NATS_NOT_YET_CONNECTED) {
             if (st == NATS_OK) {
                 note_max_payload(n, nc);
@@ -323,14 +380,16 @@ static natsConnection *writer_connect(cms_nats *n)
                 /* a callback that already ran knows better */
                 if (n->ncstate == NC_NONE)
                     nats_report_locked(n, NC_UP);
+                n->auth_refused = false;
                 nats_poke_locked(n);
                 uv_mutex_unlock(&n->mu);
             }
             return nc;
         }
         uint64_t delay = cms_backoff_next(&b);
-        cms_log_error("nats: cannot connect", "{s:s, s:s, s:I}", "url", n->url_shown, "error",
-                      natsStatus_GetText(st), "retry_ms", (json_int_t)delay);
+        if (st != NATS_CONNECTION_AUTH_FAILED)
+            cms_log_error("nats: cannot connect", "{s:s, s:s, s:I}", "url", n->url_shown, "error",
+                          natsStatus_GetText(st), "retry_ms", (json_int_t)delay);
         uv_mutex_lock(&n->wmu);
         uint64_t deadline = uv_hrtime() + delay * NS_PER_MS;
         while (n->wstate == W_RUNNING && nats_wait_until(&n->wcond, &n->wmu, deadline)) {

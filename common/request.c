@@ -8,7 +8,6 @@
 
 #include "fsm.h"
 #include "log.h"
-#include "uuid.h"
 
 #include <inttypes.h>
 #include <stdbool.h>
@@ -40,7 +39,7 @@ struct cms_request {
     uv_loop_t *loop;
     cms_nats *nats;
     rq_state state;
-    char inbox[64]; /* "_INBOX.<32 hex>" */
+    char inbox[CMS_NATS_INBOX_MAX]; /* cms_nats_inbox: "<prefix>.<32 hex>" */
     cms_nats_sub *sub;
     pending *table;
     uint64_t next_token;
@@ -126,12 +125,11 @@ cms_request_err cms_request_create(uv_loop_t *loop, cms_nats *nats, cms_request 
         return CMS_REQUEST_ENOMEM;
     r->loop = loop;
     r->nats = nats;
-    cms_uuid u;
-    cms_uuid_v7(&u);
-    int k = snprintf(r->inbox, sizeof r->inbox, "_INBOX.");
-    for (size_t i = 0; i < sizeof u.b; i++)
-        k += snprintf(r->inbox + k, sizeof r->inbox - (size_t)k, "%02x", u.b[i]);
-    char subject[80];
+    char subject[CMS_NATS_INBOX_MAX + 2];
+    if (cms_nats_inbox(nats, r->inbox, sizeof r->inbox) != CMS_NATS_OK) {
+        free(r);
+        return CMS_REQUEST_EINVAL;
+    }
     snprintf(subject, sizeof subject, "%s.*", r->inbox);
     if (cms_nats_subscribe(nats, subject, NULL, on_reply, r, &r->sub) != 0) {
         free(r);
@@ -156,7 +154,7 @@ cms_request_err cms_request_send(cms_request *r, const char *subject, const char
     if (p == NULL)
         return CMS_REQUEST_ENOMEM;
     p->token = ++r->next_token;
-    char reply[96];
+    char reply[CMS_NATS_INBOX_MAX + 24];
     snprintf(reply, sizeof reply, "%s.%" PRIx64, r->inbox, p->token);
     cms_nats_err err = cms_nats_publish_request(r->nats, subject, reply, headers, data, len);
     if (err != CMS_NATS_OK) {

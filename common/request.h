@@ -1,8 +1,9 @@
 /* Request-reply over NATS from the loop: a request is a core publish with a
  * reply subject under this process's own inbox, and its answer (or its
  * deadline) comes back to a callback on the loop. One subscription serves
- * every request ("_INBOX.<random>.*"); a reply that comes after the
- * deadline is dropped. */
+ * every request ("<inbox prefix>.<random>.*", from cms_nats_inbox, so it
+ * is "_INBOX.<user>..." with password credentials); a reply that comes
+ * after the deadline is dropped. */
 #ifndef CMS_REQUEST_H
 #define CMS_REQUEST_H
 

@@ -4,6 +4,7 @@
 #include "bus.h"
 #include "http.h"
 #include "log.h"
+#include "natsauth.h"
 
 #include <jansson.h>
 #include <nats/nats.h>
@@ -178,6 +179,8 @@ static bool ready(void *arg, char *why, size_t len)
     else if (s->schema_version < CMS_SCHEMA_VERSION)
         snprintf(why, len, "database schema at version %d, need %d: run cms-migrate up\n",
                  s->schema_version < 0 ? 0 : s->schema_version, CMS_SCHEMA_VERSION);
+    else if (cms_nats_auth_refused(s->nats))
+        snprintf(why, len, "NATS refuses the credentials (see the log)\n");
     else if (!cms_nats_is_connected(s->nats))
         snprintf(why, len, "not connected to NATS\n");
     else if (!s->streams_ready)
@@ -424,10 +427,13 @@ static int start(cms_service *s)
                            .state_arg = s,
                            /* callers wait on every command reply */
                            .send_asap = s->spec->commands};
+    cms_natsauth_from_config(c, &no.security);
     if (cms_nats_create(&s->loop, &no, &s->nats) != 0) {
         char shown[512];
         (void)cms_config_redact(no.url, shown, sizeof shown);
-        cms_log_error("cannot create the NATS connection: check --nats-url", "{s:s}", "url", shown);
+        cms_log_error("cannot create the NATS connection: check --nats-url, --nats-creds and the "
+                      "TLS options (the reason is logged above)",
+                      "{s:s}", "url", shown);
         return 1;
     }
     if (cms_bus_provision(s->nats, streams_done, s) != 0)

@@ -20,6 +20,12 @@ static void on_watchdog(uv_timer_t *t)
 void natsfx_init(natsfx *f, const char *name, const char *tag, int64_t timeout_ms,
                  const cms_nats_options *opts)
 {
+    natsfx_init_at(f, cms_test_env("CMS_TEST_NATS_URL"), name, tag, timeout_ms, opts);
+}
+
+void natsfx_init_at(natsfx *f, const char *url, const char *name, const char *tag,
+                    int64_t timeout_ms, const cms_nats_options *opts)
+{
     memset(f, 0, sizeof *f);
     cms_log_init(name, CMS_LOG_WARN, stderr);
     snprintf(f->tag, sizeof f->tag, "%s%d", tag, (int)getpid());
@@ -33,7 +39,7 @@ void natsfx_init(natsfx *f, const char *name, const char *tag, int64_t timeout_m
         o = *opts;
     if (o.name == NULL)
         o.name = name;
-    o.url = cms_test_env("CMS_TEST_NATS_URL");
+    o.url = url;
     cr_assert_eq(cms_nats_create(&f->loop, &o, &f->n), 0);
 }
 

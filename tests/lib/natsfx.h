@@ -30,6 +30,10 @@ typedef struct natsfx {
  * if NULL. tag: the tag's prefix ("t": "t<pid>"). */
 void natsfx_init(natsfx *f, const char *name, const char *tag, int64_t timeout_ms,
                  const cms_nats_options *opts);
+/* The same against the server at url (a natsauthfx's, say) with opts' other
+ * settings (its security among them). */
+void natsfx_init_at(natsfx *f, const char *url, const char *name, const char *tag,
+                    int64_t timeout_ms, const cms_nats_options *opts);
 /* For every handler: counts a call made off the loop's thread. */
 void natsfx_check_thread(natsfx *f);
 /* Closes f->n; natsfx_finish's loop ends once it is closed. */

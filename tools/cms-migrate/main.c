@@ -19,6 +19,7 @@
 #include "log.h"
 #include "migrate.h"
 #include "migset.h"
+#include "natsauth.h"
 
 #define PROG "cms-migrate"
 
@@ -43,6 +44,8 @@ static const cms_option options[] = {
      "provision: NATS server URL(s), comma-separated", CMS_OPT_PASSWORD, false},
     {"provision-timeout", "CMS_PROVISION_TIMEOUT", CMS_OPT_DURATION, "1m",
      "provision: longest wait for NATS to take the streams and durables", CMS_OPT_PUBLIC, false},
+    /* provision: the migrator's NATS credentials (only it may make streams) */
+    CMS_OPTIONS_NATS_SECURITY("", ""),
     {"log-level", "CMS_LOG_LEVEL", CMS_OPT_STRING, "info",
      "debug (every statement), info (every migration), warn or error", CMS_OPT_PUBLIC, false},
     {"identity-key-file", "CMS_IDENTITY_KEY_FILE", CMS_OPT_STRING, NULL,
@@ -151,6 +154,7 @@ static int cmd_provision(const cms_config *cfg)
     if (timeout_ms <= 0)
         return usage("%s", "--provision-timeout must be more than 0");
     cms_nats_options o = {.url = cms_config_str(cfg, "nats-url"), .name = PROG};
+    cms_natsauth_from_config(cfg, &o.security);
     size_t ns = 0, nd = 0;
     const cms_nats_stream_spec *streams = cms_bus_streams(&ns);
     const cms_nats_durable_spec *durables = cms_bus_durables(&nd);

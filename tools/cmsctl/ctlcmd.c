@@ -387,7 +387,7 @@ int cmsctl_cmd_open(const char *prog, const cms_config *cfg, const char *service
     snprintf(c->prefix, sizeof c->prefix, "%s", prefix);
     snprintf(c->service, sizeof c->service, "%s", service);
     snprintf(c->auth, sizeof c->auth, "Bearer %s", key);
-    status = cmsctl_nats_connect(prog, cms_config_str(cfg, "nats-url"), timeout_ms, &c->nc);
+    status = cmsctl_nats_connect(prog, cfg, timeout_ms, &c->nc);
     if (status != CMSCTL_EXIT_OK)
         goto out;
     *out = c;

@@ -25,12 +25,13 @@
 #include "cms/v1/command.pb-c.h"
 #include "cms/v1/identity.pb-c.h"
 #include "config.h"
+#include "ctlnats.h"
 #include "ctlout.h"
 
 /* The options every command verb takes (put them in the verb's table). */
 // clang-format off
 #define CMSCTL_CMD_OPTIONS \
-  {"nats-url", "CMS_NATS_URL", CMS_OPT_STRING, "nats://127.0.0.1:4222", "NATS server URL(s), comma-separated", CMS_OPT_PASSWORD, false}, \
+  CMSCTL_NATS_OPTIONS, \
   {"command-prefix", "CMS_COMMAND_PREFIX", CMS_OPT_STRING, "cms.cmd", "subject root of commands: <prefix>.<service>.<verb>", CMS_OPT_PUBLIC, false}, \
   {"timeout", NULL, CMS_OPT_DURATION, "10s", "longest wait to connect, and for each reply (1ms to 24d)", CMS_OPT_PUBLIC, false}, \
   CMSCTL_OUT_OPTIONS

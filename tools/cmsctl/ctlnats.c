@@ -5,12 +5,14 @@
 
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <uv.h>
 
 #include "cli.h"
 #include "config.h"
 #include "nats.h"
+#include "natsauth.h"
 
 #define RECONNECTS 10
 #define RECONNECT_WAIT_MS 250
@@ -49,11 +51,33 @@ int cmsctl_nats_fail(const char *prog, const char *what, natsStatus st)
     return cmsctl_fail(prog, "%s: %s: %s", what, text, detail);
 }
 
-int cmsctl_nats_connect(const char *prog, const char *url, int64_t timeout_ms, natsConnection **out)
+/* The variable's value, NULL when unset or empty (as config.c reads them). */
+static const char *env_or_null(const char *name)
+{
+    const char *v = getenv(name);
+    return v != NULL && *v != '\0' ? v : NULL;
+}
+
+void cmsctl_nats_security(const cms_config *cfg, cms_nats_security *out)
+{
+    cms_natsauth_from_config(cfg, out);
+    if (!cms_config_is_set(cfg, "nats-creds") && env_or_null("NATS_CREDS") != NULL)
+        out->creds_file = env_or_null("NATS_CREDS");
+    if (!cms_config_is_set(cfg, "nats-ca") && env_or_null("NATS_CA") != NULL)
+        out->ca_file = env_or_null("NATS_CA");
+}
+
+int cmsctl_nats_connect(const char *prog, const cms_config *cfg, int64_t timeout_ms,
+                        natsConnection **out)
 {
     int status = CMSCTL_EXIT_FAILED;
     natsOptions *o = NULL;
     natsConnection *nc = NULL;
+    const char *url = cms_config_str(cfg, "nats-url");
+    cms_nats_security sec;
+    cms_natsauth_info info;
+    char why[1024];
+    cmsctl_nats_security(cfg, &sec);
     natsStatus st = natsOptions_Create(&o);
     if (st == NATS_OK)
         st = natsOptions_SetURL(o, url);
@@ -69,7 +93,17 @@ int cmsctl_nats_connect(const char *prog, const char *url, int64_t timeout_ms, n
         status = cmsctl_nats_fail(prog, "bad NATS options (check --nats-url or CMS_NATS_URL)", st);
         goto out;
     }
+    cms_natsauth_err aerr = cms_natsauth_apply(o, url, &sec, &info, why, sizeof why);
+    if (aerr != CMS_NATSAUTH_OK) {
+        status = cmsctl_fail(prog, "%s", why);
+        goto out;
+    }
     st = natsConnection_Connect(&nc, o);
+    if (st == NATS_CONNECTION_AUTH_FAILED) {
+        cms_natsauth_refused_text(&info, why, sizeof why);
+        status = cmsctl_fail(prog, "%s", why);
+        goto out;
+    }
     if (st != NATS_OK) {
         char what[600], shown[400];
         (void)cms_config_redact(url, shown, sizeof shown); /* a URL may carry a password */
@@ -89,9 +123,10 @@ out:
     return status;
 }
 
-static int provision(const char *prog, const char *url, int64_t timeout_ms)
+static int provision(const char *prog, const cms_config *cfg, int64_t timeout_ms)
 {
-    cms_nats_options o = {.url = url, .name = "cmsctl-provision"};
+    cms_nats_options o = {.url = cms_config_str(cfg, "nats-url"), .name = "cmsctl-provision"};
+    cmsctl_nats_security(cfg, &o.security);
     cms_nats_err err = cms_bus_provision_wait(&o, false, timeout_ms);
     if (err != CMS_NATS_OK) {
         char wait[32];
@@ -103,7 +138,8 @@ static int provision(const char *prog, const char *url, int64_t timeout_ms)
     return CMSCTL_EXIT_OK;
 }
 
-int cmsctl_nats_ensure_events(const char *prog, const char *url, jsCtx *js, int64_t timeout_ms)
+int cmsctl_nats_ensure_events(const char *prog, const cms_config *cfg, jsCtx *js,
+                              int64_t timeout_ms)
 {
     jsStreamInfo *si = NULL;
     jsErrCode jerr = 0;
@@ -112,7 +148,7 @@ int cmsctl_nats_ensure_events(const char *prog, const char *url, jsCtx *js, int6
     if (st == NATS_OK)
         return CMSCTL_EXIT_OK;
     if (st == NATS_NOT_FOUND || jerr == JSStreamNotFoundErr)
-        return provision(prog, url, timeout_ms);
+        return provision(prog, cfg, timeout_ms);
     if (st == NATS_NO_RESPONDERS)
         return cmsctl_fail(prog, "JetStream is not enabled on the NATS server (start nats-server "
                                  "with -js)");

@@ -46,6 +46,11 @@ static const char overall_help[] =
     "  --nats-url URL, --command-prefix P, --database-url CONNINFO\n"
     "                where NATS, the command subjects and PostgreSQL are (also\n"
     "                CMS_NATS_URL, CMS_COMMAND_PREFIX, CMS_DATABASE_URL)\n"
+    "  --nats-creds FILE, --nats-inbox-prefix P, --nats-tls, --nats-ca FILE,\n"
+    "  --nats-cert FILE, --nats-key FILE\n"
+    "                NATS credentials (a .creds file or USER:PASSWORD, mode 600) and\n"
+    "                TLS (also CMS_NATS_CREDS or NATS_CREDS, CMS_NATS_INBOX_PREFIX,\n"
+    "                CMS_NATS_TLS, CMS_NATS_CA or NATS_CA, CMS_NATS_CERT, CMS_NATS_KEY)\n"
     "\n"
     "Only results go to stdout; \"no results\" notes, progress and, with -o json or\n"
     "ndjson, the \"next: --after CURSOR\" line of a page go to stderr.\n"
@@ -64,8 +69,12 @@ typedef struct shared_option {
 } shared_option;
 
 static const shared_option shared[] = {
-    {"output", true},   {"json", false},          {"timeout", true},
-    {"nats-url", true}, {"command-prefix", true}, {"database-url", true},
+    {"output", true},         {"json", false},
+    {"timeout", true},        {"nats-url", true},
+    {"command-prefix", true}, {"database-url", true},
+    {"nats-creds", true},     {"nats-inbox-prefix", true},
+    {"nats-tls", false},      {"nats-ca", true},
+    {"nats-cert", true},      {"nats-key", true},
 };
 
 static const shared_option *find_shared(const char *name, size_t len)
@@ -194,8 +203,9 @@ int main(int argc, char **argv)
         if (so == NULL) {
             status = cmsctl_usage(PROG,
                                   "--%.*s is not a shared option: only -o/--output, --json, "
-                                  "--timeout, --nats-url, --command-prefix and --database-url "
-                                  "may come before the verb; put it after the verb",
+                                  "--timeout, --nats-url, the other --nats-* options, "
+                                  "--command-prefix and --database-url may come before the "
+                                  "verb; put it after the verb",
                                   (int)namelen, name);
             goto out;
         }

@@ -29,8 +29,7 @@ static const cms_option options[] = {
     {"count", NULL, CMS_OPT_INT, "0", "stop after this many messages (0: no limit)", false, false},
     {"duration", NULL, CMS_OPT_DURATION, "0", "stop after recording this long in all (0: no limit)",
      CMS_OPT_PUBLIC, false},
-    {"nats-url", "CMS_NATS_URL", CMS_OPT_STRING, "nats://127.0.0.1:4222",
-     "NATS server URL(s), comma-separated", CMS_OPT_PASSWORD, false},
+    CMSCTL_NATS_OPTIONS,
     {"timeout", NULL, CMS_OPT_DURATION, "5s", "longest wait to connect to NATS (1ms to 24d)",
      CMS_OPT_PUBLIC, false},
     CMSCTL_OUT_OPTIONS,
@@ -78,8 +77,7 @@ int cmsctl_record_main(int argc, char **argv)
         goto out;
     }
     cmsctl_catch_signals();
-    if ((status = cmsctl_nats_connect(PROG, cms_config_str(cfg, "nats-url"), connect_ms, &nc)) !=
-        CMSCTL_EXIT_OK)
+    if ((status = cmsctl_nats_connect(PROG, cfg, connect_ms, &nc)) != CMSCTL_EXIT_OK)
         goto out;
     status = CMSCTL_EXIT_FAILED;
     to_stdout = strcmp(path, "-") == 0;

@@ -554,8 +554,7 @@ static const cms_option options[] = {
      CMS_OPT_PUBLIC, false},
     {"max-message", NULL, CMS_OPT_INT, "1048576", "largest record accepted from the file", false,
      false},
-    {"nats-url", "CMS_NATS_URL", CMS_OPT_STRING, "nats://127.0.0.1:4222",
-     "NATS server URL(s), comma-separated", CMS_OPT_PASSWORD, false},
+    CMSCTL_NATS_OPTIONS,
     {"timeout", NULL, CMS_OPT_DURATION, "5s",
      "longest wait to connect, and to create CMS_EVENTS if it is missing (1ms to 24d)",
      CMS_OPT_PUBLIC, false},
@@ -644,8 +643,7 @@ int cmsctl_replay_main(int argc, char **argv)
         status = cmsctl_fail(PROG, "cannot open %s: %s", path, strerror(errno));
         goto out;
     }
-    const char *url = cms_config_str(cfg, "nats-url");
-    if ((status = cmsctl_nats_connect(PROG, url, connect_ms, &nc)) != CMSCTL_EXIT_OK)
+    if ((status = cmsctl_nats_connect(PROG, cfg, connect_ms, &nc)) != CMSCTL_EXIT_OK)
         goto out;
     status = CMSCTL_EXIT_FAILED;
 
@@ -673,7 +671,7 @@ int cmsctl_replay_main(int argc, char **argv)
         goto out;
     }
     rp->js = js;
-    if ((status = cmsctl_nats_ensure_events(PROG, url, js, connect_ms)) != CMSCTL_EXIT_OK)
+    if ((status = cmsctl_nats_ensure_events(PROG, cfg, js, connect_ms)) != CMSCTL_EXIT_OK)
         goto out;
     status = CMSCTL_EXIT_FAILED;
     cmsctl_catch_signals();
