@@ -134,6 +134,9 @@ struct cms_consumer {
     cms_nats *nats;
     cms_consumer_options o;
     char name[NAME_MAX_LEN], stream[NAME_MAX_LEN], filter[CMS_BUS_SUBJECT_MAX];
+    /* its service's name, the name up to a '-': dead letters go to
+     * cms.dlq.<service>, which that service's NATS user alone may publish on */
+    char service[NAME_MAX_LEN];
     char retention[24];
     cms_lease lease;
     cons_state state;
@@ -449,7 +452,7 @@ static void run_dead(item *it)
 {
     cms_consumer *c = it->c;
     cms_bus_err err =
-        cms_bus_dead_letter(c->nats, c->name, it->msg, it->dead_reason, dead_stored, it);
+        cms_bus_dead_letter(c->nats, c->service, it->msg, it->dead_reason, dead_stored, it);
     if (err == CMS_BUS_OK) {
         c->jobs++;
         return;
@@ -1005,6 +1008,7 @@ cms_consumer_err cms_consumer_create(uv_loop_t *loop, cms_pg *pg, cms_nats *nats
     c->nats = nats;
     c->o = *o;
     snprintf(c->name, sizeof c->name, "%s", o->name);
+    snprintf(c->service, sizeof c->service, "%.*s", (int)strcspn(o->name, "-"), o->name);
     snprintf(c->stream, sizeof c->stream, "%s", o->stream ? o->stream : CMS_BUS_EVENTS_STREAM);
     snprintf(c->filter, sizeof c->filter, "%s",
              o->filter_subject ? o->filter_subject : CMS_BUS_EVENT_SUBJECTS);

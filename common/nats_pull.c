@@ -168,6 +168,22 @@ static void consumer_main(void *arg)
     cms_backoff_init(&b, BACKOFF_MIN_MS, BACKOFF_MAX_MS);
     int errors = 0;
     while (js != NULL) {
+        /* bound even while paused: a standby is ready, and says so */
+        if (c->ns == NULL) {
+            uv_mutex_lock(&c->mu);
+            bool stop_now = c->stop;
+            uv_mutex_unlock(&c->mu);
+            if (stop_now)
+                break;
+            if (consumer_bind(c, nc, js) != NATS_OK) {
+                if (!consumer_pause_for(c, (int64_t)cms_backoff_next(&b)))
+                    break;
+                continue;
+            }
+            cms_backoff_reset(&b);
+            errors = 0;
+            continue;
+        }
         int queued = 0, bytes = 0;
         if (c->ns != NULL)
             (void)natsSubscription_GetPending(c->ns, &queued, &bytes);
@@ -197,16 +213,8 @@ static void consumer_main(void *arg)
             (void)nats_push_ev(c->n, &c->idle_ev);
             continue;
         }
-        if (c->ns == NULL) {
-            if (consumer_bind(c, nc, js) != NATS_OK) {
-                if (!consumer_pause_for(c, (int64_t)cms_backoff_next(&b)))
-                    break;
-                continue;
-            }
-            cms_backoff_reset(&b);
-            errors = 0;
-            continue;
-        }
+        if (c->ns == NULL)
+            continue; /* unbound meanwhile: bound again at the top */
         natsStatus st = NATS_OK;
         if (!paused && c->req_left <= 0 && queued == 0)
             st = consumer_request(c, nc, credit < c->fetch_batch ? credit : c->fetch_batch);

@@ -49,9 +49,8 @@ void consumerfx_setup(consumerfx *c, const char *ack_wait, const char *lease)
     snprintf(c->env[1], sizeof c->env[1], "CMS_TESTSVC_CONSUME_SUBJECT=%s", c->filter);
     snprintf(c->env[2], sizeof c->env[2], "CMS_CONSUMER_ACK_WAIT=%s", ack_wait);
     snprintf(c->env[3], sizeof c->env[3], "CMS_CONSUMER_LEASE=%s", lease);
-    char dlq[96];
-    snprintf(dlq, sizeof dlq, "cms.dlq.%s", c->name);
-    cr_assert_eq(natsConnection_SubscribeSync(&c->dlq, c->f.nc, dlq), NATS_OK);
+    /* the service's dead letters: this test's are those of its resource type */
+    cr_assert_eq(natsConnection_SubscribeSync(&c->dlq, c->f.nc, "cms.dlq.testsvc"), NATS_OK);
     natsSubscription_SetPendingLimits(c->dlq, -1, -1);
 }
 
@@ -145,13 +144,24 @@ double consumerfx_outcome(consumerfx *c, int i, const char *outcome)
 
 bool consumerfx_next_dead(consumerfx *c, char *reason, double timeout_ms)
 {
-    natsMsg *m = NULL;
-    if (natsSubscription_NextMsg(&m, c->dlq, (int64_t)timeout_ms) != NATS_OK)
-        return false;
-    const char *r = NULL;
-    if (natsMsgHeader_Get(m, "Cms-Dlq-Reason", &r) != NATS_OK)
-        r = "";
-    snprintf(reason, 64, "%s", r);
-    natsMsg_Destroy(m);
-    return true;
+    char mine[128];
+    int n = snprintf(mine, sizeof mine, "cms.events.%s.", c->rtype);
+    double deadline = cms_test_now_ms() + timeout_ms;
+    for (;;) {
+        double left = deadline - cms_test_now_ms();
+        natsMsg *m = NULL;
+        if (left <= 0 || natsSubscription_NextMsg(&m, c->dlq, (int64_t)left + 1) != NATS_OK)
+            return false;
+        const char *subject = NULL, *r = NULL;
+        if (natsMsgHeader_Get(m, "Cms-Dlq-Subject", &subject) != NATS_OK ||
+            strncmp(subject, mine, (size_t)n) != 0) {
+            natsMsg_Destroy(m); /* another test's */
+            continue;
+        }
+        if (natsMsgHeader_Get(m, "Cms-Dlq-Reason", &r) != NATS_OK)
+            r = "";
+        snprintf(reason, 64, "%s", r);
+        natsMsg_Destroy(m);
+        return true;
+    }
 }

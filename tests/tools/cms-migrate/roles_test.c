@@ -404,7 +404,7 @@ Test(roles, a_migrator_without_createrole_migrates_and_bootstraps_the_first_admi
     char bin[512], key_opt[160];
     snprintf(bin, sizeof bin, "%s/cms-migrate", cms_test_env("CMS_TEST_BIN_DIR"));
     snprintf(key_opt, sizeof key_opt, "--identity-key-file=%s", key_file);
-    const char *argv[] = {bin, "--database-url", url, "up", key_opt, NULL};
+    const char *argv[] = {bin, "--database-url", url, "up", key_opt, "--admin-key-stdout", NULL};
     cms_test_proc *p = cms_test_run(argv, WATCHDOG_MS);
     cr_assert(p->exited && p->status == 0, "cms-migrate up as %s: %s%s", role, p->out, p->err);
     cr_assert_not_null(strstr(p->err, "first admin created"), "%s", p->err);
