@@ -487,7 +487,7 @@ static int start(cms_service *s)
             return 1;
         cms_cmd_options co = {.service = s->name,
                               .prefix = cms_config_str(c, "command-prefix"),
-                              .pg = s->pg,
+                              .pg = s->spec->read_only_commands ? NULL : s->pg,
                               .auth = s->auth};
         if (cms_cmd_create(&s->loop, s->nats, &co, &s->cmd) != 0) {
             cms_log_error("cannot serve commands: check --command-prefix", NULL);

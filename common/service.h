@@ -59,6 +59,11 @@ typedef struct cms_service_spec {
     size_t noptions;
     bool outbox;   /* run an outbox relay for rows with source = name */
     bool commands; /* serve cms.cmd.<name>.<verb> */
+    /* With commands: every verb only reads, so a request_id is neither
+     * looked up nor its reply kept (a repeat simply reads again; a page of
+     * the audit log has no business in command_replies) and the service
+     * needs no rights on command_replies. */
+    bool read_only_commands;
     /* Consumers started once start() succeeded (adds the consumer options). */
     const cms_service_consumer *consumers;
     size_t nconsumers;

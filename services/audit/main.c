@@ -1,6 +1,8 @@
-/* cms-audit: records every event on cms.events.> in audit_logs, once. */
+/* cms-audit: records every event on cms.events.> in audit_logs, once, and
+ * answers who may read it (cms.cmd.audit.query). */
 #include "ingest.h"
 #include "log.h"
+#include "query.h"
 #include "service.h"
 
 #include <stdlib.h>
@@ -53,6 +55,10 @@ static int start(cms_service *s, void *arg)
                        .durable = cms_config_str(c, "audit-durable"),
                        .subject = cms_config_str(c, "audit-subject"),
                        .ack_wait_ms = ack_wait};
+    if (audit_query_register(cms_service_cmd(s), cms_service_pg(s)) != CMS_CMD_OK) {
+        cms_log_error("the query verb cannot be registered", NULL);
+        return -1;
+    }
     if (audit_ingest_create(cms_service_loop(s), cms_service_pg(s), cms_service_nats(s), &o,
                             &a->in) != 0)
         return -1;
@@ -89,9 +95,11 @@ int main(int argc, char **argv)
     static app a;
     static const cms_service_spec spec = {
         .name = "audit",
-        .summary = "records every event on cms.events.> in audit_logs, once",
+        .summary = "records every event on cms.events.> in audit_logs, once, and reads it back",
         .options = options,
         .noptions = sizeof options / sizeof options[0],
+        .commands = true,
+        .read_only_commands = true,
         .start = start,
         .drain = drain,
         .ready = ready,

@@ -122,6 +122,10 @@ void svcfx_teardown(svcfx *f)
     if (f->listen)
         PQfinish(f->listen);
     f->listen = NULL;
+    if (f->audit_durable[0] && f->nc &&
+        (f->js != NULL || natsConnection_JetStream(&f->js, f->nc, NULL) == NATS_OK))
+        (void)js_DeleteConsumer(f->js, "CMS_EVENTS", f->audit_durable, NULL, NULL);
+    f->audit_durable[0] = '\0';
     natsSubscription_Destroy(f->events);
     f->events = NULL;
     jsCtx_Destroy(f->js);
@@ -164,6 +168,18 @@ pid_t svcfx_start_at(svcfx *f, int i, const char *binary, const char *const *set
         cr_assert_fail("%s not ready in 20 s (or exited): %s", binary, body);
     }
     return f->pids[i];
+}
+
+pid_t svcfx_start_audit_at(svcfx *f, int i)
+{
+    /* the prefix "t<pid>x<hex>.cmd" without its dot: a durable name and a subject token */
+    snprintf(f->audit_durable, sizeof f->audit_durable, "%.*s", (int)strcspn(f->prefix, "."),
+             f->prefix);
+    char durable[96], subject[128];
+    snprintf(durable, sizeof durable, "CMS_AUDIT_DURABLE=%s", f->audit_durable);
+    snprintf(subject, sizeof subject, "CMS_AUDIT_SUBJECT=cms.events.%s.>", f->audit_durable);
+    const char *set[] = {durable, subject, NULL};
+    return svcfx_start_at(f, i, "cms-audit", set);
 }
 
 pid_t svcfx_start(svcfx *f, const char *binary, const char *const *set)

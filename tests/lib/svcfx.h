@@ -39,7 +39,8 @@ typedef struct svcfx {
     natsConnection *nc;
     natsSubscription *events; /* every cms.events.<type>.<verb>, from setup on */
     jsCtx *js;
-    PGconn *listen; /* svcfx_wait_sql's, once used */
+    PGconn *listen;         /* svcfx_wait_sql's, once used */
+    char audit_durable[48]; /* svcfx_start_audit_at's, deleted at teardown */
 } svcfx;
 
 /* Scratch database from the template (cms_testsvc granted what a service
@@ -58,6 +59,11 @@ void svcfx_teardown(svcfx *f);
  * set: NULL or more "KEY=VALUE" settings (NULL-terminated), and waits until
  * its /readyz is 200. */
 pid_t svcfx_start_at(svcfx *f, int i, const char *binary, const char *const *set);
+/* cms-audit as process i, serving its commands on the fixture's prefix:
+ * it records only a subject space of its own (cms.events.<durable>.>)
+ * through a durable of its own (deleted at teardown), so that it takes no
+ * part in other tests' events. */
+pid_t svcfx_start_audit_at(svcfx *f, int i);
 /* SIGTERM and wait; returns the exit code (-1: killed by a signal). */
 int svcfx_stop_at(svcfx *f, int i);
 void svcfx_kill9_at(svcfx *f, int i);

@@ -323,17 +323,17 @@ Test(help, cms_identity_requires_its_key_file)
     cms_test_proc_free(p);
 }
 
-Test(help, only_services_that_serve_commands_offer_the_command_options)
+/* cms-identity and cms-audit both serve commands (the options exist only
+ * for a service that does: service.c). */
+Test(help, services_that_serve_commands_offer_the_command_options)
 {
     const char *help_arg[] = {"--help"};
     for (size_t i = 0; i < 2; i++) {
         help h;
         cms_test_proc *p = run(&targets[i], help_arg, 1);
         parse_help(targets[i].bin, p->out, &h);
-        bool commands = strcmp(targets[i].bin, "cms-identity") == 0;
-        cr_assert_eq(find(&h, "command-prefix") != NULL, commands, "%s:\n%s", targets[i].bin,
-                     p->out);
-        cr_assert_eq(find(&h, "auth-cache") != NULL, commands, "%s:\n%s", targets[i].bin, p->out);
+        cr_assert_not_null(find(&h, "command-prefix"), "%s:\n%s", targets[i].bin, p->out);
+        cr_assert_not_null(find(&h, "auth-cache"), "%s:\n%s", targets[i].bin, p->out);
         cms_test_proc_free(p);
     }
 }

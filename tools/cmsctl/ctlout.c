@@ -87,6 +87,17 @@ void cmsctl_out_time(json_t *o, const char *name, int64_t us)
     json_object_set_new(o, key, json_integer(us));
 }
 
+const char *cmsctl_out_clean(const char *s, char *buf, size_t len)
+{
+    size_t i = 0;
+    for (; s[i] != '\0' && i + 1 < len; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        buf[i] = (ch < 0x20 || ch == 0x7f) ? '?' : (char)ch;
+    }
+    buf[i] = '\0';
+    return buf;
+}
+
 json_t *cmsctl_out_str(const char *s)
 {
     json_t *v = json_string(s);

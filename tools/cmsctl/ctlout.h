@@ -54,6 +54,11 @@ void cmsctl_out_time(json_t *o, const char *name, int64_t us);
  * only valid UTF-8; what comes from the wire or the database may not be). */
 json_t *cmsctl_out_str(const char *s);
 
+/* Text from a service, made safe for a terminal in a table: control
+ * characters (which could move the cursor or recolour the screen) become
+ * '?'; cut to fit buf. Returns buf. */
+const char *cmsctl_out_clean(const char *s, char *buf, size_t len);
+
 /* "(what)" on stderr, for a list with nothing in it (not in json, where "[]"
  * says it). */
 void cmsctl_out_none(cmsctl_out_format f, const char *what);

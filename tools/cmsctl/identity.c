@@ -255,19 +255,6 @@ out:
 /* ------------------------------------------------------------------------ */
 /* output */
 
-/* Text from the service, made safe for a terminal: control characters
- * (which could move the cursor or recolour the screen) become '?'. */
-static const char *clean(const char *s, char *buf, size_t len)
-{
-    size_t i = 0;
-    for (; s[i] != '\0' && i + 1 < len; i++) {
-        unsigned char ch = (unsigned char)s[i];
-        buf[i] = (ch < 0x20 || ch == 0x7f) ? '?' : (char)ch;
-    }
-    buf[i] = '\0';
-    return buf;
-}
-
 /* The metadata as JSON: the object the service sent, or its text as a
  * string should it not parse. */
 static json_t *jmetadata(const char *text)
@@ -362,12 +349,12 @@ static json_t *credential_json(const Cms__V1__Credential *c, bool with_secret)
 static void identity_table(const Cms__V1__Identity *id)
 {
     char b[TEXT_MAX], t[CMSCTL_CMD_TIME_MAX], roles[ROLES_TEXT_MAX];
-    printf("id: %s\n", clean(id->id, b, sizeof b));
-    printf("name: %s\n", clean(id->name, b, sizeof b));
-    printf("type: %s\n", clean(id->type, b, sizeof b));
-    printf("status: %s\n", clean(id->status, b, sizeof b));
-    printf("roles: %s\n", clean(roles_of(id->metadata_json, roles), b, sizeof b));
-    printf("metadata: %s\n", clean(id->metadata_json, b, sizeof b));
+    printf("id: %s\n", cmsctl_out_clean(id->id, b, sizeof b));
+    printf("name: %s\n", cmsctl_out_clean(id->name, b, sizeof b));
+    printf("type: %s\n", cmsctl_out_clean(id->type, b, sizeof b));
+    printf("status: %s\n", cmsctl_out_clean(id->status, b, sizeof b));
+    printf("roles: %s\n", cmsctl_out_clean(roles_of(id->metadata_json, roles), b, sizeof b));
+    printf("metadata: %s\n", cmsctl_out_clean(id->metadata_json, b, sizeof b));
     printf("created_at: %s\n", table_time(id->created_at_us, t));
     printf("updated_at: %s\n", table_time(id->updated_at_us, t));
 }
@@ -375,20 +362,20 @@ static void identity_table(const Cms__V1__Identity *id)
 static void credential_table(const Cms__V1__Credential *c, bool with_secret)
 {
     char b[TEXT_MAX], t[CMSCTL_CMD_TIME_MAX];
-    printf("id: %s\n", clean(c->id, b, sizeof b));
-    printf("identity_id: %s\n", clean(c->identity_id, b, sizeof b));
-    printf("type: %s\n", clean(c->type, b, sizeof b));
+    printf("id: %s\n", cmsctl_out_clean(c->id, b, sizeof b));
+    printf("identity_id: %s\n", cmsctl_out_clean(c->identity_id, b, sizeof b));
+    printf("type: %s\n", cmsctl_out_clean(c->type, b, sizeof b));
     printf("status: %s\n", credential_status(c, cmsctl_wall_us()));
     printf("expires_at: %s\n", table_time(c->expires_at_us, t));
     printf("created_at: %s\n", table_time(c->created_at_us, t));
     printf("revoked_at: %s\n", table_time(c->revoked_at_us, t));
     if (c->public_key[0] != '\0')
-        printf("public_key: %s\n", clean(c->public_key, b, sizeof b));
+        printf("public_key: %s\n", cmsctl_out_clean(c->public_key, b, sizeof b));
     if (c->measurement[0] != '\0')
-        printf("measurement: %s\n", clean(c->measurement, b, sizeof b));
-    printf("metadata: %s\n", clean(c->metadata_json, b, sizeof b));
+        printf("measurement: %s\n", cmsctl_out_clean(c->measurement, b, sizeof b));
+    printf("metadata: %s\n", cmsctl_out_clean(c->metadata_json, b, sizeof b));
     if (with_secret && c->api_key[0] != '\0') {
-        printf("api_key: %s\n", clean(c->api_key, b, sizeof b));
+        printf("api_key: %s\n", cmsctl_out_clean(c->api_key, b, sizeof b));
         sodium_memzero(b, sizeof b);
     }
 }
@@ -599,10 +586,13 @@ static int print_identities(const char *prog, cmsctl_out_format fmt, const pages
             const Cms__V1__Identity *id = p->v[i]->identities[j];
             char bid[64], bname[TEXT_MAX], btype[64], bstatus[64], t[CMSCTL_CMD_TIME_MAX];
             char roles[ROLES_TEXT_MAX], broles[ROLES_TEXT_MAX];
-            printf("%-36s  %-*s  %-8s  %-9s  %-20s  %s\n", clean(id->id, bid, sizeof bid), width,
-                   clean(id->name, bname, sizeof bname), clean(id->type, btype, sizeof btype),
-                   clean(id->status, bstatus, sizeof bstatus), table_time(id->created_at_us, t),
-                   clean(roles_of(id->metadata_json, roles), broles, sizeof broles));
+            printf("%-36s  %-*s  %-8s  %-9s  %-20s  %s\n",
+                   cmsctl_out_clean(id->id, bid, sizeof bid), width,
+                   cmsctl_out_clean(id->name, bname, sizeof bname),
+                   cmsctl_out_clean(id->type, btype, sizeof btype),
+                   cmsctl_out_clean(id->status, bstatus, sizeof bstatus),
+                   table_time(id->created_at_us, t),
+                   cmsctl_out_clean(roles_of(id->metadata_json, roles), broles, sizeof broles));
         }
     }
     return CMSCTL_EXIT_OK;
@@ -677,7 +667,7 @@ static int list_main(int argc, char **argv)
         char b[TEXT_MAX];
         fflush(stdout);
         fprintf(v.fmt == CMSCTL_OUT_TABLE ? stdout : stderr, "next: --after %s\n",
-                clean(next, b, sizeof b));
+                cmsctl_out_clean(next, b, sizeof b));
     }
 out:
     pages_free(&p);
@@ -907,8 +897,8 @@ static int print_credentials(const char *prog, cmsctl_out_format fmt,
         const Cms__V1__Credential *c = l->credentials[i];
         char bid[64], btype[64], t1[CMSCTL_CMD_TIME_MAX], t2[CMSCTL_CMD_TIME_MAX],
             t3[CMSCTL_CMD_TIME_MAX];
-        printf("%-36s  %-11s  %-7s  %-20s  %-20s  %s\n", clean(c->id, bid, sizeof bid),
-               clean(c->type, btype, sizeof btype), credential_status(c, now),
+        printf("%-36s  %-11s  %-7s  %-20s  %-20s  %s\n", cmsctl_out_clean(c->id, bid, sizeof bid),
+               cmsctl_out_clean(c->type, btype, sizeof btype), credential_status(c, now),
                table_time(c->expires_at_us, t1), table_time(c->created_at_us, t2),
                table_time(c->revoked_at_us, t3));
     }
@@ -995,12 +985,12 @@ static void principal_table(const Cms__V1__Principal *p)
         }
         len += (size_t)n;
     }
-    printf("identity_id: %s\n", clean(p->identity_id, b, sizeof b));
-    printf("name: %s\n", clean(p->name, b, sizeof b));
-    printf("type: %s\n", clean(p->type, b, sizeof b));
-    printf("status: %s\n", clean(p->status, b, sizeof b));
-    printf("roles: %s\n", len > 0 ? clean(roles, b, sizeof b) : "-");
-    printf("credential_id: %s\n", clean(p->credential_id, b, sizeof b));
+    printf("identity_id: %s\n", cmsctl_out_clean(p->identity_id, b, sizeof b));
+    printf("name: %s\n", cmsctl_out_clean(p->name, b, sizeof b));
+    printf("type: %s\n", cmsctl_out_clean(p->type, b, sizeof b));
+    printf("status: %s\n", cmsctl_out_clean(p->status, b, sizeof b));
+    printf("roles: %s\n", len > 0 ? cmsctl_out_clean(roles, b, sizeof b) : "-");
+    printf("credential_id: %s\n", cmsctl_out_clean(p->credential_id, b, sizeof b));
     printf("expires_at: %s\n", table_time(p->expires_at_us, t));
 }
 

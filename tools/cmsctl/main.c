@@ -58,9 +58,10 @@ static const char overall_help[] =
     "A .pbs file is a sequence of protobuf messages (cms.v1.Envelope), each preceded by\n"
     "its length as a varint, as protobuf's writeDelimitedTo writes them.\n"
     "\n"
-    "The identity, credential and whoami verbs send commands to cms-identity with the\n"
-    "API key from CMS_API_KEY, else the file CMS_CREDENTIALS_FILE names, else\n"
-    "~/.config/cms/credentials. Exit status: 0 done, 1 failed, 2 usage error.\n";
+    "The identity, credential and whoami verbs send commands to cms-identity, audit\n"
+    "query to cms-audit, with the API key from CMS_API_KEY, else the file\n"
+    "CMS_CREDENTIALS_FILE names, else ~/.config/cms/credentials. Exit status: 0 done,\n"
+    "1 failed, 2 usage error.\n";
 
 /* The options the verbs share, accepted before the verb. */
 typedef struct shared_option {

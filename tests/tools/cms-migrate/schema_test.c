@@ -175,6 +175,9 @@ static const pair_fact indexes[] = {
      "CREATE INDEX idx_audit_logs_actor ON public.audit_logs USING btree (actor_id)"},
     {"idx_audit_logs_created",
      "CREATE INDEX idx_audit_logs_created ON public.audit_logs USING btree (created_at)"},
+    /* 0010: cms-audit's query by actor, in its order */
+    {"idx_audit_logs_actor_created", "CREATE INDEX idx_audit_logs_actor_created ON "
+                                     "public.audit_logs USING btree (actor_id, created_at, id)"},
     {"outbox_pkey", "CREATE UNIQUE INDEX outbox_pkey ON public.outbox USING btree (seq)"},
     {"outbox_event_id_key",
      "CREATE UNIQUE INDEX outbox_event_id_key ON public.outbox USING btree (event_id)"},
