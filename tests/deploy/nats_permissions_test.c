@@ -188,7 +188,6 @@ Test(nats_permissions, a_client_sends_commands_and_hears_only_its_own_replies)
     assert_sub_refused("client", "_INBOX.>");
     assert_sub_refused("client", "_INBOX.identity.>");
     assert_sub_refused("client", "cms.events.>");
-    assert_pub_refused("client", "cms.cmd.identity.authenticate");
     assert_pub_refused("client", "cms.events.identity.created");
     assert_pub_refused("client", "$JS.API.STREAM.LIST");
     /* a command and its reply: identity answers as a responder */

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include "cli.h"
@@ -58,13 +59,31 @@ static const char *env_or_null(const char *name)
     return v != NULL && *v != '\0' ? v : NULL;
 }
 
+/* ~/.config/cms/<name> if it exists (what deploy/local/up installs), else NULL. */
+static const char *user_file(const char *name, char *buf, size_t len)
+{
+    const char *home = env_or_null("HOME");
+    if (home == NULL || (size_t)snprintf(buf, len, "%s/.config/cms/%s", home, name) >= len)
+        return NULL;
+    return access(buf, F_OK) == 0 ? buf : NULL;
+}
+
 void cmsctl_nats_security(const cms_config *cfg, cms_nats_security *out)
 {
+    static char creds[4096], ca[4096];
     cms_natsauth_from_config(cfg, out);
-    if (!cms_config_is_set(cfg, "nats-creds") && env_or_null("NATS_CREDS") != NULL)
-        out->creds_file = env_or_null("NATS_CREDS");
-    if (!cms_config_is_set(cfg, "nats-ca") && env_or_null("NATS_CA") != NULL)
-        out->ca_file = env_or_null("NATS_CA");
+    if (!cms_config_is_set(cfg, "nats-creds")) {
+        if (env_or_null("NATS_CREDS") != NULL)
+            out->creds_file = env_or_null("NATS_CREDS");
+        else if (out->creds_file == NULL)
+            out->creds_file = user_file("nats.creds", creds, sizeof creds);
+    }
+    if (!cms_config_is_set(cfg, "nats-ca")) {
+        if (env_or_null("NATS_CA") != NULL)
+            out->ca_file = env_or_null("NATS_CA");
+        else if (out->ca_file == NULL)
+            out->ca_file = user_file("nats-ca.crt", ca, sizeof ca);
+    }
 }
 
 int cmsctl_nats_connect(const char *prog, const cms_config *cfg, int64_t timeout_ms,

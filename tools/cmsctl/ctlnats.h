@@ -20,7 +20,7 @@
 // clang-format off
 #define CMSCTL_NATS_OPTIONS \
   {"nats-url", "CMS_NATS_URL", CMS_OPT_STRING, "nats://127.0.0.1:4222", "NATS server URL(s), comma-separated", CMS_OPT_PASSWORD, false}, \
-  CMS_OPTIONS_NATS_SECURITY("; also NATS_CREDS when CMS_NATS_CREDS is unset", "; also NATS_CA when CMS_NATS_CA is unset")
+  CMS_OPTIONS_NATS_SECURITY("; also NATS_CREDS when CMS_NATS_CREDS is unset, else ~/.config/cms/nats.creds if it exists", "; also NATS_CA when CMS_NATS_CA is unset, else ~/.config/cms/nats-ca.crt if it exists")
 // clang-format on
 
 /* The security options of cfg (a table with CMSCTL_NATS_OPTIONS), with the
