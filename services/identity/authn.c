@@ -94,9 +94,12 @@ static cms_auth_err check_key(idsvc *s, const resolve_op *op, const char *cred_i
                               const PGresult *r, cms_principal *p)
 {
     bool found = r != NULL;
-    /* one hash comparison whatever the outcome, so timing tells nothing */
-    bool match =
-        cms_apikey_verify(s->o.server_key, op->secret, found ? PQgetvalue(r, 0, 0) : s->dummy_hash);
+    /* the same hash comparisons whatever the outcome, so timing tells
+     * nothing: one, or two while a previous key is kept */
+    const char *stored = found ? PQgetvalue(r, 0, 0) : s->dummy_hash;
+    bool match = cms_apikey_verify(s->o.server_key, op->secret, stored);
+    if (s->o.has_previous_key)
+        match = cms_apikey_verify(s->o.previous_key, op->secret, stored) || match;
     if (!found || !match || strcmp(PQgetvalue(r, 0, 7), "t") != 0 ||
         strcmp(PQgetvalue(r, 0, 4), "active") != 0)
         return CMS_AUTH_DENIED;

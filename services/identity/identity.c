@@ -532,5 +532,6 @@ void idsvc_destroy(idsvc *s)
     idexp_destroy(s->expiry);
     idneg_destroy(s->unknown);
     sodium_memzero(s->o.server_key, sizeof s->o.server_key);
+    sodium_memzero(s->o.previous_key, sizeof s->o.previous_key);
     free(s);
 }

@@ -27,6 +27,10 @@ const char *idsvc_strerror(idsvc_err e);
 
 typedef struct idsvc_options {
     uint8_t server_key[CMS_APIKEY_SERVER_KEY_BYTES];
+    /* while the key is being rotated, the one before it: keys hashed with it
+     * still authenticate (new ones are hashed with server_key only) */
+    uint8_t previous_key[CMS_APIKEY_SERVER_KEY_BYTES];
+    bool has_previous_key;
     /* the longest life of a credential of each type, in seconds */
     int64_t max_api_key_s, max_public_key_s, max_attestation_s;
     /* the enclave measurements accepted (lowercase hex) */

@@ -4,6 +4,7 @@
 #include "log.h"
 #include "service.h"
 
+#include <sodium.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +13,10 @@
 static const cms_option options[] = {
     {"identity-key-file", "CMS_IDENTITY_KEY_FILE", CMS_OPT_STRING, NULL,
      "file of 64 hex digits (mode 600): the key API keys are hashed with", CMS_OPT_PUBLIC, true},
+    {"identity-previous-key-file", "CMS_IDENTITY_PREVIOUS_KEY_FILE", CMS_OPT_STRING, NULL,
+     "while rotating the key: the file of the key before it; API keys hashed with it still "
+     "authenticate, new ones are hashed with the new key only",
+     CMS_OPT_PUBLIC, false},
     {"enclave-measurements", "CMS_ENCLAVE_MEASUREMENTS", CMS_OPT_STRING, "",
      "comma-separated hex measurements an enclave's attestation must match", CMS_OPT_PUBLIC, false},
     {"max-api-key-life", "CMS_MAX_API_KEY_LIFE", CMS_OPT_DURATION, "365d",
@@ -104,6 +109,17 @@ static int start(cms_service *s, void *arg)
         cms_log_error("the identity key cannot be used", "{s:s}", "why", why);
         return -1;
     }
+    const char *prev = cms_config_str(c, "identity-previous-key-file");
+    if (prev != NULL) {
+        if (!cms_apikey_server_key_load(prev, o.previous_key, why, sizeof why)) {
+            cms_log_error("the previous identity key cannot be used", "{s:s}", "why", why);
+            cms_apikey_wipe(o.server_key, sizeof o.server_key);
+            return -1;
+        }
+        o.has_previous_key = true;
+        if (sodium_memcmp(o.previous_key, o.server_key, sizeof o.server_key) == 0)
+            cms_log_warn("the previous identity key is the current one: it adds nothing", NULL);
+    }
     int rc = -1;
     if (parse_measurements(cms_config_str(c, "enclave-measurements"), &o) &&
         idsvc_create(&o, &a->svc) == IDSVC_OK) {
@@ -113,6 +129,7 @@ static int start(cms_service *s, void *arg)
         rc = err == IDSVC_OK ? 0 : -1;
     }
     cms_apikey_wipe(o.server_key, sizeof o.server_key);
+    cms_apikey_wipe(o.previous_key, sizeof o.previous_key);
     return rc;
 }
 
