@@ -316,3 +316,29 @@ Test(nats_permissions, only_audit_pulls_and_acks_its_durable)
     natsConnection_Destroy(id);
     natsConnection_Destroy(au);
 }
+
+Test(nats_permissions, a_service_binds_to_what_the_migrator_provisions_and_says_what_is_missing)
+{
+    char db[512], as_audit[600], dburl[640], natsurl[120], creds[320];
+    cr_assert_eq(cms_test_db_create("natsperm", 1, db, sizeof db), 0);
+    cms_test_db_as(db, "audit", as_audit, sizeof as_audit);
+    snprintf(dburl, sizeof dburl, "CMS_DATABASE_URL=%s", as_audit);
+    snprintf(natsurl, sizeof natsurl, "CMS_NATS_URL=%s", url);
+    snprintf(creds, sizeof creds, "CMS_NATS_CREDS=%s/creds/audit.creds", dir);
+    const char *set[] = {dburl, natsurl, creds, NULL};
+    int port = 0;
+    int pid = cms_test_spawn_http_service("cms-audit", NULL, set, NULL, &port);
+    cr_assert_gt(pid, 0);
+    char body[512];
+    /* it may not make the streams itself, and says who does */
+    cr_assert(cms_test_wait_http(port, "/readyz", 503, "run cms-migrate provision", pid, 20000,
+                                 body, sizeof body),
+              "not ready while the streams are missing: %s", body);
+    provision();
+    cr_assert(cms_test_wait_http(port, "/readyz", 200, NULL, pid, 30000, body, sizeof body),
+              "ready once the migrator made them: %s", body);
+    kill(pid, SIGTERM);
+    int status = 0;
+    cr_assert_eq(cms_test_wait_exit(pid, 20000, &status), pid);
+    cms_test_db_drop(db);
+}
