@@ -6,6 +6,8 @@
 #   .local/pg/data      the PostgreSQL 15 cluster       .local/pg/sock  its socket
 #   .local/nats         the JetStream store             .local/pgpass   role cms's password
 #   .local/log/NAME.log each process's output           .local/run/NAME.pid  its pid
+#   .local/pgpass.d/    the services' login roles' passwords (one pgpass file each)
+#   .local/nats-auth/   nats.conf and creds/<user>.creds  .local/tls/  CA and certificates (--tls)
 #
 # As root everything long-running belongs to the system user `cms` (the
 # owner of an existing cluster wins); otherwise to the user running the script.
