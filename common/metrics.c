@@ -290,49 +290,39 @@ static series *series_get(cms_metrics *m, const char *name, const char *help, co
     return s;
 }
 
-cms_counter *cms_metrics_counter(cms_metrics *m, const char *name, const char *help,
-                                 const char *labels)
+/* A series whose zero is all-zero bits (counters, gauges: 0 and 0.0),
+ * appended to its family when new. */
+static series *plain_series(cms_metrics *m, const char *name, const char *help, const char *labels,
+                            family_type t, size_t size)
 {
     if (m == NULL)
         return NULL;
     family *f = NULL;
     bool created;
     pthread_mutex_lock(&m->lock);
-    series *s = series_get(m, name, help, labels, FAM_COUNTER, sizeof(cms_counter), &f, &created);
+    series *s = series_get(m, name, help, labels, t, size, &f, &created);
     if (created)
         series_append(f, s);
     pthread_mutex_unlock(&m->lock);
-    return (cms_counter *)s;
+    return s;
+}
+
+cms_counter *cms_metrics_counter(cms_metrics *m, const char *name, const char *help,
+                                 const char *labels)
+{
+    return (cms_counter *)plain_series(m, name, help, labels, FAM_COUNTER, sizeof(cms_counter));
 }
 
 cms_gauge *cms_metrics_gauge(cms_metrics *m, const char *name, const char *help, const char *labels)
 {
-    if (m == NULL)
-        return NULL;
-    family *f = NULL;
-    bool created;
-    pthread_mutex_lock(&m->lock);
-    series *s = series_get(m, name, help, labels, FAM_GAUGE, sizeof(cms_gauge), &f, &created);
-    if (created)
-        series_append(f, s); /* all-zero bits are 0.0 */
-    pthread_mutex_unlock(&m->lock);
-    return (cms_gauge *)s;
+    return (cms_gauge *)plain_series(m, name, help, labels, FAM_GAUGE, sizeof(cms_gauge));
 }
 
 cms_float_counter *cms_metrics_float_counter(cms_metrics *m, const char *name, const char *help,
                                              const char *labels)
 {
-    if (m == NULL)
-        return NULL;
-    family *f = NULL;
-    bool created;
-    pthread_mutex_lock(&m->lock);
-    series *s = series_get(m, name, help, labels, FAM_FLOAT_COUNTER, sizeof(cms_float_counter), &f,
-                           &created);
-    if (created)
-        series_append(f, s); /* all-zero bits are 0.0 */
-    pthread_mutex_unlock(&m->lock);
-    return (cms_float_counter *)s;
+    return (cms_float_counter *)plain_series(m, name, help, labels, FAM_FLOAT_COUNTER,
+                                             sizeof(cms_float_counter));
 }
 
 cms_histogram *cms_metrics_histogram(cms_metrics *m, const char *name, const char *help,
