@@ -3,6 +3,7 @@
 
 #include "cms/v1/command.pb-c.h"
 #include "cms/v1/envelope.pb-c.h"
+#include "cms/v1/identity.pb-c.h"
 #include "testcmd.h"
 #include "testenv.h"
 #include "uuid.h"
@@ -95,6 +96,21 @@ void svcfx_setup(svcfx *f, const char *dbprefix)
     natsSubscription_SetPendingLimits(f->events, -1, -1);
 }
 
+int svcfx_identity_get(svcfx *f, const char *key, const char *name, Cms__V1__Identity **out,
+                       char *field, char *msg)
+{
+    Cms__V1__GetIdentity m = CMS__V1__GET_IDENTITY__INIT;
+    m.name = (char *)name;
+    Cms__V1__Identity *id = NULL;
+    int code = svcfx_call(f, "identity", key, NULL, "get", &m.base, &cms__v1__identity__descriptor,
+                          (ProtobufCMessage **)&id, field, msg);
+    if (out != NULL)
+        *out = id;
+    else if (id != NULL)
+        cms__v1__identity__free_unpacked(id, NULL);
+    return code;
+}
+
 Cms__V1__Envelope *svcfx_wait_event(svcfx *f, const char *type, const char *resource_id,
                                     double timeout_ms)
 {
@@ -146,7 +162,7 @@ pid_t svcfx_start_at(svcfx *f, int i, const char *binary, const char *const *set
 {
     cr_assert(i >= 0 && i < SVCFX_PROCS, "process %d of %d", i, SVCFX_PROCS);
     cr_assert_eq(f->pids[i], 0, "%s %d is already running", binary, i);
-    const char *role = strncmp(binary, "cms-", 4) == 0 ? binary + 4 : binary;
+    const char *role = cms_test_service_name(binary);
     char db[600], dburl[640];
     cms_test_db_as(f->db, role, db, sizeof db);
     snprintf(dburl, sizeof dburl, "CMS_DATABASE_URL=%s", db);

@@ -95,6 +95,13 @@ int svcfx_call(svcfx *f, const char *service, const char *key, const char *reque
                const ProtobufCMessageDescriptor *rdesc, ProtobufCMessage **out, char *field,
                char *msg);
 
+/* cms-identity's "get" of the identity name as key: svcfx_call's code; the
+ * identity into *out when out is not NULL (free with
+ * cms__v1__identity__free_unpacked), else dropped. */
+struct Cms__V1__Identity;
+int svcfx_identity_get(svcfx *f, const char *key, const char *name, struct Cms__V1__Identity **out,
+                       char *field, char *msg);
+
 /* The next event of this type about this resource on f->events (those
  * before it are passed over), decoded; NULL if none comes in timeout_ms.
  * Free with cms__v1__envelope__free_unpacked. */

@@ -61,9 +61,9 @@ Cms__V1__Reply *cms_test_command(natsConnection *nc, const char *subject, const 
     return r;
 }
 
-void cms_test_commands(natsConnection *nc, const char *subject, const char *key,
-                       const char *request_id, const ProtobufCMessage *body, int n,
-                       Cms__V1__Reply **out)
+void cms_test_commands_each(natsConnection *nc, const char *subject, const char *key,
+                            const char *request_id, const ProtobufCMessage *const *bodies, int n,
+                            Cms__V1__Reply **out)
 {
     char inbox[96], reply[128];
     natsInbox *ib = NULL;
@@ -74,16 +74,16 @@ void cms_test_commands(natsConnection *nc, const char *subject, const char *key,
     snprintf(reply, sizeof reply, "%s.*", inbox);
     cr_assert_eq(natsConnection_SubscribeSync(&sub, nc, reply), NATS_OK);
     natsSubscription_SetPendingLimits(sub, -1, -1);
-    size_t len;
-    uint8_t *buf = pack(body, &len);
     for (int i = 0; i < n; i++) {
+        size_t len;
+        uint8_t *buf = pack(bodies[i], &len);
         snprintf(reply, sizeof reply, "%s.%d", inbox, i);
         natsMsg *m = command_msg(subject, reply, key, request_id, buf, len);
         cr_assert_eq(natsConnection_PublishMsg(nc, m), NATS_OK);
         natsMsg_Destroy(m);
+        free(buf);
         out[i] = NULL;
     }
-    free(buf);
     cr_assert_eq(natsConnection_Flush(nc), NATS_OK);
     for (int got = 0; got < n; got++) {
         natsMsg *rep = NULL;
@@ -95,6 +95,18 @@ void cms_test_commands(natsConnection *nc, const char *subject, const char *key,
         natsMsg_Destroy(rep);
     }
     natsSubscription_Destroy(sub);
+}
+
+void cms_test_commands(natsConnection *nc, const char *subject, const char *key,
+                       const char *request_id, const ProtobufCMessage *body, int n,
+                       Cms__V1__Reply **out)
+{
+    const ProtobufCMessage **bodies = calloc((size_t)n, sizeof *bodies);
+    cr_assert_not_null(bodies);
+    for (int i = 0; i < n; i++)
+        bodies[i] = body;
+    cms_test_commands_each(nc, subject, key, request_id, bodies, n, out);
+    free(bodies);
 }
 
 int cms_test_reply_code(const Cms__V1__Reply *r)

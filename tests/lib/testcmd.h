@@ -19,8 +19,12 @@ Cms__V1__Reply *cms_test_command(natsConnection *nc, const char *subject, const 
 Cms__V1__Reply *cms_test_command_bytes(natsConnection *nc, const char *subject, const char *key,
                                        const char *request_id, const void *data, size_t len);
 
-/* n copies of one command sent at once, before any reply is read; out[i]
- * is the reply to the i-th. */
+/* n commands, bodies[i] the i-th, sent at once before any reply is read;
+ * out[i] is the reply to the i-th. */
+void cms_test_commands_each(natsConnection *nc, const char *subject, const char *key,
+                            const char *request_id, const ProtobufCMessage *const *bodies, int n,
+                            Cms__V1__Reply **out);
+/* n copies of one command, as cms_test_commands_each. */
 void cms_test_commands(natsConnection *nc, const char *subject, const char *key,
                        const char *request_id, const ProtobufCMessage *body, int n,
                        Cms__V1__Reply **out);

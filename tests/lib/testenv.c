@@ -296,6 +296,11 @@ static bool env_key_in(const char *kv, const char *const *set)
     return false;
 }
 
+const char *cms_test_service_name(const char *binary)
+{
+    return strncmp(binary, "cms-", 4) == 0 ? binary + 4 : binary;
+}
+
 int cms_test_spawn_service(const char *name, const char *const *args, const char *const *set,
                            const char *log_path)
 {
@@ -310,7 +315,7 @@ int cms_test_spawn_service(const char *name, const char *const *args, const char
     snprintf(nats, sizeof nats, "CMS_NATS_URL=%s", url ? url : cms_test_env("CMS_TEST_NATS_URL"));
     if (dir != NULL)
         snprintf(creds, sizeof creds, "CMS_NATS_CREDS=%s/%s.creds", dir,
-                 strncmp(name, "cms-", 4) == 0 ? name + 4 : name);
+                 cms_test_service_name(name));
     const char *tls_ca = getenv("CMS_TEST_NATS_CA"); /* the TLS pass: verify the server */
     if (tls_ca != NULL)
         snprintf(ca, sizeof ca, "CMS_NATS_CA=%s", tls_ca);

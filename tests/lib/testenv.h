@@ -70,6 +70,9 @@ int cms_test_free_port(void);
  * status, or -1. The body (NULL: not wanted) is copied into body. */
 int cms_test_http_get(int port, const char *path, char *body, size_t len);
 
+/* The service a binary is, "cms-<service>": its NATS user and its
+ * database role's group. */
+const char *cms_test_service_name(const char *binary);
 /* Spawns $CMS_TEST_BIN_DIR/<name> (a service) with args (NULL-terminated,
  * may be NULL) and the test's environment, in which every "KEY=VALUE" of
  * set (NULL-terminated, may be NULL) replaces KEY; CMS_NATS_URL is the test

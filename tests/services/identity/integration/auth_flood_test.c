@@ -9,6 +9,7 @@
 #include "cms/v1/envelope.pb-c.h"
 #include "cms/v1/identity.pb-c.h"
 #include "svcfx.h"
+#include "testcmd.h"
 #include "testenv.h"
 #include "uuid.h"
 
@@ -71,39 +72,25 @@ static int authenticate(const char *key)
  * error code of each reply into codes. */
 static void authenticate_all(char (*keys)[CMS_APIKEY_LEN + 1], int n, int *codes)
 {
-    char inbox[96], reply[128], subject[128];
-    natsInbox *ib = NULL;
-    natsSubscription *sub = NULL;
-    cr_assert_eq(natsInbox_Create(&ib), NATS_OK);
-    snprintf(inbox, sizeof inbox, "%s", (const char *)ib);
-    natsInbox_Destroy(ib);
-    snprintf(reply, sizeof reply, "%s.*", inbox);
-    cr_assert_eq(natsConnection_SubscribeSync(&sub, F.nc, reply), NATS_OK);
-    natsSubscription_SetPendingLimits(sub, -1, -1);
+    char subject[128];
     snprintf(subject, sizeof subject, "%s.identity.authenticate", F.prefix);
+    Cms__V1__Authenticate *m = calloc((size_t)n, sizeof *m);
+    const ProtobufCMessage **bodies = calloc((size_t)n, sizeof *bodies);
+    Cms__V1__Reply **replies = calloc((size_t)n, sizeof *replies);
+    cr_assert(m && bodies && replies);
     for (int i = 0; i < n; i++) {
-        Cms__V1__Authenticate m = CMS__V1__AUTHENTICATE__INIT;
-        m.api_key = keys[i];
-        uint8_t buf[256];
-        size_t len = cms__v1__authenticate__pack(&m, buf);
-        snprintf(reply, sizeof reply, "%s.%d", inbox, i);
-        cr_assert_eq(natsConnection_PublishRequest(F.nc, subject, reply, buf, (int)len), NATS_OK);
-        codes[i] = -1;
+        cms__v1__authenticate__init(&m[i]);
+        m[i].api_key = keys[i];
+        bodies[i] = &m[i].base;
     }
-    cr_assert_eq(natsConnection_Flush(F.nc), NATS_OK);
-    for (int got = 0; got < n; got++) {
-        natsMsg *rep = NULL;
-        cr_assert_eq(natsSubscription_NextMsg(&rep, sub, 20000), NATS_OK, "%d of %d replies", got,
-                     n);
-        int i = atoi(strrchr(natsMsg_GetSubject(rep), '.') + 1);
-        Cms__V1__Reply *r = cms__v1__reply__unpack(NULL, (size_t)natsMsg_GetDataLength(rep),
-                                                   (const uint8_t *)natsMsg_GetData(rep));
-        cr_assert(r != NULL && i >= 0 && i < n && codes[i] == -1);
-        codes[i] = r->outcome_case == CMS__V1__REPLY__OUTCOME_ERROR ? (int)r->error->code : OK;
-        cms__v1__reply__free_unpacked(r, NULL);
-        natsMsg_Destroy(rep);
+    cms_test_commands_each(F.nc, subject, NULL, NULL, bodies, n, replies);
+    for (int i = 0; i < n; i++) {
+        codes[i] = cms_test_reply_code(replies[i]);
+        cms__v1__reply__free_unpacked(replies[i], NULL);
     }
-    natsSubscription_Destroy(sub);
+    free(replies);
+    free(bodies);
+    free(m);
 }
 
 static int count(const int *codes, int n, int code)
@@ -189,10 +176,7 @@ Test(capped, beyond_the_lookups_in_flight_keys_are_unavailable_and_the_service_s
 
     /* afterwards, legitimate keys are served */
     cr_assert_eq(authenticate(F.admin_key), OK, "%s", g_msg);
-    Cms__V1__GetIdentity g = CMS__V1__GET_IDENTITY__INIT;
-    g.name = (char *)"admin";
-    cr_assert_eq(svcfx_call(&F, "identity", F.admin_key, NULL, "get", &g.base,
-                            &cms__v1__identity__descriptor, NULL, g_field, g_msg),
-                 OK, "%s", g_msg);
+    cr_assert_eq(svcfx_identity_get(&F, F.admin_key, "admin", NULL, g_field, g_msg), OK, "%s",
+                 g_msg);
     cr_assert_eq(authenticate(keys[0]), DENIED, "an unknown key alone is refused as ever");
 }

@@ -109,14 +109,7 @@ static int set_status(const char *key, const char *id, const char *status, const
 /* A command of the verb "get" as the given key: whether the key is let in. */
 static int get_as(const char *key, const char *name)
 {
-    Cms__V1__GetIdentity m = CMS__V1__GET_IDENTITY__INIT;
-    m.name = (char *)name;
-    Cms__V1__Identity *out = NULL;
-    int code = svcfx_call(&F, "identity", key, NULL, "get", &m.base, &cms__v1__identity__descriptor,
-                          (ProtobufCMessage **)&out, g_field, g_msg);
-    if (out)
-        cms__v1__identity__free_unpacked(out, NULL);
-    return code;
+    return svcfx_identity_get(&F, key, name, NULL, g_field, g_msg);
 }
 
 /* The event of this type about this resource (published by the outbox

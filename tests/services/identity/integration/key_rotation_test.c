@@ -39,14 +39,7 @@ TestSuite(rotation, .init = setup, .fini = teardown, .timeout = 120);
 
 static int get_as(const char *key, const char *name)
 {
-    Cms__V1__GetIdentity m = CMS__V1__GET_IDENTITY__INIT;
-    m.name = (char *)name;
-    Cms__V1__Identity *out = NULL;
-    int code = svcfx_call(&F, "identity", key, NULL, "get", &m.base, &cms__v1__identity__descriptor,
-                          (ProtobufCMessage **)&out, g_field, g_msg);
-    if (out)
-        cms__v1__identity__free_unpacked(out, NULL);
-    return code;
+    return svcfx_identity_get(&F, key, name, NULL, g_field, g_msg);
 }
 
 static void copy_file(const char *from, const char *to)
@@ -93,13 +86,8 @@ Test(rotation, keys_of_the_previous_key_authenticate_until_it_is_dropped)
     svcfx_start(&F, "cms-identity", with_previous);
     cr_assert_eq(get_as(F.admin_key, "admin"), OK, "an old key still authenticates");
     Cms__V1__IssueCredential m = CMS__V1__ISSUE_CREDENTIAL__INIT;
-    Cms__V1__GetIdentity who = CMS__V1__GET_IDENTITY__INIT;
-    who.name = (char *)"admin";
     Cms__V1__Identity *admin = NULL;
-    cr_assert_eq(svcfx_call(&F, "identity", F.admin_key, NULL, "get", &who.base,
-                            &cms__v1__identity__descriptor, (ProtobufCMessage **)&admin, g_field,
-                            g_msg),
-                 OK);
+    cr_assert_eq(svcfx_identity_get(&F, F.admin_key, "admin", &admin, g_field, g_msg), OK);
     m.identity_id = admin->id;
     m.type = (char *)"api_key";
     m.expires_at_us = ((int64_t)time(NULL) + 86400) * 1000000;
