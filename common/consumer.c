@@ -178,6 +178,11 @@ const char *cms_consumer_strerror(cms_consumer_err e)
     return cms_enum_text(err_names, CMS_CONSUMER_NERRORS, e);
 }
 
+size_t cms_consumer_service_len(const char *name)
+{
+    return strcspn(name, "-");
+}
+
 int64_t cms_consumer_min_retention_ms(int64_t ack_wait_ms)
 {
     int64_t min = INT64_C(3600) * 1000;
@@ -1008,7 +1013,8 @@ cms_consumer_err cms_consumer_create(uv_loop_t *loop, cms_pg *pg, cms_nats *nats
     c->nats = nats;
     c->o = *o;
     snprintf(c->name, sizeof c->name, "%s", o->name);
-    snprintf(c->service, sizeof c->service, "%.*s", (int)strcspn(o->name, "-"), o->name);
+    snprintf(c->service, sizeof c->service, "%.*s", (int)cms_consumer_service_len(o->name),
+             o->name);
     snprintf(c->stream, sizeof c->stream, "%s", o->stream ? o->stream : CMS_BUS_EVENTS_STREAM);
     snprintf(c->filter, sizeof c->filter, "%s",
              o->filter_subject ? o->filter_subject : CMS_BUS_EVENT_SUBJECTS);

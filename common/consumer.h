@@ -120,6 +120,10 @@ typedef struct cms_consumer_options {
 
 /* The least retention the options allow (see above). */
 int64_t cms_consumer_min_retention_ms(int64_t ack_wait_ms);
+/* A consumer's service: its name ("<service>" or "<service>-<more>", the
+ * rule migrations/0009_roles' cms_consumer_service checks rows by) up to
+ * the first '-'; the length of that part. */
+size_t cms_consumer_service_len(const char *name);
 
 /* Creates the consumer and starts taking its lease; pulls once it holds
  * it. EINVAL for a bad option (a retention below the least, a name that is

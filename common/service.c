@@ -339,7 +339,7 @@ static void consumer_committed(void *arg, const Cms__V1__Envelope *env)
 static bool consumer_name_ours(const char *service, const char *name)
 {
     size_t n = strlen(service);
-    return name != NULL && strncmp(name, service, n) == 0 && (name[n] == '\0' || name[n] == '-');
+    return name != NULL && cms_consumer_service_len(name) == n && strncmp(name, service, n) == 0;
 }
 
 static int start_consumers(cms_service *s)
