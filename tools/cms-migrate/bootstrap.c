@@ -334,7 +334,7 @@ static cms_bootstrap_err admin_make(const cms_bootstrap *b, admin *a)
 
     if (idev_identity_created(a->identity_id, b->o.admin_name, "user", "active",
                               CMS_BUS_SYSTEM_ACTOR, a->correlation_id, &a->created) != CMS_BUS_OK ||
-        idev_credential_issued(a->credential_id, a->identity_id, "api_key", a->expires_us,
+        idev_credential_issued(a->credential_id, a->identity_id, "api_key", NULL, a->expires_us,
                                CMS_BUS_SYSTEM_ACTOR, a->correlation_id, &a->issued) != CMS_BUS_OK) {
         say_err("out of memory\n");
         return CMS_BOOTSTRAP_NOMEM;

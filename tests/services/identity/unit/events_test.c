@@ -92,7 +92,7 @@ Test(events, status_changed)
 Test(events, credential_issued)
 {
     cms_bus_event ev = {0};
-    cr_assert_eq(idev_credential_issued(CRED, ID, "api_key", EXPIRES, ACTOR, "corr-2", &ev),
+    cr_assert_eq(idev_credential_issued(CRED, ID, "api_key", NULL, EXPIRES, ACTOR, "corr-2", &ev),
                  CMS_BUS_OK);
     Cms__V1__Envelope *e = decoded(&ev, "credential.issued", "credential", CRED, ACTOR, "corr-2");
     cr_assert_eq(e->body_case, CMS__V1__ENVELOPE__BODY_CREDENTIAL_ISSUED);
@@ -165,9 +165,9 @@ Test(events, a_builder_refuses_what_the_bus_refuses)
                      CMS_BUS_EINVAL);
         cr_assert_eq(idev_status_changed(ID, "active", "suspended", "", b, NULL, &ev),
                      CMS_BUS_EINVAL);
-        cr_assert_eq(idev_credential_issued(b, ID, "api_key", EXPIRES, ACTOR, NULL, &ev),
+        cr_assert_eq(idev_credential_issued(b, ID, "api_key", NULL, EXPIRES, ACTOR, NULL, &ev),
                      CMS_BUS_EINVAL);
-        cr_assert_eq(idev_credential_issued(CRED, ID, "api_key", EXPIRES, b, NULL, &ev),
+        cr_assert_eq(idev_credential_issued(CRED, ID, "api_key", NULL, EXPIRES, b, NULL, &ev),
                      CMS_BUS_EINVAL);
         cr_assert_eq(idev_credential_revoked(b, ID, "r", ACTOR, NULL, &ev), CMS_BUS_EINVAL);
         cr_assert_eq(idev_credential_revoked(CRED, ID, "r", b, NULL, &ev), CMS_BUS_EINVAL);
@@ -180,7 +180,7 @@ Test(events, a_builder_refuses_what_the_bus_refuses)
     cr_assert_eq(idev_identity_created(ID, "n", "user", "active", NULL, NULL, &ev), CMS_BUS_EINVAL);
     cr_assert_eq(idev_status_changed(ID, "active", "suspended", "", NULL, NULL, &ev),
                  CMS_BUS_EINVAL);
-    cr_assert_eq(idev_credential_issued(NULL, ID, "api_key", EXPIRES, ACTOR, NULL, &ev),
+    cr_assert_eq(idev_credential_issued(NULL, ID, "api_key", NULL, EXPIRES, ACTOR, NULL, &ev),
                  CMS_BUS_EINVAL);
     cr_assert_eq(idev_credential_revoked(CRED, ID, "r", NULL, NULL, &ev), CMS_BUS_EINVAL);
     cr_assert_eq(idev_credential_expired(NULL, ID, EXPIRES, &ev), CMS_BUS_EINVAL);
