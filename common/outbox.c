@@ -167,20 +167,25 @@ void cms_outbox_params(const char *source, const cms_bus_event *ev, const char *
     formats[3] = 1;
 }
 
-enum { MAX_OWN = 60 };
+enum { MAX_OWN = 60, MAX_EVENTS = 4 };
 
-/* The event's four parameters, then the statement's own: false if they do
+/* Each event's four parameters, then the statement's own: false if they do
  * not fit. */
-static bool event_params(const char *source, const cms_bus_event *ev, int nparams,
-                         const char *const *values, const char **v, int *lengths, int *formats)
+static bool event_params(const char *source, const cms_bus_event *const *evs, int nev,
+                         int nparams, const char *const *values, const char **v, int *lengths,
+                         int *formats)
 {
-    if (source == NULL || ev == NULL || nparams < 0 || nparams > MAX_OWN ||
-        (nparams > 0 && values == NULL) || ev->len > INT32_MAX)
+    if (source == NULL || evs == NULL || nev < 1 || nev > MAX_EVENTS || nparams < 0 ||
+        nparams > MAX_OWN || (nparams > 0 && values == NULL))
         return false;
-    cms_outbox_params(source, ev, v, lengths, formats);
+    for (int k = 0; k < nev; k++) {
+        if (evs[k] == NULL || evs[k]->len > INT32_MAX)
+            return false;
+        cms_outbox_params(source, evs[k], v + 4 * k, lengths + 4 * k, formats + 4 * k);
+    }
     for (int i = 0; i < nparams; i++) {
-        v[4 + i] = values[i];
-        lengths[4 + i] = formats[4 + i] = 0;
+        v[4 * nev + i] = values[i];
+        lengths[4 * nev + i] = formats[4 * nev + i] = 0;
     }
     return true;
 }
@@ -192,15 +197,22 @@ static cms_outbox_err from_pg(int rc)
                                  : CMS_OUTBOX_EINVAL;
 }
 
+cms_outbox_err cms_outbox_add_sql_events(cms_pg_job *job, const char *sql, const char *source,
+                                         const cms_bus_event *const *events, int nevents,
+                                         int nparams, const char *const *values)
+{
+    const char *v[4 * MAX_EVENTS + MAX_OWN];
+    int lengths[4 * MAX_EVENTS + MAX_OWN], formats[4 * MAX_EVENTS + MAX_OWN];
+    if (job == NULL || sql == NULL ||
+        !event_params(source, events, nevents, nparams, values, v, lengths, formats))
+        return CMS_OUTBOX_EINVAL;
+    return from_pg(cms_pg_job_sql(job, sql, 4 * nevents + nparams, v, lengths, formats));
+}
+
 cms_outbox_err cms_outbox_add_sql(cms_pg_job *job, const char *sql, const char *source,
                                   const cms_bus_event *ev, int nparams, const char *const *values)
 {
-    const char *v[4 + MAX_OWN];
-    int lengths[4 + MAX_OWN], formats[4 + MAX_OWN];
-    if (job == NULL || sql == NULL ||
-        !event_params(source, ev, nparams, values, v, lengths, formats))
-        return CMS_OUTBOX_EINVAL;
-    return from_pg(cms_pg_job_sql(job, sql, 4 + nparams, v, lengths, formats));
+    return cms_outbox_add_sql_events(job, sql, source, &ev, 1, nparams, values);
 }
 
 cms_outbox_err cms_outbox_add_exec(cms_pg_job *job, const cms_pg_stmt *stmt, const char *source,
@@ -209,7 +221,7 @@ cms_outbox_err cms_outbox_add_exec(cms_pg_job *job, const cms_pg_stmt *stmt, con
     const char *v[4 + MAX_OWN];
     int lengths[4 + MAX_OWN], formats[4 + MAX_OWN];
     if (job == NULL || stmt == NULL ||
-        !event_params(source, ev, nparams, values, v, lengths, formats))
+        !event_params(source, &ev, 1, nparams, values, v, lengths, formats))
         return CMS_OUTBOX_EINVAL;
     return from_pg(cms_pg_job_exec(job, stmt, v, lengths, formats));
 }

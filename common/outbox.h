@@ -78,6 +78,19 @@ cms_outbox_err cms_outbox_add_sql(cms_pg_job *job, const char *sql, const char *
                                   const cms_bus_event *ev, int nparams, const char *const *values)
     __attribute__((warn_unused_result));
 
+/* Several events from one statement, each inserted once per row of its own
+ * CTE (a change and the change it causes, e.g. an amendment's activation
+ * and the end of the contract it supersedes): event k (from 0) has the
+ * parameters $(4k+1)..$(4k+4), spelled by CMS_OUTBOX_SQL_FROM_AT; the
+ * statement's own start at $(4 nevents + 1). */
+#define CMS_OUTBOX_SQL_FROM_AT(cte, p1, p2, p3, p4)                                                \
+    "INSERT INTO outbox (source, event_id, subject, payload) SELECT $" p1 ", $" p2 "::uuid, $" p3  \
+    ", $" p4 " FROM " cte
+cms_outbox_err cms_outbox_add_sql_events(cms_pg_job *job, const char *sql, const char *source,
+                                         const cms_bus_event *const *events, int nevents,
+                                         int nparams, const char *const *values)
+    __attribute__((warn_unused_result));
+
 /* The same with a prepared statement (its parameter count: 4 + nparams). */
 cms_outbox_err cms_outbox_add_exec(cms_pg_job *job, const cms_pg_stmt *stmt, const char *source,
                                    const cms_bus_event *ev, int nparams, const char *const *values)

@@ -29,6 +29,11 @@
 
 #define CMS_PG_WUR __attribute__((warn_unused_result))
 
+/* SQL: microseconds since the epoch of a timestamptz expression, as int8. */
+#define CMS_PG_SQL_US(col) "(extract(epoch from " col ") * 1000000)::int8"
+/* ... and back: the timestamptz of an int8 parameter of microseconds. */
+#define CMS_PG_SQL_FROM_US(param) "('epoch'::timestamptz + " param "::int8 * interval '1 microsecond')"
+
 typedef struct cms_pg cms_pg;
 typedef struct cms_pg_job cms_pg_job;
 typedef struct cms_pg_stmt cms_pg_stmt;

@@ -14,7 +14,7 @@
 // clang-format off
 
 /* Microseconds since the epoch of a timestamptz column, as int8. */
-#define IDSQL_US(col) "(extract(epoch from " col ") * 1000000)::int8"
+#define IDSQL_US(col) CMS_PG_SQL_US(col)
 
 /* What a statement returns of an identity and of a credential. */
 #define IDSQL_IDENTITY_COLS                                                                        \
