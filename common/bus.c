@@ -61,11 +61,23 @@ int cms_bus_provision(cms_nats *n, void (*done)(void *arg, cms_nats_err err), vo
 
 /* ---- durables ---- */
 
-/* cms-audit's defaults: 4 x its batch of 1000 held, 30 s to ack, every event */
+/* cms-audit's: 4 x its batch of 1000 held, 30 s to ack, every event.
+ * cms-contracts': identity status and public keys, each at common/consumer's
+ * defaults (256 held, 30 s to ack). */
 static const cms_nats_durable_spec durables[] = {
     {.stream = CMS_BUS_EVENTS_STREAM,
      .durable = "audit",
      .max_ack_pending = 4000,
+     .ack_wait_ms = 30000},
+    {.stream = CMS_BUS_EVENTS_STREAM,
+     .durable = "contracts-identity",
+     .filter_subject = "cms.events.identity.>",
+     .max_ack_pending = 256,
+     .ack_wait_ms = 30000},
+    {.stream = CMS_BUS_EVENTS_STREAM,
+     .durable = "contracts-credential",
+     .filter_subject = "cms.events.credential.>",
+     .max_ack_pending = 256,
      .ack_wait_ms = 30000},
 };
 

@@ -177,6 +177,7 @@ bool cms_config_redact(const char *value, char *out, size_t len);
   {"consumer-lease", "CMS_CONSUMER_LEASE", CMS_OPT_DURATION, "10s", "how long a replica's hold on a consumer lasts unrenewed; a standby takes over after it", CMS_OPT_PUBLIC, false}, \
   {"consumer-max-inflight", "CMS_CONSUMER_MAX_INFLIGHT", CMS_OPT_INT, "256", "events a consumer holds unacked at most", CMS_OPT_PUBLIC, false}, \
   {"consumer-concurrency", "CMS_CONSUMER_CONCURRENCY", CMS_OPT_INT, "8", "events (of different resources) a consumer applies at once", CMS_OPT_PUBLIC, false}, \
+  {"consumer-suffix", "CMS_CONSUMER_SUFFIX", CMS_OPT_STRING, "", "appended to every consumer's name as \"-SUFFIX\" (its durable, lease and records): for deployments side by side on one NATS, each with durables of its own; [a-z0-9_-]", CMS_OPT_PUBLIC, false}, \
   {"processed-events-retention", "CMS_PROCESSED_EVENTS_RETENTION", CMS_OPT_DURATION, "7d", "how long an applied event is remembered against a second delivery (at least 1h, 10 ack waits and twice the dedupe window)", CMS_OPT_PUBLIC, false}
 // clang-format on
 

@@ -27,6 +27,7 @@ typedef struct service_consumer {
     struct cms_service *s;
     const cms_service_consumer *def;
     cms_consumer *c;
+    char name[128]; /* def->name, and -<consumer-suffix> */
 } service_consumer;
 
 /* Draining goes through these stages in order; each ends in a callback. */
@@ -377,7 +378,14 @@ static int start_consumers(cms_service *s)
                           sc->def->name ? sc->def->name : "");
             return 1;
         }
-        cms_consumer_options o = {.name = sc->def->name,
+        const char *suffix = cms_config_str(c, "consumer-suffix");
+        int nn = snprintf(sc->name, sizeof sc->name, "%s%s%s", sc->def->name,
+                          suffix && suffix[0] ? "-" : "", suffix ? suffix : "");
+        if (nn < 0 || (size_t)nn >= sizeof sc->name) {
+            cms_log_error("bad option: consumer-suffix is too long", NULL);
+            return 1;
+        }
+        cms_consumer_options o = {.name = sc->name,
                                   .filter_subject = sc->def->filter_subject,
                                   .max_inflight = (int)inflight,
                                   .max_concurrent = (int)concurrency,
