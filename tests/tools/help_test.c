@@ -71,6 +71,8 @@ static const target targets[] = {
     {"cmsctl", {"credential", "revoke", NULL}, NULL},
     {"cmsctl", {"credential", "list", NULL}, NULL},
     {"cmsctl", {"whoami", NULL}, NULL},
+    {"cmsctl", {"contract", "keygen", NULL}, NULL},
+    {"cmsctl", {"contract", "verify", NULL}, NULL},
     {"cmsctl", {"version", NULL}, NULL},
 };
 

@@ -35,6 +35,8 @@ static const char overall_help[] =
     "  identity      create, get, list, suspend, activate, deactivate identities\n"
     "  credential    issue, revoke, list the credentials of identities\n"
     "  whoami        who the API key belongs to (asks cms-identity)\n"
+    "  contract      keygen: a key to sign contracts with; verify: the signatures of an\n"
+    "                exported contract, from the file alone\n"
     "  version       print the version\n"
     "\n"
     "shared options (before or after the verb; a verb takes those it uses):\n"
@@ -123,6 +125,32 @@ out:
     return status == CMSCTL_PARSE_DONE ? CMSCTL_EXIT_OK : status;
 }
 
+static const char contract_help[] = "cmsctl contract - contracts and their signatures\n"
+                                    "\n"
+                                    "usage: cmsctl contract keygen --out FILE\n"
+                                    "       cmsctl contract verify FILE\n"
+                                    "\n"
+                                    "cmsctl contract SUB-VERB --help shows the options of each.\n";
+
+/* cmsctl contract SUB-VERB: each sub-verb goes to the file that has it
+ * (keygen and verify, which need no server: contract_offline.c). */
+static int contract_main(int argc, char **argv)
+{
+    static const char prog[] = "cmsctl contract";
+    if (argc < 2) {
+        fputs(contract_help, stderr);
+        return cmsctl_usage(prog, "%s", "a sub-verb is needed: keygen or verify");
+    }
+    const char *sub = argv[1];
+    if (strcmp(sub, "--help") == 0 || strcmp(sub, "-h") == 0 || strcmp(sub, "help") == 0) {
+        fputs(contract_help, stdout);
+        return CMSCTL_EXIT_OK;
+    }
+    if (strcmp(sub, "keygen") == 0 || strcmp(sub, "verify") == 0)
+        return cmsctl_contract_offline_main(argc, argv);
+    return cmsctl_usage(prog, "unknown contract verb \"%s\": want keygen or verify", sub);
+}
+
 /* Runs the verb argv[0] with argc/argv (argv[0] is the verb). */
 static int run_verb(int argc, char **argv)
 {
@@ -141,11 +169,13 @@ static int run_verb(int argc, char **argv)
         return cmsctl_credential_main(argc, argv);
     if (strcmp(verb, "whoami") == 0)
         return cmsctl_whoami_main(argc, argv);
+    if (strcmp(verb, "contract") == 0)
+        return contract_main(argc, argv);
     if (strcmp(verb, "version") == 0)
         return cmsctl_version_main(argc, argv);
     return cmsctl_usage(PROG,
                         "unknown verb \"%s\": want gen, record, replay, audit, identity, "
-                        "credential, whoami or version",
+                        "credential, whoami, contract or version",
                         verb);
 }
 
@@ -153,7 +183,7 @@ static int run_verb(int argc, char **argv)
 static bool has_sub_verb(const char *verb)
 {
     return strcmp(verb, "audit") == 0 || strcmp(verb, "identity") == 0 ||
-           strcmp(verb, "credential") == 0;
+           strcmp(verb, "credential") == 0 || strcmp(verb, "contract") == 0;
 }
 
 int main(int argc, char **argv)

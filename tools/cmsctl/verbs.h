@@ -13,5 +13,8 @@ int cmsctl_identity_main(int argc, char **argv);
 int cmsctl_credential_main(int argc, char **argv);
 int cmsctl_whoami_main(int argc, char **argv);  /* identity.c: who the API key belongs to */
 int cmsctl_version_main(int argc, char **argv); /* main.c */
+/* argv[0] is "contract", argv[1] "keygen" or "verify": the contract verbs
+ * that need no server (contract_offline.c) */
+int cmsctl_contract_offline_main(int argc, char **argv);
 
 #endif
