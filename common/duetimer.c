@@ -188,8 +188,8 @@ static void due_read(void *arg, cms_pg_err err, const cms_pg_result *res)
 {
     cms_duetimer *t = arg;
     if (err != CMS_PG_OK) {
-        cms_log_warn("due things not read; retrying", "{s:s, s:s}", "timer", t->ops->what,
-                     "error", cms_pg_strerror(err));
+        cms_log_warn("due things not read; retrying", "{s:s, s:s}", "timer", t->ops->what, "error",
+                     cms_pg_strerror(err));
         retry_later(t);
         return;
     }

@@ -171,9 +171,8 @@ enum { MAX_OWN = 60, MAX_EVENTS = 4 };
 
 /* Each event's four parameters, then the statement's own: false if they do
  * not fit. */
-static bool event_params(const char *source, const cms_bus_event *const *evs, int nev,
-                         int nparams, const char *const *values, const char **v, int *lengths,
-                         int *formats)
+static bool event_params(const char *source, const cms_bus_event *const *evs, int nev, int nparams,
+                         const char *const *values, const char **v, int *lengths, int *formats)
 {
     if (source == NULL || evs == NULL || nev < 1 || nev > MAX_EVENTS || nparams < 0 ||
         nparams > MAX_OWN || (nparams > 0 && values == NULL))

@@ -32,7 +32,8 @@
 /* SQL: microseconds since the epoch of a timestamptz expression, as int8. */
 #define CMS_PG_SQL_US(col) "(extract(epoch from " col ") * 1000000)::int8"
 /* ... and back: the timestamptz of an int8 parameter of microseconds. */
-#define CMS_PG_SQL_FROM_US(param) "('epoch'::timestamptz + " param "::int8 * interval '1 microsecond')"
+#define CMS_PG_SQL_FROM_US(param)                                                                  \
+    "('epoch'::timestamptz + " param "::int8 * interval '1 microsecond')"
 
 typedef struct cms_pg cms_pg;
 typedef struct cms_pg_job cms_pg_job;

@@ -273,8 +273,9 @@ static cms_transition_step create_decide(void *arg, cms_cmd_req *req, const cms_
         return CMS_TRANSITION_ANSWERED;
     ctev_contract c = {op->id, op->provider, op->consumer, "draft"};
     cms_bus_event ev = {0};
-    const char *v[] = {op->id,         op->m->title, op->m->description, op->provider, op->consumer,
-                       op->m->terms_json, op->metadata, op->hash,        op->starts,   op->ends};
+    const char *v[] = {op->id,       op->m->title,      op->m->description, op->provider,
+                       op->consumer, op->m->terms_json, op->metadata,       op->hash,
+                       op->starts,   op->ends};
     bool ok = ctsvc_job_actor(write, req) == CMS_PG_OK &&
               ctev_created(&c, op->m->title, op->hash, ctsvc_actor(req), ctsvc_correlation(req),
                            &ev) == CMS_BUS_OK &&
@@ -415,8 +416,9 @@ static cms_transition_step update_decide(void *arg, cms_cmd_req *req, const cms_
     ctev_contract c;
     ctsvc_row_event(r, 0, "draft", &c);
     cms_bus_event ev = {0};
-    const char *v[] = {op->id, title,  desc, terms,
-                       op->metadata, hash, starts, ends, PQgetvalue(r, 0, CTCOL_UPDATED)};
+    const char *v[] = {op->id, title,        desc,
+                       terms,  op->metadata, hash,
+                       starts, ends,         PQgetvalue(r, 0, CTCOL_UPDATED)};
     bool ok = ctsvc_job_actor(write, req) == CMS_PG_OK &&
               ctev_updated(&c, fields, nf, hash, ctsvc_actor(req), ctsvc_correlation(req), &ev) ==
                   CMS_BUS_OK &&
@@ -618,12 +620,9 @@ static void h_list(void *arg, cms_cmd_req *req)
     snprintf(lim, sizeof lim, "%d", limit + 1);
     snprintf(from, sizeof from, "%lld", (long long)m->created_after_us);
     snprintf(to, sizeof to, "%lld", (long long)m->created_before_us);
-    const char *v[] = {m->party_id[0] ? m->party_id : NULL,
-                       m->status[0] ? m->status : NULL,
-                       m->created_after_us ? from : NULL,
-                       m->created_before_us ? to : NULL,
-                       m->after[0] ? m->after : NULL,
-                       lim};
+    const char *v[] = {m->party_id[0] ? m->party_id : NULL, m->status[0] ? m->status : NULL,
+                       m->created_after_us ? from : NULL,   m->created_before_us ? to : NULL,
+                       m->after[0] ? m->after : NULL,       lim};
     if (op == NULL || job == NULL || ctsvc_job_actor(job, req) != CMS_PG_OK ||
         cms_pg_job_sql(job, SQL_LIST, 6, v, NULL, NULL) != CMS_PG_OK) {
         free(op);
@@ -641,8 +640,7 @@ ctsvc_err ctsvc_register_contracts(ctsvc *s, cms_cmd *c)
     if (cms_cmd_register(c, "create", &cms__v1__create_contract__descriptor, h_create, s) != 0 ||
         cms_cmd_register(c, "update", &cms__v1__update_contract__descriptor, h_update, s) != 0 ||
         cms_cmd_register(c, "get", &cms__v1__contract_ref__descriptor, h_get, s) != 0 ||
-        cms_cmd_register(c, "canonical", &cms__v1__contract_ref__descriptor, h_canonical, s) !=
-            0 ||
+        cms_cmd_register(c, "canonical", &cms__v1__contract_ref__descriptor, h_canonical, s) != 0 ||
         cms_cmd_register(c, "list", &cms__v1__list_contracts__descriptor, h_list, s) != 0)
         return CTSVC_ESETUP;
     return CTSVC_OK;

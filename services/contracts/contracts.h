@@ -35,7 +35,7 @@ void ctsvc_destroy(ctsvc *s); /* NULL-safe */
  * ctsvc. */
 cms_consumer_verdict ctsvc_on_identity(void *arg, const Cms__V1__Envelope *env, cms_pg_job *job,
                                        const char **reason);
-cms_consumer_verdict ctsvc_on_credential(void *arg, const Cms__V1__Envelope *env,
-                                         cms_pg_job *job, const char **reason);
+cms_consumer_verdict ctsvc_on_credential(void *arg, const Cms__V1__Envelope *env, cms_pg_job *job,
+                                         const char **reason);
 
 #endif

@@ -157,9 +157,8 @@ cms_bus_err ctev_expired(const ctev_contract *c, const char *old_status, int64_t
     return build(&env, "contract.expired", c, CMS_BUS_SYSTEM_ACTOR, NULL, out);
 }
 
-cms_bus_err ctev_amended(const ctev_contract *c, const char *amendment_id,
-                         const char *content_hash, const char *actor, const char *corr,
-                         cms_bus_event *out)
+cms_bus_err ctev_amended(const ctev_contract *c, const char *amendment_id, const char *content_hash,
+                         const char *actor, const char *corr, cms_bus_event *out)
 {
     Cms__V1__Envelope env = CMS__V1__ENVELOPE__INIT;
     Cms__V1__ContractAmended b = CMS__V1__CONTRACT_AMENDED__INIT;

@@ -47,8 +47,7 @@ cms_bus_err ctev_terminated(const ctev_contract *c, const char *old_status, cons
                             cms_bus_event *out) CTEV_WUR;
 cms_bus_err ctev_expired(const ctev_contract *c, const char *old_status, int64_t ends_at_us,
                          cms_bus_event *out) CTEV_WUR;
-cms_bus_err ctev_amended(const ctev_contract *c, const char *amendment_id,
-                         const char *content_hash, const char *actor, const char *corr,
-                         cms_bus_event *out) CTEV_WUR;
+cms_bus_err ctev_amended(const ctev_contract *c, const char *amendment_id, const char *content_hash,
+                         const char *actor, const char *corr, cms_bus_event *out) CTEV_WUR;
 
 #endif

@@ -61,8 +61,7 @@ int ctsvc_add_activation(cms_pg_job *job, const PGresult *r, int row, bool autom
     ok = ok &&
          ctev_terminated(&old, "signed", automatic ? "system" : ctsvc_side_of(r, row, actor),
                          "superseded", actor, corr, &ev[2]) == CMS_BUS_OK &&
-         cms_outbox_add_sql_events(job, CTSQL_ACTIVATE, CTEV_SOURCE, evs, 3, 1, v) ==
-             CMS_OUTBOX_OK;
+         cms_outbox_add_sql_events(job, CTSQL_ACTIVATE, CTEV_SOURCE, evs, 3, 1, v) == CMS_OUTBOX_OK;
     for (int i = 0; i < 3; i++)
         cms_bus_event_release(&ev[i]);
     return ok ? 0 : -1;
@@ -102,7 +101,9 @@ static bool add_set_status(life_op *op, cms_cmd_req *req, const PGresult *r, con
                            cms_pg_job *write)
 {
     const char *from = PQgetvalue(r, 0, CTCOL_STATUS), *hash = PQgetvalue(r, 0, CTCOL_HASH);
-    const char *to = op->v == V_SUBMIT ? "review" : op->v == V_COMPLETE ? "completed" : "terminated";
+    const char *to = op->v == V_SUBMIT     ? "review"
+                     : op->v == V_COMPLETE ? "completed"
+                                           : "terminated";
     ctev_contract c;
     ctsvc_row_event(r, 0, to, &c);
     cms_bus_event ev = {0};
@@ -149,13 +150,24 @@ static bool add_amend(life_op *op, cms_cmd_req *req, const PGresult *r, cms_pg_j
     memset(ev, 0, sizeof ev);
     const cms_bus_event *evs[] = {&ev[0], &ev[1]};
     const char *actor = ctsvc_actor(req), *corr = ctsvc_correlation(req);
-    const char *v[] = {op->id, PQgetvalue(r, 0, CTCOL_STATUS), PQgetvalue(r, 0, CTCOL_HASH),
-                       new_id, title, desc, prov, cons, terms, meta, hash, starts, ends};
-    bool ok = ctev_amended(&old, new_id, PQgetvalue(r, 0, CTCOL_HASH), actor, corr, &ev[0]) ==
-                  CMS_BUS_OK &&
-              ctev_created(&fresh, title, hash, actor, corr, &ev[1]) == CMS_BUS_OK &&
-              cms_outbox_add_sql_events(write, SQL_AMEND, CTEV_SOURCE, evs, 2, 13, v) ==
-                  CMS_OUTBOX_OK;
+    const char *v[] = {op->id,
+                       PQgetvalue(r, 0, CTCOL_STATUS),
+                       PQgetvalue(r, 0, CTCOL_HASH),
+                       new_id,
+                       title,
+                       desc,
+                       prov,
+                       cons,
+                       terms,
+                       meta,
+                       hash,
+                       starts,
+                       ends};
+    bool ok =
+        ctev_amended(&old, new_id, PQgetvalue(r, 0, CTCOL_HASH), actor, corr, &ev[0]) ==
+            CMS_BUS_OK &&
+        ctev_created(&fresh, title, hash, actor, corr, &ev[1]) == CMS_BUS_OK &&
+        cms_outbox_add_sql_events(write, SQL_AMEND, CTEV_SOURCE, evs, 2, 13, v) == CMS_OUTBOX_OK;
     cms_bus_event_release(&ev[0]);
     cms_bus_event_release(&ev[1]);
     if (!ok) {

@@ -42,8 +42,8 @@ static cms_consumer_verdict on_identity(void *arg, const Cms__V1__Envelope *env,
     return ctsvc_on_identity(((app *)arg)->svc, env, job, reason);
 }
 
-static cms_consumer_verdict on_credential(void *arg, const Cms__V1__Envelope *env,
-                                          cms_pg_job *job, const char **reason)
+static cms_consumer_verdict on_credential(void *arg, const Cms__V1__Envelope *env, cms_pg_job *job,
+                                          const char **reason)
 {
     return ctsvc_on_credential(((app *)arg)->svc, env, job, reason);
 }

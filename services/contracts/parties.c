@@ -34,7 +34,7 @@ static bool is_uuid(const char *s)
 static cms_consumer_verdict add(cms_pg_job *job, const char *sql, int n, const char *const *v)
 {
     return cms_pg_job_sql(job, sql, n, v, NULL, NULL) == CMS_PG_OK ? CMS_CONSUMER_APPLY
-                                                                    : CMS_CONSUMER_RETRY;
+                                                                   : CMS_CONSUMER_RETRY;
 }
 
 cms_consumer_verdict ctsvc_on_identity(void *arg, const Cms__V1__Envelope *env, cms_pg_job *job,
@@ -61,8 +61,8 @@ cms_consumer_verdict ctsvc_on_identity(void *arg, const Cms__V1__Envelope *env, 
     return add(job, SQL_PARTY, 3, v);
 }
 
-cms_consumer_verdict ctsvc_on_credential(void *arg, const Cms__V1__Envelope *env,
-                                         cms_pg_job *job, const char **reason)
+cms_consumer_verdict ctsvc_on_credential(void *arg, const Cms__V1__Envelope *env, cms_pg_job *job,
+                                         const char **reason)
 {
     (void)arg;
     char t[24];

@@ -122,9 +122,8 @@ static cms_transition_step sign_decide(void *arg, cms_cmd_req *req, const cms_pg
                      "the %s has signed already", side);
         return CMS_TRANSITION_ANSWERED;
     }
-    if (!ctsvc_party_active(req, side, PQgetvalue(r, 0, strcmp(side, "provider") == 0
-                                                            ? CTCOL_N
-                                                            : CTCOL_N + 1)) ||
+    if (!ctsvc_party_active(
+            req, side, PQgetvalue(r, 0, strcmp(side, "provider") == 0 ? CTCOL_N : CTCOL_N + 1)) ||
         !key_usable(req, k, op->key_id, me))
         return CMS_TRANSITION_ANSWERED;
 
@@ -164,14 +163,14 @@ static cms_transition_step sign_decide(void *arg, cms_cmd_req *req, const cms_pg
     memset(ev, 0, sizeof ev);
     const cms_bus_event *evs[] = {&ev[0], &ev[1]};
     const char *actor = me, *corr = ctsvc_correlation(req);
-    const char *v[] = {op->id, hash, side, other, entry_text, completes ? "t" : "f", op->key_id,
-                       me};
-    bool ok = entry_text != NULL && ctsvc_job_actor(write, req) == CMS_PG_OK &&
-              ctev_signed(&c, side, op->key_id, hash, actor, corr, &ev[0]) == CMS_BUS_OK &&
-              ctev_fully_signed(&c, hash, ctsvc_i64(r, 0, CTCOL_STARTS),
-                                ctsvc_i64(r, 0, CTCOL_ENDS), actor, corr, &ev[1]) == CMS_BUS_OK &&
-              cms_outbox_add_sql_events(write, SQL_SIGN, CTEV_SOURCE, evs, 2, 8, v) ==
-                  CMS_OUTBOX_OK;
+    const char *v[] = {op->id,     hash, side, other, entry_text, completes ? "t" : "f",
+                       op->key_id, me};
+    bool ok =
+        entry_text != NULL && ctsvc_job_actor(write, req) == CMS_PG_OK &&
+        ctev_signed(&c, side, op->key_id, hash, actor, corr, &ev[0]) == CMS_BUS_OK &&
+        ctev_fully_signed(&c, hash, ctsvc_i64(r, 0, CTCOL_STARTS), ctsvc_i64(r, 0, CTCOL_ENDS),
+                          actor, corr, &ev[1]) == CMS_BUS_OK &&
+        cms_outbox_add_sql_events(write, SQL_SIGN, CTEV_SOURCE, evs, 2, 8, v) == CMS_OUTBOX_OK;
     free(entry_text);
     cms_bus_event_release(&ev[0]);
     cms_bus_event_release(&ev[1]);

@@ -83,11 +83,11 @@ static bool issue_write(issue_op *op, cms_cmd_req *req, cms_pg_job *write)
     const char *v[] = {op->cred_id, op->identity_id, idv_cred_type_name(op->type),     op->value,
                        exp,         op->metadata,    op->signer[0] ? op->signer : NULL};
     const char *va[] = {op->identity_id};
-    bool ok = idev_credential_issued(op->cred_id, op->identity_id, idv_cred_type_name(op->type),
-                                     op->type == IDV_PUBLIC_KEY ? op->value : NULL,
-                                     op->expires_at_us, idsvc_actor(req), idsvc_correlation(req),
-                                     &ev) == CMS_BUS_OK &&
-              cms_outbox_add_sql(write, IDSQL_ISSUE, IDEV_SOURCE, &ev, 7, v) == CMS_OUTBOX_OK;
+    bool ok =
+        idev_credential_issued(op->cred_id, op->identity_id, idv_cred_type_name(op->type),
+                               op->type == IDV_PUBLIC_KEY ? op->value : NULL, op->expires_at_us,
+                               idsvc_actor(req), idsvc_correlation(req), &ev) == CMS_BUS_OK &&
+        cms_outbox_add_sql(write, IDSQL_ISSUE, IDEV_SOURCE, &ev, 7, v) == CMS_OUTBOX_OK;
     if (ok && op->type == IDV_ATTESTATION)
         ok = idev_status_changed(op->identity_id, "inactive", "active", "attestation accepted",
                                  idsvc_actor(req), idsvc_correlation(req), &act) == CMS_BUS_OK &&

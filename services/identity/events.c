@@ -44,8 +44,8 @@ cms_bus_err idev_status_changed(const char *id, const char *old_status, const ch
 }
 
 cms_bus_err idev_credential_issued(const char *cred_id, const char *identity_id, const char *type,
-                                   const char *public_key, int64_t expires_at_us,
-                                   const char *actor, const char *corr, cms_bus_event *out)
+                                   const char *public_key, int64_t expires_at_us, const char *actor,
+                                   const char *corr, cms_bus_event *out)
 {
     Cms__V1__Envelope env = CMS__V1__ENVELOPE__INIT;
     Cms__V1__CredentialIssued b = CMS__V1__CREDENTIAL_ISSUED__INIT;

@@ -18,9 +18,8 @@ cms_bus_err idev_status_changed(const char *id, const char *old_status, const ch
                                 cms_bus_event *out) IDEV_WUR;
 /* public_key: the key of a public_key credential (base64), else NULL */
 cms_bus_err idev_credential_issued(const char *cred_id, const char *identity_id, const char *type,
-                                   const char *public_key, int64_t expires_at_us,
-                                   const char *actor, const char *corr,
-                                   cms_bus_event *out) IDEV_WUR;
+                                   const char *public_key, int64_t expires_at_us, const char *actor,
+                                   const char *corr, cms_bus_event *out) IDEV_WUR;
 cms_bus_err idev_credential_revoked(const char *cred_id, const char *identity_id,
                                     const char *reason, const char *actor, const char *corr,
                                     cms_bus_event *out) IDEV_WUR;

@@ -80,7 +80,8 @@ Test(lifecycle, from_draft_to_completed_with_one_event_each)
                  "signing again is refused");
     cr_assert_eq(ctfx_sign(&C, &Q, k->id, v->content_hash, &s2), OK, "%s: %s", C.field, C.msg);
     cr_assert_str_eq(s2->status, "signed");
-    cr_assert(strstr(s2->signatures_json, "\"provider\"") && strstr(s2->signatures_json, "\"consumer\""),
+    cr_assert(strstr(s2->signatures_json, "\"provider\"") &&
+                  strstr(s2->signatures_json, "\"consumer\""),
               "%s", s2->signatures_json);
     cr_assert_eq(ctfx_events(&C, "contract.signed", k->id), 2);
     cr_assert_eq(ctfx_events(&C, "contract.fully_signed", k->id), 1);
@@ -224,11 +225,14 @@ Test(lifecycle, amendment_supersedes_when_it_becomes_active)
     cr_assert_str_eq(old->status, "active");
     cr_assert_str_eq(old->content_hash, k->content_hash);
     /* a draft is not amended but updated */
-    cr_assert_eq(ctfx_call(&C, &Q, "amend", &(Cms__V1__AmendContract){
-                                               .base = am.base, .id = n->id, .title = (char *)"x",
-                                               .description = (char *)"",
-                                               .terms_json = (char *)"",
-                                               .metadata_json = (char *)""}.base,
+    cr_assert_eq(ctfx_call(&C, &Q, "amend",
+                           &(Cms__V1__AmendContract){.base = am.base,
+                                                     .id = n->id,
+                                                     .title = (char *)"x",
+                                                     .description = (char *)"",
+                                                     .terms_json = (char *)"",
+                                                     .metadata_json = (char *)""}
+                                .base,
                            NULL, NULL),
                  PRECONDITION);
     cr_assert_eq(ctfx_simple(&C, &P, "submit", n->id, NULL), OK);

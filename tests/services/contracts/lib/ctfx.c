@@ -113,9 +113,9 @@ static Cms__V1__Credential *issue(ctfx *c, const char *identity_id, const char *
     m.expires_at_us = cms_bus_now_us() + DAY_US;
     m.public_key = (char *)(public_key ? public_key : "");
     Cms__V1__Credential *cred = NULL;
-    int code = svcfx_call(&c->f, "identity", c->f.admin_key, NULL, "issue_credential", &m.base,
-                          &cms__v1__credential__descriptor, (ProtobufCMessage **)&cred, c->field,
-                          c->msg);
+    int code =
+        svcfx_call(&c->f, "identity", c->f.admin_key, NULL, "issue_credential", &m.base,
+                   &cms__v1__credential__descriptor, (ProtobufCMessage **)&cred, c->field, c->msg);
     cr_assert_eq(code, 0, "issue %s: %d %s: %s", type, code, c->field, c->msg);
     return cred;
 }
@@ -141,9 +141,9 @@ void ctfx_party(ctfx *c, const char *name, ctparty *p)
     m.type = (char *)"user";
     m.metadata_json = (char *)"";
     Cms__V1__Identity *id = NULL;
-    int code = svcfx_call(&c->f, "identity", c->f.admin_key, NULL, "create", &m.base,
-                          &cms__v1__identity__descriptor, (ProtobufCMessage **)&id, c->field,
-                          c->msg);
+    int code =
+        svcfx_call(&c->f, "identity", c->f.admin_key, NULL, "create", &m.base,
+                   &cms__v1__identity__descriptor, (ProtobufCMessage **)&id, c->field, c->msg);
     cr_assert_eq(code, 0, "create %s: %d %s: %s", name, code, c->field, c->msg);
     snprintf(p->id, sizeof p->id, "%s", id->id);
     cms__v1__identity__free_unpacked(id, NULL);
@@ -159,8 +159,8 @@ void ctfx_party(ctfx *c, const char *name, ctparty *p)
     cms__v1__credential__free_unpacked(k, NULL);
     ctfx_wait_party(c, p->id, "active");
     char sql[200];
-    snprintf(sql, sizeof sql,
-             "SELECT count(*) FROM contract_party_keys WHERE credential_id = '%s'", p->key_id);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM contract_party_keys WHERE credential_id = '%s'",
+             p->key_id);
     char *got = svcfx_wait_sql(&c->f, "contract_party_keys", sql, "1", 20000);
     cr_assert_str_eq(got, "1", "cms-contracts hears of %s's public key", name);
     free(got);
@@ -203,8 +203,8 @@ const char *ctfx_terms(int64_t start_s, int64_t end_s, const char *extra)
     return buf;
 }
 
-Cms__V1__Contract *ctfx_create(ctfx *c, const ctparty *by, const ctparty *prov,
-                               const ctparty *cons, const char *terms)
+Cms__V1__Contract *ctfx_create(ctfx *c, const ctparty *by, const ctparty *prov, const ctparty *cons,
+                               const char *terms)
 {
     Cms__V1__CreateContract m = CMS__V1__CREATE_CONTRACT__INIT;
     m.title = (char *)"Data sharing";
@@ -233,9 +233,9 @@ int ctfx_sign(ctfx *c, const ctparty *p, const char *id, const char *content_has
 {
     uint8_t digest[32];
     size_t n = 0;
-    cr_assert_eq(sodium_hex2bin(digest, sizeof digest, content_hash, strlen(content_hash), NULL,
-                                &n, NULL),
-                 0);
+    cr_assert_eq(
+        sodium_hex2bin(digest, sizeof digest, content_hash, strlen(content_hash), NULL, &n, NULL),
+        0);
     cr_assert_eq(n, sizeof digest);
     char sig[CC_SIG_B64URL_MAX + 1];
     cc_sign(p->sk, digest, sig);
@@ -247,8 +247,7 @@ int ctfx_sign(ctfx *c, const ctparty *p, const char *id, const char *content_has
     return ctfx_call(c, p, "sign", &m.base, NULL, (ProtobufCMessage **)out);
 }
 
-Cms__V1__Contract *ctfx_signed(ctfx *c, const ctparty *prov, const ctparty *cons,
-                               const char *terms)
+Cms__V1__Contract *ctfx_signed(ctfx *c, const ctparty *prov, const ctparty *cons, const char *terms)
 {
     Cms__V1__Contract *k = ctfx_create(c, prov, prov, cons, terms), *r = NULL;
     int code = ctfx_simple(c, prov, "submit", k->id, NULL);

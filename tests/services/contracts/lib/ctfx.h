@@ -26,7 +26,7 @@ typedef struct ctparty {
 
 typedef struct ctfx {
     svcfx f;
-    char suffix[48]; /* the durables' suffix: contracts-identity-<suffix> */
+    char suffix[48];           /* the durables' suffix: contracts-identity-<suffix> */
     char field[256], msg[256]; /* the last error's */
 } ctfx;
 
@@ -52,8 +52,8 @@ const char *ctfx_terms(int64_t start_s, int64_t end_s, const char *extra);
 /* Asserting helpers: a draft by `by`; submit; a signature of p over the
  * contract's content hash with p's key (code returned); create + submit +
  * both signatures. Free results with cms__v1__contract__free_unpacked. */
-Cms__V1__Contract *ctfx_create(ctfx *c, const ctparty *by, const ctparty *prov,
-                               const ctparty *cons, const char *terms);
+Cms__V1__Contract *ctfx_create(ctfx *c, const ctparty *by, const ctparty *prov, const ctparty *cons,
+                               const char *terms);
 int ctfx_simple(ctfx *c, const ctparty *who, const char *verb, const char *id,
                 Cms__V1__Contract **out);
 int ctfx_sign(ctfx *c, const ctparty *p, const char *id, const char *content_hash,
