@@ -24,6 +24,7 @@
 #include "cli.h"
 #include "contract_keys.h"
 #include "contracts/canonical.h"
+#include "ctlcmd.h"
 #include "ctlout.h"
 #include "uuid.h"
 #include "verbs.h"
@@ -36,7 +37,12 @@
 static const cms_option keygen_options[] = {
     {"out", NULL, CMS_OPT_STRING, NULL,
      "the file for the secret key: created with mode 600, never overwritten", CMS_OPT_PUBLIC, true},
-    CMSCTL_OUT_OPTIONS,
+    {"register", NULL, CMS_OPT_BOOL, "false",
+     "also issue the public key as the caller's public_key credential (asks cms-identity)",
+     CMS_OPT_PUBLIC, false},
+    {"expires-in", NULL, CMS_OPT_DURATION, "365d", "with --register: the credential's lifetime",
+     CMS_OPT_PUBLIC, false},
+    CMSCTL_CMD_OPTIONS,
 };
 
 static const cms_option verify_options[] = {
@@ -45,6 +51,39 @@ static const cms_option verify_options[] = {
 
 /* ------------------------------------------------------------------------ */
 /* cmsctl contract keygen */
+
+/* Issues pub as the caller's public_key credential; its id into key_id. */
+static int register_key(const char *prog, const cms_config *cfg, const char *pub, char key_id[64])
+{
+    int64_t life = cms_config_duration_ms(cfg, "expires-in");
+    if (life <= 0)
+        return cmsctl_usage(prog, "--expires-in must be a positive duration");
+    cmsctl_cmd *c = NULL;
+    Cms__V1__Principal *me = NULL;
+    Cms__V1__Credential *cred = NULL;
+    int status = cmsctl_cmd_open(prog, cfg, "identity", &c);
+    if (status == CMSCTL_EXIT_OK)
+        status = cmsctl_cmd_whoami(c, &me);
+    if (status == CMSCTL_EXIT_OK) {
+        Cms__V1__IssueCredential req = CMS__V1__ISSUE_CREDENTIAL__INIT;
+        req.identity_id = me->identity_id;
+        req.type = (char *)"public_key";
+        req.public_key = (char *)pub;
+        req.expires_at_us = cmsctl_wall_us() + life * 1000;
+        status = cmsctl_cmd_call(c, "issue_credential", CMSCTL_CMD_WRITE, &req.base,
+                                 &cms__v1__credential__descriptor, (ProtobufCMessage **)&cred);
+    }
+    if (status == CMSCTL_EXIT_OK)
+        snprintf(key_id, 64, "%s", cred->id);
+    else
+        fprintf(stderr, "%s: the key file was written; register its public key later\n", prog);
+    if (cred)
+        cms__v1__credential__free_unpacked(cred, NULL);
+    if (me)
+        cms__v1__principal__free_unpacked(me, NULL);
+    cmsctl_cmd_destroy(c);
+    return status;
+}
 
 static int keygen_main(int argc, char **argv)
 {
@@ -60,7 +99,8 @@ static int keygen_main(int argc, char **argv)
         "Makes an Ed25519 key pair, writes the secret key to FILE (one line of\n"
         "base64; a new file, mode 600: an existing file is never replaced) and prints\n"
         "the public key (base64) and FILE, or with -o json {\"public_key\", \"key_file\"}.\n"
-        "Register the public key with cms-identity as the signer's credential:\n"
+        "With --register the public key is issued at once as the caller's public_key\n"
+        "credential (its id is printed as key_id); else register it later with\n"
         "  cmsctl credential issue ID|NAME --type public_key --public-key BASE64 \\\n"
         "      --expires-in 365d\n"
         "Keep FILE private: whoever holds it can sign as you. Exit status: 0 done,\n"
@@ -90,14 +130,21 @@ static int keygen_main(int argc, char **argv)
         goto out;
     }
     cmsctl_contract_public_b64(sk, pub);
+    char key_id[64] = "";
+    if (cms_config_bool(cfg, "register") &&
+        (status = register_key(prog, cfg, pub, key_id)) != CMSCTL_EXIT_OK)
+        goto out;
     if (fmt == CMSCTL_OUT_TABLE) {
         char b[TEXT_MAX];
         printf("public_key: %s\n", pub);
         printf("key_file: %s\n", cmsctl_out_clean(path, b, sizeof b));
+        if (key_id[0])
+            printf("key_id: %s\n", key_id);
     } else {
-        status = cmsctl_out_emit(
-            prog, fmt, json_pack("{s:s, s:o}", "public_key", pub, "key_file", cmsctl_out_str(path)),
-            NULL);
+        json_t *o = json_pack("{s:s, s:o}", "public_key", pub, "key_file", cmsctl_out_str(path));
+        if (o && key_id[0])
+            json_object_set_new(o, "key_id", json_string(key_id));
+        status = cmsctl_out_emit(prog, fmt, o, NULL);
     }
 out:
     sodium_memzero(sk, sizeof sk);
