@@ -35,8 +35,7 @@ static const char overall_help[] =
     "  identity      create, get, list, suspend, activate, deactivate identities\n"
     "  credential    issue, revoke, list the credentials of identities\n"
     "  whoami        who the API key belongs to (asks cms-identity)\n"
-    "  contract      keygen: a key to sign contracts with; verify: the signatures of an\n"
-    "                exported contract, from the file alone\n"
+    "  contract      create, sign, list, export contracts (keygen, verify offline)\n"
     "  version       print the version\n"
     "\n"
     "shared options (before or after the verb; a verb takes those it uses):\n"
@@ -62,10 +61,11 @@ static const char overall_help[] =
     "A .pbs file is a sequence of protobuf messages (cms.v1.Envelope), each preceded by\n"
     "its length as a varint, as protobuf's writeDelimitedTo writes them.\n"
     "\n"
-    "The identity, credential and whoami verbs send commands to cms-identity, audit\n"
-    "query to cms-audit, with the API key from CMS_API_KEY, else the file\n"
-    "CMS_CREDENTIALS_FILE names, else ~/.config/cms/credentials. Exit status: 0 done,\n"
-    "1 failed, 2 usage error.\n";
+    "The identity, credential and whoami verbs send commands to cms-identity, contract\n"
+    "to cms-contracts (but for keygen and verify, which work offline), audit query to\n"
+    "cms-audit, with the API key from CMS_API_KEY, else the file CMS_CREDENTIALS_FILE\n"
+    "names, else ~/.config/cms/credentials. Exit status: 0 done, 1 failed, 2 usage\n"
+    "error.\n";
 
 /* The options the verbs share, accepted before the verb. */
 typedef struct shared_option {
@@ -125,32 +125,6 @@ out:
     return status == CMSCTL_PARSE_DONE ? CMSCTL_EXIT_OK : status;
 }
 
-static const char contract_help[] = "cmsctl contract - contracts and their signatures\n"
-                                    "\n"
-                                    "usage: cmsctl contract keygen --out FILE\n"
-                                    "       cmsctl contract verify FILE\n"
-                                    "\n"
-                                    "cmsctl contract SUB-VERB --help shows the options of each.\n";
-
-/* cmsctl contract SUB-VERB: each sub-verb goes to the file that has it
- * (keygen and verify, which need no server: contract_offline.c). */
-static int contract_main(int argc, char **argv)
-{
-    static const char prog[] = "cmsctl contract";
-    if (argc < 2) {
-        fputs(contract_help, stderr);
-        return cmsctl_usage(prog, "%s", "a sub-verb is needed: keygen or verify");
-    }
-    const char *sub = argv[1];
-    if (strcmp(sub, "--help") == 0 || strcmp(sub, "-h") == 0 || strcmp(sub, "help") == 0) {
-        fputs(contract_help, stdout);
-        return CMSCTL_EXIT_OK;
-    }
-    if (strcmp(sub, "keygen") == 0 || strcmp(sub, "verify") == 0)
-        return cmsctl_contract_offline_main(argc, argv);
-    return cmsctl_usage(prog, "unknown contract verb \"%s\": want keygen or verify", sub);
-}
-
 /* Runs the verb argv[0] with argc/argv (argv[0] is the verb). */
 static int run_verb(int argc, char **argv)
 {
@@ -170,7 +144,7 @@ static int run_verb(int argc, char **argv)
     if (strcmp(verb, "whoami") == 0)
         return cmsctl_whoami_main(argc, argv);
     if (strcmp(verb, "contract") == 0)
-        return contract_main(argc, argv);
+        return cmsctl_contract_main(argc, argv);
     if (strcmp(verb, "version") == 0)
         return cmsctl_version_main(argc, argv);
     return cmsctl_usage(PROG,

@@ -16,5 +16,7 @@ int cmsctl_version_main(int argc, char **argv); /* main.c */
 /* argv[0] is "contract", argv[1] "keygen" or "verify": the contract verbs
  * that need no server (contract_offline.c) */
 int cmsctl_contract_offline_main(int argc, char **argv);
+/* argv[0] is "contract", argv[1] the sub-verb (contract.c: the commands of cms-contracts) */
+int cmsctl_contract_main(int argc, char **argv);
 
 #endif
