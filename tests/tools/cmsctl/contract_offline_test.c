@@ -195,7 +195,7 @@ Test(contract_offline, help_of_the_verb_and_its_sub_verbs)
     }
     cms_test_proc *p = RUN("contract", "no-such-verb");
     assert_exit(p, 2);
-    cr_assert_not_null(strstr(p->err, "unknown contract verb"), "%s", p->err);
+    cr_assert_not_null(strstr(p->err, "unknown sub-verb"), "%s", p->err);
     cms_test_proc_free(p);
 }
 
