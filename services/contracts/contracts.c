@@ -243,11 +243,20 @@ void ctsvc_committed(ctsvc *s, const PGresult *r)
         ctsched_note(s->sched, ctsvc_i64(r, 0, CTCOL_ENDS));
 }
 
+bool ctsvc_written(void *op, cms_cmd_req *req, const cms_pg_result *res)
+{
+    const PGresult *r = cms_pg_result_get(res, 0);
+    if (PQntuples(r) == 0)
+        return false;
+    ctsvc_committed(((ctsvc_op *)op)->s, r);
+    ctsvc_reply_row(req, r);
+    return true;
+}
+
 /* ---- create: a transition on the parties' statuses ---- */
 
 typedef struct create_op {
-    ctsvc *s;
-    cms_cmd_req *req;
+    ctsvc_op o; /* first: ctsvc_written's */
     char id[CT_ID_LEN + 1], provider[CT_ID_LEN + 1], consumer[CT_ID_LEN + 1];
     char hash[CC_HASH_HEX + 1];
     char starts[24], ends[24];
@@ -259,7 +268,7 @@ static int create_read(void *arg, cms_pg_job *job)
 {
     create_op *op = arg;
     const char *v[] = {op->provider, op->consumer};
-    int rc = ctsvc_job_actor(job, op->req);
+    int rc = ctsvc_job_actor(job, op->o.req);
     return rc ? rc : cms_pg_job_sql(job, SQL_PARTIES, 2, v, NULL, NULL);
 }
 
@@ -288,22 +297,11 @@ static cms_transition_step create_decide(void *arg, cms_cmd_req *req, const cms_
     return CMS_TRANSITION_WRITE;
 }
 
-static bool create_written(void *arg, cms_cmd_req *req, const cms_pg_result *res)
-{
-    create_op *op = arg;
-    const PGresult *r = cms_pg_result_get(res, 0);
-    if (PQntuples(r) == 0)
-        return false; /* a party's status changed since the read */
-    ctsvc_committed(op->s, r);
-    ctsvc_reply_row(req, r);
-    return true;
-}
-
 static const cms_transition_ops create_ops = {.what = "create",
                                               .object = "parties' status",
                                               .read = create_read,
                                               .decide = create_decide,
-                                              .written = create_written};
+                                              .written = ctsvc_written};
 
 static void h_create(void *arg, cms_cmd_req *req)
 {
@@ -336,7 +334,7 @@ static void h_create(void *arg, cms_cmd_req *req)
         ctsvc_fail_oom(req);
         return;
     }
-    *op = (create_op){.s = s, .req = req, .m = m, .metadata = metadata};
+    *op = (create_op){.o = {s, req}, .m = m, .metadata = metadata};
     cms_uuid u;
     cms_uuid_v7(&u);
     cms_uuid_format(&u, op->id);
@@ -355,8 +353,7 @@ static void h_create(void *arg, cms_cmd_req *req)
 /* ---- update: a transition of a draft ---- */
 
 typedef struct update_op {
-    ctsvc *s;
-    cms_cmd_req *req;
+    ctsvc_op o; /* first: ctsvc_written's */
     char id[CT_ID_LEN + 1];
     const Cms__V1__UpdateContract *m;
     const char *metadata; /* NULL: kept */
@@ -365,7 +362,7 @@ typedef struct update_op {
 static int update_read(void *arg, cms_pg_job *job)
 {
     update_op *op = arg;
-    return ctsvc_read_contract(job, op->req, op->id);
+    return ctsvc_read_contract(job, op->o.req, op->id);
 }
 
 static cms_transition_step update_decide(void *arg, cms_cmd_req *req, const cms_pg_result *res,
@@ -431,26 +428,11 @@ static cms_transition_step update_decide(void *arg, cms_cmd_req *req, const cms_
     return CMS_TRANSITION_WRITE;
 }
 
-static bool row_written(ctsvc *s, cms_cmd_req *req, const cms_pg_result *res)
-{
-    const PGresult *r = cms_pg_result_get(res, 0);
-    if (PQntuples(r) == 0)
-        return false;
-    ctsvc_committed(s, r);
-    ctsvc_reply_row(req, r);
-    return true;
-}
-
-static bool update_written(void *arg, cms_cmd_req *req, const cms_pg_result *res)
-{
-    return row_written(((update_op *)arg)->s, req, res);
-}
-
 static const cms_transition_ops update_ops = {.what = "update",
                                               .object = "contract",
                                               .read = update_read,
                                               .decide = update_decide,
-                                              .written = update_written};
+                                              .written = ctsvc_written};
 
 static void h_update(void *arg, cms_cmd_req *req)
 {
@@ -475,7 +457,7 @@ static void h_update(void *arg, cms_cmd_req *req)
         ctsvc_fail_oom(req);
         return;
     }
-    *op = (update_op){.s = s, .req = req, .m = m, .metadata = metadata};
+    *op = (update_op){.o = {s, req}, .m = m, .metadata = metadata};
     snprintf(op->id, sizeof op->id, "%s", m->id);
     cms_transition_run(s->pg, req, &update_ops, op);
 }

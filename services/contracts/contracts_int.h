@@ -81,6 +81,17 @@ bool ctsvc_content_hash(cms_cmd_req *req, const char *id, const char *title,
 int ctsvc_add_activation(cms_pg_job *job, const PGresult *r, int row, bool automatic,
                          const char *actor, const char *corr);
 
+/* What every transition op of cms-contracts begins with. */
+typedef struct ctsvc_op {
+    ctsvc *s;
+    cms_cmd_req *req;
+} ctsvc_op;
+/* The transitions' written (cms_transition_ops), for an op that begins
+ * with a ctsvc_op and a write whose first result is the contract's row:
+ * none means the state moved since the read (read again); else the change
+ * is committed (ctsvc_committed) and the row is the reply. */
+bool ctsvc_written(void *op, cms_cmd_req *req, const cms_pg_result *res);
+
 /* A committed change: kick the outbox, tell the timer of due dates. */
 void ctsvc_committed(ctsvc *s, const PGresult *r);
 

@@ -72,8 +72,7 @@ int ctsvc_add_activation(cms_pg_job *job, const PGresult *r, int row, bool autom
 typedef enum { V_SUBMIT, V_ACTIVATE, V_COMPLETE, V_TERMINATE, V_AMEND } verb;
 
 typedef struct life_op {
-    ctsvc *s;
-    cms_cmd_req *req;
+    ctsvc_op o; /* first: ctsvc_written's */
     verb v;
     char id[CT_ID_LEN + 1];
     char reason[CV_REASON_MAX + 1];
@@ -84,7 +83,7 @@ typedef struct life_op {
 static int life_read(void *arg, cms_pg_job *job)
 {
     life_op *op = arg;
-    return ctsvc_read_contract(job, op->req, op->id);
+    return ctsvc_read_contract(job, op->o.req, op->id);
 }
 
 /* "2026-12-02T10:00:00Z" */
@@ -257,22 +256,11 @@ static cms_transition_step life_decide(void *arg, cms_cmd_req *req, const cms_pg
     return CMS_TRANSITION_WRITE;
 }
 
-static bool life_written(void *arg, cms_cmd_req *req, const cms_pg_result *res)
-{
-    life_op *op = arg;
-    const PGresult *r = cms_pg_result_get(res, 0);
-    if (PQntuples(r) == 0)
-        return false;
-    ctsvc_committed(op->s, r);
-    ctsvc_reply_row(req, r);
-    return true;
-}
-
 static const cms_transition_ops life_ops = {.what = "lifecycle",
                                             .object = "contract",
                                             .read = life_read,
                                             .decide = life_decide,
-                                            .written = life_written};
+                                            .written = ctsvc_written};
 
 static void run(ctsvc *s, cms_cmd_req *req, verb v, const char *id, const char *reason,
                 const Cms__V1__AmendContract *am, const char *metadata)
@@ -287,7 +275,7 @@ static void run(ctsvc *s, cms_cmd_req *req, verb v, const char *id, const char *
         ctsvc_fail_oom(req);
         return;
     }
-    *op = (life_op){.s = s, .req = req, .v = v, .am = am, .metadata = metadata};
+    *op = (life_op){.o = {s, req}, .v = v, .am = am, .metadata = metadata};
     snprintf(op->id, sizeof op->id, "%s", id);
     snprintf(op->reason, sizeof op->reason, "%s", reason ? reason : "");
     cms_transition_run(s->pg, req, &life_ops, op);

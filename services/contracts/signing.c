@@ -40,8 +40,7 @@ static const char SQL_SIGN[] =
 // clang-format on
 
 typedef struct sign_op {
-    ctsvc *s;
-    cms_cmd_req *req;
+    ctsvc_op o; /* first: ctsvc_written's */
     char id[CT_ID_LEN + 1], key_id[CT_ID_LEN + 1];
     char sig[CC_SIG_B64URL_MAX + 1];
     char side[16]; /* asked for; "" for the caller's own */
@@ -51,7 +50,7 @@ static int sign_read(void *arg, cms_pg_job *job)
 {
     sign_op *op = arg;
     const char *v[] = {op->key_id};
-    int rc = ctsvc_read_contract(job, op->req, op->id);
+    int rc = ctsvc_read_contract(job, op->o.req, op->id);
     return rc ? rc : cms_pg_job_sql(job, SQL_KEY, 1, v, NULL, NULL);
 }
 
@@ -181,22 +180,11 @@ static cms_transition_step sign_decide(void *arg, cms_cmd_req *req, const cms_pg
     return CMS_TRANSITION_WRITE;
 }
 
-static bool sign_written(void *arg, cms_cmd_req *req, const cms_pg_result *res)
-{
-    sign_op *op = arg;
-    const PGresult *r = cms_pg_result_get(res, 0);
-    if (PQntuples(r) == 0)
-        return false;
-    ctsvc_committed(op->s, r);
-    ctsvc_reply_row(req, r);
-    return true;
-}
-
 static const cms_transition_ops sign_ops = {.what = "sign",
                                             .object = "contract",
                                             .read = sign_read,
                                             .decide = sign_decide,
-                                            .written = sign_written};
+                                            .written = ctsvc_written};
 
 static void h_sign(void *arg, cms_cmd_req *req)
 {
@@ -223,7 +211,7 @@ static void h_sign(void *arg, cms_cmd_req *req)
         ctsvc_fail_oom(req);
         return;
     }
-    *op = (sign_op){.s = s, .req = req};
+    *op = (sign_op){.o = {s, req}};
     snprintf(op->id, sizeof op->id, "%s", m->id);
     snprintf(op->key_id, sizeof op->key_id, "%s", m->key_id);
     snprintf(op->sig, sizeof op->sig, "%s", m->signature);
