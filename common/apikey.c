@@ -48,7 +48,7 @@ static void sodium_setup(void)
         cms_log_error("sodium_init failed", NULL);
 }
 
-static bool sodium_ready(void)
+bool cms_sodium_ready(void)
 {
     pthread_once(&g_sodium_once, sodium_setup);
     return g_sodium_rc >= 0;
@@ -84,7 +84,7 @@ static bool hex_decode(const char *hex, size_t n, uint8_t *out)
 int cms_apikey_generate(const cms_uuid *id, char out[CMS_APIKEY_LEN + 1],
                         uint8_t secret[CMS_APIKEY_SECRET_BYTES])
 {
-    if (!sodium_ready())
+    if (!cms_sodium_ready())
         return -1;
     randombytes_buf(secret, CMS_APIKEY_SECRET_BYTES);
     memcpy(out, PREFIX, PREFIX_LEN);
@@ -105,7 +105,7 @@ bool cms_apikey_parse(const char *key, size_t len, cms_uuid *id,
     size_t got = 0;
     const char *end = NULL;
 
-    if (key == NULL || len != CMS_APIKEY_LEN || !sodium_ready())
+    if (key == NULL || len != CMS_APIKEY_LEN || !cms_sodium_ready())
         goto out;
     if (memcmp(key, PREFIX, PREFIX_LEN) != 0 || key[SEP_AT] != '_')
         goto out;
@@ -144,7 +144,7 @@ void cms_apikey_hash(const uint8_t server_key[CMS_APIKEY_SERVER_KEY_BYTES],
                      char out[CMS_APIKEY_HASH_LEN + 1])
 {
     uint8_t h[HASH_BYTES];
-    (void)sodium_ready(); /* selects the fastest BLAKE2b; without it the portable one runs */
+    (void)cms_sodium_ready(); /* selects the fastest BLAKE2b; without it the portable one runs */
     raw_hash(server_key, secret, h);
     memcpy(out, HASH_PREFIX, HASH_PREFIX_LEN);
     sodium_bin2hex(out + HASH_PREFIX_LEN, 2 * HASH_BYTES + 1, h, sizeof h);
@@ -167,7 +167,7 @@ bool cms_apikey_verify(const uint8_t server_key[CMS_APIKEY_SERVER_KEY_BYTES],
     for (size_t i = HASH_PREFIX_LEN; i < CMS_APIKEY_HASH_LEN; i++)
         if (!is_lower_hex(stored[i]))
             goto out;
-    if (!sodium_ready() || !hex_decode(stored + HASH_PREFIX_LEN, 2 * HASH_BYTES, want))
+    if (!cms_sodium_ready() || !hex_decode(stored + HASH_PREFIX_LEN, 2 * HASH_BYTES, want))
         goto out;
     raw_hash(server_key, secret, have);
     ok = sodium_memcmp(want, have, HASH_BYTES) == 0;
@@ -183,7 +183,7 @@ bool cms_apikey_server_key_parse(const char *text, uint8_t out[CMS_APIKEY_SERVER
     uint8_t k[CMS_APIKEY_SERVER_KEY_BYTES];
     enum { N = 2 * CMS_APIKEY_SERVER_KEY_BYTES };
 
-    if (text == NULL || strnlen(text, N + 1) != N || !sodium_ready())
+    if (text == NULL || strnlen(text, N + 1) != N || !cms_sodium_ready())
         goto out;
     for (size_t i = 0; i < N; i++)
         if (!is_hex(text[i]))

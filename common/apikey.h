@@ -22,6 +22,11 @@
 #define CMS_APIKEY_LEN 80      /* strlen of a key: "cms_" + 32 hex + "_" + 43 base64url = 80 */
 #define CMS_APIKEY_HASH_LEN 67 /* strlen of a stored hash: "b2:" + 64 hex */
 
+/* libsodium initialised once per process, from any thread (it selects the
+ * fastest implementations; the portable ones give the same results without
+ * it); false if it failed. */
+bool cms_sodium_ready(void);
+
 /* Makes a new key for credential id: 32 random bytes (randombytes_buf) as the
  * secret. out gets "cms_<id as 32 lowercase hex, no dashes>_<secret as
  * base64url, no padding>". Returns 0, or -1 when libsodium cannot be

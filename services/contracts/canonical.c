@@ -7,7 +7,8 @@
  * the last character). */
 #include "contracts/canonical.h"
 
-#include <pthread.h>
+#include "apikey.h"
+
 #include <sodium.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -29,24 +30,6 @@ _Static_assert(sodium_base64_ENCODED_LEN(SIG_BYTES, SIG_B64_VARIANT) <= CC_SIG_B
                "signature encoding length");
 _Static_assert(sodium_base64_ENCODED_LEN(PK_BYTES, PK_B64_VARIANT) == CC_PUBLIC_KEY_B64 + 1,
                "public key encoding length");
-
-static pthread_once_t g_sodium_once = PTHREAD_ONCE_INIT;
-static int g_sodium_rc = -1;
-
-static void sodium_setup(void)
-{
-    g_sodium_rc = sodium_init();
-    if (g_sodium_rc < 0)
-        cms_log_error("sodium_init failed", NULL);
-}
-
-/* Selects libsodium's fastest implementations; the portable ones, which
- * hash and sign alike, run without it. */
-static bool sodium_ready(void)
-{
-    pthread_once(&g_sodium_once, sodium_setup);
-    return g_sodium_rc >= 0;
-}
 
 /* Decodes exactly n bytes from the whole of text (NUL-terminated). */
 static bool b64_decode(const char *text, int variant, uint8_t *out, size_t n)
@@ -115,7 +98,7 @@ cms_jcs_err cc_canonical(const char *id, const char *title, const char *descript
 
 void cc_hash(const char *canonical, size_t len, uint8_t digest[32], char hex[CC_HASH_HEX + 1])
 {
-    (void)sodium_ready();
+    (void)cms_sodium_ready();
     crypto_hash_sha256(digest, (const unsigned char *)canonical, len);
     sodium_bin2hex(hex, CC_HASH_HEX + 1, digest, 32);
 }
@@ -124,7 +107,7 @@ void cc_sign(const uint8_t secret_key[64], const uint8_t digest[32],
              char sig[CC_SIG_B64URL_MAX + 1])
 {
     uint8_t s[SIG_BYTES];
-    (void)sodium_ready();
+    (void)cms_sodium_ready();
     /* cannot fail: detached signing has no error path */
     (void)crypto_sign_detached(s, NULL, digest, 32, secret_key);
     sodium_bin2base64(sig, CC_SIG_B64URL_MAX + 1, s, sizeof s, SIG_B64_VARIANT);
@@ -133,7 +116,7 @@ void cc_sign(const uint8_t secret_key[64], const uint8_t digest[32],
 bool cc_verify(const char *public_key_b64, const char *sig_b64url, const uint8_t digest[32])
 {
     uint8_t pk[PK_BYTES], s[SIG_BYTES];
-    (void)sodium_ready();
+    (void)cms_sodium_ready();
     if (!b64_decode(public_key_b64, PK_B64_VARIANT, pk, sizeof pk) ||
         !b64_decode(sig_b64url, SIG_B64_VARIANT, s, sizeof s))
         return false;
@@ -254,7 +237,7 @@ bool cc_verify_document(const char *json, size_t len, cc_report *r)
     size_t canon_len = 0;
     uint8_t digest[32];
     memset(r, 0, sizeof *r);
-    (void)sodium_ready();
+    (void)cms_sodium_ready();
 
     cms_jcs_err e = cms_jcs_parse(json, len, &doc);
     if (e != CMS_JCS_OK) {
