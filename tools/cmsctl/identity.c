@@ -4,6 +4,8 @@
  * or two when an identity is given by name where the command takes an id
  * (set_status, issue_credential, list_credentials): a get by name comes
  * first. An argument that parses as a UUID is an id, anything else a name.
+ * What the sub-verbs share with cmsctl contract (their plumbing, names,
+ * table times, paging) is ctlverb.h.
  *
  * Values are checked by the service, which names the field at fault; this
  * file checks only what it must understand itself (JSON it merges roles
@@ -30,11 +32,11 @@
 #include "cms/v1/identity.pb-c.h"
 #include "ctlcmd.h"
 #include "ctlout.h"
+#include "ctlverb.h"
 #include "uuid.h"
 #include "verbs.h"
 
 #define SERVICE "identity"
-#define LIST_LIMIT_MAX 1000
 #define NAME_COLUMN_MAX 40
 #define TEXT_MAX 1024 /* longest server text shown in a table cell */
 #define ROLES_TEXT_MAX 256
@@ -62,10 +64,7 @@ static const cms_option list_options[] = {
      false},
     {"status", NULL, CMS_OPT_STRING, NULL, "only this status (active, inactive, suspended)",
      CMS_OPT_PUBLIC, false},
-    {"limit", NULL, CMS_OPT_INT, "100", "identities per page (1 to 1000)", CMS_OPT_PUBLIC, false},
-    {"after", NULL, CMS_OPT_STRING, NULL,
-     "the cursor printed after the previous page (next: --after CURSOR)", CMS_OPT_PUBLIC, false},
-    {"all", NULL, CMS_OPT_BOOL, "false", "follow every page to the end", CMS_OPT_PUBLIC, false},
+    CMSCTL_VERB_PAGE_OPTIONS("identities"),
 };
 
 static const cms_option status_options[] = {
@@ -106,8 +105,6 @@ static const cms_option whoami_options[] = {
     CMSCTL_CMD_OPTIONS,
 };
 
-#define NOPTS(t) (sizeof(t) / sizeof((t)[0]))
-
 static const char identity_help[] =
     "cmsctl identity - identities, kept by cms-identity\n"
     "\n"
@@ -133,28 +130,6 @@ static const char credential_help[] =
 
 /* ------------------------------------------------------------------------ */
 /* arguments */
-
-/* Exactly one positional, what it is called in messages. */
-static int one_arg(const char *prog, const cms_config *cfg, const char *what, const char **out)
-{
-    size_t n = cms_config_npositional(cfg);
-    if (n == 0)
-        return cmsctl_usage(prog, "%s is needed", what);
-    if (n > 1)
-        return cmsctl_usage(prog, "unexpected argument \"%s\" after %s",
-                            cms_config_positional(cfg, 1), what);
-    *out = cms_config_positional(cfg, 0);
-    return CMSCTL_EXIT_OK;
-}
-
-static bool as_uuid(const char *s, char out[CMS_UUID_STRLEN + 1])
-{
-    cms_uuid u;
-    if (!cms_uuid_parse(s, strlen(s), &u))
-        return false;
-    cms_uuid_format(&u, out);
-    return true;
-}
 
 /* A JSON object given on the command line; *out is NULL when text is NULL. */
 static int object_arg(const char *prog, const char *flag, const char *text, json_t **out)
@@ -265,14 +240,6 @@ static json_t *jmetadata(const char *text)
     return v != NULL ? v : cmsctl_out_str(text);
 }
 
-static const char *table_time(int64_t us, char out[CMSCTL_CMD_TIME_MAX])
-{
-    cmsctl_cmd_time_format(us, false, out);
-    if (out[0] == '\0')
-        snprintf(out, CMSCTL_CMD_TIME_MAX, "-");
-    return out;
-}
-
 /* The metadata's roles, comma-separated ("-" if none). */
 static const char *roles_of(const char *metadata_json, char out[ROLES_TEXT_MAX])
 {
@@ -355,8 +322,8 @@ static void identity_table(const Cms__V1__Identity *id)
     printf("status: %s\n", cmsctl_out_clean(id->status, b, sizeof b));
     printf("roles: %s\n", cmsctl_out_clean(roles_of(id->metadata_json, roles), b, sizeof b));
     printf("metadata: %s\n", cmsctl_out_clean(id->metadata_json, b, sizeof b));
-    printf("created_at: %s\n", table_time(id->created_at_us, t));
-    printf("updated_at: %s\n", table_time(id->updated_at_us, t));
+    printf("created_at: %s\n", cmsctl_verb_time(id->created_at_us, t));
+    printf("updated_at: %s\n", cmsctl_verb_time(id->updated_at_us, t));
 }
 
 static void credential_table(const Cms__V1__Credential *c, bool with_secret)
@@ -366,9 +333,9 @@ static void credential_table(const Cms__V1__Credential *c, bool with_secret)
     printf("identity_id: %s\n", cmsctl_out_clean(c->identity_id, b, sizeof b));
     printf("type: %s\n", cmsctl_out_clean(c->type, b, sizeof b));
     printf("status: %s\n", credential_status(c, cmsctl_wall_us()));
-    printf("expires_at: %s\n", table_time(c->expires_at_us, t));
-    printf("created_at: %s\n", table_time(c->created_at_us, t));
-    printf("revoked_at: %s\n", table_time(c->revoked_at_us, t));
+    printf("expires_at: %s\n", cmsctl_verb_time(c->expires_at_us, t));
+    printf("created_at: %s\n", cmsctl_verb_time(c->created_at_us, t));
+    printf("revoked_at: %s\n", cmsctl_verb_time(c->revoked_at_us, t));
     if (c->public_key[0] != '\0')
         printf("public_key: %s\n", cmsctl_out_clean(c->public_key, b, sizeof b));
     if (c->measurement[0] != '\0')
@@ -389,172 +356,66 @@ static int print_identity(const char *prog, cmsctl_out_format fmt, const Cms__V1
 }
 
 /* ------------------------------------------------------------------------ */
-/* resolving identities */
-
-/* The identity given as an id (a UUID) or a name. */
-static int get_identity(cmsctl_cmd *c, const char *arg, ProtobufCMessage **out)
-{
-    char id[CMS_UUID_STRLEN + 1];
-    Cms__V1__GetIdentity req = CMS__V1__GET_IDENTITY__INIT;
-    if (as_uuid(arg, id))
-        req.id = id;
-    else
-        req.name = (char *)arg;
-    return cmsctl_cmd_call(c, "get", CMSCTL_CMD_READ, &req.base, &cms__v1__identity__descriptor,
-                           out);
-}
-
-/* The id of the identity given as an id or a name (asking for a name). */
-static int identity_id(cmsctl_cmd *c, const char *arg, char id[CMS_UUID_STRLEN + 1])
-{
-    int status = CMSCTL_EXIT_OK;
-    ProtobufCMessage *found = NULL;
-    if (as_uuid(arg, id))
-        goto out;
-    if ((status = get_identity(c, arg, &found)) != CMSCTL_EXIT_OK)
-        goto out;
-    snprintf(id, CMS_UUID_STRLEN + 1, "%s", ((const Cms__V1__Identity *)found)->id);
-out:
-    if (found != NULL)
-        protobuf_c_message_free_unpacked(found, NULL);
-    return status;
-}
-
-/* ------------------------------------------------------------------------ */
-/* what every sub-verb shares */
-
-/* A sub-verb's options, its one argument, its connection and the reply;
- * verb_end releases them all. */
-typedef struct verb {
-    const char *prog;
-    cms_config *cfg;
-    cmsctl_out_format fmt;
-    cmsctl_cmd *c;
-    const char *arg;       /* the one positional argument */
-    ProtobufCMessage *got; /* the reply */
-} verb;
-
-/* Options, then the one positional argument described by what (NULL: none
- * may be given). The caller opens the connection (verb_open) once its own
- * arguments are checked, so that a usage error never waits on NATS. */
-static int verb_begin(verb *v, const char *prog, const cms_option *opts, size_t nopts, int argc,
-                      char **argv, const char *summary, const char *usage, const char *what)
-{
-    memset(v, 0, sizeof *v);
-    v->prog = prog;
-    int status = cmsctl_parse(opts, nopts, argc, argv, prog, summary, usage, &v->cfg);
-    if (status != CMSCTL_EXIT_OK)
-        return status;
-    if ((status = cmsctl_out_format_get(prog, v->cfg, &v->fmt)) != CMSCTL_EXIT_OK)
-        return status;
-    if (what != NULL)
-        return one_arg(prog, v->cfg, what, &v->arg);
-    if (cms_config_npositional(v->cfg) > 0)
-        return cmsctl_usage(prog, "unexpected argument \"%s\"", cms_config_positional(v->cfg, 0));
-    return CMSCTL_EXIT_OK;
-}
-
-static int verb_open(verb *v)
-{
-    return cmsctl_cmd_open(v->prog, v->cfg, SERVICE, &v->c);
-}
-
-/* The command; its result lands in v->got. */
-static int verb_call(verb *v, const char *name, cmsctl_cmd_kind kind, const ProtobufCMessage *req,
-                     const ProtobufCMessageDescriptor *rdesc)
-{
-    return cmsctl_cmd_call(v->c, name, kind, req, rdesc, &v->got);
-}
-
-static int verb_end(verb *v, int status)
-{
-    if (v->got != NULL)
-        protobuf_c_message_free_unpacked(v->got, NULL);
-    cmsctl_cmd_destroy(v->c);
-    cms_config_destroy(v->cfg);
-    return status == CMSCTL_PARSE_DONE ? CMSCTL_EXIT_OK : status;
-}
-
-/* ------------------------------------------------------------------------ */
 /* cmsctl identity ... */
 
 static int create_main(int argc, char **argv)
 {
-    verb v;
+    cmsctl_verb v;
     char *metadata = NULL;
-    int status =
-        verb_begin(&v, "cmsctl identity create", create_options, NOPTS(create_options), argc, argv,
-                   "create an identity",
-                   "NAME --type user|machine|enclave\n\n"
-                   "Creates the identity NAME (admins only) and prints it. --roles a,b adds\n"
-                   "the roles to the metadata's \"roles\" array.\n\n" CMSCTL_CMD_KEY_HELP,
-                   "the identity's NAME");
+    int status = cmsctl_verb_begin(
+        &v, SERVICE, "cmsctl identity create", create_options, CMSCTL_NOPTS(create_options), argc,
+        argv, "create an identity",
+        "NAME --type user|machine|enclave\n\n"
+        "Creates the identity NAME (admins only) and prints it. --roles a,b adds\n"
+        "the roles to the metadata's \"roles\" array.\n\n" CMSCTL_CMD_KEY_HELP,
+        "the identity's NAME");
     if (status != CMSCTL_EXIT_OK ||
         (status = metadata_arg(v.prog, cms_config_str(v.cfg, "metadata"),
                                cms_config_str(v.cfg, "roles"), &metadata)) != CMSCTL_EXIT_OK ||
-        (status = verb_open(&v)) != CMSCTL_EXIT_OK)
+        (status = cmsctl_verb_open(&v)) != CMSCTL_EXIT_OK)
         goto out;
     Cms__V1__CreateIdentity req = CMS__V1__CREATE_IDENTITY__INIT;
     req.name = (char *)v.arg;
     req.type = (char *)cms_config_str(v.cfg, "type");
     req.metadata_json = metadata;
-    status = verb_call(&v, "create", CMSCTL_CMD_WRITE, &req.base, &cms__v1__identity__descriptor);
+    status =
+        cmsctl_verb_call(&v, "create", CMSCTL_CMD_WRITE, &req.base, &cms__v1__identity__descriptor);
     if (status == CMSCTL_EXIT_OK)
         status = print_identity(v.prog, v.fmt, (const Cms__V1__Identity *)v.got);
 out:
     free(metadata);
-    return verb_end(&v, status);
+    return cmsctl_verb_end(&v, status);
 }
 
 static int get_main(int argc, char **argv)
 {
-    verb v;
-    int status = verb_begin(&v, "cmsctl identity get", get_options, NOPTS(get_options), argc, argv,
-                            "show one identity",
-                            "ID|NAME\n\n"
-                            "Prints the identity with that id (a UUID) or, for anything else, "
-                            "that\nname.\n\n" CMSCTL_CMD_KEY_HELP,
-                            "an identity's ID or NAME");
-    if (status == CMSCTL_EXIT_OK && (status = verb_open(&v)) == CMSCTL_EXIT_OK &&
-        (status = get_identity(v.c, v.arg, &v.got)) == CMSCTL_EXIT_OK)
+    cmsctl_verb v;
+    int status =
+        cmsctl_verb_begin(&v, SERVICE, "cmsctl identity get", get_options,
+                          CMSCTL_NOPTS(get_options), argc, argv, "show one identity",
+                          "ID|NAME\n\n"
+                          "Prints the identity with that id (a UUID) or, for anything else, "
+                          "that\nname.\n\n" CMSCTL_CMD_KEY_HELP,
+                          "an identity's ID or NAME");
+    if (status == CMSCTL_EXIT_OK && (status = cmsctl_verb_open(&v)) == CMSCTL_EXIT_OK &&
+        (status = cmsctl_verb_get_identity(&v, v.arg, &v.got)) == CMSCTL_EXIT_OK)
         status = print_identity(v.prog, v.fmt, (const Cms__V1__Identity *)v.got);
-    return verb_end(&v, status);
+    return cmsctl_verb_end(&v, status);
 }
 
-/* The pages of one list command, kept until printed. */
-typedef struct pages {
-    Cms__V1__IdentityPage **v;
-    size_t n, cap;
-} pages;
-
-static bool pages_add(pages *p, Cms__V1__IdentityPage *page)
+static const Cms__V1__IdentityPage *page_at(ProtobufCMessage *const *pages, size_t i)
 {
-    if (p->n == p->cap) {
-        size_t cap = p->cap ? p->cap * 2 : 8;
-        Cms__V1__IdentityPage **v = realloc(p->v, cap * sizeof *v);
-        if (v == NULL)
-            return false;
-        p->v = v;
-        p->cap = cap;
-    }
-    p->v[p->n++] = page;
-    return true;
+    return (const Cms__V1__IdentityPage *)pages[i];
 }
 
-static void pages_free(pages *p)
+static int print_identities(const cmsctl_verb *v, ProtobufCMessage *const *pages, size_t n)
 {
-    for (size_t i = 0; i < p->n; i++)
-        cms__v1__identity_page__free_unpacked(p->v[i], NULL);
-    free(p->v);
-}
-
-static int print_identities(const char *prog, cmsctl_out_format fmt, const pages *p)
-{
-    if (fmt != CMSCTL_OUT_TABLE) {
+    if (v->fmt != CMSCTL_OUT_TABLE) {
         json_t *arr = json_array();
-        for (size_t i = 0; arr != NULL && i < p->n; i++) {
-            for (size_t j = 0; j < p->v[i]->n_identities; j++) {
-                if (json_array_append_new(arr, identity_json(p->v[i]->identities[j])) != 0) {
+        for (size_t i = 0; arr != NULL && i < n; i++) {
+            const Cms__V1__IdentityPage *pg = page_at(pages, i);
+            for (size_t j = 0; j < pg->n_identities; j++) {
+                if (json_array_append_new(arr, identity_json(pg->identities[j])) != 0) {
                     json_decref(arr);
                     arr = NULL;
                     break;
@@ -562,28 +423,30 @@ static int print_identities(const char *prog, cmsctl_out_format fmt, const pages
             }
         }
         if (arr != NULL && json_array_size(arr) == 0)
-            cmsctl_out_none(fmt, "no identities match");
-        return cmsctl_out_emit(prog, fmt, arr, NULL);
+            cmsctl_out_none(v->fmt, "no identities match");
+        return cmsctl_out_emit(v->prog, v->fmt, arr, NULL);
     }
     int width = 4;
     size_t rows = 0;
-    for (size_t i = 0; i < p->n; i++) {
-        for (size_t j = 0; j < p->v[i]->n_identities; j++) {
-            int len = (int)strlen(p->v[i]->identities[j]->name);
+    for (size_t i = 0; i < n; i++) {
+        const Cms__V1__IdentityPage *pg = page_at(pages, i);
+        for (size_t j = 0; j < pg->n_identities; j++) {
+            int len = (int)strlen(pg->identities[j]->name);
             if (len > width)
                 width = len < NAME_COLUMN_MAX ? len : NAME_COLUMN_MAX;
             rows++;
         }
     }
     if (rows == 0) {
-        cmsctl_out_none(fmt, "no identities match");
+        cmsctl_out_none(v->fmt, "no identities match");
         return CMSCTL_EXIT_OK;
     }
     printf("%-36s  %-*s  %-8s  %-9s  %-20s  %s\n", "ID", width, "NAME", "TYPE", "STATUS",
            "CREATED_AT", "ROLES");
-    for (size_t i = 0; i < p->n; i++) {
-        for (size_t j = 0; j < p->v[i]->n_identities; j++) {
-            const Cms__V1__Identity *id = p->v[i]->identities[j];
+    for (size_t i = 0; i < n; i++) {
+        const Cms__V1__IdentityPage *pg = page_at(pages, i);
+        for (size_t j = 0; j < pg->n_identities; j++) {
+            const Cms__V1__Identity *id = pg->identities[j];
             char bid[64], bname[TEXT_MAX], btype[64], bstatus[64], t[CMSCTL_CMD_TIME_MAX];
             char roles[ROLES_TEXT_MAX], broles[ROLES_TEXT_MAX];
             printf("%-36s  %-*s  %-8s  %-9s  %-20s  %s\n",
@@ -591,115 +454,79 @@ static int print_identities(const char *prog, cmsctl_out_format fmt, const pages
                    cmsctl_out_clean(id->name, bname, sizeof bname),
                    cmsctl_out_clean(id->type, btype, sizeof btype),
                    cmsctl_out_clean(id->status, bstatus, sizeof bstatus),
-                   table_time(id->created_at_us, t),
+                   cmsctl_verb_time(id->created_at_us, t),
                    cmsctl_out_clean(roles_of(id->metadata_json, roles), broles, sizeof broles));
         }
     }
     return CMSCTL_EXIT_OK;
 }
 
+/* ctx: the int32_t --limit. */
+static int ask_identities(cmsctl_verb *v, const void *ctx, const char *after,
+                          ProtobufCMessage **page)
+{
+    Cms__V1__ListIdentities req = CMS__V1__LIST_IDENTITIES__INIT;
+    req.type = cmsctl_verb_str(v, "type");
+    req.status = cmsctl_verb_str(v, "status");
+    req.limit = *(const int32_t *)ctx;
+    req.after = (char *)after;
+    return cmsctl_cmd_call(v->c, "list", CMSCTL_CMD_READ, &req.base,
+                           &cms__v1__identity_page__descriptor, page);
+}
+
+static const char *identities_next(const ProtobufCMessage *page, size_t *items)
+{
+    const Cms__V1__IdentityPage *p = (const Cms__V1__IdentityPage *)page;
+    *items = p->n_identities;
+    return p->next;
+}
+
 static int list_main(int argc, char **argv)
 {
-    verb v;
-    pages p = {.n = 0};
-    int64_t limit = 0;
-    int status =
-        verb_begin(&v, "cmsctl identity list", list_options, NOPTS(list_options), argc, argv,
-                   "list identities",
-                   "\n\n"
-                   "Lists identities in the service's order, --limit at a time. When more may\n"
-                   "follow it ends with \"next: --after CURSOR\" (on stderr with -o json or\n"
-                   "ndjson): run the same command with that flag added for the next page, or use\n"
-                   "--all to follow every page. No identities: nothing on stdout (\"[]\" with -o\n"
-                   "json) and \"(no identities match)\" on stderr.\n\n" CMSCTL_CMD_KEY_HELP,
-                   NULL);
-    if (status != CMSCTL_EXIT_OK)
-        goto out;
-    if (!cmsctl_int_arg(v.prog, v.cfg, "limit", 1, LIST_LIMIT_MAX, &limit)) {
-        status = CMSCTL_EXIT_USAGE;
-        goto out;
-    }
-    if ((status = verb_open(&v)) != CMSCTL_EXIT_OK)
-        goto out;
-    const char *prog = v.prog;
-    const cms_config *cfg = v.cfg;
-    cmsctl_cmd *c = v.c;
-    bool all = cms_config_bool(cfg, "all");
-    const char *after = cms_config_str(cfg, "after");
-    const char *type = cms_config_str(cfg, "type");
-    const char *st = cms_config_str(cfg, "status");
-    for (;;) {
-        Cms__V1__ListIdentities req = CMS__V1__LIST_IDENTITIES__INIT;
-        Cms__V1__IdentityPage *page = NULL;
-        req.type = (char *)(type ? type : "");
-        req.status = (char *)(st ? st : "");
-        req.limit = (int32_t)limit;
-        req.after = (char *)(after ? after : "");
-        if ((status = cmsctl_cmd_call(c, "list", CMSCTL_CMD_READ, &req.base,
-                                      &cms__v1__identity_page__descriptor,
-                                      (ProtobufCMessage **)&page)) != CMSCTL_EXIT_OK)
-            goto out;
-        if (!pages_add(&p, page)) {
-            cms__v1__identity_page__free_unpacked(page, NULL);
-            status = cmsctl_fail(prog, "out of memory");
-            goto out;
-        }
-        if (!all || page->next[0] == '\0')
-            break;
-        /* a cursor that does not move would page forever */
-        if (page->n_identities == 0 || (after != NULL && strcmp(after, page->next) == 0)) {
-            status = cmsctl_fail(prog,
-                                 "the service returned a page that does not advance "
-                                 "(cursor %s): stopping",
-                                 page->next);
-            goto out;
-        }
-        if (cmsctl_interrupted()) {
-            status = cmsctl_fail(prog, "interrupted");
-            goto out;
-        }
-        after = page->next;
-    }
-    if ((status = print_identities(prog, v.fmt, &p)) != CMSCTL_EXIT_OK)
-        goto out;
-    const char *next = p.v[p.n - 1]->next;
-    if (!all && next[0] != '\0') {
-        char b[TEXT_MAX];
-        fflush(stdout);
-        fprintf(v.fmt == CMSCTL_OUT_TABLE ? stdout : stderr, "next: --after %s\n",
-                cmsctl_out_clean(next, b, sizeof b));
-    }
-out:
-    pages_free(&p);
-    return verb_end(&v, status);
+    static const cmsctl_verb_pager pager = {ask_identities, identities_next, print_identities};
+    cmsctl_verb v;
+    int32_t limit = 0;
+    int status = cmsctl_verb_begin(
+        &v, SERVICE, "cmsctl identity list", list_options, CMSCTL_NOPTS(list_options), argc, argv,
+        "list identities",
+        "\n\n"
+        "Lists identities in the service's order, --limit at a time. When more may\n"
+        "follow it ends with \"next: --after CURSOR\" (on stderr with -o json or\n"
+        "ndjson): run the same command with that flag added for the next page, or use\n"
+        "--all to follow every page. No identities: nothing on stdout (\"[]\" with -o\n"
+        "json) and \"(no identities match)\" on stderr.\n\n" CMSCTL_CMD_KEY_HELP,
+        NULL);
+    if (status == CMSCTL_EXIT_OK && (status = cmsctl_verb_limit(&v, &limit)) == CMSCTL_EXIT_OK &&
+        (status = cmsctl_verb_open(&v)) == CMSCTL_EXIT_OK)
+        status = cmsctl_verb_list(&v, &pager, &limit);
+    return cmsctl_verb_end(&v, status);
 }
 
 /* suspend, activate, deactivate: set_status to status. */
 static int status_main(int argc, char **argv, const char *prog, const char *summary, const char *to)
 {
-    verb v;
+    cmsctl_verb v;
     char id[CMS_UUID_STRLEN + 1], tail[512];
     snprintf(tail, sizeof tail,
              "ID|NAME [--reason TEXT]\n\n"
              "Sets the identity's status to %s (admins only) and prints it. A NAME is\n"
              "looked up first.\n\n%s",
              to, CMSCTL_CMD_KEY_HELP);
-    int status = verb_begin(&v, prog, status_options, NOPTS(status_options), argc, argv, summary,
-                            tail, "an identity's ID or NAME");
-    if (status != CMSCTL_EXIT_OK || (status = verb_open(&v)) != CMSCTL_EXIT_OK ||
-        (status = identity_id(v.c, v.arg, id)) != CMSCTL_EXIT_OK)
+    int status = cmsctl_verb_begin(&v, SERVICE, prog, status_options, CMSCTL_NOPTS(status_options),
+                                   argc, argv, summary, tail, "an identity's ID or NAME");
+    if (status != CMSCTL_EXIT_OK || (status = cmsctl_verb_open(&v)) != CMSCTL_EXIT_OK ||
+        (status = cmsctl_verb_identity_id(&v, v.arg, id)) != CMSCTL_EXIT_OK)
         goto out;
-    const char *reason = cms_config_str(v.cfg, "reason");
     Cms__V1__SetIdentityStatus req = CMS__V1__SET_IDENTITY_STATUS__INIT;
     req.id = id;
     req.status = (char *)to;
-    req.reason = (char *)(reason ? reason : "");
-    status =
-        verb_call(&v, "set_status", CMSCTL_CMD_WRITE, &req.base, &cms__v1__identity__descriptor);
+    req.reason = cmsctl_verb_str(&v, "reason");
+    status = cmsctl_verb_call(&v, "set_status", CMSCTL_CMD_WRITE, &req.base,
+                              &cms__v1__identity__descriptor);
     if (status == CMSCTL_EXIT_OK)
         status = print_identity(v.prog, v.fmt, (const Cms__V1__Identity *)v.got);
 out:
-    return verb_end(&v, status);
+    return cmsctl_verb_end(&v, status);
 }
 
 int cmsctl_identity_main(int argc, char **argv)
@@ -788,13 +615,13 @@ static int print_credential(const char *prog, cmsctl_out_format fmt, const Cms__
 
 static int issue_main(int argc, char **argv)
 {
-    verb v;
+    cmsctl_verb v;
     char *metadata = NULL;
     char id[CMS_UUID_STRLEN + 1];
     int64_t expires_at_us = 0;
-    int status = verb_begin(
-        &v, "cmsctl credential issue", issue_options, NOPTS(issue_options), argc, argv,
-        "issue a credential",
+    int status = cmsctl_verb_begin(
+        &v, SERVICE, "cmsctl credential issue", issue_options, CMSCTL_NOPTS(issue_options), argc,
+        argv, "issue a credential",
         "ID|NAME --type api_key|public_key|attestation (--expires-in D | --expires-at T)\n\n"
         "Issues a credential to the identity (an admin, or the identity itself) and\n"
         "prints it. public_key needs --public-key; attestation needs --measurement and\n"
@@ -805,22 +632,19 @@ static int issue_main(int argc, char **argv)
         (status = expiry_arg(v.prog, v.cfg, &expires_at_us)) != CMSCTL_EXIT_OK ||
         (status = metadata_arg(v.prog, cms_config_str(v.cfg, "metadata"), NULL, &metadata)) !=
             CMSCTL_EXIT_OK ||
-        (status = verb_open(&v)) != CMSCTL_EXIT_OK ||
-        (status = identity_id(v.c, v.arg, id)) != CMSCTL_EXIT_OK)
+        (status = cmsctl_verb_open(&v)) != CMSCTL_EXIT_OK ||
+        (status = cmsctl_verb_identity_id(&v, v.arg, id)) != CMSCTL_EXIT_OK)
         goto out;
-    const char *pk = cms_config_str(v.cfg, "public-key");
-    const char *measurement = cms_config_str(v.cfg, "measurement");
-    const char *signer = cms_config_str(v.cfg, "signer");
     Cms__V1__IssueCredential req = CMS__V1__ISSUE_CREDENTIAL__INIT;
     req.identity_id = id;
     req.type = (char *)cms_config_str(v.cfg, "type");
     req.expires_at_us = expires_at_us;
     req.metadata_json = metadata;
-    req.public_key = (char *)(pk ? pk : "");
-    req.measurement = (char *)(measurement ? measurement : "");
-    req.signer = (char *)(signer ? signer : "");
-    status = verb_call(&v, "issue_credential", CMSCTL_CMD_WRITE, &req.base,
-                       &cms__v1__credential__descriptor);
+    req.public_key = cmsctl_verb_str(&v, "public-key");
+    req.measurement = cmsctl_verb_str(&v, "measurement");
+    req.signer = cmsctl_verb_str(&v, "signer");
+    status = cmsctl_verb_call(&v, "issue_credential", CMSCTL_CMD_WRITE, &req.base,
+                              &cms__v1__credential__descriptor);
     if (status != CMSCTL_EXIT_OK)
         goto out;
     const Cms__V1__Credential *got = (const Cms__V1__Credential *)v.got;
@@ -834,41 +658,40 @@ static int issue_main(int argc, char **argv)
 out:
     wipe_key((Cms__V1__Credential *)v.got);
     free(metadata);
-    return verb_end(&v, status);
+    return cmsctl_verb_end(&v, status);
 }
 
 static int revoke_main(int argc, char **argv)
 {
-    verb v;
+    cmsctl_verb v;
     char id[CMS_UUID_STRLEN + 1];
-    int status =
-        verb_begin(&v, "cmsctl credential revoke", revoke_options, NOPTS(revoke_options), argc,
-                   argv, "revoke a credential",
-                   "CREDENTIAL_ID [--reason TEXT]\n\n"
-                   "Revokes the credential (an admin, or the identity it belongs to) and prints\n"
-                   "it. A revoked API key is refused from then on.\n\n" CMSCTL_CMD_KEY_HELP,
-                   "CREDENTIAL_ID");
+    int status = cmsctl_verb_begin(
+        &v, SERVICE, "cmsctl credential revoke", revoke_options, CMSCTL_NOPTS(revoke_options), argc,
+        argv, "revoke a credential",
+        "CREDENTIAL_ID [--reason TEXT]\n\n"
+        "Revokes the credential (an admin, or the identity it belongs to) and prints\n"
+        "it. A revoked API key is refused from then on.\n\n" CMSCTL_CMD_KEY_HELP,
+        "CREDENTIAL_ID");
     if (status != CMSCTL_EXIT_OK)
         goto out;
-    if (!as_uuid(v.arg, id)) {
+    if (!cmsctl_verb_uuid(v.arg, id)) {
         status = cmsctl_usage(v.prog,
                               "CREDENTIAL_ID \"%s\" is not a UUID: copy it from cmsctl "
                               "credential list",
                               v.arg);
         goto out;
     }
-    if ((status = verb_open(&v)) != CMSCTL_EXIT_OK)
+    if ((status = cmsctl_verb_open(&v)) != CMSCTL_EXIT_OK)
         goto out;
-    const char *reason = cms_config_str(v.cfg, "reason");
     Cms__V1__RevokeCredential req = CMS__V1__REVOKE_CREDENTIAL__INIT;
     req.id = id;
-    req.reason = (char *)(reason ? reason : "");
-    status = verb_call(&v, "revoke_credential", CMSCTL_CMD_WRITE, &req.base,
-                       &cms__v1__credential__descriptor);
+    req.reason = cmsctl_verb_str(&v, "reason");
+    status = cmsctl_verb_call(&v, "revoke_credential", CMSCTL_CMD_WRITE, &req.base,
+                              &cms__v1__credential__descriptor);
     if (status == CMSCTL_EXIT_OK)
         status = print_credential(v.prog, v.fmt, (const Cms__V1__Credential *)v.got, false);
 out:
-    return verb_end(&v, status);
+    return cmsctl_verb_end(&v, status);
 }
 
 static int print_credentials(const char *prog, cmsctl_out_format fmt,
@@ -899,33 +722,34 @@ static int print_credentials(const char *prog, cmsctl_out_format fmt,
             t3[CMSCTL_CMD_TIME_MAX];
         printf("%-36s  %-11s  %-7s  %-20s  %-20s  %s\n", cmsctl_out_clean(c->id, bid, sizeof bid),
                cmsctl_out_clean(c->type, btype, sizeof btype), credential_status(c, now),
-               table_time(c->expires_at_us, t1), table_time(c->created_at_us, t2),
-               table_time(c->revoked_at_us, t3));
+               cmsctl_verb_time(c->expires_at_us, t1), cmsctl_verb_time(c->created_at_us, t2),
+               cmsctl_verb_time(c->revoked_at_us, t3));
     }
     return CMSCTL_EXIT_OK;
 }
 
 static int clist_main(int argc, char **argv)
 {
-    verb v;
+    cmsctl_verb v;
     char id[CMS_UUID_STRLEN + 1];
-    int status = verb_begin(&v, "cmsctl credential list", clist_options, NOPTS(clist_options), argc,
-                            argv, "list an identity's credentials",
-                            "ID|NAME\n\n"
-                            "Lists the credentials of the identity (an admin, or the identity "
-                            "itself):\nnever a secret.\n\n" CMSCTL_CMD_KEY_HELP,
-                            "the identity's ID or NAME");
-    if (status != CMSCTL_EXIT_OK || (status = verb_open(&v)) != CMSCTL_EXIT_OK ||
-        (status = identity_id(v.c, v.arg, id)) != CMSCTL_EXIT_OK)
+    int status =
+        cmsctl_verb_begin(&v, SERVICE, "cmsctl credential list", clist_options,
+                          CMSCTL_NOPTS(clist_options), argc, argv, "list an identity's credentials",
+                          "ID|NAME\n\n"
+                          "Lists the credentials of the identity (an admin, or the identity "
+                          "itself):\nnever a secret.\n\n" CMSCTL_CMD_KEY_HELP,
+                          "the identity's ID or NAME");
+    if (status != CMSCTL_EXIT_OK || (status = cmsctl_verb_open(&v)) != CMSCTL_EXIT_OK ||
+        (status = cmsctl_verb_identity_id(&v, v.arg, id)) != CMSCTL_EXIT_OK)
         goto out;
     Cms__V1__ListCredentials req = CMS__V1__LIST_CREDENTIALS__INIT;
     req.identity_id = id;
-    status = verb_call(&v, "list_credentials", CMSCTL_CMD_READ, &req.base,
-                       &cms__v1__credential_list__descriptor);
+    status = cmsctl_verb_call(&v, "list_credentials", CMSCTL_CMD_READ, &req.base,
+                              &cms__v1__credential_list__descriptor);
     if (status == CMSCTL_EXIT_OK)
         status = print_credentials(v.prog, v.fmt, (const Cms__V1__CredentialList *)v.got);
 out:
-    return verb_end(&v, status);
+    return cmsctl_verb_end(&v, status);
 }
 
 int cmsctl_credential_main(int argc, char **argv)
@@ -991,24 +815,24 @@ static void principal_table(const Cms__V1__Principal *p)
     printf("status: %s\n", cmsctl_out_clean(p->status, b, sizeof b));
     printf("roles: %s\n", len > 0 ? cmsctl_out_clean(roles, b, sizeof b) : "-");
     printf("credential_id: %s\n", cmsctl_out_clean(p->credential_id, b, sizeof b));
-    printf("expires_at: %s\n", table_time(p->expires_at_us, t));
+    printf("expires_at: %s\n", cmsctl_verb_time(p->expires_at_us, t));
 }
 
 int cmsctl_whoami_main(int argc, char **argv)
 {
-    verb v;
+    cmsctl_verb v;
     Cms__V1__Principal *who = NULL;
     int status =
-        verb_begin(&v, "cmsctl whoami", whoami_options, NOPTS(whoami_options), argc, argv,
-                   "who the API key belongs to",
-                   "\n\n"
-                   "Asks cms-identity (authenticate) whom the configured API key belongs\n"
-                   "to and prints it: the identity's id, name, type, status and roles, the\n"
-                   "credential's id and when it expires. A key the service refuses\n"
-                   "(unknown, revoked, expired, or its identity not active) is an error,\n"
-                   "exit status 1.\n\n" CMSCTL_CMD_KEY_HELP,
-                   NULL);
-    if (status != CMSCTL_EXIT_OK || (status = verb_open(&v)) != CMSCTL_EXIT_OK)
+        cmsctl_verb_begin(&v, SERVICE, "cmsctl whoami", whoami_options,
+                          CMSCTL_NOPTS(whoami_options), argc, argv, "who the API key belongs to",
+                          "\n\n"
+                          "Asks cms-identity (authenticate) whom the configured API key belongs\n"
+                          "to and prints it: the identity's id, name, type, status and roles, the\n"
+                          "credential's id and when it expires. A key the service refuses\n"
+                          "(unknown, revoked, expired, or its identity not active) is an error,\n"
+                          "exit status 1.\n\n" CMSCTL_CMD_KEY_HELP,
+                          NULL);
+    if (status != CMSCTL_EXIT_OK || (status = cmsctl_verb_open(&v)) != CMSCTL_EXIT_OK)
         goto out;
     if ((status = cmsctl_cmd_whoami(v.c, &who)) != CMSCTL_EXIT_OK)
         goto out;
@@ -1019,5 +843,5 @@ int cmsctl_whoami_main(int argc, char **argv)
 out:
     if (who != NULL)
         cms__v1__principal__free_unpacked(who, NULL);
-    return verb_end(&v, status);
+    return cmsctl_verb_end(&v, status);
 }
