@@ -8,7 +8,8 @@
  * key through cms-identity (whoami, then list_credentials); export is a get
  * written as the document cmsctl contract verify checks offline
  * (contracts/canonical.h). An argument that parses as a UUID is an id,
- * anything else a name.
+ * anything else a name. What the sub-verbs share with cmsctl identity (their
+ * plumbing, names, table times, paging) is ctlverb.h.
  *
  * Values are checked by the service, which names the field at fault; this
  * file checks only what it must understand itself (that a terms or
@@ -37,11 +38,11 @@
 #include "contract_keys.h"
 #include "ctlcmd.h"
 #include "ctlout.h"
+#include "ctlverb.h"
 #include "uuid.h"
 #include "verbs.h"
 
 #define SERVICE "contracts"
-#define LIST_LIMIT_MAX 1000
 #define TITLE_COLUMN_MAX 40
 #define TEXT_MAX 4096           /* longest server text shown in a table cell */
 #define JSON_FILE_MAX (1 << 20) /* a bigger --terms or --metadata file is refused */
@@ -126,13 +127,8 @@ static const cms_option list_options[] = {
      false},
     {"created-before", NULL, CMS_OPT_STRING, NULL, "created before, RFC 3339", CMS_OPT_PUBLIC,
      false},
-    {"limit", NULL, CMS_OPT_INT, "100", "contracts per page (1 to 1000)", CMS_OPT_PUBLIC, false},
-    {"after", NULL, CMS_OPT_STRING, NULL,
-     "the cursor printed after the previous page (next: --after CURSOR)", CMS_OPT_PUBLIC, false},
-    {"all", NULL, CMS_OPT_BOOL, "false", "follow every page to the end", CMS_OPT_PUBLIC, false},
+    CMSCTL_VERB_PAGE_OPTIONS("contracts"),
 };
-
-#define NOPTS(t) (sizeof(t) / sizeof((t)[0]))
 
 static const char contract_help[] =
     "cmsctl contract - contracts, kept by cms-contracts\n"
@@ -159,28 +155,6 @@ static const char contract_help[] =
 
 /* ------------------------------------------------------------------------ */
 /* arguments */
-
-/* Exactly one positional, what it is called in messages. */
-static int one_arg(const char *prog, const cms_config *cfg, const char *what, const char **out)
-{
-    size_t n = cms_config_npositional(cfg);
-    if (n == 0)
-        return cmsctl_usage(prog, "%s is needed", what);
-    if (n > 1)
-        return cmsctl_usage(prog, "unexpected argument \"%s\" after %s",
-                            cms_config_positional(cfg, 1), what);
-    *out = cms_config_positional(cfg, 0);
-    return CMSCTL_EXIT_OK;
-}
-
-static bool as_uuid(const char *s, char out[CMS_UUID_STRLEN + 1])
-{
-    cms_uuid u;
-    if (!cms_uuid_parse(s, strlen(s), &u))
-        return false;
-    cms_uuid_format(&u, out);
-    return true;
-}
 
 /* The whole of an open stream, NUL-terminated, at most max bytes. */
 static int read_stream(const char *prog, const char *name, FILE *f, size_t max, char **out,
@@ -305,14 +279,6 @@ static json_t *jvalue(const char *text)
     return v != NULL ? v : cmsctl_out_str(text);
 }
 
-static const char *table_time(int64_t us, char out[CMSCTL_CMD_TIME_MAX])
-{
-    cmsctl_cmd_time_format(us, false, out);
-    if (out[0] == '\0')
-        snprintf(out, CMSCTL_CMD_TIME_MAX, "-");
-    return out;
-}
-
 /* Which sides have signed: "provider,consumer", "provider", ... or "none". */
 static const char *signed_sides(const char *signatures_json, char out[32])
 {
@@ -373,8 +339,8 @@ static void contract_table(const Cms__V1__Contract *k)
     printf("content_hash: %s\n", cmsctl_out_clean(k->content_hash, b, sizeof b));
     printf("terms: %s\n", cmsctl_out_clean(terms != NULL ? terms : "?", b, sizeof b));
     printf("signatures: %s\n", signed_sides(k->signatures_json, sides));
-    printf("created_at: %s\n", table_time(k->created_at_us, t));
-    printf("updated_at: %s\n", table_time(k->updated_at_us, t));
+    printf("created_at: %s\n", cmsctl_verb_time(k->created_at_us, t));
+    printf("updated_at: %s\n", cmsctl_verb_time(k->updated_at_us, t));
     free(terms);
 }
 
@@ -387,98 +353,34 @@ static int print_contract(const char *prog, cmsctl_out_format fmt, const Cms__V1
 }
 
 /* ------------------------------------------------------------------------ */
-/* what every sub-verb shares */
-
-/* A sub-verb's options, its one argument, its connections and the reply;
- * verb_end releases them all. */
-typedef struct verb {
-    const char *prog;
-    cms_config *cfg;
-    cmsctl_out_format fmt;
-    cmsctl_cmd *c;         /* to cms-contracts */
-    cmsctl_cmd *idc;       /* to cms-identity, opened when first needed */
-    const char *arg;       /* the one positional argument */
-    ProtobufCMessage *got; /* the reply */
-} verb;
-
-/* Options, then the one positional argument described by what (NULL: none
- * may be given). The caller opens the connection (verb_open) once its own
- * arguments are checked, so that a usage error never waits on NATS. */
-static int verb_begin(verb *v, const char *prog, const cms_option *opts, size_t nopts, int argc,
-                      char **argv, const char *summary, const char *usage, const char *what)
-{
-    memset(v, 0, sizeof *v);
-    v->prog = prog;
-    int status = cmsctl_parse(opts, nopts, argc, argv, prog, summary, usage, &v->cfg);
-    if (status != CMSCTL_EXIT_OK)
-        return status;
-    if ((status = cmsctl_out_format_get(prog, v->cfg, &v->fmt)) != CMSCTL_EXIT_OK)
-        return status;
-    if (what != NULL)
-        return one_arg(prog, v->cfg, what, &v->arg);
-    if (cms_config_npositional(v->cfg) > 0)
-        return cmsctl_usage(prog, "unexpected argument \"%s\"", cms_config_positional(v->cfg, 0));
-    return CMSCTL_EXIT_OK;
-}
-
-static int verb_open(verb *v)
-{
-    return cmsctl_cmd_open(v->prog, v->cfg, SERVICE, &v->c);
-}
-
-static int verb_identity(verb *v)
-{
-    if (v->idc != NULL)
-        return CMSCTL_EXIT_OK;
-    return cmsctl_cmd_open(v->prog, v->cfg, "identity", &v->idc);
-}
-
-/* The command; its result lands in v->got. */
-static int verb_call(verb *v, const char *name, cmsctl_cmd_kind kind, const ProtobufCMessage *req,
-                     const ProtobufCMessageDescriptor *rdesc)
-{
-    return cmsctl_cmd_call(v->c, name, kind, req, rdesc, &v->got);
-}
-
-static int verb_end(verb *v, int status)
-{
-    if (v->got != NULL)
-        protobuf_c_message_free_unpacked(v->got, NULL);
-    cmsctl_cmd_destroy(v->idc);
-    cmsctl_cmd_destroy(v->c);
-    cms_config_destroy(v->cfg);
-    return status == CMSCTL_PARSE_DONE ? CMSCTL_EXIT_OK : status;
-}
+/* what the commands share */
 
 /* The contract id argument, checked to be a UUID. */
-static int contract_id(const verb *v, char id[CMS_UUID_STRLEN + 1])
+static int contract_id(const cmsctl_verb *v, char id[CMS_UUID_STRLEN + 1])
 {
-    if (!as_uuid(v->arg, id))
+    if (!cmsctl_verb_uuid(v->arg, id))
         return cmsctl_usage(v->prog, "ID \"%s\" is not a UUID: copy it from cmsctl contract list",
                             v->arg);
     return CMSCTL_EXIT_OK;
 }
 
-/* The id of the identity given as an id or a name (asking cms-identity for
- * a name). */
-static int party_id(verb *v, const char *arg, char id[CMS_UUID_STRLEN + 1])
+/* The files of --terms (stdin allowed) and --metadata, NULL when not given. */
+static int files_arg(const cmsctl_verb *v, char **terms, char **metadata)
 {
-    int status = CMSCTL_EXIT_OK;
-    Cms__V1__Identity *found = NULL;
-    if (as_uuid(arg, id))
-        goto out;
-    if ((status = verb_identity(v)) != CMSCTL_EXIT_OK)
-        goto out;
-    Cms__V1__GetIdentity req = CMS__V1__GET_IDENTITY__INIT;
-    req.name = (char *)arg;
-    if ((status = cmsctl_cmd_call(v->idc, "get", CMSCTL_CMD_READ, &req.base,
-                                  &cms__v1__identity__descriptor, (ProtobufCMessage **)&found)) !=
-        CMSCTL_EXIT_OK)
-        goto out;
-    snprintf(id, CMS_UUID_STRLEN + 1, "%s", found->id);
-out:
-    if (found != NULL)
-        cms__v1__identity__free_unpacked(found, NULL);
+    int status = json_file_arg(v->prog, "terms", cms_config_str(v->cfg, "terms"), true, terms);
+    if (status == CMSCTL_EXIT_OK)
+        status =
+            json_file_arg(v->prog, "metadata", cms_config_str(v->cfg, "metadata"), false, metadata);
+    return status;
+}
+
+/* The command name, whose reply is a contract: printed. */
+static int contract_call(cmsctl_verb *v, const char *name, cmsctl_cmd_kind kind,
+                         const ProtobufCMessage *req)
+{
+    int status = cmsctl_verb_call(v, name, kind, req, &cms__v1__contract__descriptor);
+    if (status == CMSCTL_EXIT_OK)
+        status = print_contract(v->prog, v->fmt, (const Cms__V1__Contract *)v->got);
     return status;
 }
 
@@ -487,60 +389,52 @@ out:
 
 static int create_main(int argc, char **argv)
 {
-    verb v;
+    cmsctl_verb v;
     char *terms = NULL, *metadata = NULL;
     char prov[CMS_UUID_STRLEN + 1], cons[CMS_UUID_STRLEN + 1];
-    int status =
-        verb_begin(&v, "cmsctl contract create", create_options, NOPTS(create_options), argc, argv,
-                   "create a contract",
-                   "--title T --provider ID|NAME --consumer ID|NAME --terms FILE.json\n\n"
-                   "Creates a draft between the provider and the consumer (the caller must be\n"
-                   "one of them, or an admin) and prints it. A NAME is looked up in cms-identity\n"
-                   "first. --terms - reads the terms from stdin.\n\n" CMSCTL_CMD_KEY_HELP,
-                   NULL);
-    if (status != CMSCTL_EXIT_OK ||
-        (status = json_file_arg(v.prog, "terms", cms_config_str(v.cfg, "terms"), true, &terms)) !=
+    int status = cmsctl_verb_begin(
+        &v, SERVICE, "cmsctl contract create", create_options, CMSCTL_NOPTS(create_options), argc,
+        argv, "create a contract",
+        "--title T --provider ID|NAME --consumer ID|NAME --terms FILE.json\n\n"
+        "Creates a draft between the provider and the consumer (the caller must be\n"
+        "one of them, or an admin) and prints it. A NAME is looked up in cms-identity\n"
+        "first. --terms - reads the terms from stdin.\n\n" CMSCTL_CMD_KEY_HELP,
+        NULL);
+    if (status != CMSCTL_EXIT_OK || (status = files_arg(&v, &terms, &metadata)) != CMSCTL_EXIT_OK ||
+        (status = cmsctl_verb_open(&v)) != CMSCTL_EXIT_OK ||
+        (status = cmsctl_verb_identity_id(&v, cms_config_str(v.cfg, "provider"), prov)) !=
             CMSCTL_EXIT_OK ||
-        (status = json_file_arg(v.prog, "metadata", cms_config_str(v.cfg, "metadata"), false,
-                                &metadata)) != CMSCTL_EXIT_OK ||
-        (status = verb_open(&v)) != CMSCTL_EXIT_OK ||
-        (status = party_id(&v, cms_config_str(v.cfg, "provider"), prov)) != CMSCTL_EXIT_OK ||
-        (status = party_id(&v, cms_config_str(v.cfg, "consumer"), cons)) != CMSCTL_EXIT_OK)
+        (status = cmsctl_verb_identity_id(&v, cms_config_str(v.cfg, "consumer"), cons)) !=
+            CMSCTL_EXIT_OK)
         goto out;
-    const char *desc = cms_config_str(v.cfg, "description");
     Cms__V1__CreateContract req = CMS__V1__CREATE_CONTRACT__INIT;
-    req.title = (char *)cms_config_str(v.cfg, "title");
-    req.description = (char *)(desc ? desc : "");
+    req.title = cmsctl_verb_str(&v, "title");
+    req.description = cmsctl_verb_str(&v, "description");
     req.provider_id = prov;
     req.consumer_id = cons;
     req.terms_json = terms;
     req.metadata_json = metadata ? metadata : (char *)"";
-    status = verb_call(&v, "create", CMSCTL_CMD_WRITE, &req.base, &cms__v1__contract__descriptor);
-    if (status == CMSCTL_EXIT_OK)
-        status = print_contract(v.prog, v.fmt, (const Cms__V1__Contract *)v.got);
+    status = contract_call(&v, "create", CMSCTL_CMD_WRITE, &req.base);
 out:
     free(terms);
     free(metadata);
-    return verb_end(&v, status);
+    return cmsctl_verb_end(&v, status);
 }
 
 static int update_main(int argc, char **argv)
 {
-    verb v;
+    cmsctl_verb v;
     char *terms = NULL, *metadata = NULL;
     char id[CMS_UUID_STRLEN + 1];
-    int status = verb_begin(&v, "cmsctl contract update", update_options, NOPTS(update_options),
-                            argc, argv, "change a draft",
-                            "ID [--title T] [--description D | --clear-description] "
-                            "[--terms FILE] [--metadata FILE]\n\n"
-                            "Changes what is given of a draft (a party, or an admin) and prints "
-                            "it;\nthe rest stays as it is.\n\n" CMSCTL_CMD_KEY_HELP,
-                            "the contract's ID");
+    int status = cmsctl_verb_begin(&v, SERVICE, "cmsctl contract update", update_options,
+                                   CMSCTL_NOPTS(update_options), argc, argv, "change a draft",
+                                   "ID [--title T] [--description D | --clear-description] "
+                                   "[--terms FILE] [--metadata FILE]\n\n"
+                                   "Changes what is given of a draft (a party, or an admin) and "
+                                   "prints it;\nthe rest stays as it is.\n\n" CMSCTL_CMD_KEY_HELP,
+                                   "the contract's ID");
     if (status != CMSCTL_EXIT_OK || (status = contract_id(&v, id)) != CMSCTL_EXIT_OK ||
-        (status = json_file_arg(v.prog, "terms", cms_config_str(v.cfg, "terms"), true, &terms)) !=
-            CMSCTL_EXIT_OK ||
-        (status = json_file_arg(v.prog, "metadata", cms_config_str(v.cfg, "metadata"), false,
-                                &metadata)) != CMSCTL_EXIT_OK)
+        (status = files_arg(&v, &terms, &metadata)) != CMSCTL_EXIT_OK)
         goto out;
     const char *title = cms_config_str(v.cfg, "title");
     const char *desc = cms_config_str(v.cfg, "description");
@@ -554,59 +448,50 @@ static int update_main(int argc, char **argv)
                                       "--clear-description, --terms or --metadata");
         goto out;
     }
-    if ((status = verb_open(&v)) != CMSCTL_EXIT_OK)
+    if ((status = cmsctl_verb_open(&v)) != CMSCTL_EXIT_OK)
         goto out;
     Cms__V1__UpdateContract req = CMS__V1__UPDATE_CONTRACT__INIT;
     req.id = id;
-    req.title = (char *)(title ? title : "");
-    req.description = (char *)(desc ? desc : "");
+    req.title = cmsctl_verb_str(&v, "title");
+    req.description = cmsctl_verb_str(&v, "description");
     req.clear_description = clear;
     req.terms_json = terms ? terms : (char *)"";
     req.metadata_json = metadata ? metadata : (char *)"";
-    status = verb_call(&v, "update", CMSCTL_CMD_WRITE, &req.base, &cms__v1__contract__descriptor);
-    if (status == CMSCTL_EXIT_OK)
-        status = print_contract(v.prog, v.fmt, (const Cms__V1__Contract *)v.got);
+    status = contract_call(&v, "update", CMSCTL_CMD_WRITE, &req.base);
 out:
     free(terms);
     free(metadata);
-    return verb_end(&v, status);
+    return cmsctl_verb_end(&v, status);
 }
 
 static int amend_main(int argc, char **argv)
 {
-    verb v;
+    cmsctl_verb v;
     char *terms = NULL, *metadata = NULL;
     char id[CMS_UUID_STRLEN + 1];
-    int status =
-        verb_begin(&v, "cmsctl contract amend", amend_options, NOPTS(amend_options), argc, argv,
-                   "start an amendment",
-                   "ID [--terms FILE] [--title T] [--description D] [--metadata FILE]\n\n"
-                   "Makes a new draft with the contract's parties whose metadata's \"supersedes\"\n"
-                   "names the old contract (its id and content hash), and prints it. What is not\n"
-                   "given is the old contract's.\n\n" CMSCTL_CMD_KEY_HELP,
-                   "the contract's ID");
+    int status = cmsctl_verb_begin(
+        &v, SERVICE, "cmsctl contract amend", amend_options, CMSCTL_NOPTS(amend_options), argc,
+        argv, "start an amendment",
+        "ID [--terms FILE] [--title T] [--description D] [--metadata FILE]\n\n"
+        "Makes a new draft with the contract's parties whose metadata's \"supersedes\"\n"
+        "names the old contract (its id and content hash), and prints it. What is not\n"
+        "given is the old contract's.\n\n" CMSCTL_CMD_KEY_HELP,
+        "the contract's ID");
     if (status != CMSCTL_EXIT_OK || (status = contract_id(&v, id)) != CMSCTL_EXIT_OK ||
-        (status = json_file_arg(v.prog, "terms", cms_config_str(v.cfg, "terms"), true, &terms)) !=
-            CMSCTL_EXIT_OK ||
-        (status = json_file_arg(v.prog, "metadata", cms_config_str(v.cfg, "metadata"), false,
-                                &metadata)) != CMSCTL_EXIT_OK ||
-        (status = verb_open(&v)) != CMSCTL_EXIT_OK)
+        (status = files_arg(&v, &terms, &metadata)) != CMSCTL_EXIT_OK ||
+        (status = cmsctl_verb_open(&v)) != CMSCTL_EXIT_OK)
         goto out;
-    const char *title = cms_config_str(v.cfg, "title");
-    const char *desc = cms_config_str(v.cfg, "description");
     Cms__V1__AmendContract req = CMS__V1__AMEND_CONTRACT__INIT;
     req.id = id;
-    req.title = (char *)(title ? title : "");
-    req.description = (char *)(desc ? desc : "");
+    req.title = cmsctl_verb_str(&v, "title");
+    req.description = cmsctl_verb_str(&v, "description");
     req.terms_json = terms ? terms : (char *)"";
     req.metadata_json = metadata ? metadata : (char *)"";
-    status = verb_call(&v, "amend", CMSCTL_CMD_WRITE, &req.base, &cms__v1__contract__descriptor);
-    if (status == CMSCTL_EXIT_OK)
-        status = print_contract(v.prog, v.fmt, (const Cms__V1__Contract *)v.got);
+    status = contract_call(&v, "amend", CMSCTL_CMD_WRITE, &req.base);
 out:
     free(terms);
     free(metadata);
-    return verb_end(&v, status);
+    return cmsctl_verb_end(&v, status);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -616,87 +501,62 @@ out:
 static int ref_main(int argc, char **argv, const char *prog, const char *verbname,
                     cmsctl_cmd_kind kind, const char *summary, const char *what_it_does)
 {
-    verb v;
+    cmsctl_verb v;
     char id[CMS_UUID_STRLEN + 1], tail[512];
     snprintf(tail, sizeof tail, "ID\n\n%s\n\n%s", what_it_does, CMSCTL_CMD_KEY_HELP);
-    int status = verb_begin(&v, prog, ref_options, NOPTS(ref_options), argc, argv, summary, tail,
-                            "the contract's ID");
+    int status = cmsctl_verb_begin(&v, SERVICE, prog, ref_options, CMSCTL_NOPTS(ref_options), argc,
+                                   argv, summary, tail, "the contract's ID");
     if (status != CMSCTL_EXIT_OK || (status = contract_id(&v, id)) != CMSCTL_EXIT_OK ||
-        (status = verb_open(&v)) != CMSCTL_EXIT_OK)
+        (status = cmsctl_verb_open(&v)) != CMSCTL_EXIT_OK)
         goto out;
     Cms__V1__ContractRef req = CMS__V1__CONTRACT_REF__INIT;
     req.id = id;
-    status = verb_call(&v, verbname, kind, &req.base, &cms__v1__contract__descriptor);
-    if (status == CMSCTL_EXIT_OK)
-        status = print_contract(v.prog, v.fmt, (const Cms__V1__Contract *)v.got);
+    status = contract_call(&v, verbname, kind, &req.base);
 out:
-    return verb_end(&v, status);
+    return cmsctl_verb_end(&v, status);
 }
 
 static int terminate_main(int argc, char **argv)
 {
-    verb v;
+    cmsctl_verb v;
     char id[CMS_UUID_STRLEN + 1];
-    int status = verb_begin(&v, "cmsctl contract terminate", terminate_options,
-                            NOPTS(terminate_options), argc, argv, "terminate a contract",
-                            "ID --reason TEXT\n\n"
-                            "Ends the contract before its term (a party, or an admin) and prints "
-                            "it.\n\n" CMSCTL_CMD_KEY_HELP,
-                            "the contract's ID");
+    int status =
+        cmsctl_verb_begin(&v, SERVICE, "cmsctl contract terminate", terminate_options,
+                          CMSCTL_NOPTS(terminate_options), argc, argv, "terminate a contract",
+                          "ID --reason TEXT\n\n"
+                          "Ends the contract before its term (a party, or an admin) and "
+                          "prints it.\n\n" CMSCTL_CMD_KEY_HELP,
+                          "the contract's ID");
     if (status != CMSCTL_EXIT_OK || (status = contract_id(&v, id)) != CMSCTL_EXIT_OK ||
-        (status = verb_open(&v)) != CMSCTL_EXIT_OK)
+        (status = cmsctl_verb_open(&v)) != CMSCTL_EXIT_OK)
         goto out;
     Cms__V1__TerminateContract req = CMS__V1__TERMINATE_CONTRACT__INIT;
     req.id = id;
-    req.reason = (char *)cms_config_str(v.cfg, "reason");
-    status =
-        verb_call(&v, "terminate", CMSCTL_CMD_WRITE, &req.base, &cms__v1__contract__descriptor);
-    if (status == CMSCTL_EXIT_OK)
-        status = print_contract(v.prog, v.fmt, (const Cms__V1__Contract *)v.got);
+    req.reason = cmsctl_verb_str(&v, "reason");
+    status = contract_call(&v, "terminate", CMSCTL_CMD_WRITE, &req.base);
 out:
-    return verb_end(&v, status);
+    return cmsctl_verb_end(&v, status);
 }
 
 /* ------------------------------------------------------------------------ */
 /* list */
 
-/* The pages of one list command, kept until printed. */
-typedef struct pages {
-    Cms__V1__ContractPage **v;
-    size_t n, cap;
-} pages;
-
-static bool pages_add(pages *p, Cms__V1__ContractPage *page)
+static const Cms__V1__ContractPage *page_at(ProtobufCMessage *const *pages, size_t i)
 {
-    if (p->n == p->cap) {
-        size_t cap = p->cap ? p->cap * 2 : 8;
-        Cms__V1__ContractPage **v = realloc(p->v, cap * sizeof *v);
-        if (v == NULL)
-            return false;
-        p->v = v;
-        p->cap = cap;
-    }
-    p->v[p->n++] = page;
-    return true;
+    return (const Cms__V1__ContractPage *)pages[i];
 }
 
-static void pages_free(pages *p)
-{
-    for (size_t i = 0; i < p->n; i++)
-        cms__v1__contract_page__free_unpacked(p->v[i], NULL);
-    free(p->v);
-}
-
-static int print_contracts(const char *prog, cmsctl_out_format fmt, const pages *p)
+static int print_contracts(const cmsctl_verb *v, ProtobufCMessage *const *pages, size_t n)
 {
     size_t rows = 0;
-    for (size_t i = 0; i < p->n; i++)
-        rows += p->v[i]->n_contracts;
-    if (fmt != CMSCTL_OUT_TABLE) {
+    for (size_t i = 0; i < n; i++)
+        rows += page_at(pages, i)->n_contracts;
+    if (v->fmt != CMSCTL_OUT_TABLE) {
         json_t *arr = json_array();
-        for (size_t i = 0; arr != NULL && i < p->n; i++) {
-            for (size_t j = 0; j < p->v[i]->n_contracts; j++) {
-                if (json_array_append_new(arr, contract_json(p->v[i]->contracts[j])) != 0) {
+        for (size_t i = 0; arr != NULL && i < n; i++) {
+            const Cms__V1__ContractPage *pg = page_at(pages, i);
+            for (size_t j = 0; j < pg->n_contracts; j++) {
+                if (json_array_append_new(arr, contract_json(pg->contracts[j])) != 0) {
                     json_decref(arr);
                     arr = NULL;
                     break;
@@ -704,36 +564,67 @@ static int print_contracts(const char *prog, cmsctl_out_format fmt, const pages 
             }
         }
         if (rows == 0)
-            cmsctl_out_none(fmt, "no contracts match");
-        return cmsctl_out_emit(prog, fmt, arr, NULL);
+            cmsctl_out_none(v->fmt, "no contracts match");
+        return cmsctl_out_emit(v->prog, v->fmt, arr, NULL);
     }
     if (rows == 0) {
-        cmsctl_out_none(fmt, "no contracts match");
+        cmsctl_out_none(v->fmt, "no contracts match");
         return CMSCTL_EXIT_OK;
     }
     printf("%-36s  %-10s  %-17s  %-20s  %s\n", "ID", "STATUS", "SIGNED", "CREATED_AT", "TITLE");
-    for (size_t i = 0; i < p->n; i++) {
-        for (size_t j = 0; j < p->v[i]->n_contracts; j++) {
-            const Cms__V1__Contract *k = p->v[i]->contracts[j];
+    for (size_t i = 0; i < n; i++) {
+        const Cms__V1__ContractPage *pg = page_at(pages, i);
+        for (size_t j = 0; j < pg->n_contracts; j++) {
+            const Cms__V1__Contract *k = pg->contracts[j];
             char bid[64], bstatus[64], btitle[TITLE_COLUMN_MAX + 1], sides[32],
                 t[CMSCTL_CMD_TIME_MAX];
             printf("%-36s  %-10s  %-17s  %-20s  %s\n", cmsctl_out_clean(k->id, bid, sizeof bid),
                    cmsctl_out_clean(k->status, bstatus, sizeof bstatus),
-                   signed_sides(k->signatures_json, sides), table_time(k->created_at_us, t),
+                   signed_sides(k->signatures_json, sides), cmsctl_verb_time(k->created_at_us, t),
                    cmsctl_out_clean(k->title, btitle, sizeof btitle));
         }
     }
     return CMSCTL_EXIT_OK;
 }
 
+/* The filters of one cmsctl contract list, but for --status. */
+typedef struct contract_filter {
+    char party[CMS_UUID_STRLEN + 1]; /* "" for any */
+    int64_t after_us, before_us;     /* created in [after_us, before_us); 0: unbounded */
+    int32_t limit;
+} contract_filter;
+
+/* ctx: the contract_filter. */
+static int ask_contracts(cmsctl_verb *v, const void *ctx, const char *after,
+                         ProtobufCMessage **page)
+{
+    const contract_filter *f = ctx;
+    Cms__V1__ListContracts req = CMS__V1__LIST_CONTRACTS__INIT;
+    req.party_id = (char *)f->party;
+    req.status = cmsctl_verb_str(v, "status");
+    req.created_after_us = f->after_us;
+    req.created_before_us = f->before_us;
+    req.limit = f->limit;
+    req.after = (char *)after;
+    return cmsctl_cmd_call(v->c, "list", CMSCTL_CMD_READ, &req.base,
+                           &cms__v1__contract_page__descriptor, page);
+}
+
+static const char *contracts_next(const ProtobufCMessage *page, size_t *items)
+{
+    const Cms__V1__ContractPage *p = (const Cms__V1__ContractPage *)page;
+    *items = p->n_contracts;
+    return p->next;
+}
+
 static int list_main(int argc, char **argv)
 {
-    verb v;
-    pages p = {.n = 0};
-    int64_t limit = 0, after_us = 0, before_us = 0;
-    char party[CMS_UUID_STRLEN + 1] = "";
-    int status = verb_begin(
-        &v, "cmsctl contract list", list_options, NOPTS(list_options), argc, argv, "list contracts",
+    static const cmsctl_verb_pager pager = {ask_contracts, contracts_next, print_contracts};
+    cmsctl_verb v;
+    contract_filter f = {.party = ""};
+    int status = cmsctl_verb_begin(
+        &v, SERVICE, "cmsctl contract list", list_options, CMSCTL_NOPTS(list_options), argc, argv,
+        "list contracts",
         "\n\n"
         "Lists the caller's contracts (every contract for an admin or an auditor),\n"
         "oldest first, --limit at a time. When more may follow it ends with\n"
@@ -742,68 +633,17 @@ static int list_main(int argc, char **argv)
         "page. No contracts: nothing on stdout (\"[]\" with -o json) and\n"
         "\"(no contracts match)\" on stderr.\n\n" CMSCTL_CMD_KEY_HELP,
         NULL);
-    if (status != CMSCTL_EXIT_OK)
+    if (status != CMSCTL_EXIT_OK || (status = cmsctl_verb_limit(&v, &f.limit)) != CMSCTL_EXIT_OK ||
+        (status = time_arg(v.prog, v.cfg, "created-after", &f.after_us)) != CMSCTL_EXIT_OK ||
+        (status = time_arg(v.prog, v.cfg, "created-before", &f.before_us)) != CMSCTL_EXIT_OK ||
+        (status = cmsctl_verb_open(&v)) != CMSCTL_EXIT_OK)
         goto out;
-    if (!cmsctl_int_arg(v.prog, v.cfg, "limit", 1, LIST_LIMIT_MAX, &limit)) {
-        status = CMSCTL_EXIT_USAGE;
+    const char *party = cms_config_str(v.cfg, "party");
+    if (party != NULL && (status = cmsctl_verb_identity_id(&v, party, f.party)) != CMSCTL_EXIT_OK)
         goto out;
-    }
-    if ((status = time_arg(v.prog, v.cfg, "created-after", &after_us)) != CMSCTL_EXIT_OK ||
-        (status = time_arg(v.prog, v.cfg, "created-before", &before_us)) != CMSCTL_EXIT_OK ||
-        (status = verb_open(&v)) != CMSCTL_EXIT_OK)
-        goto out;
-    const char *party_arg = cms_config_str(v.cfg, "party");
-    if (party_arg != NULL && (status = party_id(&v, party_arg, party)) != CMSCTL_EXIT_OK)
-        goto out;
-    bool all = cms_config_bool(v.cfg, "all");
-    const char *after = cms_config_str(v.cfg, "after");
-    const char *st = cms_config_str(v.cfg, "status");
-    for (;;) {
-        Cms__V1__ListContracts req = CMS__V1__LIST_CONTRACTS__INIT;
-        Cms__V1__ContractPage *page = NULL;
-        req.party_id = party;
-        req.status = (char *)(st ? st : "");
-        req.created_after_us = after_us;
-        req.created_before_us = before_us;
-        req.limit = (int32_t)limit;
-        req.after = (char *)(after ? after : "");
-        if ((status = cmsctl_cmd_call(v.c, "list", CMSCTL_CMD_READ, &req.base,
-                                      &cms__v1__contract_page__descriptor,
-                                      (ProtobufCMessage **)&page)) != CMSCTL_EXIT_OK)
-            goto out;
-        if (!pages_add(&p, page)) {
-            cms__v1__contract_page__free_unpacked(page, NULL);
-            status = cmsctl_fail(v.prog, "out of memory");
-            goto out;
-        }
-        if (!all || page->next[0] == '\0')
-            break;
-        /* a cursor that does not move would page forever */
-        if (page->n_contracts == 0 || (after != NULL && strcmp(after, page->next) == 0)) {
-            status = cmsctl_fail(v.prog,
-                                 "the service returned a page that does not advance "
-                                 "(cursor %s): stopping",
-                                 page->next);
-            goto out;
-        }
-        if (cmsctl_interrupted()) {
-            status = cmsctl_fail(v.prog, "interrupted");
-            goto out;
-        }
-        after = page->next;
-    }
-    if ((status = print_contracts(v.prog, v.fmt, &p)) != CMSCTL_EXIT_OK)
-        goto out;
-    const char *next = p.v[p.n - 1]->next;
-    if (!all && next[0] != '\0') {
-        char b[TEXT_MAX];
-        fflush(stdout);
-        fprintf(v.fmt == CMSCTL_OUT_TABLE ? stdout : stderr, "next: --after %s\n",
-                cmsctl_out_clean(next, b, sizeof b));
-    }
+    status = cmsctl_verb_list(&v, &pager, &f);
 out:
-    pages_free(&p);
-    return verb_end(&v, status);
+    return cmsctl_verb_end(&v, status);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -811,7 +651,7 @@ out:
 
 /* The contract's canonical form, its hash checked: *digest is the SHA-256
  * of the bytes, which must be what the service says the content hash is. */
-static int get_canonical(verb *v, const char *id, Cms__V1__CanonicalForm **out,
+static int get_canonical(cmsctl_verb *v, const char *id, Cms__V1__CanonicalForm **out,
                          uint8_t digest[crypto_hash_sha256_BYTES])
 {
     char hex[crypto_hash_sha256_BYTES * 2 + 1];
@@ -835,13 +675,13 @@ static int get_canonical(verb *v, const char *id, Cms__V1__CanonicalForm **out,
 
 static int canonical_main(int argc, char **argv)
 {
-    verb v;
+    cmsctl_verb v;
     char id[CMS_UUID_STRLEN + 1];
     uint8_t digest[crypto_hash_sha256_BYTES];
     Cms__V1__CanonicalForm *cf = NULL;
-    int status = verb_begin(
-        &v, "cmsctl contract canonical", ref_options, NOPTS(ref_options), argc, argv,
-        "the bytes a contract's parties sign",
+    int status = cmsctl_verb_begin(
+        &v, SERVICE, "cmsctl contract canonical", ref_options, CMSCTL_NOPTS(ref_options), argc,
+        argv, "the bytes a contract's parties sign",
         "ID\n\n"
         "Writes the contract's canonical form (RFC 8785 JSON of its id, title,\n"
         "description, parties and terms) to stdout exactly, without a newline: its\n"
@@ -849,7 +689,7 @@ static int canonical_main(int argc, char **argv)
         "\"content_hash\"} instead.\n\n" CMSCTL_CMD_KEY_HELP,
         "the contract's ID");
     if (status != CMSCTL_EXIT_OK || (status = contract_id(&v, id)) != CMSCTL_EXIT_OK ||
-        (status = verb_open(&v)) != CMSCTL_EXIT_OK ||
+        (status = cmsctl_verb_open(&v)) != CMSCTL_EXIT_OK ||
         (status = get_canonical(&v, id, &cf, digest)) != CMSCTL_EXIT_OK)
         goto out;
     if (v.fmt != CMSCTL_OUT_TABLE) {
@@ -872,23 +712,24 @@ static int canonical_main(int argc, char **argv)
 out:
     if (cf != NULL)
         cms__v1__canonical_form__free_unpacked(cf, NULL);
-    return verb_end(&v, status);
+    return cmsctl_verb_end(&v, status);
 }
 
 /* The caller's public_key credential for pk64 (the key's public half,
  * standard base64): not revoked, not expired, asked of cms-identity. */
-static int find_key_id(verb *v, const char *keyfile, const char *pk64,
+static int find_key_id(cmsctl_verb *v, const char *keyfile, const char *pk64,
                        char key_id[CMS_UUID_STRLEN + 1])
 {
     int status;
     Cms__V1__Principal *who = NULL;
     Cms__V1__CredentialList *creds = NULL;
-    if ((status = verb_identity(v)) != CMSCTL_EXIT_OK ||
-        (status = cmsctl_cmd_whoami(v->idc, &who)) != CMSCTL_EXIT_OK)
+    cmsctl_cmd *idc = NULL;
+    if ((status = cmsctl_verb_identity(v, &idc)) != CMSCTL_EXIT_OK ||
+        (status = cmsctl_cmd_whoami(idc, &who)) != CMSCTL_EXIT_OK)
         goto out;
     Cms__V1__ListCredentials req = CMS__V1__LIST_CREDENTIALS__INIT;
     req.identity_id = who->identity_id;
-    if ((status = cmsctl_cmd_call(v->idc, "list_credentials", CMSCTL_CMD_READ, &req.base,
+    if ((status = cmsctl_cmd_call(idc, "list_credentials", CMSCTL_CMD_READ, &req.base,
                                   &cms__v1__credential_list__descriptor,
                                   (ProtobufCMessage **)&creds)) != CMSCTL_EXIT_OK)
         goto out;
@@ -920,7 +761,7 @@ out:
 
 static int sign_main(int argc, char **argv)
 {
-    verb v;
+    cmsctl_verb v;
     char id[CMS_UUID_STRLEN + 1], key_id[CMS_UUID_STRLEN + 1];
     char
         pk64[sodium_base64_ENCODED_LEN(crypto_sign_PUBLICKEYBYTES, sodium_base64_VARIANT_ORIGINAL)];
@@ -930,29 +771,28 @@ static int sign_main(int argc, char **argv)
     uint8_t digest[crypto_hash_sha256_BYTES], sig[crypto_sign_BYTES];
     Cms__V1__CanonicalForm *cf = NULL;
     sodium_memzero(sk, sizeof sk);
-    int status =
-        verb_begin(&v, "cmsctl contract sign", sign_options, NOPTS(sign_options), argc, argv,
-                   "sign a contract",
-                   "ID --key FILE [--key-id CREDENTIAL_ID] [--side provider|consumer]\n\n"
-                   "Fetches the contract's canonical form, checks that its SHA-256 is the\n"
-                   "content_hash, signs those 32 bytes with the Ed25519 key in FILE (one line,\n"
-                   "base64 of the 64-byte secret key, mode 600: cmsctl contract keygen) and gives\n"
-                   "the signature to cms-contracts for the caller's side; prints the contract.\n"
-                   "Without --key-id the caller's public_key credential for that key is looked up\n"
-                   "in cms-identity.\n\n" CMSCTL_CMD_KEY_HELP,
-                   "the contract's ID");
+    int status = cmsctl_verb_begin(
+        &v, SERVICE, "cmsctl contract sign", sign_options, CMSCTL_NOPTS(sign_options), argc, argv,
+        "sign a contract",
+        "ID --key FILE [--key-id CREDENTIAL_ID] [--side provider|consumer]\n\n"
+        "Fetches the contract's canonical form, checks that its SHA-256 is the\n"
+        "content_hash, signs those 32 bytes with the Ed25519 key in FILE (one line,\n"
+        "base64 of the 64-byte secret key, mode 600: cmsctl contract keygen) and gives\n"
+        "the signature to cms-contracts for the caller's side; prints the contract.\n"
+        "Without --key-id the caller's public_key credential for that key is looked up\n"
+        "in cms-identity.\n\n" CMSCTL_CMD_KEY_HELP,
+        "the contract's ID");
     if (status != CMSCTL_EXIT_OK || (status = contract_id(&v, id)) != CMSCTL_EXIT_OK)
         goto out;
     const char *keyfile = cms_config_str(v.cfg, "key");
     const char *kid = cms_config_str(v.cfg, "key-id");
-    const char *side = cms_config_str(v.cfg, "side");
-    if (kid != NULL && !as_uuid(kid, key_id)) {
+    if (kid != NULL && !cmsctl_verb_uuid(kid, key_id)) {
         status = cmsctl_usage(
             v.prog, "--key-id \"%s\" is not a UUID: copy it from cmsctl credential list", kid);
         goto out;
     }
     if ((status = key_load(v.prog, keyfile, sk)) != CMSCTL_EXIT_OK ||
-        (status = verb_open(&v)) != CMSCTL_EXIT_OK ||
+        (status = cmsctl_verb_open(&v)) != CMSCTL_EXIT_OK ||
         (status = get_canonical(&v, id, &cf, digest)) != CMSCTL_EXIT_OK)
         goto out;
     crypto_sign_ed25519_sk_to_pk(pk, sk);
@@ -967,15 +807,13 @@ static int sign_main(int argc, char **argv)
     req.id = id;
     req.signature = sig64;
     req.key_id = key_id;
-    req.side = (char *)(side ? side : "");
-    status = verb_call(&v, "sign", CMSCTL_CMD_WRITE, &req.base, &cms__v1__contract__descriptor);
-    if (status == CMSCTL_EXIT_OK)
-        status = print_contract(v.prog, v.fmt, (const Cms__V1__Contract *)v.got);
+    req.side = cmsctl_verb_str(&v, "side");
+    status = contract_call(&v, "sign", CMSCTL_CMD_WRITE, &req.base);
 out:
     sodium_memzero(sk, sizeof sk);
     if (cf != NULL)
         cms__v1__canonical_form__free_unpacked(cf, NULL);
-    return verb_end(&v, status);
+    return cmsctl_verb_end(&v, status);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1013,14 +851,14 @@ static json_t *export_json(const Cms__V1__Contract *k)
 
 static int export_main(int argc, char **argv)
 {
-    verb v;
+    cmsctl_verb v;
     char id[CMS_UUID_STRLEN + 1];
     char *text = NULL;
     json_t *doc = NULL;
     FILE *f = NULL;
-    int status = verb_begin(
-        &v, "cmsctl contract export", export_options, NOPTS(export_options), argc, argv,
-        "write a contract for offline verification",
+    int status = cmsctl_verb_begin(
+        &v, SERVICE, "cmsctl contract export", export_options, CMSCTL_NOPTS(export_options), argc,
+        argv, "write a contract for offline verification",
         "ID [--out FILE]\n\n"
         "Writes the contract as one JSON document {\"format\": \"cms-contract/1\", \"id\",\n"
         "\"title\", \"description\", \"provider_id\", \"consumer_id\", \"status\", \"terms\",\n"
@@ -1029,12 +867,12 @@ static int export_main(int argc, char **argv)
         "without the services.\n\n" CMSCTL_CMD_KEY_HELP,
         "the contract's ID");
     if (status != CMSCTL_EXIT_OK || (status = contract_id(&v, id)) != CMSCTL_EXIT_OK ||
-        (status = verb_open(&v)) != CMSCTL_EXIT_OK)
+        (status = cmsctl_verb_open(&v)) != CMSCTL_EXIT_OK)
         goto out;
     Cms__V1__ContractRef req = CMS__V1__CONTRACT_REF__INIT;
     req.id = id;
-    if ((status = verb_call(&v, "get", CMSCTL_CMD_READ, &req.base,
-                            &cms__v1__contract__descriptor)) != CMSCTL_EXIT_OK)
+    if ((status = cmsctl_verb_call(&v, "get", CMSCTL_CMD_READ, &req.base,
+                                   &cms__v1__contract__descriptor)) != CMSCTL_EXIT_OK)
         goto out;
     doc = export_json((const Cms__V1__Contract *)v.got);
     if (doc == NULL || (text = json_dumps(doc, JSON_INDENT(2))) == NULL) {
@@ -1063,7 +901,7 @@ out:
         fclose(f);
     free(text);
     json_decref(doc);
-    return verb_end(&v, status);
+    return cmsctl_verb_end(&v, status);
 }
 
 /* ------------------------------------------------------------------------ */
