@@ -40,7 +40,9 @@ static const cms_option keygen_options[] = {
     {"register", NULL, CMS_OPT_BOOL, "false",
      "also issue the public key as the caller's public_key credential (asks cms-identity)",
      CMS_OPT_PUBLIC, false},
-    {"expires-in", NULL, CMS_OPT_DURATION, "365d", "with --register: the credential's lifetime",
+    {"expires-in", NULL, CMS_OPT_DURATION, NULL,
+     "with --register: the credential's lifetime (default: until the API key used expires, at "
+     "most 365d)",
      CMS_OPT_PUBLIC, false},
     CMSCTL_CMD_OPTIONS,
 };
@@ -55,8 +57,9 @@ static const cms_option verify_options[] = {
 /* Issues pub as the caller's public_key credential; its id into key_id. */
 static int register_key(const char *prog, const cms_config *cfg, const char *pub, char key_id[64])
 {
-    int64_t life = cms_config_duration_ms(cfg, "expires-in");
-    if (life <= 0)
+    bool given = cms_config_is_set(cfg, "expires-in");
+    int64_t life = given ? cms_config_duration_ms(cfg, "expires-in") : 0;
+    if (given && life <= 0)
         return cmsctl_usage(prog, "--expires-in must be a positive duration");
     cmsctl_cmd *c = NULL;
     Cms__V1__Principal *me = NULL;
@@ -69,7 +72,13 @@ static int register_key(const char *prog, const cms_config *cfg, const char *pub
         req.identity_id = me->identity_id;
         req.type = (char *)"public_key";
         req.public_key = (char *)pub;
-        req.expires_at_us = cmsctl_wall_us() + life * 1000;
+        /* a credential an identity issues itself never outlives the key it
+         * asks with: by default, it lives as long */
+        int64_t year_us = INT64_C(365) * 86400 * 1000000, now = cmsctl_wall_us();
+        req.expires_at_us = given ? now + life * 1000
+                            : me->expires_at_us > 0 && me->expires_at_us < now + year_us
+                                ? me->expires_at_us
+                                : now + year_us;
         status = cmsctl_cmd_call(c, "issue_credential", CMSCTL_CMD_WRITE, &req.base,
                                  &cms__v1__credential__descriptor, (ProtobufCMessage **)&cred);
     }
