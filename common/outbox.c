@@ -214,15 +214,22 @@ cms_outbox_err cms_outbox_add_sql(cms_pg_job *job, const char *sql, const char *
     return cms_outbox_add_sql_events(job, sql, source, &ev, 1, nparams, values);
 }
 
+cms_outbox_err cms_outbox_add_exec_events(cms_pg_job *job, const cms_pg_stmt *stmt,
+                                          const char *source, const cms_bus_event *const *events,
+                                          int nevents, int nparams, const char *const *values)
+{
+    const char *v[4 * MAX_EVENTS + MAX_OWN];
+    int lengths[4 * MAX_EVENTS + MAX_OWN], formats[4 * MAX_EVENTS + MAX_OWN];
+    if (job == NULL || stmt == NULL || cms_pg_stmt_nparams(stmt) != 4 * nevents + nparams ||
+        !event_params(source, events, nevents, nparams, values, v, lengths, formats))
+        return CMS_OUTBOX_EINVAL;
+    return from_pg(cms_pg_job_exec(job, stmt, v, lengths, formats));
+}
+
 cms_outbox_err cms_outbox_add_exec(cms_pg_job *job, const cms_pg_stmt *stmt, const char *source,
                                    const cms_bus_event *ev, int nparams, const char *const *values)
 {
-    const char *v[4 + MAX_OWN];
-    int lengths[4 + MAX_OWN], formats[4 + MAX_OWN];
-    if (job == NULL || stmt == NULL ||
-        !event_params(source, &ev, 1, nparams, values, v, lengths, formats))
-        return CMS_OUTBOX_EINVAL;
-    return from_pg(cms_pg_job_exec(job, stmt, v, lengths, formats));
+    return cms_outbox_add_exec_events(job, stmt, source, &ev, 1, nparams, values);
 }
 
 cms_outbox_err cms_outbox_add_raw(cms_pg_job *job, const char *source, const char *event_id,

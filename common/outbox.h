@@ -91,6 +91,13 @@ cms_outbox_err cms_outbox_add_sql_events(cms_pg_job *job, const char *sql, const
                                          int nparams, const char *const *values)
     __attribute__((warn_unused_result));
 
+/* The same with a prepared statement (its parameter count: 4 nevents +
+ * nparams). */
+cms_outbox_err cms_outbox_add_exec_events(cms_pg_job *job, const cms_pg_stmt *stmt,
+                                          const char *source, const cms_bus_event *const *events,
+                                          int nevents, int nparams, const char *const *values)
+    __attribute__((warn_unused_result));
+
 /* The same with a prepared statement (its parameter count: 4 + nparams). */
 cms_outbox_err cms_outbox_add_exec(cms_pg_job *job, const cms_pg_stmt *stmt, const char *source,
                                    const cms_bus_event *ev, int nparams, const char *const *values)

@@ -368,6 +368,22 @@ int cms_pg_job_lead_sql(cms_pg_job *job, const char *sql, int nparams, const cha
     return rc;
 }
 
+int cms_pg_stmt_nparams(const cms_pg_stmt *stmt)
+{
+    return stmt ? stmt->nparams : 0;
+}
+
+int cms_pg_job_lead_exec(cms_pg_job *job, const cms_pg_stmt *stmt, const char *const *values,
+                         const int *lengths, const int *formats)
+{
+    if (stmt == NULL || job == NULL || job->ncalls != job->nlead)
+        return CMS_PG_EINVAL;
+    int rc = job_add(job, stmt, NULL, stmt->nparams, values, lengths, formats);
+    if (rc == CMS_PG_OK)
+        job->nlead++;
+    return rc;
+}
+
 int cms_pg_job_exec(cms_pg_job *job, const cms_pg_stmt *stmt, const char *const *values,
                     const int *lengths, const int *formats)
 {

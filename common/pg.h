@@ -83,6 +83,9 @@ int cms_pg_create(uv_loop_t *loop, const cms_pg_options *opts, cms_pg **out) CMS
 const cms_pg_stmt *cms_pg_prepare(cms_pg *pg, const char *name, const char *sql, int nparams,
                                   const Oid *types);
 
+/* The parameters the statement takes. */
+int cms_pg_stmt_nparams(const cms_pg_stmt *stmt);
+
 /* Number of connections ready for work now. */
 int cms_pg_ready(const cms_pg *pg);
 /* Jobs waiting for a connection plus jobs in flight. */
@@ -104,6 +107,9 @@ int cms_pg_job_exec(cms_pg_job *job, const cms_pg_stmt *stmt, const char *const 
  * processed event. Only before any other statement: EINVAL after. */
 int cms_pg_job_lead_sql(cms_pg_job *job, const char *sql, int nparams, const char *const *values,
                         const int *lengths, const int *formats) CMS_PG_WUR;
+/* The same with a prepared statement. */
+int cms_pg_job_lead_exec(cms_pg_job *job, const cms_pg_stmt *stmt, const char *const *values,
+                         const int *lengths, const int *formats) CMS_PG_WUR;
 /* Results of this job come back in binary format (default: text). */
 void cms_pg_job_binary_results(cms_pg_job *job);
 /* Safe to run twice (e.g. INSERT ... ON CONFLICT DO NOTHING): if the

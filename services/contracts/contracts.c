@@ -88,10 +88,19 @@ bool ctsvc_sees_all(cms_cmd_req *req)
     return cms_principal_has_role(p, "admin") || cms_principal_has_role(p, "auditor");
 }
 
-int ctsvc_job_actor(cms_pg_job *job, cms_cmd_req *req)
+int ctsvc_job_actor(ctsvc *s, cms_pg_job *job, cms_cmd_req *req)
 {
     const char *v[] = {ctsvc_actor(req), ctsvc_sees_all(req) ? "on" : "off"};
-    return cms_pg_job_lead_sql(job, CTSQL_ACTOR, 2, v, NULL, NULL);
+    return cms_pg_job_lead_exec(job, s->st_actor, v, NULL, NULL);
+}
+
+bool ctsvc_prepare(ctsvc *s, const cms_pg_stmt **out, const char *name, const char *sql,
+                   int nparams)
+{
+    char full[64];
+    snprintf(full, sizeof full, "contracts_%s", name);
+    *out = cms_pg_prepare(s->pg, full, sql, nparams, NULL);
+    return *out != NULL;
 }
 
 const char *ctsvc_side(cms_cmd_req *req, const PGresult *r, int row)
@@ -183,11 +192,11 @@ void ctsvc_row_event(const PGresult *r, int row, const char *status_after, ctev_
     out->status = status_after;
 }
 
-int ctsvc_read_contract(cms_pg_job *job, cms_cmd_req *req, const char *id)
+int ctsvc_read_contract(ctsvc *s, cms_pg_job *job, cms_cmd_req *req, const char *id)
 {
     const char *v[] = {id};
-    int rc = ctsvc_job_actor(job, req);
-    return rc ? rc : cms_pg_job_sql(job, SQL_READ, 1, v, NULL, NULL);
+    int rc = ctsvc_job_actor(s, job, req);
+    return rc ? rc : cms_pg_job_exec(job, s->st_read, v, NULL, NULL);
 }
 
 const PGresult *ctsvc_read_row(cms_cmd_req *req, const cms_pg_result *res)
@@ -268,8 +277,8 @@ static int create_read(void *arg, cms_pg_job *job)
 {
     create_op *op = arg;
     const char *v[] = {op->provider, op->consumer};
-    int rc = ctsvc_job_actor(job, op->o.req);
-    return rc ? rc : cms_pg_job_sql(job, SQL_PARTIES, 2, v, NULL, NULL);
+    int rc = ctsvc_job_actor(op->o.s, job, op->o.req);
+    return rc ? rc : cms_pg_job_exec(job, op->o.s->st_parties, v, NULL, NULL);
 }
 
 static cms_transition_step create_decide(void *arg, cms_cmd_req *req, const cms_pg_result *res,
@@ -285,10 +294,11 @@ static cms_transition_step create_decide(void *arg, cms_cmd_req *req, const cms_
     const char *v[] = {op->id,       op->m->title,      op->m->description, op->provider,
                        op->consumer, op->m->terms_json, op->metadata,       op->hash,
                        op->starts,   op->ends};
-    bool ok = ctsvc_job_actor(write, req) == CMS_PG_OK &&
-              ctev_created(&c, op->m->title, op->hash, ctsvc_actor(req), ctsvc_correlation(req),
-                           &ev) == CMS_BUS_OK &&
-              cms_outbox_add_sql(write, SQL_CREATE, CTEV_SOURCE, &ev, 10, v) == CMS_OUTBOX_OK;
+    bool ok =
+        ctsvc_job_actor(op->o.s, write, req) == CMS_PG_OK &&
+        ctev_created(&c, op->m->title, op->hash, ctsvc_actor(req), ctsvc_correlation(req), &ev) ==
+            CMS_BUS_OK &&
+        cms_outbox_add_exec(write, op->o.s->st_create, CTEV_SOURCE, &ev, 10, v) == CMS_OUTBOX_OK;
     cms_bus_event_release(&ev);
     if (!ok) {
         ctsvc_fail_oom(req);
@@ -362,7 +372,7 @@ typedef struct update_op {
 static int update_read(void *arg, cms_pg_job *job)
 {
     update_op *op = arg;
-    return ctsvc_read_contract(job, op->o.req, op->id);
+    return ctsvc_read_contract(op->o.s, job, op->o.req, op->id);
 }
 
 static cms_transition_step update_decide(void *arg, cms_cmd_req *req, const cms_pg_result *res,
@@ -416,10 +426,11 @@ static cms_transition_step update_decide(void *arg, cms_cmd_req *req, const cms_
     const char *v[] = {op->id, title,        desc,
                        terms,  op->metadata, hash,
                        starts, ends,         PQgetvalue(r, 0, CTCOL_UPDATED)};
-    bool ok = ctsvc_job_actor(write, req) == CMS_PG_OK &&
-              ctev_updated(&c, fields, nf, hash, ctsvc_actor(req), ctsvc_correlation(req), &ev) ==
-                  CMS_BUS_OK &&
-              cms_outbox_add_sql(write, SQL_UPDATE, CTEV_SOURCE, &ev, 9, v) == CMS_OUTBOX_OK;
+    bool ok =
+        ctsvc_job_actor(op->o.s, write, req) == CMS_PG_OK &&
+        ctev_updated(&c, fields, nf, hash, ctsvc_actor(req), ctsvc_correlation(req), &ev) ==
+            CMS_BUS_OK &&
+        cms_outbox_add_exec(write, op->o.s->st_update, CTEV_SOURCE, &ev, 9, v) == CMS_OUTBOX_OK;
     cms_bus_event_release(&ev);
     if (!ok) {
         ctsvc_fail_oom(req);
@@ -473,8 +484,8 @@ static bool read_by_id(ctsvc *s, cms_cmd_req *req, const char *id, cms_pg_done_c
     }
     cms_pg_job *job = cms_pg_job_new();
     const char *v[] = {id};
-    if (job == NULL || ctsvc_job_actor(job, req) != CMS_PG_OK ||
-        cms_pg_job_sql(job, SQL_GET, 1, v, NULL, NULL) != CMS_PG_OK) {
+    if (job == NULL || ctsvc_job_actor(s, job, req) != CMS_PG_OK ||
+        cms_pg_job_exec(job, s->st_get, v, NULL, NULL) != CMS_PG_OK) {
         cms_pg_job_free(job);
         ctsvc_fail_oom(req);
         return false;
@@ -605,8 +616,8 @@ static void h_list(void *arg, cms_cmd_req *req)
     const char *v[] = {m->party_id[0] ? m->party_id : NULL, m->status[0] ? m->status : NULL,
                        m->created_after_us ? from : NULL,   m->created_before_us ? to : NULL,
                        m->after[0] ? m->after : NULL,       lim};
-    if (op == NULL || job == NULL || ctsvc_job_actor(job, req) != CMS_PG_OK ||
-        cms_pg_job_sql(job, SQL_LIST, 6, v, NULL, NULL) != CMS_PG_OK) {
+    if (op == NULL || job == NULL || ctsvc_job_actor(s, job, req) != CMS_PG_OK ||
+        cms_pg_job_exec(job, s->st_list, v, NULL, NULL) != CMS_PG_OK) {
         free(op);
         cms_pg_job_free(job);
         ctsvc_fail_oom(req);
@@ -619,6 +630,16 @@ static void h_list(void *arg, cms_cmd_req *req)
 
 ctsvc_err ctsvc_register_contracts(ctsvc *s, cms_cmd *c)
 {
+    if (!ctsvc_prepare(s, &s->st_actor, "actor", CTSQL_ACTOR, 2) ||
+        !ctsvc_prepare(s, &s->st_timer, "timer", CTSQL_TIMER, 0) ||
+        !ctsvc_prepare(s, &s->st_activate, "activate", CTSQL_ACTIVATE, 13) ||
+        !ctsvc_prepare(s, &s->st_get, "get", SQL_GET, 1) ||
+        !ctsvc_prepare(s, &s->st_read, "read", SQL_READ, 1) ||
+        !ctsvc_prepare(s, &s->st_parties, "parties", SQL_PARTIES, 2) ||
+        !ctsvc_prepare(s, &s->st_create, "create", SQL_CREATE, 14) ||
+        !ctsvc_prepare(s, &s->st_update, "update", SQL_UPDATE, 13) ||
+        !ctsvc_prepare(s, &s->st_list, "list", SQL_LIST, 6))
+        return CTSVC_ESETUP;
     if (cms_cmd_register(c, "create", &cms__v1__create_contract__descriptor, h_create, s) != 0 ||
         cms_cmd_register(c, "update", &cms__v1__update_contract__descriptor, h_update, s) != 0 ||
         cms_cmd_register(c, "get", &cms__v1__contract_ref__descriptor, h_get, s) != 0 ||
@@ -668,9 +689,11 @@ ctsvc_err ctsvc_start(ctsvc *s, cms_service *svc)
         err = ctsvc_register_lifecycle(s, c);
     if (err == CTSVC_OK)
         err = ctsvc_register_signing(s, c);
+    if (err == CTSVC_OK)
+        err = ctsvc_register_parties(s);
     if (err != CTSVC_OK)
         return err;
-    if (ctsched_create(cms_service_loop(svc), s->pg, s->outbox, &s->sched) != 0)
+    if (ctsched_create(cms_service_loop(svc), s, &s->sched) != 0)
         return CTSVC_ENOMEM;
     if (cms_nats_subscribe(cms_service_nats(svc), "cms.events.contract.>", NULL, on_own_event, s,
                            &s->own_sub) != 0)

@@ -24,6 +24,10 @@ struct ctsvc {
     cms_outbox *outbox;
     ctsched *sched;
     cms_nats_sub *own_sub; /* contract events of every replica: due dates */
+    /* the prepared statements of every file (ctsvc_prepare) */
+    const cms_pg_stmt *st_actor, *st_timer, *st_get, *st_read, *st_parties, *st_create, *st_update,
+        *st_list, *st_set_status, *st_amend, *st_activate, *st_key, *st_sign, *st_party,
+        *st_key_issued, *st_key_revoked, *st_next, *st_due, *st_expire;
     void (*drained)(void *arg);
     void *drained_arg;
 };
@@ -35,7 +39,11 @@ bool ctsvc_is_admin(cms_cmd_req *req);
 /* An admin or an auditor: reads every contract. */
 bool ctsvc_sees_all(cms_cmd_req *req);
 /* Adds who acts (CTSQL_ACTOR) as the job's lead statement; 0 or a cms_pg_err. */
-int ctsvc_job_actor(cms_pg_job *job, cms_cmd_req *req);
+int ctsvc_job_actor(ctsvc *s, cms_pg_job *job, cms_cmd_req *req);
+/* Prepares sql (nparams parameters) as "contracts_<name>" into *out;
+ * false if it cannot be registered. */
+bool ctsvc_prepare(ctsvc *s, const cms_pg_stmt **out, const char *name, const char *sql,
+                   int nparams);
 /* The caller's side of the contract in row of r: "provider", "consumer",
  * or NULL for neither. */
 const char *ctsvc_side(cms_cmd_req *req, const PGresult *r, int row);
@@ -64,7 +72,7 @@ void ctsvc_reply_row(cms_cmd_req *req, const PGresult *r);
 void ctsvc_row_event(const PGresult *r, int row, const char *status_after, ctev_contract *out);
 /* The read of a transition on one contract: who acts, then the contract
  * (CTSQL_COLS) and its parties' statuses (columns CTCOL_N, CTCOL_N + 1). */
-int ctsvc_read_contract(cms_pg_job *job, cms_cmd_req *req, const char *id);
+int ctsvc_read_contract(ctsvc *s, cms_pg_job *job, cms_cmd_req *req, const char *id);
 /* Its result in decide: the row, or NULL after answering NOT_FOUND. */
 const PGresult *ctsvc_read_row(cms_cmd_req *req, const cms_pg_result *res);
 /* Submits a read job (taken in every case); false after answering req. */
@@ -78,7 +86,7 @@ bool ctsvc_content_hash(cms_cmd_req *req, const char *id, const char *title,
 
 /* Adds the activation of the signed contract in row of r (CTSQL_COLS
  * first) and its events to job (lifecycle.c); 0 or -1 (no memory). */
-int ctsvc_add_activation(cms_pg_job *job, const PGresult *r, int row, bool automatic,
+int ctsvc_add_activation(ctsvc *s, cms_pg_job *job, const PGresult *r, int row, bool automatic,
                          const char *actor, const char *corr);
 
 /* What every transition op of cms-contracts begins with. */
@@ -99,5 +107,7 @@ void ctsvc_committed(ctsvc *s, const PGresult *r);
 ctsvc_err ctsvc_register_contracts(ctsvc *s, cms_cmd *c);
 ctsvc_err ctsvc_register_lifecycle(ctsvc *s, cms_cmd *c);
 ctsvc_err ctsvc_register_signing(ctsvc *s, cms_cmd *c);
+/* The consumers' statements (parties.c). */
+ctsvc_err ctsvc_register_parties(ctsvc *s);
 
 #endif

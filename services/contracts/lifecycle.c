@@ -40,7 +40,7 @@ static const char SQL_AMEND[] =
     "o2 AS (" CMS_OUTBOX_SQL_FROM_AT("u, o1", "5", "6", "7", "8") ") SELECT * FROM u";
 // clang-format on
 
-int ctsvc_add_activation(cms_pg_job *job, const PGresult *r, int row, bool automatic,
+int ctsvc_add_activation(ctsvc *s, cms_pg_job *job, const PGresult *r, int row, bool automatic,
                          const char *actor, const char *corr)
 {
     ctev_contract c, old;
@@ -58,10 +58,11 @@ int ctsvc_add_activation(cms_pg_job *job, const PGresult *r, int row, bool autom
                              sup[0] ? sup : NULL, actor, corr, &ev[0]) == CMS_BUS_OK &&
               ctev_completed(&old, "superseded", c.id, actor, corr, &ev[1]) == CMS_BUS_OK;
     old.status = "terminated";
-    ok = ok &&
-         ctev_terminated(&old, "signed", automatic ? "system" : ctsvc_side_of(r, row, actor),
-                         "superseded", actor, corr, &ev[2]) == CMS_BUS_OK &&
-         cms_outbox_add_sql_events(job, CTSQL_ACTIVATE, CTEV_SOURCE, evs, 3, 1, v) == CMS_OUTBOX_OK;
+    ok =
+        ok &&
+        ctev_terminated(&old, "signed", automatic ? "system" : ctsvc_side_of(r, row, actor),
+                        "superseded", actor, corr, &ev[2]) == CMS_BUS_OK &&
+        cms_outbox_add_exec_events(job, s->st_activate, CTEV_SOURCE, evs, 3, 1, v) == CMS_OUTBOX_OK;
     for (int i = 0; i < 3; i++)
         cms_bus_event_release(&ev[i]);
     return ok ? 0 : -1;
@@ -83,7 +84,7 @@ typedef struct life_op {
 static int life_read(void *arg, cms_pg_job *job)
 {
     life_op *op = arg;
-    return ctsvc_read_contract(job, op->o.req, op->id);
+    return ctsvc_read_contract(op->o.s, job, op->o.req, op->id);
 }
 
 /* "2026-12-02T10:00:00Z" */
@@ -115,8 +116,8 @@ static bool add_set_status(life_op *op, cms_cmd_req *req, const PGresult *r, con
     else
         be = ctev_terminated(&c, from, side, op->reason, actor, corr, &ev);
     const char *v[] = {op->id, to, from, op->v == V_TERMINATE ? op->reason : NULL, hash};
-    bool ok = be == CMS_BUS_OK &&
-              cms_outbox_add_sql(write, SQL_SET_STATUS, CTEV_SOURCE, &ev, 5, v) == CMS_OUTBOX_OK;
+    bool ok = be == CMS_BUS_OK && cms_outbox_add_exec(write, op->o.s->st_set_status, CTEV_SOURCE,
+                                                      &ev, 5, v) == CMS_OUTBOX_OK;
     cms_bus_event_release(&ev);
     return ok;
 }
@@ -162,11 +163,11 @@ static bool add_amend(life_op *op, cms_cmd_req *req, const PGresult *r, cms_pg_j
                        hash,
                        starts,
                        ends};
-    bool ok =
-        ctev_amended(&old, new_id, PQgetvalue(r, 0, CTCOL_HASH), actor, corr, &ev[0]) ==
-            CMS_BUS_OK &&
-        ctev_created(&fresh, title, hash, actor, corr, &ev[1]) == CMS_BUS_OK &&
-        cms_outbox_add_sql_events(write, SQL_AMEND, CTEV_SOURCE, evs, 2, 13, v) == CMS_OUTBOX_OK;
+    bool ok = ctev_amended(&old, new_id, PQgetvalue(r, 0, CTCOL_HASH), actor, corr, &ev[0]) ==
+                  CMS_BUS_OK &&
+              ctev_created(&fresh, title, hash, actor, corr, &ev[1]) == CMS_BUS_OK &&
+              cms_outbox_add_exec_events(write, op->o.s->st_amend, CTEV_SOURCE, evs, 2, 13, v) ==
+                  CMS_OUTBOX_OK;
     cms_bus_event_release(&ev[0]);
     cms_bus_event_release(&ev[1]);
     if (!ok) {
@@ -240,15 +241,16 @@ static cms_transition_step life_decide(void *arg, cms_cmd_req *req, const cms_pg
             return CMS_TRANSITION_ANSWERED;
         }
     }
-    if (ctsvc_job_actor(write, req) != CMS_PG_OK) {
+    if (ctsvc_job_actor(op->o.s, write, req) != CMS_PG_OK) {
         ctsvc_fail_oom(req);
         return CMS_TRANSITION_ANSWERED;
     }
     if (op->v == V_AMEND)
         return add_amend(op, req, r, write) ? CMS_TRANSITION_ANSWERED : CMS_TRANSITION_WRITE;
-    bool ok = op->v == V_ACTIVATE ? ctsvc_add_activation(write, r, 0, false, ctsvc_actor(req),
-                                                         ctsvc_correlation(req)) == 0
-                                  : add_set_status(op, req, r, side, write);
+    bool ok = op->v == V_ACTIVATE
+                  ? ctsvc_add_activation(op->o.s, write, r, 0, false, ctsvc_actor(req),
+                                         ctsvc_correlation(req)) == 0
+                  : add_set_status(op, req, r, side, write);
     if (!ok) {
         ctsvc_fail_oom(req);
         return CMS_TRANSITION_ANSWERED;
@@ -332,7 +334,9 @@ static void h_amend(void *arg, cms_cmd_req *req)
 ctsvc_err ctsvc_register_lifecycle(ctsvc *s, cms_cmd *c)
 {
     const ProtobufCMessageDescriptor *ref = &cms__v1__contract_ref__descriptor;
-    if (cms_cmd_register(c, "submit", ref, h_submit, s) != 0 ||
+    if (!ctsvc_prepare(s, &s->st_set_status, "set_status", SQL_SET_STATUS, 9) ||
+        !ctsvc_prepare(s, &s->st_amend, "amend", SQL_AMEND, 21) ||
+        cms_cmd_register(c, "submit", ref, h_submit, s) != 0 ||
         cms_cmd_register(c, "activate", ref, h_activate, s) != 0 ||
         cms_cmd_register(c, "complete", ref, h_complete, s) != 0 ||
         cms_cmd_register(c, "terminate", &cms__v1__terminate_contract__descriptor, h_terminate,

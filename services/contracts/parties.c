@@ -31,16 +31,25 @@ static bool is_uuid(const char *s)
     return s && cv_uuid(s, "id", &e);
 }
 
-static cms_consumer_verdict add(cms_pg_job *job, const char *sql, int n, const char *const *v)
+static cms_consumer_verdict add(cms_pg_job *job, const cms_pg_stmt *st, const char *const *v)
 {
-    return cms_pg_job_sql(job, sql, n, v, NULL, NULL) == CMS_PG_OK ? CMS_CONSUMER_APPLY
-                                                                   : CMS_CONSUMER_RETRY;
+    return cms_pg_job_exec(job, st, v, NULL, NULL) == CMS_PG_OK ? CMS_CONSUMER_APPLY
+                                                                : CMS_CONSUMER_RETRY;
+}
+
+ctsvc_err ctsvc_register_parties(ctsvc *s)
+{
+    return ctsvc_prepare(s, &s->st_party, "party", SQL_PARTY, 3) &&
+                   ctsvc_prepare(s, &s->st_key_issued, "key_issued", SQL_KEY_ISSUED, 4) &&
+                   ctsvc_prepare(s, &s->st_key_revoked, "key_revoked", SQL_KEY_REVOKED, 2)
+               ? CTSVC_OK
+               : CTSVC_ESETUP;
 }
 
 cms_consumer_verdict ctsvc_on_identity(void *arg, const Cms__V1__Envelope *env, cms_pg_job *job,
                                        const char **reason)
 {
-    (void)arg;
+    ctsvc *s = arg;
     const char *id, *status;
     if (env->body_case == CMS__V1__ENVELOPE__BODY_IDENTITY_CREATED) {
         id = env->identity_created->identity_id;
@@ -58,13 +67,13 @@ cms_consumer_verdict ctsvc_on_identity(void *arg, const Cms__V1__Envelope *env, 
     char at[24];
     snprintf(at, sizeof at, "%lld", (long long)env->occurred_at_us);
     const char *v[] = {id, status, at};
-    return add(job, SQL_PARTY, 3, v);
+    return add(job, s->st_party, v);
 }
 
 cms_consumer_verdict ctsvc_on_credential(void *arg, const Cms__V1__Envelope *env, cms_pg_job *job,
                                          const char **reason)
 {
-    (void)arg;
+    ctsvc *s = arg;
     char t[24];
     if (env->body_case == CMS__V1__ENVELOPE__BODY_CREDENTIAL_ISSUED) {
         const Cms__V1__CredentialIssued *b = env->credential_issued;
@@ -76,7 +85,7 @@ cms_consumer_verdict ctsvc_on_credential(void *arg, const Cms__V1__Envelope *env
         }
         snprintf(t, sizeof t, "%lld", (long long)b->expires_at_us);
         const char *v[] = {b->credential_id, b->identity_id, b->public_key, t};
-        return add(job, SQL_KEY_ISSUED, 4, v);
+        return add(job, s->st_key_issued, v);
     }
     if (env->body_case == CMS__V1__ENVELOPE__BODY_CREDENTIAL_REVOKED) {
         const Cms__V1__CredentialRevoked *b = env->credential_revoked;
@@ -86,7 +95,7 @@ cms_consumer_verdict ctsvc_on_credential(void *arg, const Cms__V1__Envelope *env
         }
         snprintf(t, sizeof t, "%lld", (long long)env->occurred_at_us);
         const char *v[] = {b->credential_id, t};
-        return add(job, SQL_KEY_REVOKED, 2, v); /* not a public key: changes nothing */
+        return add(job, s->st_key_revoked, v); /* not a public key: changes nothing */
     }
     /* expiry needs nothing: the key's expires_at is stored */
     return CMS_CONSUMER_SKIP;

@@ -29,22 +29,22 @@ static const char SQL_EXPIRE[] =
 
 struct ctsched {
     cms_duetimer *timer;
-    cms_outbox *outbox;
+    ctsvc *s;
     int nround;
     cms_counter *m_activated, *m_expired;
 };
 
 static int read_next(void *arg, cms_pg_job *job)
 {
-    (void)arg;
-    return cms_pg_job_sql(job, SQL_NEXT, 0, NULL, NULL, NULL);
+    ctsched *x = arg;
+    return cms_pg_job_exec(job, x->s->st_next, NULL, NULL, NULL);
 }
 
 static int read_due(void *arg, cms_pg_job *job)
 {
-    (void)arg;
-    int rc = cms_pg_job_lead_sql(job, CTSQL_TIMER, 0, NULL, NULL, NULL);
-    return rc ? rc : cms_pg_job_sql(job, SQL_DUE, 0, NULL, NULL, NULL);
+    ctsched *x = arg;
+    int rc = cms_pg_job_lead_exec(job, x->s->st_timer, NULL, NULL, NULL);
+    return rc ? rc : cms_pg_job_exec(job, x->s->st_due, NULL, NULL, NULL);
 }
 
 /* Two statements per due contract: acting as its provider (so that an
@@ -58,7 +58,7 @@ static int add_round(void *arg, const cms_pg_result *res, cms_pg_job *job)
     for (int i = 0; due && i < PQntuples(due) && i < ROUND_MAX; i++) {
         const char *who[] = {PQgetvalue(due, i, CTCOL_PROVIDER), "off"};
         bool ends = strcmp(PQgetvalue(due, i, CTCOL_N), "t") == 0, ok;
-        if (cms_pg_job_sql(job, CTSQL_ACTOR, 2, who, NULL, NULL) != CMS_PG_OK)
+        if (cms_pg_job_exec(job, x->s->st_actor, who, NULL, NULL) != CMS_PG_OK)
             return -1;
         if (ends) {
             const char *from = PQgetvalue(due, i, CTCOL_STATUS);
@@ -67,10 +67,10 @@ static int add_round(void *arg, const cms_pg_result *res, cms_pg_job *job)
             cms_bus_event ev = {0};
             const char *v[] = {c.id, from};
             ok = ctev_expired(&c, from, ctsvc_i64(due, i, CTCOL_ENDS), &ev) == CMS_BUS_OK &&
-                 cms_outbox_add_sql(job, SQL_EXPIRE, CTEV_SOURCE, &ev, 2, v) == CMS_OUTBOX_OK;
+                 cms_outbox_add_exec(job, x->s->st_expire, CTEV_SOURCE, &ev, 2, v) == CMS_OUTBOX_OK;
             cms_bus_event_release(&ev);
         } else {
-            ok = ctsvc_add_activation(job, due, i, true, CMS_BUS_SYSTEM_ACTOR, NULL) == 0;
+            ok = ctsvc_add_activation(x->s, job, due, i, true, CMS_BUS_SYSTEM_ACTOR, NULL) == 0;
         }
         if (!ok)
             return -1;
@@ -98,7 +98,7 @@ static bool round_written(void *arg, const cms_pg_result *res)
     if (activated || expired) {
         cms_counter_add(x->m_activated, (uint64_t)activated);
         cms_counter_add(x->m_expired, (uint64_t)expired);
-        cms_outbox_kick(x->outbox);
+        cms_outbox_kick(x->s->outbox);
         cms_log_info("contracts came due", "{s:i, s:i}", "activated", activated, "expired",
                      expired);
     }
@@ -111,16 +111,20 @@ static const cms_duetimer_ops sched_ops = {.what = "contract activation and expi
                                            .round = add_round,
                                            .written = round_written};
 
-int ctsched_create(uv_loop_t *loop, cms_pg *pg, cms_outbox *outbox, ctsched **out)
+int ctsched_create(uv_loop_t *loop, ctsvc *s, ctsched **out)
 {
+    if (!ctsvc_prepare(s, &s->st_next, "next", SQL_NEXT, 0) ||
+        !ctsvc_prepare(s, &s->st_due, "due", SQL_DUE, 0) ||
+        !ctsvc_prepare(s, &s->st_expire, "expire", SQL_EXPIRE, 6))
+        return -1;
     ctsched *x = calloc(1, sizeof *x);
     if (x == NULL)
         return -1;
-    if (cms_duetimer_create(loop, pg, &sched_ops, x, &x->timer) != 0) {
+    if (cms_duetimer_create(loop, s->pg, &sched_ops, x, &x->timer) != 0) {
         free(x);
         return -1;
     }
-    x->outbox = outbox;
+    x->s = s;
     cms_metrics *mx = cms_metrics_default();
     x->m_activated = cms_metrics_counter(mx, "cms_contracts_activated_by_date_total",
                                          "Contracts activated at their start date", NULL);

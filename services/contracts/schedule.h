@@ -10,16 +10,15 @@
 #ifndef CONTRACTS_SCHEDULE_H
 #define CONTRACTS_SCHEDULE_H
 
-#include "outbox.h"
-#include "pg.h"
+#include "contracts.h"
 
 #include <stdint.h>
 #include <uv.h>
 
 typedef struct ctsched ctsched;
 
-int ctsched_create(uv_loop_t *loop, cms_pg *pg, cms_outbox *outbox, ctsched **out)
-    __attribute__((warn_unused_result));
+/* On the service's database, outbox and statements (s). */
+int ctsched_create(uv_loop_t *loop, ctsvc *s, ctsched **out) __attribute__((warn_unused_result));
 /* Reads the next due instant and sets the timer (retrying while the
  * database cannot answer). */
 void ctsched_start(ctsched *x);

@@ -50,8 +50,8 @@ static int sign_read(void *arg, cms_pg_job *job)
 {
     sign_op *op = arg;
     const char *v[] = {op->key_id};
-    int rc = ctsvc_read_contract(job, op->o.req, op->id);
-    return rc ? rc : cms_pg_job_sql(job, SQL_KEY, 1, v, NULL, NULL);
+    int rc = ctsvc_read_contract(op->o.s, job, op->o.req, op->id);
+    return rc ? rc : cms_pg_job_exec(job, op->o.s->st_key, v, NULL, NULL);
 }
 
 static bool has_side(const char *signatures, const char *side)
@@ -164,12 +164,12 @@ static cms_transition_step sign_decide(void *arg, cms_cmd_req *req, const cms_pg
     const char *actor = me, *corr = ctsvc_correlation(req);
     const char *v[] = {op->id,     hash, side, other, entry_text, completes ? "t" : "f",
                        op->key_id, me};
-    bool ok =
-        entry_text != NULL && ctsvc_job_actor(write, req) == CMS_PG_OK &&
-        ctev_signed(&c, side, op->key_id, hash, actor, corr, &ev[0]) == CMS_BUS_OK &&
-        ctev_fully_signed(&c, hash, ctsvc_i64(r, 0, CTCOL_STARTS), ctsvc_i64(r, 0, CTCOL_ENDS),
-                          actor, corr, &ev[1]) == CMS_BUS_OK &&
-        cms_outbox_add_sql_events(write, SQL_SIGN, CTEV_SOURCE, evs, 2, 8, v) == CMS_OUTBOX_OK;
+    bool ok = entry_text != NULL && ctsvc_job_actor(op->o.s, write, req) == CMS_PG_OK &&
+              ctev_signed(&c, side, op->key_id, hash, actor, corr, &ev[0]) == CMS_BUS_OK &&
+              ctev_fully_signed(&c, hash, ctsvc_i64(r, 0, CTCOL_STARTS),
+                                ctsvc_i64(r, 0, CTCOL_ENDS), actor, corr, &ev[1]) == CMS_BUS_OK &&
+              cms_outbox_add_exec_events(write, op->o.s->st_sign, CTEV_SOURCE, evs, 2, 8, v) ==
+                  CMS_OUTBOX_OK;
     free(entry_text);
     cms_bus_event_release(&ev[0]);
     cms_bus_event_release(&ev[1]);
@@ -221,6 +221,9 @@ static void h_sign(void *arg, cms_cmd_req *req)
 
 ctsvc_err ctsvc_register_signing(ctsvc *s, cms_cmd *c)
 {
+    if (!ctsvc_prepare(s, &s->st_key, "key", SQL_KEY, 1) ||
+        !ctsvc_prepare(s, &s->st_sign, "sign", SQL_SIGN, 16))
+        return CTSVC_ESETUP;
     return cms_cmd_register(c, "sign", &cms__v1__sign_contract__descriptor, h_sign, s) == 0
                ? CTSVC_OK
                : CTSVC_ESETUP;
