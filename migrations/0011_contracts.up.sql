@@ -56,20 +56,25 @@ INSERT INTO contract_party_keys (credential_id, identity_id, public_key, expires
 --   cms.actor      the acting identity's id
 --   cms.actor_all  'on' for an admin or an auditor: every contract
 --   cms.timer      'on' for the activation and expiry timer: due contracts
+-- Each is one expression with every name qualified and no SET clause, so
+-- that the planner inlines it into the policy (a SET clause would make
+-- every call go through the function manager and plan its body again).
 CREATE FUNCTION cms_current_actor() RETURNS UUID
 LANGUAGE sql STABLE PARALLEL SAFE
-SET search_path = pg_catalog
-AS $$ SELECT nullif(current_setting('cms.actor', true), '')::uuid $$;
+AS $$ SELECT NULLIF(pg_catalog.current_setting('cms.actor', true), '')::pg_catalog.uuid $$;
 
 CREATE FUNCTION cms_actor_sees_all() RETURNS BOOLEAN
 LANGUAGE sql STABLE PARALLEL SAFE
-SET search_path = pg_catalog
-AS $$ SELECT coalesce(current_setting('cms.actor_all', true), '') = 'on' $$;
+AS $$
+    SELECT COALESCE(pg_catalog.current_setting('cms.actor_all', true), '')
+        OPERATOR(pg_catalog.=) 'on'
+$$;
 
 CREATE FUNCTION cms_actor_is_timer() RETURNS BOOLEAN
 LANGUAGE sql STABLE PARALLEL SAFE
-SET search_path = pg_catalog
-AS $$ SELECT coalesce(current_setting('cms.timer', true), '') = 'on' $$;
+AS $$
+    SELECT COALESCE(pg_catalog.current_setting('cms.timer', true), '') OPERATOR(pg_catalog.=) 'on'
+$$;
 
 -- A contract is seen, changed and written only by its parties (and read by
 -- admins and auditors); the timer sees only what is due. A job that sets
