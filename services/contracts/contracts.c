@@ -695,8 +695,11 @@ ctsvc_err ctsvc_start(ctsvc *s, cms_service *svc)
         return err;
     if (ctsched_create(cms_service_loop(svc), s, &s->sched) != 0)
         return CTSVC_ENOMEM;
-    if (cms_nats_subscribe(cms_service_nats(svc), "cms.events.contract.>", NULL, on_own_event, s,
-                           &s->own_sub) != 0)
+    cms_nats *n = cms_service_nats(svc);
+    if (cms_nats_subscribe(n, "cms.events.contract.fully_signed", NULL, on_own_event, s,
+                           &s->signed_sub) != 0 ||
+        cms_nats_subscribe(n, "cms.events.contract.activated", NULL, on_own_event, s,
+                           &s->activated_sub) != 0)
         return CTSVC_ESETUP;
     ctsched_start(s->sched);
     return CTSVC_OK;
@@ -713,8 +716,9 @@ void ctsvc_drain(ctsvc *s, void (*drained)(void *arg), void *arg)
 {
     s->drained = drained;
     s->drained_arg = arg;
-    cms_nats_unsubscribe(s->own_sub);
-    s->own_sub = NULL;
+    cms_nats_unsubscribe(s->signed_sub);
+    cms_nats_unsubscribe(s->activated_sub);
+    s->signed_sub = s->activated_sub = NULL;
     if (s->sched)
         ctsched_close(s->sched, sched_closed, s);
     else if (drained)

@@ -23,7 +23,8 @@ struct ctsvc {
     cms_pg *pg;
     cms_outbox *outbox;
     ctsched *sched;
-    cms_nats_sub *own_sub; /* contract events of every replica: due dates */
+    /* contract.fully_signed and contract.activated of every replica: due dates */
+    cms_nats_sub *signed_sub, *activated_sub;
     /* the prepared statements of every file (ctsvc_prepare) */
     const cms_pg_stmt *st_actor, *st_timer, *st_get, *st_read, *st_parties, *st_create, *st_update,
         *st_list, *st_set_status, *st_amend, *st_activate, *st_key, *st_sign, *st_party,
