@@ -317,6 +317,41 @@ Test(nats_permissions, only_audit_pulls_and_acks_its_durable)
     natsConnection_Destroy(au);
 }
 
+Test(nats_permissions, only_contracts_pulls_its_durables_and_each_holds_its_events_only)
+{
+    provision();
+    const char *durables[] = {"contracts-identity", "contracts-credential"};
+    const char *others[] = {"identity", "training", "audit", "worker", "client", "publisher"};
+    char subject[160];
+    for (size_t d = 0; d < 2; d++)
+        for (size_t i = 0; i < sizeof others / sizeof others[0]; i++) {
+            snprintf(subject, sizeof subject, "$JS.API.CONSUMER.MSG.NEXT.CMS_EVENTS.%s",
+                     durables[d]);
+            assert_pub_refused(others[i], subject);
+        }
+    assert_pub_refused("contracts", "$JS.API.CONSUMER.MSG.NEXT.CMS_EVENTS.audit");
+    /* contracts-credential is filtered: an identity event is not its */
+    natsConnection *id = as("identity"), *ct = as("contracts");
+    cr_assert_eq(natsConnection_PublishString(id, "cms.events.identity.created", "i"), NATS_OK);
+    cr_assert_eq(natsConnection_PublishString(id, "cms.events.credential.issued", "c"), NATS_OK);
+    cr_assert_eq(natsConnection_FlushTimeout(id, 5000), NATS_OK);
+    natsSubscription *sub = NULL;
+    cr_assert_eq(natsConnection_SubscribeSync(&sub, ct, "_INBOX.contracts.pull"), NATS_OK);
+    cr_assert_eq(natsConnection_PublishRequestString(
+                     ct, "$JS.API.CONSUMER.MSG.NEXT.CMS_EVENTS.contracts-credential",
+                     "_INBOX.contracts.pull", "{\"batch\":2,\"expires\":2000000000}"),
+                 NATS_OK);
+    natsMsg *m = NULL;
+    cr_assert_eq(natsSubscription_NextMsg(&m, sub, 5000), NATS_OK, "contracts pulled an event");
+    cr_assert_str_eq(natsMsg_GetData(m), "c", "the credential event, not the identity one");
+    cr_assert_eq(natsConnection_PublishString(ct, natsMsg_GetReply(m), "+ACK"), NATS_OK);
+    cr_assert_not(refused(ct, "$JS"), "contracts' pull and ack raised nothing");
+    natsMsg_Destroy(m);
+    natsSubscription_Destroy(sub);
+    natsConnection_Destroy(id);
+    natsConnection_Destroy(ct);
+}
+
 Test(nats_permissions, a_service_binds_to_what_the_migrator_provisions_and_says_what_is_missing)
 {
     char db[512], as_audit[600], dburl[640], natsurl[120], creds[320];
