@@ -3,8 +3,9 @@
  * type, resource (the contract), actor, correlation, source "contracts" and
  * its typed body naming the contract, both parties and the status after
  * it; contract.expired is the system's doing; a builder refuses what
- * cms_bus refuses. */
+ * cms_bus refuses; cms-audit's renderer turns each body into its fields. */
 #include "contracts/events.h"
+#include "json.h"
 
 #include <criterion/criterion.h>
 #include <stdlib.h>
@@ -156,4 +157,21 @@ Test(events, refuses_what_the_bus_refuses)
     cr_assert_null(ev.buf, "nothing built");
     c.id = ID;
     cr_assert_eq(ctev_created(&c, "t", HASH, "nobody", NULL, &ev), CMS_BUS_EINVAL);
+}
+
+Test(events, the_audit_log_renders_a_body_field_by_field)
+{
+    ctev_contract c = contract("review");
+    cr_assert_eq(ctev_signed(&c, "provider", KEY, HASH, PROV, NULL, &ev), CMS_BUS_OK);
+    Cms__V1__Envelope *e =
+        decoded("contract.signed", PROV, NULL, CMS__V1__ENVELOPE__BODY_CONTRACT_SIGNED);
+    cms_json_buf b;
+    cms_json_buf_init(&b, 4096);
+    cr_assert_eq(cms_json_render_body(&b, &e->base, 16), CMS_JSON_OK);
+    char *text = strndup(b.data, b.len);
+    cr_assert(strstr(text, "\"side\":\"provider\"") && strstr(text, "\"key_id\":\"" KEY "\"") &&
+                  strstr(text, "\"contract_id\":\"" ID "\""),
+              "%s", text);
+    free(text);
+    cms_json_buf_free(&b);
 }
