@@ -1,0 +1,153 @@
+/* benchlib: what the load generators of tests/bench share, so that each of
+ * them (identity_load.c, contracts_load.c) holds only its own workload.
+ *
+ *   - clocks: monotonic and wall time, sleeping to a deadline, own CPU;
+ *   - bench_hist: a latency histogram in microseconds, the same for every
+ *     generator so that their figures compare;
+ *   - bench_nats: a NATS client of its own, a few hundred lines of the text
+ *     protocol: one thread owns a connection, writes every request due in
+ *     one write and reads every reply available in a few reads, and so costs
+ *     a few microseconds per request. nats.c hands each message from its
+ *     reader thread to a delivery thread and, unless told to send at once,
+ *     holds a publish up to 1 ms: on two CPUs a generator on nats.c would
+ *     measure itself. Requests go out with a reply subject <inbox>.<seq>,
+ *     one wildcard inbox per connection;
+ *   - the helpers of set-up and baseline on nats.c: the admin's key file,
+ *     packed protobuf bodies and replies, one blocking command.
+ *
+ * A bench library, not a service's: it blocks (connecting, bench_call) and
+ * writes its failures to stderr, each line prefixed by the program's name. */
+#ifndef CMS_BENCHLIB_H
+#define CMS_BENCHLIB_H
+
+#include "apikey.h"
+
+#include <nats/nats.h>
+#include <protobuf-c/protobuf-c.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* --- clocks ------------------------------------------------------------------ */
+
+int64_t bench_mono_ns(void);
+/* Sleeps until CLOCK_MONOTONIC reads t_ns (at once if it is past). */
+void bench_sleep_until_ns(int64_t t_ns);
+int64_t bench_unix_us(void);
+/* User and system CPU of the whole process so far. */
+double bench_cpu_seconds(void);
+uint64_t bench_pow2_at_least(uint64_t n);
+
+/* --- latency histogram ------------------------------------------------------- */
+
+/* Microseconds, exact below 1024 µs, then 512 buckets per power of two (under
+ * 0.2 % error) up to 2^27 µs (134 s); larger values land in the last bucket. */
+#define BENCH_HIST_SUB_BITS 9
+#define BENCH_HIST_SUB (1u << BENCH_HIST_SUB_BITS)
+#define BENCH_HIST_EXACT (2u * BENCH_HIST_SUB)
+#define BENCH_HIST_MAX_MSB 26
+#define BENCH_HIST_BUCKETS                                                                         \
+    (BENCH_HIST_EXACT + (BENCH_HIST_MAX_MSB - BENCH_HIST_SUB_BITS) * BENCH_HIST_SUB)
+
+/* Zeroed memory is an empty histogram (about 70 KiB: calloc it). n, max_us
+ * and sum_us may be read; the buckets are the module's. */
+typedef struct bench_hist {
+    uint64_t n;
+    uint64_t max_us;
+    double sum_us;
+    uint64_t b[BENCH_HIST_BUCKETS];
+} bench_hist;
+
+/* Counts a latency of ns (below 0: 0). */
+void bench_hist_add(bench_hist *h, int64_t ns);
+void bench_hist_merge(bench_hist *into, const bench_hist *h);
+/* The q-quantile (0 < q <= 1) in µs: the top of its bucket, never more than
+ * the maximum, so that a percentile never understates; 0 if empty. */
+uint64_t bench_hist_quantile(const bench_hist *h, double q);
+double bench_hist_mean_us(const bench_hist *h);
+
+/* --- NATS client of the load ------------------------------------------------- */
+
+typedef struct bench_nats bench_nats;
+
+/* A message on the connection's inbox, read at t_now. seq is the number in
+ * the last token of its subject <inbox>.<seq>, 0 if it has none; hdr (the
+ * NATS header block, hdr_len 0 without one) and data belong to the
+ * connection and last only for the call. The callback may publish on the
+ * connection. Returning false stops the reading: the connection is then
+ * broken (its first error should say why). */
+typedef bool bench_nats_msg_fn(void *arg, uint64_t seq, const char *hdr, size_t hdr_len,
+                               const char *data, size_t len, int64_t t_now);
+
+/* An unconnected client; false only when out of memory. */
+bool bench_nats_create(bench_nats **out) __attribute__((warn_unused_result));
+/* NULL-safe; closes the socket. */
+void bench_nats_destroy(bench_nats *n);
+
+/* Connects to url (nats://[user:password@]host[:port], the credentials sent
+ * in the CONNECT), named "<name>-<index>", subscribes to its inbox
+ * (_INBOX.bench<pid>x<index>x<random>.*) and waits for the server's PONG,
+ * blocking at most 5 s; then makes the socket non-blocking. on_msg gets
+ * every message from then on. False with the first error set on failure. */
+bool bench_nats_connect(bench_nats *n, const char *name, int index, const char *url,
+                        bench_nats_msg_fn *on_msg, void *arg) __attribute__((warn_unused_result));
+
+/* Queues a request to subject with reply subject <inbox>.<seq>: HPUB with
+ * the header block hdr (hdr_len bytes, "NATS/1.0\r\n...\r\n\r\n"), or PUB
+ * if hdr is NULL. False if the write buffer would pass its maximum. */
+bool bench_nats_publish(bench_nats *n, const char *subject, uint64_t seq, const char *hdr,
+                        size_t hdr_len, const void *data, size_t len)
+    __attribute__((warn_unused_result));
+
+/* Writes what it can of the queued bytes without blocking; false (and the
+ * first error) if the connection broke. */
+bool bench_nats_flush(bench_nats *n) __attribute__((warn_unused_result));
+
+/* Waits at most wait_ns for the socket (to be readable, or writable while
+ * bytes are queued), then reads what is there without blocking and hands
+ * every whole message to on_msg, stamped with the time it was read. False
+ * (and the first error) if the connection broke or on_msg said stop. */
+bool bench_nats_poll(bench_nats *n, int64_t wait_ns) __attribute__((warn_unused_result));
+
+/* Records the first error of the connection, its own or its user's: later
+ * ones are dropped. */
+void bench_nats_error(bench_nats *n, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The first error, "" while there was none. */
+const char *bench_nats_first_error(const bench_nats *n);
+
+/* --- set-up and baseline helpers (on nats.c) -------------------------------- */
+
+/* The first API key in the file at path (a bare key, or a line like
+ * "api_key = cms_..." among comments, as cms-migrate --admin-key-out
+ * writes); false with a line on stderr if there is none. */
+bool bench_read_key_file(const char *prog, const char *path, char out[CMS_APIKEY_LEN + 1])
+    __attribute__((warn_unused_result));
+
+/* A packed protobuf message; the caller frees data. */
+typedef struct bench_body {
+    uint8_t *data;
+    size_t len;
+} bench_body;
+
+bool bench_pack_body(const ProtobufCMessage *m, bench_body *out)
+    __attribute__((warn_unused_result));
+/* A cms.v1.Reply with result, packed. */
+bool bench_pack_reply(const ProtobufCMessage *result, bench_body *out)
+    __attribute__((warn_unused_result));
+
+/* One blocking command to cms-identity on <prefix>.identity.<verb>, with
+ * "Authorization: <auth>" unless auth is NULL; 0 and *out (a result of
+ * rdesc, the caller's to free) on success, else the error code (or -1: no
+ * reply) with a line on stderr. */
+int bench_call(const char *prog, natsConnection *nc, const char *prefix, const char *verb,
+               const char *auth, const ProtobufCMessage *req,
+               const ProtobufCMessageDescriptor *rdesc, int64_t timeout_ms, ProtobufCMessage **out);
+
+/* The baseline's serving: a nats.c connection to url named "<prog>-respond"
+ * that writes each publish at once (unless buffered) and a subscription to
+ * subject handing every message to on_msg; prints "ready: <subject>" and
+ * waits for SIGTERM or SIGINT. True when it stopped on one. */
+bool bench_serve(const char *prog, const char *url, const char *subject, bool buffered,
+                 natsMsgHandler on_msg, void *closure) __attribute__((warn_unused_result));
+
+#endif
