@@ -46,6 +46,7 @@
  *
  * A bench tool, not a service: it blocks, sleeps and uses threads freely. */
 #include "apikey.h"
+#include "benchlib.h"
 #include "cmd.h"
 #include "config.h"
 #include "log.h"
@@ -59,14 +60,8 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <nats/nats.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <poll.h>
 #include <pthread.h>
-#include <signal.h>
 #include <sodium.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -139,141 +134,7 @@ static const char usage_tail[] =
     "\n"
     "Exit status: 0 done (run: no errors), 1 failed or errors, 2 usage error.";
 
-/* --- time ------------------------------------------------------------------ */
-
-static int64_t mono_ns(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
-}
-
-static void sleep_until_ns(int64_t t_ns)
-{
-    struct timespec t = {(time_t)(t_ns / 1000000000), (long)(t_ns % 1000000000)};
-    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &t, NULL) == EINTR)
-        ;
-}
-
-static int64_t unix_us(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_REALTIME, &t);
-    return (int64_t)t.tv_sec * 1000000 + t.tv_nsec / 1000;
-}
-
-/* --- latency histogram ------------------------------------------------------ */
-
-/* Microseconds, exact below 1024 µs, then 512 buckets per power of two (under
- * 0.2 % error) up to 2^27 µs (134 s); larger values land in the last bucket.
- * The same as cms-bench-identity's, so the figures compare. */
-#define HIST_SUB_BITS 9
-#define HIST_SUB (1u << HIST_SUB_BITS)
-#define HIST_EXACT (2u * HIST_SUB)
-#define HIST_MAX_MSB 26
-#define HIST_BUCKETS (HIST_EXACT + (HIST_MAX_MSB - HIST_SUB_BITS) * HIST_SUB)
-
-typedef struct hist {
-    uint64_t n;
-    uint64_t max_us;
-    double sum_us;
-    uint64_t b[HIST_BUCKETS];
-} hist;
-
-static size_t hist_index(uint64_t us)
-{
-    if (us < HIST_EXACT)
-        return (size_t)us;
-    int msb = 63 - __builtin_clzll(us);
-    if (msb > HIST_MAX_MSB)
-        return HIST_BUCKETS - 1;
-    int shift = msb - HIST_SUB_BITS;
-    return HIST_EXACT + (size_t)(shift - 1) * HIST_SUB + (size_t)((us >> shift) - HIST_SUB);
-}
-
-/* The largest value that falls in bucket i: a percentile never understates. */
-static uint64_t hist_upper(size_t i)
-{
-    if (i < HIST_EXACT)
-        return i;
-    size_t shift = (i - HIST_EXACT) / HIST_SUB + 1;
-    uint64_t top = (i - HIST_EXACT) % HIST_SUB + HIST_SUB;
-    return ((top + 1) << shift) - 1;
-}
-
-static void hist_add(hist *h, int64_t ns)
-{
-    uint64_t us = ns > 0 ? (uint64_t)(ns / 1000) : 0;
-    h->b[hist_index(us)]++;
-    h->n++;
-    h->sum_us += (double)us;
-    if (us > h->max_us)
-        h->max_us = us;
-}
-
-static void hist_merge(hist *into, const hist *h)
-{
-    for (size_t i = 0; i < HIST_BUCKETS; i++)
-        into->b[i] += h->b[i];
-    into->n += h->n;
-    into->sum_us += h->sum_us;
-    if (h->max_us > into->max_us)
-        into->max_us = h->max_us;
-}
-
-static uint64_t hist_quantile(const hist *h, double q)
-{
-    if (h->n == 0)
-        return 0;
-    uint64_t want = (uint64_t)(q * (double)h->n);
-    if ((double)want < q * (double)h->n)
-        want++;
-    if (want == 0)
-        want = 1;
-    uint64_t seen = 0;
-    for (size_t i = 0; i < HIST_BUCKETS; i++) {
-        seen += h->b[i];
-        if (seen >= want)
-            return hist_upper(i) < h->max_us ? hist_upper(i) : h->max_us;
-    }
-    return h->max_us;
-}
-
 /* --- files ----------------------------------------------------------------- */
-
-/* The first API key in the file at path (a bare key, or a line like
- * "api_key = cms_..." among comments, as cms-migrate --admin-key-out writes). */
-static bool read_key_file(const char *path, char out[CMS_APIKEY_LEN + 1])
-{
-    bool ok = false;
-    char text[65536];
-    size_t n = 0;
-    FILE *f = fopen(path, "r");
-    if (f == NULL) {
-        fprintf(stderr, PROG ": %s: %s\n", path, strerror(errno));
-        goto out;
-    }
-    n = fread(text, 1, sizeof text - 1, f);
-    text[n] = '\0';
-    for (const char *p = strstr(text, "cms_"); p && !ok; p = strstr(p + 1, "cms_")) {
-        cms_uuid id;
-        uint8_t secret[CMS_APIKEY_SECRET_BYTES];
-        if ((size_t)(text + n - p) >= CMS_APIKEY_LEN &&
-            cms_apikey_parse(p, CMS_APIKEY_LEN, &id, secret)) {
-            memcpy(out, p, CMS_APIKEY_LEN);
-            out[CMS_APIKEY_LEN] = '\0';
-            cms_apikey_wipe(secret, sizeof secret);
-            ok = true;
-        }
-    }
-    if (!ok)
-        fprintf(stderr, PROG ": %s holds no API key\n", path);
-out:
-    if (f)
-        fclose(f);
-    cms_apikey_wipe(text, sizeof text);
-    return ok;
-}
 
 /* One party of the parties file. hdr is the NATS header block its requests
  * carry: "NATS/1.0\r\nAuthorization: Bearer <key>\r\n\r\n". */
@@ -427,51 +288,8 @@ static const char *outcome_name(int k)
     }
 }
 
-#define RBUF_MAX (16u << 20) /* the largest frame we accept, and then some */
-#define WBUF_MAX (256u << 20)
 #define SWEEP_NS 10000000 /* timeouts are looked for every 10 ms */
 #define BODY_MAX 4096     /* a request body; ours are a few hundred bytes */
-
-/* Bytes in [off, len) are pending. */
-typedef struct buf {
-    char *p;
-    size_t off, len, cap;
-} buf;
-
-static bool buf_room(buf *b, size_t more, size_t max)
-{
-    if (b->off > 0 && b->off == b->len)
-        b->off = b->len = 0;
-    if (b->len + more <= b->cap)
-        return true;
-    if (b->off > 0) {
-        memmove(b->p, b->p + b->off, b->len - b->off);
-        b->len -= b->off;
-        b->off = 0;
-        if (b->len + more <= b->cap)
-            return true;
-    }
-    size_t cap = b->cap ? b->cap : 65536;
-    while (cap < b->len + more)
-        cap *= 2;
-    if (cap > max)
-        return false;
-    char *p = realloc(b->p, cap);
-    if (p == NULL)
-        return false;
-    b->p = p;
-    b->cap = cap;
-    return true;
-}
-
-static bool buf_add(buf *b, const void *d, size_t n)
-{
-    if (!buf_room(b, n, WBUF_MAX))
-        return false;
-    memcpy(b->p + b->len, d, n);
-    b->len += n;
-    return true;
-}
 
 /* One contract's way from create to active. While not idle exactly one of
  * its requests is in flight: seq, sent at t_sent (open loop, create: the
@@ -506,12 +324,9 @@ typedef struct bench bench;
 typedef struct conn {
     bench *b;
     int index;
-    int fd;
+    bench_nats *nats; /* its first error is the connection's */
     pthread_t thread;
     bool started;
-    char inbox[64];
-    size_t inbox_len;
-    buf w, r;
     slot *ring;
     uint64_t mask;
     uint64_t next_seq;  /* the last request number handed out */
@@ -526,16 +341,15 @@ typedef struct conn {
     uint64_t out[OUT_KINDS];
     uint64_t life_ok, life_auto, life_failed; /* measured */
     _Atomic uint64_t done_all, errors_all;    /* for progress, warm-up included */
-    hist *lat[CMD_N];                         /* measured commands' */
-    hist *life;                               /* measured lifecycles', start to active */
-    hist *send_lag;                           /* open loop: how late the generator started */
-    char error[512];                          /* the first error */
+    bench_hist *lat[CMD_N];                   /* measured commands' */
+    bench_hist *life;                         /* measured lifecycles', start to active */
+    bench_hist *send_lag;                     /* open loop: how late the generator started */
     bool failed;                              /* the connection broke: the run is void */
 } conn;
 
 struct bench {
-    char subject[256];
-    size_t subject_len; /* "<prefix>.contracts." */
+    char subject[256];                  /* "<prefix>.contracts." */
+    char verb_subject[LC_NSTATES][272]; /* and the verb of the state's request */
     const party *parties;
     uint32_t npairs;
     const char *terms;
@@ -552,17 +366,6 @@ struct bench {
     conn *conns;
     int nconns;
 };
-
-static void conn_error(conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void conn_error(conn *c, const char *fmt, ...)
-{
-    if (c->error[0] != '\0')
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(c->error, sizeof c->error, fmt, ap);
-    va_end(ap);
-}
 
 static int64_t t_end(const bench *b)
 {
@@ -688,16 +491,11 @@ static bool queue_request(conn *c, lifecycle *lc, int64_t t_ns)
     uint8_t pb[BODY_MAX];
     size_t len = 0;
     if (pack_request(lc, b, c, pb, &len) == NULL) {
-        conn_error(c, "cannot make the %s request", lc_verb[lc->state]);
+        bench_nats_error(c->nats, "cannot make the %s request", lc_verb[lc->state]);
         return false;
     }
-    char line[512];
-    int n = snprintf(line, sizeof line, "HPUB %s%s %s.%" PRIu64 " %zu %zu\r\n", b->subject,
-                     lc_verb[lc->state], c->inbox, seq, who->hdr_len, who->hdr_len + len);
-    if (n < 0 || (size_t)n >= sizeof line)
-        return false;
-    return buf_add(&c->w, line, (size_t)n) && buf_add(&c->w, who->hdr, who->hdr_len) &&
-           buf_add(&c->w, pb, len) && buf_add(&c->w, "\r\n", 2);
+    return bench_nats_publish(c->nats, b->verb_subject[lc->state], seq, who->hdr, who->hdr_len, pb,
+                              len);
 }
 
 /* Whether a lifecycle may start at t; one that starts in the measured
@@ -735,7 +533,7 @@ static bool lc_start(conn *c, int client, uint64_t g, int64_t t)
         atomic_fetch_add_explicit(&c->errors_all, 1, memory_order_relaxed);
         if (in_window)
             c->life_failed++;
-        conn_error(c, "more than %u lifecycles under way on a connection", c->nlcs);
+        bench_nats_error(c->nats, "more than %u lifecycles under way on a connection", c->nlcs);
         return true;
     }
     lifecycle *lc = &c->lcs[c->free_lc];
@@ -802,17 +600,14 @@ static bool is_hex64(const char *s)
     return n == 64;
 }
 
-/* A reply on <inbox>.<seq>, read at t_now. */
-static bool on_reply(conn *c, const char *subj, size_t subj_len, const char *hdr, size_t hdr_len,
-                     const char *data, size_t len, int64_t t_now)
+/* The reply to request seq of connection arg, read at t_now (a
+ * bench_nats_msg_fn). */
+static bool on_reply(void *arg, uint64_t seq, const char *hdr, size_t hdr_len, const char *data,
+                     size_t len, int64_t t_now)
 {
+    conn *c = arg;
     bench *b = c->b;
-    uint64_t seq = 0;
     uint32_t li = 0;
-    if (subj_len > c->inbox_len + 1 && memcmp(subj, c->inbox, c->inbox_len) == 0) {
-        for (size_t i = c->inbox_len + 1; i < subj_len && subj[i] >= '0' && subj[i] <= '9'; i++)
-            seq = seq * 10 + (uint64_t)(subj[i] - '0');
-    }
     if (!settle(c, seq, &li))
         return true; /* already counted as a timeout */
     c->replies++;
@@ -825,13 +620,14 @@ static bool on_reply(conn *c, const char *subj, size_t subj_len, const char *hdr
     Cms__V1__Contract *k = NULL;
     if (hdr_len >= 12 && memcmp(hdr, "NATS/1.0 503", 12) == 0) {
         kind = OUT_NO_RESPONDERS;
-        conn_error(c, "no responders on %s%s", b->subject, lc_verb[st]);
+        bench_nats_error(c->nats, "no responders on %s", b->verb_subject[st]);
     } else if ((r = cms__v1__reply__unpack(NULL, len, (const uint8_t *)data)) == NULL ||
                r->outcome_case == CMS__V1__REPLY__OUTCOME__NOT_SET ||
                (r->outcome_case == CMS__V1__REPLY__OUTCOME_ERROR && r->error == NULL)) {
         kind = OUT_BAD_REPLY;
-        conn_error(c, "%s: a reply that is not a cms.v1.Reply with an outcome (%zu bytes)",
-                   lc_verb[st], len);
+        bench_nats_error(c->nats,
+                         "%s: a reply that is not a cms.v1.Reply with an outcome (%zu bytes)",
+                         lc_verb[st], len);
     } else if (r->outcome_case == CMS__V1__REPLY__OUTCOME_ERROR) {
         int code = (int)r->error->code;
         if (st == LC_ACTIVATING && lc->fully_signed &&
@@ -839,20 +635,21 @@ static bool on_reply(conn *c, const char *subj, size_t subj_len, const char *hdr
             auto_activated = true; /* the timer was first */
         } else {
             kind = code >= 1 && code < OUT_NO_RESPONDERS ? code : OUT_BAD_REPLY;
-            conn_error(c, "%s: %s: %s%s%s%s", lc_verb[st], cms_cmd_code_name(r->error->code),
-                       r->error->message, r->error->field[0] ? " (field " : "", r->error->field,
-                       r->error->field[0] ? ")" : "");
+            bench_nats_error(c->nats, "%s: %s: %s%s%s%s", lc_verb[st],
+                             cms_cmd_code_name(r->error->code), r->error->message,
+                             r->error->field[0] ? " (field " : "", r->error->field,
+                             r->error->field[0] ? ")" : "");
         }
     } else if ((k = cms__v1__contract__unpack(NULL, r->result.len, r->result.data)) == NULL) {
         kind = OUT_BAD_REPLY;
-        conn_error(c, "%s: the result is not a cms.v1.Contract", lc_verb[st]);
+        bench_nats_error(c->nats, "%s: the result is not a cms.v1.Contract", lc_verb[st]);
     } else if (!status_ok(st, k->status)) {
         kind = OUT_BAD_STATUS;
-        conn_error(c, "%s: the contract is %s after it", lc_verb[st], k->status);
+        bench_nats_error(c->nats, "%s: the contract is %s after it", lc_verb[st], k->status);
     } else if (st == LC_CREATING &&
                (strlen(k->id) != CMS_UUID_STRLEN || !is_hex64(k->content_hash))) {
         kind = OUT_BAD_REPLY;
-        conn_error(c, "create: the contract has no id or no content_hash");
+        bench_nats_error(c->nats, "create: the contract has no id or no content_hash");
     } else if (st == LC_CREATING) {
         memcpy(lc->id, k->id, sizeof lc->id);
         memcpy(lc->hash, k->content_hash, sizeof lc->hash);
@@ -864,7 +661,7 @@ static bool on_reply(conn *c, const char *subj, size_t subj_len, const char *hdr
     if (kind != 0)
         return lc_next(c, lc_fail(c, lc, kind), t_now);
     if (measured(b, lc->t_sent)) {
-        hist_add(c->lat[cmd], t_now - lc->t_sent);
+        bench_hist_add(c->lat[cmd], t_now - lc->t_sent);
         c->cmd_ok[cmd]++;
     }
     if (st != LC_ACTIVATING) {
@@ -874,7 +671,7 @@ static bool on_reply(conn *c, const char *subj, size_t subj_len, const char *hdr
         return queue_request(c, lc, t_now);
     }
     if (lc->measured) {
-        hist_add(c->life, t_now - lc->t_start);
+        bench_hist_add(c->life, t_now - lc->t_start);
         if (auto_activated)
             c->life_auto++;
         else
@@ -884,128 +681,6 @@ static bool on_reply(conn *c, const char *subj, size_t subj_len, const char *hdr
     int client = lc->client;
     lc_set_state(c, lc, LC_IDLE);
     return lc_next(c, client, t_now);
-}
-
-/* The next space-separated token of [*p, end). */
-static bool token(const char **p, const char *end, const char **tok, size_t *len)
-{
-    const char *s = *p;
-    while (s < end && *s == ' ')
-        s++;
-    const char *e = s;
-    while (e < end && *e != ' ')
-        e++;
-    *tok = s;
-    *len = (size_t)(e - s);
-    *p = e;
-    return e > s;
-}
-
-static bool parse_size(const char *s, size_t len, size_t *out)
-{
-    size_t v = 0;
-    if (len == 0 || len > 9)
-        return false;
-    for (size_t i = 0; i < len; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return false;
-        v = v * 10 + (size_t)(s[i] - '0');
-    }
-    *out = v;
-    return true;
-}
-
-/* Handles every whole frame in the read buffer. */
-static bool parse_frames(conn *c, int64_t t_now)
-{
-    for (;;) {
-        const char *s = c->r.p + c->r.off;
-        size_t avail = c->r.len - c->r.off;
-        const char *eol = memmem(s, avail, "\r\n", 2);
-        if (eol == NULL) {
-            if (avail > 65536) {
-                conn_error(c, "nats-server sent a line longer than 64 KiB");
-                return false;
-            }
-            return true;
-        }
-        size_t line_len = (size_t)(eol - s), used = line_len + 2;
-        bool hmsg = line_len > 5 && memcmp(s, "HMSG ", 5) == 0;
-        if (hmsg || (line_len > 4 && memcmp(s, "MSG ", 4) == 0)) {
-            const char *p = s + (hmsg ? 5 : 4), *tok[5];
-            size_t tl[5], ntok = 0, hlen = 0, tlen = 0;
-            while (ntok < 5 && token(&p, eol, &tok[ntok], &tl[ntok]))
-                ntok++;
-            /* MSG subject sid [reply] size; HMSG subject sid [reply] hsize size */
-            size_t want = hmsg ? 4 : 3;
-            if ((ntok != want && ntok != want + 1) ||
-                !parse_size(tok[ntok - 1], tl[ntok - 1], &tlen) ||
-                (hmsg && (!parse_size(tok[ntok - 2], tl[ntok - 2], &hlen) || hlen > tlen))) {
-                conn_error(c, "nats-server sent a malformed frame: %.*s", (int)line_len, s);
-                return false;
-            }
-            if (avail < used + tlen + 2) {
-                if (used + tlen + 2 > RBUF_MAX) {
-                    conn_error(c, "nats-server sent a frame of %zu bytes", tlen);
-                    return false;
-                }
-                return true; /* the rest is still on its way */
-            }
-            const char *payload = s + used;
-            if (!on_reply(c, tok[0], tl[0], payload, hlen, payload + hlen, tlen - hlen, t_now))
-                return false;
-            used += tlen + 2;
-        } else if (line_len == 4 && memcmp(s, "PING", 4) == 0) {
-            if (!buf_add(&c->w, "PONG\r\n", 6))
-                return false;
-        } else if (line_len >= 4 && memcmp(s, "-ERR", 4) == 0) {
-            conn_error(c, "nats-server: %.*s", (int)line_len, s);
-            return false;
-        } /* PONG, +OK, INFO: nothing to do */
-        c->r.off += used;
-    }
-}
-
-/* Writes what it can without blocking. */
-static bool flush_some(conn *c)
-{
-    while (c->w.off < c->w.len) {
-        ssize_t n = write(c->fd, c->w.p + c->w.off, c->w.len - c->w.off);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-            return true;
-        if (n <= 0) {
-            conn_error(c, "writing to nats-server: %s", strerror(errno));
-            return false;
-        }
-        c->w.off += (size_t)n;
-    }
-    return true;
-}
-
-/* Reads what is there without blocking, stamping it with the time it came. */
-static bool read_some(conn *c)
-{
-    for (;;) {
-        if (!buf_room(&c->r, 65536, RBUF_MAX + 65536)) {
-            conn_error(c, "read buffer full");
-            return false;
-        }
-        ssize_t n = read(c->fd, c->r.p + c->r.len, c->r.cap - c->r.len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-            return true;
-        if (n <= 0) {
-            conn_error(c, "nats-server closed the connection%s%s", n < 0 ? ": " : "",
-                       n < 0 ? strerror(errno) : "");
-            return false;
-        }
-        c->r.len += (size_t)n;
-        if (!parse_frames(c, mono_ns()))
-            return false;
-    }
 }
 
 /* Times out what has waited longer than the timeout (everything, if force),
@@ -1022,8 +697,8 @@ static bool sweep(conn *c, int64_t now, bool force)
             uint32_t li = 0;
             settle(c, s, &li);
             lifecycle *lc = &c->lcs[li];
-            conn_error(c, "%s: no reply in %" PRId64 " ms", lc_verb[lc->state],
-                       b->timeout_ns / 1000000);
+            bench_nats_error(c->nats, "%s: no reply in %" PRId64 " ms", lc_verb[lc->state],
+                             b->timeout_ns / 1000000);
             int client = lc_fail(c, lc, OUT_TIMEOUT);
             if (!force && !lc_next(c, client, now))
                 return false;
@@ -1051,27 +726,27 @@ static void *worker(void *arg)
     bench *b = c->b;
     /* wake within microseconds of a due time, not the default 50 µs later */
     (void)prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0);
-    sleep_until_ns(b->t0);
-    int64_t now = mono_ns(), next_sweep = now + SWEEP_NS;
+    bench_sleep_until_ns(b->t0);
+    int64_t now = bench_mono_ns(), next_sweep = now + SWEEP_NS;
     if (b->closed)
         for (int i = 0; i < c->nclients; i++)
             if (!lc_start(c, c->client0 + i, 0, now))
                 goto fail;
     for (;;) {
-        now = mono_ns();
+        now = bench_mono_ns();
         int64_t end = t_end(b);
         bool sending = now < end;
         if (!b->closed && sending) {
             for (int64_t t = next_start_time(c); t <= now && t < end; t = next_start_time(c)) {
                 if (measured(b, t))
-                    hist_add(c->send_lag, now - t);
+                    bench_hist_add(c->send_lag, now - t);
                 uint64_t g = c->due * (uint64_t)b->nconns + (uint64_t)c->index;
                 c->due++;
                 if (!lc_start(c, -1, g, t))
                     goto fail;
             }
         }
-        if (!flush_some(c))
+        if (!bench_nats_flush(c->nats))
             goto fail;
         if (now >= next_sweep) {
             if (!sweep(c, now, false))
@@ -1090,17 +765,7 @@ static void *worker(void *arg)
             wake = next_start_time(c);
         if (sending && end < wake)
             wake = end;
-        struct pollfd pfd = {c->fd, POLLIN, 0};
-        if (c->w.off < c->w.len)
-            pfd.events |= POLLOUT;
-        int64_t wait = wake > now ? wake - now : 0;
-        struct timespec ts = {(time_t)(wait / 1000000000), (long)(wait % 1000000000)};
-        int rc = ppoll(&pfd, 1, &ts, NULL);
-        if (rc < 0 && errno != EINTR) {
-            conn_error(c, "poll: %s", strerror(errno));
-            goto fail;
-        }
-        if (rc > 0 && (pfd.revents & (POLLIN | POLLERR | POLLHUP)) && !read_some(c))
+        if (!bench_nats_poll(c->nats, wake - now))
             goto fail;
     }
     atomic_fetch_sub(&b->running, 1);
@@ -1111,92 +776,14 @@ fail:
     return NULL;
 }
 
-/* nats://host:port or host:port */
-static bool split_url(const char *url, char *host, size_t hcap, char *port, size_t pcap)
-{
-    const char *s = strstr(url, "://");
-    s = s ? s + 3 : url;
-    const char *at = strchr(s, '@');
-    if (at)
-        s = at + 1;
-    const char *colon = strrchr(s, ':');
-    size_t hl = colon ? (size_t)(colon - s) : strlen(s);
-    if (hl == 0 || hl >= hcap)
-        return false;
-    memcpy(host, s, hl);
-    host[hl] = '\0';
-    snprintf(port, pcap, "%s", colon ? colon + 1 : "4222");
-    port[strcspn(port, "/,")] = '\0';
-    return port[0] != '\0';
-}
-
-/* user:password of nats://user:password@host:port into the CONNECT's
- * members (",\"user\":...,\"pass\":..."), or "" without one. */
-static bool url_auth(const char *url, char *out, size_t cap)
-{
-    out[0] = '\0';
-    const char *s = strstr(url, "://");
-    s = s ? s + 3 : url;
-    const char *at = strchr(s, '@'), *colon = at ? memchr(s, ':', (size_t)(at - s)) : NULL;
-    if (at == NULL)
-        return true;
-    if (colon == NULL)
-        return false;
-    for (const char *p = s; p < at; p++)
-        if (*p == '"' || *p == '\\' || (unsigned char)*p < 0x20)
-            return false;
-    int n = snprintf(out, cap, ",\"user\":\"%.*s\",\"pass\":\"%.*s\"", (int)(colon - s), s,
-                     (int)(at - colon - 1), colon + 1);
-    return n > 0 && (size_t)n < cap;
-}
-
-/* Blocking until the server's line starting with want (or -ERR) is read. */
-static bool await_line(conn *c, const char *want, int64_t deadline)
-{
-    for (;;) {
-        const char *s = c->r.p + c->r.off;
-        size_t avail = c->r.len - c->r.off;
-        const char *eol = avail ? memmem(s, avail, "\r\n", 2) : NULL;
-        if (eol) {
-            size_t n = (size_t)(eol - s);
-            c->r.off += n + 2;
-            if (n >= 4 && memcmp(s, "-ERR", 4) == 0) {
-                conn_error(c, "nats-server: %.*s", (int)n, s);
-                return false;
-            }
-            if (n >= strlen(want) && memcmp(s, want, strlen(want)) == 0)
-                return true;
-            continue;
-        }
-        int64_t left = deadline - mono_ns();
-        struct pollfd pfd = {c->fd, POLLIN, 0};
-        if (left <= 0 || poll(&pfd, 1, (int)(left / 1000000) + 1) <= 0) {
-            conn_error(c, "no %s from nats-server", want);
-            return false;
-        }
-        if (!buf_room(&c->r, 65536, RBUF_MAX)) {
-            conn_error(c, "read buffer full");
-            return false;
-        }
-        ssize_t r = read(c->fd, c->r.p + c->r.len, c->r.cap - c->r.len);
-        if (r <= 0) {
-            conn_error(c, "nats-server closed the connection while connecting");
-            return false;
-        }
-        c->r.len += (size_t)r;
-    }
-}
-
+/* False with the first error in c->nats, or without c->nats: out of memory. */
 static bool conn_open(bench *b, conn *c, int index, const char *url, uint64_t ring, uint32_t nlcs)
 {
-    bool ok = false;
-    struct addrinfo hints = {0}, *ai = NULL;
-    char host[256], port[32], auth[600], hello[1024];
-    cms_uuid u;
     c->b = b;
     c->index = index;
-    c->fd = -1;
     c->mask = ring - 1;
+    if (!bench_nats_create(&c->nats))
+        return false;
     c->ring = calloc(ring, sizeof *c->ring);
     c->nlcs = nlcs;
     c->lcs = calloc(nlcs, sizeof *c->lcs);
@@ -1206,95 +793,27 @@ static bool conn_open(bench *b, conn *c, int index, const char *url, uint64_t ri
     for (int k = 0; k < CMD_N; k++)
         mem = mem && (c->lat[k] = calloc(1, sizeof *c->lat[k])) != NULL;
     if (!mem) {
-        conn_error(c, "out of memory");
-        goto out;
+        bench_nats_error(c->nats, "out of memory");
+        return false;
     }
     c->free_lc = LC_NONE;
     for (uint32_t i = nlcs; i-- > 0;) {
         c->lcs[i].next_free = c->free_lc;
         c->free_lc = i;
     }
-    cms_uuid_v7(&u);
-    snprintf(c->inbox, sizeof c->inbox, "_INBOX.bench%dx%dx%02x%02x%02x%02x", (int)getpid(), index,
-             u.b[12], u.b[13], u.b[14], u.b[15]);
-    c->inbox_len = strlen(c->inbox);
-    if (!split_url(url, host, sizeof host, port, sizeof port) ||
-        !url_auth(url, auth, sizeof auth)) {
-        conn_error(c, "cannot read host, port and credentials in the NATS URL");
-        goto out;
-    }
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    int rc = getaddrinfo(host, port, &hints, &ai);
-    if (rc != 0) {
-        conn_error(c, "%s: %s", host, gai_strerror(rc));
-        goto out;
-    }
-    c->fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (c->fd < 0 || connect(c->fd, ai->ai_addr, ai->ai_addrlen) != 0) {
-        conn_error(c, "connecting to %s:%s: %s", host, port, strerror(errno));
-        goto out;
-    }
-    int one = 1;
-    (void)setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    int64_t deadline = mono_ns() + 5000000000LL;
-    if (!await_line(c, "INFO", deadline))
-        goto out;
-    int n = snprintf(hello, sizeof hello,
-                     "CONNECT {\"verbose\":false,\"pedantic\":false,\"headers\":true,"
-                     "\"no_responders\":true,\"name\":\"" PROG "-%d\",\"lang\":\"c\","
-                     "\"version\":\"" CMS_VERSION "\",\"protocol\":1%s}\r\n"
-                     "SUB %s.* 1\r\nPING\r\n",
-                     index, auth, c->inbox);
-    sodium_memzero(auth, sizeof auth);
-    if (n < 0 || (size_t)n >= sizeof hello || write(c->fd, hello, (size_t)n) != n) {
-        conn_error(c, "writing to nats-server failed");
-        sodium_memzero(hello, sizeof hello);
-        goto out;
-    }
-    sodium_memzero(hello, sizeof hello);
-    if (!await_line(c, "PONG", deadline))
-        goto out;
-    if (fcntl(c->fd, F_SETFL, fcntl(c->fd, F_GETFL) | O_NONBLOCK) != 0) {
-        conn_error(c, "fcntl: %s", strerror(errno));
-        goto out;
-    }
-    ok = true;
-out:
-    if (ai)
-        freeaddrinfo(ai);
-    return ok;
+    return bench_nats_connect(c->nats, PROG, index, url, on_reply, c);
 }
 
 static void conn_free(conn *c)
 {
-    if (c->fd >= 0)
-        close(c->fd);
-    c->fd = -1;
-    free(c->w.p);
-    free(c->r.p);
+    bench_nats_destroy(c->nats);
+    c->nats = NULL;
     free(c->ring);
     free(c->lcs);
     free(c->life);
     free(c->send_lag);
     for (int k = 0; k < CMD_N; k++)
         free(c->lat[k]);
-}
-
-static uint64_t pow2_at_least(uint64_t n)
-{
-    uint64_t p = 1;
-    while (p < n)
-        p <<= 1;
-    return p;
-}
-
-static double cpu_seconds(void)
-{
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
-           (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
 }
 
 /* Once a second until the workers are done: lifecycles completed in that
@@ -1305,14 +824,15 @@ static void progress(bench *b)
     int64_t t = b->t0;
     while (atomic_load(&b->running) > 0) {
         int64_t next = t + 1000000000;
-        while (atomic_load(&b->running) > 0 && mono_ns() < next)
-            sleep_until_ns(mono_ns() + 50000000 < next ? mono_ns() + 50000000 : next);
+        while (atomic_load(&b->running) > 0 && bench_mono_ns() < next)
+            bench_sleep_until_ns(bench_mono_ns() + 50000000 < next ? bench_mono_ns() + 50000000
+                                                                   : next);
         uint64_t done = 0, errors = 0;
         for (int i = 0; i < b->nconns; i++) {
             done += atomic_load_explicit(&b->conns[i].done_all, memory_order_relaxed);
             errors += atomic_load_explicit(&b->conns[i].errors_all, memory_order_relaxed);
         }
-        int64_t now = mono_ns();
+        int64_t now = bench_mono_ns();
         const char *phase = now < b->t_measure ? "warm-up"
                             : now < t_end(b)   ? "measuring"
                                                : "draining";
@@ -1328,22 +848,22 @@ static void progress(bench *b)
     fflush(stderr);
 }
 
-static void print_hist(const char *name, const hist *h)
+static void print_hist(const char *name, const bench_hist *h)
 {
     printf("%s_n: %" PRIu64 "\n", name, h->n);
-    printf("%s_p50_us: %" PRIu64 "\n", name, hist_quantile(h, 0.50));
-    printf("%s_p90_us: %" PRIu64 "\n", name, hist_quantile(h, 0.90));
-    printf("%s_p99_us: %" PRIu64 "\n", name, hist_quantile(h, 0.99));
-    printf("%s_p999_us: %" PRIu64 "\n", name, hist_quantile(h, 0.999));
+    printf("%s_p50_us: %" PRIu64 "\n", name, bench_hist_quantile(h, 0.50));
+    printf("%s_p90_us: %" PRIu64 "\n", name, bench_hist_quantile(h, 0.90));
+    printf("%s_p99_us: %" PRIu64 "\n", name, bench_hist_quantile(h, 0.99));
+    printf("%s_p999_us: %" PRIu64 "\n", name, bench_hist_quantile(h, 0.999));
     printf("%s_max_us: %" PRIu64 "\n", name, h->max_us);
-    printf("%s_mean_us: %.0f\n", name, h->n ? h->sum_us / (double)h->n : 0.0);
+    printf("%s_mean_us: %.0f\n", name, bench_hist_mean_us(h));
 }
 
 static int cmd_run(const cms_config *cfg)
 {
     int status = EXIT_FAILED;
     bench b = {0};
-    hist *lat[CMD_N] = {0}, *all = NULL, *life = NULL, *lag = NULL;
+    bench_hist *lat[CMD_N] = {0}, *all = NULL, *life = NULL, *lag = NULL;
     party *parties = NULL;
     size_t nparties = 0;
     char terms[512], default_prefix[64];
@@ -1383,12 +903,14 @@ static int cmd_run(const cms_config *cfg)
         status = EXIT_USAGE;
         goto out;
     }
-    b.subject_len = (size_t)n;
+    for (int i = 0; i < LC_NSTATES; i++)
+        snprintf(b.verb_subject[i], sizeof b.verb_subject[i], "%s%s", b.subject, lc_verb[i]);
     b.parties = parties;
     b.npairs = (uint32_t)(nparties / 2);
     make_terms(terms, sizeof terms);
     b.terms = terms;
-    snprintf(default_prefix, sizeof default_prefix, "bench-%d-%" PRId64, (int)getpid(), unix_us());
+    snprintf(default_prefix, sizeof default_prefix, "bench-%d-%" PRId64, (int)getpid(),
+             bench_unix_us());
     b.title_prefix =
         cms_config_str(cfg, "name-prefix") ? cms_config_str(cfg, "name-prefix") : default_prefix;
     b.rate = rate;
@@ -1401,7 +923,8 @@ static int cmd_run(const cms_config *cfg)
      * the share of the rate over five timeouts (the longest a lifecycle
      * lasts) */
     uint64_t per_conn_rate = b.closed ? 250000 : (uint64_t)(5 * rate / nconns + 1);
-    uint64_t ring = pow2_at_least(2 * per_conn_rate * (uint64_t)(timeout_ms / 1000 + 1) + 4096);
+    uint64_t ring =
+        bench_pow2_at_least(2 * per_conn_rate * (uint64_t)(timeout_ms / 1000 + 1) + 4096);
     uint64_t nlcs =
         b.closed ? (uint64_t)(clients / nconns + 1)
                  : (uint64_t)(rate / nconns + 1) * (uint64_t)(5 * (timeout_ms / 1000 + 1)) + 64;
@@ -1411,13 +934,12 @@ static int cmd_run(const cms_config *cfg)
     b.conns = calloc((size_t)nconns, sizeof *b.conns);
     if (b.conns == NULL)
         goto out;
-    for (int i = 0; i < b.nconns; i++)
-        b.conns[i].fd = -1;
     int client0 = 0;
     for (int i = 0; i < b.nconns; i++) {
         conn *c = &b.conns[i];
         if (!conn_open(&b, c, i, url, ring, (uint32_t)nlcs)) {
-            fprintf(stderr, PROG ": %s\n", c->error);
+            fprintf(stderr, PROG ": %s\n",
+                    c->nats ? bench_nats_first_error(c->nats) : "out of memory");
             goto out;
         }
         c->nclients = (int)(clients / nconns + (i < clients % nconns ? 1 : 0));
@@ -1425,8 +947,8 @@ static int cmd_run(const cms_config *cfg)
         client0 += c->nclients;
     }
 
-    double cpu0 = cpu_seconds();
-    b.t0 = mono_ns() + 20000000;
+    double cpu0 = bench_cpu_seconds();
+    b.t0 = bench_mono_ns() + 20000000;
     b.t_measure = b.t0 + warmup_ms * 1000000;
     int64_t window = target > 0 && !b.closed ? target * 1000000000 / rate
                      : target > 0            ? 86400 * INT64_C(1000000000)
@@ -1447,7 +969,7 @@ static int cmd_run(const cms_config *cfg)
         pthread_join(b.conns[i].thread, NULL);
         b.conns[i].started = false;
     }
-    double cpu = cpu_seconds() - cpu0;
+    double cpu = bench_cpu_seconds() - cpu0;
     double secs = (double)(t_end(&b) - b.t_measure) / 1e9;
 
     all = calloc(1, sizeof *all);
@@ -1465,13 +987,13 @@ static int cmd_run(const cms_config *cfg)
     for (int i = 0; i < b.nconns; i++) {
         conn *c = &b.conns[i];
         for (int k = 0; k < CMD_N; k++) {
-            hist_merge(lat[k], c->lat[k]);
-            hist_merge(all, c->lat[k]);
+            bench_hist_merge(lat[k], c->lat[k]);
+            bench_hist_merge(all, c->lat[k]);
             cmd_ok[k] += c->cmd_ok[k];
             cmd_err[k] += c->cmd_err[k];
         }
-        hist_merge(life, c->life);
-        hist_merge(lag, c->send_lag);
+        bench_hist_merge(life, c->life);
+        bench_hist_merge(lag, c->send_lag);
         sent += c->sent;
         replies += c->replies;
         life_ok += c->life_ok;
@@ -1481,7 +1003,7 @@ static int cmd_run(const cms_config *cfg)
             out_counts[k] += c->out[k];
         failed = failed || c->failed;
         if (first_error[0] == '\0')
-            first_error = c->error;
+            first_error = bench_nats_first_error(c->nats);
     }
     for (int k = 1; k < OUT_KINDS; k++)
         errors += out_counts[k];
@@ -1514,7 +1036,7 @@ static int cmd_run(const cms_config *cfg)
     print_hist("all", all);
     print_hist("lifecycle", life);
     if (!b.closed)
-        printf("send_lag_p99_us: %" PRIu64 "\n", hist_quantile(lag, 0.99));
+        printf("send_lag_p99_us: %" PRIu64 "\n", bench_hist_quantile(lag, 0.99));
     printf("cpu_s: %.2f\n", cpu);
     for (int k = 1; k < OUT_KINDS; k++)
         if (out_counts[k])
@@ -1544,44 +1066,13 @@ out:
 
 /* --- respond ----------------------------------------------------------------- */
 
-typedef struct body {
-    uint8_t *data;
-    size_t len;
-} body;
-
-static bool pack_body(const ProtobufCMessage *m, body *out)
-{
-    out->len = protobuf_c_message_get_packed_size(m);
-    out->data = malloc(out->len + 1);
-    if (out->data == NULL)
-        return false;
-    protobuf_c_message_pack(m, out->data);
-    return true;
-}
-
 /* The replies of the baseline, one per verb: a Contract as cms-contracts
  * returns it after that verb. */
 typedef struct responder {
-    body create, submit, sign, activate;
+    bench_body create, submit, sign, activate;
     _Atomic uint64_t replied;
     _Atomic uint64_t failed;
 } responder;
-
-static bool pack_reply(const ProtobufCMessage *result, body *out)
-{
-    body r = {0};
-    bool ok = false;
-    if (!pack_body(result, &r))
-        goto out;
-    Cms__V1__Reply rep = CMS__V1__REPLY__INIT;
-    rep.outcome_case = CMS__V1__REPLY__OUTCOME_RESULT;
-    rep.result.data = r.data;
-    rep.result.len = r.len;
-    ok = pack_body(&rep.base, out);
-out:
-    free(r.data);
-    return ok;
-}
 
 static void on_request(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
 {
@@ -1591,10 +1082,10 @@ static void on_request(natsConnection *nc, natsSubscription *sub, natsMsg *msg, 
     const char *subj = natsMsg_GetSubject(msg);
     const char *verb = strrchr(subj, '.');
     verb = verb ? verb + 1 : subj;
-    const body *bd = strcmp(verb, "create") == 0   ? &r->create
-                     : strcmp(verb, "submit") == 0 ? &r->submit
-                     : strcmp(verb, "sign") == 0   ? &r->sign
-                                                   : &r->activate;
+    const bench_body *bd = strcmp(verb, "create") == 0   ? &r->create
+                           : strcmp(verb, "submit") == 0 ? &r->submit
+                           : strcmp(verb, "sign") == 0   ? &r->sign
+                                                         : &r->activate;
     if (reply && natsConnection_Publish(nc, reply, bd->data, (int)bd->len) == NATS_OK)
         atomic_fetch_add_explicit(&r->replied, 1, memory_order_relaxed);
     else
@@ -1618,22 +1109,11 @@ static int cmd_respond(const cms_config *cfg)
 {
     int status = EXIT_FAILED;
     responder r = {0};
-    natsOptions *o = NULL;
-    natsConnection *nc = NULL;
-    natsSubscription *sub = NULL;
-    natsStatus st = NATS_OK;
     char subject[256], id[CMS_UUID_STRLEN + 1], prov[CMS_UUID_STRLEN + 1],
         cons[CMS_UUID_STRLEN + 1], key[CMS_UUID_STRLEN + 1], terms[512], e1[600], e2[600],
         both[1300];
     const char hash[] = "9f2b5c1d0e3a4b6c7d8e9f00112233445566778899aabbccddeeff0011223344";
     cms_uuid u;
-    sigset_t sigs;
-
-    /* SIGTERM and SIGINT are taken by sigwait below, in every thread */
-    sigemptyset(&sigs);
-    sigaddset(&sigs, SIGTERM);
-    sigaddset(&sigs, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 
     cms_uuid_v7(&u);
     cms_uuid_format(&u, id);
@@ -1647,7 +1127,7 @@ static int cmd_respond(const cms_config *cfg)
     fake_entry(e1, sizeof e1, prov, key, hash);
     fake_entry(e2, sizeof e2, cons, key, hash);
     snprintf(both, sizeof both, "{\"consumer\": %s, \"provider\": %s}", e2, e1);
-    int64_t now = unix_us();
+    int64_t now = bench_unix_us();
     Cms__V1__Contract k = CMS__V1__CONTRACT__INIT;
     k.id = id;
     k.title = (char *)"bench-000000-0000000000000000 0-000000";
@@ -1661,50 +1141,22 @@ static int cmd_respond(const cms_config *cfg)
     k.content_hash = (char *)hash;
     k.status = (char *)"draft";
     k.signatures_json = (char *)"{}";
-    bool ok = pack_reply(&k.base, &r.create);
+    bool ok = bench_pack_reply(&k.base, &r.create);
     k.status = (char *)"review";
-    ok = ok && pack_reply(&k.base, &r.submit);
+    ok = ok && bench_pack_reply(&k.base, &r.submit);
     k.status = (char *)"signed";
     k.signatures_json = both;
-    ok = ok && pack_reply(&k.base, &r.sign);
+    ok = ok && bench_pack_reply(&k.base, &r.sign);
     k.status = (char *)"active";
-    ok = ok && pack_reply(&k.base, &r.activate);
+    ok = ok && bench_pack_reply(&k.base, &r.activate);
     if (!ok)
         goto out;
 
     snprintf(subject, sizeof subject, "%s.contracts.*", cms_config_str(cfg, "prefix"));
-    st = natsOptions_Create(&o);
-    if (st == NATS_OK)
-        st = natsOptions_SetURL(o, cms_config_str(cfg, "nats-url"));
-    if (st == NATS_OK)
-        st = natsOptions_SetName(o, PROG "-respond");
-    if (st == NATS_OK)
-        st = natsOptions_SetSendAsap(o, !cms_config_bool(cfg, "buffered"));
-    if (st == NATS_OK)
-        st = natsConnection_Connect(&nc, o);
-    if (st == NATS_OK)
-        st = natsConnection_Subscribe(&sub, nc, subject, on_request, &r);
-    if (st == NATS_OK)
-        st = natsSubscription_SetPendingLimits(sub, 1 << 20, 1 << 30);
-    if (st == NATS_OK)
-        st = natsConnection_Flush(nc);
-    if (st != NATS_OK) {
-        fprintf(stderr, PROG ": responder on %s: %s\n", subject, natsStatus_GetText(st));
-        goto out;
-    }
-    printf("ready: %s\n", subject);
-    fflush(stdout);
-    int sig = 0;
-    sigwait(&sigs, &sig);
-    status = EXIT_DONE;
+    if (bench_serve(PROG, cms_config_str(cfg, "nats-url"), subject,
+                    cms_config_bool(cfg, "buffered"), on_request, &r))
+        status = EXIT_DONE;
 out:
-    if (sub) {
-        (void)natsSubscription_Unsubscribe(sub);
-        natsSubscription_Destroy(sub);
-    }
-    natsConnection_Destroy(nc);
-    natsOptions_Destroy(o);
-    (void)nats_CloseAndWait(5000);
     if (status == EXIT_DONE)
         printf("replied: %" PRIu64 "\nfailed: %" PRIu64 "\n", atomic_load(&r.replied),
                atomic_load(&r.failed));
@@ -1717,56 +1169,6 @@ out:
 
 /* --- setup ------------------------------------------------------------------- */
 
-/* One blocking command to cms-identity; 0 and *out (a result of rdesc) on
- * success, else the error code (or -1: no reply) with a line on stderr. */
-static int call(natsConnection *nc, const char *prefix, const char *verb, const char *auth,
-                const ProtobufCMessage *req, const ProtobufCMessageDescriptor *rdesc,
-                int64_t timeout_ms, ProtobufCMessage **out)
-{
-    int code = -1;
-    char subject[256];
-    body bd = {0};
-    natsMsg *m = NULL, *rep = NULL;
-    Cms__V1__Reply *r = NULL;
-    snprintf(subject, sizeof subject, "%s.identity.%s", prefix, verb);
-    if (!pack_body(req, &bd))
-        goto out;
-    natsStatus st = natsMsg_Create(&m, subject, NULL, (const char *)bd.data, (int)bd.len);
-    if (st == NATS_OK && auth)
-        st = natsMsgHeader_Set(m, "Authorization", auth);
-    if (st == NATS_OK)
-        st = natsConnection_RequestMsg(&rep, nc, m, timeout_ms);
-    if (st != NATS_OK) {
-        fprintf(stderr, PROG ": %s: %s\n", subject, natsStatus_GetText(st));
-        goto out;
-    }
-    r = cms__v1__reply__unpack(NULL, (size_t)natsMsg_GetDataLength(rep),
-                               (const uint8_t *)natsMsg_GetData(rep));
-    if (r == NULL) {
-        fprintf(stderr, PROG ": %s: the reply is not a cms.v1.Reply\n", subject);
-        goto out;
-    }
-    if (r->outcome_case == CMS__V1__REPLY__OUTCOME_ERROR && r->error) {
-        code = (int)r->error->code;
-        fprintf(stderr, PROG ": %s: %s: %s (field \"%s\")\n", subject,
-                cms_cmd_code_name(r->error->code), r->error->message, r->error->field);
-        goto out;
-    }
-    *out = protobuf_c_message_unpack(rdesc, NULL, r->result.len, r->result.data);
-    if (*out == NULL) {
-        fprintf(stderr, PROG ": %s: the result is not a %s\n", subject, rdesc->name);
-        goto out;
-    }
-    code = 0;
-out:
-    if (r)
-        cms__v1__reply__free_unpacked(r, NULL);
-    natsMsg_Destroy(rep);
-    natsMsg_Destroy(m);
-    free(bd.data);
-    return code;
-}
-
 /* issue_credential of type for identity_id (public_key: pk64), valid a week. */
 static int issue(natsConnection *nc, const char *prefix, const char *auth, const char *identity_id,
                  const char *type, const char *pk64, int64_t timeout_ms, Cms__V1__Credential **out)
@@ -1774,10 +1176,10 @@ static int issue(natsConnection *nc, const char *prefix, const char *auth, const
     Cms__V1__IssueCredential ic = CMS__V1__ISSUE_CREDENTIAL__INIT;
     ic.identity_id = (char *)identity_id;
     ic.type = (char *)type;
-    ic.expires_at_us = unix_us() + 7LL * 86400 * 1000000;
+    ic.expires_at_us = bench_unix_us() + 7LL * 86400 * 1000000;
     ic.public_key = (char *)(pk64 ? pk64 : "");
-    return call(nc, prefix, "issue_credential", auth, &ic.base, &cms__v1__credential__descriptor,
-                timeout_ms, (ProtobufCMessage **)out);
+    return bench_call(PROG, nc, prefix, "issue_credential", auth, &ic.base,
+                      &cms__v1__credential__descriptor, timeout_ms, (ProtobufCMessage **)out);
 }
 
 static int cmd_setup(const cms_config *cfg)
@@ -1797,7 +1199,8 @@ static int cmd_setup(const cms_config *cfg)
     const char *parties_out = cms_config_str(cfg, "parties-out");
     int64_t pairs = cms_config_int(cfg, "pairs");
     int64_t timeout_ms = cms_config_duration_ms(cfg, "timeout");
-    snprintf(default_prefix, sizeof default_prefix, "bench-%d-%" PRId64, (int)getpid(), unix_us());
+    snprintf(default_prefix, sizeof default_prefix, "bench-%d-%" PRId64, (int)getpid(),
+             bench_unix_us());
     const char *name_prefix =
         cms_config_str(cfg, "name-prefix") ? cms_config_str(cfg, "name-prefix") : default_prefix;
     if (admin_file == NULL || parties_out == NULL || pairs < 1 || pairs > 100000) {
@@ -1806,7 +1209,7 @@ static int cmd_setup(const cms_config *cfg)
         status = EXIT_USAGE;
         goto out;
     }
-    if (!read_key_file(admin_file, key))
+    if (!bench_read_key_file(PROG, admin_file, key))
         goto out;
     snprintf(auth, sizeof auth, "Bearer %s", key);
     natsStatus st = natsConnection_ConnectTo(&nc, cms_config_str(cfg, "nats-url"));
@@ -1829,8 +1232,8 @@ static int cmd_setup(const cms_config *cfg)
         c.name = name;
         c.type = (char *)"machine";
         c.metadata_json = (char *)"{}";
-        if (call(nc, prefix, "create", auth, &c.base, &cms__v1__identity__descriptor, timeout_ms,
-                 (ProtobufCMessage **)&ident) != 0)
+        if (bench_call(PROG, nc, prefix, "create", auth, &c.base, &cms__v1__identity__descriptor,
+                       timeout_ms, (ProtobufCMessage **)&ident) != 0)
             goto out;
         if (issue(nc, prefix, auth, ident->id, "api_key", NULL, timeout_ms, &cred) != 0)
             goto out;
