@@ -36,6 +36,7 @@ static const char overall_help[] =
     "  credential    issue, revoke, list the credentials of identities\n"
     "  whoami        who the API key belongs to (asks cms-identity)\n"
     "  contract      create, sign, list, export contracts (keygen, verify offline)\n"
+    "  privacy       epsilon, sigma or steps of DP-SGD training (offline)\n"
     "  version       print the version\n"
     "\n"
     "shared options (before or after the verb; a verb takes those it uses):\n"
@@ -145,11 +146,13 @@ static int run_verb(int argc, char **argv)
         return cmsctl_whoami_main(argc, argv);
     if (strcmp(verb, "contract") == 0)
         return cmsctl_contract_main(argc, argv);
+    if (strcmp(verb, "privacy") == 0)
+        return cmsctl_privacy_main(argc, argv);
     if (strcmp(verb, "version") == 0)
         return cmsctl_version_main(argc, argv);
     return cmsctl_usage(PROG,
                         "unknown verb \"%s\": want gen, record, replay, audit, identity, "
-                        "credential, whoami, contract or version",
+                        "credential, whoami, contract, privacy or version",
                         verb);
 }
 
@@ -157,7 +160,8 @@ static int run_verb(int argc, char **argv)
 static bool has_sub_verb(const char *verb)
 {
     return strcmp(verb, "audit") == 0 || strcmp(verb, "identity") == 0 ||
-           strcmp(verb, "credential") == 0 || strcmp(verb, "contract") == 0;
+           strcmp(verb, "credential") == 0 || strcmp(verb, "contract") == 0 ||
+           strcmp(verb, "privacy") == 0;
 }
 
 int main(int argc, char **argv)
