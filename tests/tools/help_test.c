@@ -73,6 +73,9 @@ static const target targets[] = {
     {"cmsctl", {"whoami", NULL}, NULL},
     {"cmsctl", {"contract", "keygen", NULL}, NULL},
     {"cmsctl", {"contract", "verify", NULL}, NULL},
+    {"cmsctl", {"privacy", "epsilon", NULL}, NULL},
+    {"cmsctl", {"privacy", "sigma", NULL}, NULL},
+    {"cmsctl", {"privacy", "steps", NULL}, NULL},
     {"cmsctl", {"version", NULL}, NULL},
 };
 
