@@ -132,6 +132,21 @@ cms_test_proc *cms_test_run(const char *const *argv, uint64_t watchdog_ms)
     return p;
 }
 
+cms_test_proc *cms_test_run_bin(const char *bin, const char *const *args, uint64_t watchdog_ms)
+{
+    size_t n = 0;
+    while (args[n] != NULL)
+        n++;
+    const char **argv = calloc(n + 2, sizeof *argv);
+    if (argv == NULL)
+        return NULL;
+    argv[0] = bin;
+    memcpy(argv + 1, args, n * sizeof *argv);
+    cms_test_proc *p = cms_test_run(argv, watchdog_ms);
+    free(argv);
+    return p;
+}
+
 void cms_test_proc_free(cms_test_proc *p)
 {
     if (p == NULL)

@@ -43,6 +43,15 @@ cms_test_proc *cms_test_spawn(cms_test_runner *r, const char *const *argv);
 void cms_test_runner_finish(cms_test_runner *r);
 /* Spawn, finish, return the one child. */
 cms_test_proc *cms_test_run(const char *const *argv, uint64_t watchdog_ms);
+/* The same for bin with the arguments args (NULL-terminated, not counting
+ * bin). */
+cms_test_proc *cms_test_run_bin(const char *bin, const char *const *args, uint64_t watchdog_ms);
+/* In a Criterion test: p ended by itself with exit status want; else its
+ * output is shown. */
+#define CMS_TEST_ASSERT_EXIT(p, want)                                                              \
+    cr_assert((p)->term_signal == 0 && (p)->status == (want),                                      \
+              "exit %lld (signal %d), want %d\n--- stdout:\n%s--- stderr:\n%s",                    \
+              (long long)(p)->status, (p)->term_signal, (want), (p)->out, (p)->err)
 void cms_test_proc_free(cms_test_proc *p);
 
 #endif

@@ -28,23 +28,9 @@ static svcfx g_f;
 static char g_actor[37], g_actor_key[CMS_APIKEY_LEN + 1];
 static char g_auditor[37], g_auditor_key[CMS_APIKEY_LEN + 1];
 
-static cms_test_proc *run_argv(const char *const *args)
-{
-    const char *argv[MAX_ARGS + 2];
-    size_t k = 0;
-    argv[k++] = g_bin;
-    for (size_t i = 0; args[i] != NULL && k < MAX_ARGS; i++)
-        argv[k++] = args[i];
-    argv[k] = NULL;
-    return cms_test_run(argv, WATCHDOG_MS);
-}
-
-#define RUN(...) run_argv((const char *const[]){__VA_ARGS__, NULL})
-
-#define assert_exit(p, want)                                                                       \
-    cr_assert((p)->term_signal == 0 && (p)->status == (want),                                      \
-              "exit %lld (signal %d), want %d\n--- stdout:\n%s--- stderr:\n%s",                    \
-              (long long)(p)->status, (p)->term_signal, (want), (p)->out, (p)->err)
+/* `cmsctl args...`, run to its end. */
+#define RUN(...) cms_test_run_bin(g_bin, (const char *const[]){__VA_ARGS__, NULL}, WATCHDOG_MS)
+#define assert_exit CMS_TEST_ASSERT_EXIT
 
 static void exec_sql(const char *q)
 {
@@ -123,7 +109,7 @@ static size_t query_ids(const char *const *args, char ids[][40], size_t cap, cha
     for (size_t i = 0; args[i] != NULL; i++)
         argv[k++] = args[i];
     argv[k] = NULL;
-    cms_test_proc *p = run_argv(argv);
+    cms_test_proc *p = cms_test_run_bin(g_bin, argv, WATCHDOG_MS);
     assert_exit(p, 0);
     size_t n = 0;
     for (char *line = p->out; *line;) {

@@ -33,7 +33,6 @@
 #include "uuid.h"
 
 #define WATCHDOG_MS 60000
-#define MAX_ARGS 40
 
 static char g_bin[1024];
 static svcfx g_f;
@@ -41,23 +40,9 @@ static svcfx g_f;
 /* ------------------------------------------------------------------------ */
 /* running cmsctl */
 
-static cms_test_proc *run_argv(const char *const *args)
-{
-    const char *argv[MAX_ARGS + 2];
-    size_t k = 0;
-    argv[k++] = g_bin;
-    for (size_t i = 0; args[i] != NULL && k < MAX_ARGS; i++)
-        argv[k++] = args[i];
-    argv[k] = NULL;
-    return cms_test_run(argv, WATCHDOG_MS);
-}
-
-#define RUN(...) run_argv((const char *const[]){__VA_ARGS__, NULL})
-
-#define assert_exit(p, want)                                                                       \
-    cr_assert((p)->term_signal == 0 && (p)->status == (want),                                      \
-              "exit %lld (signal %d), want %d\n--- stdout:\n%s--- stderr:\n%s",                    \
-              (long long)(p)->status, (p)->term_signal, (want), (p)->out, (p)->err)
+/* `cmsctl args...`, run to its end. */
+#define RUN(...) cms_test_run_bin(g_bin, (const char *const[]){__VA_ARGS__, NULL}, WATCHDOG_MS)
+#define assert_exit CMS_TEST_ASSERT_EXIT
 
 /* The value of the "name: value" line of text (malloc'd), or NULL. */
 static char *line_value(const char *text, const char *name)

@@ -16,31 +16,15 @@
 #include "testproc.h"
 
 #define WATCHDOG_MS 30000
-#define MAX_ARGS 16
 
 #define Q "0.004266666666666667" /* 256 / 60000 */
 #define DELTA "1e-5"
 
 TestSuite(privacy);
 
-/* `cmsctl args...` (args NULL-terminated), run to its end. */
-static cms_test_proc *run_argv(const char *const *args)
-{
-    const char *argv[MAX_ARGS + 2];
-    size_t k = 0;
-    argv[k++] = CMSCTL_BIN;
-    for (size_t i = 0; args[i] != NULL && k <= MAX_ARGS; i++)
-        argv[k++] = args[i];
-    argv[k] = NULL;
-    return cms_test_run(argv, WATCHDOG_MS);
-}
-
-#define RUN(...) run_argv((const char *const[]){__VA_ARGS__, NULL})
-
-#define assert_exit(p, want)                                                                       \
-    cr_assert((p)->term_signal == 0 && (p)->status == (want),                                      \
-              "exit %lld (signal %d), want %d\n--- stdout:\n%s--- stderr:\n%s",                    \
-              (long long)(p)->status, (p)->term_signal, (want), (p)->out, (p)->err)
+/* `cmsctl args...`, run to its end. */
+#define RUN(...) cms_test_run_bin(CMSCTL_BIN, (const char *const[]){__VA_ARGS__, NULL}, WATCHDOG_MS)
+#define assert_exit CMS_TEST_ASSERT_EXIT
 
 /* The value of the table line "key: VALUE" (the first line must be it when
  * first is set), copied into out. */
