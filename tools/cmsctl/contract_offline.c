@@ -26,13 +26,12 @@
 #include "contracts/canonical.h"
 #include "ctlcmd.h"
 #include "ctlout.h"
+#include "ctlverb.h"
 #include "uuid.h"
 #include "verbs.h"
 
 #define DOCUMENT_MAX (16u << 20) /* a bigger export is refused, never read whole */
 #define TEXT_MAX 512             /* longest text from the file shown in a table cell */
-
-#define NOPTS(t) (sizeof(t) / sizeof((t)[0]))
 
 static const cms_option keygen_options[] = {
     {"out", NULL, CMS_OPT_STRING, NULL,
@@ -102,7 +101,7 @@ static int keygen_main(int argc, char **argv)
     uint8_t pk[crypto_sign_PUBLICKEYBYTES], sk[crypto_sign_SECRETKEYBYTES];
     char pub[CMSCTL_CONTRACT_PUBLIC_B64 + 1], why[512];
     int status = cmsctl_parse(
-        keygen_options, NOPTS(keygen_options), argc, argv, prog,
+        keygen_options, CMSCTL_NOPTS(keygen_options), argc, argv, prog,
         "make a key to sign contracts with",
         "--out FILE\n\n"
         "Makes an Ed25519 key pair, writes the secret key to FILE (one line of\n"
@@ -270,7 +269,7 @@ static int verify_main(int argc, char **argv)
     size_t len = 0;
     cc_report r;
     int status = cmsctl_parse(
-        verify_options, NOPTS(verify_options), argc, argv, prog,
+        verify_options, CMSCTL_NOPTS(verify_options), argc, argv, prog,
         "check the signatures of an exported contract",
         "FILE\n\n"
         "Checks a contract exported to FILE (cmsctl contract export) with nothing but\n"

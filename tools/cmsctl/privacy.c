@@ -22,10 +22,9 @@
 
 #include "cli.h"
 #include "ctlout.h"
+#include "ctlverb.h"
 #include "rdp.h"
 #include "verbs.h"
-
-#define NOPTS(t) (sizeof(t) / sizeof((t)[0]))
 
 /* The values an option may take. */
 typedef enum {
@@ -137,6 +136,22 @@ static int steps_arg(const char *prog, const cms_config *cfg, int64_t *out)
                                                                  : CMSCTL_EXIT_USAGE;
 }
 
+/* cms_rdp_eps, failing (exit 1) with one message if the accountant refuses. */
+static int account(const char *prog, double q, double sigma, int64_t steps, double delta,
+                   double *eps, double *order)
+{
+    return cms_rdp_eps(q, sigma, steps, delta, eps, order)
+               ? CMSCTL_EXIT_OK
+               : cmsctl_fail(prog, "the accountant refused these values");
+}
+
+/* The best order of an epsilon: none (NaN in a table, null in JSON) when
+ * epsilon is not finite. */
+static double order_of(double eps, double order)
+{
+    return isfinite(eps) ? order : NAN;
+}
+
 #define HELP_TAIL                                                                                  \
     "The accounting is Opacus's RDP accountant (Mironov et al. 2019) for the\n"                    \
     "Poisson-subsampled Gaussian mechanism, over its default orders, with the\n"                   \
@@ -154,7 +169,7 @@ static int epsilon_main(int argc, char **argv)
     double q = 0, sigma = 0, delta = 0, eps = 0, order = 0;
     int64_t steps = 0;
     int status = cmsctl_parse(
-        epsilon_options, NOPTS(epsilon_options), argc, argv, prog,
+        epsilon_options, CMSCTL_NOPTS(epsilon_options), argc, argv, prog,
         "the epsilon that DP-SGD training spends",
         "--q Q --sigma S --steps T --delta D\n\n"
         "Prints the epsilon of T steps at sampling rate Q and noise multiplier S, at\n"
@@ -170,20 +185,18 @@ static int epsilon_main(int argc, char **argv)
         (status = steps_arg(prog, cfg, &steps)) != CMSCTL_EXIT_OK ||
         (status = real_arg(prog, cfg, "delta", RANGE_OPEN_UNIT, &delta)) != CMSCTL_EXIT_OK)
         goto out;
-    if (!cms_rdp_eps(q, sigma, steps, delta, &eps, &order)) {
-        status = cmsctl_fail(prog, "the accountant refused these values");
+    if ((status = account(prog, q, sigma, steps, delta, &eps, &order)) != CMSCTL_EXIT_OK)
         goto out;
-    }
     if (fmt == CMSCTL_OUT_TABLE) {
         print_real("epsilon", eps);
-        print_real("order", isfinite(eps) ? order : INFINITY);
+        print_real("order", order_of(eps, order));
     } else {
-        status = cmsctl_out_emit(
-            prog, fmt,
-            json_pack("{s:o, s:o, s:f, s:f, s:I, s:f}", "epsilon", real_or_null(eps), "order",
-                      isfinite(eps) ? json_real(order) : json_null(), "q", q, "sigma", sigma,
-                      "steps", (json_int_t)steps, "delta", delta),
-            NULL);
+        status = cmsctl_out_emit(prog, fmt,
+                                 json_pack("{s:o, s:o, s:f, s:f, s:I, s:f}", "epsilon",
+                                           real_or_null(eps), "order",
+                                           real_or_null(order_of(eps, order)), "q", q, "sigma",
+                                           sigma, "steps", (json_int_t)steps, "delta", delta),
+                                 NULL);
     }
 out:
     cms_config_destroy(cfg);
@@ -201,7 +214,7 @@ static int sigma_main(int argc, char **argv)
     double q = 0, target = 0, delta = 0, tol = 0, sigma = 0, eps = 0, order = 0;
     int64_t steps = 0;
     int status = cmsctl_parse(
-        sigma_options, NOPTS(sigma_options), argc, argv, prog,
+        sigma_options, CMSCTL_NOPTS(sigma_options), argc, argv, prog,
         "the noise multiplier DP-SGD needs for a privacy budget",
         "--q Q --epsilon E --steps T --delta D [--tolerance TOL]\n\n"
         "Prints the smallest noise multiplier whose T steps at sampling rate Q stay\n"
@@ -228,22 +241,20 @@ static int sigma_main(int argc, char **argv)
                              CMS_RDP_SIGMA_MAX, (long long)steps, target, delta);
         goto out;
     }
-    if (!cms_rdp_eps(q, sigma, steps, delta, &eps, &order)) {
-        status = cmsctl_fail(prog, "the accountant refused these values");
+    if ((status = account(prog, q, sigma, steps, delta, &eps, &order)) != CMSCTL_EXIT_OK)
         goto out;
-    }
     if (fmt == CMSCTL_OUT_TABLE) {
         print_real("sigma", sigma);
         print_real("spent_epsilon", eps);
-        print_real("order", isfinite(eps) ? order : INFINITY);
+        print_real("order", order_of(eps, order));
     } else {
-        status = cmsctl_out_emit(prog, fmt,
-                                 json_pack("{s:f, s:o, s:o, s:f, s:f, s:I, s:f, s:f}", "sigma",
-                                           sigma, "spent_epsilon", real_or_null(eps), "order",
-                                           isfinite(eps) ? json_real(order) : json_null(), "q", q,
-                                           "epsilon", target, "steps", (json_int_t)steps, "delta",
-                                           delta, "tolerance", tol),
-                                 NULL);
+        status =
+            cmsctl_out_emit(prog, fmt,
+                            json_pack("{s:f, s:o, s:o, s:f, s:f, s:I, s:f, s:f}", "sigma", sigma,
+                                      "spent_epsilon", real_or_null(eps), "order",
+                                      real_or_null(order_of(eps, order)), "q", q, "epsilon", target,
+                                      "steps", (json_int_t)steps, "delta", delta, "tolerance", tol),
+                            NULL);
     }
 out:
     cms_config_destroy(cfg);
@@ -260,7 +271,7 @@ static int steps_main(int argc, char **argv)
     cmsctl_out_format fmt = CMSCTL_OUT_TABLE;
     double q = 0, sigma = 0, budget = 0, delta = 0, eps = 0, order = 0;
     int status = cmsctl_parse(
-        steps_options, NOPTS(steps_options), argc, argv, prog,
+        steps_options, CMSCTL_NOPTS(steps_options), argc, argv, prog,
         "how many DP-SGD steps a privacy budget allows",
         "--q Q --sigma S --epsilon E --delta D\n\n"
         "Prints the largest number of steps at sampling rate Q and noise multiplier S\n"
@@ -296,8 +307,7 @@ static int steps_main(int argc, char **argv)
     if (unbounded) {
         eps = NAN;
         order = NAN;
-    } else if (!cms_rdp_eps(q, sigma, steps, delta, &eps, &order)) {
-        status = cmsctl_fail(prog, "the accountant refused these values");
+    } else if ((status = account(prog, q, sigma, steps, delta, &eps, &order)) != CMSCTL_EXIT_OK) {
         goto out;
     }
     if (fmt == CMSCTL_OUT_TABLE) {
@@ -306,15 +316,15 @@ static int steps_main(int argc, char **argv)
         else
             printf("steps: %lld\n", (long long)steps);
         print_real("spent_epsilon", eps);
-        print_real("order", isfinite(eps) ? order : NAN);
+        print_real("order", order_of(eps, order));
     } else {
         status =
             cmsctl_out_emit(prog, fmt,
                             json_pack("{s:o, s:b, s:o, s:o, s:f, s:f, s:f, s:f}", "steps",
                                       unbounded ? json_null() : json_integer((json_int_t)steps),
                                       "unbounded", unbounded, "spent_epsilon", real_or_null(eps),
-                                      "order", isfinite(eps) ? json_real(order) : json_null(), "q",
-                                      q, "sigma", sigma, "epsilon", budget, "delta", delta),
+                                      "order", real_or_null(order_of(eps, order)), "q", q, "sigma",
+                                      sigma, "epsilon", budget, "delta", delta),
                             NULL);
     }
 out:
