@@ -54,12 +54,14 @@ static int sign_read(void *arg, cms_pg_job *job)
     return rc ? rc : cms_pg_job_exec(job, op->o.s->st_key, v, NULL, NULL);
 }
 
-static bool has_side(const char *signatures, const char *side)
+/* Which sides have signed, from the stored signatures (one parse). */
+static void signed_sides(const char *signatures, const char *side, const char *other, bool *mine,
+                         bool *theirs)
 {
     json_t *j = json_loads(signatures, 0, NULL);
-    bool yes = j && json_object_get(j, side) != NULL;
+    *mine = j && json_object_get(j, side) != NULL;
+    *theirs = j && json_object_get(j, other) != NULL;
     json_decref(j);
-    return yes;
 }
 
 /* The key the caller names: theirs, valid now; false after answering. */
@@ -116,7 +118,9 @@ static cms_transition_step sign_decide(void *arg, cms_cmd_req *req, const cms_pg
     }
     const char *other = strcmp(side, "provider") == 0 ? "consumer" : "provider";
     const char *sigs = PQgetvalue(r, 0, CTCOL_SIGNATURES);
-    if (has_side(sigs, side)) {
+    bool mine, completes;
+    signed_sides(sigs, side, other, &mine, &completes);
+    if (mine) {
         cms_cmd_fail(req, CMS__V1__ERROR_CODE__FAILED_PRECONDITION, "side",
                      "the %s has signed already", side);
         return CMS_TRANSITION_ANSWERED;
@@ -152,7 +156,6 @@ static cms_transition_step sign_decide(void *arg, cms_cmd_req *req, const cms_pg
                      hash, op->key_id);
         return CMS_TRANSITION_ANSWERED;
     }
-    bool completes = has_side(sigs, other);
     json_t *entry = cc_entry_json(me, op->key_id, pk, op->sig, hash, cms_bus_now_us());
     char *entry_text = entry ? json_dumps(entry, JSON_COMPACT) : NULL;
     json_decref(entry);
