@@ -234,8 +234,9 @@ bool cv_metadata(const char *s, const char *field, const char **out, cv_err *e)
 /* ---- terms ---------------------------------------------------------------- */
 
 /* ISO 4217 list one: the alphabetic codes in use, sorted for bsearch. From
- * Debian's iso-codes 4.15, less HRK (replaced by EUR in 2023), XTS (for
- * testing) and XXX (no currency involved), plus ZWG (2024) and XCG (2025). */
+ * Debian's iso-codes 4.15, less HRK (replaced by EUR in 2023) and the two
+ * codes that name no money (the testing code and the "no currency" code),
+ * plus ZWG (2024) and XCG (2025). */
 static const char CURRENCIES[][4] = {
     "AED", "AFN", "ALL", "AMD", "ANG", "AOA", "ARS", "AUD", "AWG", "AZN", "BAM", "BBD", "BDT",
     "BGN", "BHD", "BIF", "BMD", "BND", "BOB", "BOV", "BRL", "BSD", "BTN", "BWP", "BYN", "BZD",

@@ -171,6 +171,7 @@ Test(terms, dates_are_required_iso8601_strings)
     terms_refused_saying("{\"start_date\":\"2024-03-20\"}", "terms.end_date", "required",
                          "no end_date");
     terms_refused("{}", "terms.start_date", "neither date");
+    /* ISO 4217's testing and "no currency" codes are codes, but not money */
     static const char *const bad[] = {
         "\"20.03.2024\"",   "\"2024-03-20 00:00:00\"",
         "\"2024-02-30\"",   "\"\"",
