@@ -11,6 +11,7 @@
 #define CMS_XENUM_H
 
 #include <stddef.h>
+#include <string.h>
 
 #define CMS_ENUM_ITEM(name, text) name,
 #define CMS_ENUM_TEXT(name, text) [name] = text,
@@ -19,6 +20,15 @@
 static inline const char *cms_enum_text(const char *const *names, size_t n, int v)
 {
     return v >= 0 && (size_t)v < n && names[v] != NULL ? names[v] : "unknown";
+}
+
+/* The value whose name is s, or -1 for none (s may be NULL). */
+static inline int cms_enum_index(const char *const *names, size_t n, const char *s)
+{
+    for (size_t i = 0; s != NULL && i < n; i++)
+        if (names[i] != NULL && strcmp(names[i], s) == 0)
+            return (int)i;
+    return -1;
 }
 
 #endif

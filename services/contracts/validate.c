@@ -15,23 +15,10 @@
 
 #define MAX_CONDITIONS 100
 
-static bool fail(cv_err *e, const char *field, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static bool fail(cv_err *e, const char *field, const char *fmt, ...)
-{
-    va_list ap;
-    snprintf(e->field, sizeof e->field, "%s", field);
-    va_start(ap, fmt);
-    vsnprintf(e->msg, sizeof e->msg, fmt, ap);
-    va_end(ap);
-    return false;
-}
-
 /* an identity check's refusal as ours */
 static bool from_idv(cv_err *e, const idv_err *ie)
 {
-    return fail(e, ie->field ? ie->field : "", "%s", ie->msg);
+    return cms_field_fail(e, ie->field ? ie->field : "", "%s", ie->msg);
 }
 
 /* ---- status --------------------------------------------------------------- */
@@ -45,14 +32,14 @@ _Static_assert(sizeof STATUSES / sizeof STATUSES[0] == CV_NSTATUS, "a name for e
 
 bool cv_status_parse(const char *s, const char *field, cv_status *out, cv_err *e)
 {
-    for (int i = 0; s && i < CV_NSTATUS; i++)
-        if (strcmp(s, STATUSES[i]) == 0) {
-            *out = (cv_status)i;
-            return true;
-        }
-    return fail(e, field,
-                "%s must be draft, review, signed, active, completed, terminated or expired",
-                field);
+    int i = cms_enum_index(STATUSES, CV_NSTATUS, s);
+    if (i >= 0) {
+        *out = (cv_status)i;
+        return true;
+    }
+    return cms_field_fail(
+        e, field, "%s must be draft, review, signed, active, completed, terminated or expired",
+        field);
 }
 
 const char *cv_status_name(cv_status s)
@@ -137,10 +124,10 @@ static bool free_text(const char *s, const char *field, cv_err *e)
             continue;
         if (c < 0x20 || c == 0x7f ||
             (c == 0xc2 && (unsigned char)s[i + 1] >= 0x80 && (unsigned char)s[i + 1] <= 0x9f))
-            return fail(e, field,
-                        "%s contains a control character at byte %zu; only tabs and line "
-                        "breaks are allowed",
-                        field, i);
+            return cms_field_fail(e, field,
+                                  "%s contains a control character at byte %zu; only tabs and line "
+                                  "breaks are allowed",
+                                  field, i);
     }
     return true;
 }
@@ -151,7 +138,7 @@ bool cv_title(const char *s, cv_err *e)
     if (!idv_name(s, "title", &ie))
         return from_idv(e, &ie);
     if (blank(s))
-        return fail(e, "title", "title is only spaces");
+        return cms_field_fail(e, "title", "title is only spaces");
     return true;
 }
 
@@ -171,7 +158,7 @@ bool cv_reason(const char *s, bool required, cv_err *e)
     if (!free_text(s, "reason", e))
         return false;
     if (required && (s == NULL || blank(s)))
-        return fail(e, "reason", "reason is required");
+        return cms_field_fail(e, "reason", "reason is required");
     return true;
 }
 
@@ -193,17 +180,18 @@ static json_t *load_object(const char *s, size_t n, size_t max, const char *fiel
     json_error_t err;
     json_t *j = NULL;
     if (n > max) {
-        fail(e, field, "%s is %zu bytes; at most %zu", field, n, max);
+        cms_field_fail(e, field, "%s is %zu bytes; at most %zu", field, n, max);
         return NULL;
     }
     j = json_loadb(s, n, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &err);
     if (j == NULL) {
         /* a duplicate key's text names it: duplicate object key near '"k"' */
-        fail(e, field, "%s is not valid JSON: %.100s (at byte %d)", field, err.text, err.position);
+        cms_field_fail(e, field, "%s is not valid JSON: %.100s (at byte %d)", field, err.text,
+                       err.position);
         return NULL;
     }
     if (!json_is_object(j)) {
-        fail(e, field, "%s must be a JSON object", field);
+        cms_field_fail(e, field, "%s must be a JSON object", field);
         json_decref(j);
         return NULL;
     }
@@ -225,7 +213,7 @@ bool cv_metadata(const char *s, const char *field, const char **out, cv_err *e)
     if (reserved) {
         char path[sizeof e->field];
         snprintf(path, sizeof path, "%s.supersedes", field);
-        return fail(e, path, "%s is reserved: the service sets it on an amendment", path);
+        return cms_field_fail(e, path, "%s is reserved: the service sets it on an amendment", path);
     }
     *out = s;
     return true;
@@ -291,8 +279,8 @@ static bool number_over(const json_t *v, double min)
 static bool wrong(cv_err *e, const char *path, const json_t *v, const char *expected)
 {
     if (v == NULL)
-        return fail(e, path, "%s is required and must be %s", path, expected);
-    return fail(e, path, "%s must be %s", path, expected);
+        return cms_field_fail(e, path, "%s is required and must be %s", path, expected);
+    return cms_field_fail(e, path, "%s must be %s", path, expected);
 }
 
 #define DATE_EXPECTED                                                                              \
@@ -347,15 +335,17 @@ static bool conditions(const json_t *a, cv_err *e)
     if (a == NULL)
         return true;
     if (!json_is_array(a))
-        return fail(e, "terms.conditions", "terms.conditions must be an array of conditions");
+        return cms_field_fail(e, "terms.conditions",
+                              "terms.conditions must be an array of conditions");
     if (json_array_size(a) > MAX_CONDITIONS)
-        return fail(e, "terms.conditions", "terms.conditions has %zu conditions; at most %d",
-                    json_array_size(a), MAX_CONDITIONS);
+        return cms_field_fail(e, "terms.conditions",
+                              "terms.conditions has %zu conditions; at most %d", json_array_size(a),
+                              MAX_CONDITIONS);
     for (size_t i = 0; i < json_array_size(a); i++) {
         const json_t *c = json_array_get(a, i);
         if (!json_is_object(c)) {
             snprintf(path, sizeof path, "terms.conditions[%zu]", i);
-            return fail(e, path, "%s must be an object with a type", path);
+            return cms_field_fail(e, path, "%s must be an object with a type", path);
         }
         const json_t *type = json_object_get(c, "type");
         if (!type_name(type)) {
@@ -374,15 +364,17 @@ static bool sla(const json_t *o, cv_err *e)
     if (o == NULL)
         return true;
     if (!json_is_object(o))
-        return fail(e, "terms.sla", "terms.sla must be an object");
+        return cms_field_fail(e, "terms.sla", "terms.sla must be an object");
     const json_t *v = json_object_get(o, "availability");
     if (v && !(number_over(v, 0) && json_number_value(v) <= 100))
-        return fail(e, "terms.sla.availability",
-                    "terms.sla.availability must be a number greater than 0 and at most 100");
+        return cms_field_fail(
+            e, "terms.sla.availability",
+            "terms.sla.availability must be a number greater than 0 and at most 100");
     v = json_object_get(o, "response_time");
     if (v && !number_over(v, 0))
-        return fail(e, "terms.sla.response_time",
-                    "terms.sla.response_time must be a number of milliseconds greater than 0");
+        return cms_field_fail(
+            e, "terms.sla.response_time",
+            "terms.sla.response_time must be a number of milliseconds greater than 0");
     return true;
 }
 
@@ -391,13 +383,13 @@ static bool privacy(const json_t *o, cv_terms *t, cv_err *e)
     if (o == NULL)
         return true;
     if (!json_is_object(o))
-        return fail(e, "terms.privacy", "terms.privacy must be an object");
+        return cms_field_fail(e, "terms.privacy", "terms.privacy must be an object");
     const json_t *v = json_object_get(o, "max_epsilon");
     if (v == NULL)
         return true;
     if (!number_over(v, 0))
-        return fail(e, "terms.privacy.max_epsilon",
-                    "terms.privacy.max_epsilon must be a number greater than 0");
+        return cms_field_fail(e, "terms.privacy.max_epsilon",
+                              "terms.privacy.max_epsilon must be a number greater than 0");
     t->has_max_epsilon = true;
     t->max_epsilon = json_number_value(v);
     return true;
@@ -410,14 +402,15 @@ bool cv_terms_check(const char *json, cv_terms *out, cv_err *e)
     bool ok = false;
     json_t *j = NULL;
     if (n == 0)
-        return fail(e, "terms", "terms is required: a JSON object with start_date and end_date");
+        return cms_field_fail(e, "terms",
+                              "terms is required: a JSON object with start_date and end_date");
     j = load_object(json, n, CV_TERMS_MAX, "terms", e);
     if (j == NULL)
         goto out;
     if (!date(j, "start_date", &t.starts_at_us, e) || !date(j, "end_date", &t.ends_at_us, e))
         goto out;
     if (t.ends_at_us <= t.starts_at_us) {
-        fail(e, "terms.end_date", "terms.end_date must be after terms.start_date");
+        cms_field_fail(e, "terms.end_date", "terms.end_date must be after terms.start_date");
         goto out;
     }
     if (!conditions(json_object_get(j, "conditions"), e) || !sla(json_object_get(j, "sla"), e) ||

@@ -5,6 +5,8 @@
 #ifndef CONTRACTS_VALIDATE_H
 #define CONTRACTS_VALIDATE_H
 
+#include "fielderr.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -15,10 +17,8 @@
 #define CV_TERMS_MAX 65536 /* bytes of terms JSON */
 #define CV_METADATA_MAX 16384
 
-typedef struct cv_err {
-    char field[160];
-    char msg[240];
-} cv_err;
+/* field: a JSON path or a request field (fielderr.h) */
+typedef cms_field_err cv_err;
 
 /* The database enum contract_status, in its order. */
 typedef enum {

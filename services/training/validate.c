@@ -12,19 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static bool fail(tv_err *e, const char *field, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static bool fail(tv_err *e, const char *field, const char *fmt, ...)
-{
-    va_list ap;
-    snprintf(e->field, sizeof e->field, "%s", field);
-    va_start(ap, fmt);
-    vsnprintf(e->msg, sizeof e->msg, fmt, ap);
-    va_end(ap);
-    return false;
-}
-
 /* ---- status --------------------------------------------------------------- */
 
 static const char *const STATUSES[] = {
@@ -35,12 +22,13 @@ _Static_assert(sizeof STATUSES / sizeof STATUSES[0] == TV_NSTATUS, "a name for e
 
 bool tv_status_parse(const char *s, const char *field, tv_status *out, tv_err *e)
 {
-    for (int i = 0; s && i < TV_NSTATUS; i++)
-        if (strcmp(s, STATUSES[i]) == 0) {
-            *out = (tv_status)i;
-            return true;
-        }
-    return fail(e, field, "%s must be pending, running, completed, failed or stopped", field);
+    int i = cms_enum_index(STATUSES, TV_NSTATUS, s);
+    if (i >= 0) {
+        *out = (tv_status)i;
+        return true;
+    }
+    return cms_field_fail(e, field, "%s must be pending, running, completed, failed or stopped",
+                          field);
 }
 
 const char *tv_status_name(tv_status s)
@@ -70,7 +58,7 @@ bool tv_model_name(const char *s, tv_err *e)
 {
     idv_err ie = {0};
     if (!idv_name(s, "model_name", &ie))
-        return fail(e, ie.field ? ie.field : "model_name", "%s", ie.msg);
+        return cms_field_fail(e, ie.field ? ie.field : "model_name", "%s", ie.msg);
     return true;
 }
 
@@ -87,11 +75,12 @@ bool tv_budget(double privacy_budget, double config_epsilon, tv_err *e)
 {
     char b[32], c[32];
     if (!isfinite(privacy_budget) || privacy_budget <= 0)
-        return fail(e, "privacy_budget", "privacy_budget must be a finite number greater than 0");
+        return cms_field_fail(e, "privacy_budget",
+                              "privacy_budget must be a finite number greater than 0");
     if (!(config_epsilon <= privacy_budget))
-        return fail(e, "privacy_budget",
-                    "privacy_budget %s is less than the config's privacy.epsilon %s",
-                    exact(b, privacy_budget), exact(c, config_epsilon));
+        return cms_field_fail(e, "privacy_budget",
+                              "privacy_budget %s is less than the config's privacy.epsilon %s",
+                              exact(b, privacy_budget), exact(c, config_epsilon));
     return true;
 }
 
@@ -101,8 +90,8 @@ bool tv_budget(double privacy_budget, double config_epsilon, tv_err *e)
 static bool wrong(tv_err *e, const char *path, const json_t *v, const char *expected)
 {
     if (v == NULL)
-        return fail(e, path, "%s is required and must be %s", path, expected);
-    return fail(e, path, "%s must be %s", path, expected);
+        return cms_field_fail(e, path, "%s is required and must be %s", path, expected);
+    return cms_field_fail(e, path, "%s must be %s", path, expected);
 }
 
 /* o[key] as the object at path "config.<key>", or NULL with e set */
@@ -173,7 +162,8 @@ static bool model(const json_t *m, tv_config *c, tv_err *e)
     memcpy(c->architecture, json_string_value(v), json_string_length(v) + 1);
     v = json_object_get(m, "parameters");
     if (v && !json_is_object(v))
-        return fail(e, "config.model.parameters", "config.model.parameters must be an object");
+        return cms_field_fail(e, "config.model.parameters",
+                              "config.model.parameters must be an object");
     return true;
 }
 
@@ -217,15 +207,16 @@ static bool training(const json_t *t, tv_config *c, tv_err *e)
         return wrong(e, "config.training.dataset_size", v, "an integer of at least 1");
     c->dataset_size = json_integer_value(v);
     if (c->dataset_size < c->batch_size)
-        return fail(e, "config.training.dataset_size",
-                    "config.training.dataset_size %lld must be at least "
-                    "config.training.batch_size %lld",
-                    (long long)c->dataset_size, (long long)c->batch_size);
+        return cms_field_fail(e, "config.training.dataset_size",
+                              "config.training.dataset_size %lld must be at least "
+                              "config.training.batch_size %lld",
+                              (long long)c->dataset_size, (long long)c->batch_size);
     int64_t batches = c->dataset_size / c->batch_size + (c->dataset_size % c->batch_size != 0);
     if (batches > INT64_MAX / c->epochs)
-        return fail(e, "config.training.dataset_size",
-                    "config.training.dataset_size is too large: epochs * ceil(dataset_size / "
-                    "batch_size) steps exceed 2^63 - 1");
+        return cms_field_fail(
+            e, "config.training.dataset_size",
+            "config.training.dataset_size is too large: epochs * ceil(dataset_size / "
+            "batch_size) steps exceed 2^63 - 1");
     c->steps = c->epochs * batches;
     c->q = (double)c->batch_size / (double)c->dataset_size;
     return number_in(t, "config.training.max_grad_norm", "max_grad_norm", 0, 0,
@@ -241,20 +232,21 @@ bool tv_config_check(const char *json, tv_config *out, tv_err *e)
     bool ok = false;
     json_t *j = NULL;
     if (n == 0)
-        return fail(e, "config",
-                    "config is required: a JSON object with model, privacy and "
-                    "training");
+        return cms_field_fail(e, "config",
+                              "config is required: a JSON object with model, privacy and "
+                              "training");
     if (n > TV_CONFIG_MAX)
-        return fail(e, "config", "config is %zu bytes; at most %d", n, TV_CONFIG_MAX);
+        return cms_field_fail(e, "config", "config is %zu bytes; at most %d", n, TV_CONFIG_MAX);
     /* jansson refuses invalid UTF-8 and \u0000, as jsonb does */
     j = json_loadb(json, n, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &err);
     if (j == NULL) {
         /* a duplicate key's text names it: duplicate object key near '"k"' */
-        fail(e, "config", "config is not valid JSON: %.100s (at byte %d)", err.text, err.position);
+        cms_field_fail(e, "config", "config is not valid JSON: %.100s (at byte %d)", err.text,
+                       err.position);
         goto out;
     }
     if (!json_is_object(j)) {
-        fail(e, "config", "config must be a JSON object");
+        cms_field_fail(e, "config", "config must be a JSON object");
         goto out;
     }
     if ((s = section(j, "model", e)) == NULL || !model(s, &c, e) ||

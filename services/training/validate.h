@@ -5,6 +5,8 @@
 #ifndef TRAINING_VALIDATE_H
 #define TRAINING_VALIDATE_H
 
+#include "fielderr.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -16,10 +18,8 @@
 #define TV_EPOCHS_MAX 100000
 #define TV_LEARNING_RATE_MAX 10.0
 
-typedef struct tv_err {
-    char field[160];
-    char msg[240];
-} tv_err;
+/* field: a JSON path or a request field (fielderr.h) */
+typedef cms_field_err tv_err;
 
 /* The database enum job_status, in its order. */
 typedef enum { TV_PENDING, TV_RUNNING, TV_COMPLETED, TV_FAILED, TV_STOPPED, TV_NSTATUS } tv_status;
