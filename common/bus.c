@@ -46,6 +46,11 @@ static const cms_nats_stream_spec streams[] = {
      .max_age_ms = 30 * DAY_MS,
      .duplicates_ms = CMS_BUS_DEDUPE_WINDOW_MS},
     {.name = CMS_BUS_DLQ_STREAM, .subject = CMS_BUS_DLQ_SUBJECTS, .max_age_ms = 90 * DAY_MS},
+    {.name = CMS_BUS_WORK_STREAM,
+     .subject = CMS_BUS_WORK_SUBJECTS,
+     .work_queue = true,
+     .max_age_ms = 7 * DAY_MS,
+     .duplicates_ms = CMS_BUS_DEDUPE_WINDOW_MS},
 };
 
 const cms_nats_stream_spec *cms_bus_streams(size_t *count)
@@ -63,7 +68,9 @@ int cms_bus_provision(cms_nats *n, void (*done)(void *arg, cms_nats_err err), vo
 
 /* cms-audit's: 4 x its batch of 1000 held, 30 s to ack, every event.
  * cms-contracts': identity status and public keys, each at common/consumer's
- * defaults (256 held, 30 s to ack). */
+ * defaults (256 held, 30 s to ack); cms-training's: contracts and identity
+ * status, the same. The workers': one dispatch at a time per worker (a
+ * worker holds one), 30 s to say it started before it goes to another. */
 static const cms_nats_durable_spec durables[] = {
     {.stream = CMS_BUS_EVENTS_STREAM,
      .durable = "audit",
@@ -78,6 +85,21 @@ static const cms_nats_durable_spec durables[] = {
      .durable = "contracts-credential",
      .filter_subject = "cms.events.credential.>",
      .max_ack_pending = 256,
+     .ack_wait_ms = 30000},
+    {.stream = CMS_BUS_EVENTS_STREAM,
+     .durable = "training-contract",
+     .filter_subject = "cms.events.contract.>",
+     .max_ack_pending = 256,
+     .ack_wait_ms = 30000},
+    {.stream = CMS_BUS_EVENTS_STREAM,
+     .durable = "training-identity",
+     .filter_subject = "cms.events.identity.>",
+     .max_ack_pending = 256,
+     .ack_wait_ms = 30000},
+    {.stream = CMS_BUS_WORK_STREAM,
+     .durable = CMS_BUS_WORKERS_DURABLE,
+     .filter_subject = CMS_BUS_WORK_TRAINING,
+     .max_ack_pending = 1024,
      .ack_wait_ms = 30000},
 };
 

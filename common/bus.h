@@ -42,11 +42,20 @@ const char *cms_bus_strerror(cms_bus_err e);
 #define CMS_BUS_DLQ_STREAM "CMS_DLQ"
 #define CMS_BUS_DLQ_SUBJECTS "cms.dlq.>"
 #define CMS_BUS_DLQ_PREFIX "cms.dlq."
+/* Training work (cms-training's dispatches, pulled by cms-worker): a work
+ * queue, so a dispatch is gone once a worker acked it. */
+#define CMS_BUS_WORK_STREAM "CMS_WORK"
+#define CMS_BUS_WORK_SUBJECTS "cms.work.>"
+#define CMS_BUS_WORK_TRAINING "cms.work.training"
+#define CMS_BUS_WORKERS_DURABLE "workers"
+/* Where a running job is told to stop (core NATS): <prefix><job id>. */
+#define CMS_BUS_CONTROL_TRAINING_PREFIX "cms.control.training."
 /* The stream drops a second publish of an event id within this window. */
 #define CMS_BUS_DEDUPE_WINDOW_MS (2 * 60 * 1000)
 
-/* CMS_EVENTS (file, 30 days, the dedupe window) and CMS_DLQ (file, 90
- * days): count entries. */
+/* CMS_EVENTS (file, 30 days, the dedupe window), CMS_DLQ (file, 90 days)
+ * and CMS_WORK (file, work queue, 7 days, the dedupe window): count
+ * entries. */
 const cms_nats_stream_spec *cms_bus_streams(size_t *count);
 /* The filter a durable on CMS_EVENTS is made with to take the events on
  * subject: NULL when that is every event (nats-server matches a filter

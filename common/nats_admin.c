@@ -32,6 +32,8 @@ static void compare_stream(const cms_nats_stream_spec *sp, const jsStreamConfig 
     warn_diff_i(sp->name, "storage_memory", sp->memory ? 1 : 0,
                 cfg->Storage == js_MemoryStorage ? 1 : 0);
     warn_diff_i(sp->name, "max_age_ms", sp->max_age_ms, cfg->MaxAge / NS_PER_MS);
+    warn_diff_i(sp->name, "work_queue", sp->work_queue ? 1 : 0,
+                cfg->Retention == js_WorkQueuePolicy ? 1 : 0);
     if (sp->duplicates_ms > 0)
         warn_diff_i(sp->name, "duplicates_ms", sp->duplicates_ms, cfg->Duplicates / NS_PER_MS);
 }
@@ -141,6 +143,8 @@ static natsStatus provision_one(jsCtx *js, const cms_nats_stream_spec *sp)
     cfg.Storage = sp->memory ? js_MemoryStorage : js_FileStorage;
     cfg.MaxAge = sp->max_age_ms * NS_PER_MS;
     cfg.Duplicates = sp->duplicates_ms * NS_PER_MS;
+    if (sp->work_queue)
+        cfg.Retention = js_WorkQueuePolicy;
     jerr = 0;
     st = js_AddStream(&si, js, &cfg, NULL, &jerr);
     if (st == NATS_OK) {

@@ -99,7 +99,7 @@ cms_bus_err ctev_fully_signed(const ctev_contract *c, const char *content_hash,
 }
 
 cms_bus_err ctev_activated(const ctev_contract *c, int64_t starts_at_us, int64_t ends_at_us,
-                           double max_epsilon, bool automatic, const char *supersedes,
+                           double max_epsilon, double delta, bool automatic, const char *supersedes,
                            const char *actor, const char *corr, cms_bus_event *out)
 {
     Cms__V1__Envelope env = CMS__V1__ENVELOPE__INIT;
@@ -108,6 +108,7 @@ cms_bus_err ctev_activated(const ctev_contract *c, int64_t starts_at_us, int64_t
     b.starts_at_us = starts_at_us;
     b.ends_at_us = ends_at_us;
     b.max_epsilon = max_epsilon;
+    b.delta = delta;
     b.automatic = automatic;
     b.supersedes = (char *)str(supersedes);
     env.body_case = CMS__V1__ENVELOPE__BODY_CONTRACT_ACTIVATED;

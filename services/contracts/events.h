@@ -33,10 +33,10 @@ cms_bus_err ctev_signed(const ctev_contract *c, const char *side, const char *ke
 cms_bus_err ctev_fully_signed(const ctev_contract *c, const char *content_hash,
                               int64_t starts_at_us, int64_t ends_at_us, const char *actor,
                               const char *corr, cms_bus_event *out) CTEV_WUR;
-/* max_epsilon: terms.privacy.max_epsilon, 0 for none; supersedes: NULL or
+/* max_epsilon, delta: terms.privacy's, 0 for none; supersedes: NULL or
  * the contract an amendment replaces */
 cms_bus_err ctev_activated(const ctev_contract *c, int64_t starts_at_us, int64_t ends_at_us,
-                           double max_epsilon, bool automatic, const char *supersedes,
+                           double max_epsilon, double delta, bool automatic, const char *supersedes,
                            const char *actor, const char *corr, cms_bus_event *out) CTEV_WUR;
 /* reason: NULL or "superseded" (then superseded_by names the amendment) */
 cms_bus_err ctev_completed(const ctev_contract *c, const char *reason, const char *superseded_by,

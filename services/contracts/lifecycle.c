@@ -54,7 +54,8 @@ int ctsvc_add_activation(ctsvc *s, cms_pg_job *job, const PGresult *r, int row, 
     const char *v[] = {c.id};
     old.status = "completed";
     bool ok = ctev_activated(&c, ctsvc_i64(r, row, CTCOL_STARTS), ctsvc_i64(r, row, CTCOL_ENDS),
-                             strtod(PQgetvalue(r, row, CTCOL_MAX_EPSILON), NULL), automatic,
+                             strtod(PQgetvalue(r, row, CTCOL_MAX_EPSILON), NULL),
+                             strtod(PQgetvalue(r, row, CTCOL_DELTA), NULL), automatic,
                              sup[0] ? sup : NULL, actor, corr, &ev[0]) == CMS_BUS_OK &&
               ctev_completed(&old, "superseded", c.id, actor, corr, &ev[1]) == CMS_BUS_OK;
     old.status = "terminated";

@@ -17,11 +17,13 @@
     CMS_PG_SQL_US("updated_at") ", coalesce(content_hash, ''), "                                   \
     "coalesce(" CMS_PG_SQL_US("starts_at") ", 0), coalesce(" CMS_PG_SQL_US("ends_at") ", 0), "     \
     "coalesce(supersedes::text, ''), coalesce(ended_reason, ''), "                                 \
-    "coalesce((terms #>> '{privacy,max_epsilon}')::float8, 0)"
+    "coalesce((terms #>> '{privacy,max_epsilon}')::float8, 0), "                                   \
+    "coalesce((terms #>> '{privacy,delta}')::float8, 0)"
 enum {
     CTCOL_ID, CTCOL_TITLE, CTCOL_DESCRIPTION, CTCOL_PROVIDER, CTCOL_CONSUMER, CTCOL_STATUS,
     CTCOL_TERMS, CTCOL_SIGNATURES, CTCOL_METADATA, CTCOL_CREATED, CTCOL_UPDATED, CTCOL_HASH,
-    CTCOL_STARTS, CTCOL_ENDS, CTCOL_SUPERSEDES, CTCOL_ENDED_REASON, CTCOL_MAX_EPSILON, CTCOL_N
+    CTCOL_STARTS, CTCOL_ENDS, CTCOL_SUPERSEDES, CTCOL_ENDED_REASON, CTCOL_MAX_EPSILON, CTCOL_DELTA,
+    CTCOL_N
 };
 
 /* The first statement of every job that touches contracts: who acts

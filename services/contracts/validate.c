@@ -384,6 +384,10 @@ static bool privacy(const json_t *o, cv_terms *t, cv_err *e)
         return true;
     if (!json_is_object(o))
         return cms_field_fail(e, "terms.privacy", "terms.privacy must be an object");
+    const json_t *d = json_object_get(o, "delta");
+    if (d != NULL && (!number_over(d, 0) || !(json_number_value(d) < 1)))
+        return cms_field_fail(e, "terms.privacy.delta",
+                              "terms.privacy.delta must be a number greater than 0 and below 1");
     const json_t *v = json_object_get(o, "max_epsilon");
     if (v == NULL)
         return true;

@@ -72,7 +72,8 @@ typedef struct cv_terms {
  * of [a-z0-9_]+, and a "payment" has an amount > 0, an ISO 4217 currency
  * and a schedule of once, monthly, quarterly or yearly; sla, if present, an
  * object whose availability is in (0, 100] and response_time (ms) > 0;
- * privacy, if present, an object whose max_epsilon is > 0. Other keys, and
+ * privacy, if present, an object whose max_epsilon is > 0 and delta (the
+ * delta the contract's privacy ledger converts at) in (0, 1). Other keys, and
  * conditions of other types, are kept unchecked. Fields in errors start with
  * "terms". out (may be NULL) is written only on success. */
 bool cv_terms_check(const char *json, cv_terms *out, cv_err *e);

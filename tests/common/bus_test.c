@@ -498,7 +498,7 @@ Test(bus, streams_and_the_system_actor)
 {
     size_t n = 0;
     const cms_nats_stream_spec *s = cms_bus_streams(&n);
-    cr_assert_eq(n, 2);
+    cr_assert_eq(n, 3);
     cr_assert_str_eq(s[0].name, CMS_BUS_EVENTS_STREAM);
     cr_assert_str_eq(s[0].subject, "cms.events.>");
     cr_assert_not(s[0].memory);
@@ -508,6 +508,11 @@ Test(bus, streams_and_the_system_actor)
     cr_assert_str_eq(s[1].subject, "cms.dlq.>");
     cr_assert_not(s[1].memory);
     cr_assert_eq(s[1].max_age_ms, 90 * DAY_MS);
+    cr_assert_str_eq(s[2].name, CMS_BUS_WORK_STREAM);
+    cr_assert_str_eq(s[2].subject, "cms.work.>");
+    cr_assert(s[2].work_queue, "training work is a work queue: acked is gone");
+    cr_assert_not(s[0].work_queue);
+    cr_assert_not(s[1].work_queue);
 
     char text[CMS_UUID_STRLEN + 1];
     cms_uuid u;

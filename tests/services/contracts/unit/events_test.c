@@ -112,12 +112,14 @@ Test(events, signed_and_fully_signed)
 Test(events, activated_completed_terminated_expired_amended)
 {
     ctev_contract c = contract("active");
-    cr_assert_eq(ctev_activated(&c, 100, 200, 3.5, true, NEW, CMS_BUS_SYSTEM_ACTOR, NULL, &ev),
-                 CMS_BUS_OK);
+    cr_assert_eq(
+        ctev_activated(&c, 100, 200, 3.5, 1e-6, true, NEW, CMS_BUS_SYSTEM_ACTOR, NULL, &ev),
+        CMS_BUS_OK);
     Cms__V1__Envelope *e = decoded("contract.activated", CMS_BUS_SYSTEM_ACTOR, NULL,
                                    CMS__V1__ENVELOPE__BODY_CONTRACT_ACTIVATED);
     cr_assert(e->contract_activated->automatic);
     cr_assert_float_eq(e->contract_activated->max_epsilon, 3.5, 1e-12);
+    cr_assert_float_eq(e->contract_activated->delta, 1e-6, 1e-18);
     cr_assert_str_eq(e->contract_activated->supersedes, NEW);
     cms_bus_event_release(&ev);
 

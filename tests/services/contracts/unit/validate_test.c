@@ -436,6 +436,13 @@ Test(terms, privacy_max_epsilon)
         terms_refused_saying(buf, "terms.privacy.max_epsilon", "must be a number greater than 0",
                              buf);
     }
+    static const char *const bad_delta[] = {"0", "1", "1.5", "-1e-5", "\"1e-5\"", "null"};
+    for (size_t i = 0; i < sizeof bad_delta / sizeof bad_delta[0]; i++) {
+        snprintf(buf, sizeof buf, "{" DATES ",\"privacy\":{\"max_epsilon\":1,\"delta\":%s}}",
+                 bad_delta[i]);
+        terms_refused_saying(buf, "terms.privacy.delta", "greater than 0 and below 1", buf);
+    }
+    terms_accepted("{" DATES ",\"privacy\":{\"max_epsilon\":1,\"delta\":0.999}}", "delta 0.999");
 }
 
 /* ------------------------------------------------------------------------ */
