@@ -62,6 +62,14 @@ bool tv_model_name(const char *s, tv_err *e)
     return true;
 }
 
+bool tv_uuid(const char *s, const char *field, tv_err *e)
+{
+    idv_err ie = {0};
+    if (!idv_uuid(s, field, &ie))
+        return cms_field_fail(e, ie.field ? ie.field : field, "%s", ie.msg);
+    return true;
+}
+
 /* x as text that reads back as x: the shortest of %.15g and %.17g */
 static const char *exact(char buf[32], double x)
 {
@@ -219,6 +227,11 @@ static bool training(const json_t *t, tv_config *c, tv_err *e)
             "batch_size) steps exceed 2^63 - 1");
     c->steps = c->epochs * batches;
     c->q = (double)c->batch_size / (double)c->dataset_size;
+    v = json_object_get(t, "sampler");
+    if (v && !(json_is_string(v) && strcmp(json_string_value(v), "poisson") == 0))
+        return wrong(e, "config.training.sampler", v,
+                     "\"poisson\": the accountant assumes Poisson sampling, so another sampler "
+                     "would make the reported epsilon wrong");
     return number_in(t, "config.training.max_grad_norm", "max_grad_norm", 0, 0,
                      "a number greater than 0 (the clipping norm)", &c->max_grad_norm, e);
 }

@@ -35,6 +35,9 @@ const char *tv_status_name(tv_status s);
  * status is not a change. */
 bool tv_transition(tv_status from, tv_status to);
 
+/* A UUID in its text form (cms-identity's idv_uuid). */
+bool tv_uuid(const char *s, const char *field, tv_err *e);
+
 /* The job's model_name: 1..255 bytes of valid UTF-8 without control
  * characters (cms-identity's idv_name). */
 bool tv_model_name(const char *s, tv_err *e);
@@ -63,7 +66,8 @@ typedef struct tv_config {
  *   training: batch_size, an integer 1..1000000; epochs, an integer
  *             1..100000; learning_rate in (0, 10]; dataset, 1..255 bytes;
  *             dataset_size, an integer >= 1 and >= batch_size;
- *             max_grad_norm (the clipping norm) > 0
+ *             max_grad_norm (the clipping norm) > 0; sampler, if present,
+ *             "poisson" (what the accountant assumes; cms-worker samples so)
  *
  * Other keys are kept unchecked; so is a delta of 1/dataset_size or more
  * (weak, but the caller's choice). The steps must fit in an int64_t. Fields

@@ -500,3 +500,19 @@ Test(status, bad_names_name_the_callers_field, .init = reset)
     cr_assert_str_eq(e.field, "status");
     says("stopped", "the message lists the statuses");
 }
+
+/* The accountant assumes Poisson sampling: a config asking for another
+ * sampler is refused, saying why. */
+Test(config, sampler_other_than_poisson_is_refused)
+{
+    reset();
+    const char *shuffle = "{" MODEL "," PRIVACY ",\"training\":{\"batch_size\":32,\"epochs\":10,"
+                          "\"learning_rate\":0.001,\"dataset\":\"mnist\",\"dataset_size\":60000,"
+                          "\"max_grad_norm\":1.0,\"sampler\":\"shuffle\"}}";
+    refused(tv_config_check(shuffle, &out, &e), "config.training.sampler", "a shuffling sampler");
+    says("Poisson", "a shuffling sampler");
+    const char *poisson = "{" MODEL "," PRIVACY ",\"training\":{\"batch_size\":32,\"epochs\":10,"
+                          "\"learning_rate\":0.001,\"dataset\":\"mnist\",\"dataset_size\":60000,"
+                          "\"max_grad_norm\":1.0,\"sampler\":\"poisson\"}}";
+    accepted(tv_config_check(poisson, &out, &e), "the Poisson sampler named");
+}
