@@ -300,7 +300,87 @@ typedef struct submit_op {
     char id[TR_ID_LEN + 1];
     const char *model;
     tv_config c;
+    struct submit_op *next; /* waiting behind it for the same ledger */
 } submit_op;
+
+/* The submits of one contract run one at a time in this process: each
+ * reads the ledger the one before it wrote, so concurrent submits queue
+ * instead of racing (and retrying) on the ledger's version; across
+ * replicas the version still decides. A gate exists while a submit of its
+ * contract runs. */
+struct trsvc_gate {
+    char contract[TR_ID_LEN + 1];
+    submit_op *running, *head, *tail;
+    struct trsvc_gate *next;
+};
+
+static const cms_transition_ops submit_ops;
+
+static struct trsvc_gate *gate_of(trsvc *s, const char *contract)
+{
+    for (struct trsvc_gate *g = s->gates; g; g = g->next)
+        if (strcmp(g->contract, contract) == 0)
+            return g;
+    return NULL;
+}
+
+/* Runs op now, or queues it behind the submit of its contract under way. */
+static void gate_enter(trsvc *s, submit_op *op)
+{
+    struct trsvc_gate *g = gate_of(s, op->m->contract_id);
+    if (g) {
+        if (g->tail)
+            g->tail->next = op;
+        else
+            g->head = op;
+        g->tail = op;
+        return;
+    }
+    g = calloc(1, sizeof *g);
+    if (g == NULL) { /* run it ungated: the ledger's version still decides */
+        cms_transition_run(s->pg, op->req, &submit_ops, op);
+        return;
+    }
+    snprintf(g->contract, sizeof g->contract, "%s", op->m->contract_id);
+    g->running = op;
+    g->next = s->gates;
+    s->gates = g;
+    cms_transition_run(s->pg, op->req, &submit_ops, op);
+}
+
+void trsvc_gates_free(trsvc *s)
+{
+    while (s->gates) {
+        struct trsvc_gate *g = s->gates;
+        s->gates = g->next;
+        free(g);
+    }
+}
+
+/* op ended: the next of its contract runs, or the gate goes. */
+static void submit_release(void *arg)
+{
+    submit_op *op = arg;
+    trsvc *s = op->s;
+    struct trsvc_gate **pp = &s->gates, *g;
+    while ((g = *pp) != NULL && g->running != op)
+        pp = &g->next;
+    free(op);
+    if (g == NULL)
+        return; /* it ran ungated */
+    submit_op *next = g->head;
+    if (next == NULL) {
+        *pp = g->next;
+        free(g);
+        return;
+    }
+    g->head = next->next;
+    if (g->head == NULL)
+        g->tail = NULL;
+    next->next = NULL;
+    g->running = next;
+    cms_transition_run(s->pg, next->req, &submit_ops, next);
+}
 
 static int submit_read(void *arg, cms_pg_job *job)
 {
@@ -467,7 +547,8 @@ static const cms_transition_ops submit_ops = {.what = "submit",
                                               .object = "contract's privacy ledger",
                                               .read = submit_read,
                                               .decide = submit_decide,
-                                              .written = submit_written};
+                                              .written = submit_written,
+                                              .release = submit_release};
 
 static void h_submit(void *arg, cms_cmd_req *req)
 {
@@ -496,7 +577,7 @@ static void h_submit(void *arg, cms_cmd_req *req)
     cms_uuid u;
     cms_uuid_v7(&u);
     cms_uuid_format(&u, op->id);
-    cms_transition_run(s->pg, req, &submit_ops, op);
+    gate_enter(s, op);
 }
 
 /* ---- cancel: a transition of the job ---- */

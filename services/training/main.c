@@ -184,6 +184,7 @@ void trsvc_destroy(trsvc *s)
     if (s == NULL)
         return;
     cms_duetimer_destroy(s->tracker);
+    trsvc_gates_free(s);
     free(s);
 }
 

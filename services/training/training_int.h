@@ -25,6 +25,7 @@ struct trsvc {
     cms_duetimer *tracker;
     trsvc_options opt;
     int nround;
+    struct trsvc_gate *gates; /* the contracts with a submit under way (jobs.c) */
     /* the prepared statements of every file (trsvc_prepare) */
     const cms_pg_stmt *st_actor, *st_read, *st_submit_read, *st_submit, *st_start, *st_progress,
         *st_end, *st_tell, *st_requeue, *st_list, *st_points, *st_budget, *st_budget_jobs,
@@ -73,6 +74,9 @@ void trsvc_tell_stop(trsvc *s, const char *job_id, int attempt, const char *reas
 
 /* A committed change: kick the outbox, tell the tracker. */
 void trsvc_committed(trsvc *s, int64_t due_us);
+
+/* Frees what is left of the submit gates (none after a drain). */
+void trsvc_gates_free(trsvc *s);
 
 /* The verbs of each file. */
 trsvc_err trsvc_register_jobs(trsvc *s, cms_cmd *c);
