@@ -623,7 +623,7 @@ static cms_transition_step cancel_decide(void *arg, cms_cmd_req *req, const cms_
     }
     char attempt[16];
     snprintf(attempt, sizeof attempt, "%s", PQgetvalue(r, 0, TRCOL_ATTEMPT));
-    op->attempt = atoi(attempt);
+    op->attempt = (int)trsvc_i64(r, 0, TRCOL_ATTEMPT);
     bool ok;
     if (strcmp(status, "pending") == 0) {
         /* never ran: stopped now, its whole reservation released */

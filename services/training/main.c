@@ -185,6 +185,7 @@ void trsvc_destroy(trsvc *s)
         return;
     cms_duetimer_destroy(s->tracker);
     trsvc_gates_free(s);
+    trsvc_runs_free(s);
     free(s);
 }
 

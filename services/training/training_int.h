@@ -16,6 +16,7 @@
 #include <stdbool.h>
 
 #define TR_ID_LEN 36
+#define TRSVC_RUNS 4096
 
 struct trsvc {
     cms_service *svc;
@@ -26,6 +27,7 @@ struct trsvc {
     trsvc_options opt;
     int nround;
     struct trsvc_gate *gates; /* the contracts with a submit under way (jobs.c) */
+    struct trsvc_run *runs;   /* TRSVC_RUNS running jobs heard of (reports.c) */
     /* the prepared statements of every file (trsvc_prepare) */
     const cms_pg_stmt *st_actor, *st_read, *st_submit_read, *st_submit, *st_start, *st_progress,
         *st_end, *st_tell, *st_requeue, *st_list, *st_points, *st_budget, *st_budget_jobs,
@@ -75,8 +77,10 @@ void trsvc_tell_stop(trsvc *s, const char *job_id, int attempt, const char *reas
 /* A committed change: kick the outbox, tell the tracker. */
 void trsvc_committed(trsvc *s, int64_t due_us);
 
-/* Frees what is left of the submit gates (none after a drain). */
+/* Frees what is left of the submit gates (none after a drain), and the
+ * running jobs kept for reports. */
 void trsvc_gates_free(trsvc *s);
+void trsvc_runs_free(trsvc *s);
 
 /* The verbs of each file. */
 trsvc_err trsvc_register_jobs(trsvc *s, cms_cmd *c);

@@ -377,3 +377,53 @@ Test(nats_permissions, a_service_binds_to_what_the_migrator_provisions_and_says_
     cr_assert_eq(cms_test_wait_exit(pid, 20000, &status), pid);
     cms_test_db_drop(db);
 }
+
+/* Training work: only cms-training dispatches to cms.work.training and
+ * tells jobs to stop; only a worker pulls and acks the workers durable,
+ * reports (a command of cms-training) and hears the stops; a worker
+ * publishes no event and dispatches nothing. */
+Test(nats_permissions, only_training_dispatches_and_only_workers_pull_the_work)
+{
+    provision();
+    const char *others[] = {"identity", "contracts", "audit", "worker", "client", "publisher"};
+    for (size_t i = 0; i < sizeof others / sizeof others[0]; i++) {
+        assert_pub_refused(others[i], "cms.work.training");
+        assert_pub_refused(others[i], "cms.control.training.01890000-0000-7000-8000-000000000001");
+    }
+    const char *not_workers[] = {"identity", "contracts", "training",
+                                 "audit",    "client",    "publisher"};
+    for (size_t i = 0; i < sizeof not_workers / sizeof not_workers[0]; i++) {
+        assert_pub_refused(not_workers[i], "$JS.API.CONSUMER.MSG.NEXT.CMS_WORK.workers");
+        assert_pub_refused(not_workers[i], "$JS.ACK.CMS_WORK.workers.1.1.1.1700000000000000000.0");
+    }
+    assert_pub_refused("worker", "cms.events.training_job.completed");
+    assert_pub_refused("worker", "cms.events.worker.started");
+    assert_pub_refused("worker", "cms.cmd.training.submit");
+    assert_pub_refused("worker", "$JS.API.CONSUMER.MSG.NEXT.CMS_EVENTS.audit");
+    assert_sub_refused("worker", "cms.events.>");
+    assert_sub_allowed("worker", "cms.control.training.01890000-0000-7000-8000-000000000001");
+    /* training dispatches; a worker pulls it and acks it */
+    natsConnection *tr = as("training"), *wk = as("worker");
+    jsCtx *js = NULL;
+    cr_assert_eq(natsConnection_JetStream(&js, tr, NULL), NATS_OK);
+    jsPubAck *ack = NULL;
+    cr_assert_eq(js_Publish(&ack, js, "cms.work.training", "d", 1, NULL, NULL), NATS_OK,
+                 "training dispatches onto the work queue");
+    jsPubAck_Destroy(ack);
+    jsCtx_Destroy(js);
+    natsSubscription *sub = NULL;
+    cr_assert_eq(natsConnection_SubscribeSync(&sub, wk, "_INBOX.worker.pull"), NATS_OK);
+    cr_assert_eq(natsConnection_PublishRequestString(
+                     wk, "$JS.API.CONSUMER.MSG.NEXT.CMS_WORK.workers", "_INBOX.worker.pull",
+                     "{\"batch\":1,\"expires\":5000000000}"),
+                 NATS_OK);
+    natsMsg *m = NULL;
+    cr_assert_eq(natsSubscription_NextMsg(&m, sub, 5000), NATS_OK, "the worker pulled it");
+    cr_assert_eq(natsMsg_GetDataLength(m), 1);
+    cr_assert_eq(natsConnection_PublishString(wk, natsMsg_GetReply(m), "+ACK"), NATS_OK);
+    cr_assert_not(refused(wk, "$JS"), "the worker's pull and ack raised nothing");
+    natsMsg_Destroy(m);
+    natsSubscription_Destroy(sub);
+    natsConnection_Destroy(tr);
+    natsConnection_Destroy(wk);
+}
