@@ -156,91 +156,6 @@ static const char contract_help[] =
 /* ------------------------------------------------------------------------ */
 /* arguments */
 
-/* The whole of an open stream, NUL-terminated, at most max bytes. */
-static int read_stream(const char *prog, const char *name, FILE *f, size_t max, char **out,
-                       size_t *outlen)
-{
-    size_t len = 0, cap = 4096;
-    char *buf = malloc(cap);
-    if (buf == NULL)
-        return cmsctl_fail(prog, "out of memory");
-    for (;;) {
-        if (len + 1 == cap) {
-            char *bigger = cap > max ? NULL : realloc(buf, cap * 2);
-            if (bigger == NULL) {
-                free(buf);
-                return cap > max ? cmsctl_fail(prog, "%s is bigger than %zu bytes", name, max)
-                                 : cmsctl_fail(prog, "out of memory");
-            }
-            buf = bigger;
-            cap *= 2;
-        }
-        size_t n = fread(buf + len, 1, cap - 1 - len, f);
-        len += n;
-        if (n == 0)
-            break;
-    }
-    if (ferror(f)) {
-        free(buf);
-        return cmsctl_fail(prog, "cannot read %s", name);
-    }
-    if (len > max) {
-        free(buf);
-        return cmsctl_fail(prog, "%s is bigger than %zu bytes", name, max);
-    }
-    buf[len] = '\0';
-    *out = buf;
-    if (outlen != NULL)
-        *outlen = len;
-    return CMSCTL_EXIT_OK;
-}
-
-/* The text of the JSON object in the file --flag names ("-": stdin, when
- * allowed); *out is NULL when path is NULL. The text is sent as it is: the
- * service keeps it. */
-static int json_file_arg(const char *prog, const char *flag, const char *path, bool stdin_ok,
-                         char **out)
-{
-    int status = CMSCTL_EXIT_OK;
-    FILE *f = NULL;
-    char *text = NULL;
-    json_t *v = NULL;
-    json_error_t jerr;
-    *out = NULL;
-    if (path == NULL)
-        goto out;
-    if (strcmp(path, "-") == 0) {
-        if (!stdin_ok) {
-            status = cmsctl_usage(prog, "--%s cannot be - (stdin): give a file", flag);
-            goto out;
-        }
-        f = stdin;
-    } else if ((f = fopen(path, "r")) == NULL) {
-        status = cmsctl_fail(prog, "--%s %s: %s", flag, path, strerror(errno));
-        goto out;
-    }
-    if ((status = read_stream(prog, strcmp(path, "-") == 0 ? "stdin" : path, f, JSON_FILE_MAX,
-                              &text, NULL)) != CMSCTL_EXIT_OK)
-        goto out;
-    if ((v = json_loads(text, JSON_REJECT_DUPLICATES, &jerr)) == NULL) {
-        status = cmsctl_usage(prog, "--%s %s is not JSON: %s (line %d)", flag, path, jerr.text,
-                              jerr.line);
-        goto out;
-    }
-    if (!json_is_object(v)) {
-        status = cmsctl_usage(prog, "--%s %s must hold a JSON object, like {\"a\": 1}", flag, path);
-        goto out;
-    }
-    *out = text;
-    text = NULL;
-out:
-    json_decref(v);
-    free(text);
-    if (f != NULL && f != stdin)
-        fclose(f);
-    return status;
-}
-
 /* An RFC 3339 option's Unix microseconds (0 when not given). */
 static int time_arg(const char *prog, const cms_config *cfg, const char *name, int64_t *us)
 {
@@ -269,16 +184,6 @@ static int key_load(const char *prog, const char *path, uint8_t sk[64])
 /* ------------------------------------------------------------------------ */
 /* output */
 
-/* A JSON value the service sent as text: parsed, or the text as a string
- * should it not parse; empty is {}. */
-static json_t *jvalue(const char *text)
-{
-    if (text[0] == '\0')
-        return json_object();
-    json_t *v = json_loads(text, JSON_DECODE_ANY, NULL);
-    return v != NULL ? v : cmsctl_out_str(text);
-}
-
 /* Which sides have signed: "provider,consumer", "provider", ... or "none". */
 static const char *signed_sides(const char *signatures_json, char out[32])
 {
@@ -296,15 +201,6 @@ static const char *signed_sides(const char *signatures_json, char out[32])
     return out;
 }
 
-/* JSON text made compact (the text itself when it does not parse). */
-static char *compact(const char *text)
-{
-    json_t *v = json_loads(text, JSON_DECODE_ANY, NULL);
-    char *s = v != NULL ? json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
-    json_decref(v);
-    return s != NULL ? s : strdup(text);
-}
-
 static json_t *contract_json(const Cms__V1__Contract *k)
 {
     json_t *o = json_object();
@@ -316,9 +212,9 @@ static json_t *contract_json(const Cms__V1__Contract *k)
     json_object_set_new(o, "provider_id", cmsctl_out_str(k->provider_id));
     json_object_set_new(o, "consumer_id", cmsctl_out_str(k->consumer_id));
     json_object_set_new(o, "status", cmsctl_out_str(k->status));
-    json_object_set_new(o, "terms", jvalue(k->terms_json));
-    json_object_set_new(o, "metadata", jvalue(k->metadata_json));
-    json_object_set_new(o, "signatures", jvalue(k->signatures_json));
+    json_object_set_new(o, "terms", cmsctl_out_json_text(k->terms_json));
+    json_object_set_new(o, "metadata", cmsctl_out_json_text(k->metadata_json));
+    json_object_set_new(o, "signatures", cmsctl_out_json_text(k->signatures_json));
     json_object_set_new(o, "content_hash", cmsctl_out_str(k->content_hash));
     cmsctl_out_time(o, "created_at", k->created_at_us);
     cmsctl_out_time(o, "updated_at", k->updated_at_us);
@@ -328,7 +224,7 @@ static json_t *contract_json(const Cms__V1__Contract *k)
 static void contract_table(const Cms__V1__Contract *k)
 {
     char b[TEXT_MAX], t[CMSCTL_CMD_TIME_MAX], sides[32];
-    char *terms = compact(k->terms_json);
+    char *terms = cmsctl_out_compact(k->terms_json);
     printf("id: %s\n", cmsctl_out_clean(k->id, b, sizeof b));
     printf("title: %s\n", cmsctl_out_clean(k->title, b, sizeof b));
     if (k->description[0] != '\0')
@@ -367,10 +263,11 @@ static int contract_id(const cmsctl_verb *v, char id[CMS_UUID_STRLEN + 1])
 /* The files of --terms (stdin allowed) and --metadata, NULL when not given. */
 static int files_arg(const cmsctl_verb *v, char **terms, char **metadata)
 {
-    int status = json_file_arg(v->prog, "terms", cms_config_str(v->cfg, "terms"), true, terms);
+    int status = cmsctl_verb_json_file(v->prog, "terms", cms_config_str(v->cfg, "terms"), true,
+                                       JSON_FILE_MAX, terms);
     if (status == CMSCTL_EXIT_OK)
-        status =
-            json_file_arg(v->prog, "metadata", cms_config_str(v->cfg, "metadata"), false, metadata);
+        status = cmsctl_verb_json_file(v->prog, "metadata", cms_config_str(v->cfg, "metadata"),
+                                       false, JSON_FILE_MAX, metadata);
     return status;
 }
 
@@ -840,12 +737,12 @@ static json_t *export_json(const Cms__V1__Contract *k)
     json_object_set_new(o, "provider_id", cmsctl_out_str(k->provider_id));
     json_object_set_new(o, "consumer_id", cmsctl_out_str(k->consumer_id));
     json_object_set_new(o, "status", cmsctl_out_str(k->status));
-    json_object_set_new(o, "terms", jvalue(k->terms_json));
-    json_object_set_new(o, "metadata", jvalue(k->metadata_json));
+    json_object_set_new(o, "terms", cmsctl_out_json_text(k->terms_json));
+    json_object_set_new(o, "metadata", cmsctl_out_json_text(k->metadata_json));
     json_object_set_new(o, "created_at", export_time(k->created_at_us));
     json_object_set_new(o, "updated_at", export_time(k->updated_at_us));
     json_object_set_new(o, "content_hash", cmsctl_out_str(k->content_hash));
-    json_object_set_new(o, "signatures", jvalue(k->signatures_json));
+    json_object_set_new(o, "signatures", cmsctl_out_json_text(k->signatures_json));
     return o;
 }
 

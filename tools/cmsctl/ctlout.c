@@ -115,6 +115,22 @@ json_t *cmsctl_out_str(const char *s)
     return v;
 }
 
+json_t *cmsctl_out_json_text(const char *text)
+{
+    if (text[0] == '\0')
+        return json_object();
+    json_t *v = json_loads(text, JSON_DECODE_ANY, NULL);
+    return v != NULL ? v : cmsctl_out_str(text);
+}
+
+char *cmsctl_out_compact(const char *text)
+{
+    json_t *v = json_loads(text, JSON_DECODE_ANY, NULL);
+    char *s = v != NULL ? json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    json_decref(v);
+    return s != NULL ? s : strdup(text);
+}
+
 void cmsctl_out_none(cmsctl_out_format f, const char *what)
 {
     if (f != CMSCTL_OUT_JSON)

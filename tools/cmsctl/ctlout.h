@@ -54,6 +54,14 @@ void cmsctl_out_time(json_t *o, const char *name, int64_t us);
  * only valid UTF-8; what comes from the wire or the database may not be). */
 json_t *cmsctl_out_str(const char *s);
 
+/* A JSON value a service sent as text, for a JSON document: parsed, or the
+ * text as a string should it not parse; "" is {}. */
+json_t *cmsctl_out_json_text(const char *text);
+
+/* JSON text made compact, for a table: the text itself when it does not
+ * parse; NULL when out of memory. The caller frees it. */
+char *cmsctl_out_compact(const char *text);
+
 /* Text from a service, made safe for a terminal in a table: control
  * characters (which could move the cursor or recolour the screen) become
  * '?'; cut to fit buf. Returns buf. */

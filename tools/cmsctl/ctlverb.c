@@ -1,6 +1,8 @@
 /* The plumbing of cmsctl's command sub-verbs; see ctlverb.h. */
 #include "ctlverb.h"
 
+#include <errno.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,6 +70,91 @@ char *cmsctl_verb_str(const cmsctl_verb *v, const char *name)
 {
     const char *s = cms_config_str(v->cfg, name);
     return (char *)(s != NULL ? s : "");
+}
+
+/* ------------------------------------------------------------------------ */
+/* files */
+
+/* The whole of an open stream, NUL-terminated, at most max bytes. */
+static int read_stream(const char *prog, const char *name, FILE *f, size_t max, char **out,
+                       size_t *outlen)
+{
+    size_t len = 0, cap = 4096;
+    char *buf = malloc(cap);
+    if (buf == NULL)
+        return cmsctl_fail(prog, "out of memory");
+    for (;;) {
+        if (len + 1 == cap) {
+            char *bigger = cap > max ? NULL : realloc(buf, cap * 2);
+            if (bigger == NULL) {
+                free(buf);
+                return cap > max ? cmsctl_fail(prog, "%s is bigger than %zu bytes", name, max)
+                                 : cmsctl_fail(prog, "out of memory");
+            }
+            buf = bigger;
+            cap *= 2;
+        }
+        size_t n = fread(buf + len, 1, cap - 1 - len, f);
+        len += n;
+        if (n == 0)
+            break;
+    }
+    if (ferror(f)) {
+        free(buf);
+        return cmsctl_fail(prog, "cannot read %s", name);
+    }
+    if (len > max) {
+        free(buf);
+        return cmsctl_fail(prog, "%s is bigger than %zu bytes", name, max);
+    }
+    buf[len] = '\0';
+    *out = buf;
+    if (outlen != NULL)
+        *outlen = len;
+    return CMSCTL_EXIT_OK;
+}
+
+int cmsctl_verb_json_file(const char *prog, const char *flag, const char *path, bool stdin_ok,
+                          size_t max, char **out)
+{
+    int status = CMSCTL_EXIT_OK;
+    FILE *f = NULL;
+    char *text = NULL;
+    json_t *v = NULL;
+    json_error_t jerr;
+    *out = NULL;
+    if (path == NULL)
+        goto out;
+    if (strcmp(path, "-") == 0) {
+        if (!stdin_ok) {
+            status = cmsctl_usage(prog, "--%s cannot be - (stdin): give a file", flag);
+            goto out;
+        }
+        f = stdin;
+    } else if ((f = fopen(path, "r")) == NULL) {
+        status = cmsctl_fail(prog, "--%s %s: %s", flag, path, strerror(errno));
+        goto out;
+    }
+    if ((status = read_stream(prog, strcmp(path, "-") == 0 ? "stdin" : path, f, max, &text,
+                              NULL)) != CMSCTL_EXIT_OK)
+        goto out;
+    if ((v = json_loads(text, JSON_REJECT_DUPLICATES, &jerr)) == NULL) {
+        status = cmsctl_usage(prog, "--%s %s is not JSON: %s (line %d)", flag, path, jerr.text,
+                              jerr.line);
+        goto out;
+    }
+    if (!json_is_object(v)) {
+        status = cmsctl_usage(prog, "--%s %s must hold a JSON object, like {\"a\": 1}", flag, path);
+        goto out;
+    }
+    *out = text;
+    text = NULL;
+out:
+    json_decref(v);
+    free(text);
+    if (f != NULL && f != stdin)
+        fclose(f);
+    return status;
 }
 
 /* ------------------------------------------------------------------------ */

@@ -68,6 +68,17 @@ int cmsctl_verb_end(cmsctl_verb *v, int status);
 char *cmsctl_verb_str(const cmsctl_verb *v, const char *name);
 
 /* ------------------------------------------------------------------------ */
+/* files */
+
+/* The text of the JSON object in the file --flag names ("-": stdin, when
+ * stdin_ok), at most max bytes; *out (the caller frees it) is NULL when path
+ * is NULL. The text is sent as it is: the service keeps it. A file that
+ * holds no JSON object, or "-" where stdin is not allowed, is a usage error;
+ * one that cannot be read or is bigger than max, a failure. */
+int cmsctl_verb_json_file(const char *prog, const char *flag, const char *path, bool stdin_ok,
+                          size_t max, char **out) __attribute__((warn_unused_result));
+
+/* ------------------------------------------------------------------------ */
 /* ids and names */
 
 /* True, with its canonical form in out, if s is a UUID. */
