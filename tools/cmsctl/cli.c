@@ -9,10 +9,26 @@
 #include <time.h>
 
 static volatile sig_atomic_t g_signals;
+static FILE *g_progress; /* where a progress line is drawn, not yet ended */
+
+void cmsctl_progress_drawn(FILE *f)
+{
+    g_progress = f;
+}
+
+void cmsctl_progress_end(void)
+{
+    if (g_progress == NULL)
+        return;
+    fputc('\n', g_progress);
+    fflush(g_progress);
+    g_progress = NULL;
+}
 
 int cmsctl_usage(const char *prog, const char *fmt, ...)
 {
     va_list ap;
+    cmsctl_progress_end();
     va_start(ap, fmt);
     fprintf(stderr, "%s: ", prog);
     vfprintf(stderr, fmt, ap);
@@ -24,6 +40,7 @@ int cmsctl_usage(const char *prog, const char *fmt, ...)
 int cmsctl_fail(const char *prog, const char *fmt, ...)
 {
     va_list ap;
+    cmsctl_progress_end();
     va_start(ap, fmt);
     fprintf(stderr, "%s: ", prog);
     vfprintf(stderr, fmt, ap);

@@ -9,6 +9,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "config.h"
 
@@ -18,6 +19,13 @@ enum { CMSCTL_EXIT_OK = 0, CMSCTL_EXIT_FAILED = 1, CMSCTL_EXIT_USAGE = 2 };
 int cmsctl_usage(const char *prog, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Prints "PROG: MESSAGE" and returns CMSCTL_EXIT_FAILED. */
 int cmsctl_fail(const char *prog, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* A progress line drawn in place (redrawn after "\r", without a newline) on
+ * the terminal of f: until it is ended, the next message of cmsctl_usage or
+ * cmsctl_fail ends it first, so that the message starts on a line of its
+ * own. cmsctl_progress_end ends it (a newline on f), if one is drawn. */
+void cmsctl_progress_drawn(FILE *f);
+void cmsctl_progress_end(void);
 
 /* cms_config_parse for one verb: argv[0] is the verb's name. "-o VALUE" and
  * "-oVALUE" (before any "--") are read as --output=VALUE. Returns
