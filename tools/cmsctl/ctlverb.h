@@ -1,6 +1,6 @@
 /* The sub-verbs of cmsctl that send commands to a service (cmsctl identity,
- * credential, whoami and contract): one plumbing and one set of conventions
- * for all of them.
+ * credential, whoami, contract and job): one plumbing and one set of
+ * conventions for all of them.
  *
  * A sub-verb is a cmsctl_verb: cmsctl_verb_begin parses its options and its
  * one positional argument; the caller checks its own arguments and only then

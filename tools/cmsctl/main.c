@@ -36,6 +36,7 @@ static const char overall_help[] =
     "  credential    issue, revoke, list the credentials of identities\n"
     "  whoami        who the API key belongs to (asks cms-identity)\n"
     "  contract      create, sign, list, export contracts (keygen, verify offline)\n"
+    "  job           submit, cancel, get, list, watch training jobs and their metrics\n"
     "  privacy       epsilon, sigma or steps of DP-SGD training (offline)\n"
     "  version       print the version\n"
     "\n"
@@ -63,10 +64,10 @@ static const char overall_help[] =
     "its length as a varint, as protobuf's writeDelimitedTo writes them.\n"
     "\n"
     "The identity, credential and whoami verbs send commands to cms-identity, contract\n"
-    "to cms-contracts (but for keygen and verify, which work offline), audit query to\n"
-    "cms-audit, with the API key from CMS_API_KEY, else the file CMS_CREDENTIALS_FILE\n"
-    "names, else ~/.config/cms/credentials. Exit status: 0 done, 1 failed, 2 usage\n"
-    "error.\n";
+    "to cms-contracts (but for keygen and verify, which work offline), job to\n"
+    "cms-training, audit query to cms-audit, with the API key from CMS_API_KEY, else\n"
+    "the file CMS_CREDENTIALS_FILE names, else ~/.config/cms/credentials. Exit status:\n"
+    "0 done, 1 failed, 2 usage error.\n";
 
 /* The options the verbs share, accepted before the verb. */
 typedef struct shared_option {
@@ -146,13 +147,15 @@ static int run_verb(int argc, char **argv)
         return cmsctl_whoami_main(argc, argv);
     if (strcmp(verb, "contract") == 0)
         return cmsctl_contract_main(argc, argv);
+    if (strcmp(verb, "job") == 0)
+        return cmsctl_job_main(argc, argv);
     if (strcmp(verb, "privacy") == 0)
         return cmsctl_privacy_main(argc, argv);
     if (strcmp(verb, "version") == 0)
         return cmsctl_version_main(argc, argv);
     return cmsctl_usage(PROG,
                         "unknown verb \"%s\": want gen, record, replay, audit, identity, "
-                        "credential, whoami, contract, privacy or version",
+                        "credential, whoami, contract, job, privacy or version",
                         verb);
 }
 
@@ -161,7 +164,7 @@ static bool has_sub_verb(const char *verb)
 {
     return strcmp(verb, "audit") == 0 || strcmp(verb, "identity") == 0 ||
            strcmp(verb, "credential") == 0 || strcmp(verb, "contract") == 0 ||
-           strcmp(verb, "privacy") == 0;
+           strcmp(verb, "job") == 0 || strcmp(verb, "privacy") == 0;
 }
 
 int main(int argc, char **argv)

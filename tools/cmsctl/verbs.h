@@ -18,6 +18,8 @@ int cmsctl_version_main(int argc, char **argv); /* main.c */
 int cmsctl_contract_offline_main(int argc, char **argv);
 /* argv[0] is "contract", argv[1] the sub-verb (contract.c: the commands of cms-contracts) */
 int cmsctl_contract_main(int argc, char **argv);
+/* argv[0] is "job", argv[1] the sub-verb (job.c: the commands of cms-training) */
+int cmsctl_job_main(int argc, char **argv);
 /* argv[0] is "privacy", argv[1] "epsilon", "sigma" or "steps": DP-SGD accounting,
  * offline (privacy.c) */
 int cmsctl_privacy_main(int argc, char **argv);
