@@ -7,7 +7,8 @@
  * and, without --key-id, finds the caller's public_key credential for that
  * key through cms-identity (whoami, then list_credentials); export is a get
  * written as the document cmsctl contract verify checks offline
- * (contracts/canonical.h). An argument that parses as a UUID is an id,
+ * (contracts/canonical.h). budget, the contract's privacy ledger, is
+ * cms-training's: job.c has it. An argument that parses as a UUID is an id,
  * anything else a name. What the sub-verbs share with cmsctl identity (their
  * plumbing, names, table times, paging) is ctlverb.h.
  *
@@ -147,10 +148,12 @@ static const char contract_help[] =
     "       cmsctl contract canonical ID\n"
     "       cmsctl contract sign ID --key FILE [--key-id CREDENTIAL_ID]\n"
     "       cmsctl contract export ID [--out FILE]\n"
+    "       cmsctl contract budget ID       (the privacy ledger, kept by cms-training)\n"
     "       cmsctl contract keygen ...      (offline: makes an Ed25519 key file)\n"
     "       cmsctl contract verify FILE     (offline: checks an exported contract)\n"
     "\n"
-    "keygen and verify need no service; the others send commands to cms-contracts.\n"
+    "keygen and verify need no service; budget asks cms-training; the others send\n"
+    "commands to cms-contracts.\n"
     "cmsctl contract SUB-VERB --help shows the options of each.\n";
 
 /* ------------------------------------------------------------------------ */
@@ -808,7 +811,7 @@ int cmsctl_contract_main(int argc, char **argv)
 {
     static const char prog[] = "cmsctl contract";
     static const char want[] = "create, update, submit, sign, activate, complete, terminate, "
-                               "amend, get, list, canonical or export";
+                               "amend, get, list, canonical, export or budget";
     if (argc < 2) {
         fputs(contract_help, stderr);
         return cmsctl_usage(prog, "a sub-verb is needed: %s", want);
@@ -852,6 +855,8 @@ int cmsctl_contract_main(int argc, char **argv)
         return sign_main(n, a);
     if (strcmp(sub, "export") == 0)
         return export_main(n, a);
+    if (strcmp(sub, "budget") == 0)
+        return cmsctl_contract_budget_main(n, a);
     if (strcmp(sub, "keygen") == 0 || strcmp(sub, "verify") == 0)
         return cmsctl_contract_offline_main(argc, argv);
     return cmsctl_usage(prog, "unknown sub-verb \"%s\": want %s", sub, want);

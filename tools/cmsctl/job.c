@@ -1,9 +1,11 @@
-/* cmsctl job: the commands of cms-training.
+/* cmsctl job and cmsctl contract budget: the commands of cms-training.
  *
  * Each sub-verb is one request on <prefix>.training.<verb> (see ctlcmd.h):
  * submit, cancel, get, list and metrics are the job commands of the same
  * names; watch is metrics asked again every --interval until the job has
- * ended (and get, for why, when it did not complete). What the sub-verbs
+ * ended (and get, for why, when it did not complete); cmsctl contract budget
+ * is training's budget, the contract's privacy ledger, dispatched here from
+ * contract.c because it is cms-training that keeps it. What the sub-verbs
  * share with cmsctl identity and contract (their plumbing, table times,
  * paging) is ctlverb.h; how a running job is drawn is jobview.h.
  *
@@ -12,7 +14,7 @@
  * file holds a JSON object, the budget as a number, the shape of the
  * command line), so that a usage error never waits on NATS.
  *
- * Output (ctlout.h): "key: value" lines for one job or its metrics, and
+ * Output (ctlout.h): "key: value" lines for one job, metrics or ledger, and
  * a table for lists; or with -o json one JSON document (an object, an array
  * for lists) in which config and metrics are JSON values, with -o ndjson one
  * compact object per line. Privacy figures are printed to 6 significant
@@ -96,6 +98,7 @@ static const char job_help[] =
     "       cmsctl job metrics ID\n"
     "       cmsctl job watch ID [--interval DURATION]\n"
     "\n"
+    "The privacy ledger of a contract, over all its jobs, is cmsctl contract budget ID.\n"
     "cmsctl job SUB-VERB --help shows the options of each.\n";
 
 /* ------------------------------------------------------------------------ */
@@ -358,7 +361,7 @@ static int submit_main(int argc, char **argv)
         "(epsilon, delta, noise_mechanism \"gaussian\") and training (batch_size,\n"
         "epochs, learning_rate, dataset, dataset_size, max_grad_norm); at most 64 KiB,\n"
         "- reads it from stdin. The job's epsilon is also reserved in the contract's\n"
-        "privacy ledger.\n\n" CMSCTL_CMD_KEY_HELP,
+        "privacy ledger (cmsctl contract budget ID).\n\n" CMSCTL_CMD_KEY_HELP,
         NULL);
     if (status != CMSCTL_EXIT_OK ||
         (status = uuid_arg(v.prog, "--contract", cms_config_str(v.cfg, "contract"),
@@ -696,6 +699,89 @@ static int watch_main(int argc, char **argv)
         status = ended_badly(&v, id, m);
 out:
     cmsctl_progress_end();
+    return cmsctl_verb_end(&v, status);
+}
+
+/* ------------------------------------------------------------------------ */
+/* cmsctl contract budget */
+
+static json_t *budget_json(const Cms__V1__ContractBudget *b)
+{
+    bool limited = b->max_epsilon > 0;
+    json_t *o = json_object();
+    if (o == NULL)
+        return NULL;
+    json_object_set_new(o, "contract_id", cmsctl_out_str(b->contract_id));
+    json_object_set_new(o, "contract_status", cmsctl_out_str(b->contract_status));
+    json_object_set_new(o, "max_epsilon", limited ? jreal(b->max_epsilon) : json_null());
+    json_object_set_new(o, "delta", jreal(b->delta));
+    json_object_set_new(o, "reserved_epsilon", jreal(b->reserved_epsilon));
+    json_object_set_new(o, "reserved_sum", jreal(b->reserved_sum));
+    json_object_set_new(o, "spent_epsilon", jreal(b->spent_epsilon));
+    json_object_set_new(o, "spent_sum", jreal(b->spent_sum));
+    json_object_set_new(o, "remaining_epsilon",
+                        limited ? jreal(b->remaining_epsilon) : json_null());
+    json_object_set_new(o, "jobs", json_integer(b->jobs));
+    json_object_set_new(o, "open_jobs", json_integer(b->open_jobs));
+    return o;
+}
+
+/* Each composed epsilon is followed by the plain sum it improves on. */
+static void budget_table(const Cms__V1__ContractBudget *b)
+{
+    bool limited = b->max_epsilon > 0;
+    print_text("contract_id", b->contract_id);
+    printf("contract_status: %s\n", b->contract_status[0] != '\0' ? b->contract_status : "-");
+    if (limited)
+        print_real("max_epsilon", b->max_epsilon);
+    else
+        printf("max_epsilon: none\n");
+    print_real("delta", b->delta);
+    print_real("reserved_epsilon", b->reserved_epsilon);
+    print_real("reserved_sum", b->reserved_sum);
+    print_real("spent_epsilon", b->spent_epsilon);
+    print_real("spent_sum", b->spent_sum);
+    if (limited)
+        print_real("remaining_epsilon", b->remaining_epsilon);
+    else
+        printf("remaining_epsilon: unlimited\n");
+    printf("jobs: %" PRId32 "\n", b->jobs);
+    printf("open_jobs: %" PRId32 "\n", b->open_jobs);
+}
+
+int cmsctl_contract_budget_main(int argc, char **argv)
+{
+    cmsctl_verb v;
+    char id[CMS_UUID_STRLEN + 1];
+    int status = cmsctl_verb_begin(
+        &v, SERVICE, "cmsctl contract budget", ref_options, CMSCTL_NOPTS(ref_options), argc, argv,
+        "show a contract's privacy ledger",
+        "ID\n\n"
+        "Asks cms-training for the contract's privacy ledger (a party, an admin or\n"
+        "an auditor) and prints: the contract's max_epsilon (terms.privacy.max_epsilon,\n"
+        "\"none\" without a limit) and the delta the ledger converts at; the epsilon\n"
+        "its jobs reserved and the epsilon they spent, each composed over the jobs by\n"
+        "the Rényi-DP accountant and followed by the plain sum it improves on\n"
+        "(reserved_sum, spent_sum); what remains of max_epsilon after the\n"
+        "reservations (\"unlimited\" without a limit); the jobs that reserved, and\n"
+        "those still pending or running (open_jobs). With -o json max_epsilon and\n"
+        "remaining_epsilon are null without a limit.\n\n" CMSCTL_CMD_KEY_HELP,
+        "the contract's ID");
+    if (status != CMSCTL_EXIT_OK ||
+        (status = uuid_arg(v.prog, "ID", v.arg, "cmsctl contract list", id)) != CMSCTL_EXIT_OK ||
+        (status = cmsctl_verb_open(&v)) != CMSCTL_EXIT_OK)
+        goto out;
+    Cms__V1__ContractBudgetRef req = CMS__V1__CONTRACT_BUDGET_REF__INIT;
+    req.contract_id = id;
+    if ((status = cmsctl_verb_call(&v, "budget", CMSCTL_CMD_READ, &req.base,
+                                   &cms__v1__contract_budget__descriptor)) != CMSCTL_EXIT_OK)
+        goto out;
+    const Cms__V1__ContractBudget *b = (const Cms__V1__ContractBudget *)v.got;
+    if (v.fmt != CMSCTL_OUT_TABLE)
+        status = cmsctl_out_emit(v.prog, v.fmt, budget_json(b), NULL);
+    else
+        budget_table(b);
+out:
     return cmsctl_verb_end(&v, status);
 }
 

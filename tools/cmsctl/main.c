@@ -35,7 +35,8 @@ static const char overall_help[] =
     "  identity      create, get, list, suspend, activate, deactivate identities\n"
     "  credential    issue, revoke, list the credentials of identities\n"
     "  whoami        who the API key belongs to (asks cms-identity)\n"
-    "  contract      create, sign, list, export contracts (keygen, verify offline)\n"
+    "  contract      create, sign, list, export contracts (keygen, verify offline),\n"
+    "                show a contract's privacy ledger (budget)\n"
     "  job           submit, cancel, get, list, watch training jobs and their metrics\n"
     "  privacy       epsilon, sigma or steps of DP-SGD training (offline)\n"
     "  version       print the version\n"
@@ -64,10 +65,10 @@ static const char overall_help[] =
     "its length as a varint, as protobuf's writeDelimitedTo writes them.\n"
     "\n"
     "The identity, credential and whoami verbs send commands to cms-identity, contract\n"
-    "to cms-contracts (but for keygen and verify, which work offline), job to\n"
-    "cms-training, audit query to cms-audit, with the API key from CMS_API_KEY, else\n"
-    "the file CMS_CREDENTIALS_FILE names, else ~/.config/cms/credentials. Exit status:\n"
-    "0 done, 1 failed, 2 usage error.\n";
+    "to cms-contracts (but for keygen and verify, which work offline, and budget), job\n"
+    "and contract budget to cms-training, audit query to cms-audit, with the API key\n"
+    "from CMS_API_KEY, else the file CMS_CREDENTIALS_FILE names, else\n"
+    "~/.config/cms/credentials. Exit status: 0 done, 1 failed, 2 usage error.\n";
 
 /* The options the verbs share, accepted before the verb. */
 typedef struct shared_option {

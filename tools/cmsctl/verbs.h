@@ -20,6 +20,9 @@ int cmsctl_contract_offline_main(int argc, char **argv);
 int cmsctl_contract_main(int argc, char **argv);
 /* argv[0] is "job", argv[1] the sub-verb (job.c: the commands of cms-training) */
 int cmsctl_job_main(int argc, char **argv);
+/* argv[0] is "budget": cmsctl contract budget, the contract's privacy ledger
+ * that cms-training keeps (job.c) */
+int cmsctl_contract_budget_main(int argc, char **argv);
 /* argv[0] is "privacy", argv[1] "epsilon", "sigma" or "steps": DP-SGD accounting,
  * offline (privacy.c) */
 int cmsctl_privacy_main(int argc, char **argv);
