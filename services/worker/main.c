@@ -24,9 +24,10 @@
  *      key>" and a fresh Cms-Request-Id, answered by a cms.v1.Reply whose
  *      result is a cms.v1.ReportReply. Accepted: ack the dispatch and run
  *      it. Refused (the job is no longer pending, a stale attempt, ...):
- *      ack it and move on; refused with UNAVAILABLE or INTERNAL, or no
- *      reply at all (timeout, no responders): nak it with a delay of 5 s,
- *      for this or another worker to try again.
+ *      ack it and move on; refused with UNAVAILABLE or INTERNAL, or with
+ *      PERMISSION_DENIED (this worker's key), or no reply at all (timeout,
+ *      no responders): nak it with a delay of 5 s, for this or another
+ *      worker to try again.
  *   5. Load <data dir>/<dataset>.csv (dataset.h); its rows must number
  *      dataset_size. Train min(steps, max_steps) steps, fewer if a reply's
  *      max_steps says so. At least every report interval (ours, or the

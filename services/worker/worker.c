@@ -604,6 +604,11 @@ static bool start(worker *w, job *j)
     case REPORT_REFUSED:
         if (report_transient(&a)) {
             settle(j, SETTLE_NAK_LATER);
+        } else if (a.code == CMS__V1__ERROR_CODE__PERMISSION_DENIED) {
+            /* this worker's key is refused: the job is another worker's to run */
+            cms_log_error("cms-training refused this worker's key: the job is left to others",
+                          "{s:s, s:s}", "job", j->label, "message", a.text);
+            settle(j, SETTLE_NAK_LATER);
         } else {
             /* not pending any more, a stale attempt, not this worker's to run */
             cms_log_info("cms-training did not give the job to this worker", "{s:s, s:s, s:s}",

@@ -108,6 +108,7 @@ static void provision(void)
 typedef enum {
     SCRIPT_ACCEPT,          /* every report accepted */
     SCRIPT_REFUSE_START,    /* STARTED answered FAILED_PRECONDITION */
+    SCRIPT_DENY_KEY,        /* STARTED answered PERMISSION_DENIED */
     SCRIPT_STOP_BY_CONTROL, /* the first PROGRESS: a StopJob on the control subject */
     SCRIPT_STOP_BY_REPLY,   /* the first PROGRESS answered stop */
     SCRIPT_LOWER_STEPS,     /* STARTED answered max_steps 37 */
@@ -165,7 +166,9 @@ static void reply_with(natsMsg *req, const Cms__V1__ReportReply *rr, Cms__V1__Er
         r.result.len = cms__v1__report_reply__pack(rr, inner);
     } else {
         err.code = code;
-        err.message = (char *)"the job is not pending";
+        err.message =
+            (char *)(code == CMS__V1__ERROR_CODE__PERMISSION_DENIED ? "not a worker's key"
+                                                                    : "the job is not pending");
         r.outcome_case = CMS__V1__REPLY__OUTCOME_ERROR;
         r.error = &err;
     }
@@ -222,6 +225,8 @@ static void on_report(natsConnection *nc, natsSubscription *sub, natsMsg *msg, v
     rr.max_steps = 1000000;
     if (r->kind == CMS__V1__REPORT_KIND__REPORT_KIND_STARTED && sc == SCRIPT_REFUSE_START) {
         reply_with(msg, NULL, CMS__V1__ERROR_CODE__FAILED_PRECONDITION);
+    } else if (r->kind == CMS__V1__REPORT_KIND__REPORT_KIND_STARTED && sc == SCRIPT_DENY_KEY) {
+        reply_with(msg, NULL, CMS__V1__ERROR_CODE__PERMISSION_DENIED);
     } else {
         if (r->kind == CMS__V1__REPORT_KIND__REPORT_KIND_STARTED && sc == SCRIPT_LOWER_STEPS)
             rr.max_steps = 37;
@@ -539,6 +544,16 @@ Test(worker, a_start_refused_is_acked_and_not_run)
     cr_assert_eq(n, 1, "STARTED only");
     cr_assert_eq(got[0].kind, CMS__V1__REPORT_KIND__REPORT_KIND_STARTED);
     cr_assert_eq(work_left(), 0, "acked: it is no job for this worker");
+}
+
+Test(worker, a_key_refused_leaves_the_dispatch_to_other_workers)
+{
+    fake.script = SCRIPT_DENY_KEY;
+    publish_dispatch(&(dispatch_args){.steps = 100});
+    cr_assert_eq(wait_worker(spawn_worker("5s")), 0);
+    size_t n = reports(got, MAX_REPORTS);
+    cr_assert_eq(n, 1, "STARTED only");
+    cr_assert_eq(work_left(), 1, "nak'd, not acked");
 }
 
 Test(worker, without_cms_training_the_dispatch_is_left_for_later)
