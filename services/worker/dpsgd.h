@@ -111,7 +111,7 @@ bool dpsgd_params_ok(const dpsgd_params *p, char *why, size_t whylen) DPSGD_WUR;
 
 /* ---- the pieces of a step (public so that tests hold each to the spec) ---- */
 
-/* The Poisson sample of n examples at rate q: each index in [0, n) is in
+/* The Poisson sample of n (< 2^32) examples at rate q: each index in [0, n) is in
  * it independently with probability q (drawn as geometric gaps between
  * the chosen indices, which has the same distribution as a coin per
  * example and costs O(q n) draws). The indices go to idx (room for n),
