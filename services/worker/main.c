@@ -52,6 +52,7 @@
  * follow a known seed: for tests only, since noise that can be recomputed
  * protects nothing. */
 #include "apikey.h"
+#include "bus.h"
 #include "config.h"
 #include "dpsgd.h"
 #include "log.h"
@@ -85,6 +86,7 @@ static const cms_option options[] = {
   {"report-interval", "CMS_REPORT_INTERVAL", CMS_OPT_DURATION, "1s", "longest time between progress reports; a dispatch asking for less wins (100ms to 1h)", CMS_OPT_PUBLIC, false},
   {"report-timeout", "CMS_REPORT_TIMEOUT", CMS_OPT_DURATION, "5s", "longest wait for the reply to one report (100ms to 1m)", CMS_OPT_PUBLIC, false},
   {"final-report-timeout", "CMS_FINAL_REPORT_TIMEOUT", CMS_OPT_DURATION, "30s", "how long a job's last report (completed, failed, stopped) is sent again until cms-training answers (1s to 10m)", CMS_OPT_PUBLIC, false},
+  {"work-durable", "CMS_WORK_DURABLE", CMS_OPT_STRING, CMS_BUS_WORKERS_DURABLE, "the durable of CMS_WORK that dispatches are pulled from (cms-migrate provisions it; tests make their own)", CMS_OPT_PUBLIC, false},
   {"once", NULL, CMS_OPT_BOOL, "false", "take one dispatch, then exit", CMS_OPT_PUBLIC, false},
   {"worker-test-seed", "CMS_WORKER_TEST_SEED", CMS_OPT_STRING, NULL, "FOR TESTS ONLY: 64 hex digits that seed every job's sampling and noise, so that runs repeat; whoever knows them can undo the noise, so a model trained so is not private", CMS_OPT_SECRET, false},
 };
@@ -227,6 +229,15 @@ int main(int argc, char **argv)
     o.nats_url = cms_config_str(cfg, "nats-url");
     cms_natsauth_from_config(cfg, &o.security);
     o.command_prefix = cms_config_str(cfg, "command-prefix");
+    o.work_durable = cms_config_str(cfg, "work-durable");
+    if (o.work_durable == NULL || o.work_durable[0] == '\0' || strlen(o.work_durable) > 64 ||
+        strspn(o.work_durable,
+               "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") !=
+            strlen(o.work_durable)) {
+        fprintf(stderr, "cms-worker: --work-durable must be 1..64 of [A-Za-z0-9_-]; try --help\n");
+        code = 2;
+        goto out;
+    }
     o.api_key = key;
     o.data_dir = cms_config_str(cfg, "data-dir");
     o.fetch_timeout_ms = FETCH_TIMEOUT_MS;

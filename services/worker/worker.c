@@ -331,18 +331,29 @@ static bool bind_durable(worker *w)
     cms_backoff_init(&b, 1000, 30000);
     natsSubscription_Destroy(w->pull);
     w->pull = NULL;
+    const char *durable = w->o.work_durable ? w->o.work_durable : CMS_BUS_WORKERS_DURABLE;
     for (;;) {
         jsSubOptions so;
         jsSubOptions_Init(&so);
         so.Stream = CMS_BUS_WORK_STREAM;
-        so.Consumer = CMS_BUS_WORKERS_DURABLE;
+        so.Consumer = durable;
         so.ManualAck = true;
         jsErrCode jerr = 0;
-        natsStatus st = js_PullSubscribe(&w->pull, w->js, CMS_BUS_WORK_TRAINING,
-                                         CMS_BUS_WORKERS_DURABLE, NULL, &so, &jerr);
+        /* the subject the durable filters on (cms.work.training, or a
+         * test's own under it) */
+        char subject[CMS_BUS_SUBJECT_MAX];
+        snprintf(subject, sizeof subject, "%s", CMS_BUS_WORK_TRAINING);
+        jsConsumerInfo *ci = NULL;
+        natsStatus st = js_GetConsumerInfo(&ci, w->js, CMS_BUS_WORK_STREAM, durable, NULL, &jerr);
+        if (st == NATS_OK && ci->Config && ci->Config->FilterSubject &&
+            ci->Config->FilterSubject[0])
+            snprintf(subject, sizeof subject, "%s", ci->Config->FilterSubject);
+        jsConsumerInfo_Destroy(ci);
+        if (st == NATS_OK)
+            st = js_PullSubscribe(&w->pull, w->js, subject, durable, NULL, &so, &jerr);
         if (st == NATS_OK) {
-            cms_log_info("pulling dispatches", "{s:s, s:s}", "stream", CMS_BUS_WORK_STREAM,
-                         "durable", CMS_BUS_WORKERS_DURABLE);
+            cms_log_info("pulling dispatches", "{s:s, s:s, s:s}", "stream", CMS_BUS_WORK_STREAM,
+                         "durable", durable, "subject", subject);
             w->fetch_errors = 0;
             return true;
         }

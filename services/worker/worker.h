@@ -28,6 +28,7 @@ typedef struct worker_options {
     const char *nats_url;
     cms_nats_security security;
     const char *command_prefix; /* of cms.cmd.training.report */
+    const char *work_durable;   /* the durable of CMS_WORK pulled: workers */
     const char *api_key;        /* the worker identity's; copied, wiped on destroy */
     const char *data_dir;       /* <data_dir>/<dataset>.csv */
     int64_t report_interval_ms; /* progress at least this often */

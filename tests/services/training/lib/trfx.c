@@ -6,6 +6,7 @@
 #include "testenv.h"
 
 #include <criterion/criterion.h>
+#include <fcntl.h>
 #include <libpq-fe.h>
 #include <signal.h>
 #include <stdio.h>
@@ -233,6 +234,11 @@ void trfx_wait_status(trfx *t, const char *job_id, const char *status, double ti
              "SELECT coalesce((SELECT status::text FROM training_jobs WHERE id = '%s'), 'none')",
              job_id);
     char *got = svcfx_wait_sql(&t->c.f, "training_jobs", sql, status, timeout_ms);
+    if (strcmp(got, status) != 0) {
+        char *log = svcfx_log(&t->c.f);
+        cr_log_error("the services' and workers' log:\n%s", log);
+        free(log);
+    }
     cr_assert_str_eq(got, status, "job %s is %s", job_id, status);
     free(got);
 }
@@ -288,7 +294,9 @@ pid_t trfx_start_worker(trfx *t, int i, const ctparty *w, const char *const *set
     cr_assert_eq(t->workers[i], 0, "worker %d already runs", i);
     snprintf(t->worker_key_file[i], sizeof t->worker_key_file[i], "/tmp/cms-trfx-%d-%d.key",
              (int)getpid(), i);
-    FILE *f = fopen(t->worker_key_file[i], "w");
+    int fd = open(t->worker_key_file[i], O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    cr_assert_geq(fd, 0);
+    FILE *f = fdopen(fd, "w");
     cr_assert_not_null(f);
     fprintf(f, "%s\n", w->key);
     fclose(f);
