@@ -52,7 +52,8 @@ enum {
  * kept), $15 true when only a due job may end (the tracker)); its event is
  * $1..$4. The contract's ledger is settled in the same statement: the
  * job's reservation of planned_steps becomes the steps it ran, order by
- * order, and its projected epsilon in the plain sum its spent one. */
+ * order, and its projected epsilon in the plain sum its spent one; its
+ * last point of the spent budget is kept. */
 #define TRSQL_END                                                                                  \
     "WITH u AS (UPDATE training_jobs j SET status = $9::job_status, "                              \
     "steps_done = greatest(j.steps_done, $10::int8), "                                             \
@@ -69,6 +70,8 @@ enum {
     "reserved_sum = greatest(g.reserved_sum + coalesce(u.privacy_budget_spent, 0) "                \
     "- u.projected_epsilon, 0), version = g.version + 1, updated_at = now() "                      \
     "FROM u JOIN c ON c.job_id = u.id WHERE g.contract_id = c.contract_id), "                      \
+    "b AS (INSERT INTO training_job_budget (job_id, steps, epsilon) SELECT id, steps_done, "       \
+    "coalesce(privacy_budget_spent, 0) FROM u WHERE steps_done > 0 ON CONFLICT DO NOTHING), "      \
     "o AS (" CMS_OUTBOX_SQL_FROM("u") ") "                                                         \
     "SELECT " TRSQL_COLS("(SELECT contract_id::text FROM c)") " FROM u j"
 #define TRSQL_END_NPARAMS 15 /* with the event's */
