@@ -532,6 +532,48 @@ void cms_cmd_fail(cms_cmd_req *r, cms_cmd_code code, const char *field, const ch
     reply_error(r, code, field, msg);
 }
 
+void cms_cmd_reply_page(cms_cmd_req *req, const PGresult *r, int limit,
+                        const ProtobufCMessageDescriptor *page_desc, const char *items_field,
+                        void (*row)(const PGresult *r, int i, void *item))
+{
+    const ProtobufCFieldDescriptor *fi =
+        protobuf_c_message_descriptor_get_field_by_name(page_desc, items_field);
+    const ProtobufCFieldDescriptor *fn =
+        protobuf_c_message_descriptor_get_field_by_name(page_desc, "next");
+    const ProtobufCMessageDescriptor *item_desc = fi ? fi->descriptor : NULL;
+    const ProtobufCFieldDescriptor *fid =
+        item_desc ? protobuf_c_message_descriptor_get_field_by_name(item_desc, "id") : NULL;
+    if (fi == NULL || fi->label != PROTOBUF_C_LABEL_REPEATED ||
+        fi->type != PROTOBUF_C_TYPE_MESSAGE || fn == NULL || fn->type != PROTOBUF_C_TYPE_STRING ||
+        fid == NULL || fid->type != PROTOBUF_C_TYPE_STRING) {
+        cms_cmd_fail(req, CMS__V1__ERROR_CODE__INTERNAL, NULL, "the page cannot be built");
+        return;
+    }
+    int n = r ? PQntuples(r) : 0, shown = n > limit ? limit : n;
+    size_t size = item_desc->sizeof_message;
+    uint8_t *page = calloc(1, page_desc->sizeof_message);
+    uint8_t *items = calloc((size_t)shown + 1, size);
+    void **ptrs = calloc((size_t)shown + 1, sizeof *ptrs);
+    if (page == NULL || items == NULL || ptrs == NULL) {
+        cms_cmd_fail(req, CMS__V1__ERROR_CODE__INTERNAL, NULL, "out of memory");
+    } else {
+        protobuf_c_message_init(page_desc, page);
+        for (int i = 0; i < shown; i++) {
+            ptrs[i] = items + (size_t)i * size;
+            row(r, i, ptrs[i]);
+        }
+        memcpy(page + fi->quantifier_offset, &(size_t){(size_t)shown}, sizeof(size_t));
+        memcpy(page + fi->offset, &ptrs, sizeof ptrs);
+        /* a row beyond the page: there is a next page, after the last shown */
+        if (n > limit)
+            memcpy(page + fn->offset, (uint8_t *)ptrs[shown - 1] + fid->offset, sizeof(char *));
+        cms_cmd_reply(req, (const ProtobufCMessage *)page);
+    }
+    free(page);
+    free(items);
+    free(ptrs);
+}
+
 void cms_cmd_fail_pg(cms_cmd_req *r, cms_pg_err err, const cms_pg_result *res, const char *what)
 {
     const char *state = res ? cms_pg_result_sqlstate(res) : NULL;

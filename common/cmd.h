@@ -158,6 +158,16 @@ void cms_cmd_fail(cms_cmd_req *req, cms_cmd_code code, const char *field, const 
  * SQLSTATE and message, which never go to the caller. */
 void cms_cmd_fail_pg(cms_cmd_req *req, cms_pg_err err, const cms_pg_result *res, const char *what);
 
+/* Answers a list verb with one page of keyset pagination: the rows of r
+ * (a query that asked for limit + 1) as items of the page message
+ * page_desc's repeated message field items_field, each filled by
+ * row(r, i, item) (which initialises it; strings may point into r), at most
+ * limit of them; when r holds a row beyond them, the page's string field
+ * "next" is the last item's "id" (the caller's `after` for the next page).
+ * The page and items live for the call only. */
+void cms_cmd_reply_page(cms_cmd_req *req, const PGresult *r, int limit,
+                        const ProtobufCMessageDescriptor *page_desc, const char *items_field,
+                        void (*row)(const PGresult *r, int i, void *item));
 /* The one mapping from database outcomes to wire codes: unique violation ->
  * ALREADY_EXISTS, foreign key -> NOT_FOUND, check/data errors ->
  * INVALID_ARGUMENT, serialization and connection trouble -> UNAVAILABLE,

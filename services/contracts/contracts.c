@@ -552,34 +552,19 @@ typedef struct list_op {
     int limit;
 } list_op;
 
+static void row_contract(const PGresult *r, int i, void *item)
+{
+    ctsvc_row_contract(r, i, item);
+}
+
 static void listed(void *arg, cms_pg_err err, const cms_pg_result *res)
 {
     list_op *op = arg;
-    if (err != CMS_PG_OK) {
+    if (err != CMS_PG_OK)
         cms_cmd_fail_pg(op->req, err, res, "list");
-        free(op);
-        return;
-    }
-    const PGresult *r = cms_pg_result_get(res, 0);
-    int n = PQntuples(r), shown = n > op->limit ? op->limit : n;
-    Cms__V1__Contract *items = calloc((size_t)shown + 1, sizeof *items);
-    Cms__V1__Contract **ptrs = calloc((size_t)shown + 1, sizeof *ptrs);
-    if (items == NULL || ptrs == NULL) {
-        ctsvc_fail_oom(op->req);
-    } else {
-        Cms__V1__ContractPage page = CMS__V1__CONTRACT_PAGE__INIT;
-        for (int i = 0; i < shown; i++) {
-            ctsvc_row_contract(r, i, &items[i]);
-            ptrs[i] = &items[i];
-        }
-        page.contracts = ptrs;
-        page.n_contracts = (size_t)shown;
-        if (n > op->limit)
-            page.next = items[shown - 1].id;
-        cms_cmd_reply(op->req, &page.base);
-    }
-    free(items);
-    free(ptrs);
+    else
+        cms_cmd_reply_page(op->req, cms_pg_result_get(res, 0), op->limit,
+                           &cms__v1__contract_page__descriptor, "contracts", row_contract);
     free(op);
 }
 

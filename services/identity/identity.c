@@ -252,35 +252,19 @@ typedef struct list_op {
     int limit;
 } list_op;
 
+static void row_identity(const PGresult *r, int i, void *item)
+{
+    idsvc_row_identity(r, i, item);
+}
+
 static void listed(void *arg, cms_pg_err err, const cms_pg_result *res)
 {
     list_op *op = arg;
-    if (err != CMS_PG_OK) {
+    if (err != CMS_PG_OK)
         cms_cmd_fail_pg(op->req, err, res, "list");
-        free(op);
-        return;
-    }
-    const PGresult *r = cms_pg_result_get(res, 0);
-    int n = PQntuples(r), shown = n > op->limit ? op->limit : n;
-    Cms__V1__Identity *items = calloc((size_t)shown + 1, sizeof *items);
-    Cms__V1__Identity **ptrs = calloc((size_t)shown + 1, sizeof *ptrs);
-    if (items == NULL || ptrs == NULL) {
-        idsvc_fail_oom(op->req);
-    } else {
-        Cms__V1__IdentityPage page = CMS__V1__IDENTITY_PAGE__INIT;
-        for (int i = 0; i < shown; i++) {
-            idsvc_row_identity(r, i, &items[i]);
-            ptrs[i] = &items[i];
-        }
-        page.identities = ptrs;
-        page.n_identities = (size_t)shown;
-        /* a row beyond the page: there is a next page, after the last shown */
-        if (n > op->limit)
-            page.next = items[shown - 1].id;
-        cms_cmd_reply(op->req, &page.base);
-    }
-    free(items);
-    free(ptrs);
+    else
+        cms_cmd_reply_page(op->req, cms_pg_result_get(res, 0), op->limit,
+                           &cms__v1__identity_page__descriptor, "identities", row_identity);
     free(op);
 }
 

@@ -752,34 +752,19 @@ typedef struct list_op {
     int limit;
 } list_op;
 
+static void row_job(const PGresult *r, int i, void *item)
+{
+    trsvc_row_job(r, i, item);
+}
+
 static void listed(void *arg, cms_pg_err err, const cms_pg_result *res)
 {
     list_op *op = arg;
-    if (err != CMS_PG_OK) {
+    if (err != CMS_PG_OK)
         cms_cmd_fail_pg(op->req, err, res, "list");
-        free(op);
-        return;
-    }
-    const PGresult *r = cms_pg_result_get(res, 0);
-    int n = PQntuples(r), shown = n > op->limit ? op->limit : n;
-    Cms__V1__TrainingJob *items = calloc((size_t)shown + 1, sizeof *items);
-    Cms__V1__TrainingJob **ptrs = calloc((size_t)shown + 1, sizeof *ptrs);
-    if (items == NULL || ptrs == NULL) {
-        trsvc_fail_oom(op->req);
-    } else {
-        Cms__V1__JobPage page = CMS__V1__JOB_PAGE__INIT;
-        for (int i = 0; i < shown; i++) {
-            trsvc_row_job(r, i, &items[i]);
-            ptrs[i] = &items[i];
-        }
-        page.jobs = ptrs;
-        page.n_jobs = (size_t)shown;
-        if (n > op->limit)
-            page.next = items[shown - 1].id;
-        cms_cmd_reply(op->req, &page.base);
-    }
-    free(items);
-    free(ptrs);
+    else
+        cms_cmd_reply_page(op->req, cms_pg_result_get(res, 0), op->limit,
+                           &cms__v1__job_page__descriptor, "jobs", row_job);
     free(op);
 }
 
