@@ -7,6 +7,7 @@
 #include "uuid.h"
 
 #include "cms/v1/command.pb-c.h"
+#include "cms/v1/identity.pb-c.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -590,16 +591,17 @@ out:
     return ok;
 }
 
-int bench_call(const char *prog, natsConnection *nc, const char *prefix, const char *verb,
-               const char *auth, const ProtobufCMessage *req,
-               const ProtobufCMessageDescriptor *rdesc, int64_t timeout_ms, ProtobufCMessage **out)
+int bench_command(const char *prog, natsConnection *nc, const char *prefix, const char *service,
+                  const char *verb, const char *auth, const ProtobufCMessage *req,
+                  const ProtobufCMessageDescriptor *rdesc, int64_t timeout_ms, bool quiet,
+                  ProtobufCMessage **out)
 {
     int code = -1;
     char subject[256];
     bench_body bd = {0};
     natsMsg *m = NULL, *rep = NULL;
     Cms__V1__Reply *r = NULL;
-    snprintf(subject, sizeof subject, "%s.identity.%s", prefix, verb);
+    snprintf(subject, sizeof subject, "%s.%s.%s", prefix, service, verb);
     if (!bench_pack_body(req, &bd))
         goto out;
     natsStatus st = natsMsg_Create(&m, subject, NULL, (const char *)bd.data, (int)bd.len);
@@ -608,7 +610,8 @@ int bench_call(const char *prog, natsConnection *nc, const char *prefix, const c
     if (st == NATS_OK)
         st = natsConnection_RequestMsg(&rep, nc, m, timeout_ms);
     if (st != NATS_OK) {
-        fprintf(stderr, "%s: %s: %s\n", prog, subject, natsStatus_GetText(st));
+        if (!quiet)
+            fprintf(stderr, "%s: %s: %s\n", prog, subject, natsStatus_GetText(st));
         goto out;
     }
     r = cms__v1__reply__unpack(NULL, (size_t)natsMsg_GetDataLength(rep),
@@ -619,13 +622,15 @@ int bench_call(const char *prog, natsConnection *nc, const char *prefix, const c
     }
     if (r->outcome_case == CMS__V1__REPLY__OUTCOME_ERROR && r->error) {
         code = (int)r->error->code;
-        fprintf(stderr, "%s: %s: %s: %s (field \"%s\")\n", prog, subject,
-                cms_cmd_code_name(r->error->code), r->error->message, r->error->field);
+        if (!quiet)
+            fprintf(stderr, "%s: %s: %s: %s (field \"%s\")\n", prog, subject,
+                    cms_cmd_code_name(r->error->code), r->error->message, r->error->field);
         goto out;
     }
     *out = protobuf_c_message_unpack(rdesc, NULL, r->result.len, r->result.data);
     if (*out == NULL) {
         fprintf(stderr, "%s: %s: the result is not a %s\n", prog, subject, rdesc->name);
+        code = -1;
         goto out;
     }
     code = 0;
@@ -636,6 +641,219 @@ out:
     natsMsg_Destroy(m);
     free(bd.data);
     return code;
+}
+
+int bench_call(const char *prog, natsConnection *nc, const char *prefix, const char *verb,
+               const char *auth, const ProtobufCMessage *req,
+               const ProtobufCMessageDescriptor *rdesc, int64_t timeout_ms, ProtobufCMessage **out)
+{
+    return bench_command(prog, nc, prefix, "identity", verb, auth, req, rdesc, timeout_ms, false,
+                         out);
+}
+
+/* --- parties ---------------------------------------------------------------- */
+
+/* issue_credential of type for identity_id (public_key: pk64), valid a week */
+static int issue(const char *prog, natsConnection *nc, const char *prefix, const char *auth,
+                 const char *identity_id, const char *type, const char *pk64, int64_t timeout_ms,
+                 Cms__V1__Credential **out)
+{
+    Cms__V1__IssueCredential ic = CMS__V1__ISSUE_CREDENTIAL__INIT;
+    ic.identity_id = (char *)identity_id;
+    ic.type = (char *)type;
+    ic.expires_at_us = bench_unix_us() + 7LL * 86400 * 1000000;
+    ic.public_key = (char *)(pk64 ? pk64 : "");
+    return bench_call(prog, nc, prefix, "issue_credential", auth, &ic.base,
+                      &cms__v1__credential__descriptor, timeout_ms, (ProtobufCMessage **)out);
+}
+
+static void party_header(bench_party *p)
+{
+    int n =
+        snprintf(p->hdr, sizeof p->hdr, "NATS/1.0\r\nAuthorization: Bearer %s\r\n\r\n", p->api_key);
+    p->hdr_len = (size_t)n;
+}
+
+int bench_party_create(const char *prog, natsConnection *nc, const char *prefix,
+                       const char *admin_auth, const char *name, const char *type, bool public_key,
+                       int64_t timeout_ms, bench_party *out)
+{
+    int code = -1;
+    Cms__V1__Identity *ident = NULL;
+    Cms__V1__Credential *cred = NULL;
+    uint8_t pk[crypto_sign_PUBLICKEYBYTES];
+    char
+        pk64[sodium_base64_ENCODED_LEN(crypto_sign_PUBLICKEYBYTES, sodium_base64_VARIANT_ORIGINAL)];
+    memset(out, 0, sizeof *out);
+    Cms__V1__CreateIdentity c = CMS__V1__CREATE_IDENTITY__INIT;
+    c.name = (char *)name;
+    c.type = (char *)type;
+    c.metadata_json = (char *)"{}";
+    code = bench_call(prog, nc, prefix, "create", admin_auth, &c.base,
+                      &cms__v1__identity__descriptor, timeout_ms, (ProtobufCMessage **)&ident);
+    if (code != 0)
+        goto out;
+    if (strlen(ident->id) != CMS_UUID_STRLEN) {
+        fprintf(stderr, "%s: create returned no identity id\n", prog);
+        code = -1;
+        goto out;
+    }
+    memcpy(out->id, ident->id, sizeof out->id);
+    code = issue(prog, nc, prefix, admin_auth, out->id, "api_key", NULL, timeout_ms, &cred);
+    if (code != 0)
+        goto out;
+    if (strlen(cred->api_key) != CMS_APIKEY_LEN) {
+        fprintf(stderr, "%s: issue_credential returned no API key\n", prog);
+        code = -1;
+        goto out;
+    }
+    memcpy(out->api_key, cred->api_key, sizeof out->api_key);
+    cms_apikey_wipe(cred->api_key, strlen(cred->api_key));
+    cms__v1__credential__free_unpacked(cred, NULL);
+    cred = NULL;
+    party_header(out);
+    if (public_key) {
+        crypto_sign_keypair(pk, out->sk);
+        sodium_bin2base64(pk64, sizeof pk64, pk, sizeof pk, sodium_base64_VARIANT_ORIGINAL);
+        code = issue(prog, nc, prefix, admin_auth, out->id, "public_key", pk64, timeout_ms, &cred);
+        if (code != 0)
+            goto out;
+        if (strlen(cred->id) != CMS_UUID_STRLEN) {
+            fprintf(stderr, "%s: issue_credential returned no credential id\n", prog);
+            code = -1;
+            goto out;
+        }
+        memcpy(out->key_id, cred->id, sizeof out->key_id);
+    }
+out:
+    if (cred)
+        cms__v1__credential__free_unpacked(cred, NULL);
+    if (ident)
+        cms__v1__identity__free_unpacked(ident, NULL);
+    if (code != 0)
+        sodium_memzero(out, sizeof *out);
+    return code;
+}
+
+bool bench_party_write(FILE *f, const bench_party *p)
+{
+    char sk_hex[2 * crypto_sign_SECRETKEYBYTES + 1] = "-";
+    if (p->key_id[0])
+        sodium_bin2hex(sk_hex, sizeof sk_hex, p->sk, sizeof p->sk);
+    int n = fprintf(f, "%s %s %s %s\n", p->id, p->key_id[0] ? p->key_id : "-", sk_hex, p->api_key);
+    sodium_memzero(sk_hex, sizeof sk_hex);
+    return n > 0;
+}
+
+void bench_parties_free(bench_party *v, size_t n)
+{
+    if (v)
+        sodium_memzero(v, n * sizeof *v);
+    free(v);
+}
+
+/* One line "<id> <key id|-> <secret key hex|-> <api key>" into p. */
+static bool party_parse(char *line, bench_party *p)
+{
+    char *save = NULL, *id = strtok_r(line, " ", &save), *kid = strtok_r(NULL, " ", &save),
+         *skhex = strtok_r(NULL, " ", &save), *key = strtok_r(NULL, " ", &save);
+    size_t sklen = 0;
+    memset(p, 0, sizeof *p);
+    if (id == NULL || kid == NULL || skhex == NULL || key == NULL ||
+        strlen(id) != CMS_UUID_STRLEN || strlen(key) != CMS_APIKEY_LEN)
+        return false;
+    bool keyless = strcmp(kid, "-") == 0;
+    if (keyless != (strcmp(skhex, "-") == 0))
+        return false;
+    if (!keyless &&
+        (strlen(kid) != CMS_UUID_STRLEN ||
+         sodium_hex2bin(p->sk, sizeof p->sk, skhex, strlen(skhex), NULL, &sklen, NULL) != 0 ||
+         sklen != sizeof p->sk))
+        return false;
+    memcpy(p->id, id, sizeof p->id);
+    if (!keyless)
+        memcpy(p->key_id, kid, sizeof p->key_id);
+    memcpy(p->api_key, key, sizeof p->api_key);
+    party_header(p);
+    return true;
+}
+
+bool bench_parties_load(const char *prog, const char *path, bench_party **out, size_t *n)
+{
+    bool ok = false;
+    bench_party *v = NULL;
+    size_t len = 0, cap = 0;
+    char line[1024];
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        fprintf(stderr, "%s: %s: %s\n", prog, path, strerror(errno));
+        goto out;
+    }
+    while (fgets(line, sizeof line, f)) {
+        line[strcspn(line, "\r\n")] = '\0';
+        if (line[0] == '\0')
+            continue;
+        if (len == cap) {
+            cap = cap ? 2 * cap : 64;
+            bench_party *nv = realloc(v, cap * sizeof *v);
+            if (nv == NULL)
+                goto out;
+            v = nv;
+        }
+        if (!party_parse(line, &v[len])) {
+            fprintf(stderr, "%s: %s, party %zu: not \"<id> <key id> <secret key hex> <api key>\"\n",
+                    prog, path, len + 1);
+            goto out;
+        }
+        len++;
+    }
+    if (len == 0) {
+        fprintf(stderr, "%s: %s holds no party\n", prog, path);
+        goto out;
+    }
+    ok = true;
+out:
+    if (f)
+        fclose(f);
+    sodium_memzero(line, sizeof line);
+    if (!ok) {
+        bench_parties_free(v, len);
+        v = NULL;
+        len = 0;
+    }
+    *out = v;
+    *n = len;
+    return ok;
+}
+
+bool bench_sign_hash(const bench_party *p, const char *hash_hex, char out[BENCH_SIG_MAX])
+{
+    uint8_t digest[32], sig[crypto_sign_BYTES];
+    size_t dlen = 0;
+    if (p->key_id[0] == '\0' ||
+        sodium_hex2bin(digest, sizeof digest, hash_hex, strlen(hash_hex), NULL, &dlen, NULL) != 0 ||
+        dlen != sizeof digest)
+        return false;
+    crypto_sign_detached(sig, NULL, digest, sizeof digest, p->sk);
+    sodium_bin2base64(out, BENCH_SIG_MAX, sig, sizeof sig,
+                      sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+    return true;
+}
+
+void bench_contract_terms(char *out, size_t cap, const char *extra)
+{
+    char from[16], to[16];
+    time_t now = time(NULL), y = now - 86400, e = now + 366 * 86400;
+    struct tm a, b;
+    gmtime_r(&y, &a);
+    gmtime_r(&e, &b);
+    strftime(from, sizeof from, "%Y-%m-%d", &a);
+    strftime(to, sizeof to, "%Y-%m-%d", &b);
+    snprintf(out, cap,
+             "{\"start_date\":\"%s\",\"end_date\":\"%s\",\"conditions\":[{\"type\":\"payment\","
+             "\"amount\":1000,\"currency\":\"EUR\",\"schedule\":\"monthly\"}],"
+             "\"sla\":{\"availability\":99.9,\"response_time\":200}%s%s}",
+             from, to, extra ? "," : "", extra ? extra : "");
 }
 
 bool bench_serve(const char *prog, const char *url, const char *subject, bool buffered,

@@ -13,7 +13,9 @@
  *     measure itself. Requests go out with a reply subject <inbox>.<seq>,
  *     one wildcard inbox per connection;
  *   - the helpers of set-up and baseline on nats.c: the admin's key file,
- *     packed protobuf bodies and replies, one blocking command.
+ *     packed protobuf bodies and replies, one blocking command, the parties
+ *     (an identity with an API key and maybe an Ed25519 key) and their
+ *     files, a signature of a contract's content hash, contract terms.
  *
  * A bench library, not a service's: it blocks (connecting, bench_call) and
  * writes its failures to stderr, each line prefixed by the program's name. */
@@ -21,12 +23,15 @@
 #define CMS_BENCHLIB_H
 
 #include "apikey.h"
+#include "uuid.h"
 
 #include <nats/nats.h>
 #include <protobuf-c/protobuf-c.h>
+#include <sodium.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 /* --- clocks ------------------------------------------------------------------ */
 
@@ -135,13 +140,64 @@ bool bench_pack_body(const ProtobufCMessage *m, bench_body *out)
 bool bench_pack_reply(const ProtobufCMessage *result, bench_body *out)
     __attribute__((warn_unused_result));
 
-/* One blocking command to cms-identity on <prefix>.identity.<verb>, with
- * "Authorization: <auth>" unless auth is NULL; 0 and *out (a result of
- * rdesc, the caller's to free) on success, else the error code (or -1: no
- * reply) with a line on stderr. */
+/* One blocking command on <prefix>.<service>.<verb>, with "Authorization:
+ * <auth>" unless auth is NULL; 0 and *out (a result of rdesc, the caller's
+ * to free) on success, else the error code (or -1: no reply) with a line on
+ * stderr unless quiet. */
+int bench_command(const char *prog, natsConnection *nc, const char *prefix, const char *service,
+                  const char *verb, const char *auth, const ProtobufCMessage *req,
+                  const ProtobufCMessageDescriptor *rdesc, int64_t timeout_ms, bool quiet,
+                  ProtobufCMessage **out);
+/* bench_command to cms-identity, not quiet. */
 int bench_call(const char *prog, natsConnection *nc, const char *prefix, const char *verb,
                const char *auth, const ProtobufCMessage *req,
                const ProtobufCMessageDescriptor *rdesc, int64_t timeout_ms, ProtobufCMessage **out);
+
+/* --- parties ---------------------------------------------------------------- */
+
+/* An identity of the benchmark with an API key and, if key_id is not "", an
+ * Ed25519 key pair whose public half is its public_key credential key_id.
+ * hdr is the NATS header block its requests carry:
+ * "NATS/1.0\r\nAuthorization: Bearer <key>\r\n\r\n". Secrets: wipe with
+ * bench_parties_free. */
+typedef struct bench_party {
+    char id[CMS_UUID_STRLEN + 1];
+    char key_id[CMS_UUID_STRLEN + 1];
+    uint8_t sk[crypto_sign_SECRETKEYBYTES];
+    char api_key[CMS_APIKEY_LEN + 1];
+    char hdr[CMS_APIKEY_LEN + 64];
+    size_t hdr_len;
+} bench_party;
+
+/* Creates the identity name of type through cms-identity with admin_auth
+ * ("Bearer <admin key>"), issues it an API key valid a week and, if
+ * public_key, a public_key credential of a key pair made here. 0 with *out
+ * filled, else the error code (or -1) with a line on stderr. */
+int bench_party_create(const char *prog, natsConnection *nc, const char *prefix,
+                       const char *admin_auth, const char *name, const char *type, bool public_key,
+                       int64_t timeout_ms, bench_party *out) __attribute__((warn_unused_result));
+/* p as one line of a parties file: "<identity id> <key id> <secret key hex>
+ * <api key>", "-" for the key id and the secret key of a party without a
+ * key pair. The file should be mode 0600. */
+bool bench_party_write(FILE *f, const bench_party *p) __attribute__((warn_unused_result));
+/* The parties of the file at path, in its order (at least one); false with
+ * a line on stderr. Free with bench_parties_free. */
+bool bench_parties_load(const char *prog, const char *path, bench_party **out, size_t *n)
+    __attribute__((warn_unused_result));
+void bench_parties_free(bench_party *v, size_t n); /* NULL-safe; wipes them */
+
+/* p's signature of a contract: Ed25519 over the 32 bytes whose hex is
+ * hash_hex, base64url without padding, into out; false if hash_hex is not
+ * 64 hex digits or p has no key pair. */
+#define BENCH_SIG_MAX                                                                              \
+    sodium_base64_ENCODED_LEN(crypto_sign_BYTES, sodium_base64_VARIANT_URLSAFE_NO_PADDING)
+bool bench_sign_hash(const bench_party *p, const char *hash_hex, char out[BENCH_SIG_MAX])
+    __attribute__((warn_unused_result));
+
+/* Contract terms JSON from yesterday to a year from now with a payment (a
+ * contract that may be activated as soon as it is signed), and extra (NULL:
+ * none) as more members of the object, e.g. "\"privacy\":{...}". */
+void bench_contract_terms(char *out, size_t cap, const char *extra);
 
 /* The baseline's serving: a nats.c connection to url named "<prog>-respond"
  * that writes each publish at once (unless buffered) and a subscription to

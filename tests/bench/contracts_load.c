@@ -136,103 +136,23 @@ static const char usage_tail[] =
 
 /* --- files ----------------------------------------------------------------- */
 
-/* One party of the parties file. hdr is the NATS header block its requests
- * carry: "NATS/1.0\r\nAuthorization: Bearer <key>\r\n\r\n". */
-typedef struct party {
-    char id[CMS_UUID_STRLEN + 1];
-    char key_id[CMS_UUID_STRLEN + 1];
-    uint8_t sk[crypto_sign_SECRETKEYBYTES];
-    char hdr[CMS_APIKEY_LEN + 64];
-    size_t hdr_len;
-} party;
-
-static void parties_free(party *v, size_t n)
+/* The parties of path, pairs of them (provider, consumer), each with a key
+ * pair. */
+static bool load_parties(const char *path, bench_party **out, size_t *n)
 {
-    if (v)
-        sodium_memzero(v, n * sizeof *v);
-    free(v);
-}
-
-/* The parties of path, an even number of them (pairs). */
-static bool load_parties(const char *path, party **out, size_t *n)
-{
-    bool ok = false;
-    party *v = NULL;
-    size_t len = 0, cap = 0;
-    char line[1024];
-    FILE *f = fopen(path, "r");
-    if (f == NULL) {
-        fprintf(stderr, PROG ": %s: %s\n", path, strerror(errno));
-        goto out;
-    }
-    while (fgets(line, sizeof line, f)) {
-        line[strcspn(line, "\r\n")] = '\0';
-        if (line[0] == '\0')
-            continue;
-        if (len == cap) {
-            cap = cap ? 2 * cap : 64;
-            party *nv = realloc(v, cap * sizeof *v);
-            if (nv == NULL)
-                goto out;
-            v = nv;
-        }
-        party *p = &v[len];
-        memset(p, 0, sizeof *p);
-        char *save = NULL, *id = strtok_r(line, " ", &save), *kid = strtok_r(NULL, " ", &save),
-             *skhex = strtok_r(NULL, " ", &save), *key = strtok_r(NULL, " ", &save);
-        size_t sklen = 0;
-        if (id == NULL || kid == NULL || skhex == NULL || key == NULL ||
-            strlen(id) != CMS_UUID_STRLEN || strlen(kid) != CMS_UUID_STRLEN ||
-            strlen(key) != CMS_APIKEY_LEN ||
-            sodium_hex2bin(p->sk, sizeof p->sk, skhex, strlen(skhex), NULL, &sklen, NULL) != 0 ||
-            sklen != sizeof p->sk) {
-            fprintf(stderr,
-                    PROG ": %s, party %zu: not \"<id> <key id> <secret key hex> <api key>\"\n",
-                    path, len + 1);
-            goto out;
-        }
-        memcpy(p->id, id, sizeof p->id);
-        memcpy(p->key_id, kid, sizeof p->key_id);
-        int hn =
-            snprintf(p->hdr, sizeof p->hdr, "NATS/1.0\r\nAuthorization: Bearer %s\r\n\r\n", key);
-        p->hdr_len = (size_t)hn;
-        len++;
-    }
-    if (len < 2 || len % 2 != 0) {
-        fprintf(stderr, PROG ": %s holds %zu parties: want pairs, at least one\n", path, len);
-        goto out;
-    }
-    ok = true;
-out:
-    if (f)
-        fclose(f);
-    sodium_memzero(line, sizeof line);
+    if (!bench_parties_load(PROG, path, out, n))
+        return false;
+    bool ok = *n >= 2 && *n % 2 == 0;
+    for (size_t i = 0; ok && i < *n; i++)
+        ok = (*out)[i].key_id[0] != '\0';
     if (!ok) {
-        parties_free(v, len);
-        v = NULL;
-        len = 0;
+        fprintf(stderr, PROG ": %s holds %zu parties: want pairs, at least one, each with a key\n",
+                path, *n);
+        bench_parties_free(*out, *n);
+        *out = NULL;
+        *n = 0;
     }
-    *out = v;
-    *n = len;
     return ok;
-}
-
-/* {"start_date": yesterday, "end_date": a year from now, a payment}: a
- * contract that may be activated as soon as it is signed. */
-static void make_terms(char *out, size_t cap)
-{
-    char from[16], to[16];
-    time_t now = time(NULL), y = now - 86400, e = now + 366 * 86400;
-    struct tm a, b;
-    gmtime_r(&y, &a);
-    gmtime_r(&e, &b);
-    strftime(from, sizeof from, "%Y-%m-%d", &a);
-    strftime(to, sizeof to, "%Y-%m-%d", &b);
-    snprintf(out, cap,
-             "{\"start_date\":\"%s\",\"end_date\":\"%s\",\"conditions\":[{\"type\":\"payment\","
-             "\"amount\":1000,\"currency\":\"EUR\",\"schedule\":\"monthly\"}],"
-             "\"sla\":{\"availability\":99.9,\"response_time\":200}}",
-             from, to);
 }
 
 /* --- run --------------------------------------------------------------------- */
@@ -350,7 +270,7 @@ typedef struct conn {
 struct bench {
     char subject[256];                  /* "<prefix>.contracts." */
     char verb_subject[LC_NSTATES][272]; /* and the verb of the state's request */
-    const party *parties;
+    const bench_party *parties;
     uint32_t npairs;
     const char *terms;
     const char *title_prefix;
@@ -401,7 +321,7 @@ static void lc_set_state(conn *c, lifecycle *lc, lc_state to)
 static uint8_t *pack_request(const lifecycle *lc, const bench *b, const conn *c, uint8_t *pb,
                              size_t *len)
 {
-    const party *prov = &b->parties[2 * lc->pair], *cons = &b->parties[2 * lc->pair + 1];
+    const bench_party *prov = &b->parties[2 * lc->pair], *cons = &b->parties[2 * lc->pair + 1];
     switch (lc->state) {
     case LC_CREATING: {
         char title[200];
@@ -429,18 +349,10 @@ static uint8_t *pack_request(const lifecycle *lc, const bench *b, const conn *c,
     }
     case LC_SIGNING_PROVIDER:
     case LC_SIGNING_CONSUMER: {
-        const party *p = lc->state == LC_SIGNING_PROVIDER ? prov : cons;
-        uint8_t digest[32], sig[crypto_sign_BYTES];
-        char sig64[sodium_base64_ENCODED_LEN(crypto_sign_BYTES,
-                                             sodium_base64_VARIANT_URLSAFE_NO_PADDING)];
-        size_t dlen = 0;
-        if (sodium_hex2bin(digest, sizeof digest, lc->hash, strlen(lc->hash), NULL, &dlen, NULL) !=
-                0 ||
-            dlen != sizeof digest)
+        const bench_party *p = lc->state == LC_SIGNING_PROVIDER ? prov : cons;
+        char sig64[BENCH_SIG_MAX];
+        if (!bench_sign_hash(p, lc->hash, sig64))
             return NULL;
-        crypto_sign_detached(sig, NULL, digest, sizeof digest, p->sk);
-        sodium_bin2base64(sig64, sizeof sig64, sig, sizeof sig,
-                          sodium_base64_VARIANT_URLSAFE_NO_PADDING);
         Cms__V1__SignContract m = CMS__V1__SIGN_CONTRACT__INIT;
         m.id = (char *)lc->id;
         m.signature = sig64;
@@ -487,7 +399,7 @@ static bool queue_request(conn *c, lifecycle *lc, int64_t t_ns)
     lc->t_sent = t_ns;
     c->sent++;
 
-    const party *who = &b->parties[2 * lc->pair + (lc->state == LC_SIGNING_CONSUMER ? 1 : 0)];
+    const bench_party *who = &b->parties[2 * lc->pair + (lc->state == LC_SIGNING_CONSUMER ? 1 : 0)];
     uint8_t pb[BODY_MAX];
     size_t len = 0;
     if (pack_request(lc, b, c, pb, &len) == NULL) {
@@ -864,7 +776,7 @@ static int cmd_run(const cms_config *cfg)
     int status = EXIT_FAILED;
     bench b = {0};
     bench_hist *lat[CMD_N] = {0}, *all = NULL, *life = NULL, *lag = NULL;
-    party *parties = NULL;
+    bench_party *parties = NULL;
     size_t nparties = 0;
     char terms[512], default_prefix[64];
     const char *url = cms_config_str(cfg, "nats-url");
@@ -907,7 +819,7 @@ static int cmd_run(const cms_config *cfg)
         snprintf(b.verb_subject[i], sizeof b.verb_subject[i], "%s%s", b.subject, lc_verb[i]);
     b.parties = parties;
     b.npairs = (uint32_t)(nparties / 2);
-    make_terms(terms, sizeof terms);
+    bench_contract_terms(terms, sizeof terms, NULL);
     b.terms = terms;
     snprintf(default_prefix, sizeof default_prefix, "bench-%d-%" PRId64, (int)getpid(),
              bench_unix_us());
@@ -1060,7 +972,7 @@ out:
     free(all);
     free(life);
     free(lag);
-    parties_free(parties, nparties);
+    bench_parties_free(parties, nparties);
     return status;
 }
 
@@ -1123,7 +1035,7 @@ static int cmd_respond(const cms_config *cfg)
     cms_uuid_format(&u, cons);
     cms_uuid_v7(&u);
     cms_uuid_format(&u, key);
-    make_terms(terms, sizeof terms);
+    bench_contract_terms(terms, sizeof terms, NULL);
     fake_entry(e1, sizeof e1, prov, key, hash);
     fake_entry(e2, sizeof e2, cons, key, hash);
     snprintf(both, sizeof both, "{\"consumer\": %s, \"provider\": %s}", e2, e1);
@@ -1169,31 +1081,13 @@ out:
 
 /* --- setup ------------------------------------------------------------------- */
 
-/* issue_credential of type for identity_id (public_key: pk64), valid a week. */
-static int issue(natsConnection *nc, const char *prefix, const char *auth, const char *identity_id,
-                 const char *type, const char *pk64, int64_t timeout_ms, Cms__V1__Credential **out)
-{
-    Cms__V1__IssueCredential ic = CMS__V1__ISSUE_CREDENTIAL__INIT;
-    ic.identity_id = (char *)identity_id;
-    ic.type = (char *)type;
-    ic.expires_at_us = bench_unix_us() + 7LL * 86400 * 1000000;
-    ic.public_key = (char *)(pk64 ? pk64 : "");
-    return bench_call(PROG, nc, prefix, "issue_credential", auth, &ic.base,
-                      &cms__v1__credential__descriptor, timeout_ms, (ProtobufCMessage **)out);
-}
-
 static int cmd_setup(const cms_config *cfg)
 {
     int status = EXIT_FAILED;
     natsConnection *nc = NULL;
     FILE *out = NULL;
-    Cms__V1__Identity *ident = NULL;
-    Cms__V1__Credential *cred = NULL;
-    char key[256], auth[300], name[200], default_prefix[64], api_key[CMS_APIKEY_LEN + 1];
-    char sk_hex[2 * crypto_sign_SECRETKEYBYTES + 1];
-    uint8_t pk[crypto_sign_PUBLICKEYBYTES], sk[crypto_sign_SECRETKEYBYTES];
-    char
-        pk64[sodium_base64_ENCODED_LEN(crypto_sign_PUBLICKEYBYTES, sodium_base64_VARIANT_ORIGINAL)];
+    bench_party p;
+    char key[256], auth[300], name[200], default_prefix[64];
     const char *prefix = cms_config_str(cfg, "prefix");
     const char *admin_file = cms_config_str(cfg, "admin-key-file");
     const char *parties_out = cms_config_str(cfg, "parties-out");
@@ -1226,35 +1120,16 @@ static int cmd_setup(const cms_config *cfg)
         goto out;
     }
     for (int64_t i = 0; i < 2 * pairs; i++) {
-        Cms__V1__CreateIdentity c = CMS__V1__CREATE_IDENTITY__INIT;
         snprintf(name, sizeof name, "%s-%s-%" PRId64, name_prefix, i % 2 ? "consumer" : "provider",
                  i / 2);
-        c.name = name;
-        c.type = (char *)"machine";
-        c.metadata_json = (char *)"{}";
-        if (bench_call(PROG, nc, prefix, "create", auth, &c.base, &cms__v1__identity__descriptor,
-                       timeout_ms, (ProtobufCMessage **)&ident) != 0)
+        if (bench_party_create(PROG, nc, prefix, auth, name, "machine", true, timeout_ms, &p) != 0)
             goto out;
-        if (issue(nc, prefix, auth, ident->id, "api_key", NULL, timeout_ms, &cred) != 0)
-            goto out;
-        if (strlen(cred->api_key) != CMS_APIKEY_LEN) {
-            fprintf(stderr, PROG ": issue_credential returned no API key\n");
+        bool written = bench_party_write(out, &p);
+        sodium_memzero(&p, sizeof p);
+        if (!written) {
+            fprintf(stderr, PROG ": writing %s failed\n", parties_out);
             goto out;
         }
-        memcpy(api_key, cred->api_key, sizeof api_key);
-        cms_apikey_wipe(cred->api_key, strlen(cred->api_key));
-        cms__v1__credential__free_unpacked(cred, NULL);
-        cred = NULL;
-        crypto_sign_keypair(pk, sk);
-        sodium_bin2base64(pk64, sizeof pk64, pk, sizeof pk, sodium_base64_VARIANT_ORIGINAL);
-        if (issue(nc, prefix, auth, ident->id, "public_key", pk64, timeout_ms, &cred) != 0)
-            goto out;
-        sodium_bin2hex(sk_hex, sizeof sk_hex, sk, sizeof sk);
-        fprintf(out, "%s %s %s %s\n", ident->id, cred->id, sk_hex, api_key);
-        cms__v1__credential__free_unpacked(cred, NULL);
-        cred = NULL;
-        cms__v1__identity__free_unpacked(ident, NULL);
-        ident = NULL;
     }
     if (fclose(out) != 0) {
         out = NULL;
@@ -1265,19 +1140,12 @@ static int cmd_setup(const cms_config *cfg)
     printf("pairs: %" PRId64 "\nparties: %" PRId64 "\n", pairs, 2 * pairs);
     status = EXIT_DONE;
 out:
-    if (cred)
-        cms__v1__credential__free_unpacked(cred, NULL);
-    if (ident)
-        cms__v1__identity__free_unpacked(ident, NULL);
     if (out)
         fclose(out);
     natsConnection_Destroy(nc);
     (void)nats_CloseAndWait(5000);
     sodium_memzero(key, sizeof key);
     sodium_memzero(auth, sizeof auth);
-    sodium_memzero(api_key, sizeof api_key);
-    sodium_memzero(sk, sizeof sk);
-    sodium_memzero(sk_hex, sizeof sk_hex);
     return status;
 }
 
