@@ -13,7 +13,8 @@
  * cms_rdp_eps (a curve over every default order and its epsilon) and of
  * cms_rdp_sigma_for (the noise multiplier for a target epsilon, to
  * TP_SIGMA_TOL), each over many repetitions; prints the median, p99, mean
- * and maximum in microseconds.
+ * and maximum in microseconds. With --target-epsilon, sigma is the one that
+ * epsilon takes (as cms-training plans a job whose config names none).
  *
  * setup: through cms-identity (the admin's key), a provider and a consumer,
  * each with an API key and an Ed25519 public_key credential, and --workers
@@ -118,6 +119,10 @@ static const cms_option options[] = {
      "rdp: the noise multiplier of cms_rdp_eps; the sigma search looks for the epsilon it gives",
      false, false},
     {"steps", NULL, CMS_OPT_INT, "100000", "rdp: the steps composed", false, false},
+    {"target-epsilon", NULL, CMS_OPT_STRING, NULL,
+     "rdp: instead of --sigma, the sigma whose steps give this epsilon (as a job's config "
+     "without a noise_multiplier); searched once before the timings",
+     false, false},
     {"delta", NULL, CMS_OPT_STRING, "1e-5", "rdp: delta", false, false},
     {"admin-key-file", NULL, CMS_OPT_STRING, NULL, "setup: file holding the admin API key", false,
      false},
@@ -421,9 +426,12 @@ static int cmd_rdp(const cms_config *cfg)
     double q = 0, sigma = 0, delta = 0, eps = 0, order = 0, found = 0;
     int64_t steps = cms_config_int(cfg, "steps");
     int64_t neps = cms_config_int(cfg, "eps-reps"), nsig = cms_config_int(cfg, "sigma-reps");
+    double target = 0;
+    bool by_target = cms_config_str(cfg, "target-epsilon") != NULL;
     if (!opt_double(cfg, "q", &q) || !opt_double(cfg, "sigma", &sigma) ||
-        !opt_double(cfg, "delta", &delta) || neps < 1 || nsig < 1 || neps > 10000000 ||
-        nsig > 1000000 || steps < 0) {
+        !opt_double(cfg, "delta", &delta) ||
+        (by_target && (!opt_double(cfg, "target-epsilon", &target) || target <= 0)) || neps < 1 ||
+        nsig < 1 || neps > 10000000 || nsig > 1000000 || steps < 0) {
         fprintf(stderr, PROG ": rdp wants --eps-reps 1..10000000, --sigma-reps 1..1000000 and "
                              "--steps >= 0\n");
         status = EXIT_USAGE;
@@ -433,6 +441,11 @@ static int cmd_rdp(const cms_config *cfg)
     ts = malloc((size_t)nsig * sizeof *ts);
     if (te == NULL || ts == NULL)
         goto out;
+    if (by_target && !cms_rdp_sigma_for(q, steps, delta, target, SIGMA_TOL, &sigma)) {
+        fprintf(stderr, PROG ": no sigma gives epsilon %g for q %g, %" PRId64 " steps\n", target, q,
+                steps);
+        goto out;
+    }
     if (!cms_rdp_eps(q, sigma, steps, delta, &eps, &order)) {
         fprintf(stderr, PROG ": cms_rdp_eps refuses q %g, sigma %g, %" PRId64 " steps, delta %g\n",
                 q, sigma, steps, delta);
