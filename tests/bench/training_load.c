@@ -58,7 +58,8 @@
  * holding a ReportReply as cms-training answers a progress report.
  *
  * e2e: the consumer submits --jobs jobs (at most --in-flight at once) for
- * workers of their own (cms-worker) to run, then reads the jobs' statuses
+ * workers of their own (cms-worker) to run, a submit answered UNAVAILABLE
+ * again after a jittered backoff (counted), then reads the jobs' statuses
  * from the database (--database-url) every --poll until every one has
  * ended; prints the submit rate, the time to drain and the jobs per second
  * from the first submit to the last job ended, and the jobs' latencies
@@ -1458,33 +1459,82 @@ out:
 
 /* --- e2e ---------------------------------------------------------------------- */
 
-/* The submits of e2e: the job ids the replies give, in the order sent
- * (request seq is submit seq - 1). */
+/* Where a submit of e2e is. One answered UNAVAILABLE (the service asks for
+ * a retry: its queue is full, or the contract's ledger kept changing under
+ * the submit) waits a jittered backoff, then goes again. sub_set_state()
+ * is the one place it changes. */
+typedef enum { SUB_UNSENT, SUB_IN_FLIGHT, SUB_BACKOFF, SUB_DONE } sub_state;
+
+typedef struct submit {
+    sub_state state;
+    int tries;
+    int64_t t_sent, t_retry;
+    char id[CMS_UUID_STRLEN + 1];
+} submit;
+
+#define SUBMIT_TRIES 50
+#define BACKOFF_MIN_NS 10000000LL /* 10 ms, doubling to 1 s */
+#define BACKOFF_MAX_NS 1000000000LL
+
+/* The submits of e2e, in the order of the job ids (request seq is submit
+ * index + 1). */
 typedef struct e2e {
-    char (*ids)[CMS_UUID_STRLEN + 1];
-    int64_t *t_sent;
-    uint64_t n, sent, answered;
+    submit *subs;
+    uint64_t n, done;
     int64_t in_flight;
+    uint64_t retries;
     bench_nats *nats;
 } e2e;
+
+static void sub_set_state(e2e *e, submit *sb, sub_state to, int64_t now)
+{
+    if (sb->state == SUB_IN_FLIGHT)
+        e->in_flight--;
+    switch (to) {
+    case SUB_IN_FLIGHT:
+        e->in_flight++;
+        sb->tries++;
+        sb->t_sent = now;
+        break;
+    case SUB_BACKOFF: {
+        int shift = sb->tries < 7 ? sb->tries : 7;
+        int64_t d = BACKOFF_MIN_NS << shift;
+        if (d > BACKOFF_MAX_NS)
+            d = BACKOFF_MAX_NS;
+        sb->t_retry = now + d / 2 + (int64_t)randombytes_uniform((uint32_t)(d / 2000)) * 1000;
+        e->retries++;
+        break;
+    }
+    case SUB_DONE:
+        e->done++;
+        break;
+    case SUB_UNSENT:
+        break;
+    }
+    sb->state = to;
+}
 
 static bool on_submitted(void *arg, uint64_t seq, const char *hdr, size_t hdr_len, const char *data,
                          size_t len, int64_t t_now)
 {
-    (void)t_now;
     e2e *e = arg;
-    if (seq == 0 || seq > e->sent || e->ids[seq - 1][0] != '\0')
+    if (seq == 0 || seq > e->n || e->subs[seq - 1].state != SUB_IN_FLIGHT)
         return true;
+    submit *sb = &e->subs[seq - 1];
     Cms__V1__Reply *r = NULL;
     Cms__V1__TrainingJob *j = NULL;
-    bool ok = false;
+    bool ok = false, again = false;
     if (hdr_len >= 12 && memcmp(hdr, "NATS/1.0 503", 12) == 0)
         bench_nats_error(e->nats, "no responders on the submit subject: is cms-training up?");
     else if ((r = cms__v1__reply__unpack(NULL, len, (const uint8_t *)data)) == NULL)
         bench_nats_error(e->nats, "submit: the reply is not a cms.v1.Reply");
+    else if (r->outcome_case == CMS__V1__REPLY__OUTCOME_ERROR && r->error &&
+             r->error->code == CMS__V1__ERROR_CODE__UNAVAILABLE && sb->tries < SUBMIT_TRIES)
+        again = true;
     else if (r->outcome_case == CMS__V1__REPLY__OUTCOME_ERROR && r->error)
-        bench_nats_error(e->nats, "submit: %s: %s (field %s)", cms_cmd_code_name(r->error->code),
-                         r->error->message, r->error->field);
+        bench_nats_error(e->nats, "submit: %s: %s (field %s), after %d tries",
+                         cms_cmd_code_name(r->error->code), r->error->message, r->error->field,
+                         sb->tries);
     else if (r->outcome_case != CMS__V1__REPLY__OUTCOME_RESULT ||
              (j = cms__v1__training_job__unpack(NULL, r->result.len, r->result.data)) == NULL ||
              strlen(j->id) != CMS_UUID_STRLEN)
@@ -1492,14 +1542,16 @@ static bool on_submitted(void *arg, uint64_t seq, const char *hdr, size_t hdr_le
     else
         ok = true;
     if (ok)
-        memcpy(e->ids[seq - 1], j->id, CMS_UUID_STRLEN + 1);
+        memcpy(sb->id, j->id, CMS_UUID_STRLEN + 1);
     if (j)
         cms__v1__training_job__free_unpacked(j, NULL);
     if (r)
         cms__v1__reply__free_unpacked(r, NULL);
-    e->answered++;
-    e->in_flight--;
-    return ok;
+    if (ok)
+        sub_set_state(e, sb, SUB_DONE, t_now);
+    else if (again)
+        sub_set_state(e, sb, SUB_BACKOFF, t_now);
+    return ok || again;
 }
 
 /* "{id,id,...}": the jobs as a uuid[] literal; the caller frees it. */
@@ -1513,7 +1565,7 @@ static char *id_array(const e2e *e)
     for (uint64_t i = 0; i < e->n; i++) {
         if (i)
             s[k++] = ',';
-        memcpy(s + k, e->ids[i], CMS_UUID_STRLEN);
+        memcpy(s + k, e->subs[i].id, CMS_UUID_STRLEN);
         k += CMS_UUID_STRLEN;
     }
     s[k++] = '}';
@@ -1609,9 +1661,8 @@ static int cmd_e2e(const cms_config *cfg)
         goto out;
     }
     e.n = (uint64_t)njobs;
-    e.ids = calloc(e.n, sizeof *e.ids);
-    e.t_sent = calloc(e.n, sizeof *e.t_sent);
-    if (e.ids == NULL || e.t_sent == NULL || !bench_nats_create(&e.nats))
+    e.subs = calloc(e.n, sizeof *e.subs);
+    if (e.subs == NULL || !bench_nats_create(&e.nats))
         goto out;
     if (!bench_nats_connect(e.nats, PROG, 0, cms_config_str(cfg, "nats-url"), on_submitted, &e)) {
         fprintf(stderr, PROG ": %s\n", bench_nats_first_error(e.nats));
@@ -1629,25 +1680,32 @@ static int cmd_e2e(const cms_config *cfg)
         goto out;
     cms__v1__submit_job__pack(&m, body);
 
-    /* the submits, --in-flight at once */
+    /* the submits, --in-flight at once, in order, a retry before a first try */
     int64_t t0 = bench_mono_ns(), t_submitted = 0;
-    while (e.answered < e.n) {
-        while (e.sent < e.n && e.in_flight < window) {
-            e.t_sent[e.sent] = bench_mono_ns();
-            e.sent++;
-            e.in_flight++;
-            if (!bench_nats_publish(e.nats, subject, e.sent, CONSUMER(&ps)->hdr,
-                                    CONSUMER(&ps)->hdr_len, body, blen))
-                goto broke;
-        }
-        if (!bench_nats_flush(e.nats) || !bench_nats_poll(e.nats, 10000000))
-            goto broke;
-        for (uint64_t i = 0; i < e.sent; i++)
-            if (e.ids[i][0] == '\0' && bench_mono_ns() - e.t_sent[i] > timeout_ns) {
+    uint64_t next = 0;
+    while (e.done < e.n) {
+        int64_t now = bench_mono_ns();
+        for (uint64_t i = 0; i < next; i++)
+            if (e.subs[i].state == SUB_IN_FLIGHT && now - e.subs[i].t_sent > timeout_ns) {
                 bench_nats_error(e.nats, "submit %" PRIu64 ": no reply in %" PRId64 " ms", i + 1,
                                  timeout_ns / 1000000);
                 goto broke;
             }
+        for (uint64_t i = 0; i < e.n && e.in_flight < window; i++) {
+            submit *sb = &e.subs[i];
+            if (sb->state == SUB_UNSENT && i != next)
+                break;
+            if (sb->state != SUB_UNSENT && (sb->state != SUB_BACKOFF || now < sb->t_retry))
+                continue;
+            if (sb->state == SUB_UNSENT)
+                next++;
+            sub_set_state(&e, sb, SUB_IN_FLIGHT, now);
+            if (!bench_nats_publish(e.nats, subject, i + 1, CONSUMER(&ps)->hdr,
+                                    CONSUMER(&ps)->hdr_len, body, blen))
+                goto broke;
+        }
+        if (!bench_nats_flush(e.nats) || !bench_nats_poll(e.nats, 2000000))
+            goto broke;
     }
     t_submitted = bench_mono_ns();
 
@@ -1683,6 +1741,7 @@ static int cmd_e2e(const cms_config *cfg)
     printf("completed: %" PRId64 "\nended_otherwise: %" PRId64 "\nopen: %" PRId64 "\n", v[0], v[1],
            v[2]);
     printf("submit_s: %.3f\n", (double)(t_submitted - t0) / 1e9);
+    printf("submit_retries: %" PRIu64 "\n", e.retries);
     printf("submit_rate: %.0f\n", (double)e.n * 1e9 / (double)(t_submitted - t0));
     if (t_done) {
         printf("e2e_s: %.3f\n", (double)(t_done - t0) / 1e9);
@@ -1696,8 +1755,7 @@ broke:
     fprintf(stderr, PROG ": %s\n", bench_nats_first_error(e.nats));
 out:
     bench_nats_destroy(e.nats);
-    free(e.ids);
-    free(e.t_sent);
+    free(e.subs);
     free(ids);
     PQfinish(pg);
     parties_free(&ps);
