@@ -300,6 +300,7 @@ typedef struct submit_op {
     char id[TR_ID_LEN + 1];
     const char *model;
     tv_config c;
+    tp_plan plan;           /* made before the read: it needs no stored state */
     struct submit_op *next; /* waiting behind it for the same ledger */
 } submit_op;
 
@@ -436,16 +437,7 @@ static cms_transition_step submit_decide(void *arg, cms_cmd_req *req, const cms_
         !party_active(req, "consumer", PQgetvalue(r, 0, 6)))
         return CMS_TRANSITION_ANSWERED;
     tv_err e = {0};
-    tp_plan p;
-    if (!tp_plan_job(&op->c, op->m->privacy_budget, &p, &e)) {
-        cms_counter_add(s->m_refused_budget, 1);
-        cms_cmd_fail(req,
-                     strcmp(e.field, "privacy_budget") == 0
-                         ? CMS__V1__ERROR_CODE__FAILED_PRECONDITION
-                         : CMS__V1__ERROR_CODE__INVALID_ARGUMENT,
-                     e.field, "%s", e.msg);
-        return CMS_TRANSITION_ANSWERED;
-    }
+    const tp_plan p = op->plan;
     double max_eps = trsvc_f64(r, 0, 3), delta = trsvc_f64(r, 0, 4);
     if (!(delta > 0))
         delta = TP_LEDGER_DELTA;
@@ -550,6 +542,34 @@ static const cms_transition_ops submit_ops = {.what = "submit",
                                               .written = submit_written,
                                               .release = submit_release};
 
+/* The plan of a job (training/plan.h), from the plans of the last few
+ * distinct configs and budgets: the noise multiplier's search costs
+ * milliseconds of the loop, and jobs are mostly submitted alike. */
+static bool plan_of(trsvc *s, const tv_config *c, double budget, tp_plan *out, tv_err *e)
+{
+    for (int i = 0; i < TRSVC_PLANS; i++) {
+        const struct trsvc_plan_memo *m = &s->plans[i];
+        if (m->used && m->q == c->q && m->steps == c->steps && m->delta == c->delta &&
+            m->epsilon == c->epsilon && m->sigma == c->noise_multiplier && m->budget == budget) {
+            *out = m->plan;
+            return true;
+        }
+    }
+    if (!tp_plan_job(c, budget, out, e))
+        return false;
+    struct trsvc_plan_memo *m = &s->plans[s->next_plan];
+    s->next_plan = (s->next_plan + 1) % TRSVC_PLANS;
+    *m = (struct trsvc_plan_memo){.used = true,
+                                  .q = c->q,
+                                  .steps = c->steps,
+                                  .delta = c->delta,
+                                  .epsilon = c->epsilon,
+                                  .sigma = c->noise_multiplier,
+                                  .budget = budget,
+                                  .plan = *out};
+    return true;
+}
+
 static void h_submit(void *arg, cms_cmd_req *req)
 {
     trsvc *s = arg;
@@ -572,6 +592,16 @@ static void h_submit(void *arg, cms_cmd_req *req)
     if (!tv_model_name(op->model, &e)) {
         free(op);
         trsvc_fail_invalid(req, &e);
+        return;
+    }
+    if (!plan_of(s, &op->c, m->privacy_budget, &op->plan, &e)) {
+        free(op);
+        cms_counter_add(s->m_refused_budget, 1);
+        cms_cmd_fail(req,
+                     strcmp(e.field, "privacy_budget") == 0
+                         ? CMS__V1__ERROR_CODE__FAILED_PRECONDITION
+                         : CMS__V1__ERROR_CODE__INVALID_ARGUMENT,
+                     e.field, "%s", e.msg);
         return;
     }
     cms_uuid u;

@@ -35,7 +35,10 @@ static const char SQL_START[] =
  * $10 metrics, $11 the worker's deadline (ms), $12 the least time between
  * two progress events (ms), $13 the stop to tell or NULL, $14 the stop's
  * deadline (ms); event $1..$4, written (with a point of the spent budget)
- * only if the job's last one is old enough. A stop stored meanwhile (a
+ * only if the job's last one is old enough. The worker's deadline moves
+ * only once it is nearer than $11 (then to 1.25 times $11 from now), so
+ * that most reports change no indexed column (a HOT update): a worker is
+ * presumed lost after 1 to 1.25 times $11 of silence. A stop stored meanwhile (a
  * contract's end, a cancel) is told by this report's answer: the worker is
  * then counted as told. */
 static const char SQL_PROGRESS[] =
@@ -47,7 +50,8 @@ static const char SQL_PROGRESS[] =
     "due_at = CASE WHEN j.stop_told_at IS NOT NULL THEN j.due_at "
     "WHEN coalesce(j.stop_reason, $13::text) IS NOT NULL "
     "THEN now() + $14::int8 * interval '1 millisecond' "
-    "ELSE now() + $11::int8 * interval '1 millisecond' END, "
+    "WHEN j.due_at < now() + $11::int8 * interval '1 millisecond' "
+    "THEN now() + $11::int8 * interval '1.25 millisecond' ELSE j.due_at END, "
     "stop_reason = coalesce(j.stop_reason, $13::text), "
     "stop_told_at = CASE WHEN j.stop_told_at IS NULL AND coalesce(j.stop_reason, $13::text) "
     "IS NOT NULL THEN now() ELSE j.stop_told_at END, "
@@ -57,7 +61,9 @@ static const char SQL_PROGRESS[] =
     "b AS (INSERT INTO training_job_budget (job_id, steps, epsilon) "
     "SELECT id, steps_done, privacy_budget_spent FROM u WHERE u.emit ON CONFLICT DO NOTHING), "
     "o AS (" CMS_OUTBOX_SQL_FROM("u WHERE u.emit") ") "
-    "SELECT " TRSQL_COLS(TRSQL_LINKED_CONTRACT) " FROM u j";
+    "SELECT j.id::text, j.status::text, coalesce(j.stop_reason, '') FROM u j";
+/* what SQL_PROGRESS returns */
+enum { PROGRESS_ID, PROGRESS_STATUS, PROGRESS_STOP_REASON };
 // clang-format on
 
 typedef struct report_op {
@@ -358,6 +364,8 @@ static cms_transition_step report_decide(void *arg, cms_cmd_req *req, const cms_
                      "the job's privacy curve is unreadable");
         return CMS_TRANSITION_ANSWERED;
     }
+    if (!fin)
+        run_keep(s, r); /* running, and this worker's: its next reports are one write */
     if (!add_write(op, write, &run, trsvc_i64(r, 0, TRCOL_STEPS), fin,
                    PQgetvalue(r, 0, TRCOL_STOP_REASON))) {
         trsvc_fail_oom(req);
@@ -376,11 +384,13 @@ static bool report_written(void *arg, cms_cmd_req *req, const cms_pg_result *res
         return false; /* the job moved (stopped, requeued): read again */
     }
     cms_counter_add(s->m_reports, 1);
-    run_keep(s, r);
-    if (!op->final) { /* a stop stored meanwhile is told now */
-        const char *stop = PQgetvalue(r, 0, TRCOL_STOP_REASON);
+    if (op->m->kind == CMS__V1__REPORT_KIND__REPORT_KIND_PROGRESS) {
+        /* a stop stored meanwhile is told now */
+        const char *stop = PQgetvalue(r, 0, PROGRESS_STOP_REASON);
         op->stop = stop[0] != '\0';
         snprintf(op->reason, sizeof op->reason, "%s", stop);
+    } else {
+        run_keep(s, r); /* started: kept; ended: forgotten */
     }
     int64_t due = 0;
     if (op->m->kind == CMS__V1__REPORT_KIND__REPORT_KIND_STARTED)

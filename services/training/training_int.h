@@ -17,6 +17,15 @@
 
 #define TR_ID_LEN 36
 #define TRSVC_RUNS 4096
+#define TRSVC_PLANS 16
+
+/* A plan made for these inputs (jobs.c's plan_of). */
+struct trsvc_plan_memo {
+    bool used;
+    double q, delta, epsilon, sigma, budget;
+    int64_t steps;
+    tp_plan plan;
+};
 
 struct trsvc {
     cms_service *svc;
@@ -28,6 +37,8 @@ struct trsvc {
     int nround;
     struct trsvc_gate *gates; /* the contracts with a submit under way (jobs.c) */
     struct trsvc_run *runs;   /* TRSVC_RUNS running jobs heard of (reports.c) */
+    struct trsvc_plan_memo plans[TRSVC_PLANS];
+    int next_plan;
     /* the prepared statements of every file (trsvc_prepare) */
     const cms_pg_stmt *st_actor, *st_read, *st_submit_read, *st_submit, *st_start, *st_progress,
         *st_end, *st_tell, *st_requeue, *st_list, *st_points, *st_budget, *st_budget_jobs,
