@@ -61,9 +61,9 @@ static const char SQL_PROGRESS[] =
     "b AS (INSERT INTO training_job_budget (job_id, steps, epsilon) "
     "SELECT id, steps_done, privacy_budget_spent FROM u WHERE u.emit ON CONFLICT DO NOTHING), "
     "o AS (" CMS_OUTBOX_SQL_FROM("u WHERE u.emit") ") "
-    "SELECT j.id::text, j.status::text, coalesce(j.stop_reason, '') FROM u j";
-/* what SQL_PROGRESS returns */
-enum { PROGRESS_ID, PROGRESS_STATUS, PROGRESS_STOP_REASON };
+    "SELECT j.id::text, j.status::text, coalesce(j.stop_reason, ''), j.emit FROM u j";
+/* what SQL_PROGRESS returns: emit, whether it wrote its event */
+enum { PROGRESS_ID, PROGRESS_STATUS, PROGRESS_STOP_REASON, PROGRESS_EMIT };
 // clang-format on
 
 typedef struct report_op {
@@ -384,7 +384,9 @@ static bool report_written(void *arg, cms_cmd_req *req, const cms_pg_result *res
         return false; /* the job moved (stopped, requeued): read again */
     }
     cms_counter_add(s->m_reports, 1);
+    bool events = true;
     if (op->m->kind == CMS__V1__REPORT_KIND__REPORT_KIND_PROGRESS) {
+        events = strcmp(PQgetvalue(r, 0, PROGRESS_EMIT), "t") == 0;
         /* a stop stored meanwhile is told now */
         const char *stop = PQgetvalue(r, 0, PROGRESS_STOP_REASON);
         op->stop = stop[0] != '\0';
@@ -397,7 +399,11 @@ static bool report_written(void *arg, cms_cmd_req *req, const cms_pg_result *res
         due = cms_bus_now_us() + s->opt.worker_timeout_ms * 1000;
     else if (op->stop && !op->final)
         due = cms_bus_now_us() + s->opt.stop_timeout_ms * 1000;
-    trsvc_committed(s, due);
+    /* most progress reports write no event: the outbox has nothing new */
+    if (events)
+        trsvc_committed(s, due);
+    else if (due > 0)
+        cms_duetimer_note(s->tracker, due);
     answer(req, op);
     return true;
 }
