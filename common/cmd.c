@@ -574,6 +574,43 @@ void cms_cmd_reply_page(cms_cmd_req *req, const PGresult *r, int limit,
     free(ptrs);
 }
 
+typedef struct page_op {
+    cms_cmd_req *req;
+    int limit;
+    const ProtobufCMessageDescriptor *page_desc;
+    const char *items_field;
+    void (*row)(const PGresult *r, int i, void *item);
+} page_op;
+
+static void page_read(void *arg, cms_pg_err err, const cms_pg_result *res)
+{
+    page_op *op = arg;
+    if (err != CMS_PG_OK)
+        cms_cmd_fail_pg(op->req, err, res, cms_cmd_req_verb(op->req));
+    else
+        cms_cmd_reply_page(op->req, cms_pg_result_get(res, 0), op->limit, op->page_desc,
+                           op->items_field, op->row);
+    free(op);
+}
+
+void cms_cmd_run_page(cms_cmd_req *req, cms_pg *pg, cms_pg_job *job, int limit,
+                      const ProtobufCMessageDescriptor *page_desc, const char *items_field,
+                      void (*row)(const PGresult *r, int i, void *item))
+{
+    page_op *op = calloc(1, sizeof *op);
+    if (op == NULL) {
+        cms_pg_job_free(job);
+        cms_cmd_fail(req, CMS__V1__ERROR_CODE__INTERNAL, NULL, "out of memory");
+        return;
+    }
+    *op = (page_op){req, limit, page_desc, items_field, row};
+    cms_pg_err err = cms_pg_submit(pg, &job, page_read, op);
+    if (err != CMS_PG_OK) {
+        free(op);
+        cms_cmd_fail_pg(req, err, NULL, cms_cmd_req_verb(req));
+    }
+}
+
 void cms_cmd_fail_pg(cms_cmd_req *r, cms_pg_err err, const cms_pg_result *res, const char *what)
 {
     const char *state = res ? cms_pg_result_sqlstate(res) : NULL;

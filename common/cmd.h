@@ -168,6 +168,12 @@ void cms_cmd_fail_pg(cms_cmd_req *req, cms_pg_err err, const cms_pg_result *res,
 void cms_cmd_reply_page(cms_cmd_req *req, const PGresult *r, int limit,
                         const ProtobufCMessageDescriptor *page_desc, const char *items_field,
                         void (*row)(const PGresult *r, int i, void *item));
+/* Submits the read job of a list verb (taken in every case) to pg and
+ * answers req with its first result as cms_cmd_reply_page does, or with
+ * the database's failure. */
+void cms_cmd_run_page(cms_cmd_req *req, cms_pg *pg, cms_pg_job *job, int limit,
+                      const ProtobufCMessageDescriptor *page_desc, const char *items_field,
+                      void (*row)(const PGresult *r, int i, void *item));
 /* The one mapping from database outcomes to wire codes: unique violation ->
  * ALREADY_EXISTS, foreign key -> NOT_FOUND, check/data errors ->
  * INVALID_ARGUMENT, serialization and connection trouble -> UNAVAILABLE,

@@ -547,25 +547,9 @@ static void h_canonical(void *arg, cms_cmd_req *req)
     (void)read_by_id(arg, req, m->id, got_canonical);
 }
 
-typedef struct list_op {
-    cms_cmd_req *req;
-    int limit;
-} list_op;
-
 static void row_contract(const PGresult *r, int i, void *item)
 {
     ctsvc_row_contract(r, i, item);
-}
-
-static void listed(void *arg, cms_pg_err err, const cms_pg_result *res)
-{
-    list_op *op = arg;
-    if (err != CMS_PG_OK)
-        cms_cmd_fail_pg(op->req, err, res, "list");
-    else
-        cms_cmd_reply_page(op->req, cms_pg_result_get(res, 0), op->limit,
-                           &cms__v1__contract_page__descriptor, "contracts", row_contract);
-    free(op);
 }
 
 static void h_list(void *arg, cms_cmd_req *req)
@@ -591,7 +575,6 @@ static void h_list(void *arg, cms_cmd_req *req)
                      "the creation range must end after it starts");
         return;
     }
-    list_op *op = calloc(1, sizeof *op);
     cms_pg_job *job = cms_pg_job_new();
     char lim[16], from[24], to[24];
     int limit = m->limit ? m->limit : LIST_DEFAULT;
@@ -601,16 +584,14 @@ static void h_list(void *arg, cms_cmd_req *req)
     const char *v[] = {m->party_id[0] ? m->party_id : NULL, m->status[0] ? m->status : NULL,
                        m->created_after_us ? from : NULL,   m->created_before_us ? to : NULL,
                        m->after[0] ? m->after : NULL,       lim};
-    if (op == NULL || job == NULL || ctsvc_job_actor(s, job, req) != CMS_PG_OK ||
+    if (job == NULL || ctsvc_job_actor(s, job, req) != CMS_PG_OK ||
         cms_pg_job_exec(job, s->st_list, v, NULL, NULL) != CMS_PG_OK) {
-        free(op);
         cms_pg_job_free(job);
         ctsvc_fail_oom(req);
         return;
     }
-    *op = (list_op){.req = req, .limit = limit};
-    if (!ctsvc_run_read(s, req, job, listed, op))
-        free(op);
+    cms_cmd_run_page(req, s->pg, job, limit, &cms__v1__contract_page__descriptor, "contracts",
+                     row_contract);
 }
 
 ctsvc_err ctsvc_register_contracts(ctsvc *s, cms_cmd *c)

@@ -195,7 +195,7 @@ static void h_create(void *arg, cms_cmd_req *req)
     create_op *op = calloc(1, sizeof *op);
     cms_pg_job *job = cms_cmd_job_new(req);
     const char *v[] = {id, m->name, m->type, status, metadata};
-    if (op == NULL || job == NULL ||
+    if (job == NULL ||
         idev_identity_created(id, m->name, m->type, status, idsvc_actor(req),
                               idsvc_correlation(req), &ev) != CMS_BUS_OK ||
         cms_outbox_add_exec(job, s->st_create, IDEV_SOURCE, &ev, 5, v) != CMS_OUTBOX_OK) {
@@ -247,25 +247,9 @@ static void h_get(void *arg, cms_cmd_req *req)
                          req);
 }
 
-typedef struct list_op {
-    cms_cmd_req *req;
-    int limit;
-} list_op;
-
 static void row_identity(const PGresult *r, int i, void *item)
 {
     idsvc_row_identity(r, i, item);
-}
-
-static void listed(void *arg, cms_pg_err err, const cms_pg_result *res)
-{
-    list_op *op = arg;
-    if (err != CMS_PG_OK)
-        cms_cmd_fail_pg(op->req, err, res, "list");
-    else
-        cms_cmd_reply_page(op->req, cms_pg_result_get(res, 0), op->limit,
-                           &cms__v1__identity_page__descriptor, "identities", row_identity);
-    free(op);
 }
 
 static void h_list(void *arg, cms_cmd_req *req)
@@ -286,22 +270,19 @@ static void h_list(void *arg, cms_cmd_req *req)
                      "limit must be 1 to %d (0: %d)", LIST_MAX, LIST_DEFAULT);
         return;
     }
-    list_op *op = calloc(1, sizeof *op);
     cms_pg_job *job = cms_pg_job_new();
     char lim[16];
     int limit = m->limit ? m->limit : LIST_DEFAULT;
     snprintf(lim, sizeof lim, "%d", limit + 1);
     const char *v[] = {m->type[0] ? m->type : NULL, m->status[0] ? m->status : NULL,
                        m->after[0] ? m->after : NULL, lim};
-    if (op == NULL || job == NULL || cms_pg_job_sql(job, SQL_LIST, 4, v, NULL, NULL) != CMS_PG_OK) {
-        free(op);
+    if (job == NULL || cms_pg_job_sql(job, SQL_LIST, 4, v, NULL, NULL) != CMS_PG_OK) {
         cms_pg_job_free(job);
         idsvc_fail_oom(req);
         return;
     }
-    *op = (list_op){.req = req, .limit = limit};
-    if (!idsvc_run_read(s, req, job, listed, op))
-        free(op);
+    cms_cmd_run_page(req, s->pg, job, limit, &cms__v1__identity_page__descriptor, "identities",
+                     row_identity);
 }
 
 /* ---- set_status: a transition ---- */

@@ -777,25 +777,9 @@ static void h_get(void *arg, cms_cmd_req *req)
     (void)read_job(arg, req, m->id, false, got);
 }
 
-typedef struct list_op {
-    cms_cmd_req *req;
-    int limit;
-} list_op;
-
 static void row_job(const PGresult *r, int i, void *item)
 {
     trsvc_row_job(r, i, item);
-}
-
-static void listed(void *arg, cms_pg_err err, const cms_pg_result *res)
-{
-    list_op *op = arg;
-    if (err != CMS_PG_OK)
-        cms_cmd_fail_pg(op->req, err, res, "list");
-    else
-        cms_cmd_reply_page(op->req, cms_pg_result_get(res, 0), op->limit,
-                           &cms__v1__job_page__descriptor, "jobs", row_job);
-    free(op);
 }
 
 static void h_list(void *arg, cms_cmd_req *req)
@@ -815,23 +799,19 @@ static void h_list(void *arg, cms_cmd_req *req)
                      "limit must be 1 to %d (0: %d)", LIST_MAX, LIST_DEFAULT);
         return;
     }
-    list_op *op = calloc(1, sizeof *op);
     cms_pg_job *job = cms_pg_job_new();
     char lim[16];
     int limit = m->limit ? m->limit : LIST_DEFAULT;
     snprintf(lim, sizeof lim, "%d", limit + 1);
     const char *v[] = {m->contract_id[0] ? m->contract_id : NULL, m->status[0] ? m->status : NULL,
                        m->after[0] ? m->after : NULL, lim};
-    if (op == NULL || job == NULL || job_caller(s, job, req) != CMS_PG_OK ||
+    if (job == NULL || job_caller(s, job, req) != CMS_PG_OK ||
         cms_pg_job_exec(job, s->st_list, v, NULL, NULL) != CMS_PG_OK) {
-        free(op);
         cms_pg_job_free(job);
         trsvc_fail_oom(req);
         return;
     }
-    *op = (list_op){.req = req, .limit = limit};
-    if (!trsvc_run_read(s, req, job, listed, op))
-        free(op);
+    cms_cmd_run_page(req, s->pg, job, limit, &cms__v1__job_page__descriptor, "jobs", row_job);
 }
 
 /* ---- metrics ---- */
