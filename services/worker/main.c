@@ -21,7 +21,8 @@
  *      one step.
  *   4. Report STARTED: a cms.v1.WorkerReport request on
  *      <command prefix>.training.report with "Authorization: Bearer <API
- *      key>" and a fresh Cms-Request-Id, answered by a cms.v1.Reply whose
+ *      key>" and a fresh Cms-Request-Id (progress reports carry none: a
+ *      repeat changes nothing), answered by a cms.v1.Reply whose
  *      result is a cms.v1.ReportReply. Accepted: ack the dispatch and run
  *      it. Refused (the job is no longer pending, a stale attempt, ...):
  *      ack it and move on; refused with UNAVAILABLE or INTERNAL, or with

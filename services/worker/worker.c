@@ -451,7 +451,7 @@ static bool report_once(worker *w, const job *j, Cms__V1__ReportKind kind, const
     natsStatus st = natsMsg_Create(&m, w->report_subject, NULL, (const char *)body, (int)len);
     if (st == NATS_OK)
         st = natsMsgHeader_Set(m, "Authorization", w->auth);
-    if (st == NATS_OK)
+    if (st == NATS_OK && request_id != NULL)
         st = natsMsgHeader_Set(m, CMS_CMD_REQUEST_ID_HEADER, request_id);
     if (st == NATS_OK)
         st = natsConnection_RequestMsg(&rep, w->nc, m, w->o.report_timeout_ms);
@@ -679,11 +679,12 @@ typedef enum {
 /* A progress report; what the reply says of the job. */
 static job_end progress(worker *w, job *j)
 {
-    char rid[CMS_UUID_STRLEN + 1];
-    new_request_id(rid);
     dpsgd_evaluate(dpsgd_model_of(j->trainer), &j->data, PROGRESS_EVAL_ROWS, &j->eval);
     report_answer a;
-    if (!report_once(w, j, CMS__V1__REPORT_KIND__REPORT_KIND_PROGRESS, NULL, rid, &a))
+    /* no request id: a progress report repeated changes nothing (the steps
+     * only grow), and one stored reply per report would fill
+     * command_replies */
+    if (!report_once(w, j, CMS__V1__REPORT_KIND__REPORT_KIND_PROGRESS, NULL, NULL, &a))
         return END_COMPLETED; /* no news: go on; the final report is retried */
     if (a.outcome == REPORT_REFUSED && !report_transient(&a)) {
         /* the job moved on without this worker (stopped, failed, requeued) */
@@ -775,10 +776,8 @@ static void finish(worker *w, job *j, job_end end)
             /* no final report: cms-training presumes the attempt lost and
              * requeues the job; one last progress report keeps its count of
              * the steps run (and so of the budget spent) exact */
-            char rid[CMS_UUID_STRLEN + 1];
             report_answer a;
-            new_request_id(rid);
-            (void)report_once(w, j, CMS__V1__REPORT_KIND__REPORT_KIND_PROGRESS, NULL, rid, &a);
+            (void)report_once(w, j, CMS__V1__REPORT_KIND__REPORT_KIND_PROGRESS, NULL, NULL, &a);
             cms_log_info("job left unfinished: the worker is stopping", "{s:s, s:I}", "job",
                          j->label, "steps", (json_int_t)j->steps);
         } else {
