@@ -532,6 +532,27 @@ void cms_cmd_fail(cms_cmd_req *r, cms_cmd_code code, const char *field, const ch
     reply_error(r, code, field, msg);
 }
 
+const char *cms_cmd_req_actor(const cms_cmd_req *req)
+{
+    const cms_principal *p = cms_cmd_req_principal(req);
+    return p ? p->identity_id : CMS_BUS_SYSTEM_ACTOR;
+}
+
+bool cms_cmd_req_sees_all(const cms_cmd_req *req)
+{
+    const cms_principal *p = cms_cmd_req_principal(req);
+    return cms_principal_has_role(p, "admin") || cms_principal_has_role(p, "auditor");
+}
+
+bool cms_cmd_run_read(cms_cmd_req *req, cms_pg *pg, cms_pg_job *job, cms_pg_done_cb done, void *arg)
+{
+    cms_pg_err err = cms_pg_submit(pg, &job, done, arg);
+    if (err == CMS_PG_OK)
+        return true;
+    cms_cmd_fail_pg(req, err, NULL, cms_cmd_req_verb(req));
+    return false;
+}
+
 void cms_cmd_reply_page(cms_cmd_req *req, const PGresult *r, int limit,
                         const ProtobufCMessageDescriptor *page_desc, const char *items_field,
                         void (*row)(const PGresult *r, int i, void *item))

@@ -158,6 +158,15 @@ void cms_cmd_fail(cms_cmd_req *req, cms_cmd_code code, const char *field, const 
  * SQLSTATE and message, which never go to the caller. */
 void cms_cmd_fail_pg(cms_cmd_req *req, cms_pg_err err, const cms_pg_result *res, const char *what);
 
+/* Who acts: the principal's identity, or the system actor (bus.h) for an
+ * open verb or a server without an authenticator. */
+const char *cms_cmd_req_actor(const cms_cmd_req *req);
+/* The principal has the role "admin" or "auditor": it reads everything. */
+bool cms_cmd_req_sees_all(const cms_cmd_req *req);
+/* Submits a read job of the handler (taken in every case); false after
+ * answering req with the database's failure. */
+bool cms_cmd_run_read(cms_cmd_req *req, cms_pg *pg, cms_pg_job *job, cms_pg_done_cb done,
+                      void *arg);
 /* Answers a list verb with one page of keyset pagination: the rows of r
  * (a query that asked for limit + 1) as items of the page message
  * page_desc's repeated message field items_field, each filled by

@@ -71,26 +71,14 @@ const char *ctsvc_correlation(cms_cmd_req *req)
     return cms_cmd_req_request_id(req);
 }
 
-const char *ctsvc_actor(cms_cmd_req *req)
-{
-    const cms_principal *p = cms_cmd_req_principal(req);
-    return p ? p->identity_id : CMS_BUS_SYSTEM_ACTOR;
-}
-
 bool ctsvc_is_admin(cms_cmd_req *req)
 {
     return cms_principal_has_role(cms_cmd_req_principal(req), "admin");
 }
 
-bool ctsvc_sees_all(cms_cmd_req *req)
-{
-    const cms_principal *p = cms_cmd_req_principal(req);
-    return cms_principal_has_role(p, "admin") || cms_principal_has_role(p, "auditor");
-}
-
 int ctsvc_job_actor(ctsvc *s, cms_pg_job *job, cms_cmd_req *req)
 {
-    const char *v[] = {ctsvc_actor(req), ctsvc_sees_all(req) ? "on" : "off"};
+    const char *v[] = {cms_cmd_req_actor(req), cms_cmd_req_sees_all(req) ? "on" : "off"};
     return cms_pg_job_lead_exec(job, s->st_actor, v, NULL, NULL);
 }
 
@@ -105,7 +93,7 @@ bool ctsvc_prepare(ctsvc *s, const cms_pg_stmt **out, const char *name, const ch
 
 const char *ctsvc_side(cms_cmd_req *req, const PGresult *r, int row)
 {
-    return ctsvc_side_of(r, row, ctsvc_actor(req));
+    return ctsvc_side_of(r, row, cms_cmd_req_actor(req));
 }
 
 const char *ctsvc_side_of(const PGresult *r, int row, const char *me)
@@ -209,15 +197,6 @@ const PGresult *ctsvc_read_row(cms_cmd_req *req, const cms_pg_result *res)
     return r;
 }
 
-bool ctsvc_run_read(ctsvc *s, cms_cmd_req *req, cms_pg_job *job, cms_pg_done_cb done, void *arg)
-{
-    cms_pg_err err = cms_pg_submit(s->pg, &job, done, arg);
-    if (err == CMS_PG_OK)
-        return true;
-    cms_cmd_fail_pg(req, err, NULL, cms_cmd_req_verb(req));
-    return false;
-}
-
 bool ctsvc_content_hash(cms_cmd_req *req, const char *id, const char *title,
                         const char *description, const char *provider, const char *consumer,
                         const char *terms, char hex[CC_HASH_HEX + 1])
@@ -296,8 +275,8 @@ static cms_transition_step create_decide(void *arg, cms_cmd_req *req, const cms_
                        op->starts,   op->ends};
     bool ok =
         ctsvc_job_actor(op->o.s, write, req) == CMS_PG_OK &&
-        ctev_created(&c, op->m->title, op->hash, ctsvc_actor(req), ctsvc_correlation(req), &ev) ==
-            CMS_BUS_OK &&
+        ctev_created(&c, op->m->title, op->hash, cms_cmd_req_actor(req), ctsvc_correlation(req),
+                     &ev) == CMS_BUS_OK &&
         cms_outbox_add_exec(write, op->o.s->st_create, CTEV_SOURCE, &ev, 10, v) == CMS_OUTBOX_OK;
     cms_bus_event_release(&ev);
     if (!ok) {
@@ -332,7 +311,7 @@ static void h_create(void *arg, cms_cmd_req *req)
                      "the provider and the consumer must be two identities");
         return;
     }
-    const char *me = ctsvc_actor(req);
+    const char *me = cms_cmd_req_actor(req);
     if (strcmp(me, m->provider_id) != 0 && strcmp(me, m->consumer_id) != 0 &&
         !ctsvc_is_admin(req)) {
         cms_cmd_fail(req, CMS__V1__ERROR_CODE__PERMISSION_DENIED, NULL,
@@ -428,7 +407,7 @@ static cms_transition_step update_decide(void *arg, cms_cmd_req *req, const cms_
                        starts, ends,         PQgetvalue(r, 0, CTCOL_UPDATED)};
     bool ok =
         ctsvc_job_actor(op->o.s, write, req) == CMS_PG_OK &&
-        ctev_updated(&c, fields, nf, hash, ctsvc_actor(req), ctsvc_correlation(req), &ev) ==
+        ctev_updated(&c, fields, nf, hash, cms_cmd_req_actor(req), ctsvc_correlation(req), &ev) ==
             CMS_BUS_OK &&
         cms_outbox_add_exec(write, op->o.s->st_update, CTEV_SOURCE, &ev, 9, v) == CMS_OUTBOX_OK;
     cms_bus_event_release(&ev);
@@ -490,7 +469,7 @@ static bool read_by_id(ctsvc *s, cms_cmd_req *req, const char *id, cms_pg_done_c
         ctsvc_fail_oom(req);
         return false;
     }
-    return ctsvc_run_read(s, req, job, done, req);
+    return cms_cmd_run_read(req, s->pg, job, done, req);
 }
 
 static void got(void *arg, cms_pg_err err, const cms_pg_result *res)

@@ -33,12 +33,8 @@ struct ctsvc {
     void *drained_arg;
 };
 
-/* ---- who acts, and what they may ---- */
-const char *ctsvc_actor(cms_cmd_req *req);
 const char *ctsvc_correlation(cms_cmd_req *req);
 bool ctsvc_is_admin(cms_cmd_req *req);
-/* An admin or an auditor: reads every contract. */
-bool ctsvc_sees_all(cms_cmd_req *req);
 /* Adds who acts (CTSQL_ACTOR) as the job's lead statement; 0 or a cms_pg_err. */
 int ctsvc_job_actor(ctsvc *s, cms_pg_job *job, cms_cmd_req *req);
 /* Prepares sql (nparams parameters) as "contracts_<name>" into *out;
@@ -76,8 +72,6 @@ void ctsvc_row_event(const PGresult *r, int row, const char *status_after, ctev_
 int ctsvc_read_contract(ctsvc *s, cms_pg_job *job, cms_cmd_req *req, const char *id);
 /* Its result in decide: the row, or NULL after answering NOT_FOUND. */
 const PGresult *ctsvc_read_row(cms_cmd_req *req, const cms_pg_result *res);
-/* Submits a read job (taken in every case); false after answering req. */
-bool ctsvc_run_read(ctsvc *s, cms_cmd_req *req, cms_pg_job *job, cms_pg_done_cb done, void *arg);
 
 /* The canonical form's hash of a contract's content; false (answering
  * req) for content that cannot be canonicalised. */

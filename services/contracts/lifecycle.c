@@ -109,7 +109,7 @@ static bool add_set_status(life_op *op, cms_cmd_req *req, const PGresult *r, con
     ctsvc_row_event(r, 0, to, &c);
     cms_bus_event ev = {0};
     cms_bus_err be;
-    const char *actor = ctsvc_actor(req), *corr = ctsvc_correlation(req);
+    const char *actor = cms_cmd_req_actor(req), *corr = ctsvc_correlation(req);
     if (op->v == V_SUBMIT)
         be = ctev_submitted(&c, hash, actor, corr, &ev);
     else if (op->v == V_COMPLETE)
@@ -150,7 +150,7 @@ static bool add_amend(life_op *op, cms_cmd_req *req, const PGresult *r, cms_pg_j
     cms_bus_event ev[2];
     memset(ev, 0, sizeof ev);
     const cms_bus_event *evs[] = {&ev[0], &ev[1]};
-    const char *actor = ctsvc_actor(req), *corr = ctsvc_correlation(req);
+    const char *actor = cms_cmd_req_actor(req), *corr = ctsvc_correlation(req);
     const char *v[] = {op->id,
                        PQgetvalue(r, 0, CTCOL_STATUS),
                        PQgetvalue(r, 0, CTCOL_HASH),
@@ -249,7 +249,7 @@ static cms_transition_step life_decide(void *arg, cms_cmd_req *req, const cms_pg
     if (op->v == V_AMEND)
         return add_amend(op, req, r, write) ? CMS_TRANSITION_ANSWERED : CMS_TRANSITION_WRITE;
     bool ok = op->v == V_ACTIVATE
-                  ? ctsvc_add_activation(op->o.s, write, r, 0, false, ctsvc_actor(req),
+                  ? ctsvc_add_activation(op->o.s, write, r, 0, false, cms_cmd_req_actor(req),
                                          ctsvc_correlation(req)) == 0
                   : add_set_status(op, req, r, side, write);
     if (!ok) {

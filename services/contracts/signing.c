@@ -100,7 +100,7 @@ static cms_transition_step sign_decide(void *arg, cms_cmd_req *req, const cms_pg
     const PGresult *r = ctsvc_read_row(req, res), *k = cms_pg_result_get(res, 1);
     if (r == NULL)
         return CMS_TRANSITION_ANSWERED;
-    const char *me = ctsvc_actor(req), *side = ctsvc_side(req, r, 0);
+    const char *me = cms_cmd_req_actor(req), *side = ctsvc_side(req, r, 0);
     if (side == NULL) {
         cms_cmd_fail(req, CMS__V1__ERROR_CODE__PERMISSION_DENIED, NULL,
                      "only the provider and the consumer sign a contract");

@@ -86,11 +86,12 @@ static bool issue_write(issue_op *op, cms_cmd_req *req, cms_pg_job *write)
     bool ok =
         idev_credential_issued(op->cred_id, op->identity_id, idv_cred_type_name(op->type),
                                op->type == IDV_PUBLIC_KEY ? op->value : NULL, op->expires_at_us,
-                               idsvc_actor(req), idsvc_correlation(req), &ev) == CMS_BUS_OK &&
+                               cms_cmd_req_actor(req), idsvc_correlation(req), &ev) == CMS_BUS_OK &&
         cms_outbox_add_sql(write, IDSQL_ISSUE, IDEV_SOURCE, &ev, 7, v) == CMS_OUTBOX_OK;
     if (ok && op->type == IDV_ATTESTATION)
         ok = idev_status_changed(op->identity_id, "inactive", "active", "attestation accepted",
-                                 idsvc_actor(req), idsvc_correlation(req), &act) == CMS_BUS_OK &&
+                                 cms_cmd_req_actor(req), idsvc_correlation(req),
+                                 &act) == CMS_BUS_OK &&
              cms_outbox_add_sql(write, SQL_ACTIVATE_ENCLAVE, IDEV_SOURCE, &act, 1, va) ==
                  CMS_OUTBOX_OK;
     cms_bus_event_release(&ev);
@@ -306,12 +307,13 @@ static cms_transition_step revoke_decide(void *arg, cms_cmd_req *req, const cms_
         strcmp(PQgetvalue(r, 0, 4), "t") == 0 && strcmp(PQgetvalue(r, 0, 1), "api_key") == 0;
     bool ok = (!admin_key ||
                cms_pg_job_lead_sql(write, IDSQL_ADMIN_LOCK, 0, NULL, NULL, NULL) == CMS_PG_OK) &&
-              idev_credential_revoked(op->id, op->identity_id, op->reason, idsvc_actor(req),
+              idev_credential_revoked(op->id, op->identity_id, op->reason, cms_cmd_req_actor(req),
                                       idsvc_correlation(req), &ev) == CMS_BUS_OK &&
               cms_outbox_add_sql(write, SQL_REVOKE, IDEV_SOURCE, &ev, 2, v) == CMS_OUTBOX_OK;
     if (ok && op->attestation)
         ok = idev_status_changed(op->identity_id, "active", "inactive", "attestation revoked",
-                                 idsvc_actor(req), idsvc_correlation(req), &lapse) == CMS_BUS_OK &&
+                                 cms_cmd_req_actor(req), idsvc_correlation(req),
+                                 &lapse) == CMS_BUS_OK &&
              cms_outbox_add_sql(write, IDSQL_ENCLAVE_LAPSE, IDEV_SOURCE, &lapse, 1, vl) ==
                  CMS_OUTBOX_OK;
     cms_bus_event_release(&ev);
@@ -420,7 +422,7 @@ static void h_list_credentials(void *arg, cms_cmd_req *req)
         idsvc_fail_oom(req);
         return;
     }
-    (void)idsvc_run_read(s, req, job, creds_listed, req);
+    (void)cms_cmd_run_read(req, s->pg, job, creds_listed, req);
 }
 
 idsvc_err idsvc_register_credentials(idsvc *s, cms_cmd *c)

@@ -55,12 +55,6 @@ const char *idsvc_correlation(cms_cmd_req *req)
     return cms_cmd_req_request_id(req);
 }
 
-const char *idsvc_actor(cms_cmd_req *req)
-{
-    const cms_principal *p = cms_cmd_req_principal(req);
-    return p ? p->identity_id : CMS_BUS_SYSTEM_ACTOR;
-}
-
 bool idsvc_is_admin(cms_cmd_req *req)
 {
     return cms_principal_has_role(cms_cmd_req_principal(req), "admin");
@@ -115,15 +109,6 @@ void idsvc_row_credential(const PGresult *r, int row, Cms__V1__Credential *out)
     out->metadata_json = PQgetvalue(r, row, 7);
 }
 
-bool idsvc_run_read(idsvc *s, cms_cmd_req *req, cms_pg_job *job, cms_pg_done_cb done, void *arg)
-{
-    cms_pg_err err = cms_pg_submit(s->pg, &job, done, arg);
-    if (err == CMS_PG_OK)
-        return true;
-    cms_cmd_fail_pg(req, err, NULL, cms_cmd_req_verb(req));
-    return false;
-}
-
 bool idsvc_read_one(idsvc *s, cms_cmd_req *req, const char *sql, const char *param,
                     cms_pg_done_cb done, void *arg)
 {
@@ -134,7 +119,7 @@ bool idsvc_read_one(idsvc *s, cms_cmd_req *req, const char *sql, const char *par
         idsvc_fail_oom(req);
         return false;
     }
-    return idsvc_run_read(s, req, job, done, arg);
+    return cms_cmd_run_read(req, s->pg, job, done, arg);
 }
 
 static void reply_identity_row(cms_cmd_req *req, const PGresult *r)
@@ -196,7 +181,7 @@ static void h_create(void *arg, cms_cmd_req *req)
     cms_pg_job *job = cms_cmd_job_new(req);
     const char *v[] = {id, m->name, m->type, status, metadata};
     if (job == NULL ||
-        idev_identity_created(id, m->name, m->type, status, idsvc_actor(req),
+        idev_identity_created(id, m->name, m->type, status, cms_cmd_req_actor(req),
                               idsvc_correlation(req), &ev) != CMS_BUS_OK ||
         cms_outbox_add_exec(job, s->st_create, IDEV_SOURCE, &ev, 5, v) != CMS_OUTBOX_OK) {
         cms_bus_event_release(&ev);
@@ -353,7 +338,7 @@ static cms_transition_step status_decide(void *arg, cms_cmd_req *req, const cms_
         (!admin || op->to == IDV_ACTIVE ||
          cms_pg_job_lead_sql(write, IDSQL_ADMIN_LOCK, 0, NULL, NULL, NULL) == CMS_PG_OK) &&
         idev_status_changed(op->id, idv_status_name(from), idv_status_name(op->to), op->reason,
-                            idsvc_actor(req), idsvc_correlation(req), &ev) == CMS_BUS_OK &&
+                            cms_cmd_req_actor(req), idsvc_correlation(req), &ev) == CMS_BUS_OK &&
         cms_outbox_add_sql(write, SQL_SET_STATUS, IDEV_SOURCE, &ev, 3, v) == CMS_OUTBOX_OK;
     cms_bus_event_release(&ev);
     if (!ok) {

@@ -34,8 +34,6 @@ struct idsvc {
     void *drained_arg;
 };
 
-/* who acts, and what they may */
-const char *idsvc_actor(cms_cmd_req *req);
 const char *idsvc_correlation(cms_cmd_req *req);
 bool idsvc_is_admin(cms_cmd_req *req);
 bool idsvc_is_self(cms_cmd_req *req, const char *identity_id);
@@ -54,7 +52,6 @@ void idsvc_row_credential(const PGresult *r, int row, Cms__V1__Credential *out);
 bool idsvc_read_one(idsvc *s, cms_cmd_req *req, const char *sql, const char *param,
                     cms_pg_done_cb done, void *arg);
 /* Submits a read job (taken in every case); false as for idsvc_read_one. */
-bool idsvc_run_read(idsvc *s, cms_cmd_req *req, cms_pg_job *job, cms_pg_done_cb done, void *arg);
 
 /* A credential with this id exists from now on: it is not unknown. */
 void idsvc_credential_issued(idsvc *s, const char *cred_id);

@@ -114,18 +114,6 @@ const char *trsvc_strerror(trsvc_err e)
 
 /* ---- shared by the files ---- */
 
-const char *trsvc_actor(cms_cmd_req *req)
-{
-    const cms_principal *p = cms_cmd_req_principal(req);
-    return p ? p->identity_id : CMS_BUS_SYSTEM_ACTOR;
-}
-
-bool trsvc_sees_all(cms_cmd_req *req)
-{
-    const cms_principal *p = cms_cmd_req_principal(req);
-    return cms_principal_has_role(p, "admin") || cms_principal_has_role(p, "auditor");
-}
-
 int trsvc_job_actor(trsvc *s, cms_pg_job *job, const char *actor, bool all, const char *worker)
 {
     const char *v[] = {actor ? actor : "", all ? "on" : "off", worker ? worker : ""};
@@ -134,7 +122,7 @@ int trsvc_job_actor(trsvc *s, cms_pg_job *job, const char *actor, bool all, cons
 
 static int job_caller(trsvc *s, cms_pg_job *job, cms_cmd_req *req)
 {
-    return trsvc_job_actor(s, job, trsvc_actor(req), trsvc_sees_all(req), NULL);
+    return trsvc_job_actor(s, job, cms_cmd_req_actor(req), cms_cmd_req_sees_all(req), NULL);
 }
 
 bool trsvc_prepare(trsvc *s, const cms_pg_stmt **out, const char *name, const char *sql,
@@ -219,15 +207,6 @@ static void reply_row(cms_cmd_req *req, const PGresult *r)
     Cms__V1__TrainingJob m;
     trsvc_row_job(r, 0, &m);
     cms_cmd_reply(req, &m.base);
-}
-
-bool trsvc_run_read(trsvc *s, cms_cmd_req *req, cms_pg_job *job, cms_pg_done_cb done, void *arg)
-{
-    cms_pg_err err = cms_pg_submit(s->pg, &job, done, arg);
-    if (err == CMS_PG_OK)
-        return true;
-    cms_cmd_fail_pg(req, err, NULL, cms_cmd_req_verb(req));
-    return false;
 }
 
 void trsvc_committed(trsvc *s, int64_t due_us)
@@ -423,7 +402,7 @@ static cms_transition_step submit_decide(void *arg, cms_cmd_req *req, const cms_
         return CMS_TRANSITION_ANSWERED;
     }
     const char *status = PQgetvalue(r, 0, 0), *consumer = PQgetvalue(r, 0, 2);
-    if (strcmp(consumer, trsvc_actor(req)) != 0) {
+    if (strcmp(consumer, cms_cmd_req_actor(req)) != 0) {
         cms_cmd_fail(req, CMS__V1__ERROR_CODE__PERMISSION_DENIED, "contract_id",
                      "only the contract's consumer submits training jobs under it");
         return CMS_TRANSITION_ANSWERED;
@@ -645,7 +624,7 @@ static cms_transition_step cancel_decide(void *arg, cms_cmd_req *req, const cms_
         return CMS_TRANSITION_ANSWERED;
     }
     const char *status = PQgetvalue(r, 0, TRCOL_STATUS);
-    if (strcmp(PQgetvalue(r, 0, TRCOL_CONSUMER), trsvc_actor(req)) != 0 &&
+    if (strcmp(PQgetvalue(r, 0, TRCOL_CONSUMER), cms_cmd_req_actor(req)) != 0 &&
         !cms_principal_has_role(cms_cmd_req_principal(req), "admin")) {
         cms_cmd_fail(req, CMS__V1__ERROR_CODE__PERMISSION_DENIED, NULL,
                      "a job is cancelled by its consumer or by an admin");
@@ -662,9 +641,10 @@ static cms_transition_step cancel_decide(void *arg, cms_cmd_req *req, const cms_
         cms_bus_event ev = {0};
         const char *v[] = {op->id, attempt, "pending", NULL,       "stopped", "0",
                            "0",    NULL,    NULL,      op->reason, "false"};
-        ok = trsvc_job_actor(s, write, trsvc_actor(req), trsvc_sees_all(req), NULL) == CMS_PG_OK &&
-             trev_stopped(&j, op->reason, trsvc_actor(req), cms_cmd_req_request_id(req), &ev) ==
-                 CMS_BUS_OK &&
+        ok = trsvc_job_actor(s, write, cms_cmd_req_actor(req), cms_cmd_req_sees_all(req), NULL) ==
+                 CMS_PG_OK &&
+             trev_stopped(&j, op->reason, cms_cmd_req_actor(req), cms_cmd_req_request_id(req),
+                          &ev) == CMS_BUS_OK &&
              cms_outbox_add_exec(write, s->st_end, TREV_SOURCE, &ev, 11, v) == CMS_OUTBOX_OK;
         cms_bus_event_release(&ev);
         op->told = false;
@@ -676,7 +656,8 @@ static cms_transition_step cancel_decide(void *arg, cms_cmd_req *req, const cms_
         char deadline[24];
         snprintf(deadline, sizeof deadline, "%lld", (long long)s->opt.stop_timeout_ms);
         const char *v[] = {op->id, attempt, op->reason, deadline};
-        ok = trsvc_job_actor(s, write, trsvc_actor(req), trsvc_sees_all(req), NULL) == CMS_PG_OK &&
+        ok = trsvc_job_actor(s, write, cms_cmd_req_actor(req), cms_cmd_req_sees_all(req), NULL) ==
+                 CMS_PG_OK &&
              cms_pg_job_exec(write, s->st_tell, v, NULL, NULL) == CMS_PG_OK;
         op->told = true;
     } else {
@@ -756,7 +737,7 @@ static bool read_job(trsvc *s, cms_cmd_req *req, const char *id, bool points, cm
         trsvc_fail_oom(req);
         return false;
     }
-    return trsvc_run_read(s, req, job, done, req);
+    return cms_cmd_run_read(req, s->pg, job, done, req);
 }
 
 static void got(void *arg, cms_pg_err err, const cms_pg_result *res)
@@ -979,7 +960,7 @@ static void got_budget(void *arg, cms_pg_err err, const cms_pg_result *res)
         free(op);
         return;
     }
-    if (!trsvc_run_read(s, req, job, got_budget_jobs, op))
+    if (!cms_cmd_run_read(req, s->pg, job, got_budget_jobs, op))
         free(op);
 }
 
@@ -1003,7 +984,8 @@ static void h_budget(void *arg, cms_cmd_req *req)
     op->s = s;
     op->req = req;
     snprintf(op->id, sizeof op->id, "%s", m->contract_id);
-    const char *v[] = {op->id, trsvc_actor(req), trsvc_sees_all(req) ? "true" : "false"};
+    const char *v[] = {op->id, cms_cmd_req_actor(req),
+                       cms_cmd_req_sees_all(req) ? "true" : "false"};
     if (job_caller(s, job, req) != CMS_PG_OK ||
         cms_pg_job_exec(job, s->st_budget, v, NULL, NULL) != CMS_PG_OK) {
         cms_pg_job_free(job);
@@ -1011,7 +993,7 @@ static void h_budget(void *arg, cms_cmd_req *req)
         trsvc_fail_oom(req);
         return;
     }
-    if (!trsvc_run_read(s, req, job, got_budget, op))
+    if (!cms_cmd_run_read(req, s->pg, job, got_budget, op))
         free(op);
 }
 

@@ -48,9 +48,6 @@ struct trsvc {
     void *drained_arg;
 };
 
-/* ---- who acts ---- */
-const char *trsvc_actor(cms_cmd_req *req);
-bool trsvc_sees_all(cms_cmd_req *req);
 /* Adds who acts as the job's lead statement: actor (NULL: ''), all, the
  * worker (NULL: ''). 0 or a cms_pg_err. */
 int trsvc_job_actor(trsvc *s, cms_pg_job *job, const char *actor, bool all, const char *worker);
@@ -71,8 +68,6 @@ double trsvc_f64(const PGresult *r, int row, int col);
 void trsvc_row_job(const PGresult *r, int row, Cms__V1__TrainingJob *out);
 /* The event's view of the job in row of r, with its status after. */
 void trsvc_row_event(const PGresult *r, int row, const char *status_after, trev_job *out);
-/* Submits a read job (taken in every case); false after answering req. */
-bool trsvc_run_read(trsvc *s, cms_cmd_req *req, cms_pg_job *job, cms_pg_done_cb done, void *arg);
 
 /* The dispatch of attempt of the job (its row's config, plan figures),
  * packed for the work queue. false: no memory or a stored config that no
