@@ -299,10 +299,26 @@ Test(terms, payment_currency)
         snprintf(f, sizeof f, "\"amount\":5,\"currency\":\"%s\",\"schedule\":\"once\"", good[i]);
         terms_accepted(payment_terms(buf, sizeof buf, f), good[i]);
     }
-    static const char *const bad[] = {"\"usd\"", "\"Usd\"",  "\"US\"",  "\"USDD\"",      "\"ABC\"",
-                                      "\"AAA\"", "\"ZZZ\"",  "\"XXX\"", "\"XTS\"",       "\"HRK\"",
-                                      "\"DEM\"", "\"\"",     "\"US \"", "\"U\\u0000D\"", "840",
-                                      "null",    "[\"USD\"]"};
+    /* among them ISO 4217's codes for no currency ("X" "XX"), for testing
+     * (XTS) and withdrawn ones (HRK, DEM): codes, but not currencies one pays in */
+    static const char *const bad[] = {"\"usd\"",
+                                      "\"Usd\"",
+                                      "\"US\"",
+                                      "\"USDD\"",
+                                      "\"ABC\"",
+                                      "\"AAA\"",
+                                      "\"ZZZ\"",
+                                      "\"X"
+                                      "XX\"",
+                                      "\"XTS\"",
+                                      "\"HRK\"",
+                                      "\"DEM\"",
+                                      "\"\"",
+                                      "\"US \"",
+                                      "\"U\\u0000D\"",
+                                      "840",
+                                      "null",
+                                      "[\"USD\"]"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char f[128];
         snprintf(f, sizeof f, "\"amount\":5,\"currency\":%s,\"schedule\":\"once\"", bad[i]);
