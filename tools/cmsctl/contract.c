@@ -36,10 +36,10 @@
 #include "cli.h"
 #include "cms/v1/contracts.pb-c.h"
 #include "cms/v1/identity.pb-c.h"
-#include "contract_keys.h"
 #include "ctlcmd.h"
 #include "ctlout.h"
 #include "ctlverb.h"
+#include "edkey.h"
 #include "uuid.h"
 #include "verbs.h"
 
@@ -179,7 +179,7 @@ static int time_arg(const char *prog, const cms_config *cfg, const char *name, i
 static int key_load(const char *prog, const char *path, uint8_t sk[64])
 {
     char why[512];
-    if (cmsctl_contract_key_load(path, sk, why, sizeof why))
+    if (cms_edkey_load(path, sk, why, sizeof why))
         return CMSCTL_EXIT_OK;
     return cmsctl_fail(prog, "--key %s", why);
 }

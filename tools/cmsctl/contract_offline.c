@@ -22,11 +22,11 @@
 #include <unistd.h>
 
 #include "cli.h"
-#include "contract_keys.h"
 #include "contracts/canonical.h"
 #include "ctlcmd.h"
 #include "ctlout.h"
 #include "ctlverb.h"
+#include "edkey.h"
 #include "uuid.h"
 #include "verbs.h"
 
@@ -93,16 +93,14 @@ static int register_key(const char *prog, const cms_config *cfg, const char *pub
     return status;
 }
 
-static int keygen_main(int argc, char **argv)
+int cmsctl_keygen_main(int argc, char **argv, const char *prog, const char *summary)
 {
-    static const char prog[] = "cmsctl contract keygen";
     cms_config *cfg = NULL;
     cmsctl_out_format fmt = CMSCTL_OUT_TABLE;
     uint8_t pk[crypto_sign_PUBLICKEYBYTES], sk[crypto_sign_SECRETKEYBYTES];
-    char pub[CMSCTL_CONTRACT_PUBLIC_B64 + 1], why[512];
+    char pub[CMS_EDKEY_PUBLIC_B64 + 1], why[512];
     int status = cmsctl_parse(
-        keygen_options, CMSCTL_NOPTS(keygen_options), argc, argv, prog,
-        "make a key to sign contracts with",
+        keygen_options, CMSCTL_NOPTS(keygen_options), argc, argv, prog, summary,
         "--out FILE\n\n"
         "Makes an Ed25519 key pair, writes the secret key to FILE (one line of\n"
         "base64; a new file, mode 600: an existing file is never replaced) and prints\n"
@@ -133,11 +131,11 @@ static int keygen_main(int argc, char **argv)
     }
     /* cannot fail: randombytes is ready after sodium_init */
     (void)crypto_sign_keypair(pk, sk);
-    if (!cmsctl_contract_key_save(path, sk, why, sizeof why)) {
+    if (!cms_edkey_save(path, sk, why, sizeof why)) {
         status = cmsctl_fail(prog, "%s", why);
         goto out;
     }
-    cmsctl_contract_public_b64(sk, pub);
+    cms_edkey_public_b64(sk, pub);
     char key_id[64] = "";
     if (cms_config_bool(cfg, "register") &&
         (status = register_key(prog, cfg, pub, key_id)) != CMSCTL_EXIT_OK)
@@ -337,7 +335,8 @@ int cmsctl_contract_offline_main(int argc, char **argv)
     static const char prog[] = "cmsctl contract";
     const char *sub = argc >= 2 ? argv[1] : "";
     if (strcmp(sub, "keygen") == 0)
-        return keygen_main(argc - 1, argv + 1);
+        return cmsctl_keygen_main(argc - 1, argv + 1, "cmsctl contract keygen",
+                                  "make a key to sign contracts with");
     if (strcmp(sub, "verify") == 0)
         return verify_main(argc - 1, argv + 1);
     return cmsctl_usage(

@@ -18,8 +18,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "contract_keys.h"
 #include "contracts/canonical.h"
+#include "edkey.h"
 #include "testproc.h"
 
 #define WATCHDOG_MS 30000
@@ -104,9 +104,9 @@ Test(contract_offline, keygen_writes_a_private_key_and_prints_its_public_half)
 
     /* what the signing verbs will read, and the public key printed is its own */
     uint8_t sk[64];
-    char why[512], pub[CMSCTL_CONTRACT_PUBLIC_B64 + 1], want[256];
-    cr_assert(cmsctl_contract_key_load(key, sk, why, sizeof why), "%s", why);
-    cmsctl_contract_public_b64(sk, pub);
+    char why[512], pub[CMS_EDKEY_PUBLIC_B64 + 1], want[256];
+    cr_assert(cms_edkey_load(key, sk, why, sizeof why), "%s", why);
+    cms_edkey_public_b64(sk, pub);
     snprintf(want, sizeof want, "public_key: %s\nkey_file: %s\n", pub, key);
     cr_assert_str_eq(p->out, want);
     cms_test_proc_free(p);
@@ -123,9 +123,9 @@ Test(contract_offline, keygen_json)
     cr_assert_eq(json_object_size(o), 2);
     cr_assert_str_eq(json_string_value(json_object_get(o, "key_file")), key);
     uint8_t sk[64];
-    char why[512], pub[CMSCTL_CONTRACT_PUBLIC_B64 + 1];
-    cr_assert(cmsctl_contract_key_load(key, sk, why, sizeof why), "%s", why);
-    cmsctl_contract_public_b64(sk, pub);
+    char why[512], pub[CMS_EDKEY_PUBLIC_B64 + 1];
+    cr_assert(cms_edkey_load(key, sk, why, sizeof why), "%s", why);
+    cms_edkey_public_b64(sk, pub);
     cr_assert_str_eq(json_string_value(json_object_get(o, "public_key")), pub);
     json_decref(o);
     cms_test_proc_free(p);

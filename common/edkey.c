@@ -1,5 +1,5 @@
 /* Contract signing key files; see contract_keys.h. */
-#include "contract_keys.h"
+#include "edkey.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -16,9 +16,9 @@
 #define B64_VARIANT sodium_base64_VARIANT_ORIGINAL
 
 _Static_assert(SK_BYTES == 64 && PK_BYTES == 32, "Ed25519 sizes");
-_Static_assert(sodium_base64_ENCODED_LEN(SK_BYTES, B64_VARIANT) == CMSCTL_CONTRACT_KEY_B64 + 1,
+_Static_assert(sodium_base64_ENCODED_LEN(SK_BYTES, B64_VARIANT) == CMS_EDKEY_B64 + 1,
                "secret key encoding length");
-_Static_assert(sodium_base64_ENCODED_LEN(PK_BYTES, B64_VARIANT) == CMSCTL_CONTRACT_PUBLIC_B64 + 1,
+_Static_assert(sodium_base64_ENCODED_LEN(PK_BYTES, B64_VARIANT) == CMS_EDKEY_PUBLIC_B64 + 1,
                "public key encoding length");
 
 /* Whether the public half of sk is the one its seed derives. */
@@ -33,11 +33,11 @@ static bool halves_agree(const uint8_t sk[SK_BYTES])
     return ok;
 }
 
-bool cmsctl_contract_key_load(const char *path, uint8_t sk[64], char *why, size_t whylen)
+bool cms_edkey_load(const char *path, uint8_t sk[64], char *why, size_t whylen)
 {
     bool ok = false;
     /* the line, a newline, and one byte more to tell a longer file */
-    char text[CMSCTL_CONTRACT_KEY_B64 + 2];
+    char text[CMS_EDKEY_B64 + 2];
     uint8_t k[SK_BYTES];
     size_t n = 0, got = 0;
     const char *end = NULL;
@@ -55,13 +55,13 @@ bool cmsctl_contract_key_load(const char *path, uint8_t sk[64], char *why, size_
         goto out;
     if (n > 0 && text[n - 1] == '\n')
         text[--n] = '\0';
-    if (n != CMSCTL_CONTRACT_KEY_B64 ||
+    if (n != CMS_EDKEY_B64 ||
         sodium_base642bin(k, sizeof k, text, n, NULL, &got, &end, B64_VARIANT) != 0 ||
         got != sizeof k || end != text + n) {
         snprintf(why, whylen,
                  "%s is not a contract signing key: want one line of %d base64 characters "
                  "(cmsctl contract keygen --out FILE makes one)",
-                 path, CMSCTL_CONTRACT_KEY_B64);
+                 path, CMS_EDKEY_B64);
         goto out;
     }
     if (!halves_agree(k)) {
@@ -92,11 +92,11 @@ static bool write_all(int fd, const char *buf, size_t len)
     return true;
 }
 
-bool cmsctl_contract_key_save(const char *path, const uint8_t sk[64], char *why, size_t whylen)
+bool cms_edkey_save(const char *path, const uint8_t sk[64], char *why, size_t whylen)
 {
     bool ok = false;
     bool created = false;
-    char line[CMSCTL_CONTRACT_KEY_B64 + 2];
+    char line[CMS_EDKEY_B64 + 2];
     int fd = -1;
 
     if (path == NULL || *path == '\0') {
@@ -116,8 +116,8 @@ bool cmsctl_contract_key_save(const char *path, const uint8_t sk[64], char *why,
     }
     created = true;
     sodium_bin2base64(line, sizeof line, sk, SK_BYTES, B64_VARIANT);
-    line[CMSCTL_CONTRACT_KEY_B64] = '\n';
-    if (!write_all(fd, line, CMSCTL_CONTRACT_KEY_B64 + 1) || fsync(fd) != 0) {
+    line[CMS_EDKEY_B64] = '\n';
+    if (!write_all(fd, line, CMS_EDKEY_B64 + 1) || fsync(fd) != 0) {
         snprintf(why, whylen, "%s: cannot write: %s", path, strerror(errno));
         goto out;
     }
@@ -138,9 +138,9 @@ out:
     return ok;
 }
 
-void cmsctl_contract_public_b64(const uint8_t sk[64], char out[CMSCTL_CONTRACT_PUBLIC_B64 + 1])
+void cms_edkey_public_b64(const uint8_t sk[64], char out[CMS_EDKEY_PUBLIC_B64 + 1])
 {
     uint8_t pk[PK_BYTES];
     crypto_sign_ed25519_sk_to_pk(pk, sk);
-    sodium_bin2base64(out, CMSCTL_CONTRACT_PUBLIC_B64 + 1, pk, sizeof pk, B64_VARIANT);
+    sodium_bin2base64(out, CMS_EDKEY_PUBLIC_B64 + 1, pk, sizeof pk, B64_VARIANT);
 }
