@@ -51,6 +51,11 @@ static const cms_nats_stream_spec streams[] = {
      .work_queue = true,
      .max_age_ms = 7 * DAY_MS,
      .duplicates_ms = CMS_BUS_DEDUPE_WINDOW_MS},
+    /* kept for as long as the audit log: what verify holds the database to */
+    {.name = CMS_BUS_CHECKPOINT_STREAM,
+     .subject = CMS_BUS_CHECKPOINT_SUBJECTS,
+     .append_only = true,
+     .duplicates_ms = CMS_BUS_DEDUPE_WINDOW_MS},
 };
 
 const cms_nats_stream_spec *cms_bus_streams(size_t *count)

@@ -41,6 +41,10 @@ const char *cms_bus_strerror(cms_bus_err e);
 #define CMS_BUS_EVENT_PREFIX "cms.events."
 #define CMS_BUS_DLQ_STREAM "CMS_DLQ"
 #define CMS_BUS_DLQ_SUBJECTS "cms.dlq.>"
+/* the audit writers' signed chain heads, on cms.audit.checkpoints.<writer> */
+#define CMS_BUS_CHECKPOINT_STREAM "CMS_AUDIT_CHECKPOINTS"
+#define CMS_BUS_CHECKPOINT_SUBJECTS "cms.audit.checkpoints.>"
+#define CMS_BUS_CHECKPOINT_PREFIX "cms.audit.checkpoints."
 #define CMS_BUS_DLQ_PREFIX "cms.dlq."
 /* Training work (cms-training's dispatches, pulled by cms-worker): a work
  * queue, so a dispatch is gone once a worker acked it. */

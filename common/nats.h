@@ -145,6 +145,7 @@ typedef struct cms_nats_stream_spec {
     const char *subject; /* one subject filter, e.g. "cms.events.>" */
     bool memory;         /* memory instead of file storage */
     bool work_queue;     /* work-queue retention: a message is gone once acked */
+    bool append_only;    /* deny delete and deny purge: nothing leaves it but by age */
     int64_t max_age_ms;
     int64_t duplicates_ms;
 } cms_nats_stream_spec;

@@ -34,6 +34,8 @@ static void compare_stream(const cms_nats_stream_spec *sp, const jsStreamConfig 
     warn_diff_i(sp->name, "max_age_ms", sp->max_age_ms, cfg->MaxAge / NS_PER_MS);
     warn_diff_i(sp->name, "work_queue", sp->work_queue ? 1 : 0,
                 cfg->Retention == js_WorkQueuePolicy ? 1 : 0);
+    warn_diff_i(sp->name, "append_only", sp->append_only ? 1 : 0,
+                cfg->DenyDelete && cfg->DenyPurge ? 1 : 0);
     if (sp->duplicates_ms > 0)
         warn_diff_i(sp->name, "duplicates_ms", sp->duplicates_ms, cfg->Duplicates / NS_PER_MS);
 }
@@ -145,6 +147,8 @@ static natsStatus provision_one(jsCtx *js, const cms_nats_stream_spec *sp)
     cfg.Duplicates = sp->duplicates_ms * NS_PER_MS;
     if (sp->work_queue)
         cfg.Retention = js_WorkQueuePolicy;
+    cfg.DenyDelete = sp->append_only;
+    cfg.DenyPurge = sp->append_only;
     jerr = 0;
     st = js_AddStream(&si, js, &cfg, NULL, &jerr);
     if (st == NATS_OK) {

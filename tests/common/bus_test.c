@@ -498,7 +498,7 @@ Test(bus, streams_and_the_system_actor)
 {
     size_t n = 0;
     const cms_nats_stream_spec *s = cms_bus_streams(&n);
-    cr_assert_eq(n, 3);
+    cr_assert_eq(n, 4);
     cr_assert_str_eq(s[0].name, CMS_BUS_EVENTS_STREAM);
     cr_assert_str_eq(s[0].subject, "cms.events.>");
     cr_assert_not(s[0].memory);
@@ -513,6 +513,12 @@ Test(bus, streams_and_the_system_actor)
     cr_assert(s[2].work_queue, "training work is a work queue: acked is gone");
     cr_assert_not(s[0].work_queue);
     cr_assert_not(s[1].work_queue);
+    cr_assert_str_eq(s[3].name, CMS_BUS_CHECKPOINT_STREAM);
+    cr_assert_str_eq(s[3].subject, "cms.audit.checkpoints.>");
+    cr_assert(s[3].append_only, "a checkpoint is never deleted nor purged: verify holds to it");
+    cr_assert_eq(s[3].max_age_ms, 0, "kept for as long as the audit log");
+    for (size_t i = 0; i < 3; i++)
+        cr_assert_not(s[i].append_only);
 
     char text[CMS_UUID_STRLEN + 1];
     cms_uuid u;

@@ -339,7 +339,18 @@ Test(nats, provision_streams_idempotent)
     cr_assert_str_eq(dlq->Config->Subjects[0], "cms.dlq.>");
     cr_assert_eq(dlq->Config->Storage, js_FileStorage);
     cr_assert_eq(dlq->Config->MaxAge, INT64_C(90) * 24 * 3600 * 1000 * NS_PER_MS);
+    cr_assert_not(dlq->Config->DenyDelete);
     jsStreamInfo_Destroy(dlq);
+    /* the audit chain's checkpoints: nothing leaves the stream, and the
+     * server refuses to purge it or delete a message */
+    jsStreamInfo *cp = natsfx_side_info(&s, "CMS_AUDIT_CHECKPOINTS");
+    cr_assert_str_eq(cp->Config->Subjects[0], "cms.audit.checkpoints.>");
+    cr_assert(cp->Config->DenyDelete && cp->Config->DenyPurge);
+    cr_assert_eq(cp->Config->MaxAge, 0);
+    jsStreamInfo_Destroy(cp);
+    jsErrCode jerr = 0;
+    cr_assert_neq(js_PurgeStream(s.js, "CMS_AUDIT_CHECKPOINTS", NULL, &jerr), NATS_OK,
+                  "a purge of CMS_AUDIT_CHECKPOINTS was allowed");
 
     /* second run: nothing to do, the stream is the same one */
     cr_assert_eq(cms_bus_provision(c->f.n, on_provisioned, c), 0);
