@@ -1,10 +1,10 @@
 /* The audit log's hash chain; see chain.h. */
 #include "audit/chain.h"
 
-#include "uuid.h"
-
+#include <stdlib.h>
 #include <string.h>
 
+static const char TAG_ROW[] = "cms-audit-row-v1";
 static const char TAG_ROWS[] = "cms-audit-rows-v1";
 static const char TAG_BATCH[] = "cms-audit-batch-v1";
 static const char TAG_CHECKPOINT[] = "cms-audit-checkpoint-v1";
@@ -19,22 +19,14 @@ static void put_u64(crypto_generichash_state *st, uint64_t v)
     crypto_generichash_update(st, b, sizeof b);
 }
 
-static bool put_text(crypto_generichash_state *st, const char *s)
+static bool put_text(crypto_generichash_state *st, const char *s, size_t n)
 {
-    if (s == NULL)
-        return false;
-    size_t n = strlen(s);
-    if (n >= ACH_TEXT_MAX)
+    if (s == NULL || n >= ACH_TEXT_MAX)
         return false;
     uint8_t b[4] = {(uint8_t)(n >> 24), (uint8_t)(n >> 16), (uint8_t)(n >> 8), (uint8_t)n};
     crypto_generichash_update(st, b, sizeof b);
     crypto_generichash_update(st, (const uint8_t *)s, n);
     return true;
-}
-
-static bool uuid_bytes(const char *s, cms_uuid *u)
-{
-    return s != NULL && cms_uuid_parse(s, strlen(s), u);
 }
 
 static void start(crypto_generichash_state *st, const char *tag, size_t taglen)
@@ -43,65 +35,70 @@ static void start(crypto_generichash_state *st, const char *tag, size_t taglen)
     crypto_generichash_update(st, (const uint8_t *)tag, taglen); /* with its NUL */
 }
 
-void ach_root_init(ach_root *r)
+bool ach_row_hash(const ach_row *row, ach_leaf *out)
 {
-    start(&r->st, TAG_ROWS, sizeof TAG_ROWS);
-    r->rows = 0;
-}
-
-bool ach_root_add(ach_root *r, const ach_row *row)
-{
-    cms_uuid id, resource, actor;
-    size_t lens[3] = {row->event_type ? strlen(row->event_type) : ACH_TEXT_MAX,
-                      row->resource_type ? strlen(row->resource_type) : ACH_TEXT_MAX,
-                      row->details ? strlen(row->details) : ACH_TEXT_MAX};
-    /* everything is checked before anything is hashed */
-    if (!uuid_bytes(row->id, &id) || !uuid_bytes(row->resource_id, &resource) ||
-        !uuid_bytes(row->actor_id, &actor) || lens[0] >= ACH_TEXT_MAX || lens[1] >= ACH_TEXT_MAX ||
-        lens[2] >= ACH_TEXT_MAX)
+    if (row->event_type_len >= ACH_TEXT_MAX || row->resource_type_len >= ACH_TEXT_MAX ||
+        row->details_len >= ACH_TEXT_MAX || row->event_type == NULL || row->resource_type == NULL ||
+        row->details == NULL)
         return false;
-    crypto_generichash_update(&r->st, id.b, sizeof id.b);
-    (void)put_text(&r->st, row->event_type);
-    (void)put_text(&r->st, row->resource_type);
-    crypto_generichash_update(&r->st, resource.b, sizeof resource.b);
-    crypto_generichash_update(&r->st, actor.b, sizeof actor.b);
-    (void)put_text(&r->st, row->details);
-    put_u64(&r->st, (uint64_t)row->created_at_us);
-    r->rows++;
+    crypto_generichash_state st;
+    start(&st, TAG_ROW, sizeof TAG_ROW);
+    crypto_generichash_update(&st, row->id, 16);
+    (void)put_text(&st, row->event_type, row->event_type_len);
+    (void)put_text(&st, row->resource_type, row->resource_type_len);
+    crypto_generichash_update(&st, row->resource_id, 16);
+    crypto_generichash_update(&st, row->actor_id, 16);
+    (void)put_text(&st, row->details, row->details_len);
+    put_u64(&st, (uint64_t)row->created_at_us);
+    memcpy(out->id, row->id, 16);
+    crypto_generichash_final(&st, out->hash, ACH_HASH_BYTES);
     return true;
 }
 
-void ach_root_final(ach_root *r, uint8_t out[ACH_HASH_BYTES])
+static int leaf_cmp(const void *a, const void *b)
 {
-    put_u64(&r->st, r->rows);
-    crypto_generichash_final(&r->st, out, ACH_HASH_BYTES);
+    return memcmp(((const ach_leaf *)a)->id, ((const ach_leaf *)b)->id, 16);
 }
 
-bool ach_batch_hash(const ach_batch *b, uint8_t out[ACH_HASH_BYTES])
+void ach_leaves_sort(ach_leaf *leaves, size_t n)
+{
+    if (n > 1)
+        qsort(leaves, n, sizeof *leaves, leaf_cmp);
+}
+
+void ach_root(ach_leaf *leaves, size_t n, uint8_t out[ACH_HASH_BYTES])
+{
+    ach_leaves_sort(leaves, n);
+    crypto_generichash_state st;
+    start(&st, TAG_ROWS, sizeof TAG_ROWS);
+    put_u64(&st, n);
+    crypto_generichash_update(&st, (const uint8_t *)leaves, n * sizeof *leaves);
+    crypto_generichash_final(&st, out, ACH_HASH_BYTES);
+}
+
+void ach_batch_hash(const ach_batch *b, uint8_t out[ACH_HASH_BYTES])
 {
     crypto_generichash_state st;
     start(&st, TAG_BATCH, sizeof TAG_BATCH);
-    if (!put_text(&st, b->writer))
-        return false;
+    put_u64(&st, b->writer);
     put_u64(&st, b->seq);
     put_u64(&st, b->rows);
     crypto_generichash_update(&st, b->root, ACH_HASH_BYTES);
     crypto_generichash_update(&st, b->prev, ACH_HASH_BYTES);
     crypto_generichash_final(&st, out, ACH_HASH_BYTES);
-    return true;
 }
 
 bool ach_checkpoint_digest(const ach_checkpoint *c, uint8_t out[ACH_HASH_BYTES])
 {
     crypto_generichash_state st;
     start(&st, TAG_CHECKPOINT, sizeof TAG_CHECKPOINT);
-    if (!put_text(&st, c->writer))
-        return false;
+    crypto_generichash_update(&st, c->log_id, sizeof c->log_id);
+    put_u64(&st, c->writer);
     put_u64(&st, c->seq);
     crypto_generichash_update(&st, c->hash, ACH_HASH_BYTES);
     put_u64(&st, c->total_rows);
     put_u64(&st, (uint64_t)c->at_us);
-    if (!put_text(&st, c->key_id))
+    if (c->key_id == NULL || !put_text(&st, c->key_id, strlen(c->key_id)))
         return false;
     crypto_generichash_final(&st, out, ACH_HASH_BYTES);
     return true;

@@ -1,8 +1,8 @@
 /* The hash chain of the audit log, its bytes and hashes (pure: no I/O).
  *
  * Each writer (one cms-audit process) chains the batches it commits: a
- * batch's root hashes the canonical bytes of every stored column of every
- * row, in the batch's order; the batch's hash covers the writer, its
+ * batch's root hashes the hashes of the canonical bytes of every stored
+ * column of each of its rows, in id order; the batch's hash covers the writer, its
  * sequence number, its row count, its root and the previous batch's hash.
  * A checkpoint is the writer's chain head signed with Ed25519.
  *
@@ -25,45 +25,47 @@
 #define ACH_SIG_BYTES 64
 #define ACH_TEXT_MAX (UINT32_C(1) << 30) /* longer texts are refused */
 
-/* One row of audit_logs as stored: UUIDs as text, details as the JSON
- * text PostgreSQL returns for the jsonb column. */
+/* One row of audit_logs as stored: UUIDs as their 16 bytes, details as
+ * the text PostgreSQL prints for the jsonb column (audit/jsonb.h). */
 typedef struct ach_row {
-    const char *id, *event_type, *resource_type, *resource_id, *actor_id;
-    const char *details;
+    const uint8_t *id, *resource_id, *actor_id;
+    const char *event_type, *resource_type, *details;
+    size_t event_type_len, resource_type_len, details_len;
     int64_t created_at_us;
 } ach_row;
 
-/* The root of a batch, hashed row by row. */
-typedef struct ach_root {
-    crypto_generichash_state st;
-    uint64_t rows;
-} ach_root;
+/* A row's hash, with its id: what a batch's root is made of. */
+typedef struct ach_leaf {
+    uint8_t id[16];
+    uint8_t hash[ACH_HASH_BYTES];
+} ach_leaf;
 
-void ach_root_init(ach_root *r);
-/* false (nothing hashed) for a UUID that does not parse, a NULL or an
- * over-long text */
-bool ach_root_add(ach_root *r, const ach_row *row) __attribute__((warn_unused_result));
-void ach_root_final(ach_root *r, uint8_t out[ACH_HASH_BYTES]);
+/* false (nothing written) for a text of ACH_TEXT_MAX bytes or more */
+bool ach_row_hash(const ach_row *row, ach_leaf *out) __attribute__((warn_unused_result));
 
-/* A batch record: the writer's id (text), its sequence number, its row
- * count, its root and the hash of the writer's batch before it (all zero
- * for the first). */
+/* The root of a batch: its leaves sorted by id (in place: the order rows
+ * come back from a table is no order), then the count and each id and
+ * hash in that order. */
+void ach_root(ach_leaf *leaves, size_t n, uint8_t out[ACH_HASH_BYTES]);
+void ach_leaves_sort(ach_leaf *leaves, size_t n);
+
+/* A batch record: the writer's id, its sequence number, its row count, its
+ * root and the hash of the writer's batch before it (all zero for the
+ * first). */
 typedef struct ach_batch {
-    const char *writer;
-    uint64_t seq, rows;
+    uint64_t writer, seq, rows;
     uint8_t root[ACH_HASH_BYTES], prev[ACH_HASH_BYTES];
 } ach_batch;
 
-/* false for a NULL or over-long writer */
-bool ach_batch_hash(const ach_batch *b, uint8_t out[ACH_HASH_BYTES])
-    __attribute__((warn_unused_result));
+void ach_batch_hash(const ach_batch *b, uint8_t out[ACH_HASH_BYTES]);
 
 /* A checkpoint: the writer's chain head (its last batch's sequence number
  * and hash), the rows it has chained in all, when, and the id of the key
  * that signs it. */
 typedef struct ach_checkpoint {
-    const char *writer, *key_id;
-    uint64_t seq, total_rows;
+    uint8_t log_id[16]; /* audit_chain_start.log_id: which audit log */
+    const char *key_id;
+    uint64_t writer, seq, total_rows;
     uint8_t hash[ACH_HASH_BYTES];
     int64_t at_us;
 } ach_checkpoint;

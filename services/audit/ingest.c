@@ -10,16 +10,24 @@
 #include "ingest.h"
 
 #include "actors.h"
+#include "audit/chain.h"
+#include "audit/jsonb.h"
 #include "backoff.h"
 #include "bus.h"
 #include "json.h"
 #include "log.h"
 #include "metrics.h"
 #include "pgarray.h"
+#include "uuid.h"
 #include "validate.h"
 
+#include "cms/v1/audit.pb-c.h"
+
+#include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #define DEFAULT_BATCH 1000
 #define DEFAULT_AGE_MS 5
@@ -29,6 +37,9 @@
 #define RETRY_MIN_MS 50
 #define RETRY_MAX_MS 2000
 #define NCOLS 7
+#define DEFAULT_CHECKPOINT_MS 2000
+#define DEFAULT_CHECKPOINT_BATCHES 1000
+#define DIGEST_BYTES 24 /* per row in audit_batches.digests: id, 8 bytes of hash */
 
 /* A plain insert: a unique index checked by ON CONFLICT costs PostgreSQL a
  * speculative insertion per row (about a fifth of the insert). A batch that
@@ -44,6 +55,30 @@ static const Oid INSERT_TYPES[NCOLS] = {CMS_PG_OID_UUID_ARRAY,       CMS_PG_OID_
                                         CMS_PG_OID_TEXT_ARRAY,       CMS_PG_OID_UUID_ARRAY,
                                         CMS_PG_OID_UUID_ARRAY,       CMS_PG_OID_JSONB_ARRAY,
                                         CMS_PG_OID_TIMESTAMPTZ_ARRAY};
+/* The chained insert: each row names its batch. The batch's transaction
+ * is cms_audit_chain_begin, this, then cms_audit_chain_link. */
+static const char SQL_INSERT_CHAIN[] =
+    "INSERT INTO audit_logs (id, event_type, resource_type, resource_id, actor_id, details, "
+    "created_at, chain_writer, chain_seq) SELECT u.*, $8::int4, $9::int8 FROM unnest($1::uuid[], "
+    "$2::text[], $3::text[], $4::uuid[], $5::uuid[], $6::jsonb[], $7::timestamptz[]) AS u";
+static const Oid INSERT_CHAIN_TYPES[NCOLS + 2] = {
+    CMS_PG_OID_UUID_ARRAY,        CMS_PG_OID_TEXT_ARRAY, CMS_PG_OID_TEXT_ARRAY,
+    CMS_PG_OID_UUID_ARRAY,        CMS_PG_OID_UUID_ARRAY, CMS_PG_OID_JSONB_ARRAY,
+    CMS_PG_OID_TIMESTAMPTZ_ARRAY, 23 /* int4 */,         20 /* int8 */};
+static const char SQL_BEGIN[] = "SELECT cms_audit_chain_begin($1, $2)";
+static const Oid BEGIN_TYPES[2] = {23, 20};
+static const char SQL_LINK[] = "SELECT cms_audit_chain_link($1, $2, $3, $4, $5, $6, $7)";
+static const Oid LINK_TYPES[7] = {23, 20, 23, 17, 17, 17, 17}; /* int4, int8, int4, bytea... */
+static const char SQL_HEAD[] = "SELECT head_seq, head_hash, rows FROM audit_writers WHERE id = $1";
+static const Oid HEAD_TYPES[1] = {23};
+static const char SQL_STORED[] = "SELECT id FROM audit_logs WHERE id = ANY($1::uuid[])";
+static const char SQL_REGISTER[] =
+    "INSERT INTO audit_writers (name, host, pid, key_id) VALUES ($1, $2, $3::int4, $4) "
+    "RETURNING id, (SELECT log_id::text FROM audit_chain_start LIMIT 1)";
+static const char SQL_CHECKPOINT[] =
+    "INSERT INTO audit_checkpoints (writer, seq, hash, total_rows, at, key_id, signature) "
+    "VALUES ($1, $2, $3, $4, " CMS_PG_SQL_FROM_US("$5") ", $6, $7) ON CONFLICT DO NOTHING";
+static const Oid CHECKPOINT_TYPES[7] = {23, 20, 17, 20, 20, 25, 17};
 static const char SQL_LOOKUP[] = "SELECT id FROM identities WHERE id = ANY($1::uuid[])";
 static const Oid LOOKUP_TYPES[1] = {CMS_PG_OID_UUID_ARRAY};
 
@@ -67,6 +102,12 @@ typedef struct span {
     size_t lo, hi;
     uint64_t sent_ns;
     bool skip; /* sent as SQL_INSERT_SKIP: some of its rows are stored already */
+    /* chained: its number and hash while sent (0: not numbered), its rows
+     * (those of lo..hi whose msg is set: stored ones are left out) */
+    uint64_t seq;
+    uint8_t hash[ACH_HASH_BYTES];
+    size_t rows;
+    uint64_t total; /* chained, while sent: the writer's rows up to it, its own included */
     struct span *next;
 } span;
 
@@ -126,6 +167,32 @@ struct audit_ingest {
     int closing_handles;
     void (*closed)(void *arg);
     void *closed_arg;
+    /* the chain (audit/chain.h); off only for the benchmark's baseline */
+    bool chain;
+    audit_jsonb *jsonb;
+    const cms_pg_stmt *insert_chain, *begin, *link, *head, *stored, *reg, *cp_store;
+    int32_t writer; /* audit_writers.id; 0 until registered */
+    char log_id[37];
+    bool registering;
+    uint64_t tip_seq, tip_rows; /* the last batch sent, the rows up to it, and its hash */
+    uint8_t tip_hash[ACH_HASH_BYTES];
+    uint64_t head_seq, head_rows; /* the last batch committed */
+    uint8_t head_hash[ACH_HASH_BYTES];
+    bool rewind;       /* a chained batch failed: resend once nothing is in flight */
+    bool reading_head; /* the head's read-back, in flight */
+    span *redo;        /* failed spans, in their order, to be sent again */
+    ach_leaf *leaves;
+    size_t leaves_cap;
+    uint8_t *digests;
+    /* checkpoints */
+    bool has_key;
+    uint8_t sk[crypto_sign_SECRETKEYBYTES];
+    char key_id[64];
+    uv_timer_t cp_timer;
+    uint64_t cp_seq, cp_sending; /* last published; being published */
+    int cp_inflight;
+    bool drain_cp;
+    cms_counter *m_checkpoints, *m_rewinds;
     cms_counter *m_events, *m_batches, *m_splits, *m_skips, *m_dead[AUDIT_NREASONS];
     cms_histogram *m_batch_size, *m_insert_seconds;
     cms_gauge *m_pending, *m_held;
@@ -332,6 +399,8 @@ static bool is_data_error(const char *sqlstate)
     return strncmp(sqlstate, "22", 2) == 0 || strncmp(sqlstate, "23", 2) == 0;
 }
 
+static void chain_span_done(audit_ingest *in, span *s, cms_pg_err err, const cms_pg_result *res);
+
 static void span_done(void *arg, cms_pg_err err, const cms_pg_result *res)
 {
     span *s = arg;
@@ -339,6 +408,10 @@ static void span_done(void *arg, cms_pg_err err, const cms_pg_result *res)
     batch *b = s->b;
     in->inflight--;
     size_t n = s->hi - s->lo;
+    if (in->chain && in->state != INGEST_CLOSED) {
+        chain_span_done(in, s, err, res);
+        return;
+    }
     if (in->state == INGEST_CLOSED) {
         for (size_t i = s->lo; i < s->hi; i++) {
             if (b->rows[i].msg)
@@ -416,13 +489,43 @@ static void span_done(void *arg, cms_pg_err err, const cms_pg_result *res)
     maybe_drained(in);
 }
 
-static bool encode(audit_ingest *in, const batch *b, size_t lo, size_t hi)
+/* The rows of lo..hi still to be stored (msg set), as the insert's arrays;
+ * chained, also their leaves in in->leaves. */
+static bool encode(audit_ingest *in, const batch *b, size_t lo, size_t hi, size_t *rows)
 {
     for (int c = 0; c < NCOLS; c++)
         cms_pgarr_reset(&in->cols[c]);
+    if (in->chain && in->leaves_cap < hi - lo) {
+        ach_leaf *l = realloc(in->leaves, (hi - lo) * sizeof *l);
+        uint8_t *d = realloc(in->digests, (hi - lo) * DIGEST_BYTES);
+        if (l)
+            in->leaves = l;
+        if (d)
+            in->digests = d;
+        if (l == NULL || d == NULL)
+            return false;
+        in->leaves_cap = hi - lo;
+    }
     int bad = 0;
+    size_t n = 0;
     for (size_t i = lo; i < hi; i++) {
         const row *r = &b->rows[i];
+        if (r->msg == NULL)
+            continue; /* stored already, acked */
+        if (in->chain) {
+            ach_row ar = {.id = r->ev.id,
+                          .resource_id = r->ev.resource_id,
+                          .actor_id = r->ev.actor_id,
+                          .event_type = r->ev.event_type,
+                          .event_type_len = r->ev.event_type_len,
+                          .resource_type = r->ev.resource_type,
+                          .resource_type_len = r->ev.resource_type_len,
+                          .details = b->arena + r->off,
+                          .details_len = r->len,
+                          .created_at_us = r->ev.occurred_us};
+            bad |= !ach_row_hash(&ar, &in->leaves[n]);
+        }
+        n++;
         bad |= cms_pgarr_add(&in->cols[0], r->ev.id, 16);
         bad |= cms_pgarr_add(&in->cols[1], r->ev.event_type, r->ev.event_type_len);
         bad |= cms_pgarr_add(&in->cols[2], r->ev.resource_type, r->ev.resource_type_len);
@@ -431,13 +534,73 @@ static bool encode(audit_ingest *in, const batch *b, size_t lo, size_t hi)
         bad |= cms_pgarr_add_jsonb(&in->cols[5], b->arena + r->off, r->len);
         bad |= cms_pgarr_add_timestamptz_unix_us(&in->cols[6], r->ev.occurred_us);
     }
+    *rows = n;
     return bad == 0;
+}
+
+static void put_be(uint8_t *p, uint64_t v, int n)
+{
+    for (int i = n - 1; i >= 0; i--, v >>= 8)
+        p[i] = (uint8_t)v;
+}
+
+/* The batch's transaction: begin, the rows, the link to the batch before. */
+static cms_pg_job *chain_job(audit_ingest *in, span *s, const char *const *values,
+                             const int *lengths, const int *formats)
+{
+    uint64_t seq = in->tip_seq + 1;
+    uint8_t w[4], q[8], n[4];
+    put_be(w, (uint32_t)in->writer, 4);
+    put_be(q, seq, 8);
+    put_be(n, s->rows, 4);
+    ach_batch ab = {.writer = (uint64_t)in->writer, .seq = seq, .rows = s->rows};
+    ach_root(in->leaves, s->rows, ab.root);
+    memcpy(ab.prev, in->tip_hash, ACH_HASH_BYTES);
+    ach_batch_hash(&ab, s->hash);
+    for (size_t i = 0; i < s->rows; i++) {
+        memcpy(in->digests + i * DIGEST_BYTES, in->leaves[i].id, 16);
+        memcpy(in->digests + i * DIGEST_BYTES + 16, in->leaves[i].hash, DIGEST_BYTES - 16);
+    }
+    const char *bv[2] = {(const char *)w, (const char *)q};
+    const int bl[2] = {4, 8}, bf[2] = {1, 1};
+    const char *iv[NCOLS + 2];
+    int il[NCOLS + 2], ifm[NCOLS + 2];
+    for (int c = 0; c < NCOLS; c++) {
+        iv[c] = values[c];
+        il[c] = lengths[c];
+        ifm[c] = formats[c];
+    }
+    iv[NCOLS] = (const char *)w;
+    il[NCOLS] = 4;
+    iv[NCOLS + 1] = (const char *)q;
+    il[NCOLS + 1] = 8;
+    ifm[NCOLS] = ifm[NCOLS + 1] = 1;
+    const char *lv[7] = {(const char *)w,          (const char *)q,       (const char *)n,
+                         (const char *)ab.root,    (const char *)ab.prev, (const char *)s->hash,
+                         (const char *)in->digests};
+    const int ll[7] = {
+        4, 8, 4, ACH_HASH_BYTES, ACH_HASH_BYTES, ACH_HASH_BYTES, (int)(s->rows * DIGEST_BYTES)};
+    const int lf[7] = {1, 1, 1, 1, 1, 1, 1};
+    cms_pg_job *job = cms_pg_job_new();
+    if (job == NULL || cms_pg_job_lead_exec(job, in->begin, bv, bl, bf) != CMS_PG_OK ||
+        cms_pg_job_exec(job, in->insert_chain, iv, il, ifm) != CMS_PG_OK ||
+        cms_pg_job_exec(job, in->link, lv, ll, lf) != CMS_PG_OK) {
+        cms_pg_job_free(job);
+        return NULL;
+    }
+    s->seq = seq;
+    s->total = in->tip_rows + s->rows;
+    return job;
 }
 
 static bool send_span(audit_ingest *in, span *s)
 {
-    if (!encode(in, s->b, s->lo, s->hi))
+    if (!encode(in, s->b, s->lo, s->hi, &s->rows))
         return false;
+    if (s->rows == 0) { /* every row was stored already */
+        span_finish(in, s);
+        return true;
+    }
     const char *values[NCOLS];
     int lengths[NCOLS], formats[NCOLS];
     for (int c = 0; c < NCOLS; c++) {
@@ -446,18 +609,32 @@ static bool send_span(audit_ingest *in, span *s)
         lengths[c] = (int)len;
         formats[c] = 1;
     }
-    cms_pg_job *job = cms_pg_job_new();
-    if (job == NULL || cms_pg_job_exec(job, s->skip ? in->insert_skip : in->insert, values, lengths,
-                                       formats) != CMS_PG_OK) {
-        cms_pg_job_free(job);
+    cms_pg_job *job;
+    if (in->chain) {
+        /* not idempotent: a lost answer is settled by reading the head back */
+        if ((job = chain_job(in, s, values, lengths, formats)) == NULL)
+            return false;
+    } else {
+        job = cms_pg_job_new();
+        if (job == NULL || cms_pg_job_exec(job, s->skip ? in->insert_skip : in->insert, values,
+                                           lengths, formats) != CMS_PG_OK) {
+            cms_pg_job_free(job);
+            return false;
+        }
+        /* safe to send twice: a second run of a committed one fails on the
+         * primary key, and is sent again skipping what is stored */
+        cms_pg_job_idempotent(job);
+    }
+    s->sent_ns = uv_hrtime();
+    if (cms_pg_submit(in->pg, &job, span_done, s) != CMS_PG_OK) {
+        s->seq = 0;
         return false;
     }
-    /* safe to send twice: a second run of a committed one fails on the
-     * primary key, and is sent again skipping what is stored */
-    cms_pg_job_idempotent(job);
-    s->sent_ns = uv_hrtime();
-    if (cms_pg_submit(in->pg, &job, span_done, s) != CMS_PG_OK)
-        return false;
+    if (in->chain) {
+        in->tip_seq = s->seq;
+        in->tip_rows = s->total;
+        memcpy(in->tip_hash, s->hash, ACH_HASH_BYTES);
+    }
     in->inflight++;
     return true;
 }
@@ -468,6 +645,8 @@ static void pump(audit_ingest *in)
         seal(in); /* calls pump again with the aged batch queued */
         return;
     }
+    if (in->chain && (in->writer == 0 || in->rewind))
+        return; /* not registered yet, or resending once nothing is in flight */
     while (in->queue && in->inflight < in->o.max_inflight) {
         span *s = in->queue;
         in->queue = s->next;
@@ -479,6 +658,477 @@ static void pump(audit_ingest *in)
             return;
         }
     }
+    /* spans left with no row to store finish at once: the aged batch may
+     * go now */
+    if (in->aged && in->queue == NULL && in->inflight < in->o.max_inflight)
+        seal(in);
+}
+
+/* ---- the chain ---- */
+
+static void checkpoint(audit_ingest *in);
+
+static size_t live_rows(const span *s, size_t *first)
+{
+    size_t n = 0;
+    for (size_t i = s->lo; i < s->hi; i++)
+        if (s->b->rows[i].msg) {
+            if (n++ == 0)
+                *first = i;
+        }
+    return n;
+}
+
+static void ack_rows(audit_ingest *in, span *s)
+{
+    size_t n = 0;
+    for (size_t i = s->lo; i < s->hi; i++)
+        if (s->b->rows[i].msg) {
+            settle(s->b->rows[i].msg, true);
+            s->b->rows[i].msg = NULL;
+            n++;
+        }
+    cms_counter_add(in->m_events, n);
+}
+
+/* Into the redo list, in the order the spans were sent (seq), halves of
+ * one span by position. */
+static void redo_add(audit_ingest *in, span *s)
+{
+    span **p = &in->redo;
+    while (*p && ((*p)->seq < s->seq || ((*p)->seq == s->seq && (*p)->lo < s->lo)))
+        p = &(*p)->next;
+    s->next = *p;
+    *p = s;
+}
+
+static void chain_resume(audit_ingest *in);
+
+static void head_read(void *arg, cms_pg_err err, const cms_pg_result *res)
+{
+    audit_ingest *in = arg;
+    in->reading_head = false;
+    if (in->state == INGEST_CLOSED)
+        return;
+    const PGresult *r = err == CMS_PG_OK ? cms_pg_result_get(res, 0) : NULL;
+    if (r == NULL || PQntuples(r) != 1 || PQgetlength(r, 0, 0) != 8 ||
+        PQgetlength(r, 0, 1) != ACH_HASH_BYTES || PQgetlength(r, 0, 2) != 8) {
+        cms_log_warn("audit: chain head not read back, will retry", "{s:s}", "error",
+                     err == CMS_PG_OK ? "no such writer" : cms_pg_strerror(err));
+        schedule_retry(in);
+        return;
+    }
+    uint64_t seq = 0, rows = 0;
+    for (int i = 0; i < 8; i++) {
+        seq = seq << 8 | (uint8_t)PQgetvalue(r, 0, 0)[i];
+        rows = rows << 8 | (uint8_t)PQgetvalue(r, 0, 2)[i];
+    }
+    in->head_seq = seq;
+    in->head_rows = rows;
+    memcpy(in->head_hash, PQgetvalue(r, 0, 1), ACH_HASH_BYTES);
+    /* a batch whose answer was lost may have committed: its rows are stored */
+    span **p = &in->redo;
+    while (*p) {
+        span *s = *p;
+        if (s->seq != 0 && s->seq <= seq) {
+            *p = s->next;
+            ack_rows(in, s);
+            cms_counter_add(in->m_batches, 1);
+            span_finish(in, s);
+        } else {
+            s->seq = 0;
+            p = &s->next;
+        }
+    }
+    in->tip_seq = in->head_seq;
+    in->tip_rows = in->head_rows;
+    memcpy(in->tip_hash, in->head_hash, ACH_HASH_BYTES);
+    /* the failed spans go first, in their order */
+    if (in->redo) {
+        span *last = in->redo;
+        while (last->next)
+            last = last->next;
+        last->next = in->queue;
+        if (in->queue == NULL)
+            in->queue_tail = last;
+        in->queue = in->redo;
+        in->redo = NULL;
+    }
+    in->rewind = false;
+    cms_log_info("audit chain resumed", "{s:i, s:I}", "writer", (int)in->writer, "head_seq",
+                 (json_int_t)in->head_seq);
+    if (!uv_is_active((uv_handle_t *)&in->retry))
+        pump(in);
+    maybe_drained(in);
+}
+
+/* Once nothing is in flight: read the head back, then resend. */
+static void chain_resume(audit_ingest *in)
+{
+    if (!in->rewind || in->inflight > 0 || in->reading_head || in->state == INGEST_CLOSED)
+        return;
+    uint8_t w[4];
+    put_be(w, (uint32_t)in->writer, 4);
+    const char *v[1] = {(const char *)w};
+    const int l[1] = {4}, f[1] = {1};
+    cms_pg_job *job = cms_pg_job_new();
+    if (job == NULL || cms_pg_job_exec(job, in->head, v, l, f) != CMS_PG_OK) {
+        cms_pg_job_free(job);
+        schedule_retry(in);
+        return;
+    }
+    cms_pg_job_binary_results(job);
+    cms_pg_job_idempotent(job);
+    if (cms_pg_submit(in->pg, &job, head_read, in) != CMS_PG_OK) {
+        schedule_retry(in);
+        return;
+    }
+    in->reading_head = true;
+}
+
+typedef struct stored_look {
+    audit_ingest *in;
+    span *s;
+} stored_look;
+
+/* The rows of a span that met the primary key: those stored are acked and
+ * left out; if none is, a row repeats within the span, and it is split. */
+static void split_span(audit_ingest *in, span *s);
+
+static void stored_found(void *arg, cms_pg_err err, const cms_pg_result *res)
+{
+    stored_look *sl = arg;
+    audit_ingest *in = sl->in;
+    span *s = sl->s;
+    free(sl);
+    in->inflight--;
+    if (in->state == INGEST_CLOSED) {
+        for (size_t i = s->lo; i < s->hi; i++)
+            if (s->b->rows[i].msg) {
+                settle(s->b->rows[i].msg, false);
+                s->b->rows[i].msg = NULL;
+            }
+        span_finish(in, s);
+        return;
+    }
+    const PGresult *r = err == CMS_PG_OK ? cms_pg_result_get(res, 0) : NULL;
+    size_t found = 0;
+    for (int k = 0; r && k < PQntuples(r); k++) {
+        if (PQgetlength(r, k, 0) != 16)
+            continue;
+        const char *id = PQgetvalue(r, k, 0);
+        for (size_t i = s->lo; i < s->hi; i++)
+            if (s->b->rows[i].msg && memcmp(s->b->rows[i].ev.id, id, 16) == 0) {
+                settle(s->b->rows[i].msg, true);
+                s->b->rows[i].msg = NULL;
+                found++;
+                break;
+            }
+    }
+    cms_counter_add(in->m_skips, 1);
+    cms_counter_add(in->m_events, found); /* as if written: they are stored */
+    if (r != NULL && found == 0)
+        split_span(in, s);
+    else
+        redo_add(in, s); /* without the stored rows, or as it was if the look-up failed */
+    chain_resume(in);
+    maybe_drained(in);
+}
+
+static void look_stored(audit_ingest *in, span *s)
+{
+    cms_pgarr ids;
+    cms_pgarr_init(&ids, CMS_PG_OID_UUID);
+    int bad = 0;
+    for (size_t i = s->lo; i < s->hi; i++)
+        if (s->b->rows[i].msg)
+            bad |= cms_pgarr_add(&ids, s->b->rows[i].ev.id, 16);
+    size_t len;
+    const char *v[] = {(const char *)cms_pgarr_bytes(&ids, &len)};
+    int lengths[] = {(int)len}, formats[] = {1};
+    stored_look *sl = malloc(sizeof *sl);
+    cms_pg_job *job = cms_pg_job_new();
+    if (bad || sl == NULL || job == NULL ||
+        cms_pg_job_exec(job, in->stored, v, lengths, formats) != CMS_PG_OK) {
+        cms_pg_job_free(job);
+        cms_pgarr_free(&ids);
+        free(sl);
+        split_span(in, s);
+        return;
+    }
+    cms_pgarr_free(&ids);
+    cms_pg_job_binary_results(job);
+    cms_pg_job_idempotent(job);
+    *sl = (stored_look){.in = in, .s = s};
+    if (cms_pg_submit(in->pg, &job, stored_found, sl) != CMS_PG_OK) {
+        free(sl);
+        split_span(in, s);
+        return;
+    }
+    in->inflight++; /* the chain resumes after it */
+}
+
+/* A failed span's halves go to the redo list; one row alone is refused. */
+static void split_span(audit_ingest *in, span *s)
+{
+    size_t first = s->lo, n = live_rows(s, &first);
+    if (n == 0) {
+        span_finish(in, s);
+        return;
+    }
+    if (n == 1) {
+        /* isolated: data the server refuses for good */
+        dead_letter(in, s->b->rows[first].msg, AUDIT_INSERT_FAILED);
+        s->b->rows[first].msg = NULL;
+        span_finish(in, s);
+        return;
+    }
+    /* halves by live rows, so that each has some */
+    size_t half = n / 2, k = 0, mid = s->lo;
+    for (size_t i = s->lo; i < s->hi; i++)
+        if (s->b->rows[i].msg && k++ == half) {
+            mid = i;
+            break;
+        }
+    span *l = span_new(in, s->b, s->lo, mid), *r = span_new(in, s->b, mid, s->hi);
+    cms_counter_add(in->m_splits, 1);
+    if (l) {
+        l->seq = s->seq;
+        redo_add(in, l);
+    }
+    if (r) {
+        r->seq = s->seq;
+        redo_add(in, r);
+    }
+    if (l == NULL || r == NULL)
+        cms_log_error("audit: out of memory splitting a batch", NULL);
+    span_finish(in, s);
+}
+
+static void chain_span_done(audit_ingest *in, span *s, cms_pg_err err, const cms_pg_result *res)
+{
+    if (err == CMS_PG_OK) {
+        in->failures = 0;
+        /* answers come over several connections, in any order: the head
+         * only moves forward, with the rows up to it (a batch commits only
+         * on top of the one before it, so those are all committed too) */
+        if (s->seq > in->head_seq) {
+            in->head_seq = s->seq;
+            in->head_rows = s->total;
+            memcpy(in->head_hash, s->hash, ACH_HASH_BYTES);
+        }
+        ack_rows(in, s);
+        cms_counter_add(in->m_batches, 1);
+        cms_histogram_observe(in->m_batch_size, (double)s->rows);
+        cms_histogram_observe(in->m_insert_seconds, (double)(uv_hrtime() - s->sent_ns) / 1e9);
+        span_finish(in, s);
+        if (in->head_seq - in->cp_seq >= (uint64_t)in->o.checkpoint_batches)
+            checkpoint(in);
+        /* answers come over several connections: the batch after this one
+         * may have failed first */
+        chain_resume(in);
+        pump(in);
+        maybe_drained(in);
+        return;
+    }
+    /* the batches sent after this one fail too (each waits for the one
+     * before): all are sent again, renumbered, once none is in flight */
+    if (!in->rewind)
+        cms_counter_add(in->m_rewinds, 1);
+    in->rewind = true;
+    const char *state = err == CMS_PG_ESQL ? cms_pg_result_sqlstate(res) : "";
+    size_t first = s->lo, n = live_rows(s, &first);
+    if (err == CMS_PG_ESQL && strcmp(state, "CA001") == 0) {
+        redo_add(in, s); /* only because the one before failed */
+    } else if (err == CMS_PG_ESQL && strcmp(state, "23505") == 0) {
+        if (n == 1) { /* stored before: a redelivery */
+            ack_rows(in, s);
+            span_finish(in, s);
+        } else {
+            look_stored(in, s);
+        }
+    } else if (err == CMS_PG_ESQL && is_data_error(state)) {
+        cms_log_warn("audit batch refused", "{s:i, s:s, s:s}", "rows", (int)n, "sqlstate", state,
+                     "error", cms_pg_result_message(res));
+        if (n == 1 && strcmp(state, "23503") == 0) {
+            dead_letter(in, s->b->rows[first].msg, AUDIT_UNKNOWN_ACTOR);
+            s->b->rows[first].msg = NULL;
+            span_finish(in, s);
+        } else {
+            split_span(in, s);
+        }
+    } else {
+        /* the server could not do it now, or the answer was lost (the head
+         * read back tells whether it committed) */
+        cms_log_warn("audit batch not written, will retry", "{s:i, s:s, s:s}", "rows", (int)n,
+                     "sqlstate", state, "error",
+                     err == CMS_PG_ESQL ? cms_pg_result_message(res) : cms_pg_strerror(err));
+        if (in->failures < 30)
+            in->failures++;
+        redo_add(in, s);
+        if (err != CMS_PG_ESQL)
+            pause_pulling(in, true);
+        schedule_retry(in);
+    }
+    chain_resume(in);
+    maybe_drained(in);
+}
+
+static void registered(void *arg, cms_pg_err err, const cms_pg_result *res)
+{
+    audit_ingest *in = arg;
+    in->registering = false;
+    if (in->state == INGEST_CLOSED)
+        return;
+    const PGresult *r = err == CMS_PG_OK ? cms_pg_result_get(res, 0) : NULL;
+    if (r == NULL || PQntuples(r) != 1 || PQgetisnull(r, 0, 1)) {
+        cms_log_warn("audit: writer not registered, will retry", "{s:s, s:s}", "error",
+                     err == CMS_PG_ESQL ? cms_pg_result_message(res) : cms_pg_strerror(err), "hint",
+                     "is the database migrated (cms-migrate up)?");
+        schedule_retry(in);
+        return;
+    }
+    in->writer = (int32_t)strtol(PQgetvalue(r, 0, 0), NULL, 10);
+    snprintf(in->log_id, sizeof in->log_id, "%s", PQgetvalue(r, 0, 1));
+    cms_log_info("audit chain writer", "{s:i, s:s, s:s}", "writer", (int)in->writer, "log",
+                 in->log_id, "key_id", in->has_key ? in->key_id : "(none: no checkpoints)");
+    pump(in);
+}
+
+static void chain_register(audit_ingest *in)
+{
+    if (!in->chain || in->writer != 0 || in->registering)
+        return;
+    char host[256] = "", pid[16];
+    (void)gethostname(host, sizeof host - 1);
+    snprintf(pid, sizeof pid, "%d", (int)getpid());
+    const char *v[4] = {in->o.name, host, pid, in->has_key ? in->key_id : NULL};
+    cms_pg_job *job = cms_pg_job_new();
+    if (job == NULL || cms_pg_job_exec(job, in->reg, v, NULL, NULL) != CMS_PG_OK) {
+        cms_pg_job_free(job);
+        schedule_retry(in);
+        return;
+    }
+    if (cms_pg_submit(in->pg, &job, registered, in) != CMS_PG_OK) {
+        schedule_retry(in);
+        return;
+    }
+    in->registering = true;
+}
+
+/* ---- checkpoints ---- */
+
+typedef struct cp_pub {
+    audit_ingest *in;
+    uint64_t seq;
+} cp_pub;
+
+static void cp_settled(audit_ingest *in)
+{
+    in->cp_inflight--;
+    maybe_drained(in);
+}
+
+static void cp_published(void *arg, cms_nats_err err, bool duplicate, uint64_t sseq)
+{
+    (void)duplicate;
+    (void)sseq;
+    cp_pub *p = arg;
+    audit_ingest *in = p->in;
+    if (err == CMS_NATS_OK) {
+        if (p->seq > in->cp_seq)
+            in->cp_seq = p->seq;
+        cms_counter_add(in->m_checkpoints, 1);
+    } else {
+        cms_log_warn("audit checkpoint not published, the next one will be", "{s:s, s:s}", "stream",
+                     CMS_BUS_CHECKPOINT_STREAM, "error", cms_nats_strerror(err));
+    }
+    free(p);
+    cp_settled(in);
+}
+
+static void cp_stored(void *arg, cms_pg_err err, const cms_pg_result *res)
+{
+    audit_ingest *in = arg;
+    if (err != CMS_PG_OK)
+        cms_log_warn("audit checkpoint not stored in audit_checkpoints (the stream has it)",
+                     "{s:s}", "error",
+                     err == CMS_PG_ESQL ? cms_pg_result_message(res) : cms_pg_strerror(err));
+    cp_settled(in);
+}
+
+/* Signs the head, publishes it and stores it; one at a time. */
+static void checkpoint(audit_ingest *in)
+{
+    if (!in->has_key || in->writer == 0 || in->cp_inflight > 0 || in->head_seq <= in->cp_seq ||
+        in->state == INGEST_CLOSED)
+        return;
+    ach_checkpoint c = {.writer = (uint64_t)in->writer,
+                        .seq = in->head_seq,
+                        .total_rows = in->head_rows,
+                        .key_id = in->key_id};
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    c.at_us = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+    cms_uuid lid;
+    if (!cms_uuid_parse(in->log_id, strlen(in->log_id), &lid))
+        return;
+    memcpy(c.log_id, lid.b, 16);
+    memcpy(c.hash, in->head_hash, ACH_HASH_BYTES);
+    uint8_t sig[ACH_SIG_BYTES];
+    if (!ach_checkpoint_sign(&c, in->sk, sig))
+        return;
+    Cms__V1__AuditCheckpoint m = CMS__V1__AUDIT_CHECKPOINT__INIT;
+    m.writer = in->writer;
+    m.seq = (int64_t)c.seq;
+    m.hash = (ProtobufCBinaryData){ACH_HASH_BYTES, c.hash};
+    m.total_rows = (int64_t)c.total_rows;
+    m.at_us = c.at_us;
+    m.key_id = in->key_id;
+    m.signature = (ProtobufCBinaryData){ACH_SIG_BYTES, sig};
+    uint8_t buf[256];
+    size_t len = cms__v1__audit_checkpoint__get_packed_size(&m);
+    if (len > sizeof buf)
+        return;
+    cms__v1__audit_checkpoint__pack(&m, buf);
+    char subject[128], msg_id[128];
+    snprintf(subject, sizeof subject, CMS_BUS_CHECKPOINT_PREFIX "%s.%d", in->log_id,
+             (int)in->writer);
+    snprintf(msg_id, sizeof msg_id, "%s:%d:%llu", in->log_id, (int)in->writer,
+             (unsigned long long)c.seq);
+    cp_pub *p = malloc(sizeof *p);
+    if (p == NULL)
+        return;
+    *p = (cp_pub){.in = in, .seq = c.seq};
+    if (cms_nats_js_publish(in->nats, subject, msg_id, NULL, buf, len, cp_published, p) !=
+        CMS_NATS_OK) {
+        free(p);
+        return;
+    }
+    in->cp_inflight++;
+    /* the database's copy */
+    uint8_t w[4], q[8], t[8], at[8];
+    put_be(w, (uint32_t)in->writer, 4);
+    put_be(q, c.seq, 8);
+    put_be(t, c.total_rows, 8);
+    put_be(at, (uint64_t)c.at_us, 8);
+    const char *v[7] = {(const char *)w,  (const char *)q, (const char *)c.hash, (const char *)t,
+                        (const char *)at, in->key_id,      (const char *)sig};
+    const int l[7] = {4, 8, ACH_HASH_BYTES, 8, 8, (int)strlen(in->key_id), ACH_SIG_BYTES};
+    const int f[7] = {1, 1, 1, 1, 1, 0, 1};
+    cms_pg_job *job = cms_pg_job_new();
+    if (job == NULL || cms_pg_job_exec(job, in->cp_store, v, l, f) != CMS_PG_OK) {
+        cms_pg_job_free(job);
+        return;
+    }
+    cms_pg_job_idempotent(job);
+    if (cms_pg_submit(in->pg, &job, cp_stored, in) == CMS_PG_OK)
+        in->cp_inflight++;
+}
+
+static void cp_timer_fired(uv_timer_t *t)
+{
+    checkpoint(t->data);
 }
 
 /* ---- dead letters ---- */
@@ -658,18 +1308,27 @@ static void on_event(void *arg, cms_nats_msg *msg)
         dead_letter(in, msg, why);
         return;
     }
+    const char *details = in->details.data;
+    size_t len = in->details.len;
+    /* chained, details are stored (and hashed) as jsonb prints them */
+    if (in->chain && !audit_jsonb_text(in->jsonb, details, len, &details, &len)) {
+        dead_letter(in, msg, AUDIT_BAD_DETAILS);
+        return;
+    }
     /* an identity's creation makes it a known actor for what follows */
     if (strcmp(ev.event_type, "identity.created") == 0)
         audit_actors_add(in->actors, ev.resource_id);
     if (audit_actors_has(in->actors, ev.actor_id))
-        accept_row(in, msg, &ev, in->details.data, in->details.len);
+        accept_row(in, msg, &ev, details, len);
     else
-        hold(in, msg, &ev, in->details.data, in->details.len);
+        hold(in, msg, &ev, details, len);
 }
 
 static void retry_fired(uv_timer_t *t)
 {
     audit_ingest *in = t->data;
+    chain_register(in);
+    chain_resume(in);
     if (in->paused && cms_pg_ready(in->pg) > 0 && in->state == INGEST_RUNNING)
         pause_pulling(in, false);
     if (in->paused && in->queue && cms_pg_ready(in->pg) == 0) {
@@ -695,7 +1354,15 @@ static void maybe_drained(audit_ingest *in)
     if (in->state != INGEST_DRAINING)
         return;
     if ((in->cur && in->cur->n) || in->queue || in->inflight || in->held || in->looking ||
-        in->dead_wait || in->dead_inflight)
+        in->dead_wait || in->dead_inflight || in->rewind || in->redo || in->reading_head)
+        return;
+    /* the last head, signed on the way out: a truncation after it shows
+     * (once the one in flight, maybe of an older head, has settled) */
+    if (!in->drain_cp && in->cp_inflight == 0) {
+        in->drain_cp = true;
+        checkpoint(in);
+    }
+    if (in->cp_inflight)
         return;
     set_state(in, INGEST_DRAINED);
     if (in->drained)
@@ -726,6 +1393,10 @@ bool audit_ingest_ready(const audit_ingest *in, char *why, size_t len)
         snprintf(why, len, "audit: waiting for the database, not pulling\n");
         return false;
     }
+    if (in->chain && in->writer == 0) {
+        snprintf(why, len, "audit: registering its chain writer in the database\n");
+        return false;
+    }
     return true;
 }
 
@@ -749,6 +1420,26 @@ int audit_ingest_create(uv_loop_t *loop, cms_pg *pg, cms_nats *nats, const audit
         in->o.max_ack_pending = 4 * in->o.batch_size;
     if (in->o.unknown_actor_tries <= 0)
         in->o.unknown_actor_tries = DEFAULT_TRIES;
+    if (in->o.checkpoint_ms <= 0)
+        in->o.checkpoint_ms = DEFAULT_CHECKPOINT_MS;
+    if (in->o.checkpoint_batches <= 0)
+        in->o.checkpoint_batches = DEFAULT_CHECKPOINT_BATCHES;
+    if (in->o.name == NULL)
+        in->o.name = "cms-audit";
+    in->chain = !o->no_chain;
+    in->o.signing_key = NULL; /* copied below, not kept */
+    if (o->signing_key) {
+        memcpy(in->sk, o->signing_key, sizeof in->sk);
+        in->has_key = true;
+        uint8_t pk[crypto_sign_PUBLICKEYBYTES];
+        crypto_sign_ed25519_sk_to_pk(pk, in->sk);
+        sodium_bin2base64(in->key_id, sizeof in->key_id, pk, sizeof pk,
+                          sodium_base64_VARIANT_ORIGINAL);
+    }
+    if (in->chain && (in->jsonb = audit_jsonb_new()) == NULL) {
+        free(in);
+        return -1;
+    }
     snprintf(in->durable, sizeof in->durable, "%s", o->durable ? o->durable : "audit");
     snprintf(in->subject, sizeof in->subject, "%s", o->subject ? o->subject : "cms.events.>");
     in->o.durable = in->durable;
@@ -768,6 +1459,8 @@ int audit_ingest_create(uv_loop_t *loop, cms_pg *pg, cms_nats *nats, const audit
     in->age.data = in;
     uv_timer_init(loop, &in->retry);
     in->retry.data = in;
+    uv_timer_init(loop, &in->cp_timer);
+    in->cp_timer.data = in;
 
     cms_metrics *m = cms_metrics_default();
     in->m_events = cms_metrics_counter(m, "cms_audit_events_total", "Events committed", NULL);
@@ -790,6 +1483,11 @@ int audit_ingest_create(uv_loop_t *loop, cms_pg *pg, cms_nats *nats, const audit
                                                  "Time to commit one insert", NULL, NULL, 0);
     in->m_pending = cms_metrics_gauge(m, "cms_audit_consumer_pending",
                                       "Messages not yet delivered to the audit consumer", NULL);
+    in->m_checkpoints =
+        cms_metrics_counter(m, "cms_audit_checkpoints_total", "Signed chain heads published", NULL);
+    in->m_rewinds = cms_metrics_counter(
+        m, "cms_audit_chain_rewinds_total",
+        "Times a failed batch made the chain resend the batches after it", NULL);
     in->m_held = cms_metrics_gauge(m, "cms_audit_held_events",
                                    "Events waiting for their actor to be looked up", NULL);
     *out = in;
@@ -804,6 +1502,24 @@ int audit_ingest_start(audit_ingest *in)
     in->lookup = cms_pg_prepare(in->pg, "audit_lookup_actors", SQL_LOOKUP, 1, LOOKUP_TYPES);
     if (in->insert == NULL || in->insert_skip == NULL || in->lookup == NULL)
         return -1;
+    if (in->chain) {
+        in->insert_chain = cms_pg_prepare(in->pg, "audit_insert_chain", SQL_INSERT_CHAIN, NCOLS + 2,
+                                          INSERT_CHAIN_TYPES);
+        in->begin = cms_pg_prepare(in->pg, "audit_chain_begin", SQL_BEGIN, 2, BEGIN_TYPES);
+        in->link = cms_pg_prepare(in->pg, "audit_chain_link", SQL_LINK, 7, LINK_TYPES);
+        in->head = cms_pg_prepare(in->pg, "audit_chain_head", SQL_HEAD, 1, HEAD_TYPES);
+        in->stored = cms_pg_prepare(in->pg, "audit_stored", SQL_STORED, 1, LOOKUP_TYPES);
+        in->reg = cms_pg_prepare(in->pg, "audit_register", SQL_REGISTER, 4, NULL);
+        in->cp_store =
+            cms_pg_prepare(in->pg, "audit_checkpoint", SQL_CHECKPOINT, 7, CHECKPOINT_TYPES);
+        if (!in->insert_chain || !in->begin || !in->link || !in->head || !in->stored || !in->reg ||
+            !in->cp_store)
+            return -1;
+        chain_register(in);
+        if (in->has_key)
+            uv_timer_start(&in->cp_timer, cp_timer_fired, (uint64_t)in->o.checkpoint_ms,
+                           (uint64_t)in->o.checkpoint_ms);
+    }
     cms_nats_consumer_options co = {
         .stream = CMS_BUS_EVENTS_STREAM,
         .durable = in->durable,
@@ -844,6 +1560,16 @@ static void release_all(audit_ingest *in)
         span_finish(in, s);
     }
     in->queue_tail = NULL;
+    while (in->redo) {
+        span *s = in->redo;
+        in->redo = s->next;
+        for (size_t i = s->lo; i < s->hi; i++) {
+            if (s->b->rows[i].msg)
+                settle(s->b->rows[i].msg, false);
+            s->b->rows[i].msg = NULL;
+        }
+        span_finish(in, s);
+    }
     for (held *h = in->held, *n; h; h = n) {
         n = h->next;
         settle(h->msg, false);
@@ -864,9 +1590,10 @@ void audit_ingest_close(audit_ingest *in, void (*closed)(void *arg), void *arg)
     release_all(in);
     in->closed = closed;
     in->closed_arg = arg;
-    in->closing_handles = 2;
+    in->closing_handles = 3;
     uv_close((uv_handle_t *)&in->age, handle_closed);
     uv_close((uv_handle_t *)&in->retry, handle_closed);
+    uv_close((uv_handle_t *)&in->cp_timer, handle_closed);
 }
 
 /* After the loop has ended: every message was settled by then. */
@@ -878,5 +1605,9 @@ void audit_ingest_destroy(audit_ingest *in)
         cms_pgarr_free(&in->cols[c]);
     cms_json_buf_free(&in->details);
     audit_actors_destroy(in->actors);
+    audit_jsonb_free(in->jsonb);
+    free(in->leaves);
+    free(in->digests);
+    sodium_memzero(in->sk, sizeof in->sk);
     free(in);
 }

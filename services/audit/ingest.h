@@ -1,6 +1,18 @@
 /* Audit ingestion: JetStream consumer `audit` on cms.events.> -> validated
- * rows -> one INSERT ... SELECT FROM unnest(...) ON CONFLICT (id) DO NOTHING
- * per batch -> ack after commit.
+ * rows -> one INSERT ... SELECT FROM unnest(...) per batch, chained -> ack
+ * after commit.
+ *
+ * The chain (audit/chain.h, migration 0014): the process registers itself
+ * as a writer (audit_writers) and numbers the batches it commits; each
+ * batch's transaction inserts its rows, tagged with its writer and number,
+ * and its batch record, and commits only on top of the batch before it
+ * (cms_audit_chain_link). Two batches stay in flight; when one fails, the
+ * ones after it fail too, nothing more is sent until none is in flight, the
+ * head is read back from the database and the failed ones are numbered and
+ * sent again, in order. Rows already stored (a redelivery) are looked up,
+ * acked and left out. With a signing key, the head is signed and published
+ * to CMS_AUDIT_CHECKPOINTS (and stored in audit_checkpoints) every
+ * checkpoint_ms, every checkpoint_batches batches and when draining.
  *
  * Batches close by size or by age. Up to max_inflight batches are in flight
  * on the pool at once, so one fills while others commit. A batch that fails
@@ -32,6 +44,13 @@ typedef struct audit_options {
     int64_t ack_wait_ms; /* redelivery after this long unacked, for a new durable; default 30000 */
     const char *durable; /* consumer name; default "audit" */
     const char *subject; /* filter; default "cms.events.>" */
+    const char *name;    /* the writer's name in audit_writers; default "cms-audit" */
+    /* Ed25519 secret key (crypto_sign's 64 bytes) checkpoints are signed
+     * with; NULL: no checkpoints (the chain alone) */
+    const uint8_t *signing_key;
+    int64_t checkpoint_ms;  /* default 2000 */
+    int checkpoint_batches; /* default 1000 */
+    bool no_chain;          /* the benchmark's baseline only: plain inserts */
 } audit_options;
 
 int audit_ingest_create(uv_loop_t *loop, cms_pg *pg, cms_nats *nats, const audit_options *o,

@@ -1,10 +1,12 @@
 /* cms-audit: records every event on cms.events.> in audit_logs, once, and
  * answers who may read it (cms.cmd.audit.query). */
+#include "edkey.h"
 #include "ingest.h"
 #include "log.h"
 #include "query.h"
 #include "service.h"
 
+#include <sodium.h>
 #include <stdlib.h>
 
 static const cms_option options[] = {
@@ -25,6 +27,16 @@ static const cms_option options[] = {
      CMS_OPT_PUBLIC, false},
     {"audit-subject", "CMS_AUDIT_SUBJECT", CMS_OPT_STRING, "cms.events.>",
      "events to record (a subject filter within CMS_EVENTS)", CMS_OPT_PUBLIC, false},
+    {"audit-signing-key", "CMS_AUDIT_SIGNING_KEY", CMS_OPT_STRING, NULL,
+     "file of the Ed25519 key the chain's checkpoints are signed with (cmsctl audit keygen; "
+     "its public half a public_key credential of this service's identity); none: no checkpoints",
+     CMS_OPT_PUBLIC, false},
+    {"audit-checkpoint-every", "CMS_AUDIT_CHECKPOINT_EVERY", CMS_OPT_DURATION, "2s",
+     "how often the chain's head is signed and published (also every 1000 batches)", CMS_OPT_PUBLIC,
+     false},
+    {"audit-bench-no-chain", "CMS_AUDIT_BENCH_NO_CHAIN", CMS_OPT_BOOL, "false",
+     "tests/bench/audit's baseline only: no hash chain; never in production", CMS_OPT_PUBLIC,
+     false},
 };
 
 typedef struct {
@@ -48,19 +60,42 @@ static int start(cms_service *s, void *arg)
             NULL);
         return -1;
     }
+    uint8_t sk[64];
+    const char *key_file = cms_config_str(c, "audit-signing-key");
+    bool has_key = key_file != NULL && key_file[0] != '\0';
+    if (has_key) {
+        char why[512];
+        if (!cms_edkey_load(key_file, sk, why, sizeof why)) {
+            cms_log_error("audit signing key not loaded", "{s:s, s:s}", "error", why, "hint",
+                          "make one with cmsctl audit keygen --out FILE (mode 600)");
+            return -1;
+        }
+    } else {
+        cms_log_warn("audit: no signing key (audit-signing-key): the chain is kept but no "
+                     "checkpoint is signed, so a truncated tail cannot be told",
+                     NULL);
+    }
+    bool no_chain = cms_config_bool(c, "audit-bench-no-chain");
+    if (no_chain)
+        cms_log_warn("audit: BENCHMARK BASELINE: no hash chain; never run so in production", NULL);
     audit_options o = {.batch_size = (int)batch,
                        .batch_age_ms = age,
                        .max_inflight = (int)inflight,
                        .max_ack_pending = (int)pending,
                        .durable = cms_config_str(c, "audit-durable"),
                        .subject = cms_config_str(c, "audit-subject"),
-                       .ack_wait_ms = ack_wait};
+                       .ack_wait_ms = ack_wait,
+                       .signing_key = has_key ? sk : NULL,
+                       .checkpoint_ms = cms_config_duration_ms(c, "audit-checkpoint-every"),
+                       .no_chain = no_chain};
     if (audit_query_register(cms_service_cmd(s), cms_service_pg(s)) != CMS_CMD_OK) {
         cms_log_error("the query verb cannot be registered", NULL);
         return -1;
     }
-    if (audit_ingest_create(cms_service_loop(s), cms_service_pg(s), cms_service_nats(s), &o,
-                            &a->in) != 0)
+    int rc = audit_ingest_create(cms_service_loop(s), cms_service_pg(s), cms_service_nats(s), &o,
+                                 &a->in);
+    sodium_memzero(sk, sizeof sk);
+    if (rc != 0)
         return -1;
     return audit_ingest_start(a->in);
 }
