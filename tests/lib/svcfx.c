@@ -186,7 +186,7 @@ pid_t svcfx_start_at(svcfx *f, int i, const char *binary, const char *const *set
     return f->pids[i];
 }
 
-pid_t svcfx_start_audit_at(svcfx *f, int i)
+pid_t svcfx_start_audit_with(svcfx *f, int i, const char *const *extra)
 {
     /* the prefix "t<pid>x<hex>.cmd" without its dot: a durable name and a subject token */
     snprintf(f->audit_durable, sizeof f->audit_durable, "%.*s", (int)strcspn(f->prefix, "."),
@@ -194,8 +194,19 @@ pid_t svcfx_start_audit_at(svcfx *f, int i)
     char durable[96], subject[128];
     snprintf(durable, sizeof durable, "CMS_AUDIT_DURABLE=%s", f->audit_durable);
     snprintf(subject, sizeof subject, "CMS_AUDIT_SUBJECT=cms.events.%s.>", f->audit_durable);
-    const char *set[] = {durable, subject, NULL};
+    const char *set[32] = {durable, subject};
+    int n = 2;
+    for (size_t k = 0; extra && extra[k]; k++) {
+        cr_assert_lt(n, 31);
+        set[n++] = extra[k];
+    }
+    set[n] = NULL;
     return svcfx_start_at(f, i, "cms-audit", set);
+}
+
+pid_t svcfx_start_audit_at(svcfx *f, int i)
+{
+    return svcfx_start_audit_with(f, i, NULL);
 }
 
 pid_t svcfx_start(svcfx *f, const char *binary, const char *const *set)

@@ -64,6 +64,10 @@ pid_t svcfx_start_at(svcfx *f, int i, const char *binary, const char *const *set
  * through a durable of its own (deleted at teardown), so that it takes no
  * part in other tests' events. */
 pid_t svcfx_start_audit_at(svcfx *f, int i);
+/* The same with extra: NULL or more "KEY=VALUE" settings (NULL-terminated),
+ * e.g. a signing key. Several processes started so share the durable: they
+ * are replicas. */
+pid_t svcfx_start_audit_with(svcfx *f, int i, const char *const *extra);
 /* SIGTERM and wait; returns the exit code (-1: killed by a signal). */
 int svcfx_stop_at(svcfx *f, int i);
 void svcfx_kill9_at(svcfx *f, int i);

@@ -62,7 +62,10 @@ static const char usage_tail[] =
 static const char audit_help[] =
     "cmsctl audit - the audit log, kept by cms-audit\n"
     "\n"
-    "usage: cmsctl audit query [options]   (cmsctl audit query --help for the options)\n";
+    "usage: cmsctl audit query [options]    read the log, a page at a time\n"
+    "       cmsctl audit verify [options]   prove it untouched: rows, batches, checkpoints\n"
+    "       cmsctl audit keygen --out FILE  make cms-audit's checkpoint signing key\n"
+    "(cmsctl audit SUB-VERB --help for the options)\n";
 
 /* ------------------------------------------------------------------------ */
 /* output */
@@ -212,7 +215,7 @@ int cmsctl_audit_main(int argc, char **argv)
 {
     if (argc < 2) {
         fputs(audit_help, stderr);
-        return cmsctl_usage("cmsctl audit", "%s", "a sub-verb is needed: query");
+        return cmsctl_usage("cmsctl audit", "%s", "a sub-verb is needed: query, verify or keygen");
     }
     const char *sub = argv[1];
     if (strcmp(sub, "--help") == 0 || strcmp(sub, "-h") == 0) {
@@ -221,5 +224,11 @@ int cmsctl_audit_main(int argc, char **argv)
     }
     if (strcmp(sub, "query") == 0)
         return query_main(argc - 1, argv + 1);
-    return cmsctl_usage("cmsctl audit", "unknown sub-verb \"%s\": want query", sub);
+    if (strcmp(sub, "verify") == 0)
+        return cmsctl_audit_verify_main(argc - 1, argv + 1);
+    if (strcmp(sub, "keygen") == 0)
+        return cmsctl_keygen_main(argc - 1, argv + 1, "cmsctl audit keygen",
+                                  "make the key cms-audit signs its checkpoints with");
+    return cmsctl_usage("cmsctl audit", "unknown sub-verb \"%s\": want query, verify or keygen",
+                        sub);
 }

@@ -7,7 +7,8 @@
 int cmsctl_gen_main(int argc, char **argv);
 int cmsctl_record_main(int argc, char **argv);
 int cmsctl_replay_main(int argc, char **argv);
-int cmsctl_audit_main(int argc, char **argv); /* argv[0] is "audit", argv[1] the sub-verb */
+int cmsctl_audit_main(int argc, char **argv);        /* argv[0] is "audit", argv[1] the sub-verb */
+int cmsctl_audit_verify_main(int argc, char **argv); /* audit_verify.c */
 /* contract_offline.c: an Ed25519 key file (common/edkey.h), for contracts
  * and for cms-audit's checkpoints alike */
 int cmsctl_keygen_main(int argc, char **argv, const char *prog, const char *summary);
