@@ -418,7 +418,7 @@ static void drop_copies(void)
     for (int i = 0; i < N_COPIES; i++)
         if (g_copies[i][0]) {
             char q[160];
-            snprintf(q, sizeof q, "DROP DATABASE IF EXISTS %s WITH (FORCE)", g_copies[i]);
+            snprintf(q, sizeof q, "DROP DATABASE IF EXISTS %.95s WITH (FORCE)", g_copies[i]);
             free(cms_test_sql(cms_test_env("CMS_TEST_PG_URL"), q));
             g_copies[i][0] = '\0';
         }
@@ -582,8 +582,8 @@ Test(audit_trust, replicas_restarts_and_a_key_rotation_verify_clean_and_tamperin
         free(eq);
     }
     for (int i = 0; i < N_COPIES; i++) {
-        snprintf(g_copies[i], sizeof g_copies[i], "%s_c%d", scratch_name(), i);
-        snprintf(q, sizeof q, "CREATE DATABASE %s TEMPLATE %s", g_copies[i], scratch_name());
+        snprintf(g_copies[i], sizeof g_copies[i], "%.80s_c%d", scratch_name(), i);
+        snprintf(q, sizeof q, "CREATE DATABASE %.95s TEMPLATE %.200s", g_copies[i], scratch_name());
         sql_do(cms_test_env("CMS_TEST_PG_URL"), q);
     }
     svcfx_start_at(&g_f, IDENTITY, "cms-identity", NULL);
