@@ -306,7 +306,7 @@ static void wait_stored(long n)
 
 /* `cmsctl audit verify -o json` on database dbname (the scratch one when
  * NULL) as the auditor role: its report, and its exit status in *status. */
-static json_t *verify(const char *dbname, int *status)
+static json_t *verify_range(const char *dbname, const char *flag, const char *at, int *status)
 {
     char url[700];
     cms_test_db_as(g_f.db, "auditor", url, sizeof url);
@@ -314,7 +314,8 @@ static json_t *verify(const char *dbname, int *status)
         size_t n = strlen(url);
         snprintf(url + n, sizeof url - n, " dbname=%s", dbname);
     }
-    const char *const args[] = {"audit", "verify", "-o", "json", "--database-url", url, NULL};
+    const char *const args[] = {"audit", "verify", "-o", "json", "--database-url",
+                                url,     flag,     at,   NULL};
     cms_test_proc *p = cms_test_run_bin(g_bin, args, VERIFY_MS);
     cr_assert(p->term_signal == 0 && (p->status == 0 || p->status == 1),
               "verify exit %lld (signal %d)\n--- stdout:\n%s--- stderr:\n%s", (long long)p->status,
@@ -326,6 +327,11 @@ static json_t *verify(const char *dbname, int *status)
     *status = (int)p->status;
     cms_test_proc_free(p);
     return o;
+}
+
+static json_t *verify(const char *dbname, int *status)
+{
+    return verify_range(dbname, NULL, NULL, status);
 }
 
 static long jint(const json_t *o, const char *key)
@@ -556,6 +562,28 @@ Test(audit_trust, replicas_restarts_and_a_key_rotation_verify_clean_and_tamperin
     json_decref(o);
     free(cred1);
     free(cred2);
+    /* --from and --to: each half of the batches, by the time they were
+     * written, and exactly their rows */
+    char *half =
+        sql_on(g_f.db, "SELECT to_char(written_at AT TIME ZONE 'UTC', "
+                       "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') FROM audit_batches "
+                       "ORDER BY written_at OFFSET (SELECT count(*) / 2 FROM audit_batches) "
+                       "LIMIT 1");
+    snprintf(q, sizeof q, "SELECT sum(rows) FROM audit_batches WHERE written_at >= '%s'", half);
+    long later = sql_long(g_f.db, q);
+    cr_assert(later > 0 && later < N_EVENTS, "%ld rows after %s", later, half);
+    const char *flags[2] = {"--from", "--to"};
+    const long want[2] = {later, N_EVENTS - later};
+    for (int k = 0; k < 2; k++) {
+        o = verify_range(NULL, flags[k], half, &st);
+        s = dump(o);
+        cr_assert_eq(st, 0, "%s %s: %s", flags[k], half, s);
+        cr_assert_eq(jint(o, "rows"), want[k], "%s %s: %s", flags[k], half, s);
+        cr_assert_eq(jint(o, "total_findings"), 0, "%s %s: %s", flags[k], half, s);
+        free(s);
+        json_decref(o);
+    }
+    free(half);
     /* checkpoints of both keys are among those verified */
     snprintf(q, sizeof q,
              "SELECT count(DISTINCT key_id) FROM audit_checkpoints WHERE key_id IN "
