@@ -434,8 +434,19 @@ static bool print_number(audit_jsonb *j, const node *num)
             p++;
         fend = p;
     }
+    if (p == end) {
+        /* no exponent (the common case): JSON's integer part has no leading
+         * zero, so numeric prints the text as it is, but for zero's sign */
+        if (fend - fp > MAX_SCALE || iend - ip > MAX_INT_DIGITS)
+            return false;
+        bool zero = true;
+        for (const char *q = ip; q < fend && zero; q++)
+            zero = *q == '0' || *q == '.';
+        const char *from = neg && zero ? ip : j->in + num->off;
+        return bytes_put(&j->out, from, (size_t)(end - from));
+    }
     long exp = 0;
-    if (p < end) {
+    {
         p++; /* e or E */
         bool eneg = *p == '-';
         if (*p == '-' || *p == '+')
