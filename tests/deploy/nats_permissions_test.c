@@ -427,3 +427,55 @@ Test(nats_permissions, only_training_dispatches_and_only_workers_pull_the_work)
     natsConnection_Destroy(tr);
     natsConnection_Destroy(wk);
 }
+
+Test(nats_permissions, only_audit_signs_checkpoints_and_a_client_reads_them_through_a_consumer)
+{
+    provision();
+    /* cms-audit publishes its checkpoints to the stream, acked */
+    natsConnection *au = as("audit");
+    jsCtx *js = NULL;
+    cr_assert_eq(natsConnection_JetStream(&js, au, NULL), NATS_OK);
+    jsPubAck *pa = NULL;
+    jsErrCode jerr = 0;
+    cr_assert_eq(js_Publish(&pa, js, "cms.audit.checkpoints.permtest.1", "cp", 2, NULL, &jerr),
+                 NATS_OK, "audit publishes a checkpoint (%d)", (int)jerr);
+    cr_assert_str_eq(pa->Stream, "CMS_AUDIT_CHECKPOINTS");
+    jsPubAck_Destroy(pa);
+    jsCtx_Destroy(js);
+    natsConnection_Destroy(au);
+    const char *others[] = {"identity", "contracts", "training", "worker", "client", "publisher"};
+    for (size_t i = 0; i < sizeof others / sizeof others[0]; i++)
+        assert_pub_refused(others[i], "cms.audit.checkpoints.permtest.1");
+
+    /* a client (cmsctl audit verify) reads them with an ordered consumer */
+    natsConnection *cl = as("client");
+    cr_assert_eq(natsConnection_JetStream(&js, cl, NULL), NATS_OK);
+    jsSubOptions so;
+    jsSubOptions_Init(&so);
+    so.Stream = "CMS_AUDIT_CHECKPOINTS";
+    so.Ordered = true;
+    so.Config.DeliverPolicy = js_DeliverAll;
+    natsSubscription *sub = NULL;
+    cr_assert_eq(js_SubscribeSync(&sub, js, "cms.audit.checkpoints.permtest.>", NULL, &so, &jerr),
+                 NATS_OK, "the client's ordered consumer (%d)", (int)jerr);
+    natsMsg *m = NULL;
+    cr_assert_eq(natsSubscription_NextMsg(&m, sub, 5000), NATS_OK, "the checkpoint arrives");
+    cr_assert_eq(natsMsg_GetDataLength(m), 2);
+    natsMsg_Destroy(m);
+    natsSubscription_Destroy(sub);
+    jsCtx_Destroy(js);
+    natsConnection_Destroy(cl);
+    /* but nothing else of the JetStream API */
+    assert_pub_refused("client", "$JS.API.CONSUMER.CREATE.CMS_EVENTS");
+    assert_pub_refused("client", "$JS.API.STREAM.MSG.GET.CMS_EVENTS");
+    assert_pub_refused("client", "$JS.API.STREAM.PURGE.CMS_AUDIT_CHECKPOINTS");
+
+    /* and not even the migrator purges it */
+    natsConnection *mg = as("migrator");
+    cr_assert_eq(natsConnection_JetStream(&js, mg, NULL), NATS_OK);
+    cr_assert_neq(js_PurgeStream(js, "CMS_AUDIT_CHECKPOINTS", NULL, NULL), NATS_OK,
+                  "CMS_AUDIT_CHECKPOINTS denies purge");
+    jsCtx_Destroy(js);
+    natsConnection_Destroy(mg);
+    cr_assert_eq(stream_msgs("CMS_AUDIT_CHECKPOINTS"), 1);
+}

@@ -815,22 +815,29 @@ static int read_horizon(verify *v, const cms_config *cfg, int64_t timeout_ms)
     return rc;
 }
 
+/* This log's checkpoints, oldest first, through an ordered consumer
+ * filtered on its subjects (the stream holds every log's): as fast as the
+ * server sends them, and nothing of other logs. */
 static int read_checkpoints(verify *v, const cms_config *cfg, int64_t timeout_ms,
                             const key_rec *keys, size_t nkeys)
 {
     natsConnection *nc = NULL;
     jsCtx *js = NULL;
     jsStreamInfo *si = NULL;
+    natsSubscription *sub = NULL;
     int rc = cmsctl_nats_connect(PROG, cfg, timeout_ms, &nc);
     if (rc != CMSCTL_EXIT_OK)
         return rc;
+    char filter[128];
+    snprintf(filter, sizeof filter, CMS_BUS_CHECKPOINT_PREFIX "%s.>", v->log_text);
     jsOptions jo;
     jsOptions_Init(&jo);
     jo.Wait = timeout_ms;
+    jo.Stream.Info.SubjectsFilter = filter;
     jsErrCode jerr = 0;
     natsStatus st = natsConnection_JetStream(&js, nc, &jo);
     if (st == NATS_OK)
-        st = js_GetStreamInfo(&si, js, CMS_BUS_CHECKPOINT_STREAM, NULL, &jerr);
+        st = js_GetStreamInfo(&si, js, CMS_BUS_CHECKPOINT_STREAM, &jo, &jerr);
     if (st != NATS_OK) {
         rc = cmsctl_nats_fail(PROG,
                               "reading the stream " CMS_BUS_CHECKPOINT_STREAM
@@ -838,34 +845,47 @@ static int read_checkpoints(verify *v, const cms_config *cfg, int64_t timeout_ms
                               st);
         goto out;
     }
-    char prefix[128];
-    snprintf(prefix, sizeof prefix, CMS_BUS_CHECKPOINT_PREFIX "%s.", v->log_text);
-    size_t plen = strlen(prefix);
-    for (uint64_t seq = si->State.FirstSeq; seq > 0 && seq <= si->State.LastSeq; seq++) {
+    uint64_t count = 0; /* this log's checkpoints */
+    for (int i = 0; si->State.Subjects && i < si->State.Subjects->Count; i++)
+        count += si->State.Subjects->List[i].Msgs;
+    rc = CMSCTL_EXIT_OK;
+    if (count == 0)
+        goto out; /* none: an ordered consumer would only wait */
+    jsSubOptions so;
+    jsSubOptions_Init(&so);
+    so.Stream = CMS_BUS_CHECKPOINT_STREAM;
+    so.Ordered = true;
+    so.Config.DeliverPolicy = js_DeliverAll;
+    if ((st = js_SubscribeSync(&sub, js, filter, &jo, &so, &jerr)) != NATS_OK) {
+        rc = cmsctl_nats_fail(PROG, "reading the checkpoints of " CMS_BUS_CHECKPOINT_STREAM, st);
+        goto out;
+    }
+    for (;;) {
         natsMsg *m = NULL;
-        st = js_GetMsg(&m, js, CMS_BUS_CHECKPOINT_STREAM, seq, NULL, &jerr);
-        if (st == NATS_NOT_FOUND || jerr == JSNoMessageFoundErr)
-            continue;
-        if (st != NATS_OK) {
+        jsMsgMetaData *md = NULL;
+        if ((st = natsSubscription_NextMsg(&m, sub, timeout_ms)) != NATS_OK ||
+            (st = natsMsg_GetMetaData(&md, m)) != NATS_OK) {
+            natsMsg_Destroy(m);
             rc = cmsctl_nats_fail(PROG, "reading a checkpoint", st);
             goto out;
         }
-        const char *subj = natsMsg_GetSubject(m);
-        if (subj && strncmp(subj, prefix, plen) == 0) {
-            Cms__V1__AuditCheckpoint *cp = cms__v1__audit_checkpoint__unpack(
-                NULL, (size_t)natsMsg_GetDataLength(m), (const uint8_t *)natsMsg_GetData(m));
-            if (cp == NULL)
-                add_finding(v, "checkpoint_signature", 0, 0, NULL,
-                            "message %llu of the stream is no checkpoint", (unsigned long long)seq);
-            else
-                check_checkpoint(v, cp, natsMsg_GetTime(m) / 1000, seq > v->cp_horizon, keys,
-                                 nkeys);
-            cms__v1__audit_checkpoint__free_unpacked(cp, NULL);
-        }
+        uint64_t seq = md->Sequence.Stream;
+        Cms__V1__AuditCheckpoint *cp = cms__v1__audit_checkpoint__unpack(
+            NULL, (size_t)natsMsg_GetDataLength(m), (const uint8_t *)natsMsg_GetData(m));
+        if (cp == NULL)
+            add_finding(v, "checkpoint_signature", 0, 0, NULL,
+                        "message %llu of the stream is no checkpoint", (unsigned long long)seq);
+        else
+            check_checkpoint(v, cp, md->Timestamp / 1000, seq > v->cp_horizon, keys, nkeys);
+        cms__v1__audit_checkpoint__free_unpacked(cp, NULL);
+        bool last = md->NumPending == 0; /* the newest of this log's, for now */
+        jsMsgMetaData_Destroy(md);
         natsMsg_Destroy(m);
+        if (last)
+            break;
     }
-    rc = CMSCTL_EXIT_OK;
 out:
+    natsSubscription_Destroy(sub);
     jsStreamInfo_Destroy(si);
     jsCtx_Destroy(js);
     natsConnection_Destroy(nc);
