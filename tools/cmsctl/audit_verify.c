@@ -62,10 +62,10 @@ static const cms_option options[] = {
      "the audit service's identity (ID or NAME), whose public_key credentials sign checkpoints",
      CMS_OPT_PUBLIC, false},
     {"from", NULL, CMS_OPT_STRING, NULL,
-     "only batches written at or after this time (RFC 3339 or a date; no zone means UTC)",
+     "only batches written at or after this time (RFC 3339, or a date: its midnight UTC)",
      CMS_OPT_PUBLIC, false},
-    {"to", NULL, CMS_OPT_STRING, NULL, "only batches written before this time", CMS_OPT_PUBLIC,
-     false},
+    {"to", NULL, CMS_OPT_STRING, NULL, "only batches written before this time (the same forms)",
+     CMS_OPT_PUBLIC, false},
     {"skip-checkpoints", NULL, CMS_OPT_BOOL, "false",
      "check the rows and batches only: no NATS, no API key (a truncated tail goes unseen)",
      CMS_OPT_PUBLIC, false},
@@ -125,6 +125,7 @@ typedef struct verify {
     /* the stream's last message before the database's snapshot: a later
      * one may name a writer or a batch committed after it */
     uint64_t cp_horizon;
+    int64_t from_us; /* --from, 0 when not given: checkpoints from then on */
     uint8_t log_id[16];
     char log_text[CMS_UUID_STRLEN + 1];
     bool tty;
@@ -856,10 +857,24 @@ static int read_checkpoints(verify *v, const cms_config *cfg, int64_t timeout_ms
     so.Stream = CMS_BUS_CHECKPOINT_STREAM;
     so.Ordered = true;
     so.Config.DeliverPolicy = js_DeliverAll;
+    if (v->from_us > 0) { /* those of earlier batches say nothing of the range */
+        so.Config.DeliverPolicy = js_DeliverByStartTime;
+        so.Config.OptStartTime = v->from_us * 1000;
+    }
     if ((st = js_SubscribeSync(&sub, js, filter, &jo, &so, &jerr)) != NATS_OK) {
         rc = cmsctl_nats_fail(PROG, "reading the checkpoints of " CMS_BUS_CHECKPOINT_STREAM, st);
         goto out;
     }
+    /* from a start time, maybe none: the consumer's own count says */
+    jsConsumerInfo *ci = NULL;
+    if ((st = natsSubscription_GetConsumerInfo(&ci, sub, &jo, &jerr)) != NATS_OK) {
+        rc = cmsctl_nats_fail(PROG, "reading the checkpoints of " CMS_BUS_CHECKPOINT_STREAM, st);
+        goto out;
+    }
+    bool none = ci->Delivered.Consumer + ci->NumPending == 0;
+    jsConsumerInfo_Destroy(ci);
+    if (none)
+        goto out;
     for (;;) {
         natsMsg *m = NULL;
         jsMsgMetaData *md = NULL;
@@ -890,6 +905,17 @@ out:
     jsCtx_Destroy(js);
     natsConnection_Destroy(nc);
     return rc;
+}
+
+/* RFC 3339, or a date (YYYY-MM-DD) meaning its midnight UTC. */
+static bool parse_time(const char *text, int64_t *us)
+{
+    char day[32];
+    if (strlen(text) == 10 && text[4] == '-' && text[7] == '-') {
+        snprintf(day, sizeof day, "%sT00:00:00Z", text);
+        text = day;
+    }
+    return cmsctl_cmd_time_parse(text, us);
 }
 
 /* ---- output ---- */
@@ -948,13 +974,15 @@ int cmsctl_audit_verify_main(int argc, char **argv)
     const char *from = cms_config_str(vb.cfg, "from"), *to = cms_config_str(vb.cfg, "to");
     char from_ts[CMSCTL_CMD_TIME_MAX + 8] = "", to_ts[CMSCTL_CMD_TIME_MAX + 8] = "";
     int64_t us;
-    if (from && !cmsctl_cmd_time_parse(from, &us)) {
+    if (from && !parse_time(from, &us)) {
         status = cmsctl_usage(PROG, "--from: not a time: \"%s\" (e.g. 2024-03-20T15:00:00Z)", from);
         goto out;
     }
-    if (from)
+    if (from) {
         cmsctl_cmd_time_format(us, true, from_ts);
-    if (to && !cmsctl_cmd_time_parse(to, &us)) {
+        v.from_us = us;
+    }
+    if (to && !parse_time(to, &us)) {
         status = cmsctl_usage(PROG, "--to: not a time: \"%s\" (e.g. 2024-03-21)", to);
         goto out;
     }

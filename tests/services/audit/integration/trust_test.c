@@ -584,6 +584,15 @@ Test(audit_trust, replicas_restarts_and_a_key_rotation_verify_clean_and_tamperin
         json_decref(o);
     }
     free(half);
+    /* from a time after everything (a date): nothing to check, nothing found,
+     * and no checkpoint waited for */
+    o = verify_range(NULL, "--from", "2100-01-01", &st);
+    s = dump(o);
+    cr_assert_eq(st, 0, "--from 2100-01-01: %s", s);
+    cr_assert_eq(jint(o, "rows"), 0, "%s", s);
+    cr_assert_eq(jint(o, "checkpoints"), 0, "%s", s);
+    free(s);
+    json_decref(o);
     /* checkpoints of both keys are among those verified */
     snprintf(q, sizeof q,
              "SELECT count(DISTINCT key_id) FROM audit_checkpoints WHERE key_id IN "
