@@ -86,8 +86,10 @@ BEGIN
         RAISE EXCEPTION 'audit chain: writer % has no batch % to follow', w, s - 1
             USING ERRCODE = 'CA001';
     END IF;
-    INSERT INTO audit_batches (writer, seq, rows, root, prev, hash, digests)
-        VALUES (w, s, n, r, p, h, d);
+    -- the time of the link, after the wait for the batch before: a writer's
+    -- batches are written in the order of their numbers
+    INSERT INTO audit_batches (writer, seq, rows, root, prev, hash, digests, written_at)
+        VALUES (w, s, n, r, p, h, d, clock_timestamp());
 END $$;
 
 REVOKE ALL ON FUNCTION cms_audit_chain_begin(INTEGER, BIGINT) FROM PUBLIC;

@@ -172,6 +172,14 @@ static uint64_t be(const char *p, int n)
 
 /* ---- batches ---- */
 
+/* The batches --from $1 and --to $2 (NULL: open) select: per writer, from
+ * the first to the last written in the range, so that a range is a run of
+ * each writer's chain. */
+#define SQL_SPAN                                                                                   \
+    "(SELECT writer, min(seq) AS lo, max(seq) AS hi FROM audit_batches "                           \
+    "WHERE ($1::timestamptz IS NULL OR written_at >= $1) "                                         \
+    "AND ($2::timestamptz IS NULL OR written_at < $2) GROUP BY writer)"
+
 static size_t slot_of(const verify *v, int32_t w, int64_t seq)
 {
     uint64_t h =
@@ -236,9 +244,9 @@ static int read_meta(verify *v, const char *from, const char *to)
 
     const char *params[2] = {from, to};
     r = PQexecParams(v->db,
-                     "SELECT writer, seq, rows, root, prev, hash FROM audit_batches "
-                     "WHERE ($1::timestamptz IS NULL OR written_at >= $1) "
-                     "AND ($2::timestamptz IS NULL OR written_at < $2) ORDER BY writer, seq",
+                     "SELECT b.writer, b.seq, b.rows, b.root, b.prev, b.hash FROM audit_batches b "
+                     "JOIN " SQL_SPAN " s ON b.writer = s.writer AND b.seq BETWEEN s.lo AND s.hi "
+                     "ORDER BY b.writer, b.seq",
                      2, NULL, params, NULL, NULL, 1);
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         int rc = cmsctl_db_fail(PROG, r, "reading audit_batches");
@@ -542,9 +550,8 @@ static int read_rows(verify *v, const char *from, const char *to)
              "COPY (SELECT l.id, l.event_type, l.resource_type, l.resource_id, l.actor_id, "
              "l.details, l.created_at, l.chain_writer, l.chain_seq FROM audit_logs l%s) TO STDOUT "
              "(FORMAT binary)",
-             v->ranged ? " JOIN audit_batches b ON b.writer = l.chain_writer AND b.seq = "
-                         "l.chain_seq WHERE ($1::timestamptz IS NULL OR b.written_at >= $1) AND "
-                         "($2::timestamptz IS NULL OR b.written_at < $2)"
+             v->ranged ? " JOIN " SQL_SPAN " s ON l.chain_writer = s.writer AND l.chain_seq "
+                         "BETWEEN s.lo AND s.hi"
                        : "");
     /* COPY takes no parameters: a ranged one is a prepared-free literal */
     char ranged[2048];
