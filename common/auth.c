@@ -19,11 +19,11 @@
 #include "metrics.h"
 #include "request.h"
 
+#include "hashtab.h"
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <uthash.h>
 
 #define DIGEST_BYTES 32
 #define DEFAULT_TTL_MS 5000

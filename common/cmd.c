@@ -588,7 +588,7 @@ void cms_cmd_reply_page(cms_cmd_req *req, const PGresult *r, int limit,
         /* a row beyond the page: there is a next page, after the last shown */
         if (n > limit)
             memcpy(page + fn->offset, (uint8_t *)ptrs[shown - 1] + fid->offset, sizeof(char *));
-        cms_cmd_reply(req, (const ProtobufCMessage *)page);
+        cms_cmd_reply(req, (const ProtobufCMessage *)(void *)page); /* calloc: aligned */
     }
     free(page);
     free(items);

@@ -18,11 +18,11 @@
 #include "metrics.h"
 #include "pbarena.h"
 
+#include "hashtab.h"
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <uthash.h>
 
 #define DEFAULT_MAX_INFLIGHT 256
 #define DEFAULT_MAX_CONCURRENT 8

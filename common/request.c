@@ -9,12 +9,12 @@
 #include "fsm.h"
 #include "log.h"
 
+#include "hashtab.h"
 #include <inttypes.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <uthash.h>
 
 #define RQ_STATES(X) X(RQ_OPEN, "open") X(RQ_CLOSING, "closing") X(RQ_CLOSED, "closed")
 typedef enum { RQ_STATES(CMS_ENUM_ITEM) RQ_NSTATES } rq_state;

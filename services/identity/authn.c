@@ -12,12 +12,12 @@
 
 #include "cms/v1/envelope.pb-c.h"
 
+#include "hashtab.h"
 #include <jansson.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <uthash.h>
 
 /* SQL reads best as written */
 // clang-format off

@@ -2,9 +2,9 @@
  * order, so the oldest entry is the head. */
 #include "negcache.h"
 
+#include "hashtab.h"
 #include <stdlib.h>
 #include <string.h>
-#include <uthash.h>
 
 typedef struct entry {
     cms_uuid id;

@@ -199,8 +199,8 @@ static const char *const EDGES[] = {
     /* raw non-ASCII UTF-8, raw DEL */
     "\"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\xe4\xb8\xad\"",
     "{\"\xf0\x9f\x98\x80\": \"\xc3\x9f\", \"\xc3\x9f\": \"\xf0\x9f\x98\x80\"}",
-    "\"a\x7f"
-    "b\"",
+    ("\"a\x7f"
+     "b\""),
     /* numbers */
     "0",
     "-0",

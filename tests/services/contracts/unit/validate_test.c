@@ -308,8 +308,8 @@ Test(terms, payment_currency)
                                       "\"ABC\"",
                                       "\"AAA\"",
                                       "\"ZZZ\"",
-                                      "\"X"
-                                      "XX\"",
+                                      ("\"X"
+                                       "XX\""),
                                       "\"XTS\"",
                                       "\"HRK\"",
                                       "\"DEM\"",
@@ -710,8 +710,8 @@ Test(title, control_characters_are_refused)
                                       "x\x1f",
                                       "x\x7f",
                                       "\x1b[31mred",
-                                      "a\xc2\x85"
-                                      "b"};
+                                      ("a\xc2\x85"
+                                       "b")};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         refused(cv_title(bad[i], &e), "title", "a control character");
         cr_assert_not(cv_title(bad[i], &e));

@@ -133,8 +133,8 @@ Test(name, control_characters_are_refused)
     }
     /* C1 controls in UTF-8: U+0080, U+0085 (NEL), U+009F */
     static const char *const c1[] = {"a\xc2\x80",
-                                     "a\xc2\x85"
-                                     "b",
+                                     ("a\xc2\x85"
+                                      "b"),
                                      "\xc2\x9f"};
     for (size_t i = 0; i < sizeof c1 / sizeof c1[0]; i++)
         refused(idv_name(c1[i], "name", &e), "name", "a C1 control character");
@@ -621,8 +621,8 @@ Test(measurement, hex_folded_to_lowercase, .init = reset)
         "0x23456789abcdefabcdef0123456789",
         "0123456789abcdef abcdef012345678",
         "0123456789abcdef-abcdef012345678",
-        "\xc3\xa9"
-        "23456789abcdefabcdef0123456789",
+        ("\xc3\xa9"
+         "23456789abcdefabcdef0123456789"),
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         cr_assert_not(idv_measurement(bad[i], meas, &e), "'%s' was accepted", bad[i]);
