@@ -316,7 +316,8 @@ static bool parse_container(audit_jsonb *j, bool object, node *out)
     size_t kstart = j->kids.n;
     if (!vec_reserve(&j->kids, n))
         return false;
-    memcpy((uint32_t *)j->kids.p + kstart, (uint32_t *)j->stack.p + base, n * sizeof(uint32_t));
+    if (n > 0) /* an empty one may meet a stack never allocated */
+        memcpy((uint32_t *)j->kids.p + kstart, (uint32_t *)j->stack.p + base, n * sizeof(uint32_t));
     j->kids.n += n;
     j->stack.n = base;
     j->depth--;
