@@ -16,8 +16,9 @@ CMS_PACKAGES=(
     libsodium-dev libhttp-parser-dev libcriterion-dev uthash-dev
     nats-server postgresql-15 postgresql-client-15
 )
-# What tests/run needs beyond that: the formatter the layout check is pinned to.
-CMS_TEST_PACKAGES=(clang-format-14)
+# What tests/run needs beyond that: the formatter the layout check is pinned
+# to, and clang with libFuzzer for the fuzz targets.
+CMS_TEST_PACKAGES=(clang-format-14 clang libclang-rt-14-dev)
 
 # Prints, one per line, the packages among "$@" that are not installed.
 cms_packages_missing()

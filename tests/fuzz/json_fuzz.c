@@ -3,17 +3,9 @@
  * as its body, into a roomy and a tiny buffer; the same bytes are also
  * offered to cms_json_check_object. Every rendering that succeeds must parse
  * as one JSON object, a failed one must leave the buffer as it was, and text
- * that check_object accepts must parse as an object too. Not part of ctest.
+ * that check_object accepts must parse as an object too.
  *
- * Build and run (clang with libFuzzer; the generated test protos come from
- * any configured build directory, here build/):
- *
- *   cmake --build build --target cms_testproto
- *   clang -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
- *       -Icommon -Ibuild/tests/proto tests/fuzz/json_fuzz.c common/json.c \
- *       build/tests/proto/test_types.pb-c.c build/tests/proto/test_presence.pb-c.c \
- *       -lprotobuf-c -ljansson -lsodium -lm -o /tmp/json_fuzz
- *   mkdir -p /tmp/json_corpus && /tmp/json_fuzz -max_total_time=60 -max_len=4096 /tmp/json_corpus
+ *   tests/fuzz/run json 600      (builds build/fuzz with clang; see there)
  */
 #include <jansson.h>
 #include <stdint.h>
