@@ -1049,7 +1049,9 @@ static cms_json_err check_object(cms_json_buf *b, const char *text, size_t len, 
         err = CMS_JSON_ETOOBIG;
         goto out;
     }
-    if (len == 0) {
+    /* no JSON text holds a raw NUL (a string escapes it, and it is no
+     * whitespace); jansson's reader lets one through */
+    if (len == 0 || memchr(text, '\0', len) != NULL) {
         err = CMS_JSON_EINVAL;
         goto out;
     }

@@ -681,6 +681,13 @@ Test(json, check_object_rejects_everything_else)
     cr_assert_eq(cms_json_check_object(&g_buf, nul_in, sizeof nul_in - 1), CMS_JSON_EINVAL);
     const char nul_after[] = "{}\0";
     cr_assert_eq(cms_json_check_object(&g_buf, nul_after, sizeof nul_after - 1), CMS_JSON_EINVAL);
+    /* between tokens, where the scanner hands over to jansson (a key with
+     * an escape), which let it through (a fuzzing find) */
+    const char nul_between[] = "{\"a\\b\": 0\0, \"c\": 1}";
+    cr_assert_eq(cms_json_check_object(&g_buf, nul_between, sizeof nul_between - 1),
+                 CMS_JSON_EINVAL, "a raw NUL between tokens");
+    cr_assert_eq(cms_json_check_object_reference(&g_buf, nul_between, sizeof nul_between - 1),
+                 CMS_JSON_EINVAL, "the reference path too");
     cr_assert_eq(cms_json_check_object(&g_buf, NULL, 0), CMS_JSON_EINVAL);
     cr_assert_eq(cms_json_check_object(NULL, "{}", 2), CMS_JSON_EINVAL);
     cr_assert_eq(g_buf.len, 0);
