@@ -14,19 +14,17 @@
 #include "audit/jsonb.h"
 #include "backoff.h"
 #include "bus.h"
+#include "checkpoint.h"
 #include "json.h"
 #include "log.h"
 #include "metrics.h"
 #include "pgarray.h"
-#include "uuid.h"
 #include "validate.h"
 
-#include "cms/v1/audit.pb-c.h"
-
+#include <endian.h>
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #define DEFAULT_BATCH 1000
@@ -75,10 +73,6 @@ static const char SQL_STORED[] = "SELECT id FROM audit_logs WHERE id = ANY($1::u
 static const char SQL_REGISTER[] =
     "INSERT INTO audit_writers (name, host, pid, key_id) VALUES ($1, $2, $3::int4, $4) "
     "RETURNING id, (SELECT log_id::text FROM audit_chain_start LIMIT 1)";
-static const char SQL_CHECKPOINT[] =
-    "INSERT INTO audit_checkpoints (writer, seq, hash, total_rows, at, key_id, signature) "
-    "VALUES ($1, $2, $3, $4, " CMS_PG_SQL_FROM_US("$5") ", $6, $7) ON CONFLICT DO NOTHING";
-static const Oid CHECKPOINT_TYPES[7] = {23, 20, 17, 20, 20, 25, 17};
 static const char SQL_LOOKUP[] = "SELECT id FROM identities WHERE id = ANY($1::uuid[])";
 static const Oid LOOKUP_TYPES[1] = {CMS_PG_OID_UUID_ARRAY};
 
@@ -170,7 +164,7 @@ struct audit_ingest {
     /* the chain (audit/chain.h); off only for the benchmark's baseline */
     bool chain;
     audit_jsonb *jsonb;
-    const cms_pg_stmt *insert_chain, *begin, *link, *head, *stored, *reg, *cp_store;
+    const cms_pg_stmt *insert_chain, *begin, *link, *head, *stored, *reg;
     int32_t writer; /* audit_writers.id; 0 until registered */
     char log_id[37];
     bool registering;
@@ -185,14 +179,10 @@ struct audit_ingest {
     size_t leaves_cap;
     uint8_t *digests;
     /* checkpoints */
-    bool has_key;
-    uint8_t sk[crypto_sign_SECRETKEYBYTES];
-    char key_id[64];
+    audit_signer *signer; /* NULL: no key, no checkpoints */
     uv_timer_t cp_timer;
-    uint64_t cp_seq, cp_sending; /* last published; being published */
-    int cp_inflight;
     bool drain_cp;
-    cms_counter *m_checkpoints, *m_rewinds;
+    cms_counter *m_rewinds;
     cms_counter *m_events, *m_batches, *m_splits, *m_skips, *m_dead[AUDIT_NREASONS];
     cms_histogram *m_batch_size, *m_insert_seconds;
     cms_gauge *m_pending, *m_held;
@@ -538,21 +528,14 @@ static bool encode(audit_ingest *in, const batch *b, size_t lo, size_t hi, size_
     return bad == 0;
 }
 
-static void put_be(uint8_t *p, uint64_t v, int n)
-{
-    for (int i = n - 1; i >= 0; i--, v >>= 8)
-        p[i] = (uint8_t)v;
-}
-
 /* The batch's transaction: begin, the rows, the link to the batch before. */
 static cms_pg_job *chain_job(audit_ingest *in, span *s, const char *const *values,
                              const int *lengths, const int *formats)
 {
     uint64_t seq = in->tip_seq + 1;
-    uint8_t w[4], q[8], n[4];
-    put_be(w, (uint32_t)in->writer, 4);
-    put_be(q, seq, 8);
-    put_be(n, s->rows, 4);
+    /* binary parameters: int4 and int8 in network order */
+    uint32_t w = htobe32((uint32_t)in->writer), n = htobe32((uint32_t)s->rows);
+    uint64_t q = htobe64(seq);
     ach_batch ab = {.writer = (uint64_t)in->writer, .seq = seq, .rows = s->rows};
     ach_root(in->leaves, s->rows, ab.root);
     memcpy(ab.prev, in->tip_hash, ACH_HASH_BYTES);
@@ -561,7 +544,7 @@ static cms_pg_job *chain_job(audit_ingest *in, span *s, const char *const *value
         memcpy(in->digests + i * DIGEST_BYTES, in->leaves[i].id, 16);
         memcpy(in->digests + i * DIGEST_BYTES + 16, in->leaves[i].hash, DIGEST_BYTES - 16);
     }
-    const char *bv[2] = {(const char *)w, (const char *)q};
+    const char *bv[2] = {(const char *)&w, (const char *)&q};
     const int bl[2] = {4, 8}, bf[2] = {1, 1};
     const char *iv[NCOLS + 2];
     int il[NCOLS + 2], ifm[NCOLS + 2];
@@ -570,12 +553,12 @@ static cms_pg_job *chain_job(audit_ingest *in, span *s, const char *const *value
         il[c] = lengths[c];
         ifm[c] = formats[c];
     }
-    iv[NCOLS] = (const char *)w;
+    iv[NCOLS] = (const char *)&w;
     il[NCOLS] = 4;
-    iv[NCOLS + 1] = (const char *)q;
+    iv[NCOLS + 1] = (const char *)&q;
     il[NCOLS + 1] = 8;
     ifm[NCOLS] = ifm[NCOLS + 1] = 1;
-    const char *lv[7] = {(const char *)w,          (const char *)q,       (const char *)n,
+    const char *lv[7] = {(const char *)&w,         (const char *)&q,      (const char *)&n,
                          (const char *)ab.root,    (const char *)ab.prev, (const char *)s->hash,
                          (const char *)in->digests};
     const int ll[7] = {
@@ -767,9 +750,8 @@ static void chain_resume(audit_ingest *in)
 {
     if (!in->rewind || in->inflight > 0 || in->reading_head || in->state == INGEST_CLOSED)
         return;
-    uint8_t w[4];
-    put_be(w, (uint32_t)in->writer, 4);
-    const char *v[1] = {(const char *)w};
+    uint32_t w = htobe32((uint32_t)in->writer);
+    const char *v[1] = {(const char *)&w};
     const int l[1] = {4}, f[1] = {1};
     cms_pg_job *job = cms_pg_job_new();
     if (job == NULL || cms_pg_job_exec(job, in->head, v, l, f) != CMS_PG_OK) {
@@ -922,7 +904,8 @@ static void chain_span_done(audit_ingest *in, span *s, cms_pg_err err, const cms
         cms_histogram_observe(in->m_batch_size, (double)s->rows);
         cms_histogram_observe(in->m_insert_seconds, (double)(uv_hrtime() - s->sent_ns) / 1e9);
         span_finish(in, s);
-        if (in->head_seq - in->cp_seq >= (uint64_t)in->o.checkpoint_batches)
+        if (in->signer &&
+            in->head_seq - audit_signer_published(in->signer) >= (uint64_t)in->o.checkpoint_batches)
             checkpoint(in);
         /* answers come over several connections: the batch after this one
          * may have failed first */
@@ -991,7 +974,8 @@ static void registered(void *arg, cms_pg_err err, const cms_pg_result *res)
     in->writer = (int32_t)strtol(PQgetvalue(r, 0, 0), NULL, 10);
     snprintf(in->log_id, sizeof in->log_id, "%s", PQgetvalue(r, 0, 1));
     cms_log_info("audit chain writer", "{s:i, s:s, s:s}", "writer", (int)in->writer, "log",
-                 in->log_id, "key_id", in->has_key ? in->key_id : "(none: no checkpoints)");
+                 in->log_id, "key_id",
+                 in->signer ? audit_signer_key_id(in->signer) : "(none: no checkpoints)");
     pump(in);
 }
 
@@ -1002,7 +986,7 @@ static void chain_register(audit_ingest *in)
     char host[256] = "", pid[16];
     (void)gethostname(host, sizeof host - 1);
     snprintf(pid, sizeof pid, "%d", (int)getpid());
-    const char *v[4] = {in->o.name, host, pid, in->has_key ? in->key_id : NULL};
+    const char *v[4] = {in->o.name, host, pid, in->signer ? audit_signer_key_id(in->signer) : NULL};
     cms_pg_job *job = cms_pg_job_new();
     if (job == NULL || cms_pg_job_exec(job, in->reg, v, NULL, NULL) != CMS_PG_OK) {
         cms_pg_job_free(job);
@@ -1016,114 +1000,24 @@ static void chain_register(audit_ingest *in)
     in->registering = true;
 }
 
-/* ---- checkpoints ---- */
+/* ---- checkpoints (checkpoint.h) ---- */
 
-typedef struct cp_pub {
-    audit_ingest *in;
-    uint64_t seq;
-} cp_pub;
-
-static void cp_settled(audit_ingest *in)
+static void cp_settled(void *arg)
 {
-    in->cp_inflight--;
-    maybe_drained(in);
+    maybe_drained(arg);
 }
 
-static void cp_published(void *arg, cms_nats_err err, bool duplicate, uint64_t sseq)
-{
-    (void)duplicate;
-    (void)sseq;
-    cp_pub *p = arg;
-    audit_ingest *in = p->in;
-    if (err == CMS_NATS_OK) {
-        if (p->seq > in->cp_seq)
-            in->cp_seq = p->seq;
-        cms_counter_add(in->m_checkpoints, 1);
-    } else {
-        cms_log_warn("audit checkpoint not published, the next one will be", "{s:s, s:s}", "stream",
-                     CMS_BUS_CHECKPOINT_STREAM, "error", cms_nats_strerror(err));
-    }
-    free(p);
-    cp_settled(in);
-}
-
-static void cp_stored(void *arg, cms_pg_err err, const cms_pg_result *res)
-{
-    audit_ingest *in = arg;
-    if (err != CMS_PG_OK)
-        cms_log_warn("audit checkpoint not stored in audit_checkpoints (the stream has it)",
-                     "{s:s}", "error",
-                     err == CMS_PG_ESQL ? cms_pg_result_message(res) : cms_pg_strerror(err));
-    cp_settled(in);
-}
-
-/* Signs the head, publishes it and stores it; one at a time. */
+/* The committed head, signed once it moved past the last one published. */
 static void checkpoint(audit_ingest *in)
 {
-    if (!in->has_key || in->writer == 0 || in->cp_inflight > 0 || in->head_seq <= in->cp_seq ||
-        in->state == INGEST_CLOSED)
+    if (in->signer == NULL || in->writer == 0 || in->state == INGEST_CLOSED)
         return;
-    ach_checkpoint c = {.writer = (uint64_t)in->writer,
-                        .seq = in->head_seq,
-                        .total_rows = in->head_rows,
-                        .key_id = in->key_id};
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    c.at_us = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-    cms_uuid lid;
-    if (!cms_uuid_parse(in->log_id, strlen(in->log_id), &lid))
-        return;
-    memcpy(c.log_id, lid.b, 16);
-    memcpy(c.hash, in->head_hash, ACH_HASH_BYTES);
-    uint8_t sig[ACH_SIG_BYTES];
-    if (!ach_checkpoint_sign(&c, in->sk, sig))
-        return;
-    Cms__V1__AuditCheckpoint m = CMS__V1__AUDIT_CHECKPOINT__INIT;
-    m.writer = in->writer;
-    m.seq = (int64_t)c.seq;
-    m.hash = (ProtobufCBinaryData){ACH_HASH_BYTES, c.hash};
-    m.total_rows = (int64_t)c.total_rows;
-    m.at_us = c.at_us;
-    m.key_id = in->key_id;
-    m.signature = (ProtobufCBinaryData){ACH_SIG_BYTES, sig};
-    uint8_t buf[256];
-    size_t len = cms__v1__audit_checkpoint__get_packed_size(&m);
-    if (len > sizeof buf)
-        return;
-    cms__v1__audit_checkpoint__pack(&m, buf);
-    char subject[128], msg_id[128];
-    snprintf(subject, sizeof subject, CMS_BUS_CHECKPOINT_PREFIX "%s.%d", in->log_id,
-             (int)in->writer);
-    snprintf(msg_id, sizeof msg_id, "%s:%d:%llu", in->log_id, (int)in->writer,
-             (unsigned long long)c.seq);
-    cp_pub *p = malloc(sizeof *p);
-    if (p == NULL)
-        return;
-    *p = (cp_pub){.in = in, .seq = c.seq};
-    if (cms_nats_js_publish(in->nats, subject, msg_id, NULL, buf, len, cp_published, p) !=
-        CMS_NATS_OK) {
-        free(p);
-        return;
-    }
-    in->cp_inflight++;
-    /* the database's copy */
-    uint8_t w[4], q[8], t[8], at[8];
-    put_be(w, (uint32_t)in->writer, 4);
-    put_be(q, c.seq, 8);
-    put_be(t, c.total_rows, 8);
-    put_be(at, (uint64_t)c.at_us, 8);
-    const char *v[7] = {(const char *)w,  (const char *)q, (const char *)c.hash, (const char *)t,
-                        (const char *)at, in->key_id,      (const char *)sig};
-    const int l[7] = {4, 8, ACH_HASH_BYTES, 8, 8, (int)strlen(in->key_id), ACH_SIG_BYTES};
-    const int f[7] = {1, 1, 1, 1, 1, 0, 1};
-    cms_pg_job *job = cms_pg_job_new();
-    if (job == NULL || cms_pg_job_exec(job, in->cp_store, v, l, f) != CMS_PG_OK) {
-        cms_pg_job_free(job);
-        return;
-    }
-    cms_pg_job_idempotent(job);
-    if (cms_pg_submit(in->pg, &job, cp_stored, in) == CMS_PG_OK)
-        in->cp_inflight++;
+    audit_head h = {.writer = in->writer,
+                    .log_id = in->log_id,
+                    .seq = in->head_seq,
+                    .rows = in->head_rows,
+                    .hash = in->head_hash};
+    (void)audit_signer_sign(in->signer, &h, cp_settled, in);
 }
 
 static void cp_timer_fired(uv_timer_t *t)
@@ -1358,11 +1252,12 @@ static void maybe_drained(audit_ingest *in)
         return;
     /* the last head, signed on the way out: a truncation after it shows
      * (once the one in flight, maybe of an older head, has settled) */
-    if (!in->drain_cp && in->cp_inflight == 0) {
+    bool busy = in->signer && audit_signer_busy(in->signer);
+    if (!in->drain_cp && !busy) {
         in->drain_cp = true;
         checkpoint(in);
     }
-    if (in->cp_inflight)
+    if (in->signer && audit_signer_busy(in->signer))
         return;
     set_state(in, INGEST_DRAINED);
     if (in->drained)
@@ -1428,15 +1323,10 @@ int audit_ingest_create(uv_loop_t *loop, cms_pg *pg, cms_nats *nats, const audit
         in->o.name = "cms-audit";
     in->chain = !o->no_chain;
     in->o.signing_key = NULL; /* copied below, not kept */
-    if (o->signing_key) {
-        memcpy(in->sk, o->signing_key, sizeof in->sk);
-        in->has_key = true;
-        uint8_t pk[crypto_sign_PUBLICKEYBYTES];
-        crypto_sign_ed25519_sk_to_pk(pk, in->sk);
-        sodium_bin2base64(in->key_id, sizeof in->key_id, pk, sizeof pk,
-                          sodium_base64_VARIANT_ORIGINAL);
-    }
-    if (in->chain && (in->jsonb = audit_jsonb_new()) == NULL) {
+    if ((in->chain && (in->jsonb = audit_jsonb_new()) == NULL) ||
+        (in->chain && o->signing_key &&
+         (in->signer = audit_signer_new(pg, nats, o->signing_key)) == NULL)) {
+        audit_jsonb_free(in->jsonb);
         free(in);
         return -1;
     }
@@ -1483,8 +1373,6 @@ int audit_ingest_create(uv_loop_t *loop, cms_pg *pg, cms_nats *nats, const audit
                                                  "Time to commit one insert", NULL, NULL, 0);
     in->m_pending = cms_metrics_gauge(m, "cms_audit_consumer_pending",
                                       "Messages not yet delivered to the audit consumer", NULL);
-    in->m_checkpoints =
-        cms_metrics_counter(m, "cms_audit_checkpoints_total", "Signed chain heads published", NULL);
     in->m_rewinds = cms_metrics_counter(
         m, "cms_audit_chain_rewinds_total",
         "Times a failed batch made the chain resend the batches after it", NULL);
@@ -1510,13 +1398,11 @@ int audit_ingest_start(audit_ingest *in)
         in->head = cms_pg_prepare(in->pg, "audit_chain_head", SQL_HEAD, 1, HEAD_TYPES);
         in->stored = cms_pg_prepare(in->pg, "audit_stored", SQL_STORED, 1, LOOKUP_TYPES);
         in->reg = cms_pg_prepare(in->pg, "audit_register", SQL_REGISTER, 4, NULL);
-        in->cp_store =
-            cms_pg_prepare(in->pg, "audit_checkpoint", SQL_CHECKPOINT, 7, CHECKPOINT_TYPES);
         if (!in->insert_chain || !in->begin || !in->link || !in->head || !in->stored || !in->reg ||
-            !in->cp_store)
+            (in->signer && audit_signer_prepare(in->signer) != 0))
             return -1;
         chain_register(in);
-        if (in->has_key)
+        if (in->signer)
             uv_timer_start(&in->cp_timer, cp_timer_fired, (uint64_t)in->o.checkpoint_ms,
                            (uint64_t)in->o.checkpoint_ms);
     }
@@ -1608,6 +1494,6 @@ void audit_ingest_destroy(audit_ingest *in)
     audit_jsonb_free(in->jsonb);
     free(in->leaves);
     free(in->digests);
-    sodium_memzero(in->sk, sizeof in->sk);
+    audit_signer_free(in->signer);
     free(in);
 }
