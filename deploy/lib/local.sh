@@ -11,9 +11,14 @@
 #
 # As root everything long-running belongs to the system user `cms` (the
 # owner of an existing cluster wins); otherwise to the user running the script.
+#
+# CMS_LOCAL_DIR puts the stack's files elsewhere than .local (a second stack
+# beside the first, as tests/chaos and tests/soak run one); such a stack
+# installs nothing under ~/.config/cms. CMS_LOCAL_BIN_DIR runs binaries built
+# elsewhere than build/release/bin (up then builds nothing).
 
 : "${root:?the repository root must be set}"
-local_dir=$root/.local
+local_dir=${CMS_LOCAL_DIR:-$root/.local}
 pgdata=$local_dir/pg/data
 pgsock=$local_dir/pg/sock
 pgpass=$local_dir/pgpass
@@ -23,7 +28,7 @@ rundir=$local_dir/run
 pgbin=/usr/lib/postgresql/15/bin
 # Debian installs nats-server in /usr/sbin, which a normal user's PATH lacks.
 case ":$PATH:" in *:/usr/sbin:*) ;; *) PATH=$PATH:/usr/sbin ;; esac
-bindir=$root/build/release/bin
+bindir=${CMS_LOCAL_BIN_DIR:-$root/build/release/bin}
 
 pg_port=${CMS_LOCAL_PG_PORT:-54329}
 nats_port=${CMS_LOCAL_NATS_PORT:-4222}
