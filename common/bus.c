@@ -345,10 +345,9 @@ typedef struct dlq_ctx {
     void *arg;
 } dlq_ctx;
 
-static void dlq_published(void *arg, cms_nats_err err, bool duplicate, uint64_t seq)
+static void dlq_published(void *arg, cms_nats_err err, const cms_nats_pub_ack *ack)
 {
-    (void)duplicate; /* the same dead letter again: it is stored */
-    (void)seq;
+    (void)ack;
     dlq_ctx *c = arg;
     cms_bus_dlq_cb done = c->done;
     void *done_arg = c->arg;

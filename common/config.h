@@ -171,6 +171,10 @@ bool cms_config_redact(const char *value, char *out, size_t len);
   {"command-prefix", "CMS_COMMAND_PREFIX", CMS_OPT_STRING, "cms.cmd", "subject root of commands: <prefix>.<service>.<verb>", CMS_OPT_PUBLIC, false}, \
   {"auth-cache", "CMS_AUTH_CACHE", CMS_OPT_DURATION, "5s", "longest a resolved API key is trusted without asking cms-identity again (1ms to 10m)", CMS_OPT_PUBLIC, false}
 
+/* What a service with an outbox relay adds (common/outbox.h). */
+#define CMS_OPTIONS_OUTBOX \
+  {"outbox-retain", "CMS_OUTBOX_RETAIN", CMS_OPT_DURATION, "10m", "how long a published event stays in the outbox with its ack's stream sequence, so that one a stream lost (a JetStream store rolled back by a host crash) is published again at start or reconnection; longer than the store may hold acked messages unsynced (0: deleted once acked)", CMS_OPT_PUBLIC, false}
+
 /* What a service that consumes events adds (common/consumer.h). */
 #define CMS_OPTIONS_CONSUMERS \
   {"consumer-ack-wait", "CMS_CONSUMER_ACK_WAIT", CMS_OPT_DURATION, "30s", "how long JetStream waits for an event's ack before redelivering it (set when the durable is created)", CMS_OPT_PUBLIC, false}, \

@@ -219,6 +219,18 @@ static bool dispatch(cms_nats *n, ev *e)
     case EV_PUB:
         nats_dispatch_pub(n, (pub *)e);
         break;
+    case EV_PROBED: {
+        probe_job *p = (probe_job *)e;
+        void (*done)(void *, cms_nats_err, const bool *) = p->done;
+        void *arg = p->arg;
+        cms_nats_err r = p->result;
+        bool *present = p->present;
+        p->present = NULL;
+        nats_probe_free(p);
+        done(arg, r, r == CMS_NATS_OK ? present : NULL);
+        free(present);
+        break;
+    }
     case EV_PROVISIONED: {
         prov *p = (prov *)e;
         void (*done)(void *, cms_nats_err) = p->done;
@@ -540,6 +552,11 @@ out:
         free(n);
     }
     return rc;
+}
+
+uint64_t cms_nats_reconnects(const cms_nats *n)
+{
+    return n ? n->reconnects_seen : 0;
 }
 
 bool cms_nats_is_connected(const cms_nats *n)

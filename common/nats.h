@@ -123,7 +123,8 @@ bool cms_nats_auth_refused(const cms_nats *n);
  * into out. Every inbox this process subscribes to is made here, so that
  * a server allowing each user only its own inboxes lets it through. Any
  * thread. CMS_NATS_EINVAL if len is too small. */
-#define CMS_NATS_INBOX_MAX 192 /* bytes, with the NUL: enough for any inbox made here */
+#define CMS_NATS_STREAM_NAME_MAX 256 /* bytes, with the NUL (nats-server takes 255) */
+#define CMS_NATS_INBOX_MAX 192       /* bytes, with the NUL: enough for any inbox made here */
 cms_nats_err cms_nats_inbox(const cms_nats *n, char *out, size_t len) CMS_NATS_WUR;
 /* Core messages dropped so far, in this process (cms_nats_messages_dropped_total):
  * a subscriber that must not miss one (cache invalidations) compares it
@@ -247,17 +248,49 @@ cms_nats_err cms_nats_publish_request(cms_nats *n, const char *subject, const ch
 cms_nats_err cms_nats_respond(cms_nats *n, const cms_nats_msg *req, const char *const *headers,
                               const void *data, size_t len);
 
-/* JetStream async publish; done(arg, err, duplicate, stream_seq) on the loop,
- * exactly once per accepted publish (CMS_NATS_OK returned), within about
- * publish_timeout_ms (ETIMEOUT after that). msg_id (may be NULL) becomes the
+/* What the stream answered a JetStream publish: the sequence it stored the
+ * message at (for a duplicate, the first copy's) and the stream's name.
+ * Zero and "" when the publish failed. */
+typedef struct cms_nats_pub_ack {
+    bool duplicate;
+    uint64_t seq;
+    const char *stream; /* valid during the callback only */
+} cms_nats_pub_ack;
+
+/* JetStream async publish; done(arg, err, ack) on the loop, exactly once per
+ * accepted publish (CMS_NATS_OK returned), within about publish_timeout_ms
+ * (ETIMEOUT after that); ack is never NULL. msg_id (may be NULL) becomes the
  * Nats-Msg-Id header, so the stream drops a duplicate in its window and
- * reports duplicate=true. EBUSY at once when max_publish_inflight are in
- * flight: retry from on_publish_room or from a done callback. */
-typedef void (*cms_nats_pub_cb)(void *arg, cms_nats_err err, bool duplicate, uint64_t seq);
+ * reports duplicate. EBUSY at once when max_publish_inflight are in flight:
+ * retry from on_publish_room or from a done callback. */
+typedef void (*cms_nats_pub_cb)(void *arg, cms_nats_err err, const cms_nats_pub_ack *ack);
 cms_nats_err cms_nats_js_publish(cms_nats *n, const char *subject, const char *msg_id,
                                  const char *const *headers, const void *data, size_t len,
                                  cms_nats_pub_cb done, void *arg) CMS_NATS_WUR;
 int cms_nats_publish_inflight(const cms_nats *n);
+
+/* Reconnections so far, as the loop has seen them: a caller that must act
+ * after one (the outbox checks that the stream still holds what it acked)
+ * compares it between looks. Loop. */
+uint64_t cms_nats_reconnects(const cms_nats *n);
+
+/* Whether streams still hold messages they acknowledged: for each probe,
+ * present[i] is true when the stream holds, at seq, a message whose
+ * Nats-Msg-Id is msg_id, or holds nothing at seq though its last sequence
+ * is at or past it (removed since: consumed from a work queue, aged out);
+ * false when another message is there, the stream ends before seq, or the
+ * stream is gone. Blocking JetStream API calls (STREAM.INFO once per stream,
+ * STREAM.MSG.GET per probe) on a helper thread, once connected; done(arg,
+ * err, present) on the loop, err CMS_NATS_OK or the failure that stopped
+ * it (present then NULL), ECLOSED when closing first. */
+typedef struct cms_nats_probe {
+    const char *stream;
+    uint64_t seq;
+    const char *msg_id;
+} cms_nats_probe;
+int cms_nats_probe_stream(cms_nats *n, const cms_nats_probe *probes, size_t count,
+                          void (*done)(void *arg, cms_nats_err err, const bool *present), void *arg)
+    __attribute__((warn_unused_result));
 
 /* Graceful close, in the background: refuses new work at once; stops the
  * consumers (joins their threads), waits for in-flight publishes (at most

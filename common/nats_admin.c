@@ -1,4 +1,4 @@
-/* Stream provisioning: blocking JetStream API calls on a helper thread per
+/* Stream provisioning and probing: blocking JetStream API calls on a helper thread per
  * call, the result back on the loop; see nats_int.h. */
 #include "nats_int.h"
 
@@ -190,6 +190,36 @@ void nats_prov_free(prov *p)
     free(p);
 }
 
+/* A helper thread's result, handed to the loop: false if the queue is
+ * closed (the caller frees what it holds). */
+static bool helper_finish(cms_nats *n, ev *e)
+{
+    uv_mutex_lock(&n->mu);
+    bool queued = nats_push_locked(n, e);
+    n->prov_running--;
+    uv_cond_broadcast(&n->cond);
+    uv_mutex_unlock(&n->mu);
+    return queued;
+}
+
+/* Starts a helper thread, counted, not joined: close waits for
+ * prov_running to reach 0. CMS_NATS_ENOMEM if it cannot start. */
+static int helper_start(cms_nats *n, void (*main)(void *), void *arg)
+{
+    uv_mutex_lock(&n->mu);
+    n->prov_running++;
+    uv_mutex_unlock(&n->mu);
+    uv_thread_t t;
+    if (uv_thread_create(&t, main, arg) != 0) {
+        uv_mutex_lock(&n->mu);
+        n->prov_running--;
+        uv_mutex_unlock(&n->mu);
+        return CMS_NATS_ENOMEM;
+    }
+    pthread_detach(t);
+    return CMS_NATS_OK;
+}
+
 static void prov_main(void *arg)
 {
     prov *p = arg;
@@ -217,12 +247,7 @@ static void prov_main(void *arg)
     }
     p->result = result;
     p->ev.kind = EV_PROVISIONED;
-    uv_mutex_lock(&n->mu);
-    bool queued = nats_push_locked(n, &p->ev);
-    n->prov_running--;
-    uv_cond_broadcast(&n->cond);
-    uv_mutex_unlock(&n->mu);
-    if (!queued)
+    if (!helper_finish(n, &p->ev))
         nats_prov_free(p);
 }
 
@@ -293,21 +318,129 @@ int cms_nats_provision_all(cms_nats *n, const cms_nats_stream_spec *specs, size_
     p->n = n;
     p->done = done;
     p->arg = arg;
-    uv_mutex_lock(&n->mu);
-    n->prov_running++;
-    uv_mutex_unlock(&n->mu);
-    uv_thread_t t;
-    if (uv_thread_create(&t, prov_main, p) != 0) {
-        uv_mutex_lock(&n->mu);
-        n->prov_running--;
-        uv_mutex_unlock(&n->mu);
-        rc = CMS_NATS_ENOMEM;
+    if ((rc = helper_start(n, prov_main, p)) != CMS_NATS_OK)
         goto out;
-    }
-    /* counted, not joined: close waits for prov_running to reach 0 */
-    pthread_detach(t);
     p = NULL;
 out:
     nats_prov_free(p);
+    return rc;
+}
+
+/* ---- probing what a stream holds ---- */
+
+void nats_probe_free(probe_job *p)
+{
+    if (p == NULL)
+        return;
+    for (size_t i = 0; p->probes != NULL && i < p->count; i++) {
+        free((void *)p->probes[i].stream);
+        free((void *)p->probes[i].msg_id);
+    }
+    free(p->probes);
+    free(p->present);
+    free(p);
+}
+
+/* One stream's last sequence: false on a failure worth retrying (*gone set
+ * when the stream does not exist: nothing of it is present). */
+static bool stream_last_seq(jsCtx *js, const char *stream, uint64_t *last, bool *gone)
+{
+    jsStreamInfo *si = NULL;
+    jsErrCode jerr = 0;
+    natsStatus st = js_GetStreamInfo(&si, js, stream, NULL, &jerr);
+    *gone = st == NATS_NOT_FOUND || jerr == JSStreamNotFoundErr;
+    *last = 0;
+    if (st == NATS_OK && si != NULL)
+        *last = si->State.LastSeq;
+    jsStreamInfo_Destroy(si);
+    return st == NATS_OK || *gone;
+}
+
+/* present[i] for one probe: false on a failure worth retrying. */
+static bool probe_one(jsCtx *js, const cms_nats_probe *pr, uint64_t last, bool *present)
+{
+    natsMsg *m = NULL;
+    jsErrCode jerr = 0;
+    natsStatus st = js_GetMsg(&m, js, pr->stream, pr->seq, NULL, &jerr);
+    if (st == NATS_OK) {
+        const char *id = NULL;
+        *present = natsMsgHeader_Get(m, "Nats-Msg-Id", &id) == NATS_OK && id != NULL &&
+                   strcmp(id, pr->msg_id) == 0;
+        natsMsg_Destroy(m);
+        return true;
+    }
+    if (st == NATS_NOT_FOUND || jerr == JSNoMessageFoundErr) {
+        *present = pr->seq <= last; /* removed since, not lost */
+        return true;
+    }
+    cms_log_warn("nats: reading a stream message failed", "{s:s, s:I, s:s, s:i}", "stream",
+                 pr->stream, "seq", (json_int_t)pr->seq, "error", natsStatus_GetText(st),
+                 "js_error", (int)jerr);
+    return false;
+}
+
+static void probe_main(void *arg)
+{
+    probe_job *p = arg;
+    cms_nats *n = p->n;
+    jsCtx *js = nats_wait_ready(n, NULL);
+    cms_nats_err result = js != NULL ? CMS_NATS_OK : CMS_NATS_ECLOSED;
+    const char *stream = NULL;
+    uint64_t last = 0;
+    bool gone = false;
+    for (size_t i = 0; i < p->count && result == CMS_NATS_OK; i++) {
+        const cms_nats_probe *pr = &p->probes[i];
+        if (nats_closing(n)) {
+            result = CMS_NATS_ECLOSED;
+        } else if ((stream == NULL || strcmp(stream, pr->stream) != 0) &&
+                   !stream_last_seq(js, pr->stream, &last, &gone)) {
+            result = CMS_NATS_EIO;
+        } else {
+            stream = pr->stream;
+            if (gone)
+                p->present[i] = false;
+            else if (!probe_one(js, pr, last, &p->present[i]))
+                result = CMS_NATS_EIO;
+        }
+    }
+    p->result = result;
+    p->ev.kind = EV_PROBED;
+    if (!helper_finish(n, &p->ev))
+        nats_probe_free(p);
+}
+
+int cms_nats_probe_stream(cms_nats *n, const cms_nats_probe *probes, size_t count,
+                          void (*done)(void *arg, cms_nats_err err, const bool *present), void *arg)
+{
+    if (n == NULL || probes == NULL || count == 0 || done == NULL)
+        return CMS_NATS_EINVAL;
+    for (size_t i = 0; i < count; i++) {
+        if (probes[i].stream == NULL || probes[i].msg_id == NULL || probes[i].seq == 0)
+            return CMS_NATS_EINVAL;
+    }
+    if (n->state >= N_CLOSING)
+        return CMS_NATS_ECLOSED;
+    probe_job *p = calloc(1, sizeof *p);
+    if (p == NULL || (p->probes = calloc(count, sizeof *p->probes)) == NULL ||
+        (p->present = calloc(count, sizeof *p->present)) == NULL) {
+        nats_probe_free(p);
+        return CMS_NATS_ENOMEM;
+    }
+    p->count = count;
+    for (size_t i = 0; i < count; i++) {
+        p->probes[i].seq = probes[i].seq;
+        p->probes[i].stream = nats_dupstr(probes[i].stream);
+        p->probes[i].msg_id = nats_dupstr(probes[i].msg_id);
+        if (p->probes[i].stream == NULL || p->probes[i].msg_id == NULL) {
+            nats_probe_free(p);
+            return CMS_NATS_ENOMEM;
+        }
+    }
+    p->n = n;
+    p->done = done;
+    p->arg = arg;
+    int rc = helper_start(n, probe_main, p);
+    if (rc != CMS_NATS_OK)
+        nats_probe_free(p);
     return rc;
 }

@@ -95,6 +95,7 @@ typedef enum {
     EV_MSG,
     EV_PUB,
     EV_PROVISIONED,
+    EV_PROBED,
     EV_SUB_DONE,
     EV_UNSUB_DONE,
     EV_PULL_IDLE,
@@ -149,6 +150,7 @@ struct pub {
     jsErrCode jerr;
     bool duplicate;
     uint64_t seq;
+    char stream[CMS_NATS_STREAM_NAME_MAX];
     char errtext[160];
 };
 
@@ -206,6 +208,19 @@ typedef struct prov {
     void *arg;
     cms_nats_err result;
 } prov;
+
+/* cms_nats_probe_stream's work: the probes (strings owned), their answers. */
+typedef struct probe_job {
+    ev ev;
+    cms_nats *n;
+    cms_nats_probe *probes;
+    size_t count;
+    bool *present;
+    void (*done)(void *arg, cms_nats_err err, const bool *present);
+    void *arg;
+    cms_nats_err result;
+} probe_job;
+void nats_probe_free(probe_job *p);
 
 struct cms_nats {
     /* loop */
@@ -324,7 +339,7 @@ void nats_inflight_unlink_locked(cms_nats *n, pub *p);
 pub *nats_inflight_find_locked(cms_nats *n, const natsMsg *m);
 /* Completes p with a result and queues it for the loop (mu held). */
 void nats_pub_complete_locked(cms_nats *n, pub *p, natsStatus s, jsErrCode jerr, const char *text,
-                              bool dup, uint64_t seq);
+                              bool dup, uint64_t seq, const char *stream);
 /* Loop: the answer of one JetStream publish. */
 void nats_dispatch_pub(cms_nats *n, pub *p);
 /* Loop: frees nm once the writer is past every op queued so far. */

@@ -48,7 +48,7 @@ pub *nats_inflight_find_locked(cms_nats *n, const natsMsg *m)
 }
 
 void nats_pub_complete_locked(cms_nats *n, pub *p, natsStatus s, jsErrCode jerr, const char *text,
-                              bool dup, uint64_t seq)
+                              bool dup, uint64_t seq, const char *stream)
 {
     nats_inflight_unlink_locked(n, p);
     p->answered = true;
@@ -56,6 +56,7 @@ void nats_pub_complete_locked(cms_nats *n, pub *p, natsStatus s, jsErrCode jerr,
     p->jerr = jerr;
     p->duplicate = dup;
     p->seq = seq;
+    snprintf(p->stream, sizeof p->stream, "%s", stream != NULL ? stream : "");
     if (text != NULL)
         snprintf(p->errtext, sizeof p->errtext, "%s", text);
     p->ev.kind = EV_PUB;
@@ -106,10 +107,13 @@ void nats_dispatch_pub(cms_nats *n, pub *p)
     cms_gauge_set(n->m_inflight, n->inflight);
     cms_nats_pub_cb done = p->done;
     void *arg = p->arg;
-    bool dup = p->duplicate;
-    uint64_t seq = p->seq;
+    char stream[sizeof p->stream];
+    memcpy(stream, p->stream, sizeof stream);
+    cms_nats_pub_ack ack = {.duplicate = p->duplicate, .seq = p->seq, .stream = stream};
+    if (err != CMS_NATS_OK)
+        ack = (cms_nats_pub_ack){.stream = ""};
     free(p);
-    done(arg, err, dup, seq);
+    done(arg, err, &ack);
 }
 
 /* ---- building and sending (loop) ---- */

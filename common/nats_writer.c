@@ -165,11 +165,12 @@ static void on_pub_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, 
     pub *p = nats_inflight_find_locked(n, msg);
     if (p != NULL) {
         if (pa != NULL)
-            nats_pub_complete_locked(n, p, NATS_OK, 0, NULL, pa->Duplicate, pa->Sequence);
+            nats_pub_complete_locked(n, p, NATS_OK, 0, NULL, pa->Duplicate, pa->Sequence,
+                                     pa->Stream);
         else
             nats_pub_complete_locked(n, p, pae != NULL ? pae->Err : NATS_ERR,
                                      pae != NULL ? pae->ErrCode : 0,
-                                     pae != NULL ? pae->ErrText : NULL, false, 0);
+                                     pae != NULL ? pae->ErrText : NULL, false, 0, NULL);
     }
     uv_mutex_unlock(&n->mu);
     if (p == NULL)
@@ -237,7 +238,7 @@ static void writer_js_publish(cms_nats *n, jsCtx *js, pub *p)
         return; /* p may already be completed and freed */
     /* not taken by nats.c: no ack will come */
     uv_mutex_lock(&n->mu);
-    nats_pub_complete_locked(n, p, st, 0, nats_GetLastError(NULL), false, 0);
+    nats_pub_complete_locked(n, p, st, 0, nats_GetLastError(NULL), false, 0, NULL);
     uv_mutex_unlock(&n->mu);
 }
 

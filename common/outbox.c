@@ -1,10 +1,19 @@
 /* Outbox relay; see outbox.h.
  *
- * One batch at a time: read the oldest rows of this source (taking or
- * renewing the lease in the same job), publish them one by one in order,
- * and once the batch is through, delete the published rows and read the
- * next batch in one job. Only one job or publish of the relay is ever in
- * flight, so the relay's activity is one state. */
+ * One batch at a time: read the oldest rows of this source waiting to be
+ * published (taking or renewing the lease in the same job), publish them
+ * one by one in order, and once the batch is through, mark the published
+ * rows (their ack's stream and sequence; or delete them, retain_ms 0) and
+ * read the next batch in one job. Only one job, publish or probe of the
+ * relay is ever in flight, so the relay's activity is one state.
+ *
+ * The check (retain_ms > 0), before the first publish after start and
+ * after each reconnection: per stream, the newest kept row is looked up in
+ * the stream (cms_nats_probe_stream). If the stream no longer holds it, the
+ * rows it lost are a suffix of the kept ones (a store rolled back loses its
+ * newest messages), found by rounds of 16 probes spread over the rows still
+ * in doubt; those rows are marked unpublished, so that the relay publishes
+ * them again, oldest first, before anything newer. */
 #include "outbox.h"
 
 #include "backoff.h"
@@ -12,6 +21,7 @@
 #include "lease.h"
 #include "log.h"
 #include "metrics.h"
+#include "pgarray.h"
 
 #include <endian.h>
 #include <jansson.h>
@@ -25,6 +35,10 @@
 #define BACKOFF_MIN_MS 100
 #define ROOM_RETRY_MS 5 /* the NATS module's publish window is full of others' */
 #define BACKLOG_COUNT_MAX "1000000"
+#define PRUNE_MAX "10000" /* kept rows deleted per poll at most */
+#define CHECK_SPREAD 16   /* probes per round of the search for what a stream lost */
+#define MAX_STREAMS 8     /* streams a relay remembers acks of (names interned) */
+#define CHECK_TRIES 5     /* failed checks in a row before publishing unchecked */
 /* "Nats-Msg-Id: <uuid>\r\n" and the header block around it */
 #define MSG_ID_HEADER_BYTES (strlen("NATS/1.0\r\n\r\n") + strlen("Nats-Msg-Id: \r\n") + 36)
 
@@ -33,12 +47,36 @@
 const char cms_outbox_sql_insert[] =
     "INSERT INTO outbox (source, event_id, subject, payload) VALUES ($1, $2::uuid, $3, $4)";
 static const char SQL_DELETE[] = "DELETE FROM outbox WHERE seq = ANY($1::bigint[])";
+static const char SQL_MARK[] =
+    "UPDATE outbox SET published_at = now(), stream = u.stream, stream_seq = u.sseq "
+    "FROM unnest($1::bigint[], $2::text[], $3::bigint[]) AS u(seq, stream, sseq) "
+    "WHERE outbox.seq = u.seq";
 static const char SQL_READ[] =
     "SELECT seq, event_id::text, subject, payload, "
     "(extract(epoch from now() - created_at) * 1000000)::int8 "
-    "FROM outbox WHERE source = $1 ORDER BY seq LIMIT $2";
+    "FROM outbox WHERE source = $1 AND published_at IS NULL ORDER BY seq LIMIT $2";
 static const char SQL_BACKLOG[] =
-    "SELECT count(*) FROM (SELECT 1 FROM outbox WHERE source = $1 LIMIT " BACKLOG_COUNT_MAX ") b";
+    "SELECT count(*) FROM (SELECT 1 FROM outbox WHERE source = $1 AND published_at IS NULL "
+    "LIMIT " BACKLOG_COUNT_MAX ") b";
+static const char SQL_PRUNE[] =
+    "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox WHERE source = $1 "
+    "AND published_at < now() - $2::bigint * interval '1 millisecond' LIMIT " PRUNE_MAX ")";
+/* the check: the newest kept row per stream; up to CHECK_SPREAD kept rows
+ * spread over (lo, hi], oldest first; the rows past the last one a stream
+ * holds marked unpublished */
+static const char SQL_NEWEST[] =
+    "SELECT DISTINCT ON (stream) stream, seq, stream_seq, event_id::text FROM outbox "
+    "WHERE source = $1 AND published_at IS NOT NULL AND stream IS NOT NULL "
+    "ORDER BY stream, seq DESC";
+static const char SQL_SPREAD[] =
+    "SELECT DISTINCT ON (b) stream, seq, stream_seq, event_id::text FROM ("
+    "SELECT stream, seq, stream_seq, event_id, ntile($5::int) OVER (ORDER BY seq) AS b "
+    "FROM outbox WHERE source = $1 AND stream = $2 AND published_at IS NOT NULL "
+    "AND seq > $3::bigint AND seq <= $4::bigint) t ORDER BY b, seq DESC";
+static const char SQL_UNMARK[] =
+    "WITH r AS (UPDATE outbox SET published_at = NULL, stream = NULL, stream_seq = NULL "
+    "WHERE source = $1 AND stream = $2 AND published_at IS NOT NULL AND seq > $3::bigint "
+    "RETURNING 1) SELECT count(*) FROM r";
 static const char SQL_BURY[] =
     "WITH d AS (DELETE FROM outbox WHERE seq = $1::bigint RETURNING *) "
     "INSERT INTO outbox_dead (seq, source, event_id, subject, payload, created_at, reason) "
@@ -70,19 +108,24 @@ static const cms_fsm life_fsm = CMS_FSM_INIT("outbox relay", CMS_LOG_INFO, life_
  *   ACT_READING     the delete-and-read job is in flight
  *   ACT_PUBLISHING  the publish of rows[next] is in flight
  *   ACT_HELD        rows[next] waits for the timer (backoff, or a full window)
- *   ACT_BURYING     rows[next] is being moved to outbox_dead */
+ *   ACT_BURYING     rows[next] is being moved to outbox_dead
+ *   ACT_CHECKING    a query or probe of the check is in flight */
 #define ACT_STATES(X)                                                                              \
     X(ACT_IDLE, "idle")                                                                            \
     X(ACT_READING, "reading")                                                                      \
     X(ACT_PUBLISHING, "publishing")                                                                \
     X(ACT_HELD, "held")                                                                            \
-    X(ACT_BURYING, "burying")
+    X(ACT_BURYING, "burying")                                                                      \
+    X(ACT_CHECKING, "checking")
 typedef enum { ACT_STATES(CMS_ENUM_ITEM) ACT_NSTATES } relay_act;
 static const char *const act_names[] = {ACT_STATES(CMS_ENUM_TEXT)};
 static const bool act_moves[ACT_NSTATES][ACT_NSTATES] = {
     [ACT_IDLE] = {[ACT_READING] = true},
-    [ACT_READING] =
-        {[ACT_IDLE] = true, [ACT_PUBLISHING] = true, [ACT_BURYING] = true, [ACT_HELD] = true},
+    [ACT_READING] = {[ACT_IDLE] = true,
+                     [ACT_PUBLISHING] = true,
+                     [ACT_BURYING] = true,
+                     [ACT_HELD] = true,
+                     [ACT_CHECKING] = true},
     [ACT_PUBLISHING] = {[ACT_PUBLISHING] = true,
                         [ACT_HELD] = true,
                         [ACT_BURYING] = true,
@@ -95,6 +138,7 @@ static const bool act_moves[ACT_NSTATES][ACT_NSTATES] = {
                      [ACT_BURYING] = true,
                      [ACT_READING] = true,
                      [ACT_IDLE] = true},
+    [ACT_CHECKING] = {[ACT_IDLE] = true},
 };
 static const cms_fsm act_fsm =
     CMS_FSM_INIT("outbox relay activity", CMS_LOG_DEBUG, act_names, act_moves);
@@ -108,8 +152,32 @@ typedef struct row {
     void *payload;
     size_t len;
     int64_t age_us;
-    dead_reason dead; /* it can never be published: to be moved to outbox_dead */
+    dead_reason dead;   /* it can never be published: to be moved to outbox_dead */
+    const char *stream; /* its ack's (interned in the relay), NULL if not known */
+    uint64_t stream_seq;
 } row;
+
+/* A kept row as the check probes it. */
+typedef struct kept {
+    char *stream;
+    int64_t seq;
+    uint64_t stream_seq;
+    char event_id[40];
+} kept;
+
+/* The check of what the streams hold (see the top). */
+typedef struct check {
+    bool needed;         /* before the next publish */
+    uint64_t reconnects; /* cms_nats_reconnects when it last started */
+    kept *newest;        /* the newest kept row per stream */
+    size_t nnewest, cur; /* newest[cur] is being searched */
+    bool *lost;          /* per newest: its stream lost it */
+    kept *spread;        /* this round's probes */
+    size_t nspread;
+    int64_t lo, hi;       /* the last row the stream holds is in [lo, hi] (lo: 0, none) */
+    uint64_t republished; /* rows marked unpublished by this check */
+    int failures;         /* checks failed in a row */
+} check;
 
 struct cms_outbox {
     uv_loop_t *loop;
@@ -128,14 +196,17 @@ struct cms_outbox {
     uv_timer_t timer;
     uint64_t last_count_ms; /* when the backlog was last counted (loop time) */
     uint64_t published;
+    char *streams[MAX_STREAMS]; /* the acks' stream names, interned */
+    check chk;
     void (*closed)(void *arg);
     void *closed_arg;
-    cms_counter *m_published, *m_failed, *m_dead[NDEAD];
+    cms_counter *m_published, *m_failed, *m_dead[NDEAD], *m_republished;
     cms_gauge *m_backlog, *m_oldest;
 };
 
 static void read_batch(cms_outbox *ob);
 static void publish_next(cms_outbox *ob);
+static void check_start(cms_outbox *ob);
 
 const char *cms_outbox_strerror(cms_outbox_err e)
 {
@@ -392,6 +463,13 @@ static void read_done(void *arg, cms_pg_err err, const cms_pg_result *res)
         return;
     }
     cms_gauge_set(ob->m_oldest, ob->nrows ? (double)ob->rows[0].age_us / 1e6 : 0.0);
+    if (ob->o.retain_ms > 0 &&
+        (ob->chk.needed || cms_nats_reconnects(ob->nats) != ob->chk.reconnects)) {
+        /* what the streams lost goes before these rows: read them again after */
+        rows_clear(ob);
+        check_start(ob);
+        return;
+    }
     if (ob->nrows == 0) {
         cms_gauge_set(ob->m_backlog, 0);
         if (ob->life == RELAY_DRAINING) {
@@ -427,6 +505,56 @@ static char *published_ids(const cms_outbox *ob)
     return ids;
 }
 
+/* The stream name an ack gave, interned: NULL when MAX_STREAMS others are. */
+static const char *intern_stream(cms_outbox *ob, const char *name)
+{
+    if (name == NULL || name[0] == '\0')
+        return NULL;
+    for (size_t i = 0; i < MAX_STREAMS; i++) {
+        if (ob->streams[i] == NULL)
+            return ob->streams[i] = strdup(name);
+        if (strcmp(ob->streams[i], name) == 0)
+            return ob->streams[i];
+    }
+    return NULL;
+}
+
+/* With retain_ms, marks what the last batch published (buried rows are
+ * gone already): 1 when a statement was added, 0 none, -1 on failure. */
+static int add_mark(cms_outbox *ob, cms_pg_job *job)
+{
+    if (ob->o.retain_ms == 0)
+        return 0;
+    cms_pgarr seqs, streams, sseqs;
+    cms_pgarr_init(&seqs, CMS_PG_OID_INT8);
+    cms_pgarr_init(&streams, CMS_PG_OID_TEXT);
+    cms_pgarr_init(&sseqs, CMS_PG_OID_INT8);
+    int rc = 0;
+    for (size_t i = 0; i < ob->next && rc == 0; i++) {
+        const row *w = &ob->rows[i];
+        if (w->dead != DEAD_NONE)
+            continue;
+        rc = cms_pgarr_add_int8(&seqs, w->seq) |
+             (w->stream ? cms_pgarr_add(&streams, w->stream, strlen(w->stream))
+                        : cms_pgarr_add_null(&streams)) |
+             cms_pgarr_add_int8(&sseqs, (int64_t)w->stream_seq);
+    }
+    if (rc == 0 && seqs.n > 0) {
+        size_t l0, l1, l2;
+        const char *v[] = {(const char *)cms_pgarr_bytes(&seqs, &l0),
+                           (const char *)cms_pgarr_bytes(&streams, &l1),
+                           (const char *)cms_pgarr_bytes(&sseqs, &l2)};
+        int lengths[] = {(int)l0, (int)l1, (int)l2}, formats[] = {1, 1, 1};
+        rc = cms_pg_job_sql(job, SQL_MARK, 3, v, lengths, formats) == CMS_PG_OK ? 1 : -1;
+    } else if (rc != 0) {
+        rc = -1;
+    }
+    cms_pgarr_free(&seqs);
+    cms_pgarr_free(&streams);
+    cms_pgarr_free(&sseqs);
+    return rc;
+}
+
 /* One job: take or renew the lease, delete what the last batch published
  * (before the read, which must not see it), read the next batch, and once
  * a poll count what waits. Called when nothing else is in flight. */
@@ -435,7 +563,7 @@ static void read_batch(cms_outbox *ob)
     if (ob->life == RELAY_CLOSED)
         return;
     uv_timer_stop(&ob->timer);
-    char *ids = published_ids(ob);
+    char *ids = ob->o.retain_ms > 0 ? NULL : published_ids(ob);
     cms_pg_job *job = cms_pg_job_new();
     char limit[16];
     snprintf(limit, sizeof limit, "%d", ob->o.batch);
@@ -443,7 +571,7 @@ static void read_batch(cms_outbox *ob)
     const char *rv[] = {ob->source, limit};
     bool count = uv_now(ob->loop) - ob->last_count_ms >= (uint64_t)ob->o.poll_ms;
     int k = 0;
-    if (job == NULL || (ob->next > 0 && ids == NULL))
+    if (job == NULL || (ob->next > 0 && ids == NULL && ob->o.retain_ms == 0))
         goto fail;
     ob->ix_take = k++;
     if (cms_lease_add_take(&ob->lease, job) != CMS_PG_OK)
@@ -453,6 +581,13 @@ static void read_batch(cms_outbox *ob)
         if (cms_pg_job_sql(job, SQL_DELETE, 1, d, NULL, NULL) != CMS_PG_OK)
             goto fail;
     }
+    switch (add_mark(ob, job)) {
+    case -1:
+        goto fail;
+    case 1:
+        k++;
+        break;
+    }
     ob->ix_read = k++;
     if (cms_pg_job_sql(job, SQL_READ, 2, rv, NULL, NULL) != CMS_PG_OK)
         goto fail;
@@ -460,6 +595,13 @@ static void read_batch(cms_outbox *ob)
     if (count) {
         ob->ix_count = k++;
         if (cms_pg_job_sql(job, SQL_BACKLOG, 1, rv, NULL, NULL) != CMS_PG_OK)
+            goto fail;
+        /* kept rows past the window: a bounded delete a poll */
+        char retain[24];
+        snprintf(retain, sizeof retain, "%lld", (long long)ob->o.retain_ms);
+        const char *pv[] = {ob->source, retain};
+        k++;
+        if (cms_pg_job_sql(job, SQL_PRUNE, 2, pv, NULL, NULL) != CMS_PG_OK)
             goto fail;
     }
     free(ids);
@@ -479,6 +621,303 @@ fail:
     cms_pg_job_free(job);
     free(ids);
     failed(ob, ACT_IDLE);
+}
+
+/* ---- the check of what the streams hold ---- */
+
+static void kept_free(kept **k, size_t *n)
+{
+    for (size_t i = 0; *k != NULL && i < *n; i++)
+        free((*k)[i].stream);
+    free(*k);
+    *k = NULL;
+    *n = 0;
+}
+
+static void check_clear(check *c)
+{
+    kept_free(&c->newest, &c->nnewest);
+    kept_free(&c->spread, &c->nspread);
+    free(c->lost);
+    c->lost = NULL;
+}
+
+/* Kept rows (stream, seq, stream_seq, event_id) out of a binary result. */
+static bool take_kept(const PGresult *r, kept **out, size_t *nout)
+{
+    int n = PQntuples(r);
+    *out = NULL;
+    *nout = 0;
+    if (n == 0)
+        return true;
+    kept *k = calloc((size_t)n, sizeof *k);
+    if (k == NULL)
+        return false;
+    *out = k;
+    for (int i = 0; i < n; i++) {
+        uint64_t seq, sseq;
+        if (PQgetlength(r, i, 1) != 8 || PQgetlength(r, i, 2) != 8 ||
+            (k[i].stream = strndup(PQgetvalue(r, i, 0), (size_t)PQgetlength(r, i, 0))) == NULL)
+            return false;
+        ++*nout;
+        memcpy(&seq, PQgetvalue(r, i, 1), 8);
+        memcpy(&sseq, PQgetvalue(r, i, 2), 8);
+        k[i].seq = (int64_t)be64toh(seq);
+        k[i].stream_seq = be64toh(sseq);
+        snprintf(k[i].event_id, sizeof k[i].event_id, "%.*s", PQgetlength(r, i, 3),
+                 PQgetvalue(r, i, 3));
+    }
+    return true;
+}
+
+/* The check could not go on: it starts over after a backoff, up to
+ * CHECK_TRIES times in a row; then the relay goes on unchecked (until the
+ * next reconnection) rather than stop publishing, and says so. */
+static void check_failed(cms_outbox *ob, const char *what, const char *detail)
+{
+    check *c = &ob->chk;
+    check_clear(c);
+    if (++c->failures < CHECK_TRIES) {
+        cms_log_warn("outbox: checking the streams failed; trying again", "{s:s, s:s, s:s}",
+                     "source", ob->source, "step", what, "detail", detail ? detail : "");
+    } else {
+        cms_log_error("outbox: cannot check that the streams hold what they acknowledged; "
+                      "publishing unchecked (may the service read its streams by sequence, "
+                      "$JS.API.STREAM.MSG.GET.<stream>?)",
+                      "{s:s, s:s, s:s, s:i}", "source", ob->source, "step", what, "detail",
+                      detail ? detail : "", "tries", c->failures);
+        c->needed = false;
+        c->failures = 0;
+    }
+    failed(ob, ACT_IDLE);
+}
+
+/* A query of the check, its results binary; false (and the check failed)
+ * if it could not be sent. */
+static bool check_query(cms_outbox *ob, const char *step, const char *sql, int n,
+                        const char *const *v,
+                        void (*done)(void *, cms_pg_err, const cms_pg_result *))
+{
+    cms_pg_job *job = cms_pg_job_new();
+    if (job == NULL || cms_pg_job_sql(job, sql, n, v, NULL, NULL) != CMS_PG_OK) {
+        cms_pg_job_free(job);
+        check_failed(ob, step, "out of memory");
+        return false;
+    }
+    cms_pg_job_binary_results(job);
+    if (cms_pg_submit(ob->pg, &job, done, ob) != CMS_PG_OK) {
+        check_failed(ob, step, "not submitted");
+        return false;
+    }
+    return true;
+}
+
+/* Kept rows a check query read, into *out; false (and the check failed)
+ * on an error. */
+static bool check_kept(cms_outbox *ob, cms_pg_err err, const cms_pg_result *res, kept **out,
+                       size_t *nout)
+{
+    if (err != CMS_PG_OK) {
+        check_failed(ob, "read kept rows", res ? cms_pg_result_message(res) : "");
+        return false;
+    }
+    if (!take_kept(cms_pg_result_get(res, 0), out, nout)) {
+        check_failed(ob, "read kept rows", "out of memory");
+        return false;
+    }
+    return true;
+}
+
+static void check_finish(cms_outbox *ob)
+{
+    check *c = &ob->chk;
+    c->needed = false;
+    c->failures = 0;
+    if (c->republished > 0)
+        cms_log_warn("outbox: a stream lost events it had acknowledged; publishing them again",
+                     "{s:s, s:I}", "source", ob->source, "rows", (json_int_t)c->republished);
+    else
+        cms_log_info("outbox: the streams hold every event acknowledged and kept", "{s:s, s:i}",
+                     "source", ob->source, "streams", (int)c->nnewest);
+    check_clear(c);
+    cms_backoff_reset(&ob->backoff);
+    set_act(ob, ACT_IDLE);
+    read_batch(ob);
+}
+
+static bool check_probe(cms_outbox *ob, const kept *k, size_t n,
+                        void (*done)(void *, cms_nats_err, const bool *))
+{
+    cms_nats_probe pr[CHECK_SPREAD > MAX_STREAMS ? CHECK_SPREAD : MAX_STREAMS];
+    if (n > sizeof pr / sizeof pr[0])
+        n = sizeof pr / sizeof pr[0];
+    for (size_t i = 0; i < n; i++)
+        pr[i] = (cms_nats_probe){k[i].stream, k[i].stream_seq, k[i].event_id};
+    return cms_nats_probe_stream(ob->nats, pr, n, done, ob) == CMS_NATS_OK;
+}
+
+static void search_stream(cms_outbox *ob);
+
+static void unmarked(void *arg, cms_pg_err err, const cms_pg_result *res)
+{
+    cms_outbox *ob = arg;
+    if (ob->life == RELAY_CLOSED)
+        return;
+    if (err != CMS_PG_OK) {
+        check_failed(ob, "unmark", res ? cms_pg_result_message(res) : cms_pg_strerror(err));
+        return;
+    }
+    const PGresult *r = cms_pg_result_get(res, 0);
+    uint64_t be = 0;
+    if (PQntuples(r) == 1 && PQgetlength(r, 0, 0) == 8)
+        memcpy(&be, PQgetvalue(r, 0, 0), 8);
+    uint64_t n = be64toh(be);
+    cms_log_warn("outbox: stream lost acknowledged events", "{s:s, s:s, s:I, s:I}", "source",
+                 ob->source, "stream", ob->chk.newest[ob->chk.cur].stream, "after_row",
+                 (json_int_t)ob->chk.lo, "rows", (json_int_t)n);
+    ob->chk.republished += n;
+    cms_counter_add(ob->m_republished, n);
+    ob->chk.cur++;
+    search_stream(ob);
+}
+
+/* The stream holds the kept rows up to lo and none after: mark those
+ * unpublished. */
+static void unmark_after(cms_outbox *ob)
+{
+    check *c = &ob->chk;
+    char lo[24];
+    snprintf(lo, sizeof lo, "%lld", (long long)c->lo);
+    const char *v[] = {ob->source, c->newest[c->cur].stream, lo};
+    (void)check_query(ob, "unmark", SQL_UNMARK, 3, v, unmarked);
+}
+
+static void spread_read(cms_outbox *ob);
+
+/* One round's answers: the first probe the stream lost narrows the search
+ * to the rows between the probe before it and it. */
+static void spread_probed(void *arg, cms_nats_err err, const bool *present)
+{
+    cms_outbox *ob = arg;
+    if (ob->life == RELAY_CLOSED)
+        return;
+    check *c = &ob->chk;
+    if (err != CMS_NATS_OK) {
+        check_failed(ob, "probe", cms_nats_strerror(err));
+        return;
+    }
+    size_t i = 0;
+    while (i < c->nspread && present[i])
+        i++;
+    if (i == c->nspread) {
+        c->lo = c->spread[i - 1].seq; /* the newest row in doubt is there: none after is */
+        c->hi = c->lo;
+    } else {
+        if (i > 0)
+            c->lo = c->spread[i - 1].seq;
+        c->hi = c->spread[i].seq - 1;
+    }
+    kept_free(&c->spread, &c->nspread);
+    if (c->hi <= c->lo)
+        unmark_after(ob);
+    else
+        spread_read(ob);
+}
+
+static void spread_done(void *arg, cms_pg_err err, const cms_pg_result *res)
+{
+    cms_outbox *ob = arg;
+    if (ob->life == RELAY_CLOSED)
+        return;
+    check *c = &ob->chk;
+    if (!check_kept(ob, err, res, &c->spread, &c->nspread))
+        return;
+    if (c->nspread == 0) {
+        c->hi = c->lo; /* no kept row in (lo, hi]: the stream holds up to lo */
+        unmark_after(ob);
+    } else if (!check_probe(ob, c->spread, c->nspread, spread_probed)) {
+        check_failed(ob, "probe", "not started");
+    }
+}
+
+/* Up to CHECK_SPREAD kept rows spread over (lo, hi], to probe. */
+static void spread_read(cms_outbox *ob)
+{
+    check *c = &ob->chk;
+    char lo[24], hi[24], parts[8];
+    snprintf(lo, sizeof lo, "%lld", (long long)c->lo);
+    snprintf(hi, sizeof hi, "%lld", (long long)c->hi);
+    snprintf(parts, sizeof parts, "%d", CHECK_SPREAD);
+    const char *v[] = {ob->source, c->newest[c->cur].stream, lo, hi, parts};
+    (void)check_query(ob, "read kept rows", SQL_SPREAD, 5, v, spread_done);
+}
+
+/* The next stream that lost its newest kept row, searched for the last
+ * one it holds; when none is left, the check is done. */
+static void search_stream(cms_outbox *ob)
+{
+    check *c = &ob->chk;
+    while (c->cur < c->nnewest && !c->lost[c->cur])
+        c->cur++;
+    if (c->cur == c->nnewest) {
+        check_finish(ob);
+        return;
+    }
+    c->lo = 0;
+    c->hi = c->newest[c->cur].seq - 1;
+    if (c->hi <= c->lo)
+        unmark_after(ob);
+    else
+        spread_read(ob);
+}
+
+static void newest_probed(void *arg, cms_nats_err err, const bool *present)
+{
+    cms_outbox *ob = arg;
+    if (ob->life == RELAY_CLOSED)
+        return;
+    check *c = &ob->chk;
+    if (err != CMS_NATS_OK) {
+        check_failed(ob, "probe", cms_nats_strerror(err));
+        return;
+    }
+    if ((c->lost = calloc(c->nnewest, sizeof *c->lost)) == NULL) {
+        check_failed(ob, "probe", "out of memory");
+        return;
+    }
+    for (size_t i = 0; i < c->nnewest; i++)
+        c->lost[i] = !present[i];
+    c->cur = 0;
+    search_stream(ob);
+}
+
+static void newest_done(void *arg, cms_pg_err err, const cms_pg_result *res)
+{
+    cms_outbox *ob = arg;
+    if (ob->life == RELAY_CLOSED)
+        return;
+    check *c = &ob->chk;
+    if (!check_kept(ob, err, res, &c->newest, &c->nnewest))
+        return;
+    if (c->nnewest > MAX_STREAMS)
+        c->nnewest = MAX_STREAMS; /* (kept rows name at most MAX_STREAMS streams) */
+    if (c->nnewest == 0)
+        check_finish(ob);
+    else if (!check_probe(ob, c->newest, c->nnewest, newest_probed))
+        check_failed(ob, "probe", "not started");
+}
+
+/* Starts the check (nothing else in flight): the newest kept row per stream. */
+static void check_start(cms_outbox *ob)
+{
+    check *c = &ob->chk;
+    check_clear(c);
+    c->needed = true;
+    c->reconnects = cms_nats_reconnects(ob->nats);
+    c->republished = 0;
+    set_act(ob, ACT_CHECKING);
+    const char *v[] = {ob->source};
+    (void)check_query(ob, "read kept rows", SQL_NEWEST, 1, v, newest_done);
 }
 
 /* ---- burying a row that can never be published ---- */
@@ -544,15 +983,17 @@ static dead_reason permanent(cms_nats_err err)
     return DEAD_NONE;
 }
 
-static void published(void *arg, cms_nats_err err, bool duplicate, uint64_t seq)
+/* A duplicate is in the stream already, at the first copy's sequence: it
+ * counts as published all the same. */
+static void published(void *arg, cms_nats_err err, const cms_nats_pub_ack *ack)
 {
-    (void)duplicate; /* already in the stream: published all the same */
-    (void)seq;
     cms_outbox *ob = arg;
     if (ob->life == RELAY_CLOSED)
         return;
     row *w = &ob->rows[ob->next];
     if (err == CMS_NATS_OK) {
+        w->stream = intern_stream(ob, ack->stream);
+        w->stream_seq = ack->seq;
         ob->published++;
         cms_counter_add(ob->m_published, 1);
         cms_backoff_reset(&ob->backoff);
@@ -580,6 +1021,13 @@ static void publish_next(cms_outbox *ob)
         read_batch(ob); /* deletes what was published */
         return;
     }
+    if (ob->o.retain_ms > 0 && cms_nats_reconnects(ob->nats) != ob->chk.reconnects) {
+        /* the stream may have lost what was acked before: mark what this
+         * batch published, and check before anything more goes out */
+        set_act(ob, ACT_IDLE);
+        read_batch(ob);
+        return;
+    }
     row *w = &ob->rows[ob->next];
     if (w->dead == DEAD_NONE &&
         w->len + strlen(w->subject) + MSG_ID_HEADER_BYTES > cms_nats_max_payload(ob->nats))
@@ -600,7 +1048,8 @@ static void publish_next(cms_outbox *ob)
         uv_timer_start(&ob->timer, timer_fired, ROOM_RETRY_MS, 0);
         return;
     }
-    published(ob, err, false, 0); /* refused at once: the same as a failed answer */
+    static const cms_nats_pub_ack none = {.stream = ""};
+    published(ob, err, &none); /* refused at once: the same as a failed answer */
 }
 
 /* ---- life ---- */
@@ -640,6 +1089,10 @@ cms_outbox_err cms_outbox_create(uv_loop_t *loop, cms_pg *pg, cms_nats *nats,
         ob->o.poll_ms = DEFAULT_POLL_MS;
     if (ob->o.backoff_max_ms <= 0)
         ob->o.backoff_max_ms = DEFAULT_BACKOFF_MAX_MS;
+    if (ob->o.retain_ms < 0)
+        ob->o.retain_ms = 0;
+    ob->chk.needed = ob->o.retain_ms > 0;
+    ob->chk.reconnects = cms_nats_reconnects(nats);
     char name[CMS_LEASE_NAME_MAX];
     int64_t lease_ms = 10 * ob->o.poll_ms < 10000 ? 10000 : 10 * ob->o.poll_ms;
     snprintf(name, sizeof name, "outbox:%s", ob->source);
@@ -656,6 +1109,9 @@ cms_outbox_err cms_outbox_create(uv_loop_t *loop, cms_pg *pg, cms_nats *nats,
                                           "Outbox rows acknowledged by the stream", NULL);
     ob->m_failed = cms_metrics_counter(m, "cms_outbox_publish_failures_total",
                                        "Outbox publishes that failed", NULL);
+    ob->m_republished =
+        cms_metrics_counter(m, "cms_outbox_republished_total",
+                            "Outbox rows published again because their stream had lost them", NULL);
     for (int r = 1; r < NDEAD; r++) {
         char labels[64];
         snprintf(labels, sizeof labels, "reason=\"%s\"", dead_names[r]);
@@ -700,6 +1156,9 @@ void cms_outbox_destroy(cms_outbox *ob)
     if (ob == NULL)
         return;
     rows_clear(ob);
+    check_clear(&ob->chk);
+    for (size_t i = 0; i < MAX_STREAMS; i++)
+        free(ob->streams[i]);
     free(ob->source);
     free(ob);
 }

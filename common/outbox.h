@@ -18,12 +18,30 @@
  * moved to the table outbox_dead with the reason, in one transaction, and
  * counted (cms_outbox_dead_rows_total): its neighbours go on.
  *
+ * What the stream lost: a single nats-server does not sync its JetStream
+ * store to disk in normal operation, so an ack means "in the page cache",
+ * and a host crash can roll the store back past messages acknowledged
+ * already. With retain_ms, published rows stay in the table that long
+ * (marked published_at, with the ack's stream and sequence). Before its
+ * first publish after it starts, and after each reconnection, the relay
+ * checks that every stream still holds its newest kept row (same sequence,
+ * same Nats-Msg-Id); where one does not, it finds the last kept row the
+ * stream does hold and marks every row after it unpublished, so that those
+ * are published again, in order, before anything newer (the dedupe window
+ * and the consumers' idempotency absorb any overlap), and counts them
+ * (cms_outbox_republished_total). Limits: rows older than retain_ms are
+ * gone, so the window must cover the time an acknowledged message may
+ * spend unsynced; a publish under way while the connection dropped may
+ * reach the stream before the lost rows do. A replicated stream (three
+ * servers, R3) makes the loss itself unlikely and is what production runs.
+ *
  * With several replicas of a service, one relay per source holds the lease
  * "outbox:<source>" (common/lease, taken and renewed in each read job,
  * released on a graceful close, expiring after ten polls otherwise); the
  * others stand by.
  *
  * Metrics: cms_outbox_published_total, cms_outbox_publish_failures_total,
+ * cms_outbox_republished_total,
  * cms_outbox_dead_rows_total{reason}, cms_outbox_backlog_rows (rows of this
  * source waiting, as of the last read), cms_outbox_oldest_age_seconds. */
 #ifndef CMS_OUTBOX_H
@@ -116,6 +134,10 @@ typedef struct cms_outbox_options {
     int batch;              /* rows per read; default 256 */
     int64_t poll_ms;        /* look for rows at least this often; default 1000 */
     int64_t backoff_max_ms; /* after failures; default 5000 */
+    /* How long a published row is kept, with the stream and sequence of its
+     * ack, so that what a stream lost is published again (see "What the
+     * stream lost" above). 0: deleted once acknowledged. */
+    int64_t retain_ms;
 } cms_outbox_options;
 
 /* Starts the relay; it reads at once, then on every kick and poll. */

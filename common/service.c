@@ -21,6 +21,7 @@
 static const cms_option common_options[] = {CMS_OPTIONS_COMMON};
 static const cms_option command_options[] = {CMS_OPTIONS_COMMANDS};
 static const cms_option consumer_options[] = {CMS_OPTIONS_CONSUMERS};
+static const cms_option outbox_options[] = {CMS_OPTIONS_OUTBOX};
 
 /* One of the spec's consumers, and how its callbacks reach the spec. */
 typedef struct service_consumer {
@@ -301,7 +302,8 @@ static cms_option *merge_options(const cms_service_spec *spec, size_t *n)
     size_t nc = sizeof common_options / sizeof common_options[0];
     size_t nk = spec->commands ? sizeof command_options / sizeof command_options[0] : 0;
     size_t ne = spec->nconsumers ? sizeof consumer_options / sizeof consumer_options[0] : 0;
-    cms_option *o = calloc(nc + nk + ne + spec->noptions, sizeof *o);
+    size_t no = spec->outbox ? sizeof outbox_options / sizeof outbox_options[0] : 0;
+    cms_option *o = calloc(nc + nk + ne + no + spec->noptions, sizeof *o);
     if (o == NULL)
         return NULL;
     memcpy(o, common_options, sizeof common_options);
@@ -309,9 +311,11 @@ static cms_option *merge_options(const cms_service_spec *spec, size_t *n)
         memcpy(o + nc, command_options, sizeof command_options);
     if (ne)
         memcpy(o + nc + nk, consumer_options, sizeof consumer_options);
+    if (no)
+        memcpy(o + nc + nk + ne, outbox_options, sizeof outbox_options);
     if (spec->noptions)
-        memcpy(o + nc + nk + ne, spec->options, spec->noptions * sizeof *o);
-    *n = nc + nk + ne + spec->noptions;
+        memcpy(o + nc + nk + ne + no, spec->options, spec->noptions * sizeof *o);
+    *n = nc + nk + ne + no + spec->noptions;
     return o;
 }
 
@@ -467,7 +471,8 @@ static int start(cms_service *s)
     s->schema_timer.data = s;
     uv_timer_start(&s->schema_timer, schema_tick, SCHEMA_RECHECK_MS, SCHEMA_RECHECK_MS);
     if (s->spec->outbox) {
-        cms_outbox_options oo = {.source = s->name};
+        cms_outbox_options oo = {.source = s->name,
+                                 .retain_ms = cms_config_duration_ms(s->cfg, "outbox-retain")};
         if (cms_outbox_create(&s->loop, s->pg, s->nats, &oo, &s->outbox) != 0)
             return 1;
     }

@@ -75,10 +75,9 @@ static void settle(audit_signer *s)
         s->settled(s->arg);
 }
 
-static void published(void *arg, cms_nats_err err, bool duplicate, uint64_t sseq)
+static void published(void *arg, cms_nats_err err, const cms_nats_pub_ack *ack)
 {
-    (void)duplicate;
-    (void)sseq;
+    (void)ack;
     audit_signer *s = arg;
     if (err == CMS_NATS_OK) {
         if (s->sending > s->published)

@@ -213,10 +213,9 @@ static void pc_msg(void *arg, cms_nats_msg *m)
         natsfx_close(&t->f);
 }
 
-static void pc_published(void *arg, cms_nats_err err, bool dup, uint64_t seq)
+static void pc_published(void *arg, cms_nats_err err, const cms_nats_pub_ack *ack)
 {
-    (void)dup;
-    (void)seq;
+    (void)ack;
     pc *t = arg;
     cr_assert_eq(err, CMS_NATS_OK, "publish: %s", cms_nats_strerror(err));
     if (++t->acked_pubs < EVENTS)

@@ -413,18 +413,20 @@ Test(nats, provision_uses_existing_stream_with_other_settings)
 
 typedef struct pub_ctx {
     natsfx f;
-    char subj[64];
+    char subj[64], stream[64];
     int next, acked, errors, busy, max_inflight, room_calls;
     bool seq_seen[NPUB + 1];
-    int bad_seq;
+    int bad_seq, bad_stream;
     int dup_phase; /* 0 publishing, 1 waiting for the duplicate's answer */
     bool dup_result;
 } pub_ctx;
 
 static void pub_pump(pub_ctx *c);
 
-static void on_dup_done(void *arg, cms_nats_err err, bool duplicate, uint64_t seq)
+static void on_dup_done(void *arg, cms_nats_err err, const cms_nats_pub_ack *ack)
 {
+    bool duplicate = ack->duplicate;
+    uint64_t seq = ack->seq;
     pub_ctx *c = arg;
     natsfx_check_thread(&c->f);
     cr_assert_eq(err, CMS_NATS_OK);
@@ -433,8 +435,10 @@ static void on_dup_done(void *arg, cms_nats_err err, bool duplicate, uint64_t se
     natsfx_close(&c->f);
 }
 
-static void on_pub_done(void *arg, cms_nats_err err, bool duplicate, uint64_t seq)
+static void on_pub_done(void *arg, cms_nats_err err, const cms_nats_pub_ack *ack)
 {
+    bool duplicate = ack->duplicate;
+    uint64_t seq = ack->seq;
     pub_ctx *c = arg;
     natsfx_check_thread(&c->f);
     if (err != CMS_NATS_OK || duplicate) {
@@ -444,6 +448,8 @@ static void on_pub_done(void *arg, cms_nats_err err, bool duplicate, uint64_t se
             c->bad_seq++;
         else
             c->seq_seen[seq] = true;
+        if (strcmp(ack->stream, c->stream) != 0)
+            c->bad_stream++;
     }
     if (++c->acked == NPUB) {
         cr_assert_eq(cms_nats_publish_inflight(c->f.n), 0);
@@ -491,6 +497,7 @@ Test(nats, js_publish_all_acked_under_cap_and_dedup)
     natsfx_init(&c->f, "nats-test", "t", 60000, &o);
     char name[64], filter[64];
     snprintf(name, sizeof name, "T%d_PUB", (int)getpid());
+    snprintf(c->stream, sizeof c->stream, "%s", name);
     snprintf(filter, sizeof filter, "%s.pub.>", c->f.tag);
     snprintf(c->subj, sizeof c->subj, "%s.pub.x", c->f.tag);
     natsfx_side s;
@@ -503,6 +510,7 @@ Test(nats, js_publish_all_acked_under_cap_and_dedup)
     cr_assert_eq(c->acked, NPUB);
     cr_assert_eq(c->errors, 0);
     cr_assert_eq(c->bad_seq, 0);
+    cr_assert_eq(c->bad_stream, 0, "every ack names the stream that stored the message");
     cr_assert_gt(c->busy, 0, "the in-flight cap was never reached");
     cr_assert_gt(c->room_calls, 0);
     cr_assert_leq(c->max_inflight, PUB_CAP);
@@ -510,6 +518,75 @@ Test(nats, js_publish_all_acked_under_cap_and_dedup)
     jsStreamInfo *si = natsfx_side_info(&s, name);
     cr_assert_eq(si->State.Msgs, (uint64_t)NPUB);
     jsStreamInfo_Destroy(si);
+    natsfx_side_drop_stream(&s, name);
+    natsfx_side_close(&s);
+    free(c);
+    (void)nats_CloseAndWait(5000);
+}
+
+/* ------------------------------------------------------------------------ */
+/* probing what a stream holds */
+
+enum { NPROBES = 6 };
+
+typedef struct probe_ctx {
+    natsfx f;
+    int calls;
+    cms_nats_err err;
+    bool present[NPROBES];
+} probe_ctx;
+
+static void on_probed(void *arg, cms_nats_err err, const bool *present)
+{
+    probe_ctx *c = arg;
+    natsfx_check_thread(&c->f);
+    c->calls++;
+    c->err = err;
+    if (present != NULL)
+        memcpy(c->present, present, sizeof c->present);
+    natsfx_close(&c->f);
+}
+
+Test(nats, probe_tells_held_from_lost_messages)
+{
+    probe_ctx *c = calloc(1, sizeof *c);
+    cms_nats_options o = {.name = "nats-test"};
+    natsfx_init(&c->f, "nats-test", "t", 30000, &o);
+    char name[64], filter[64], subj[64];
+    snprintf(name, sizeof name, "T%d_PROBE", (int)getpid());
+    snprintf(filter, sizeof filter, "%s.probe.>", c->f.tag);
+    snprintf(subj, sizeof subj, "%s.probe.x", c->f.tag);
+    natsfx_side s;
+    natsfx_side_open(&s);
+    natsfx_side_stream(&s, name, filter, 0);
+    /* seqs 1..4 with ids m1..m4; 2 is deleted afterwards */
+    for (int i = 1; i <= 4; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "m%d", i);
+        jsPubOptions po;
+        jsPubOptions_Init(&po);
+        po.MsgId = id;
+        cr_assert_eq(js_Publish(NULL, s.js, subj, "x", 1, &po, NULL), NATS_OK);
+    }
+    cr_assert_eq(js_DeleteMsg(s.js, name, 2, NULL, NULL), NATS_OK);
+
+    const cms_nats_probe probes[] = {
+        {name, 1, "m1"},        /* there */
+        {name, 2, "m2"},        /* deleted since: not lost */
+        {name, 3, "other"},     /* another message at its place: lost */
+        {name, 4, "m4"},        /* there */
+        {name, 5, "m5"},        /* past the stream's end: lost */
+        {"T_NO_SUCH", 1, "m1"}, /* no such stream: lost */
+    };
+    cr_assert_eq(cms_nats_probe_stream(c->f.n, probes, NPROBES, on_probed, c), CMS_NATS_OK);
+    cr_assert_eq(cms_nats_probe_stream(c->f.n, probes, 0, on_probed, c), CMS_NATS_EINVAL);
+    natsfx_finish(&c->f);
+
+    cr_assert_eq(c->calls, 1);
+    cr_assert_eq(c->err, CMS_NATS_OK, "%s", cms_nats_strerror(c->err));
+    const bool want[] = {true, true, false, true, false, false};
+    for (int i = 0; i < NPROBES; i++)
+        cr_expect_eq(c->present[i], want[i], "probe %d: got %d", i, c->present[i]);
     natsfx_side_drop_stream(&s, name);
     natsfx_side_close(&s);
     free(c);
@@ -772,10 +849,9 @@ static void on_early_prov(void *arg, cms_nats_err err)
     c->err = err;
 }
 
-static void on_early_pub(void *arg, cms_nats_err err, bool duplicate, uint64_t seq)
+static void on_early_pub(void *arg, cms_nats_err err, const cms_nats_pub_ack *ack)
 {
-    (void)duplicate;
-    (void)seq;
+    (void)ack;
     early_ctx *c = arg;
     cr_assert_neq(err, CMS_NATS_OK);
     c->provisioned += 10;

@@ -3,7 +3,9 @@
  * tried again and again, nothing behind it), and once the server is back
  * every event reaches the stream exactly once (the stream's dedupe window
  * drops what was published twice around the outage), in the order it was
- * committed, and the table empties. */
+ * committed, and the table empties. And a store rolled back to an older
+ * copy (what a host crash leaves of an unsynced one): the events it lost
+ * are published again from the rows the relay kept. */
 #include "bus.h"
 #include "metrics.h"
 #include "nats.h"
@@ -171,6 +173,24 @@ static void received(void *arg, cms_nats_msg *m)
     cms_nats_msg_destroy(m);
 }
 
+/* The stream, read back through a fresh durable: each event once, in
+ * commit order. */
+static void assert_stream_holds_each_once(const char *durable_prefix)
+{
+    char durable[64];
+    snprintf(durable, sizeof durable, "%s_%d", durable_prefix, (int)getpid());
+    cms_nats_consumer_options co = {
+        .stream = "CMS_EVENTS", .durable = durable, .filter_subject = F.subject};
+    cr_assert_eq(cms_nats_consume(F.nats, &co, received, NULL, &F.consumer), 0);
+    run_until(all_received);
+    cr_assert_eq(F.unknown, 0);
+    cr_assert_eq(F.duplicates, 0, "%d events stored twice", F.duplicates);
+    cr_assert_eq(F.out_of_order, 0, "%d events reached the stream before one committed earlier",
+                 F.out_of_order);
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(F.seen[i], 1, "event %d of %d reached the stream", i, N);
+}
+
 static bool g_nats_down;
 
 /* A failed assertion must not leave the shared server stopped. */
@@ -189,7 +209,9 @@ static void part_closed(void *arg)
     F.closed++;
 }
 
-Test(outbox_fault, events_committed_while_nats_is_down_arrive_once, .timeout = 180)
+/* The relay of source outbox_fault on a database of its own, with its own
+ * connections, publishing to a subject of this process. */
+static void start(int64_t retain_ms)
 {
     memset(&F, 0, sizeof F);
     F.last_at = -1;
@@ -213,10 +235,36 @@ Test(outbox_fault, events_committed_while_nats_is_down_arrive_once, .timeout = 1
                                      "Outbox publishes that failed", NULL);
     cr_assert_not_null(g_failures);
     cr_assert_eq(cms_counter_get(g_failures), 0);
-    cms_outbox_options oo = {
-        .source = "outbox_fault", .batch = 64, .poll_ms = 100, .backoff_max_ms = 500};
+    cms_outbox_options oo = {.source = "outbox_fault",
+                             .batch = 64,
+                             .poll_ms = 100,
+                             .backoff_max_ms = 500,
+                             .retain_ms = retain_ms};
     cr_assert_eq(cms_outbox_create(&F.loop, F.pg, F.nats, &oo, &F.ob), 0);
+}
 
+static void stop(void)
+{
+    cms_outbox_close(F.ob, part_closed, NULL);
+    while (F.closed < 1 && uv_run(&F.loop, UV_RUN_ONCE))
+        ;
+    cms_nats_close(F.nats, part_closed, NULL);
+    cms_pg_close(F.pg, part_closed, NULL);
+    uv_close((uv_handle_t *)&F.watchdog, NULL);
+    uv_close((uv_handle_t *)&F.tick, NULL);
+    uv_run(&F.loop, UV_RUN_DEFAULT);
+    cr_assert_eq(F.closed, 3);
+    cr_assert_eq(uv_loop_close(&F.loop), 0);
+    cms_outbox_destroy(F.ob);
+    cms_nats_destroy(F.nats);
+    cms_pg_destroy(F.pg);
+    (void)nats_CloseAndWait(5000);
+    cms_test_db_drop(F.db);
+}
+
+Test(outbox_fault, events_committed_while_nats_is_down_arrive_once, .timeout = 180)
+{
+    start(0);
     write_events(0, BEFORE);
     until_ms = BEFORE;
     run_until(all_committed);
@@ -239,33 +287,81 @@ Test(outbox_fault, events_committed_while_nats_is_down_arrive_once, .timeout = 1
     g_nats_down = false;
     run_until(outbox_empty);
 
-    /* the stream, read back through a fresh durable: each event once */
-    char durable[64];
-    snprintf(durable, sizeof durable, "obf_%d", (int)getpid());
-    cms_nats_consumer_options co = {
-        .stream = "CMS_EVENTS", .durable = durable, .filter_subject = F.subject};
-    cr_assert_eq(cms_nats_consume(F.nats, &co, received, NULL, &F.consumer), 0);
-    run_until(all_received);
-    cr_assert_eq(F.unknown, 0);
-    cr_assert_eq(F.duplicates, 0, "%d events stored twice", F.duplicates);
-    cr_assert_eq(F.out_of_order, 0, "%d events reached the stream before one committed earlier",
-                 F.out_of_order);
-    for (int i = 0; i < N; i++)
-        cr_assert_eq(F.seen[i], 1, "event %d of %d reached the stream", i, N);
+    assert_stream_holds_each_once("obf");
 
-    cms_outbox_close(F.ob, part_closed, NULL);
-    while (F.closed < 1 && uv_run(&F.loop, UV_RUN_ONCE))
-        ;
-    cms_nats_close(F.nats, part_closed, NULL);
-    cms_pg_close(F.pg, part_closed, NULL);
-    uv_close((uv_handle_t *)&F.watchdog, NULL);
-    uv_close((uv_handle_t *)&F.tick, NULL);
-    uv_run(&F.loop, UV_RUN_DEFAULT);
-    cr_assert_eq(F.closed, 3);
-    cr_assert_eq(uv_loop_close(&F.loop), 0);
-    cms_outbox_destroy(F.ob);
-    cms_nats_destroy(F.nats);
-    cms_pg_destroy(F.pg);
-    (void)nats_CloseAndWait(5000);
-    cms_test_db_drop(F.db);
+    stop();
+}
+
+static int nothing_pending(void)
+{
+    char *left = cms_test_sql(F.db, "SELECT count(*) FROM outbox WHERE source = 'outbox_fault' "
+                                    "AND published_at IS NULL");
+    int none = left && strcmp(left, "0") == 0;
+    free(left);
+    return none;
+}
+
+static cms_counter *g_republished;
+static uint64_t g_reconnects;
+
+static int reconnected_and_checked(void)
+{
+    return cms_nats_reconnects(F.nats) > g_reconnects && nothing_pending();
+}
+
+static int lost_ones_published_again(void)
+{
+    return cms_counter_get(g_republished) >= DURING && nothing_pending() &&
+           cms_outbox_published(F.ob) >= (uint64_t)(N + DURING);
+}
+
+/* A host crash, as the store sees it: nats-server's JetStream store goes
+ * back to a copy taken before the last DURING events were acknowledged
+ * (they were in the page cache only). The relay, kept rows in hand, finds
+ * on reconnecting that the stream lost them and publishes them again: in
+ * the end the stream holds every event once, in commit order. */
+Test(outbox_fault, events_a_rolled_back_store_lost_are_published_again, .timeout = 180)
+{
+    start(600000);
+    g_republished =
+        cms_metrics_counter(cms_metrics_default(), "cms_outbox_republished_total",
+                            "Outbox rows published again because their stream had lost them", NULL);
+    uint64_t republished_before = cms_counter_get(g_republished);
+    write_events(0, BEFORE);
+    until_ms = BEFORE;
+    run_until(all_committed);
+    run_until(all_published);
+    run_until(nothing_pending);
+
+    g_nats_down = true;
+    g_reconnects = cms_nats_reconnects(F.nats);
+    ctl("nats-stop");
+    ctl("nats-store-save");
+    ctl("nats-start");
+    g_nats_down = false;
+    run_until(reconnected_and_checked);
+    cr_assert_eq(cms_counter_get(g_republished), republished_before,
+                 "a store that kept everything loses nothing");
+
+    write_events(BEFORE, N);
+    until_ms = N;
+    run_until(all_committed);
+    run_until(all_published);
+    run_until(nothing_pending);
+
+    g_nats_down = true;
+    ctl("nats-stop");
+    ctl("nats-store-restore");
+    ctl("nats-start");
+    g_nats_down = false;
+    run_until(lost_ones_published_again);
+    cr_assert_eq(cms_counter_get(g_republished) - republished_before, (uint64_t)DURING,
+                 "exactly the events the store lost are published again");
+
+    assert_stream_holds_each_once("obr");
+    char *bad = cms_test_sql(F.db, "SELECT count(*) FROM outbox WHERE source = 'outbox_fault' "
+                                   "AND (published_at IS NULL OR stream <> 'CMS_EVENTS')");
+    cr_assert_str_eq(bad, "0", "every row is kept with its new ack");
+    free(bad);
+    stop();
 }

@@ -641,3 +641,142 @@ Test(outbox, a_row_too_large_is_moved_to_outbox_dead_and_the_rest_go_on, .timeou
     cms_test_db_drop(f.db);
     free(f.ids);
 }
+
+/* ---- what the stream lost ---- */
+
+/* Rows kept after their ack, each with the stream and sequence of it, and
+ * the stream's message there carrying the row's event id: checked through
+ * a connection of the test's own. */
+static void assert_kept_rows_match_stream(fx *f, int want)
+{
+    char *n = cms_test_sql(f->db, "SELECT count(*) FROM outbox WHERE source = 'outbox_test' "
+                                  "AND published_at IS NOT NULL AND stream = 'CMS_EVENTS'");
+    cr_assert_eq(atoi(n), want, "kept rows: %s", n);
+    free(n);
+    char *order = cms_test_sql(f->db, "SELECT count(*) FROM (SELECT stream_seq, lag(stream_seq) "
+                                      "OVER (ORDER BY seq) AS prev FROM outbox WHERE source = "
+                                      "'outbox_test') t WHERE stream_seq <= prev");
+    cr_assert_str_eq(order, "0", "stream sequences follow the rows' order");
+    free(order);
+    natsConnection *nc = NULL;
+    jsCtx *js = NULL;
+    cr_assert_eq(natsConnection_ConnectTo(&nc, cms_test_env("CMS_TEST_NATS_URL")), NATS_OK);
+    cr_assert_eq(natsConnection_JetStream(&js, nc, NULL), NATS_OK);
+    for (int k = 0; k < want; k += 37) {
+        char sql[256];
+        snprintf(sql, sizeof sql,
+                 "SELECT stream_seq || ' ' || event_id FROM outbox WHERE source = "
+                 "'outbox_test' ORDER BY seq OFFSET %d LIMIT 1",
+                 k);
+        char *got = cms_test_sql(f->db, sql);
+        unsigned long long seq = 0;
+        char id[40] = "";
+        cr_assert_eq(sscanf(got, "%llu %39s", &seq, id), 2, "row %d: %s", k, got);
+        natsMsg *m = NULL;
+        cr_assert_eq(js_GetMsg(&m, js, "CMS_EVENTS", seq, NULL, NULL), NATS_OK, "seq %llu", seq);
+        const char *mid = NULL;
+        cr_assert_eq(natsMsgHeader_Get(m, "Nats-Msg-Id", &mid), NATS_OK);
+        cr_assert_str_eq(mid, id, "the stream holds row %d at its recorded sequence", k);
+        natsMsg_Destroy(m);
+        free(got);
+    }
+    jsCtx_Destroy(js);
+    natsConnection_Destroy(nc);
+}
+
+static void wait_pending_none(uv_timer_t *t)
+{
+    fx *f = t->data;
+    char *left = cms_test_sql(f->db, "SELECT count(*) FROM outbox WHERE source = 'outbox_test' "
+                                     "AND published_at IS NULL");
+    if (left && strcmp(left, "0") == 0)
+        uv_timer_stop(t);
+    free(left);
+}
+
+static uint64_t republished(void)
+{
+    return counter("cms_outbox_republished_total",
+                   "Outbox rows published again because their stream had lost them", NULL);
+}
+
+/* A relay started over a table whose kept rows the stream does not match
+ * past a point, as after a store rolled back and written on by others: the
+ * rows from rank 150 point at other events' messages, from rank 200 past
+ * the stream's end. The check finds the point (rounds of probes), marks
+ * the 150 rows after it unpublished, and the relay publishes them again in
+ * order; the stream, which still holds them, answers duplicate with their
+ * true sequences, which the rows record again. Rows before the point are
+ * left as they were. */
+Test(outbox, kept_rows_and_what_the_stream_lost_published_again, .timeout = 90)
+{
+    enum { N = 300, FOREIGN_FROM = 150, PAST_END_FROM = 200 };
+    fx f;
+    fixture(&f, "outbox_k", N);
+    open_runtime(&f, 1);
+    cms_outbox_options oo = {.source = "outbox_test", .batch = 64, .retain_ms = 600000};
+    cr_assert_eq(cms_outbox_create(&f.loop, f.pg, f.nats, &oo, &f.ob), 0);
+    for (int i = 0; i < f.n; i++)
+        write_event(&f, i);
+    uv_timer_start(&f.check, wait_published, 10, 10);
+    while (uv_is_active((uv_handle_t *)&f.check) && uv_run(&f.loop, UV_RUN_ONCE))
+        ;
+    uv_timer_start(&f.check, wait_pending_none, 10, 10);
+    while (uv_is_active((uv_handle_t *)&f.check) && uv_run(&f.loop, UV_RUN_ONCE))
+        ;
+    assert_kept_rows_match_stream(&f, N);
+    int closed = 0;
+    cms_outbox_close(f.ob, relay_closed, &closed);
+    while (!closed && uv_run(&f.loop, UV_RUN_ONCE))
+        ;
+    cms_outbox_destroy(f.ob);
+    f.ob = NULL;
+
+    char sql[640];
+    snprintf(sql, sizeof sql,
+             "WITH r AS (SELECT seq, stream_seq, row_number() OVER (ORDER BY seq) - 1 AS k "
+             "FROM outbox WHERE source = 'outbox_test') "
+             "UPDATE outbox o SET stream_seq = CASE WHEN r.k >= %d THEN r.stream_seq + 1000000000 "
+             "ELSE (SELECT r2.stream_seq FROM r r2 WHERE r2.k = r.k - %d) END "
+             "FROM r WHERE o.seq = r.seq AND r.k >= %d",
+             PAST_END_FROM, FOREIGN_FROM, FOREIGN_FROM);
+    free(cms_test_sql(f.db, sql));
+    char *seq_before = cms_test_sql(f.db, "SELECT string_agg(stream_seq::text, ',' ORDER BY seq) "
+                                          "FROM (SELECT * FROM outbox WHERE source = "
+                                          "'outbox_test' ORDER BY seq LIMIT 150) t");
+
+    uint64_t before = republished();
+    cr_assert_eq(cms_outbox_create(&f.loop, f.pg, f.nats, &oo, &f.ob), 0);
+    f.n = N - FOREIGN_FROM; /* what wait_published waits for now */
+    uv_timer_start(&f.check, wait_published, 10, 10);
+    while (uv_is_active((uv_handle_t *)&f.check) && uv_run(&f.loop, UV_RUN_ONCE))
+        ;
+    f.n = N;
+    uv_timer_start(&f.check, wait_pending_none, 10, 10);
+    while (uv_is_active((uv_handle_t *)&f.check) && uv_run(&f.loop, UV_RUN_ONCE))
+        ;
+    /* the check found the point and marked what followed it, once */
+    cr_assert_eq(republished() - before, (uint64_t)(N - FOREIGN_FROM), "rows published again: %llu",
+                 (unsigned long long)(republished() - before));
+    cr_assert_eq(cms_outbox_published(f.ob), (uint64_t)(N - FOREIGN_FROM));
+    char *seq_after = cms_test_sql(f.db, "SELECT string_agg(stream_seq::text, ',' ORDER BY seq) "
+                                         "FROM (SELECT * FROM outbox WHERE source = "
+                                         "'outbox_test' ORDER BY seq LIMIT 150) t");
+    cr_assert_str_eq(seq_after, seq_before, "the rows the stream holds were left alone");
+    assert_kept_rows_match_stream(&f, N);
+    /* the stream still had them: nothing twice in it */
+    char durable[64];
+    snprintf(durable, sizeof durable, "outbox_k_%d", (int)getpid());
+    cms_nats_consumer_options co = {
+        .stream = "CMS_EVENTS", .durable = durable, .filter_subject = f.subject};
+    cr_assert_eq(cms_nats_consume(f.nats, &co, received, &f, &f.consumer), 0);
+    while (f.received < f.n && uv_run(&f.loop, UV_RUN_ONCE))
+        ;
+    cr_assert_eq(f.out_of_order, 0);
+    cr_assert_eq(f.unknown, 0);
+    free(seq_before);
+    free(seq_after);
+    close_runtime(&f);
+    cms_test_db_drop(f.db);
+    free(f.ids);
+}

@@ -194,10 +194,15 @@ Test(service, ready_serves_probes_and_commands_then_drains_on_sigterm, .timeout 
     int code = stop_service(pid, &took);
     cr_assert_eq(code, 0, "a clean drain exits 0");
     cr_assert_lt(took, 8000, "drained within its bound: %.0f ms", took);
-    /* the event was committed with the command and relayed before exit */
-    char *left = cms_test_sql(db, "SELECT count(*) FROM outbox");
+    /* the event was committed with the command and relayed before exit;
+     * its row is kept, marked with the ack (outbox-retain) */
+    char *left = cms_test_sql(db, "SELECT count(*) FROM outbox WHERE published_at IS NULL");
     cr_assert_str_eq(left, "0", "the relay published the event before exiting");
     free(left);
+    char *kept = cms_test_sql(db, "SELECT count(*) FROM outbox WHERE published_at IS NOT NULL "
+                                  "AND stream = 'CMS_EVENTS' AND stream_seq > 0");
+    cr_assert_str_eq(kept, "1", "the published row is kept with its ack");
+    free(kept);
     cms_test_db_drop(db);
 }
 

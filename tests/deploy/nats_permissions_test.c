@@ -479,3 +479,36 @@ Test(nats_permissions, only_audit_signs_checkpoints_and_a_client_reads_them_thro
     natsConnection_Destroy(mg);
     cr_assert_eq(stream_msgs("CMS_AUDIT_CHECKPOINTS"), 1);
 }
+
+/* The outbox relays read back, by sequence, what they published
+ * (common/outbox's check after a reconnection): identity, contracts and
+ * training may STREAM.MSG.GET on CMS_EVENTS and CMS_WORK, and on no other
+ * stream; audit (no outbox), the worker and the clients may not. */
+Test(nats_permissions, outbox_services_read_back_their_streams_by_sequence_and_no_one_else)
+{
+    provision();
+    const char *relays[] = {"identity", "contracts", "training"};
+    for (size_t u = 0; u < sizeof relays / sizeof relays[0]; u++) {
+        natsConnection *nc = as(relays[u]);
+        jsCtx *js = NULL;
+        cr_assert_eq(natsConnection_JetStream(&js, nc, NULL), NATS_OK);
+        const char *streams[] = {"CMS_EVENTS", "CMS_WORK"};
+        for (size_t s = 0; s < 2; s++) {
+            natsMsg *m = NULL;
+            jsErrCode jerr = 0;
+            natsStatus st = js_GetMsg(&m, js, streams[s], 1, NULL, &jerr);
+            /* the stream is empty: "no message found" is the server's answer */
+            cr_assert(st == NATS_NOT_FOUND || jerr == JSNoMessageFoundErr,
+                      "%s reads %s by sequence: %s (%d)", relays[u], streams[s],
+                      natsStatus_GetText(st), (int)jerr);
+            natsMsg_Destroy(m);
+        }
+        jsCtx_Destroy(js);
+        natsConnection_Destroy(nc);
+        assert_pub_refused(relays[u], "$JS.API.STREAM.MSG.GET.CMS_DLQ");
+        assert_pub_refused(relays[u], "$JS.API.STREAM.MSG.GET.CMS_AUDIT_CHECKPOINTS");
+    }
+    const char *others[] = {"audit", "worker", "client", "publisher"};
+    for (size_t u = 0; u < sizeof others / sizeof others[0]; u++)
+        assert_pub_refused(others[u], "$JS.API.STREAM.MSG.GET.CMS_EVENTS");
+}

@@ -120,6 +120,7 @@ int cms_test_db_grant_testsvc(const char *db, const char *const *tables)
         "  cms_consumer_service(text), cms_lease_service(text), cms_lease_check(text, uuid)"
         "  TO cms_testsvc;"
         "GRANT SELECT, INSERT, DELETE ON outbox TO cms_testsvc;"
+        "GRANT UPDATE (published_at, stream, stream_seq) ON outbox TO cms_testsvc;"
         "GRANT USAGE ON SEQUENCE outbox_seq_seq TO cms_testsvc;"
         "GRANT INSERT ON outbox_dead TO cms_testsvc;"
         "GRANT SELECT, INSERT, UPDATE, DELETE ON command_replies, leases TO cms_testsvc;"

@@ -39,10 +39,9 @@ void cms_test_pub_free(cms_test_pub *p)
     p->args = NULL;
 }
 
-static void on_published(void *arg, cms_nats_err err, bool duplicate, uint64_t seq)
+static void on_published(void *arg, cms_nats_err err, const cms_nats_pub_ack *ack)
 {
-    (void)duplicate;
-    (void)seq;
+    (void)ack;
     struct cms_test_pub_arg *a = arg;
     cms_test_pub *p = a->p;
     uv_thread_t self = uv_thread_self();

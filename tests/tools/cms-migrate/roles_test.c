@@ -210,13 +210,18 @@ Test(roles, a_service_sees_and_writes_only_its_own_runtime_rows)
         "VALUES ('consumer:contracts', gen_random_uuid(), now())",
         /* its own row given to another */
         "UPDATE command_replies SET service = 'contracts', request_id = 'a/get/3'",
-        "UPDATE leases SET name = 'outbox:contracts2'", NULL};
+        "UPDATE leases SET name = 'outbox:contracts2'",
+        /* an event's content is never rewritten, its own neither */
+        "UPDATE outbox SET payload = 'forged' WHERE source = 'identity'",
+        "UPDATE outbox SET source = 'contracts'", NULL};
     for (size_t i = 0; inserts[i]; i++)
         assert_refused("identity", inserts[i]);
     const char *const changes[] = {
         "UPDATE command_replies SET reply = 'forged' WHERE service = 'contracts'",
         "DELETE FROM command_replies WHERE service = 'contracts'",
         "DELETE FROM outbox WHERE source <> 'identity'",
+        "UPDATE outbox SET published_at = now(), stream = 'S', stream_seq = 1 "
+        "WHERE source = 'contracts'",
         "UPDATE leases SET holder = gen_random_uuid() WHERE name = 'outbox:contracts'",
         "DELETE FROM leases WHERE name <> 'outbox:identity'",
         NULL};
@@ -229,6 +234,12 @@ Test(roles, a_service_sees_and_writes_only_its_own_runtime_rows)
                                "VALUES ('outbox:contracts', gen_random_uuid(), now()) "
                                "ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder");
     assert_super("SELECT count(*) FROM outbox WHERE source = 'contracts'", "1");
+    /* the relay marks its own rows published, and unmarks them */
+    outcome mark = assert_allowed("identity", "UPDATE outbox SET published_at = now(), "
+                                              "stream = 'CMS_EVENTS', stream_seq = 7");
+    cr_assert_eq(mark.rows, 1, "identity marked its one row, not %ld", mark.rows);
+    assert_allowed("identity",
+                   "UPDATE outbox SET published_at = NULL, stream = NULL, stream_seq = NULL");
     assert_super("SELECT encode(reply, 'escape') FROM command_replies WHERE service = 'contracts'",
                  "theirs");
     assert_super("SELECT count(*) FROM leases", "3");
@@ -260,8 +271,14 @@ Test(roles, the_hot_statements_keep_their_indexes_and_compute_the_service_once)
     const struct {
         const char *role, *sql, *index;
     } plans[] = {
-        {"identity", "SELECT seq FROM outbox WHERE source = 'identity' ORDER BY seq LIMIT 256",
-         "idx_outbox_source_seq"},
+        {"identity",
+         "SELECT seq FROM outbox WHERE source = 'identity' AND published_at IS NULL ORDER BY seq "
+         "LIMIT 256",
+         "idx_outbox_pending"},
+        {"identity",
+         "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox WHERE source = 'identity' AND "
+         "published_at < now() - interval '10 minutes' LIMIT 10000)",
+         "idx_outbox_published"},
         {"identity", "DELETE FROM outbox WHERE seq = ANY('{1,2,3}'::bigint[])", "outbox_pkey"},
         {"identity",
          "SELECT reply FROM command_replies WHERE service = 'identity' AND request_id = 'x'",

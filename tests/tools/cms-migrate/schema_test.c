@@ -78,6 +78,10 @@ static const column_fact columns[] = {
     {"outbox", "subject", "text", true, ""},
     {"outbox", "payload", "bytea", true, ""},
     {"outbox", "created_at", "timestamp with time zone", true, "now()"},
+    /* 0015_outbox_retain */
+    {"outbox", "published_at", "timestamp with time zone", false, ""},
+    {"outbox", "stream", "text", false, ""},
+    {"outbox", "stream_seq", "bigint", false, ""},
 
     {"processed_events", "consumer", "text", true, ""},
     {"processed_events", "event_id", "uuid", true, ""},
@@ -181,8 +185,11 @@ static const pair_fact indexes[] = {
     {"outbox_pkey", "CREATE UNIQUE INDEX outbox_pkey ON public.outbox USING btree (seq)"},
     {"outbox_event_id_key",
      "CREATE UNIQUE INDEX outbox_event_id_key ON public.outbox USING btree (event_id)"},
-    {"idx_outbox_source_seq",
-     "CREATE INDEX idx_outbox_source_seq ON public.outbox USING btree (source, seq)"},
+    /* 0015: the relay's read of what waits, and the pruning of what it kept */
+    {"idx_outbox_pending", "CREATE INDEX idx_outbox_pending ON public.outbox USING btree (source, "
+                           "seq) WHERE (published_at IS NULL)"},
+    {"idx_outbox_published", "CREATE INDEX idx_outbox_published ON public.outbox USING btree "
+                             "(source, published_at) WHERE (published_at IS NOT NULL)"},
     {"processed_events_pkey", "CREATE UNIQUE INDEX processed_events_pkey ON "
                               "public.processed_events USING btree (consumer, event_id)"},
     /* 0008: the consumers' pruning by age */
