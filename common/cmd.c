@@ -174,6 +174,7 @@ struct cms_cmd_req {
     uint8_t *packed; /* the reply, kept while it is being stored */
     size_t packed_len;
     cms_cmd_code code; /* of the reply being stored */
+    int store_tries;   /* stores of the reply that failed */
     struct cms_cmd_req *prev, *next;
 };
 
@@ -366,14 +367,48 @@ static bool should_store(const cms_cmd_req *r, cms_cmd_code code)
            code != CMS__V1__ERROR_CODE__UNAVAILABLE && code != CMS__V1__ERROR_CODE__INTERNAL;
 }
 
+/* A reply whose request_id was claimed is sent only once it is stored, so
+ * that a retry is told the same (the claim committed with the change). A
+ * store that fails (the database away) is tried again, with backoff, for
+ * about half a minute; if it never succeeds the reply is not sent at all:
+ * the caller, having had no answer, retries and is told the outcome is in
+ * doubt, which is then true for both. */
+#define STORE_TRIES 10
+#define STORE_BACKOFF_MIN_MS 250
+#define STORE_BACKOFF_MAX_MS 4000
+
+static bool store_submit(cms_cmd_req *r);
+static void stored(void *arg, cms_pg_err err, const cms_pg_result *res);
+
+static void store_retry_fired(uv_timer_t *t)
+{
+    cms_cmd_req *r = t->data;
+    if (!store_submit(r))
+        stored(r, CMS_PG_EBUSY, NULL);
+}
+
 static void stored(void *arg, cms_pg_err err, const cms_pg_result *res)
 {
     cms_cmd_req *r = arg;
-    if (err != CMS_PG_OK)
-        cms_log_warn("command reply not stored", "{s:s, s:s, s:s, s:s}", "verb", r->v->name,
-                     "request_id", r->request_id, "error", cms_pg_strerror(err), "detail",
-                     res ? cms_pg_result_message(res) : "");
-    send_to_waiters(r, r->packed, r->packed_len);
+    if (err == CMS_PG_OK) {
+        send_to_waiters(r, r->packed, r->packed_len);
+        req_free(r);
+        return;
+    }
+    if (++r->store_tries < STORE_TRIES) {
+        uint64_t ms = (uint64_t)STORE_BACKOFF_MIN_MS << (r->store_tries - 1);
+        cms_log_warn("command reply not stored yet; storing it again before it is sent",
+                     "{s:s, s:s, s:s, s:s, s:i}", "verb", r->v->name, "request_id", r->request_id,
+                     "error", cms_pg_strerror(err), "detail", res ? cms_pg_result_message(res) : "",
+                     "try", r->store_tries);
+        uv_timer_start(&r->timer, store_retry_fired,
+                       ms < STORE_BACKOFF_MAX_MS ? ms : STORE_BACKOFF_MAX_MS, 0);
+        return;
+    }
+    cms_log_error("command reply could not be stored: not sent, so that a retry with the same "
+                  "request_id is told its outcome is in doubt rather than another answer",
+                  "{s:s, s:s, s:s}", "verb", r->v->name, "request_id", r->request_id, "error",
+                  cms_pg_strerror(err));
     req_free(r);
 }
 
@@ -395,11 +430,13 @@ static size_t seal_ad(const cms_cmd_req *r, uint8_t *ad, size_t cap)
 #define SEAL_NONCE crypto_aead_xchacha20poly1305_ietf_NPUBBYTES
 #define SEAL_OVER (SEAL_NONCE + crypto_aead_xchacha20poly1305_ietf_ABYTES)
 
-/* Stores (sealed, when the server seals) and then sends buf; false when the
- * store could not even be submitted (the caller sends at once). */
-static bool store_then_send(cms_cmd_req *r, uint8_t *buf, size_t len)
+/* Submits the store of r->packed (sealed, when the server seals); false if
+ * it could not be submitted. */
+static bool store_submit(cms_cmd_req *r)
 {
     cms_cmd *c = r->c;
+    const uint8_t *buf = r->packed;
+    size_t len = r->packed_len;
     uint8_t *sealed = NULL;
     size_t slen = len;
     if (c->seal) {
@@ -418,21 +455,22 @@ static bool store_then_send(cms_cmd_req *r, uint8_t *buf, size_t len)
     int lengths[] = {0, 0, 0, (int)slen}, formats[] = {0, 0, 0, 1};
     bool ok = job && cms_pg_job_sql(job, SQL_STORE, 4, v, lengths, formats) == CMS_PG_OK;
     free(sealed);
-    if (!ok) {
+    if (!ok || cms_pg_submit(c->o.pg, &job, stored, r) != CMS_PG_OK) {
         cms_pg_job_free(job);
         return false;
     }
-    /* sent only once stored, so that a retry after the answer finds it */
+    return true;
+}
+
+/* Stores buf, then sends it (see stored); takes buf. */
+static bool store_then_send(cms_cmd_req *r, uint8_t *buf, size_t len)
+{
     r->packed = buf;
     r->packed_len = len;
-    if (cms_pg_submit(c->o.pg, &job, stored, r) == CMS_PG_OK) {
-        set_state(r, REQ_STORING);
-        return true;
-    }
-    r->packed = NULL;
-    cms_log_warn("command reply not stored: database busy", "{s:s, s:s}", "verb", r->v->name,
-                 "request_id", r->request_id);
-    return false;
+    set_state(r, REQ_STORING);
+    if (!store_submit(r))
+        stored(r, CMS_PG_EBUSY, NULL); /* the database busy: tried again shortly */
+    return true;
 }
 
 /* Sends (and, for a request_id, first stores) a packed Reply, takes buf,
