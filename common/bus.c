@@ -1,6 +1,8 @@
 /* The system's wire conventions; see bus.h. */
 #include "bus.h"
 
+#include "pbtext.h"
+
 #include <inttypes.h>
 #include <sodium.h>
 #include <stdio.h>
@@ -272,6 +274,13 @@ cms_bus_reason cms_bus_envelope_decode(const void *data, size_t len, cms_pbarena
                                        Cms__V1__Envelope **out)
 {
     cms_pbarena_reset(arena);
+    /* protobuf-c would cut a string at a NUL: details_json stored as less
+     * than was sent. (Invalid UTF-8 is left to the checks of each field:
+     * details_json's is invalid_details.) */
+    const char *field = NULL;
+    if (cms_pbtext_check(&cms__v1__envelope__descriptor, data, len, CMS_PBTEXT_CHECK_NUL, &field) !=
+        CMS_PBTEXT_OK)
+        return CMS_BUS_UNDECODABLE;
     Cms__V1__Envelope *e = cms__v1__envelope__unpack(cms_pbarena_allocator(arena), len, data);
     cms_bus_reason r = cms_bus_envelope_check(e);
     if (r == CMS_BUS_VALID)

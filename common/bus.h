@@ -139,7 +139,9 @@ bool cms_bus_valid_event_type(const char *event_type, const char *resource_type)
  * 2000..2100. */
 cms_bus_reason cms_bus_envelope_check(const Cms__V1__Envelope *e);
 /* Unpacks data into arena (reset first) and checks it; *out (valid until
- * the arena is reset) is set for CMS_BUS_VALID only. */
+ * the arena is reset) is set for CMS_BUS_VALID only. A string field
+ * holding a NUL (which protobuf-c would silently cut short, pbtext.h) is
+ * CMS_BUS_UNDECODABLE. */
 cms_bus_reason cms_bus_envelope_decode(const void *data, size_t len, cms_pbarena *arena,
                                        Cms__V1__Envelope **out);
 

@@ -17,6 +17,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "pbarena.h"
+#include "pbtext.h"
 
 #include <ctype.h>
 #include <endian.h>
@@ -952,6 +953,17 @@ static void after_auth(cms_cmd_req *r)
     cms_cmd *c = r->c;
     if (cms_pbarena_create(ARENA_FIRST, c->o.max_decoded_bytes, &r->arena) != 0) {
         reply_error(r, CMS__V1__ERROR_CODE__UNAVAILABLE, NULL, "out of memory; retry");
+        return;
+    }
+    /* before decoding: protobuf-c would cut a string short at a NUL and
+     * pass invalid UTF-8 on; either is refused, naming the field */
+    const char *bad = NULL;
+    cms_pbtext_fault tf = cms_pbtext_check(r->v->desc, cms_nats_msg_data(r->msg),
+                                           cms_nats_msg_len(r->msg), CMS_PBTEXT_CHECK_ALL, &bad);
+    if (tf != CMS_PBTEXT_OK) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "%s %s", bad, cms_pbtext_fault_text(tf));
+        reply_error(r, CMS__V1__ERROR_CODE__INVALID_ARGUMENT, bad, msg);
         return;
     }
     r->body = protobuf_c_message_unpack(r->v->desc, cms_pbarena_allocator(r->arena),

@@ -109,11 +109,16 @@ struct conn {
     http_parser parser;
     int err_status; /* set by a callback that refuses the request */
     size_t nqueued;
+    uint64_t armed_ms; /* loop time of the last progress (conn_arm_idle) */
     char url[MAX_URL];
     size_t url_len;
+    bool url_too_long; /* refused (414) once the head is whole: see on_url */
     size_t body_len;
     char rbuf[READ_BUF];
     size_t roff, rlen; /* unparsed bytes rbuf[roff..rlen) while paused */
+    /* cms_http_feed's connection: no socket, no timer; replies go to sink */
+    cms_http_sink sink;
+    void *sink_arg;
 };
 
 typedef struct write_req {
@@ -221,6 +226,12 @@ static int send_reply(conn *c, int status, const char *ctype, const char *body, 
     if (!head_only && len)
         memcpy(w->data + n, body, len);
     w->c = c;
+    if (c->sink != NULL) { /* written at once: never queued, never throttled */
+        c->sink(c->sink_arg, w->data, total);
+        free(w);
+        count_reply(status);
+        return 0;
+    }
     uv_buf_t b = uv_buf_init(w->data, (unsigned)total);
     int rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_write);
     if (rc < 0) {
@@ -266,6 +277,8 @@ static void conn_close(conn *c)
         return;
     conn_set_state(c, CONN_CLOSING);
     c->srv->nlive--;
+    if (c->sink != NULL)
+        return; /* no handles: cms_http_feed frees it */
     uv_close((uv_handle_t *)&c->timer, on_conn_handle_closed);
     uv_close((uv_handle_t *)&c->tcp, on_conn_handle_closed);
 }
@@ -283,7 +296,9 @@ static void on_conn_timer(uv_timer_t *t)
  * progress: trickling bytes does not extend it. */
 static void conn_arm_idle(conn *c)
 {
-    uv_timer_start(&c->timer, on_conn_timer, c->srv->idle_timeout_ms, 0);
+    c->armed_ms = uv_now(c->srv->loop);
+    if (c->sink == NULL)
+        uv_timer_start(&c->timer, on_conn_timer, c->srv->idle_timeout_ms, 0);
 }
 
 static void on_shutdown(uv_shutdown_t *req, int status)
@@ -315,6 +330,8 @@ static void conn_finish(conn *c)
         return;
     conn_set_state(c, CONN_FLUSHING);
     c->rlen = c->roff = 0;
+    if (c->sink != NULL)
+        return; /* nothing to shut down: the feed ends */
     c->shutdown.data = c;
     if (uv_shutdown(&c->shutdown, (uv_stream_t *)&c->tcp, on_shutdown) < 0) {
         conn_close(c);
@@ -404,7 +421,7 @@ static void process_input(conn *c)
         return;
     }
     c->roff = c->rlen = 0;
-    if (!c->reading && !c->eof) {
+    if (!c->reading && !c->eof && c->sink == NULL) {
         if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) < 0) {
             conn_close(c);
             return;
@@ -419,16 +436,22 @@ static int on_message_begin(http_parser *p)
 {
     conn *c = p->data;
     c->url_len = 0;
+    c->url_too_long = false;
     c->body_len = 0;
     return 0;
 }
 
+/* A URL too long for c->url is refused when the head is complete, not at
+ * once: http_parser calls this once per read with what the read held of
+ * the URL, so refusing here would answer 414 or (for a bad byte further
+ * on, which the parser finds before its first call) 400 depending on how
+ * the bytes came in (tests/fuzz/corpus/http/regress-long-bad-url). */
 static int on_url(http_parser *p, const char *at, size_t len)
 {
     conn *c = p->data;
-    if (len >= sizeof c->url - c->url_len) {
-        c->err_status = 414;
-        return -1;
+    if (c->url_too_long || len >= sizeof c->url - c->url_len) {
+        c->url_too_long = true;
+        return 0;
     }
     memcpy(c->url + c->url_len, at, len);
     c->url_len += len;
@@ -438,6 +461,10 @@ static int on_url(http_parser *p, const char *at, size_t len)
 static int on_headers_complete(http_parser *p)
 {
     conn *c = p->data;
+    if (c->url_too_long) {
+        c->err_status = 414;
+        return -1;
+    }
     if (p->content_length != ULLONG_MAX && p->content_length > MAX_BODY) {
         c->err_status = 413;
         return -1;
@@ -519,6 +546,25 @@ static int on_message_complete(http_parser *p)
 
 /* ---- listener ---- */
 
+/* With every connection in use, the one that gives way to a newcomer:
+ * lingering, or waiting for a request with no reply in flight, and the
+ * longest without progress. Idle and slow clients (slowloris) so cannot
+ * keep the probes out: a probe's request completes at once, theirs never
+ * does, and they are older. NULL when all of them are busy answering. */
+static conn *eviction_victim(cms_http *h, const conn *newcomer)
+{
+    conn *best = NULL;
+    for (conn *c = h->conns; c != NULL; c = c->next) {
+        if (c == newcomer || c->state == CONN_CLOSING || c->state == CONN_FLUSHING)
+            continue;
+        if (c->state == CONN_READING && c->nqueued > 0)
+            continue;
+        if (best == NULL || c->armed_ms <= best->armed_ms) /* ties: the older */
+            best = c;
+    }
+    return best;
+}
+
 static void on_connection(uv_stream_t *server, int status)
 {
     cms_http *h = server->data;
@@ -539,14 +585,25 @@ static void on_connection(uv_stream_t *server, int status)
         h->conns->prev = c;
     h->conns = c;
     h->nlive++;
-    if (uv_accept(server, (uv_stream_t *)&c->tcp) < 0 || h->nlive > MAX_CONNS ||
-        h->state != SRV_OPEN) {
-        if (h->nlive > MAX_CONNS)
+    if (uv_accept(server, (uv_stream_t *)&c->tcp) < 0 || h->state != SRV_OPEN) {
+        conn_close(c);
+        return;
+    }
+    if (h->nlive > MAX_CONNS) {
+        conn *victim = eviction_victim(h, c);
+        if (victim == NULL) {
             cms_counter_inc(
                 cms_metrics_counter(cms_metrics_default(), "cms_http_connections_rejected_total",
                                     "HTTP connections closed at once: too many open", NULL));
-        conn_close(c);
-        return;
+            conn_close(c);
+            return;
+        }
+        cms_counter_inc(cms_metrics_counter(
+            cms_metrics_default(), "cms_http_connections_evicted_total",
+            "HTTP connections closed to make room: the longest without progress", NULL));
+        cms_log_debug("http connection evicted", "{s:s}", "state",
+                      cms_fsm_name(&conn_fsm, victim->state));
+        conn_close(victim);
     }
     http_parser_init(&c->parser, HTTP_REQUEST);
     c->parser.data = c;
@@ -662,6 +719,38 @@ out:
         cms_http_destroy(h);
     }
     return rc;
+}
+
+int cms_http_feed(cms_http *h, const void *data, size_t len, size_t chunk, cms_http_sink out,
+                  void *arg)
+{
+    conn *c = calloc(1, sizeof *c); /* CONN_READING */
+    if (c == NULL)
+        return UV_ENOMEM;
+    c->srv = h;
+    c->sink = out;
+    c->sink_arg = arg;
+    h->nlive++;
+    http_parser_init(&c->parser, HTTP_REQUEST);
+    c->parser.data = c;
+    if (chunk == 0 || chunk > sizeof c->rbuf)
+        chunk = sizeof c->rbuf;
+    /* as on_read hands each read to the parser; a pause here is never a
+     * throttle (nothing is queued), so it ends the connection's requests */
+    for (size_t at = 0; at < len && c->state == CONN_READING && !c->paused;) {
+        size_t n = len - at < chunk ? len - at : chunk;
+        memcpy(c->rbuf, (const char *)data + at, n);
+        at += n;
+        c->roff = 0;
+        c->rlen = n;
+        process_input(c);
+    }
+    /* then the client's EOF, as on_read takes it: nothing is queued, so a
+     * half request is dropped and the connection closes */
+    c->eof = true;
+    conn_close(c);
+    free(c);
+    return 0;
 }
 
 void cms_http_set_idle_timeout(cms_http *h, uint64_t ms)

@@ -3,8 +3,13 @@
  *
  * Limits, because the port may be reachable by anything: a request head of
  * at most 8 KiB (431 and close), a body of at most 1 KiB, refused anyway
- * (413 and close), at most 128 connections (more are closed at once), 10 s
- * without progress closes a connection, parse errors answer 400 and close.
+ * (413 and close), at most 128 connections, 10 s without progress closes a
+ * connection, parse errors answer 400 and close. At 128, a newcomer takes
+ * the place of the connection longest without progress that is not
+ * answering (cms_http_connections_evicted_total): hundreds of idle or slow
+ * clients cannot keep /healthz and /readyz out; only when all 128 are
+ * busy answering is the newcomer closed at once
+ * (cms_http_connections_rejected_total).
  * Keep-alive and pipelining are honoured; replies go out in request order.
  * Every reply counts into cms_http_requests_total{code="..."} of
  * cms_metrics_default(). cms_http_create ignores SIGPIPE (a peer that
@@ -52,6 +57,18 @@ typedef bool (*cms_http_ready_fn)(void *arg, char *why, size_t whylen);
  * always ready). /metrics: cms_metrics_render(m) as text/plain; version=0.0.4
  * (m NULL means cms_metrics_default()). */
 int cms_http_serve_probes(cms_http *h, cms_metrics *m, cms_http_ready_fn ready, void *arg);
+
+/* Receives one reply's bytes, status line to body, valid during the call. */
+typedef void (*cms_http_sink)(void *arg, const char *data, size_t len);
+
+/* The seam for tests and fuzzing, without a socket: what one connection
+ * to h does with a client that sends data (handed to the parser in reads
+ * of at most chunk bytes; 0: the read buffer's 8 KiB) and then closes.
+ * Handlers run as for a socket's connection and every reply goes to
+ * out(arg, ...), in order, as it would be written; replies count in the
+ * metrics as well. Returns 0, or UV_ENOMEM (out not called). */
+int cms_http_feed(cms_http *h, const void *data, size_t len, size_t chunk, cms_http_sink out,
+                  void *arg) __attribute__((warn_unused_result));
 
 /* Stops listening and closes every connection; closed(arg) is called once
  * all its handles are closed (closed may be NULL). Idempotent. Then free it

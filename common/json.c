@@ -1099,3 +1099,67 @@ cms_json_err cms_json_check_object_reference(cms_json_buf *b, const char *text, 
 {
     return check_object(b, text, len, true);
 }
+
+/* ---- numbers numeric cannot hold ---- */
+
+/* The scale numeric would give the number at p[0..n): digits after the
+ * point less the exponent, at least 0; saturates instead of overflowing. */
+static int64_t numeric_scale(const char *p, size_t n)
+{
+    size_t i = 0;
+    if (i < n && p[i] == '-')
+        i++;
+    while (i < n && p[i] >= '0' && p[i] <= '9')
+        i++;
+    int64_t frac = 0;
+    if (i < n && p[i] == '.') {
+        for (i++; i < n && p[i] >= '0' && p[i] <= '9'; i++)
+            frac++;
+    }
+    int64_t exp = 0;
+    if (i < n && (p[i] == 'e' || p[i] == 'E')) {
+        i++;
+        bool neg = false;
+        if (i < n && (p[i] == '+' || p[i] == '-'))
+            neg = p[i++] == '-';
+        for (; i < n && p[i] >= '0' && p[i] <= '9'; i++)
+            if (exp < INT64_C(1) << 40)
+                exp = exp * 10 + (p[i] - '0');
+        if (neg)
+            exp = -exp;
+    }
+    int64_t scale = frac - exp;
+    return scale > 0 ? scale : 0;
+}
+
+bool cms_json_numeric_overflow(const char *text, size_t len, size_t *at)
+{
+    bool in_string = false;
+    for (size_t i = 0; i < len; i++) {
+        char c = text[i];
+        if (in_string) {
+            if (c == '\\')
+                i++; /* whatever is escaped, it ends no string */
+            else if (c == '"')
+                in_string = false;
+            continue;
+        }
+        if (c == '"') {
+            in_string = true;
+            continue;
+        }
+        if (c != '-' && (c < '0' || c > '9'))
+            continue;
+        size_t start = i;
+        while (i < len && (text[i] == '-' || text[i] == '+' || text[i] == '.' || text[i] == 'e' ||
+                           text[i] == 'E' || (text[i] >= '0' && text[i] <= '9')))
+            i++;
+        if (numeric_scale(text + start, i - start) > CMS_JSON_NUMERIC_SCALE_MAX) {
+            if (at != NULL)
+                *at = start;
+            return true;
+        }
+        i--; /* the loop's i++ takes the byte after the number */
+    }
+    return false;
+}

@@ -46,6 +46,7 @@
 #define CMS_JSON_H
 
 #include <protobuf-c/protobuf-c.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 #define CMS_JSON_MAX_DEPTH 32
@@ -105,6 +106,16 @@ cms_json_err cms_json_check_object(cms_json_buf *b, const char *text, size_t len
  * allocating and falls back to this only where it cannot decide. Kept for
  * the tests that compare the two. */
 cms_json_err cms_json_check_object_reference(cms_json_buf *b, const char *text, size_t len)
+    __attribute__((warn_unused_result));
+
+/* PostgreSQL's numeric keeps at most 16383 digits after the point (its
+ * scale: the fraction's digits less the exponent), so jsonb refuses
+ * 1e-16384 and 0.5e-20000 ("value overflows numeric format"), which a
+ * double reads as 0 and jansson takes. The scale of the first number in
+ * text (len bytes of valid JSON, as jansson took it) beyond that: at *at
+ * (its offset) with true; false when every number fits. */
+#define CMS_JSON_NUMERIC_SCALE_MAX 16383
+bool cms_json_numeric_overflow(const char *text, size_t len, size_t *at)
     __attribute__((warn_unused_result));
 
 #endif

@@ -18,6 +18,7 @@
 #define STEPS_LOG2_MAX 62
 /* erfc(x) is a normal double up to about 26.5; beyond, its asymptotic series */
 #define ERFC_DIRECT_MAX 26.0
+#define SIGMA_HUGE 1e16
 
 /* Python's [1 + x / 10.0 for x in range(1, 100)] + list(range(12, 64)), the
  * same doubles */
@@ -110,7 +111,8 @@ static double log_a_frac(double q, double sigma, double alpha)
 {
     double log_a0 = -INFINITY, log_a1 = -INFINITY;
     double lq = log(q), l1q = log1p(-q), s2 = 2 * sigma * sigma;
-    double z0 = sigma * sigma * log(1 / q - 1) + 0.5, r2s = sqrt(2) * sigma;
+    /* log(1/q - 1) as l1q - lq: 1/q overflows for a subnormal q */
+    double z0 = sigma * sigma * (l1q - lq) + 0.5, r2s = sqrt(2) * sigma;
     double log_coef = 0; /* log |C(alpha, i)| */
     bool positive = true;
     for (int n = 0; n < FRAC_TERMS_MAX; n++) {
@@ -143,7 +145,7 @@ static double log_a_frac(double q, double sigma, double alpha)
 
 static bool valid_mechanism(double q, double sigma)
 {
-    return q >= 0 && q <= 1 && sigma > 0 && !isnan(sigma);
+    return q >= 0 && q <= 1 && sigma >= CMS_RDP_SIGMA_MIN; /* NaN fails both */
 }
 
 /* Opacus's _compute_rdp, clamped at 0; q and sigma valid, alpha > 1 finite */
@@ -152,9 +154,13 @@ static double rdp_one(double q, double sigma, double alpha)
     double r;
     if (q == 0)
         return 0;
-    if (isinf(sigma))
-        return 0;
-    if (q == 1)
+    /* For a huge sigma the series lose their way (at 1e155 2 sigma^2
+     * overflows, inf - inf, and they ran to FRAC_TERMS_MAX for seconds,
+     * ending in inf): from SIGMA_HUGE on take the Gaussian mechanism's own
+     * alpha / (2 sigma^2), which bounds the subsampled one from above
+     * (sampling never costs privacy) and is below 1e-30 per step there:
+     * nothing, even over 2^62 steps. */
+    if (q == 1 || sigma >= SIGMA_HUGE)
         r = alpha / (2 * sigma * sigma);
     else if (alpha == floor(alpha) && alpha <= INT32_MAX)
         r = log_a_int(q, sigma, (int)alpha) / (alpha - 1);

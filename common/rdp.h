@@ -34,14 +34,25 @@
  * CMS_RDP_NORDERS. */
 const double *cms_rdp_orders(size_t *n);
 
+/* The noise multipliers the accountant takes: CMS_RDP_SIGMA_MIN and above
+ * (+inf included). Below it no noise worth the name is added (at 1e-3 one
+ * step costs an epsilon in the thousands), and the series lose their
+ * precision: 2 sigma^2 underflows to 0 or a subnormal around 1e-160 and some
+ * orders came out 0 (privacy where there is none), and subnormal ones took
+ * seconds per order. Such a sigma is refused, as sigma <= 0 is. */
+#define CMS_RDP_SIGMA_MIN 1e-3
+#define CMS_RDP_SIGMA_MAX 1e6
+
 /* The RDP of one step at order alpha (> 1, finite) into *rdp: +inf when the
  * mechanism gives no privacy at that order (numerically). false, *rdp
- * untouched, for q outside [0, 1], sigma <= 0 or an invalid alpha. */
+ * untouched, for q outside [0, 1], sigma below CMS_RDP_SIGMA_MIN (or NaN) or
+ * an invalid alpha. */
 bool cms_rdp_at(double q, double sigma, double alpha, double *rdp)
     __attribute__((warn_unused_result));
 
 /* The RDP curve of steps steps into rdp[CMS_RDP_NORDERS]. false, rdp
- * untouched, for q outside [0, 1], sigma <= 0 or steps < 0. */
+ * untouched, for q outside [0, 1], sigma below CMS_RDP_SIGMA_MIN (or NaN) or
+ * steps < 0. */
 bool cms_rdp_curve(double q, double sigma, int64_t steps, double *rdp)
     __attribute__((warn_unused_result));
 
@@ -65,8 +76,6 @@ bool cms_rdp_eps(double q, double sigma, int64_t steps, double delta, double *ep
  * untouched, for invalid arguments (target_eps must be > 0 and finite) or
  * when CMS_RDP_SIGMA_MAX does not reach the target (a target below the
  * bound's floor). */
-#define CMS_RDP_SIGMA_MIN 1e-3
-#define CMS_RDP_SIGMA_MAX 1e6
 bool cms_rdp_sigma_for(double q, int64_t steps, double delta, double target_eps, double tol,
                        double *sigma) __attribute__((warn_unused_result));
 

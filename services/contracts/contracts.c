@@ -208,7 +208,7 @@ bool ctsvc_content_hash(cms_cmd_req *req, const char *id, const char *title,
         if (err == CMS_JCS_ENOMEM)
             ctsvc_fail_oom(req);
         else
-            cms_cmd_fail(req, CMS__V1__ERROR_CODE__INVALID_ARGUMENT, "terms_json",
+            cms_cmd_fail(req, CMS__V1__ERROR_CODE__INVALID_ARGUMENT, "terms",
                          "the contract has no canonical form (RFC 8785): %s",
                          cms_jcs_strerror(err));
         return false;

@@ -4,6 +4,7 @@
 #include "contracts/validate.h"
 
 #include "identity/validate.h"
+#include "json.h"
 #include "xenum.h"
 
 #include <jansson.h>
@@ -192,6 +193,14 @@ static json_t *load_object(const char *s, size_t n, size_t max, const char *fiel
     }
     if (!json_is_object(j)) {
         cms_field_fail(e, field, "%s must be a JSON object", field);
+        json_decref(j);
+        return NULL;
+    }
+    size_t at;
+    if (cms_json_numeric_overflow(s, n, &at)) {
+        cms_field_fail(e, field,
+                       "%s holds a number with more than %d digits after the point (at byte %zu)",
+                       field, CMS_JSON_NUMERIC_SCALE_MAX, at);
         json_decref(j);
         return NULL;
     }

@@ -1,6 +1,7 @@
 /* Input checks of cms-identity; see validate.h. */
 #include "identity/validate.h"
 
+#include "json.h"
 #include "uuid.h"
 
 #include <jansson.h>
@@ -152,6 +153,12 @@ bool idv_metadata(const char *s, const char *field, const char **out, idv_err *e
         fail(e, field, "%s must be a JSON object", field);
         goto out;
     }
+    size_t at;
+    if (cms_json_numeric_overflow(s, n, &at)) {
+        fail(e, field, "%s holds a number with more than %d digits after the point (at byte %zu)",
+             field, CMS_JSON_NUMERIC_SCALE_MAX, at);
+        goto out;
+    }
     json_t *roles = json_object_get(j, "roles");
     if (roles) {
         if (!json_is_array(roles) || json_array_size(roles) > MAX_ROLES) {
@@ -204,6 +211,13 @@ bool idv_public_key(const char *s, uint8_t out[IDV_PUBLIC_KEY_BYTES], idv_err *e
     if (len != IDV_PUBLIC_KEY_BYTES)
         return fail(e, "public_key", "public_key is %zu bytes; an Ed25519 key is %d", len,
                     IDV_PUBLIC_KEY_BYTES);
+    /* libsodium 1.0.18 also decodes every byte above 0x7f as if it were
+     * '/': only the one spelling of the key is its text (the credential
+     * stores the text) */
+    char again[sodium_base64_ENCODED_LEN(IDV_PUBLIC_KEY_BYTES, sodium_base64_VARIANT_ORIGINAL)];
+    sodium_bin2base64(again, sizeof again, k, IDV_PUBLIC_KEY_BYTES, sodium_base64_VARIANT_ORIGINAL);
+    if (strcmp(again, s) != 0)
+        return fail(e, "public_key", "public_key is not standard base64");
     if (!crypto_core_ed25519_is_valid_point(k))
         return fail(e, "public_key", "public_key is not a valid Ed25519 public key");
     memcpy(out, k, IDV_PUBLIC_KEY_BYTES);

@@ -3,6 +3,8 @@
 #include "training/validate.h"
 
 #include "identity/validate.h"
+#include "json.h"
+#include "rdp.h"
 #include "xenum.h"
 
 #include <jansson.h>
@@ -189,10 +191,16 @@ static bool privacy(const json_t *p, tv_config *c, tv_err *e)
         return wrong(e, "config.privacy.noise_mechanism", v,
                      "\"gaussian\": only the gaussian mechanism is supported");
     c->noise_multiplier = 0;
-    if (json_object_get(p, "noise_multiplier") &&
-        !number_in(p, "config.privacy.noise_multiplier", "noise_multiplier", 0, 0,
+    v = json_object_get(p, "noise_multiplier");
+    if (v == NULL)
+        return true;
+    if (!number_in(p, "config.privacy.noise_multiplier", "noise_multiplier", 0, 0,
                    "a number greater than 0", &c->noise_multiplier, e))
         return false;
+    /* below CMS_RDP_SIGMA_MIN the accountant refuses: no noise worth it */
+    if (c->noise_multiplier < CMS_RDP_SIGMA_MIN)
+        return wrong(e, "config.privacy.noise_multiplier", v,
+                     "a number greater than 0, and at least 0.001");
     return true;
 }
 
@@ -260,6 +268,14 @@ bool tv_config_check(const char *json, tv_config *out, tv_err *e)
     }
     if (!json_is_object(j)) {
         cms_field_fail(e, "config", "config must be a JSON object");
+        goto out;
+    }
+    size_t at;
+    if (cms_json_numeric_overflow(json, n, &at)) {
+        cms_field_fail(e, "config",
+                       "config holds a number with more than %d digits after the point (at byte "
+                       "%zu)",
+                       CMS_JSON_NUMERIC_SCALE_MAX, at);
         goto out;
     }
     if ((s = section(j, "model", e)) == NULL || !model(s, &c, e) ||

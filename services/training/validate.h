@@ -62,7 +62,7 @@ typedef struct tv_config {
  *             object (kept as it is)
  *   privacy:  epsilon, finite > 0; delta in (0, 1); noise_mechanism,
  *             "gaussian" (the only one supported); noise_multiplier, if
- *             present, > 0
+ *             present, >= 0.001 (CMS_RDP_SIGMA_MIN: less is no noise)
  *   training: batch_size, an integer 1..1000000; epochs, an integer
  *             1..100000; learning_rate in (0, 10]; dataset, 1..255 bytes;
  *             dataset_size, an integer >= 1 and >= batch_size;

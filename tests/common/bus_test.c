@@ -341,6 +341,40 @@ static cms_bus_event_header header(void)
                                   .source = "contracts"};
 }
 
+/* A string with a NUL would reach a consumer cut short (details_json "{}"
+ * of "{}\0..."): undecodable. Invalid UTF-8 is each field's checks'. */
+Test(bus, a_nul_in_any_string_is_undecodable)
+{
+    cms_pbarena *arena = NULL;
+    cr_assert_eq(cms_pbarena_create(1024, 4096, &arena), 0);
+    static const char *const texts[] = {"{}\0{\"hidden\":1}", "\0", "{\"k\":\"a\0b\"}"};
+    static const size_t lens[] = {15, 1, 11};
+    for (size_t i = 0; i < 3; i++)
+        for (int where = 0; where < 2; where++) {
+            Cms__V1__Envelope e = valid_envelope();
+            size_t len;
+            uint8_t *buf = pack(&e, &len);
+            /* appended: field 9 (details_json) or 7 (correlation_id) */
+            uint8_t *b = malloc(len + 4 + lens[i]);
+            cr_assert_not_null(b);
+            memcpy(b, buf, len);
+            b[len] = where ? 0x4a : 0x3a;
+            b[len + 1] = (uint8_t)lens[i];
+            memcpy(b + len + 2, texts[i], lens[i]);
+            Cms__V1__Envelope *out = NULL;
+            cr_assert_eq(cms_bus_envelope_decode(b, len + 2 + lens[i], arena, &out),
+                         CMS_BUS_UNDECODABLE, "text %zu in field %d", i, where ? 9 : 7);
+            cr_assert_null(out);
+            /* the same envelope with clean text decodes */
+            b[len + 1] = 2;
+            memcpy(b + len + 2, "{}", 2);
+            cr_assert_eq(cms_bus_envelope_decode(b, len + 4, arena, &out), CMS_BUS_VALID);
+            free(b);
+            free(buf);
+        }
+    cms_pbarena_destroy(arena);
+}
+
 Test(bus, a_built_event_decodes_to_its_header_and_body)
 {
     Cms__V1__Envelope env = CMS__V1__ENVELOPE__INIT;

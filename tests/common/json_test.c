@@ -1178,3 +1178,32 @@ Test(json, check_object_fast_path_agrees_with_the_reference)
         same_verdict(buf, len);
     }
 }
+
+/* numeric's scale limit, case by case as PostgreSQL 15 answers
+ * '{"a": <n>}'::jsonb: the fits are stored, the others refused with "value
+ * overflows numeric format". A double reads all of them as about 0. */
+Test(json, numbers_beyond_numerics_scale_are_found_where_they_are)
+{
+    static const struct {
+        const char *n;
+        bool overflows;
+    } cases[] = {
+        {"1e-16383", false},   {"1e-16384", true},  {"0.1e-16382", false},
+        {"0.1e-16383", true},  {"0e-16384", true},  {"-0.0e-16384", true},
+        {"1.5e-16382", false}, {"12e-16385", true}, {"1E-99999999999999999999", true},
+        {"1e400", false},      {"-0", false},       {"123.456", false},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char text[96];
+        int len = snprintf(text, sizeof text, "{\"k\": [1, \"1e-99999\", %s]}", cases[i].n);
+        size_t at = 0;
+        cr_assert_eq(cms_json_numeric_overflow(text, (size_t)len, &at), cases[i].overflows, "%s",
+                     cases[i].n);
+        if (cases[i].overflows)
+            cr_assert_eq(at, strlen("{\"k\": [1, \"1e-99999\", "), "%s: where it starts",
+                         cases[i].n);
+    }
+    /* inside strings, escaped quotes included, numbers are text */
+    static const char s[] = "{\"a\\\"1e-99999\": \"x\\\\\", \"b\": \"0e-20000\"}";
+    cr_assert_not(cms_json_numeric_overflow(s, sizeof s - 1, NULL));
+}

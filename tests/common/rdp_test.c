@@ -312,3 +312,59 @@ Test(rdp, refuses_invalid_arguments)
     cr_assert_eq(r, 7);
     cr_assert_eq(s, 7);
 }
+
+/* ------------------------------------------------------------------------ */
+/* regressions (tests/fuzz/corpus/rdp) */
+
+/* A subnormal q with a sigma of 1e-212 (the fuzzer's input) took seconds
+ * per curve, and a sigma of 1e-200 made some orders 0: privacy where there
+ * is none. Below CMS_RDP_SIGMA_MIN the accountant refuses, as for 0. */
+Test(rdp, refuses_sigma_below_the_minimum)
+{
+    double rdp[CMS_RDP_NORDERS], r = 7, e = 7, o = 7;
+    static const double tiny[] = {1e-4, 1e-200, 1e-212, 4.9e-324, CMS_RDP_SIGMA_MIN * (1 - 1e-15)};
+    for (size_t i = 0; i < sizeof tiny / sizeof tiny[0]; i++) {
+        cr_assert_not(cms_rdp_curve(0.01, tiny[i], 1, rdp), "sigma %g", tiny[i]);
+        cr_assert_not(cms_rdp_curve(5.4e-312, tiny[i], 1, rdp), "sigma %g", tiny[i]);
+        cr_assert_not(cms_rdp_at(0.01, tiny[i], 2, &r));
+        cr_assert_not(cms_rdp_eps(0.01, tiny[i], 10, 1e-5, &e, &o));
+        cr_assert_eq(cms_rdp_max_steps(0.01, tiny[i], 1e-5, 1, NULL), -1);
+    }
+    cr_assert_eq(r, 7);
+    cr_assert_eq(e, 7);
+    cr_assert(cms_rdp_curve(0.01, CMS_RDP_SIGMA_MIN, 1, rdp));
+}
+
+/* log(1/q - 1) overflowed for a subnormal q: the fractional orders then
+ * came out 0 beside integer orders in the millions. */
+Test(rdp, subnormal_q_keeps_every_order)
+{
+    double rdp[CMS_RDP_NORDERS];
+    cr_assert(cms_rdp_curve(5e-312, CMS_RDP_SIGMA_MIN, 1, rdp));
+    for (size_t k = 0; k < CMS_RDP_NORDERS; k++)
+        cr_assert(!isnan(rdp[k]) && rdp[k] > 1e5, "order %zu: %g", k, rdp[k]);
+    /* and a normal sigma: next to nothing, never NaN nor negative */
+    cr_assert(cms_rdp_curve(4.9e-324, 1, 1, rdp));
+    for (size_t k = 0; k < CMS_RDP_NORDERS; k++)
+        cr_assert(rdp[k] >= 0 && rdp[k] < 1e-300, "order %zu: %g", k, rdp[k]);
+}
+
+/* From 1e155 on 2 sigma^2 overflowed: the series ran to their cap for
+ * seconds and said inf (no privacy) for all but the largest orders. */
+Test(rdp, huge_sigma_is_next_to_nothing)
+{
+    static const double huge[] = {1e16, 1e50, 1e155, 1e200, 1.7e308, INFINITY};
+    size_t n = 0;
+    const double *o = cms_rdp_orders(&n);
+    for (size_t i = 0; i < sizeof huge / sizeof huge[0]; i++) {
+        double rdp[CMS_RDP_NORDERS];
+        cr_assert(cms_rdp_curve(0.5, huge[i], 1000, rdp));
+        for (size_t k = 0; k < n; k++)
+            cr_assert(rdp[k] >= 0 && rdp[k] <= 1000 * o[k] / (2 * huge[i] * huge[i]) * (1 + 1e-12),
+                      "sigma %g order %g: %g", huge[i], o[k], rdp[k]);
+    }
+    /* and just below, the series: the same bound holds */
+    double r = -1;
+    cr_assert(cms_rdp_at(0.5, 1e15, 2.5, &r));
+    cr_assert(r >= 0 && r <= 2.5 / 2e30, "%g", r);
+}

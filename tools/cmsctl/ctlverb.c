@@ -135,10 +135,17 @@ int cmsctl_verb_json_file(const char *prog, const char *flag, const char *path, 
         status = cmsctl_fail(prog, "--%s %s: %s", flag, path, strerror(errno));
         goto out;
     }
+    size_t len = 0;
     if ((status = read_stream(prog, strcmp(path, "-") == 0 ? "stdin" : path, f, max, &text,
-                              NULL)) != CMSCTL_EXIT_OK)
+                              &len)) != CMSCTL_EXIT_OK)
         goto out;
-    if ((v = json_loads(text, JSON_REJECT_DUPLICATES, &jerr)) == NULL) {
+    /* the text goes on as a C string: a NUL would silently cut it short */
+    if (memchr(text, '\0', len) != NULL) {
+        status = cmsctl_usage(prog, "--%s %s holds a NUL byte (at byte %zu): not JSON text", flag,
+                              path, (size_t)((char *)memchr(text, '\0', len) - text));
+        goto out;
+    }
+    if ((v = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr)) == NULL) {
         status = cmsctl_usage(prog, "--%s %s is not JSON: %s (line %d)", flag, path, jerr.text,
                               jerr.line);
         goto out;

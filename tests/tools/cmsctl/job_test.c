@@ -49,7 +49,8 @@ static void write_file(const char *name, const char *text)
     cr_assert_eq(fclose(f), 0);
 }
 
-static const char *const g_files[] = {"config.json", "array.json", "broken.json"};
+static const char *const g_files[] = {"config.json", "array.json", "broken.json",
+                                      "nul.json",    "huge.json",  "deep.json"};
 
 static void setup(void)
 {
@@ -75,6 +76,30 @@ static void setup(void)
                "\"dataset\":\"synthetic\",\"dataset_size\":6400,\"max_grad_norm\":1.0}}");
     write_file("array.json", "[1, 2]");
     write_file("broken.json", "{\"model\": ");
+    /* a valid object, then a NUL and more: cut there, it would pass */
+    char path[128];
+    path_of("nul.json", path);
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f);
+    static const char nul[] = "{\"a\": 1}\0{\"hidden\": 2}";
+    cr_assert_eq(fwrite(nul, 1, sizeof nul - 1, f), sizeof nul - 1);
+    cr_assert_eq(fclose(f), 0);
+    /* one byte over the 64 KiB cms-training takes */
+    char *huge = malloc(65537 + 1);
+    cr_assert_not_null(huge);
+    memset(huge, ' ', 65537);
+    huge[0] = '{';
+    huge[65536] = '}';
+    huge[65537] = '\0';
+    write_file("huge.json", huge);
+    free(huge);
+    /* nested past what jansson (and the services) take */
+    char deep[6000 + 16]; /* jansson's limit is 2048 levels */
+    memcpy(deep, "{\"d\":", 5);
+    memset(deep + 5, '[', 3000);
+    memset(deep + 3005, ']', 3000);
+    memcpy(deep + 6005, "}", 2);
+    write_file("deep.json", deep);
 }
 
 static void teardown(void)
@@ -208,6 +233,20 @@ Test(job, submit_checks_its_contract_budget_and_config)
                  "is not JSON");
     assert_usage(RUN("job", "submit", "--contract", ID, "--config", config, "--budget", "1", "x"),
                  "unexpected argument \"x\"");
+    /* a NUL inside the file is refused, never sent cut short */
+    char nul[128], huge[128], deep[128];
+    path_of("nul.json", nul);
+    path_of("huge.json", huge);
+    path_of("deep.json", deep);
+    assert_usage(RUN("job", "submit", "--contract", ID, "--config", nul, "--budget", "1"),
+                 "holds a NUL byte (at byte 8)");
+    assert_usage(RUN("job", "submit", "--contract", ID, "--config", deep, "--budget", "1"),
+                 "is not JSON");
+    cms_test_proc *big = RUN("job", "submit", "--contract", ID, "--config", huge, "--budget", "1");
+    assert_exit(big, 1);
+    cr_assert_not_null(strstr(big->err, "bigger than 65536 bytes"), "%s", big->err);
+    cr_assert_null(strstr(big->err, "NATS"), "refused before NATS:\n%s", big->err);
+    cms_test_proc_free(big);
     /* a file that cannot be read is a failure, not a usage error */
     cms_test_proc *p =
         RUN("job", "submit", "--contract", ID, "--config", "/nonexistent/c.json", "--budget", "1");

@@ -266,6 +266,30 @@ Test(canonical, verify_refuses_malformed_keys_and_signatures)
     cr_assert_not(cc_verify(g_provider.pk_b64, NULL, digest));
 }
 
+/* libsodium 1.0.18 decodes every byte above 0x7f as the alphabet's 63rd
+ * character ('/', or '_' in base64url): a key or signature spelt so
+ * verified, though it is not base64 (tests/fuzz/corpus/identity_cmd). */
+Test(canonical, verify_refuses_bytes_above_0x7f)
+{
+    uint8_t digest[32], pk[crypto_sign_PUBLICKEYBYTES], sk[crypto_sign_SECRETKEYBYTES];
+    char hex[CC_HASH_HEX + 1], sig[CC_SIG_B64URL_MAX + 1], pk_b64[CC_PUBLIC_KEY_B64 + 1];
+    digest_of("Data", TERMS, digest, hex);
+    int tries = 0;
+    do { /* a key with a '/' and a signature with a '_' */
+        cr_assert_eq(crypto_sign_keypair(pk, sk), 0);
+        sodium_bin2base64(pk_b64, sizeof pk_b64, pk, sizeof pk, sodium_base64_VARIANT_ORIGINAL);
+        cc_sign(sk, digest, sig);
+        cr_assert_lt(++tries, 10000);
+    } while (strchr(pk_b64, '/') == NULL || strchr(sig, '_') == NULL);
+    cr_assert(cc_verify(pk_b64, sig, digest));
+    *strchr(pk_b64, '/') = (char)0xff;
+    cr_assert_not(cc_verify(pk_b64, sig, digest));
+    sodium_bin2base64(pk_b64, sizeof pk_b64, pk, sizeof pk, sodium_base64_VARIANT_ORIGINAL);
+    *strchr(sig, '_') = (char)0x80;
+    cr_assert_not(cc_verify(pk_b64, sig, digest));
+    sodium_memzero(sk, sizeof sk);
+}
+
 Test(canonical, entry_has_every_field_and_the_time_to_the_microsecond)
 {
     json_t *e =

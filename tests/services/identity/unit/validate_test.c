@@ -538,6 +538,22 @@ Test(public_key, standard_padded_base64_only, .init = reset)
     sodium_memzero(sk, sizeof sk);
 }
 
+/* libsodium 1.0.18 decodes every byte above 0x7f as '/' (63): the same key
+ * had 128 more spellings, stored as the credential's text, invalid UTF-8
+ * included (tests/fuzz/corpus/identity_cmd/regress-high-byte-base64). */
+Test(public_key, bytes_above_0x7f_are_not_base64, .init = reset)
+{
+    cr_assert_geq(sodium_init(), 0);
+    static const char key[] = "11qYAYKxCrfVS/7TyWQHOg7hcvPa////rwIaaPcHURo=";
+    accepted(idv_public_key(key, pk_out, &e), key);
+    char bad[sizeof key];
+    memcpy(bad, key, sizeof key);
+    bad[28] = (char)0xa0;
+    pk_refused(bad, "one 0xa0 for a '/'", "base64");
+    memcpy(bad + 28, "\xa0\x96\xb2\x93", 4);
+    pk_refused(bad, "four bytes above 0x7f", "base64");
+}
+
 Test(public_key, exactly_32_bytes, .init = reset)
 {
     cr_assert_geq(sodium_init(), 0);

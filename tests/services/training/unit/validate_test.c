@@ -172,6 +172,19 @@ Test(config, noise_multiplier_is_kept)
                        "config.privacy.noise_multiplier", "greater than 0", bad[i]);
 }
 
+/* Below CMS_RDP_SIGMA_MIN the accountant refuses (and took seconds before
+ * it did, tests/fuzz/corpus/rdp): refused here, with the field. */
+Test(config, noise_multiplier_below_the_accountants_minimum)
+{
+    char buf[2048];
+    static const char *const tiny[] = {"0.000999", "1e-212", "5e-324"};
+    for (size_t i = 0; i < sizeof tiny / sizeof tiny[0]; i++)
+        config_refused(with(buf, sizeof buf, "privacy", "noise_multiplier", tiny[i]),
+                       "config.privacy.noise_multiplier", "at least 0.001", tiny[i]);
+    config_accepted(with(buf, sizeof buf, "privacy", "noise_multiplier", "0.001"), "the minimum");
+    cr_assert_eq(out.noise_multiplier, 0.001);
+}
+
 Test(config, required_and_json)
 {
     config_refused(NULL, "config", "required", "NULL");

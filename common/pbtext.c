@@ -1,0 +1,134 @@
+/* Wire-level checks of protobuf string fields; see pbtext.h. */
+#include "pbtext.h"
+
+#include <stdbool.h>
+#include <string.h>
+
+static const char *const fault_names[] = {CMS_PBTEXT_FAULTS(CMS_ENUM_TEXT)};
+
+const char *cms_pbtext_fault_text(cms_pbtext_fault f)
+{
+    return cms_enum_text(fault_names, CMS_PBTEXT_NFAULTS, (int)f);
+}
+
+int cms_pbtext_utf8(const uint8_t *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        uint8_t b = s[i];
+        if (b < 0x80) {
+            i++;
+            continue;
+        }
+        size_t k;
+        uint8_t lo = 0x80, hi = 0xbf; /* the second byte's range */
+        if (b >= 0xc2 && b <= 0xdf) {
+            k = 1;
+        } else if (b >= 0xe0 && b <= 0xef) {
+            k = 2;
+            if (b == 0xe0)
+                lo = 0xa0; /* no overlongs */
+            else if (b == 0xed)
+                hi = 0x9f; /* no surrogates */
+        } else if (b >= 0xf0 && b <= 0xf4) {
+            k = 3;
+            if (b == 0xf0)
+                lo = 0x90;
+            else if (b == 0xf4)
+                hi = 0x8f; /* nothing past U+10FFFF */
+        } else {
+            return 0;
+        }
+        if (n - i <= k)
+            return 0;
+        if (s[i + 1] < lo || s[i + 1] > hi)
+            return 0;
+        for (size_t j = 2; j <= k; j++)
+            if (s[i + j] < 0x80 || s[i + j] > 0xbf)
+                return 0;
+        i += k + 1;
+    }
+    return 1;
+}
+
+/* A varint at p[*at..n): false when it runs off the end or past 10 bytes. */
+static bool varint(const uint8_t *p, size_t n, size_t *at, uint64_t *out)
+{
+    uint64_t v = 0;
+    for (int shift = 0; shift < 70 && *at < n; shift += 7) {
+        uint8_t b = p[(*at)++];
+        v |= (uint64_t)(b & 0x7f) << shift;
+        if ((b & 0x80) == 0) {
+            *out = v;
+            return true;
+        }
+    }
+    return false;
+}
+
+static cms_pbtext_fault walk(const ProtobufCMessageDescriptor *d, const uint8_t *p, size_t n,
+                             int depth, unsigned checks, const char **field)
+{
+    size_t at = 0;
+    while (at < n) {
+        uint64_t tag, len;
+        if (!varint(p, n, &at, &tag))
+            return CMS_PBTEXT_OK; /* malformed: the decoder's to refuse */
+        unsigned wire = (unsigned)(tag & 7);
+        uint64_t number = tag >> 3;
+        switch (wire) {
+        case 0: /* varint */
+            if (!varint(p, n, &at, &len))
+                return CMS_PBTEXT_OK;
+            continue;
+        case 1: /* 64-bit */
+            if (n - at < 8)
+                return CMS_PBTEXT_OK;
+            at += 8;
+            continue;
+        case 5: /* 32-bit */
+            if (n - at < 4)
+                return CMS_PBTEXT_OK;
+            at += 4;
+            continue;
+        case 2: /* length-delimited: below */
+            break;
+        default: /* groups and what is no wire type: the decoder refuses them */
+            return CMS_PBTEXT_OK;
+        }
+        if (!varint(p, n, &at, &len) || len > n - at)
+            return CMS_PBTEXT_OK;
+        const uint8_t *v = p + at;
+        at += (size_t)len;
+        const ProtobufCFieldDescriptor *f =
+            number > 0 && number <= UINT32_MAX
+                ? protobuf_c_message_descriptor_get_field(d, (unsigned)number)
+                : NULL;
+        if (f == NULL)
+            continue; /* an unknown field: kept as bytes, never read as text */
+        if (f->type == PROTOBUF_C_TYPE_STRING) {
+            cms_pbtext_fault r = CMS_PBTEXT_OK;
+            if ((checks & CMS_PBTEXT_CHECK_NUL) && len > 0 && memchr(v, '\0', (size_t)len) != NULL)
+                r = CMS_PBTEXT_NUL;
+            else if ((checks & CMS_PBTEXT_CHECK_UTF8) && !cms_pbtext_utf8(v, (size_t)len))
+                r = CMS_PBTEXT_UTF8;
+            if (r != CMS_PBTEXT_OK) {
+                *field = f->name;
+                return r;
+            }
+        } else if (f->type == PROTOBUF_C_TYPE_MESSAGE && depth < CMS_PBTEXT_MAX_DEPTH) {
+            cms_pbtext_fault r = walk(f->descriptor, v, (size_t)len, depth + 1, checks, field);
+            if (r != CMS_PBTEXT_OK)
+                return r;
+        }
+    }
+    return CMS_PBTEXT_OK;
+}
+
+cms_pbtext_fault cms_pbtext_check(const ProtobufCMessageDescriptor *desc, const uint8_t *data,
+                                  size_t len, unsigned checks, const char **field)
+{
+    if (desc == NULL || (data == NULL && len > 0))
+        return CMS_PBTEXT_OK;
+    return walk(desc, data, len, 0, checks, field);
+}
