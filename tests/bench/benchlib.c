@@ -4,6 +4,7 @@
 #include "benchlib.h"
 
 #include "cmd.h"
+#include "log.h"
 #include "uuid.h"
 
 #include "cms/v1/command.pb-c.h"
@@ -591,22 +592,21 @@ out:
     return ok;
 }
 
-int bench_command(const char *prog, natsConnection *nc, const char *prefix, const char *service,
-                  const char *verb, const char *auth, const ProtobufCMessage *req,
-                  const ProtobufCMessageDescriptor *rdesc, int64_t timeout_ms, bool quiet,
-                  ProtobufCMessage **out)
+int bench_command_packed(const char *prog, natsConnection *nc, const char *subject,
+                         const char *auth, const char *request_id, const bench_body *body,
+                         const ProtobufCMessageDescriptor *rdesc, int64_t timeout_ms, bool quiet,
+                         ProtobufCMessage **out, char *field, size_t field_cap)
 {
-    int code = -1;
-    char subject[256];
-    bench_body bd = {0};
+    int code = BENCH_NO_REPLY;
     natsMsg *m = NULL, *rep = NULL;
     Cms__V1__Reply *r = NULL;
-    snprintf(subject, sizeof subject, "%s.%s.%s", prefix, service, verb);
-    if (!bench_pack_body(req, &bd))
-        goto out;
-    natsStatus st = natsMsg_Create(&m, subject, NULL, (const char *)bd.data, (int)bd.len);
+    if (field && field_cap)
+        field[0] = '\0';
+    natsStatus st = natsMsg_Create(&m, subject, NULL, (const char *)body->data, (int)body->len);
     if (st == NATS_OK && auth)
         st = natsMsgHeader_Set(m, "Authorization", auth);
+    if (st == NATS_OK && request_id)
+        st = natsMsgHeader_Set(m, "Cms-Request-Id", request_id);
     if (st == NATS_OK)
         st = natsConnection_RequestMsg(&rep, nc, m, timeout_ms);
     if (st != NATS_OK) {
@@ -614,6 +614,7 @@ int bench_command(const char *prog, natsConnection *nc, const char *prefix, cons
             fprintf(stderr, "%s: %s: %s\n", prog, subject, natsStatus_GetText(st));
         goto out;
     }
+    code = BENCH_BAD_REPLY;
     r = cms__v1__reply__unpack(NULL, (size_t)natsMsg_GetDataLength(rep),
                                (const uint8_t *)natsMsg_GetData(rep));
     if (r == NULL) {
@@ -622,6 +623,8 @@ int bench_command(const char *prog, natsConnection *nc, const char *prefix, cons
     }
     if (r->outcome_case == CMS__V1__REPLY__OUTCOME_ERROR && r->error) {
         code = (int)r->error->code;
+        if (field && field_cap)
+            snprintf(field, field_cap, "%s", r->error->field);
         if (!quiet)
             fprintf(stderr, "%s: %s: %s: %s (field \"%s\")\n", prog, subject,
                     cms_cmd_code_name(r->error->code), r->error->message, r->error->field);
@@ -630,7 +633,6 @@ int bench_command(const char *prog, natsConnection *nc, const char *prefix, cons
     *out = protobuf_c_message_unpack(rdesc, NULL, r->result.len, r->result.data);
     if (*out == NULL) {
         fprintf(stderr, "%s: %s: the result is not a %s\n", prog, subject, rdesc->name);
-        code = -1;
         goto out;
     }
     code = 0;
@@ -639,8 +641,23 @@ out:
         cms__v1__reply__free_unpacked(r, NULL);
     natsMsg_Destroy(rep);
     natsMsg_Destroy(m);
-    free(bd.data);
     return code;
+}
+
+int bench_command(const char *prog, natsConnection *nc, const char *prefix, const char *service,
+                  const char *verb, const char *auth, const ProtobufCMessage *req,
+                  const ProtobufCMessageDescriptor *rdesc, int64_t timeout_ms, bool quiet,
+                  ProtobufCMessage **out)
+{
+    char subject[256];
+    bench_body bd = {0};
+    snprintf(subject, sizeof subject, "%s.%s.%s", prefix, service, verb);
+    if (!bench_pack_body(req, &bd))
+        return -1;
+    int code = bench_command_packed(prog, nc, subject, auth, NULL, &bd, rdesc, timeout_ms, quiet,
+                                    out, NULL, 0);
+    free(bd.data);
+    return code < 0 ? -1 : code;
 }
 
 int bench_call(const char *prog, natsConnection *nc, const char *prefix, const char *verb,
@@ -907,4 +924,49 @@ out:
     natsOptions_Destroy(o);
     (void)nats_CloseAndWait(5000);
     return ok;
+}
+
+/* --- main ---------------------------------------------------------------------- */
+
+int bench_main(int argc, char **argv, const char *prog, const char *summary,
+               const cms_option *options, size_t noptions, const char *usage_tail,
+               const bench_verb *verbs, size_t nverbs)
+{
+    cms_config *cfg = NULL;
+    cms_log_init(prog, CMS_LOG_WARN, stderr);
+    if (sodium_init() < 0) {
+        fprintf(stderr, "%s: libsodium cannot start\n", prog);
+        return BENCH_EXIT_FAILED;
+    }
+    switch (cms_config_parse(options, noptions, argc, argv, prog, summary, usage_tail, &cfg)) {
+    case CMS_CONFIG_OK:
+        break;
+    case CMS_CONFIG_EXIT_OK:
+        return BENCH_EXIT_DONE;
+    case CMS_CONFIG_EXIT_USAGE:
+        return BENCH_EXIT_USAGE;
+    }
+    char want[256] = "";
+    size_t len = 0;
+    for (size_t i = 0; i < nverbs && len < sizeof want; i++)
+        len += (size_t)snprintf(want + len, sizeof want - len, "%s%s",
+                                i == 0            ? ""
+                                : i + 1 == nverbs ? " or "
+                                                  : ", ",
+                                verbs[i].name);
+    int status = BENCH_EXIT_USAGE;
+    const char *verb = cms_config_positional(cfg, 0);
+    if (verb == NULL || cms_config_npositional(cfg) != 1) {
+        fprintf(stderr, "%s: one verb is needed: %s; try --help\n", prog, want);
+    } else {
+        size_t i = 0;
+        while (i < nverbs && strcmp(verbs[i].name, verb) != 0)
+            i++;
+        if (i < nverbs)
+            status = verbs[i].run(cfg);
+        else
+            fprintf(stderr, "%s: unknown verb \"%s\": want %s\n", prog, verb, want);
+    }
+    cms_config_destroy(cfg);
+    return status;
 }

@@ -17,12 +17,16 @@
  *     (an identity with an API key and maybe an Ed25519 key) and their
  *     files, a signature of a contract's content hash, contract terms.
  *
+ *   - bench_main: a tool's main, one verb a run (its options, --help, the
+ *     exit codes 0 done, 1 failed, 2 usage error).
+ *
  * A bench library, not a service's: it blocks (connecting, bench_call) and
  * writes its failures to stderr, each line prefixed by the program's name. */
 #ifndef CMS_BENCHLIB_H
 #define CMS_BENCHLIB_H
 
 #include "apikey.h"
+#include "config.h"
 #include "uuid.h"
 
 #include <nats/nats.h>
@@ -32,6 +36,22 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+
+/* --- main ---------------------------------------------------------------------- */
+
+enum { BENCH_EXIT_DONE = 0, BENCH_EXIT_FAILED = 1, BENCH_EXIT_USAGE = 2 };
+
+typedef struct bench_verb {
+    const char *name;
+    int (*run)(const cms_config *cfg); /* a BENCH_EXIT_* */
+} bench_verb;
+
+/* Starts logging (warnings up, to stderr) and libsodium, parses the options
+ * (summary and usage_tail go to --help) and runs the one verb named, or
+ * says what is wanted; returns the exit status. */
+int bench_main(int argc, char **argv, const char *prog, const char *summary,
+               const cms_option *options, size_t noptions, const char *usage_tail,
+               const bench_verb *verbs, size_t nverbs);
 
 /* --- clocks ------------------------------------------------------------------ */
 
@@ -148,6 +168,18 @@ int bench_command(const char *prog, natsConnection *nc, const char *prefix, cons
                   const char *verb, const char *auth, const ProtobufCMessage *req,
                   const ProtobufCMessageDescriptor *rdesc, int64_t timeout_ms, bool quiet,
                   ProtobufCMessage **out);
+/* One attempt of a command already packed (body) on subject, with
+ * "Authorization: <auth>" and "Cms-Request-Id: <request_id>" unless NULL:
+ * 0 and *out (a result of rdesc, the caller's to free), the error code of an
+ * error reply (its field into field, if not NULL), BENCH_NO_REPLY when no
+ * reply came (no responders, a timeout, the connection down: the command may
+ * or may not have run) or BENCH_BAD_REPLY; a line on stderr unless quiet. */
+#define BENCH_NO_REPLY (-1)
+#define BENCH_BAD_REPLY (-2)
+int bench_command_packed(const char *prog, natsConnection *nc, const char *subject,
+                         const char *auth, const char *request_id, const bench_body *body,
+                         const ProtobufCMessageDescriptor *rdesc, int64_t timeout_ms, bool quiet,
+                         ProtobufCMessage **out, char *field, size_t field_cap);
 /* bench_command to cms-identity, not quiet. */
 int bench_call(const char *prog, natsConnection *nc, const char *prefix, const char *verb,
                const char *auth, const ProtobufCMessage *req,

@@ -77,7 +77,11 @@
 
 #define PROG "cms-bench-contracts"
 
-enum { EXIT_DONE = 0, EXIT_FAILED = 1, EXIT_USAGE = 2 };
+enum {
+    EXIT_DONE = BENCH_EXIT_DONE,
+    EXIT_FAILED = BENCH_EXIT_FAILED,
+    EXIT_USAGE = BENCH_EXIT_USAGE
+};
 
 static const cms_option options[] = {
     {"nats-url", NULL, CMS_OPT_STRING, "nats://127.0.0.1:4222", "NATS server URL", false, false},
@@ -1153,37 +1157,9 @@ out:
 
 int main(int argc, char **argv)
 {
-    int status = EXIT_USAGE;
-    cms_config *cfg = NULL;
-    cms_log_init(PROG, CMS_LOG_WARN, stderr);
-    if (sodium_init() < 0) {
-        fprintf(stderr, PROG ": libsodium cannot start\n");
-        return EXIT_FAILED;
-    }
-    switch (cms_config_parse(options, sizeof options / sizeof options[0], argc, argv, PROG,
-                             "load generator of the cms-contracts benchmark", usage_tail, &cfg)) {
-    case CMS_CONFIG_OK:
-        break;
-    case CMS_CONFIG_EXIT_OK:
-        return EXIT_DONE;
-    case CMS_CONFIG_EXIT_USAGE:
-        return EXIT_USAGE;
-    }
-    const char *verb = cms_config_positional(cfg, 0);
-    if (verb == NULL || cms_config_npositional(cfg) != 1) {
-        fprintf(stderr, PROG ": one verb is needed: setup, run or respond; try --help\n");
-        goto out;
-    }
-    if (strcmp(verb, "run") == 0) {
-        status = cmd_run(cfg);
-    } else if (strcmp(verb, "respond") == 0) {
-        status = cmd_respond(cfg);
-    } else if (strcmp(verb, "setup") == 0) {
-        status = cmd_setup(cfg);
-    } else {
-        fprintf(stderr, PROG ": unknown verb \"%s\": want setup, run or respond\n", verb);
-    }
-out:
-    cms_config_destroy(cfg);
-    return status;
+    static const bench_verb verbs[] = {
+        {"setup", cmd_setup}, {"run", cmd_run}, {"respond", cmd_respond}};
+    return bench_main(argc, argv, PROG, "load generator of the cms-contracts benchmark", options,
+                      sizeof options / sizeof options[0], usage_tail, verbs,
+                      sizeof verbs / sizeof verbs[0]);
 }

@@ -100,7 +100,11 @@
 
 #define PROG "cms-bench-training"
 
-enum { EXIT_DONE = 0, EXIT_FAILED = 1, EXIT_USAGE = 2 };
+enum {
+    EXIT_DONE = BENCH_EXIT_DONE,
+    EXIT_FAILED = BENCH_EXIT_FAILED,
+    EXIT_USAGE = BENCH_EXIT_USAGE
+};
 
 /* cms-training's TP_SIGMA_TOL (training/plan.h) */
 #define SIGMA_TOL 1e-6
@@ -1766,45 +1770,10 @@ out:
 
 int main(int argc, char **argv)
 {
-    int status = EXIT_USAGE;
-    cms_config *cfg = NULL;
-    cms_log_init(PROG, CMS_LOG_WARN, stderr);
-    if (sodium_init() < 0) {
-        fprintf(stderr, PROG ": libsodium cannot start\n");
-        return EXIT_FAILED;
-    }
-    switch (cms_config_parse(options, sizeof options / sizeof options[0], argc, argv, PROG,
-                             "load generator of the cms-training benchmark", usage_tail, &cfg)) {
-    case CMS_CONFIG_OK:
-        break;
-    case CMS_CONFIG_EXIT_OK:
-        return EXIT_DONE;
-    case CMS_CONFIG_EXIT_USAGE:
-        return EXIT_USAGE;
-    }
-    static const struct {
-        const char *name;
-        int (*fn)(const cms_config *cfg);
-    } verbs[] = {{"rdp", cmd_rdp},         {"setup", cmd_setup}, {"contract", cmd_contract},
-                 {"start", cmd_start},     {"run", cmd_run},     {"finish", cmd_finish},
-                 {"respond", cmd_respond}, {"e2e", cmd_e2e}};
-    const char *verb = cms_config_positional(cfg, 0);
-    if (verb == NULL || cms_config_npositional(cfg) != 1) {
-        fprintf(stderr, PROG ": one verb is needed; try --help\n");
-        goto out;
-    }
-    size_t i = 0;
-    while (i < sizeof verbs / sizeof verbs[0] && strcmp(verbs[i].name, verb) != 0)
-        i++;
-    if (i == sizeof verbs / sizeof verbs[0]) {
-        fprintf(stderr,
-                PROG ": unknown verb \"%s\": want rdp, setup, contract, start, run, finish, "
-                     "respond or e2e\n",
-                verb);
-        goto out;
-    }
-    status = verbs[i].fn(cfg);
-out:
-    cms_config_destroy(cfg);
-    return status;
+    static const bench_verb verbs[] = {
+        {"rdp", cmd_rdp}, {"setup", cmd_setup},   {"contract", cmd_contract}, {"start", cmd_start},
+        {"run", cmd_run}, {"finish", cmd_finish}, {"respond", cmd_respond},   {"e2e", cmd_e2e}};
+    return bench_main(argc, argv, PROG, "load generator of the cms-training benchmark", options,
+                      sizeof options / sizeof options[0], usage_tail, verbs,
+                      sizeof verbs / sizeof verbs[0]);
 }
