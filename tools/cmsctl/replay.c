@@ -752,8 +752,11 @@ int cmsctl_replay_main(int argc, char **argv)
         if ((exhausted || stopping) && rp->busy == 0)
             break;
         /* nats.c answers every publish within --ack-timeout; this only
-         * bounds the run should that promise ever fail */
-        if ((exhausted || stopping) && rp->backoff_head < 0 &&
+         * bounds the run should that promise ever fail, as it does when
+         * the connection closes with publishes pending (nats-server gone
+         * for longer than the reconnects last): their acks never come, and
+         * a window full of them would otherwise wait for ever */
+        if ((exhausted || stopping || rp->free_head < 0) && rp->backoff_head < 0 &&
             now - last_answer > (uint64_t)ack_ms * 1000 + DRAIN_GRACE_US) {
             fprintf(stderr, "%s: giving up on %d unanswered publishes\n", PROG, rp->busy);
             break;
