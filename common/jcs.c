@@ -13,6 +13,8 @@
  * out by ECMAScript's rules. */
 #include "jcs.h"
 
+#include "utf8.h"
+
 #include <math.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -166,16 +168,6 @@ static bool utf8_next(const unsigned char *s, size_t len, size_t *i, uint32_t *c
     return true;
 }
 
-static bool utf8_valid(const char *s, size_t len)
-{
-    uint32_t cp;
-    for (size_t i = 0; i < len;) {
-        if (!utf8_next((const unsigned char *)s, len, &i, &cp))
-            return false;
-    }
-    return true;
-}
-
 /* The first UTF-16 code unit of cp: itself in the BMP, else its high
  * surrogate. */
 static uint32_t utf16_lead(uint32_t cp)
@@ -274,7 +266,7 @@ static void write_number(writer *w, double d)
 static void write_string(writer *w, const char *s, size_t len)
 {
     static const char hex[] = "0123456789abcdef";
-    if (!utf8_valid(s, len)) {
+    if (!cms_utf8_valid(s, len)) {
         fail(w, CMS_JCS_EPARSE);
         return;
     }
@@ -349,7 +341,7 @@ static void write_object(writer *w, const json_t *v, int depth)
         m[i].keylen = json_object_iter_key_len(it);
         m[i].value = json_object_iter_value(it);
         /* the comparison decodes the keys: they must be valid first */
-        if (!utf8_valid(m[i].key, m[i].keylen)) {
+        if (!cms_utf8_valid(m[i].key, m[i].keylen)) {
             fail(w, CMS_JCS_EPARSE);
             goto out;
         }

@@ -1,6 +1,8 @@
 /* Wire-level checks of protobuf string fields; see pbtext.h. */
 #include "pbtext.h"
 
+#include "utf8.h"
+
 #include <stdbool.h>
 #include <string.h>
 
@@ -9,46 +11,6 @@ static const char *const fault_names[] = {CMS_PBTEXT_FAULTS(CMS_ENUM_TEXT)};
 const char *cms_pbtext_fault_text(cms_pbtext_fault f)
 {
     return cms_enum_text(fault_names, CMS_PBTEXT_NFAULTS, (int)f);
-}
-
-int cms_pbtext_utf8(const uint8_t *s, size_t n)
-{
-    size_t i = 0;
-    while (i < n) {
-        uint8_t b = s[i];
-        if (b < 0x80) {
-            i++;
-            continue;
-        }
-        size_t k;
-        uint8_t lo = 0x80, hi = 0xbf; /* the second byte's range */
-        if (b >= 0xc2 && b <= 0xdf) {
-            k = 1;
-        } else if (b >= 0xe0 && b <= 0xef) {
-            k = 2;
-            if (b == 0xe0)
-                lo = 0xa0; /* no overlongs */
-            else if (b == 0xed)
-                hi = 0x9f; /* no surrogates */
-        } else if (b >= 0xf0 && b <= 0xf4) {
-            k = 3;
-            if (b == 0xf0)
-                lo = 0x90;
-            else if (b == 0xf4)
-                hi = 0x8f; /* nothing past U+10FFFF */
-        } else {
-            return 0;
-        }
-        if (n - i <= k)
-            return 0;
-        if (s[i + 1] < lo || s[i + 1] > hi)
-            return 0;
-        for (size_t j = 2; j <= k; j++)
-            if (s[i + j] < 0x80 || s[i + j] > 0xbf)
-                return 0;
-        i += k + 1;
-    }
-    return 1;
 }
 
 /* A varint at p[*at..n): false when it runs off the end or past 10 bytes. */
@@ -110,7 +72,7 @@ static cms_pbtext_fault walk(const ProtobufCMessageDescriptor *d, const uint8_t 
             cms_pbtext_fault r = CMS_PBTEXT_OK;
             if ((checks & CMS_PBTEXT_CHECK_NUL) && len > 0 && memchr(v, '\0', (size_t)len) != NULL)
                 r = CMS_PBTEXT_NUL;
-            else if ((checks & CMS_PBTEXT_CHECK_UTF8) && !cms_pbtext_utf8(v, (size_t)len))
+            else if ((checks & CMS_PBTEXT_CHECK_UTF8) && !cms_utf8_valid(v, (size_t)len))
                 r = CMS_PBTEXT_UTF8;
             if (r != CMS_PBTEXT_OK) {
                 *field = f->name;

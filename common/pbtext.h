@@ -40,7 +40,4 @@ cms_pbtext_fault cms_pbtext_check(const ProtobufCMessageDescriptor *desc, const 
                                   size_t len, unsigned checks, const char **field)
     __attribute__((warn_unused_result));
 
-/* True when s[0..n) is valid UTF-8 (Table 3-7). */
-int cms_pbtext_utf8(const uint8_t *s, size_t n);
-
 #endif

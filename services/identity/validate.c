@@ -2,6 +2,7 @@
 #include "identity/validate.h"
 
 #include "json.h"
+#include "utf8.h"
 #include "uuid.h"
 
 #include <jansson.h>
@@ -27,15 +28,6 @@ static bool fail(idv_err *e, const char *field, const char *fmt, ...)
     return false;
 }
 
-/* jansson checks UTF-8 when it makes a string: the library's validator */
-static bool utf8(const char *s, size_t len)
-{
-    json_t *j = json_stringn(s, len);
-    bool ok = j != NULL;
-    json_decref(j);
-    return ok;
-}
-
 bool idv_name(const char *s, const char *field, idv_err *e)
 {
     size_t n = s ? strlen(s) : 0;
@@ -43,7 +35,7 @@ bool idv_name(const char *s, const char *field, idv_err *e)
         return fail(e, field, "%s is empty", field);
     if (n > IDV_NAME_MAX)
         return fail(e, field, "%s is %zu bytes long; at most %d", field, n, IDV_NAME_MAX);
-    if (!utf8(s, n))
+    if (!cms_utf8_valid(s, n))
         return fail(e, field, "%s is not valid UTF-8", field);
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
@@ -191,7 +183,7 @@ bool idv_text(const char *s, const char *field, size_t max, idv_err *e)
     size_t n = s ? strlen(s) : 0;
     if (n > max)
         return fail(e, field, "%s is %zu bytes; at most %zu", field, n, max);
-    if (n && !utf8(s, n))
+    if (n && !cms_utf8_valid(s, n))
         return fail(e, field, "%s is not valid UTF-8", field);
     return true;
 }
