@@ -26,6 +26,11 @@ natsdir=$local_dir/nats
 logdir=$local_dir/log
 rundir=$local_dir/run
 pgbin=/usr/lib/postgresql/15/bin
+# The stack's own clients say where and how they connect: libpq's variables
+# from the caller's shell (another server's PGSSLMODE=verify-full, a PGHOST)
+# must not steer them elsewhere. PGPASSFILE is set where it is used.
+unset PGHOST PGHOSTADDR PGPORT PGUSER PGDATABASE PGSERVICE PGSERVICEFILE PGOPTIONS \
+    PGSSLMODE PGREQUIRESSL PGSSLROOTCERT PGSSLCERT PGSSLKEY PGSSLCRL PGPASSWORD PGPASSFILE
 # Debian installs nats-server in /usr/sbin, which a normal user's PATH lacks.
 case ":$PATH:" in *:/usr/sbin:*) ;; *) PATH=$PATH:/usr/sbin ;; esac
 bindir=${CMS_LOCAL_BIN_DIR:-$root/build/release/bin}
