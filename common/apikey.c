@@ -218,11 +218,14 @@ cms_apikey_file_err cms_apikey_read_private_file(const char *path, char *buf, si
         snprintf(why, whylen, "%s is not a regular file", path);
         goto out;
     }
-    if ((st.st_mode & 0077) != 0) {
+    /* As PostgreSQL takes its server key: private to its owner, or owned
+     * by root and readable by its group alone (a Kubernetes secret volume
+     * with defaultMode 0440 and the pod's fsGroup) */
+    if ((st.st_mode & 0077) != 0 && !(st.st_uid == 0 && (st.st_mode & 0037) == 0)) {
         err = CMS_APIKEY_FILE_UNSAFE;
         snprintf(why, whylen,
                  "%s may be read or written by other users (mode %03o), so it is refused: "
-                 "chmod 600 %s",
+                 "chmod 600 %s (or, owned by root, 640 for its group)",
                  path, (unsigned)(st.st_mode & 0777), path);
         goto out;
     }

@@ -62,7 +62,9 @@ bool cms_apikey_server_key_parse(const char *text, uint8_t out[CMS_APIKEY_SERVER
 
 /* Reading a file that holds a secret: it must be a regular file (a symlink
  * to one is followed: Kubernetes mounts secrets so) that neither group nor
- * others may read or write, of at most cap bytes. buf gets the bytes and a
+ * others may read or write (or, owned by root, that only its group may
+ * read: a Kubernetes secret with defaultMode 0440 and the pod's fsGroup, as
+ * PostgreSQL allows its server key), of at most cap bytes. buf gets the bytes and a
  * NUL (cap + 1 bytes); why a reason beginning with the path. Blocking: for
  * start-up and command-line tools. */
 typedef enum {

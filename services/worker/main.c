@@ -58,6 +58,7 @@
 #include "dpsgd.h"
 #include "log.h"
 #include "natsauth.h"
+#include "probes.h"
 #include "worker.h"
 
 #include <nats/nats.h>
@@ -69,6 +70,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <uv.h>
 
 #define PROG "cms-worker"
 #define KEY_FILE_MAX 4096
@@ -88,6 +90,7 @@ static const cms_option options[] = {
   {"report-timeout", "CMS_REPORT_TIMEOUT", CMS_OPT_DURATION, "5s", "longest wait for the reply to one report (100ms to 1m)", CMS_OPT_PUBLIC, false},
   {"final-report-timeout", "CMS_FINAL_REPORT_TIMEOUT", CMS_OPT_DURATION, "30s", "how long a job's last report (completed, failed, stopped) is sent again until cms-training answers (1s to 10m)", CMS_OPT_PUBLIC, false},
   {"work-durable", "CMS_WORK_DURABLE", CMS_OPT_STRING, CMS_BUS_WORKERS_DURABLE, "the durable of CMS_WORK that dispatches are pulled from (cms-migrate provisions it; tests make their own)", CMS_OPT_PUBLIC, false},
+  {"http-addr", "CMS_HTTP_ADDR", CMS_OPT_STRING, NULL, "address of /healthz, /readyz (200 while bound to the durable and connected) and /metrics (numeric HOST:PORT); unset: none", CMS_OPT_PUBLIC, false},
   {"once", NULL, CMS_OPT_BOOL, "false", "take one dispatch, then exit", CMS_OPT_PUBLIC, false},
   {"worker-test-seed", "CMS_WORKER_TEST_SEED", CMS_OPT_STRING, NULL, "FOR TESTS ONLY: 64 hex digits that seed every job's sampling and noise, so that runs repeat; whoever knows them can undo the noise, so a model trained so is not private", CMS_OPT_SECRET, false},
 };
@@ -184,6 +187,7 @@ int main(int argc, char **argv)
     int code = 1;
     cms_config *cfg = NULL;
     worker *w = NULL;
+    worker_probes *probes = NULL;
     char key[CMS_APIKEY_LEN + 1] = "";
     uint8_t seed[DPSGD_SEED_BYTES];
     switch (cms_config_parse(options, sizeof options / sizeof options[0], argc, argv, PROG,
@@ -254,11 +258,21 @@ int main(int argc, char **argv)
         cms_log_error("cannot set up signal handling", NULL);
         goto out;
     }
+    const char *http_addr = cms_config_str(cfg, "http-addr");
+    if (http_addr != NULL && http_addr[0] != '\0') {
+        int rc = worker_probes_start(http_addr, &probes);
+        if (rc != 0) {
+            cms_log_error("cannot serve HTTP: is --http-addr free and numeric (HOST:PORT)?",
+                          "{s:s, s:s}", "addr", http_addr, "error", uv_strerror(rc));
+            goto out;
+        }
+    }
     code = worker_run(w);
     cms_log_info("cms-worker stopped", "{s:i}", "exit", code);
 out:
     sodium_memzero(key, sizeof key);
     sodium_memzero(seed, sizeof seed);
+    worker_probes_stop(probes);
     worker_destroy(w);
     cms_config_destroy(cfg);
     /* nats.c's own threads, once the connection is gone */

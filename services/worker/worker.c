@@ -170,9 +170,29 @@ static struct {
     atomic_bool stop;
 } g_ctl = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
+/* What /readyz reads from the probes' thread: the worker's state and
+ * whether its connection is up. */
+static atomic_int g_state = PROC_CONNECTING;
+static atomic_bool g_connected;
+
 static void set_state(worker *w, proc_state to)
 {
     w->state = (proc_state)cms_fsm_step(&proc_fsm, w->state, to, NULL);
+    atomic_store(&g_state, (int)w->state);
+}
+
+bool worker_ready(char *why, size_t whylen)
+{
+    proc_state st = (proc_state)atomic_load(&g_state);
+    if (st != PROC_WAITING && st != PROC_WORKING) {
+        snprintf(why, whylen, "worker %s", cms_enum_text(proc_names, PROC_NSTATES, (int)st));
+        return false;
+    }
+    if (!atomic_load(&g_connected)) {
+        snprintf(why, whylen, "NATS disconnected: reconnecting");
+        return false;
+    }
+    return true;
 }
 
 worker_err worker_create(const worker_options *o, worker **out)
@@ -239,6 +259,7 @@ static void on_disconnected(natsConnection *nc, void *closure)
 {
     (void)nc;
     (void)closure;
+    atomic_store(&g_connected, false);
     if (!atomic_load(&g_closing))
         cms_log_warn("nats disconnected: reconnecting", NULL);
 }
@@ -247,6 +268,7 @@ static void on_reconnected(natsConnection *nc, void *closure)
 {
     (void)nc;
     (void)closure;
+    atomic_store(&g_connected, true);
     cms_log_info("nats reconnected", NULL);
 }
 
@@ -288,6 +310,7 @@ static int connect_once(worker *w)
     }
     st = natsConnection_Connect(&w->nc, no);
     if (st == NATS_OK) {
+        atomic_store(&g_connected, true);
         cms_log_info("nats connected", "{s:s, s:b}", "inbox_prefix", w->nats_info.inbox_prefix,
                      "tls", w->nats_info.tls);
         rc = 0;

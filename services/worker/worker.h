@@ -54,5 +54,8 @@ void worker_destroy(worker *w); /* NULL-safe; wipes the key */
 void worker_stop(void);
 /* Whether worker_stop was called. */
 bool worker_stopping(void);
+/* Whether the worker is bound to its durable and connected, taking or
+ * training dispatches; if not, why (NUL-terminated). Any thread. */
+bool worker_ready(char *why, size_t whylen);
 
 #endif

@@ -1,9 +1,13 @@
 /* apikey: key format round trip and strict parsing, keyed hash properties,
  * constant-time verification outcomes, server key parsing. */
 #include <criterion/criterion.h>
+#include <fcntl.h>
 #include <sodium.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "apikey.h"
 
@@ -326,4 +330,48 @@ Test(apikey, server_key_parse)
     cr_assert_not(cms_apikey_server_key_parse(NULL, untouched), "NULL");
     for (size_t i = 0; i < sizeof untouched; i++)
         cr_assert_eq(untouched[i], 0xEE);
+}
+
+/* A secret file's mode, its owner and the outcome of reading it. */
+static cms_apikey_file_err read_with(mode_t mode, uid_t owner, bool *made)
+{
+    char path[] = "/tmp/cms-apikey-test.XXXXXX";
+    int fd = mkstemp(path);
+    cr_assert(fd >= 0);
+    cr_assert(write(fd, "secret\n", 7) == 7);
+    close(fd);
+    *made = chown(path, owner, getgid()) == 0 && chmod(path, mode) == 0;
+    char buf[64], why[256];
+    size_t len = 0;
+    cms_apikey_file_err e = cms_apikey_read_private_file(path, buf, 32, &len, why, sizeof why);
+    if (e == CMS_APIKEY_FILE_OK)
+        cr_expect_eq(len, 7);
+    else
+        cr_expect(strstr(why, path) == why, "the reason names the file: %s", why);
+    unlink(path);
+    return e;
+}
+
+Test(apikey, private_file_modes)
+{
+    bool made;
+    uid_t me = geteuid();
+    cr_expect_eq(read_with(0600, me, &made), CMS_APIKEY_FILE_OK);
+    cr_expect_eq(read_with(0400, me, &made), CMS_APIKEY_FILE_OK);
+    cr_expect_eq(read_with(0604, me, &made), CMS_APIKEY_FILE_UNSAFE);
+    cr_expect_eq(read_with(0620, me, &made), CMS_APIKEY_FILE_UNSAFE);
+    if (me != 0) {
+        /* group-readable and owned by someone other than root: refused */
+        cr_expect_eq(read_with(0640, me, &made), CMS_APIKEY_FILE_UNSAFE);
+        return;
+    }
+    /* owned by root, readable by its group only (a Kubernetes secret volume) */
+    cr_expect_eq(read_with(0440, 0, &made), CMS_APIKEY_FILE_OK);
+    cr_expect_eq(read_with(0640, 0, &made), CMS_APIKEY_FILE_OK);
+    cr_expect_eq(read_with(0460, 0, &made), CMS_APIKEY_FILE_UNSAFE, "group may write");
+    cr_expect_eq(read_with(0444, 0, &made), CMS_APIKEY_FILE_UNSAFE, "others may read");
+    cr_expect_eq(read_with(0450, 0, &made), CMS_APIKEY_FILE_UNSAFE, "group may execute");
+    /* group-readable but owned by another user: refused */
+    cr_expect_eq(read_with(0440, 1, &made), CMS_APIKEY_FILE_UNSAFE);
+    cr_expect(made, "chown to another user works as root");
 }

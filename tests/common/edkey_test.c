@@ -131,7 +131,7 @@ Test(contract_keys, load_refuses_a_file_others_may_read_or_write)
     cr_assert_eq(crypto_sign_keypair(pk, sk), 0);
     key_line(sk, line);
     snprintf(text, sizeof text, "%s\n", line);
-    const mode_t modes[] = {0640, 0604, 0620, 0602, 0644, 0666};
+    const mode_t modes[] = {0660, 0604, 0620, 0602, 0644, 0666};
     for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++) {
         write_file(text, modes[i]);
         assert_refused("mode");

@@ -97,7 +97,7 @@ Test(natsauth, readable_by_others_refused_with_the_fix)
     cr_assert(strstr(why, "644") != NULL, "%s", why);
     cr_assert(strstr(why, "secret") == NULL, "%s", why);
     cr_assert_str_eq(c.password, "");
-    put("creds", "alice:secret\n", 0640, path, sizeof path);
+    put("creds", "alice:secret\n", 0660, path, sizeof path);
     cr_assert_eq(cms_natsauth_creds_read(path, &c, why, sizeof why), CMS_NATSAUTH_EUNSAFE);
     put("creds", "alice:secret\n", 0602, path, sizeof path);
     cr_assert_eq(cms_natsauth_creds_read(path, &c, why, sizeof why), CMS_NATSAUTH_EUNSAFE);

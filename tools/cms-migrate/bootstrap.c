@@ -43,6 +43,8 @@ struct cms_bootstrap {
     cms_bootstrap_opts o;
     bool have_key;
     uint8_t server_key[CMS_APIKEY_SERVER_KEY_BYTES];
+    bool have_in_key; /* key_in read: the admin gets this key */
+    char in_key[CMS_APIKEY_LEN + 1];
     PGconn *conn; /* during cms_bootstrap_run only */
     run_state state;
 };
@@ -97,6 +99,8 @@ const char *cms_bootstrap_strerror(cms_bootstrap_err e)
         return "the connection broke during the bootstrap's COMMIT";
     case CMS_BOOTSTRAP_OUTPUT:
         return "the admin key could not be printed";
+    case CMS_BOOTSTRAP_KEY_IN:
+        return "the admin key file given cannot be used";
     }
     return "unknown bootstrap error";
 }
@@ -172,7 +176,55 @@ void cms_bootstrap_destroy(cms_bootstrap *b)
     if (b == NULL)
         return;
     cms_apikey_wipe(b->server_key, sizeof b->server_key);
+    cms_apikey_wipe(b->in_key, sizeof b->in_key);
     free(b);
+}
+
+/* The key of a file cms-migrate admin-key (or cmsctl) wrote: its first line
+ * that is neither blank nor a # comment, either the key alone or
+ * "api_key = KEY". */
+static bool read_in_key(const char *path, char key[CMS_APIKEY_LEN + 1])
+{
+    char buf[4097], why[512];
+    size_t len = 0;
+    bool ok = false;
+    if (cms_apikey_read_private_file(path, buf, sizeof buf - 1, &len, why, sizeof why) !=
+        CMS_APIKEY_FILE_OK) {
+        say_err("--admin-key-in (CMS_ADMIN_KEY_IN): %s\n", why);
+        goto out;
+    }
+    for (char *line = buf; line < buf + len;) {
+        size_t n = strcspn(line, "\r\n");
+        char *next = line + n + (line[n] != '\0');
+        line[n] = '\0';
+        line += strspn(line, " \t");
+        if (*line == '\0' || *line == '#') {
+            line = next;
+            continue;
+        }
+        if (strncmp(line, "api_key", 7) == 0) {
+            line += 7 + strspn(line + 7, " \t");
+            if (*line == '=')
+                line += 1 + strspn(line + 1, " \t");
+        }
+        n = strcspn(line, " \t");
+        cms_uuid id;
+        uint8_t secret[CMS_APIKEY_SECRET_BYTES];
+        if (line[n + strspn(line + n, " \t")] == '\0' && cms_apikey_parse(line, n, &id, secret)) {
+            memcpy(key, line, n);
+            key[n] = '\0';
+            ok = true;
+        }
+        cms_apikey_wipe(secret, sizeof secret);
+        break;
+    }
+    if (!ok)
+        say_err("--admin-key-in (CMS_ADMIN_KEY_IN): %s holds no API key (cms_<id>_<secret>, as "
+                "`cms-migrate admin-key` writes one) on its first line\n",
+                path);
+out:
+    cms_apikey_wipe(buf, sizeof buf);
+    return ok;
 }
 
 cms_bootstrap_err cms_bootstrap_create(const cms_bootstrap_opts *o, cms_bootstrap **out)
@@ -189,7 +241,16 @@ cms_bootstrap_err cms_bootstrap_create(const cms_bootstrap_opts *o, cms_bootstra
         b->o.key_file = NULL;
     if (b->o.key_out != NULL && *b->o.key_out == '\0')
         b->o.key_out = NULL;
+    if (b->o.key_in != NULL && *b->o.key_in == '\0')
+        b->o.key_in = NULL;
     idv_err e;
+    if (b->o.key_in != NULL && (b->o.key_out != NULL || b->o.key_stdout)) {
+        say_err("--admin-key-in (CMS_ADMIN_KEY_IN) gives the first admin a key made beforehand: "
+                "not with --admin-key-out or --admin-key-stdout, which show a new one; try "
+                "--help\n");
+        rc = CMS_BOOTSTRAP_BAD_OPTION;
+        goto out;
+    }
     if (b->o.key_out != NULL && b->o.key_stdout) {
         say_err("give --admin-key-out (CMS_ADMIN_KEY_OUT) or --admin-key-stdout "
                 "(CMS_ADMIN_KEY_STDOUT), not both; try --help\n");
@@ -215,6 +276,13 @@ cms_bootstrap_err cms_bootstrap_create(const cms_bootstrap_opts *o, cms_bootstra
             goto out;
         }
         b->have_key = true;
+    }
+    if (b->o.key_in != NULL) {
+        if (!read_in_key(b->o.key_in, b->in_key)) {
+            rc = CMS_BOOTSTRAP_KEY_IN;
+            goto out;
+        }
+        b->have_in_key = true;
     }
     *out = b;
     b = NULL;
@@ -313,10 +381,16 @@ static cms_bootstrap_err admin_make(const cms_bootstrap *b, admin *a)
     cms_uuid_v7(&iid);
     cms_uuid_v7(&cid);
     cms_uuid_v7(&corr);
+    if (b->have_in_key) {
+        /* the credential is the one the key names */
+        if (!cms_apikey_parse(b->in_key, strlen(b->in_key), &cid, a->secret))
+            return CMS_BOOTSTRAP_KEY_IN; /* read_in_key parsed it */
+        memcpy(a->key, b->in_key, sizeof a->key);
+    }
     cms_uuid_format(&iid, a->identity_id);
     cms_uuid_format(&cid, a->credential_id);
     cms_uuid_format(&corr, a->correlation_id);
-    if (cms_apikey_generate(&cid, a->key, a->secret) != 0) {
+    if (!b->have_in_key && cms_apikey_generate(&cid, a->key, a->secret) != 0) {
         say_err("bootstrap: libsodium cannot generate a key\n");
         return CMS_BOOTSTRAP_NOMEM;
     }
@@ -547,7 +621,7 @@ cms_bootstrap_err cms_bootstrap_run(cms_bootstrap *b, PGconn *conn)
     }
 
     /* a stdout that is no terminal is a pipe or a file, often a job's log */
-    if (b->o.key_out == NULL && !b->o.key_stdout && !isatty(STDOUT_FILENO)) {
+    if (!b->have_in_key && b->o.key_out == NULL && !b->o.key_stdout && !isatty(STDOUT_FILENO)) {
         say_err("no first admin created: its API key would be shown on stdout, which is not a "
                 "terminal and may be kept in a log. Give --admin-key-out FILE (a new file, mode "
                 "0600) to have it there, or --admin-key-stdout to print it on this stdout "
@@ -568,15 +642,21 @@ cms_bootstrap_err cms_bootstrap_run(cms_bootstrap *b, PGconn *conn)
                 "`cms-migrate up` again once PostgreSQL is back: it says whether an admin "
                 "exists.\n",
                 b->o.admin_name, a.identity_id,
-                b->o.key_out ? "in the file written" : "printed below");
-        if (b->o.key_out == NULL)
+                b->have_in_key ? "of --admin-key-in"
+                : b->o.key_out ? "in the file written"
+                               : "printed below");
+        if (!b->have_in_key && b->o.key_out == NULL)
             (void)print_key(&a);
         goto out;
     }
     if (rc != CMS_BOOTSTRAP_OK)
         goto out;
 
-    if (b->o.key_out != NULL) {
+    if (b->have_in_key) {
+        say_err("first admin \"%s\" created (identity %s) with the API key of %s, valid until "
+                "%s\n",
+                b->o.admin_name, a.identity_id, b->o.key_in, a.expires_text);
+    } else if (b->o.key_out != NULL) {
         say_err("first admin \"%s\" created (identity %s); its API key, valid until %s, is in %s "
                 "(mode 0600) and is shown nowhere else: store it safely\n",
                 b->o.admin_name, a.identity_id, a.expires_text, b->o.key_out);
@@ -589,5 +669,61 @@ out:
     cleanup(b);
     admin_wipe(&a);
     b->conn = NULL;
+    return rc;
+}
+
+cms_bootstrap_err cms_bootstrap_new_key(const char *key_out, bool key_stdout)
+{
+    if (key_out != NULL && *key_out == '\0')
+        key_out = NULL;
+    if (key_out != NULL && key_stdout) {
+        say_err("give --admin-key-out (CMS_ADMIN_KEY_OUT) or --admin-key-stdout "
+                "(CMS_ADMIN_KEY_STDOUT), not both; try --help\n");
+        return CMS_BOOTSTRAP_BAD_OPTION;
+    }
+    if (key_out == NULL && !key_stdout && !isatty(STDOUT_FILENO)) {
+        say_err("no key made: it would be shown on stdout, which is not a terminal and may be "
+                "kept in a log. Give --admin-key-out FILE (a new file, mode 0600), or "
+                "--admin-key-stdout to print it on this stdout anyway\n");
+        return CMS_BOOTSTRAP_NO_KEY_OUTPUT;
+    }
+    cms_uuid cid;
+    admin a;
+    memset(&a, 0, sizeof a);
+    cms_uuid_v7(&cid);
+    if (cms_apikey_generate(&cid, a.key, a.secret) != 0) {
+        say_err("libsodium cannot generate a key\n");
+        return CMS_BOOTSTRAP_NOMEM;
+    }
+    cms_apikey_wipe(a.secret, sizeof a.secret);
+    cms_bootstrap_err rc = CMS_BOOTSTRAP_OK;
+    if (key_out == NULL) {
+        a.key[CMS_APIKEY_LEN] = '\n'; /* past stdio: no copy stays in its buffer */
+        fflush(stdout);
+        if (!write_all(STDOUT_FILENO, a.key, CMS_APIKEY_LEN + 1)) {
+            say_err("cannot print the key: %s\n", strerror(errno));
+            rc = CMS_BOOTSTRAP_OUTPUT;
+        }
+        goto out;
+    }
+    char text[512];
+    int n = snprintf(text, sizeof text,
+                     "# cms API key for the first admin, not valid anywhere until `cms-migrate "
+                     "up --admin-key-in` gives it to the admin it creates\napi_key = %s\n",
+                     a.key);
+    int fd = open(key_out, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0) {
+        say_err("cannot create %s: %s%s\n", key_out, strerror(errno),
+                errno == EEXIST ? " (a key is never written over a file)" : "");
+        rc = CMS_BOOTSTRAP_KEY_OUT;
+    } else if (n < 0 || (size_t)n >= sizeof text || fchmod(fd, 0600) != 0 ||
+               !write_all(fd, text, (size_t)n) || fsync(fd) != 0 || close(fd) != 0) {
+        say_err("cannot write %s: %s\n", key_out, strerror(errno));
+        (void)unlink(key_out);
+        rc = CMS_BOOTSTRAP_KEY_OUT;
+    }
+    cms_apikey_wipe(text, sizeof text);
+out:
+    cms_apikey_wipe(a.key, sizeof a.key);
     return rc;
 }

@@ -42,6 +42,9 @@ typedef struct cms_bootstrap_opts {
         admin_name; /* a name cms-identity accepts (1..255 bytes of UTF-8, no control characters) */
     int64_t ttl_ms; /* the key's lifetime, CMS_BOOTSTRAP_TTL_MS_MIN..MAX */
     const char *key_out; /* a new file for the key; NULL: stdout */
+    const char *key_in;  /* a file holding the key to give the admin (cms-migrate admin-key
+                            made it, e.g. a Kubernetes Secret): nothing is shown; NULL: a new
+                            key, shown once */
     bool key_stdout;     /* stdout even when it is no terminal (not with key_out) */
     cms_migrate_verbosity verbosity;
 } cms_bootstrap_opts;
@@ -59,6 +62,7 @@ typedef enum cms_bootstrap_err {
     CMS_BOOTSTRAP_CONNECTION_LOST, /* the connection broke before COMMIT; nothing was created */
     CMS_BOOTSTRAP_COMMIT_UNKNOWN,  /* the connection broke during COMMIT */
     CMS_BOOTSTRAP_OUTPUT,          /* the admin was created but its key could not be printed */
+    CMS_BOOTSTRAP_KEY_IN,          /* the key_in file is missing, unsafe or holds no key */
 } cms_bootstrap_err;
 
 const char *cms_bootstrap_strerror(cms_bootstrap_err e);
@@ -82,5 +86,13 @@ cms_bootstrap_err cms_bootstrap_run(cms_bootstrap *b, PGconn *conn)
 
 /* Wipes the server key and frees; NULL-safe. */
 void cms_bootstrap_destroy(cms_bootstrap *b);
+
+/* `cms-migrate admin-key`: a new API key of the form cms-identity issues,
+ * valid nowhere until `up --admin-key-in` gives it to the first admin, so
+ * that it can be kept in a secret store before any admin exists. Written to
+ * the new file key_out (mode 0600, never over another file, in the form
+ * cmsctl reads credentials in), else on stdout when it is a terminal or
+ * key_stdout says so. The reason of a failure is printed on stderr. */
+cms_bootstrap_err cms_bootstrap_new_key(const char *key_out, bool key_stdout);
 
 #endif

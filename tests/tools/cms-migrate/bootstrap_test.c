@@ -722,3 +722,108 @@ Test(bootstrap, debug_output_holds_no_value_of_the_bootstrap)
     cms_test_proc_free(p);
     cms_apikey_wipe(key, sizeof key);
 }
+
+/* ---- a key made beforehand (a Kubernetes Secret) ---- */
+
+static proc *admin_key(const char *out_path)
+{
+    const char *argv[] = {g_bin, "admin-key", "--admin-key-out", out_path, NULL};
+    return cms_test_run(argv, WATCHDOG_MS);
+}
+
+Test(bootstrap, admin_key_makes_a_key_that_up_admin_key_in_gives_the_first_admin)
+{
+    char made[128];
+    in_dir(made, sizeof made, "made.key");
+    proc *p = admin_key(made);
+    assert_exit(p, 0);
+    cr_assert_null(strstr(p->out, "cms_"), "no key on stdout:\n%s", p->out);
+    cr_assert_null(strstr(p->err, "cms_"), "none on stderr:\n%s", p->err);
+    cms_test_proc_free(p);
+    struct stat st;
+    cr_assert_eq(lstat(made, &st), 0);
+    cr_assert_eq(st.st_mode & 07777, 0600, "mode %o", (unsigned)(st.st_mode & 07777));
+    char *text = slurp(made);
+    const char *line = strstr(text, "\napi_key = ");
+    cr_assert_not_null(line, "the form cmsctl reads:\n%s", text);
+    char key[CMS_APIKEY_LEN + 1];
+    snprintf(key, sizeof key, "%s", line + strlen("\napi_key = "));
+    cms_uuid id;
+    uint8_t secret[CMS_APIKEY_SECRET_BYTES];
+    cr_assert(cms_apikey_parse(key, strlen(key), &id, secret), "%s", key);
+
+    /* never over a file */
+    p = admin_key(made);
+    assert_exit(p, 1);
+    cr_assert_not_null(strstr(p->err, "File exists"), "%s", p->err);
+    cms_test_proc_free(p);
+    /* nor on a stdout that is no terminal */
+    const char *argv[] = {g_bin, "admin-key", NULL};
+    p = cms_test_run(argv, WATCHDOG_MS);
+    assert_exit(p, 1);
+    cr_assert_eq(keys_in(p->out, NULL), 0, "%s", p->out);
+    cr_assert_not_null(strstr(p->err, "--admin-key-out"), "%s", p->err);
+    cms_test_proc_free(p);
+
+    /* up gives it to the admin, and shows nothing of it */
+    p = up(g_db, "--identity-key-file", g_key_file, "--admin-key-in", made, NULL);
+    assert_exit(p, 0);
+    cr_assert_null(strstr(p->out, "cms_"), "%s", p->out);
+    cr_assert_null(strstr(p->err, "cms_"), "%s", p->err);
+    cr_assert_not_null(strstr(p->err, made), "stderr names the file:\n%s", p->err);
+    parsed_key pk;
+    check_key(g_db, key, "admin", 90, &pk);
+    assert_secret_nowhere(g_db, &pk, p->err);
+    assert_counts(g_db, "1", "1", "2");
+    cms_test_proc_free(p);
+
+    /* again: the admin exists, nothing changes (a Job run twice) */
+    p = up(g_db, "--identity-key-file", g_key_file, "--admin-key-in", made, NULL);
+    assert_exit(p, 0);
+    assert_counts(g_db, "1", "1", "2");
+    cms_test_proc_free(p);
+
+    /* the bare key on a line of its own is taken too */
+    char bare[128], text2[CMS_APIKEY_LEN + 8];
+    in_dir(bare, sizeof bare, "bare.key");
+    snprintf(text2, sizeof text2, "%s\n", key);
+    write_file(bare, text2, 0600);
+    cr_assert_eq(cms_test_db_create("boot2", 0, g_db2, sizeof g_db2), 0);
+    p = up(g_db2, "--identity-key-file", g_key_file, "--admin-key-in", bare, NULL);
+    assert_exit(p, 0);
+    check_key(g_db2, key, "admin", 90, &pk);
+    cms_test_proc_free(p);
+    cms_apikey_wipe(text, strlen(text));
+    free(text);
+    cms_apikey_wipe(key, sizeof key);
+    cms_apikey_wipe(text2, sizeof text2);
+}
+
+Test(bootstrap, a_bad_admin_key_in_stops_up_before_it_migrates)
+{
+    char junk[128], open_key[128], out[128];
+    in_dir(junk, sizeof junk, "junk.key");
+    in_dir(open_key, sizeof open_key, "open.key");
+    in_dir(out, sizeof out, "out.key");
+    write_file(junk, "# no key here\napi_key = cms_not_a_key\n", 0600);
+    proc *p = admin_key(open_key);
+    assert_exit(p, 0);
+    cms_test_proc_free(p);
+    cr_assert_eq(chmod(open_key, 0644), 0);
+
+    p = up(g_db, "--identity-key-file", g_key_file, "--admin-key-in", junk, NULL);
+    assert_exit(p, 1);
+    cr_assert_not_null(strstr(p->err, "holds no API key"), "%s", p->err);
+    cms_test_proc_free(p);
+    p = up(g_db, "--identity-key-file", g_key_file, "--admin-key-in", open_key, NULL);
+    assert_exit(p, 1);
+    cr_assert_not_null(strstr(p->err, "chmod 600"), "%s", p->err);
+    cms_test_proc_free(p);
+    cr_assert_eq(chmod(open_key, 0600), 0);
+    /* a key made beforehand is not shown: with --admin-key-out it is a usage error */
+    p = up(g_db, "--identity-key-file", g_key_file, "--admin-key-in", open_key, "--admin-key-out",
+           out, NULL);
+    assert_exit(p, 2);
+    cms_test_proc_free(p);
+    assert_sql(g_db, "t", "SELECT to_regclass('schema_migrations') IS NULL");
+}

@@ -167,7 +167,7 @@ Test(ctlcmd_key, group_readable_file_is_refused_with_chmod_advice)
 {
     char want[256];
     snprintf(want, sizeof want, "chmod 600 %s", g_path);
-    write_file(g_path, KEY "\n", 0640);
+    write_file(g_path, KEY "\n", 0660);
     cr_assert_eq(load(NULL, g_path, NULL), CMSCTL_CMD_KEY_EUNSAFE, "%s", g_why);
     cr_assert_not_null(strstr(g_why, want), "%s", g_why);
     cr_assert_null(strstr(g_why, KEY), "%s", g_why);

@@ -99,7 +99,7 @@ static void provision(void)
     creds_of("migrator", creds, sizeof creds);
     cms_nats_options o = {.url = url, .name = "worker-test-provision"};
     o.security.creds_file = creds;
-    cms_nats_err err = cms_bus_provision_wait(&o, true, 20000);
+    cms_nats_err err = cms_bus_provision_wait(&o, true, 0, 20000);
     cr_assert_eq(err, CMS_NATS_OK, "provisioning: %s", cms_nats_strerror(err));
 }
 
@@ -344,7 +344,8 @@ static uint64_t work_left(void)
 
 /* ---- the worker ---- */
 
-static pid_t spawn_worker(const char *report_timeout)
+/* extra: one more argument (NULL: none); --once unless it is given */
+static pid_t spawn_worker_with(const char *report_timeout, const char *extra)
 {
     char creds[300], key[300], log[300], timeout[64];
     creds_of("worker", creds, sizeof creds);
@@ -366,11 +367,20 @@ static pid_t spawn_worker(const char *report_timeout)
         setenv("CMS_LOG_LEVEL", "debug", 1);
         unsetenv("CMS_COMMAND_PREFIX");
         unsetenv("CMS_NATS_INBOX_PREFIX");
-        execl(CMS_WORKER_BIN, "cms-worker", "--once", "--final-report-timeout=3s", timeout,
-              (char *)NULL);
+        if (extra != NULL)
+            execl(CMS_WORKER_BIN, "cms-worker", "--final-report-timeout=3s", timeout, extra,
+                  (char *)NULL);
+        else
+            execl(CMS_WORKER_BIN, "cms-worker", "--once", "--final-report-timeout=3s", timeout,
+                  (char *)NULL);
         _exit(127);
     }
     return pid;
+}
+
+static pid_t spawn_worker(const char *report_timeout)
+{
+    return spawn_worker_with(report_timeout, NULL);
 }
 
 static void show_log(void)
@@ -595,4 +605,37 @@ Test(worker, sigterm_ends_a_job_after_a_last_progress_report)
                  "no final report, only the count of its steps");
     cr_assert_gt(got[n - 1].steps, 0);
     cr_assert_eq(work_left(), 0, "acked when it started: cms-training requeues it");
+}
+
+/* --http-addr: /healthz while it runs, /readyz only while it is bound and
+ * connected (503 with the reason once NATS is gone), /metrics with the
+ * process metrics; SIGTERM still ends it cleanly. */
+Test(worker, probes_say_when_it_can_take_work)
+{
+    int port = cms_test_free_port();
+    char addr[64], body[8192];
+    snprintf(addr, sizeof addr, "--http-addr=127.0.0.1:%d", port);
+    pid_t pid = spawn_worker_with("5s", addr);
+    cr_assert(cms_test_wait_http(port, "/readyz", 200, "ready", pid, 20000, body, sizeof body),
+              "ready once bound: %s", body);
+    cr_assert_eq(cms_test_http_get(port, "/healthz", NULL, 0), 200);
+    double rss = -1;
+    cr_assert_eq(cms_test_metric(port, "process_resident_memory_bytes", &rss), 200);
+    cr_assert_gt(rss, 0);
+    /* NATS goes away: not ready, and says why; alive all the same */
+    kill(server, SIGKILL);
+    waitpid(server, NULL, 0);
+    server = -1;
+    cr_assert(cms_test_wait_http(port, "/readyz", 503, "NATS disconnected", pid, 20000, body,
+                                 sizeof body),
+              "not ready without NATS: %s", body);
+    cr_assert_eq(cms_test_http_get(port, "/healthz", NULL, 0), 200);
+    cr_assert_eq(kill(pid, SIGTERM), 0);
+    cr_assert_eq(wait_worker(pid), 0);
+}
+
+Test(worker, an_http_addr_it_cannot_bind_is_refused_at_start)
+{
+    pid_t pid = spawn_worker_with("5s", "--http-addr=not-an-address");
+    cr_assert_eq(wait_worker(pid), 1);
 }
