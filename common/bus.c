@@ -157,9 +157,17 @@ static void prov_timeout(uv_timer_t *t)
     prov_close(t->data);
 }
 
-cms_nats_err cms_bus_provision_wait(const cms_nats_options *o, bool with_durables,
+cms_nats_err cms_bus_provision_wait(const cms_nats_options *o, bool with_durables, int replicas,
                                     int64_t timeout_ms)
 {
+    if (replicas < 0 || replicas > CMS_BUS_MAX_REPLICAS)
+        return CMS_NATS_EINVAL;
+    enum { NSTREAMS = sizeof streams / sizeof streams[0] };
+    cms_nats_stream_spec specs[NSTREAMS];
+    for (size_t i = 0; i < NSTREAMS; i++) {
+        specs[i] = streams[i];
+        specs[i].replicas = replicas;
+    }
     uv_loop_t loop;
     if (uv_loop_init(&loop) != 0)
         return CMS_NATS_ENOMEM;
@@ -169,8 +177,10 @@ cms_nats_err cms_bus_provision_wait(const cms_nats_options *o, bool with_durable
         uv_timer_init(&loop, &p.timer);
         p.timer.data = &p;
         uv_timer_start(&p.timer, prov_timeout, (uint64_t)timeout_ms, 0);
-        rc = with_durables ? cms_bus_provision_all(p.n, prov_done, &p)
-                           : cms_bus_provision(p.n, prov_done, &p);
+        rc = with_durables
+                 ? cms_nats_provision_all(p.n, specs, NSTREAMS, durables,
+                                          sizeof durables / sizeof durables[0], prov_done, &p)
+                 : cms_nats_provision(p.n, specs, NSTREAMS, prov_done, &p);
         if (rc != 0) {
             p.result = (cms_nats_err)rc;
             prov_close(&p);

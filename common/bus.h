@@ -76,9 +76,12 @@ const cms_nats_durable_spec *cms_bus_durables(size_t *count);
 /* The streams, then the durables (cms_nats_provision_all): cms-migrate's. */
 int cms_bus_provision_all(cms_nats *n, void (*done)(void *arg, cms_nats_err err), void *arg);
 /* For command-line tools: connects with o on a loop of its own and
- * provisions the streams (and the durables too if durables), waiting at
- * most timeout_ms. CMS_NATS_OK, CMS_NATS_ETIMEOUT, or what failed. */
-cms_nats_err cms_bus_provision_wait(const cms_nats_options *o, bool durables, int64_t timeout_ms);
+ * provisions the streams (and the durables too if durables), each stream
+ * with replicas copies (0 or 1: one; a cluster's: 3), waiting at most
+ * timeout_ms. CMS_NATS_OK, CMS_NATS_ETIMEOUT, or what failed. */
+#define CMS_BUS_MAX_REPLICAS 5 /* JetStream's limit */
+cms_nats_err cms_bus_provision_wait(const cms_nats_options *o, bool durables, int replicas,
+                                    int64_t timeout_ms);
 
 /* ---- subjects ---- */
 

@@ -147,6 +147,7 @@ typedef struct cms_nats_stream_spec {
     bool memory;         /* memory instead of file storage */
     bool work_queue;     /* work-queue retention: a message is gone once acked */
     bool append_only;    /* deny delete and deny purge: nothing leaves it but by age */
+    int replicas;        /* copies in a cluster; 0 or 1: one (its durables take it too) */
     int64_t max_age_ms;
     int64_t duplicates_ms;
 } cms_nats_stream_spec;

@@ -34,6 +34,8 @@ static void compare_stream(const cms_nats_stream_spec *sp, const jsStreamConfig 
     warn_diff_i(sp->name, "max_age_ms", sp->max_age_ms, cfg->MaxAge / NS_PER_MS);
     warn_diff_i(sp->name, "work_queue", sp->work_queue ? 1 : 0,
                 cfg->Retention == js_WorkQueuePolicy ? 1 : 0);
+    warn_diff_i(sp->name, "replicas", sp->replicas > 1 ? sp->replicas : 1,
+                cfg->Replicas > 1 ? cfg->Replicas : 1);
     warn_diff_i(sp->name, "append_only", sp->append_only ? 1 : 0,
                 cfg->DenyDelete && cfg->DenyPurge ? 1 : 0);
     if (sp->duplicates_ms > 0)
@@ -149,6 +151,7 @@ static natsStatus provision_one(jsCtx *js, const cms_nats_stream_spec *sp)
         cfg.Retention = js_WorkQueuePolicy;
     cfg.DenyDelete = sp->append_only;
     cfg.DenyPurge = sp->append_only;
+    cfg.Replicas = sp->replicas > 1 ? sp->replicas : 1;
     jerr = 0;
     st = js_AddStream(&si, js, &cfg, NULL, &jerr);
     if (st == NATS_OK) {

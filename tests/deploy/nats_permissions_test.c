@@ -512,3 +512,27 @@ Test(nats_permissions, outbox_services_read_back_their_streams_by_sequence_and_n
     for (size_t u = 0; u < sizeof others / sizeof others[0]; u++)
         assert_pub_refused(others[u], "$JS.API.STREAM.MSG.GET.CMS_EVENTS");
 }
+
+/* --stream-replicas: out of JetStream's 1..5 a usage error; more copies
+ * than a lone server can hold never made, and the migrator says so. */
+Test(nats_permissions, provision_makes_streams_only_with_the_replicas_asked)
+{
+    const char *bad[] = {"0", "6"};
+    char cmd[1024];
+    for (size_t i = 0; i < 2; i++) {
+        snprintf(cmd, sizeof cmd,
+                 "CMS_NATS_URL=%s CMS_NATS_CREDS=%s/creds/migrator.creds %s/cms-migrate provision "
+                 "--stream-replicas %s >>%s/provision.log 2>&1",
+                 url, dir, cms_test_env("CMS_TEST_BIN_DIR"), bad[i], dir);
+        int rc = system(cmd);
+        cr_assert(WIFEXITED(rc) && WEXITSTATUS(rc) == 2, "--stream-replicas %s: exit %d", bad[i],
+                  rc);
+    }
+    snprintf(cmd, sizeof cmd,
+             "CMS_NATS_URL=%s CMS_NATS_CREDS=%s/creds/migrator.creds %s/cms-migrate provision "
+             "--stream-replicas 3 --provision-timeout 2s >>%s/provision.log 2>&1",
+             url, dir, cms_test_env("CMS_TEST_BIN_DIR"), dir);
+    int rc = system(cmd);
+    cr_assert(WIFEXITED(rc) && WEXITSTATUS(rc) == 1, "three copies on one server: exit %d", rc);
+    provision();
+}

@@ -42,6 +42,10 @@ static const cms_option options[] = {
      CMS_OPT_PUBLIC, false},
     {"nats-url", "CMS_NATS_URL", CMS_OPT_STRING, "nats://127.0.0.1:4222",
      "provision: NATS server URL(s), comma-separated", CMS_OPT_PASSWORD, false},
+    {"stream-replicas", "CMS_STREAM_REPLICAS", CMS_OPT_INT, "1",
+     "provision: copies of each stream kept by a NATS cluster (1 to 5; 3 on a three-node "
+     "cluster), its durables alike",
+     CMS_OPT_PUBLIC, false},
     {"provision-timeout", "CMS_PROVISION_TIMEOUT", CMS_OPT_DURATION, "1m",
      "provision: longest wait for NATS to take the streams and durables", CMS_OPT_PUBLIC, false},
     /* provision: the migrator's NATS credentials (only it may make streams) */
@@ -64,6 +68,11 @@ static const cms_option options[] = {
      "up: print the first admin's API key on stdout even when stdout is not a terminal (a pipe "
      "or a file: a job's log)",
      CMS_OPT_PUBLIC, false},
+    {"admin-key-in", "CMS_ADMIN_KEY_IN", CMS_OPT_STRING, NULL,
+     "up: give the first admin the API key in this file (made by `cms-migrate admin-key`, "
+     "e.g. a Kubernetes Secret; mode 0600, or 0440 owned by root) instead of a new one; "
+     "nothing is shown",
+     CMS_OPT_PUBLIC, false},
 };
 
 static const char usage_tail[] =
@@ -78,6 +87,9 @@ static const char usage_tail[] =
     "  version       print the current version number only (0 when none is applied)\n"
     "  new NAME      create the next-numbered NNNN_NAME.up.sql and .down.sql in\n"
     "                --migrations-dir (default ./migrations); NAME is [a-z0-9_]+\n"
+    "  admin-key     make an API key for the first admin beforehand, to --admin-key-out\n"
+    "                (or a terminal's stdout); `up --admin-key-in FILE` gives it to the\n"
+    "                admin it creates, so the key can live in a secret store and no log\n"
     "  provision     create the JetStream streams (CMS_EVENTS, CMS_DLQ, CMS_WORK,\n"
     "                CMS_AUDIT_CHECKPOINTS) and the services'\n"
     "                durable consumers on --nats-url where missing; existing ones are\n"
@@ -159,7 +171,11 @@ static int cmd_provision(const cms_config *cfg)
     size_t ns = 0, nd = 0;
     const cms_nats_stream_spec *streams = cms_bus_streams(&ns);
     const cms_nats_durable_spec *durables = cms_bus_durables(&nd);
-    cms_nats_err err = cms_bus_provision_wait(&o, true, timeout_ms);
+    int64_t replicas = cms_config_int(cfg, "stream-replicas");
+    if (replicas < 1 || replicas > CMS_BUS_MAX_REPLICAS)
+        return usage("--stream-replicas must be 1 to %d, not %lld", CMS_BUS_MAX_REPLICAS,
+                     (long long)replicas);
+    cms_nats_err err = cms_bus_provision_wait(&o, true, (int)replicas, timeout_ms);
     if (err != CMS_NATS_OK) {
         char wait[32];
         fprintf(stderr,
@@ -248,7 +264,8 @@ int main(int argc, char **argv)
     const char *verb = cms_config_positional(cfg, 0);
     const char *arg = cms_config_positional(cfg, 1);
     if (verb == NULL) {
-        status = usage("%s", "a verb is needed: up, down, status, version, new or provision");
+        status =
+            usage("%s", "a verb is needed: up, down, status, version, new, admin-key or provision");
         goto out;
     }
     bool takes_arg =
@@ -263,6 +280,14 @@ int main(int argc, char **argv)
     }
     if (strcmp(verb, "provision") == 0) {
         status = cmd_provision(cfg);
+        goto out;
+    }
+    if (strcmp(verb, "admin-key") == 0) {
+        cms_bootstrap_err brc = cms_bootstrap_new_key(cms_config_str(cfg, "admin-key-out"),
+                                                      cms_config_bool(cfg, "admin-key-stdout"));
+        status = brc == CMS_BOOTSTRAP_OK           ? EXIT_DONE
+                 : brc == CMS_BOOTSTRAP_BAD_OPTION ? EXIT_USAGE
+                                                   : EXIT_FAILED;
         goto out;
     }
 
@@ -283,8 +308,9 @@ int main(int argc, char **argv)
     }
     if (strcmp(verb, "up") != 0 && strcmp(verb, "down") != 0 && strcmp(verb, "status") != 0 &&
         strcmp(verb, "version") != 0) {
-        status =
-            usage("unknown verb \"%s\": want up, down, status, version, new or provision", verb);
+        status = usage(
+            "unknown verb \"%s\": want up, down, status, version, new, admin-key or provision",
+            verb);
         goto out;
     }
 
@@ -310,6 +336,7 @@ int main(int argc, char **argv)
             .ttl_ms = cms_config_duration_ms(cfg, "admin-key-ttl"),
             .key_out = cms_config_str(cfg, "admin-key-out"),
             .key_stdout = cms_config_bool(cfg, "admin-key-stdout"),
+            .key_in = cms_config_str(cfg, "admin-key-in"),
             .verbosity = o.verbosity,
         };
         cms_bootstrap_err brc = cms_bootstrap_create(&bo, &boot);

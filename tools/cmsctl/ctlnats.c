@@ -146,7 +146,7 @@ static int provision(const char *prog, const cms_config *cfg, int64_t timeout_ms
 {
     cms_nats_options o = {.url = cms_config_str(cfg, "nats-url"), .name = "cmsctl-provision"};
     cmsctl_nats_security(cfg, &o.security);
-    cms_nats_err err = cms_bus_provision_wait(&o, false, timeout_ms);
+    cms_nats_err err = cms_bus_provision_wait(&o, false, 0, timeout_ms);
     if (err != CMS_NATS_OK) {
         char wait[32];
         return cmsctl_fail(prog, "stream %s is missing and could not be created within %s: %s",
