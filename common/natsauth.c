@@ -273,6 +273,37 @@ static cms_natsauth_err apply_tls(natsOptions *no, const cms_nats_security *s, c
     return CMS_NATSAUTH_OK;
 }
 
+natsStatus cms_natsauth_set_url(natsOptions *no, const char *url)
+{
+    if (no == NULL || url == NULL)
+        return NATS_INVALID_ARG;
+    if (strchr(url, ',') == NULL)
+        return natsOptions_SetURL(no, url);
+    char buf[4096];
+    if (strlen(url) >= sizeof buf)
+        return NATS_INVALID_ARG;
+    memcpy(buf, url, strlen(url) + 1);
+    const char *urls[CMS_NATSAUTH_URLS_MAX];
+    int n = 0;
+    for (char *p = buf;;) {
+        char *end = strchr(p, ',');
+        if (end != NULL)
+            *end = '\0';
+        while (*p == ' ' || *p == '\t')
+            p++;
+        size_t len = strlen(p);
+        while (len > 0 && (p[len - 1] == ' ' || p[len - 1] == '\t'))
+            p[--len] = '\0';
+        if (len == 0 || n == CMS_NATSAUTH_URLS_MAX)
+            return NATS_INVALID_ARG;
+        urls[n++] = p;
+        if (end == NULL)
+            break;
+        p = end + 1;
+    }
+    return natsOptions_SetServers(no, urls, n);
+}
+
 cms_natsauth_err cms_natsauth_apply(natsOptions *no, const char *url, const cms_nats_security *s,
                                     cms_natsauth_info *info, char *why, size_t whylen)
 {

@@ -95,6 +95,14 @@ cms_natsauth_err cms_natsauth_apply(natsOptions *no, const char *url, const cms_
                                     cms_natsauth_info *info, char *why, size_t whylen)
     __attribute__((warn_unused_result));
 
+/* Sets the server(s) of no from url: one URL, or several separated by
+ * commas (blanks around each ignored), each a server of the same cluster;
+ * nats.c's natsOptions_SetURL takes the whole text as one URL, so a list
+ * goes to natsOptions_SetServers. NATS_INVALID_ARG for an empty entry or
+ * more than CMS_NATSAUTH_URLS_MAX. */
+#define CMS_NATSAUTH_URLS_MAX 16
+natsStatus cms_natsauth_set_url(natsOptions *no, const char *url);
+
 /* The sentence for an authorization violation: which user, which file, and
  * what to do about it. */
 void cms_natsauth_refused_text(const cms_natsauth_info *info, char *out, size_t len);

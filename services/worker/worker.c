@@ -281,7 +281,7 @@ static int connect_once(worker *w)
     char why[1024];
     natsStatus st = natsOptions_Create(&no);
     if (st == NATS_OK)
-        st = natsOptions_SetURL(no, w->o.nats_url);
+        st = cms_natsauth_set_url(no, w->o.nats_url);
     if (st == NATS_OK)
         st = natsOptions_SetName(no, "cms-worker");
     if (st == NATS_OK)

@@ -68,10 +68,11 @@ static void on_reply(void *arg, cms_nats_msg *m)
         natsfx_close(&c->f);
 }
 
-Test(nats, core_request_reply_on_loop_thread)
+/* NREQ requests answered on the loop's thread, through a cms_nats on url. */
+static void echo_round_trips(const char *url)
 {
     core_ctx *c = calloc(1, sizeof *c);
-    natsfx_init(&c->f, "nats-test", "t", 20000, NULL);
+    natsfx_init_at(&c->f, url, "nats-test", "t", 20000, NULL);
     snprintf(c->svc, sizeof c->svc, "%s.cmd.echo", c->f.tag);
     snprintf(c->inbox, sizeof c->inbox, "%s.inbox", c->f.tag);
     cms_nats_sub *s1 = NULL, *s2 = NULL;
@@ -91,6 +92,21 @@ Test(nats, core_request_reply_on_loop_thread)
     cr_assert_eq(c->bad_replies, 0);
     free(c);
     (void)nats_CloseAndWait(5000);
+}
+
+Test(nats, core_request_reply_on_loop_thread)
+{
+    echo_round_trips(cms_test_env("CMS_TEST_NATS_URL"));
+}
+
+/* "URL,URL" is several servers (of one cluster), not one malformed URL: a
+ * port nothing listens on, then the test server, blanks around them */
+Test(nats, a_comma_separated_url_list_is_several_servers)
+{
+    char urls[512];
+    snprintf(urls, sizeof urls, "nats://127.0.0.1:%d , %s", cms_test_free_port(),
+             cms_test_env("CMS_TEST_NATS_URL"));
+    echo_round_trips(urls);
 }
 
 /* ------------------------------------------------------------------------ */
