@@ -182,8 +182,6 @@ cms_natsauth_err nats_set_options(cms_nats *n, const cms_nats_security *sec, cha
 {
     natsStatus st = natsOptions_Create(&n->opts);
     if (st == NATS_OK)
-        st = cms_natsauth_set_url(n->opts, n->url);
-    if (st == NATS_OK)
         st = natsOptions_SetName(n->opts, n->name);
     if (st == NATS_OK)
         st = natsOptions_SetMaxReconnect(n->opts, -1);

@@ -273,10 +273,8 @@ static cms_natsauth_err apply_tls(natsOptions *no, const cms_nats_security *s, c
     return CMS_NATSAUTH_OK;
 }
 
-natsStatus cms_natsauth_set_url(natsOptions *no, const char *url)
+static natsStatus set_servers(natsOptions *no, const char *url)
 {
-    if (no == NULL || url == NULL)
-        return NATS_INVALID_ARG;
     if (strchr(url, ',') == NULL)
         return natsOptions_SetURL(no, url);
     char buf[4096];
@@ -316,8 +314,16 @@ cms_natsauth_err cms_natsauth_apply(natsOptions *no, const char *url, const cms_
     snprintf(info->inbox_prefix, sizeof info->inbox_prefix, "%s", DEFAULT_PREFIX);
     if (s == NULL)
         s = &none;
-    if (no == NULL) {
-        snprintf(why, whylen, "no NATS options");
+    if (no == NULL || url == NULL) {
+        snprintf(why, whylen, "no NATS options or URL");
+        return CMS_NATSAUTH_EINVAL;
+    }
+    if (set_servers(no, url) != NATS_OK) {
+        /* not the URL itself: it may hold a password */
+        snprintf(why, whylen,
+                 "--nats-url is one URL or several separated by commas (none empty, at most "
+                 "%d)",
+                 CMS_NATSAUTH_URLS_MAX);
         return CMS_NATSAUTH_EINVAL;
     }
     if (s->creds_file && *s->creds_file) {

@@ -87,21 +87,17 @@ typedef struct cms_natsauth_info {
     bool tls;
 } cms_natsauth_info;
 
-/* Sets up no (nats.c's options) for url and s: reads the credentials file,
- * hands them to nats.c, sets the inbox prefix and TLS. s may be NULL (none
+/* Sets up no (nats.c's options) for url and s: the server(s) of url (one
+ * URL, or several of one cluster separated by commas, blanks around each
+ * ignored, at most CMS_NATSAUTH_URLS_MAX; nats.c's natsOptions_SetURL would
+ * take a list as one URL), reads the credentials file, hands them to
+ * nats.c, sets the inbox prefix and TLS. s may be NULL (none
  * of it). info (may be NULL) gets what was decided. On failure why says
  * what to fix. Blocking (reads files): start-up only. */
+#define CMS_NATSAUTH_URLS_MAX 16
 cms_natsauth_err cms_natsauth_apply(natsOptions *no, const char *url, const cms_nats_security *s,
                                     cms_natsauth_info *info, char *why, size_t whylen)
     __attribute__((warn_unused_result));
-
-/* Sets the server(s) of no from url: one URL, or several separated by
- * commas (blanks around each ignored), each a server of the same cluster;
- * nats.c's natsOptions_SetURL takes the whole text as one URL, so a list
- * goes to natsOptions_SetServers. NATS_INVALID_ARG for an empty entry or
- * more than CMS_NATSAUTH_URLS_MAX. */
-#define CMS_NATSAUTH_URLS_MAX 16
-natsStatus cms_natsauth_set_url(natsOptions *no, const char *url);
 
 /* The sentence for an authorization violation: which user, which file, and
  * what to do about it. */

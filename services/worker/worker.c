@@ -281,8 +281,6 @@ static int connect_once(worker *w)
     char why[1024];
     natsStatus st = natsOptions_Create(&no);
     if (st == NATS_OK)
-        st = cms_natsauth_set_url(no, w->o.nats_url);
-    if (st == NATS_OK)
         st = natsOptions_SetName(no, "cms-worker");
     if (st == NATS_OK)
         st = natsOptions_SetTimeout(no, CONNECT_TIMEOUT_MS);

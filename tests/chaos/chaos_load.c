@@ -163,8 +163,6 @@ static bool connect_nats(const cms_config *cfg, natsConnection **nc)
     bool ok = false;
     natsStatus st = natsOptions_Create(&no);
     if (st == NATS_OK)
-        st = cms_natsauth_set_url(no, url);
-    if (st == NATS_OK)
         st = natsOptions_SetName(no, PROG);
     if (st == NATS_OK)
         st = natsOptions_SetMaxReconnect(no, -1);

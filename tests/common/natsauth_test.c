@@ -266,17 +266,24 @@ Test(natsauth, violation_parsed)
 Test(natsauth, url_lists_split_and_bad_ones_refused)
 {
     natsOptions *no = NULL;
+    char why[512];
     cr_assert_eq(natsOptions_Create(&no), NATS_OK);
-    cr_assert_eq(cms_natsauth_set_url(no, "nats://127.0.0.1:4222"), NATS_OK);
-    cr_assert_eq(cms_natsauth_set_url(no, "nats://a:1,nats://b:2, tls://c:3 "), NATS_OK);
+    cr_assert_eq(cms_natsauth_apply(no, "nats://127.0.0.1:4222", NULL, NULL, why, sizeof why),
+                 CMS_NATSAUTH_OK, "%s", why);
+    cr_assert_eq(
+        cms_natsauth_apply(no, "nats://a:1,nats://b:2, tls://c:3 ", NULL, NULL, why, sizeof why),
+        CMS_NATSAUTH_OK, "%s", why);
     const char *bad[] = {"nats://a:1,", ",nats://a:1", "nats://a:1,,nats://b:2", "nats://a:1, ,"};
-    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
-        cr_expect_eq(cms_natsauth_set_url(no, bad[i]), NATS_INVALID_ARG, "%s", bad[i]);
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        cr_expect_eq(cms_natsauth_apply(no, bad[i], NULL, NULL, why, sizeof why),
+                     CMS_NATSAUTH_EINVAL, "%s", bad[i]);
+        cr_expect(strstr(why, "separated by commas") != NULL, "%s", why);
+    }
     char many[2048] = "";
     for (int i = 0; i <= CMS_NATSAUTH_URLS_MAX; i++)
         snprintf(many + strlen(many), sizeof many - strlen(many), "%snats://h%d:4222", i ? "," : "",
                  i);
-    cr_expect_eq(cms_natsauth_set_url(no, many), NATS_INVALID_ARG, "more than the limit");
-    cr_expect_eq(cms_natsauth_set_url(no, NULL), NATS_INVALID_ARG);
+    cr_expect_eq(cms_natsauth_apply(no, many, NULL, NULL, why, sizeof why), CMS_NATSAUTH_EINVAL,
+                 "more than the limit");
     natsOptions_Destroy(no);
 }

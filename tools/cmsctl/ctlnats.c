@@ -99,8 +99,6 @@ int cmsctl_nats_connect(const char *prog, const cms_config *cfg, int64_t timeout
     cmsctl_nats_security(cfg, &sec);
     natsStatus st = natsOptions_Create(&o);
     if (st == NATS_OK)
-        st = natsOptions_SetURL(o, url);
-    if (st == NATS_OK)
         st = natsOptions_SetName(o, "cmsctl");
     if (st == NATS_OK)
         st = natsOptions_SetTimeout(o, timeout_ms);
