@@ -452,56 +452,66 @@ static bool write_all(int fd, const char *p, size_t n)
     return true;
 }
 
-/* The key's file, in the form `cmsctl` reads credentials in: created new
- * (never over another file), 0600, synced to disk. */
-static cms_bootstrap_err write_key_file(cms_bootstrap *b, const admin *a)
+/* A new file (never over another) at path holding text, mode exactly 0600
+ * whatever the umask, synced to disk; on any failure it is removed and
+ * stderr says why. what names the file in those messages. */
+static cms_bootstrap_err create_key_file(const char *path, const char *what, const char *text,
+                                         size_t n)
 {
-    cms_bootstrap_err rc = CMS_BOOTSTRAP_KEY_OUT;
-    char text[2048];
-    const char *path = b->o.key_out;
     int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd < 0) {
-        say_err("cannot create the admin key's file %s: %s%s\n", path, strerror(errno),
+        say_err("cannot create %s %s: %s%s\n", what, path, strerror(errno),
                 errno == EEXIST ? " (a key is never written over a file: remove it or give "
                                   "another --admin-key-out)"
                                 : "");
-        goto out;
+        return CMS_BOOTSTRAP_KEY_OUT;
     }
-    set_state(b, BS_KEY_FILE);
+    bool ok = fchmod(fd, 0600) == 0 && write_all(fd, text, n) && fsync(fd) == 0;
+    if (close(fd) != 0)
+        ok = false;
+    if (ok)
+        return CMS_BOOTSTRAP_OK;
+    say_err("cannot write %s %s: %s\n", what, path, strerror(errno));
+    (void)unlink(path);
+    return CMS_BOOTSTRAP_KEY_OUT;
+}
+
+/* The key's file, in the form `cmsctl` reads credentials in. */
+static cms_bootstrap_err write_key_file(cms_bootstrap *b, const admin *a)
+{
+    char text[2048];
+    cms_bootstrap_err rc = CMS_BOOTSTRAP_KEY_OUT;
     int n = snprintf(text, sizeof text,
                      "# cms API key of the first admin \"%s\" (identity %s), expires %s\n"
                      "api_key = %s\n",
                      b->o.admin_name, a->identity_id, a->expires_text, a->key);
-    if (n < 0 || (size_t)n >= sizeof text) {
+    if (n < 0 || (size_t)n >= sizeof text)
         say_err("bootstrap: the admin key's file would be too long\n");
-        goto out;
-    }
-    /* the mode given to open is narrowed by the umask: make it exactly 0600 */
-    if (fchmod(fd, 0600) != 0 || !write_all(fd, text, (size_t)n) || fsync(fd) != 0) {
-        say_err("cannot write the admin key's file %s: %s\n", path, strerror(errno));
-        goto out;
-    }
-    rc = CMS_BOOTSTRAP_OK;
-out:
+    else
+        rc = create_key_file(b->o.key_out, "the admin key's file", text, (size_t)n);
     cms_apikey_wipe(text, sizeof text);
-    if (fd >= 0 && close(fd) != 0 && rc == CMS_BOOTSTRAP_OK) {
-        say_err("cannot write the admin key's file %s: %s\n", path, strerror(errno));
-        rc = CMS_BOOTSTRAP_KEY_OUT;
-    }
+    /* from now on a failure removes it (cleanup): no key without its admin */
+    if (rc == CMS_BOOTSTRAP_OK)
+        set_state(b, BS_KEY_FILE);
     return rc;
 }
 
 /* The key alone on one line of stdout, written past stdio so that no copy
  * stays behind in its buffer. */
-static cms_bootstrap_err print_key(const admin *a)
+static bool print_key_line(const char key[CMS_APIKEY_LEN + 1])
 {
     char line[CMS_APIKEY_LEN + 1];
-    memcpy(line, a->key, CMS_APIKEY_LEN);
+    memcpy(line, key, CMS_APIKEY_LEN);
     line[CMS_APIKEY_LEN] = '\n';
     fflush(stdout);
     bool ok = write_all(STDOUT_FILENO, line, sizeof line);
     cms_apikey_wipe(line, sizeof line);
-    if (ok)
+    return ok;
+}
+
+static cms_bootstrap_err print_key(const admin *a)
+{
+    if (print_key_line(a->key))
         return CMS_BOOTSTRAP_OK;
     say_err("the first admin was created but its API key could not be printed (%s). Delete the "
             "admin's identity and credential rows and run `cms-migrate up` again.\n",
@@ -698,9 +708,7 @@ cms_bootstrap_err cms_bootstrap_new_key(const char *key_out, bool key_stdout)
     cms_apikey_wipe(a.secret, sizeof a.secret);
     cms_bootstrap_err rc = CMS_BOOTSTRAP_OK;
     if (key_out == NULL) {
-        a.key[CMS_APIKEY_LEN] = '\n'; /* past stdio: no copy stays in its buffer */
-        fflush(stdout);
-        if (!write_all(STDOUT_FILENO, a.key, CMS_APIKEY_LEN + 1)) {
+        if (!print_key_line(a.key)) {
             say_err("cannot print the key: %s\n", strerror(errno));
             rc = CMS_BOOTSTRAP_OUTPUT;
         }
@@ -711,17 +719,9 @@ cms_bootstrap_err cms_bootstrap_new_key(const char *key_out, bool key_stdout)
                      "# cms API key for the first admin, not valid anywhere until `cms-migrate "
                      "up --admin-key-in` gives it to the admin it creates\napi_key = %s\n",
                      a.key);
-    int fd = open(key_out, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
-    if (fd < 0) {
-        say_err("cannot create %s: %s%s\n", key_out, strerror(errno),
-                errno == EEXIST ? " (a key is never written over a file)" : "");
-        rc = CMS_BOOTSTRAP_KEY_OUT;
-    } else if (n < 0 || (size_t)n >= sizeof text || fchmod(fd, 0600) != 0 ||
-               !write_all(fd, text, (size_t)n) || fsync(fd) != 0 || close(fd) != 0) {
-        say_err("cannot write %s: %s\n", key_out, strerror(errno));
-        (void)unlink(key_out);
-        rc = CMS_BOOTSTRAP_KEY_OUT;
-    }
+    rc = n > 0 && (size_t)n < sizeof text
+             ? create_key_file(key_out, "the key's file", text, (size_t)n)
+             : CMS_BOOTSTRAP_KEY_OUT;
     cms_apikey_wipe(text, sizeof text);
 out:
     cms_apikey_wipe(a.key, sizeof a.key);

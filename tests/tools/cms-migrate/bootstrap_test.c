@@ -283,6 +283,26 @@ static void assert_secret_nowhere(const char *db, const parsed_key *pk, const ch
     cr_assert_null(strstr(text, pk->hex), "the secret's hex is in:\n%s", text);
 }
 
+/* A key file cms-migrate wrote: a regular file of mode 0600, a comment
+ * first, then "api_key = KEY" on a line of its own; KEY into key. Returns
+ * the file's text (the caller wipes and frees it). */
+static char *read_key_file(const char *path, char key[CMS_APIKEY_LEN + 1])
+{
+    struct stat st;
+    cr_assert_eq(lstat(path, &st), 0);
+    cr_assert(S_ISREG(st.st_mode));
+    cr_assert_eq(st.st_mode & 07777, 0600, "mode %o", (unsigned)(st.st_mode & 07777));
+    char *text = slurp(path);
+    cr_assert_eq(text[0], '#', "a comment line first:\n%s", text);
+    const char *line = strstr(text, "\napi_key = ");
+    cr_assert_not_null(line, "an api_key line, the form cmsctl reads:\n%s", text);
+    line += strlen("\napi_key = ");
+    cr_assert_eq(line[CMS_APIKEY_LEN], '\n', "%s", text);
+    memcpy(key, line, CMS_APIKEY_LEN);
+    key[CMS_APIKEY_LEN] = '\0';
+    return text;
+}
+
 /* ---- the tests ---- */
 
 Test(bootstrap, first_up_creates_the_admin_and_shows_its_key_once)
@@ -505,17 +525,8 @@ Test(bootstrap, key_out_writes_a_new_0600_file_and_never_overwrites)
     cr_assert_not_null(strstr(p->err, out), "stderr says where the key is:\n%s", p->err);
     cr_assert_null(strstr(p->err, "cms_"), "%s", p->err);
 
-    struct stat st;
-    cr_assert_eq(lstat(out, &st), 0);
-    cr_assert(S_ISREG(st.st_mode));
-    cr_assert_eq(st.st_mode & 07777, 0600, "mode %o", (unsigned)(st.st_mode & 07777));
-    char *text = slurp(out);
-    cr_assert_eq(text[0], '#', "a comment line first:\n%s", text);
-    const char *line = strstr(text, "\napi_key = ");
-    cr_assert_not_null(line, "an api_key line:\n%s", text);
     char key[CMS_APIKEY_LEN + 1];
-    snprintf(key, sizeof key, "%s", line + strlen("\napi_key = "));
-    cr_assert_eq(line[strlen("\napi_key = ") + CMS_APIKEY_LEN], '\n');
+    char *text = read_key_file(out, key);
     parsed_key pk;
     check_key(g_db, key, "admin", 90, &pk);
     assert_secret_nowhere(g_db, &pk, p->err);
@@ -586,14 +597,8 @@ Test(bootstrap, a_key_is_never_printed_on_a_stdout_that_is_no_terminal_unless_as
     assert_exit(p, 0);
     cr_assert_eq(keys_in(p->out, NULL), 0, "%s", p->out);
     cr_assert_not_null(strstr(p->err, out), "%s", p->err);
-    struct stat st;
-    cr_assert_eq(lstat(out, &st), 0);
-    cr_assert_eq(st.st_mode & 07777, 0600, "mode %o", (unsigned)(st.st_mode & 07777));
-    char *text = slurp(out);
-    const char *line = strstr(text, "\napi_key = ");
-    cr_assert_not_null(line, "%s", text);
     char key[CMS_APIKEY_LEN + 1];
-    snprintf(key, sizeof key, "%s", line + strlen("\napi_key = "));
+    char *text = read_key_file(out, key);
     parsed_key pk;
     check_key(g_db, key, "admin", 90, &pk);
     cms_apikey_wipe(text, strlen(text));
@@ -740,14 +745,8 @@ Test(bootstrap, admin_key_makes_a_key_that_up_admin_key_in_gives_the_first_admin
     cr_assert_null(strstr(p->out, "cms_"), "no key on stdout:\n%s", p->out);
     cr_assert_null(strstr(p->err, "cms_"), "none on stderr:\n%s", p->err);
     cms_test_proc_free(p);
-    struct stat st;
-    cr_assert_eq(lstat(made, &st), 0);
-    cr_assert_eq(st.st_mode & 07777, 0600, "mode %o", (unsigned)(st.st_mode & 07777));
-    char *text = slurp(made);
-    const char *line = strstr(text, "\napi_key = ");
-    cr_assert_not_null(line, "the form cmsctl reads:\n%s", text);
     char key[CMS_APIKEY_LEN + 1];
-    snprintf(key, sizeof key, "%s", line + strlen("\napi_key = "));
+    char *text = read_key_file(made, key);
     cms_uuid id;
     uint8_t secret[CMS_APIKEY_SECRET_BYTES];
     cr_assert(cms_apikey_parse(key, strlen(key), &id, secret), "%s", key);
