@@ -116,12 +116,6 @@ const cms_nats_durable_spec *cms_bus_durables(size_t *count)
     return durables;
 }
 
-int cms_bus_provision_all(cms_nats *n, void (*done)(void *arg, cms_nats_err err), void *arg)
-{
-    return cms_nats_provision_all(n, streams, sizeof streams / sizeof streams[0], durables,
-                                  sizeof durables / sizeof durables[0], done, arg);
-}
-
 typedef struct {
     uv_timer_t timer;
     cms_nats *n;

@@ -73,8 +73,6 @@ int cms_bus_provision(cms_nats *n, void (*done)(void *arg, cms_nats_err err), vo
  * them: count entries. A service binds its own and may use other settings
  * (differences are logged). */
 const cms_nats_durable_spec *cms_bus_durables(size_t *count);
-/* The streams, then the durables (cms_nats_provision_all): cms-migrate's. */
-int cms_bus_provision_all(cms_nats *n, void (*done)(void *arg, cms_nats_err err), void *arg);
 /* For command-line tools: connects with o on a loop of its own and
  * provisions the streams (and the durables too if durables), each stream
  * with replicas copies (0 or 1: one; a cluster's: 3), waiting at most
