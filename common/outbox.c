@@ -201,7 +201,7 @@ struct cms_outbox {
     void (*closed)(void *arg);
     void *closed_arg;
     cms_counter *m_published, *m_failed, *m_dead[NDEAD], *m_republished;
-    cms_gauge *m_backlog, *m_oldest;
+    cms_gauge *m_backlog, *m_oldest, *m_held;
 };
 
 static void read_batch(cms_outbox *ob);
@@ -447,7 +447,13 @@ static void read_done(void *arg, cms_pg_err err, const cms_pg_result *res)
             cms_gauge_set(ob->m_backlog, (double)(int64_t)be64toh(be));
         }
     }
-    if (cms_lease_took(&ob->lease, lease) == CMS_LEASE_NOT_HELD) {
+    cms_lease_take_result took = cms_lease_took(&ob->lease, lease);
+    cms_gauge_set(ob->m_held, took == CMS_LEASE_NOT_HELD ? 0 : 1);
+    if (took == CMS_LEASE_TAKEN || took == CMS_LEASE_TAKEN_OVER)
+        cms_log_info("outbox: lease taken: this replica relays", "{s:s, s:s, s:b}", "lease",
+                     ob->lease.name, "holder", ob->lease.holder, "taken_over",
+                     took == CMS_LEASE_TAKEN_OVER);
+    if (took == CMS_LEASE_NOT_HELD) {
         /* another replica's relay publishes this source: stand by */
         cms_gauge_set(ob->m_oldest, 0);
         if (ob->life == RELAY_DRAINING)
@@ -1125,6 +1131,10 @@ cms_outbox_err cms_outbox_create(uv_loop_t *loop, cms_pg *pg, cms_nats *nats,
     ob->m_oldest =
         cms_metrics_gauge(m, "cms_outbox_oldest_age_seconds",
                           "Age of the oldest waiting outbox row, at the last read", NULL);
+    ob->m_held = cms_metrics_gauge(m, "cms_outbox_lease_held",
+                                   "1 while this replica holds the outbox's lease and relays it, "
+                                   "0 while another does",
+                                   NULL);
     read_batch(ob);
     *out = ob;
     return CMS_OUTBOX_OK;
