@@ -12,6 +12,14 @@
 # As root everything long-running belongs to the system user `cms` (the
 # owner of an existing cluster wins); otherwise to the user running the script.
 #
+# Scaled out on one machine (tests/cluster): CMS_LOCAL_NATS_NODES servers in
+# one NATS cluster (1 to 5; routes on CMS_LOCAL_NATS_CLUSTER_PORT, 6222;
+# every stream with min(nodes, 3) replicas), CMS_LOCAL_REPLICAS processes of
+# each service and CMS_LOCAL_WORKERS workers (1 each by default). The k-th
+# instance of NAME (k from 0) is NAME, then NAME@1, NAME@2 ...: its pid in
+# run/NAME@k.pid, its log in log/NAME@k.log, each of its ports k times
+# CMS_LOCAL_PORT_STRIDE (100) above the first's.
+#
 # CMS_LOCAL_DIR puts the stack's files elsewhere than .local (a second stack
 # beside the first, as tests/chaos and tests/soak run one); such a stack
 # installs nothing under ~/.config/cms. CMS_LOCAL_BIN_DIR runs binaries built
@@ -39,6 +47,36 @@ pg_port=${CMS_LOCAL_PG_PORT:-54329}
 nats_port=${CMS_LOCAL_NATS_PORT:-4222}
 nats_monitor_port=${CMS_LOCAL_NATS_MONITOR_PORT:-8222}
 wait_s=${CMS_LOCAL_TIMEOUT:-60}
+nats_nodes=${CMS_LOCAL_NATS_NODES:-1}
+nats_cluster_port=${CMS_LOCAL_NATS_CLUSTER_PORT:-6222}
+replicas=${CMS_LOCAL_REPLICAS:-1}
+workers=${CMS_LOCAL_WORKERS:-1}
+port_stride=${CMS_LOCAL_PORT_STRIDE:-100}
+
+# instances NAME COUNT: the names of its COUNT instances, NAME, NAME@1, ...
+instances()
+{
+    local k
+    for ((k = 0; k < $2; k++)); do
+        if [ "$k" = 0 ]; then echo "$1"; else echo "$1@$k"; fi
+    done
+}
+
+# The number k of instance NAME@k (0 for NAME).
+instance_index()
+{
+    case $1 in *@*) echo "${1##*@}" ;; *) echo 0 ;; esac
+}
+
+# The instances of NAME that have a pid file: what down stops.
+started_instances()
+{
+    local f
+    for f in "$rundir/$1.pid" "$rundir/$1"@*.pid; do
+        [ -f "$f" ] && basename "$f" .pid
+    done
+    return 0
+}
 
 # The services up starts when their binaries exist, and their HTTP ports.
 services=(cms-identity cms-contracts cms-training cms-audit)
@@ -83,10 +121,11 @@ as_owner()
 }
 
 # Prints the pid in .local/run/NAME.pid when that process is alive and is
-# still NAME (a recycled pid is not), else nothing. Returns 0 when alive.
+# still NAME's binary (a recycled pid is not), else nothing. Returns 0 when
+# alive.
 pid_alive()
 {
-    local name=$1 f=$rundir/$1.pid pid comm stat
+    local name=${1%@*} f=$rundir/$1.pid pid comm stat
     [ -f "$f" ] || return 1
     pid=$(cat "$f" 2>/dev/null || true)
     case $pid in '' | *[!0-9]*) return 1 ;; esac

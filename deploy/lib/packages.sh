@@ -17,8 +17,9 @@ CMS_PACKAGES=(
     nats-server postgresql-15 postgresql-client-15
 )
 # What tests/run needs beyond that: the formatter the layout check is pinned
-# to, and clang with libFuzzer for the fuzz targets.
-CMS_TEST_PACKAGES=(clang-format-14 clang libclang-rt-14-dev)
+# to, clang with libFuzzer for the fuzz targets, and what the chaos and
+# cluster scripts read the servers' monitoring with.
+CMS_TEST_PACKAGES=(clang-format-14 clang libclang-rt-14-dev curl jq)
 
 # Prints, one per line, the packages among "$@" that are not installed.
 cms_packages_missing()
