@@ -38,7 +38,7 @@ t_start=$SECONDS
 chaos_usage()
 {
     cat <<EOF
-usage: tests/chaos/$chaos_name [options]
+usage: ${chaos_prog:-tests/chaos/$chaos_name} [options]
 
 $chaos_summary
 
@@ -76,7 +76,7 @@ chaos_parse()
         --seed) seed=${2:?--seed needs a number}; shift ;;
         --bin-dir) bin_dir=${2:?--bin-dir needs a folder}; shift ;;
         --keep) keep=1 ;;
-        *) echo "tests/chaos/$chaos_name: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+        *) echo "${chaos_prog:-tests/chaos/$chaos_name}: unknown argument '$1' (see --help)" >&2; exit 2 ;;
         esac
         shift
     done
@@ -214,11 +214,12 @@ ctl()
         CMS_NATS_CREDS=$dir/nats-auth/creds/client.creds "$bin_dir/cmsctl" "$@"
 }
 
+# The pid of instance NAME (or NAME@k, deploy/lib/local.sh) while it runs.
 pid_of()
 {
-    local p
+    local p b=${1%@*}
     p=$(cat "$dir/run/$1.pid" 2>/dev/null) || return 1
-    [ -n "$p" ] && [ "$(cat "/proc/$p/comm" 2>/dev/null)" = "${1:0:15}" ] || return 1
+    [ -n "$p" ] && [ "$(cat "/proc/$p/comm" 2>/dev/null)" = "${b:0:15}" ] || return 1
     echo "$p"
 }
 
@@ -781,9 +782,10 @@ chaos_cleanup()
     [ -z "${load_pid:-}" ] || kill "$load_pid" 2>/dev/null
     [ -z "${replay_pid:-}" ] || kill_tree "$replay_pid"
     # a paused process would never stop
-    local s p
-    for s in cms-identity cms-contracts cms-training cms-audit cms-worker; do
-        p=$(pid_of "$s") && kill -CONT "$p" 2>/dev/null
+    local f p
+    for f in "${dir:-/nonexistent}"/run/cms-*.pid; do
+        [ -f "$f" ] || continue
+        p=$(pid_of "$(basename "$f" .pid)") && kill -CONT "$p" 2>/dev/null
     done
     if [ -n "${dir:-}" ] && [ -d "$dir" ]; then
         phase "stopping the stack"
