@@ -1131,10 +1131,11 @@ cms_outbox_err cms_outbox_create(uv_loop_t *loop, cms_pg *pg, cms_nats *nats,
     ob->m_oldest =
         cms_metrics_gauge(m, "cms_outbox_oldest_age_seconds",
                           "Age of the oldest waiting outbox row, at the last read", NULL);
-    ob->m_held = cms_metrics_gauge(m, "cms_outbox_lease_held",
-                                   "1 while this replica holds the outbox's lease and relays it, "
-                                   "0 while another does",
-                                   NULL);
+    ob->m_held =
+        cms_metrics_gauge(m, "cms_outbox_lease_held",
+                          "Whether this replica holds the outbox's lease and relays it (1) "
+                          "or another does (0)",
+                          NULL);
     read_batch(ob);
     *out = ob;
     return CMS_OUTBOX_OK;
