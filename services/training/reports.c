@@ -106,8 +106,6 @@ static uint32_t run_slot(const char *id)
 
 static struct trsvc_run *run_find(trsvc *s, const char *id, int attempt, const char *worker)
 {
-    if (s->runs == NULL)
-        return NULL;
     struct trsvc_run *e = &s->runs[run_slot(id)];
     if (strcmp(e->id, id) != 0 || e->attempt != attempt || strcmp(e->worker, worker) != 0)
         return NULL;
@@ -116,7 +114,7 @@ static struct trsvc_run *run_find(trsvc *s, const char *id, int attempt, const c
 
 static void run_forget(trsvc *s, const char *id)
 {
-    if (s->runs && strcmp(s->runs[run_slot(id)].id, id) == 0)
+    if (strcmp(s->runs[run_slot(id)].id, id) == 0)
         s->runs[run_slot(id)].id[0] = '\0';
 }
 
@@ -128,8 +126,6 @@ static void run_keep(trsvc *s, const PGresult *r)
         run_forget(s, id);
         return;
     }
-    if (s->runs == NULL && (s->runs = calloc(TRSVC_RUNS, sizeof *s->runs)) == NULL)
-        return;
     struct trsvc_run *e = &s->runs[run_slot(id)];
     if (!tp_curve_parse(PQgetvalue(r, 0, TRCOL_RDP_STEP), e->step)) {
         e->id[0] = '\0';
@@ -487,6 +483,16 @@ static void h_report(void *arg, cms_cmd_req *req)
 
 trsvc_err trsvc_register_reports(trsvc *s, cms_cmd *c)
 {
+    /* Every slot is marked empty here, which touches every page of the
+     * table: resident from the start, it does not grow the process by a page
+     * every few new job ids for hours, as slots fault in (a zeroed
+     * allocation would, and a malloc and memset becomes one). */
+    if (s->runs == NULL) {
+        if ((s->runs = malloc(TRSVC_RUNS * sizeof *s->runs)) == NULL)
+            return TRSVC_ENOMEM;
+        for (size_t i = 0; i < TRSVC_RUNS; i++)
+            s->runs[i].id[0] = '\0';
+    }
     if (!trsvc_prepare(s, &s->st_start, "start", SQL_START, 8) ||
         !trsvc_prepare(s, &s->st_progress, "progress", SQL_PROGRESS, 14))
         return TRSVC_ESETUP;
