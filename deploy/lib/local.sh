@@ -53,20 +53,9 @@ replicas=${CMS_LOCAL_REPLICAS:-1}
 workers=${CMS_LOCAL_WORKERS:-1}
 port_stride=${CMS_LOCAL_PORT_STRIDE:-100}
 
-# instances NAME COUNT: the names of its COUNT instances, NAME, NAME@1, ...
-instances()
-{
-    local k
-    for ((k = 0; k < $2; k++)); do
-        if [ "$k" = 0 ]; then echo "$1"; else echo "$1@$k"; fi
-    done
-}
-
-# The number k of instance NAME@k (0 for NAME).
-instance_index()
-{
-    case $1 in *@*) echo "${1##*@}" ;; *) echo 0 ;; esac
-}
+# instances, instance_index, strided_port: the names and ports of instances
+# shellcheck source=deploy/lib/instances.sh
+. "$(dirname "${BASH_SOURCE[0]}")/instances.sh"
 
 # The instances of NAME that have a pid file: what down stops.
 started_instances()
